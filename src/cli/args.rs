@@ -1,0 +1,84 @@
+//! Stage one of argument handling: clap types only. Nothing here reads files or
+//! the network; each subcommand's own arguments live beside its implementation.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use super::{
+    backup, destroy, docs, generate, lint, plan, preflight, provision, rebuild, status, up,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "talos-pve",
+    version,
+    about = "Proxmox VE hosts → a running Talos Linux Kubernetes cluster, rebuilt after a disaster"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Output format on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// `--profile` and the cluster directory, shared by every command that acts on a cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProfileArgs {
+    /// The cluster profile (YAML).
+    #[arg(long, short = 'p', value_name = "FILE")]
+    pub profile: PathBuf,
+    /// Cluster directory (secrets, talosconfig, kubeconfig, state).
+    /// Default: $XDG_DATA_HOME/talos-pve/<cluster>.
+    #[arg(long, env = "TALOS_PVE_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a profile's network plan; errors exit non-zero.
+    Lint(lint::Args),
+    /// Show what will exist: VMs per host, NICs, MACs, addresses, pod CIDRs, routes.
+    Plan(plan::Args),
+    /// Generate Markdown network documentation from a profile.
+    Docs(docs::Args),
+    /// Generate secrets, machine configs, talosconfig and kubeconfig.
+    Gen(generate::Args),
+    /// Check the Proxmox hosts, token permissions, storages and VMIDs.
+    Preflight(preflight::Args),
+    /// Create (or adopt) the Talos VMs on Proxmox.
+    Provision(provision::Args),
+    /// Stop and delete this cluster's VMs (only those carrying its marker).
+    Destroy(destroy::Args),
+    /// The whole bring-up, from bare Proxmox hosts to a working cluster.
+    Up(up::Args),
+    /// Show where a cluster stands.
+    Status(status::Args),
+    /// Take an etcd snapshot and save it with the profile and secrets.
+    Backup(backup::Args),
+    /// Rebuild one node or the whole cluster after a disaster.
+    Rebuild(rebuild::Args),
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}

@@ -1,0 +1,15 @@
+//! `talos-pve gen`.
+
+use std::process::ExitCode;
+
+use super::args::{Global, ProfileArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+}
+
+pub fn run(_g: &Global, _a: Args) -> anyhow::Result<ExitCode> {
+    super::common::not_yet("gen")
+}

@@ -1,0 +1,14 @@
+//! talos-pve: Proxmox VE hosts → a running Talos Linux Kubernetes cluster.
+//!
+//! Pure core: `profile` (the YAML model) → `lint` (is the network plan sound?) →
+//! `plan` (everything derived: MACs, pod CIDRs, routes) → renderers (`docs`,
+//! `talos::config`, `pki`). The imperative shell: `cli`, and thin adapters to
+//! Proxmox (`proxmox`), Talos (`talos::api`) and Kubernetes (`kube`), which the
+//! `lab` simulates on loopback.
+
+pub mod cli;
+pub mod cluster_dir;
+pub mod files;
+pub mod plan;
+pub mod profile;
+pub mod tls;

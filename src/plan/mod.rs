@@ -1,0 +1,388 @@
+//! The plan: everything talos-pve derives from a profile before touching any system.
+//!
+//! Pure and deterministic: the same profile always gives the same plan (MACs, pod
+//! CIDRs, schematic ID, routes), so re-runs and rebuilds reproduce identities.
+//! Building a plan assumes `lint` found no errors; what it cannot derive is a
+//! `PlanError`, never a panic.
+
+mod mac;
+mod schematic;
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::profile::{AddrRange, LinkRole, NetworkRole, Profile, Role};
+
+pub use mac::{derive_mac, normalize_mac};
+pub use schematic::{schematic_id, schematic_yaml};
+
+#[derive(Debug, Error, PartialEq)]
+pub enum PlanError {
+    #[error(
+        "the profile has no network with `role: {0}`\n  fix: add one to `networks` (see profiles/homelab.yaml)"
+    )]
+    MissingNetwork(&'static str),
+    #[error(
+        "`kubernetes.podSubnet` {subnet} has room for {room} node pod CIDRs of /{prefix}, but {nodes} nodes need one\n  fix: widen podSubnet or lower `kubernetes.nodePodPrefix`"
+    )]
+    PodSubnetTooSmall {
+        subnet: Ipv4Net,
+        prefix: u8,
+        room: u64,
+        nodes: usize,
+    },
+    #[error("`kubernetes.nodePodPrefix` /{prefix} does not fit in podSubnet {subnet}\n  fix: use a prefix longer than /{}", .subnet.prefix_len())]
+    BadNodePrefix { subnet: Ipv4Net, prefix: u8 },
+    #[error(
+        "`nodes[{index}].{link}.mac` = `{mac}` is not a MAC address\n  fix: write six hex pairs, e.g. BC:24:11:00:16:20"
+    )]
+    BadMac {
+        index: usize,
+        link: &'static str,
+        mac: String,
+    },
+}
+
+/// Schema version of the JSON form of the plan (`plan --output json`).
+pub const PLAN_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub format: u32,
+    pub cluster: String,
+    pub endpoint: String,
+    /// The control-plane node whose address the endpoint names; etcd is bootstrapped there.
+    pub bootstrap_node: String,
+    pub talos_version: String,
+    pub kubernetes_version: String,
+    pub pod_subnet: Ipv4Net,
+    pub service_subnet: Ipv4Net,
+    pub schematic_id: String,
+    pub iso_url: String,
+    pub iso_file: String,
+    pub installer_image: String,
+    pub default_route: LinkRole,
+    pub masquerade: bool,
+    pub hosts: Vec<HostPlan>,
+    pub nodes: Vec<NodePlan>,
+    pub metallb_pool: Option<AddrRange>,
+    /// Routes the gateway needs so pods are reachable without NAT.
+    pub gateway_routes: Vec<GatewayRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPlan {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub vmids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePlan {
+    pub name: String,
+    pub host: String,
+    pub vmid: u32,
+    pub role: Role,
+    pub cores: u32,
+    pub memory_mib: u32,
+    pub disk_gib: u32,
+    pub management: NicPlan,
+    pub workload: NicPlan,
+    #[serde(rename = "podCIDR")]
+    pub pod_cidr: Ipv4Net,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NicPlan {
+    /// `net0`/`net1` in Proxmox; `eth0`/`eth1` in the nocloud guest.
+    pub index: u8,
+    pub guest_name: String,
+    /// Talos link alias bound to this NIC's MAC.
+    pub alias: String,
+    pub bridge: String,
+    pub vlan: u16,
+    /// Upper-case, as Proxmox reports it.
+    pub mac: String,
+    /// Address with the network's prefix length.
+    pub address: Ipv4Net,
+    /// Set only on the link that carries the default route.
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayRoute {
+    pub destination: Ipv4Net,
+    pub via: Ipv4Addr,
+    pub node: String,
+}
+
+impl NodePlan {
+    pub fn nic(&self, role: LinkRole) -> &NicPlan {
+        match role {
+            LinkRole::Management => &self.management,
+            LinkRole::Workload => &self.workload,
+        }
+    }
+}
+
+impl Plan {
+    pub fn build(p: &Profile) -> Result<Plan, PlanError> {
+        let mgmt = p
+            .network(NetworkRole::Management)
+            .ok_or(PlanError::MissingNetwork("management"))?;
+        let work = p
+            .network(NetworkRole::Workload)
+            .ok_or(PlanError::MissingNetwork("workload"))?;
+        let pod_cidrs = pod_cidrs(p)?;
+        let via = p.routing.default_route;
+        let mut nodes = Vec::with_capacity(p.nodes.len());
+        for (i, (n, pod_cidr)) in p.nodes.iter().zip(pod_cidrs).enumerate() {
+            let nic = |role: LinkRole| -> Result<NicPlan, PlanError> {
+                let (net, index, alias, label) = match role {
+                    LinkRole::Management => (mgmt, 0u8, "mgmt", "management"),
+                    LinkRole::Workload => (work, 1u8, "work", "workload"),
+                };
+                let link = n.link(role);
+                let mac = match &link.mac {
+                    Some(m) => normalize_mac(m).ok_or_else(|| PlanError::BadMac {
+                        index: i,
+                        link: label,
+                        mac: m.clone(),
+                    })?,
+                    None => derive_mac(&p.metadata.name, &n.name, index),
+                };
+                Ok(NicPlan {
+                    index,
+                    guest_name: format!("eth{index}"),
+                    alias: alias.into(),
+                    bridge: p.proxmox.bridge.clone(),
+                    vlan: net.vlan,
+                    mac,
+                    address: Ipv4Net::new(link.address, net.subnet.prefix_len())
+                        .expect("prefix from a parsed net"),
+                    gateway: if role == via { net.gateway } else { None },
+                    mtu: net.mtu,
+                })
+            };
+            let r = p.resources(n);
+            nodes.push(NodePlan {
+                name: n.name.clone(),
+                host: n.host.clone(),
+                vmid: n.vmid,
+                role: n.role,
+                cores: r.cores,
+                memory_mib: r.memory,
+                disk_gib: r.disk,
+                management: nic(LinkRole::Management)?,
+                workload: nic(LinkRole::Workload)?,
+                pod_cidr,
+            });
+        }
+        let hosts = p
+            .proxmox
+            .hosts
+            .iter()
+            .map(|h| HostPlan {
+                name: h.name.clone(),
+                address: h.address,
+                vmids: nodes
+                    .iter()
+                    .filter(|n| n.host == h.name)
+                    .map(|n| n.vmid)
+                    .collect(),
+            })
+            .collect();
+        let gateway_routes = nodes
+            .iter()
+            .map(|n| GatewayRoute {
+                destination: n.pod_cidr,
+                via: n.workload.address.addr(),
+                node: n.name.clone(),
+            })
+            .collect();
+        let schematic_id = schematic_id(&p.talos.schematic);
+        let factory = p.talos.image_factory.trim_end_matches('/');
+        let factory_host = factory.split_once("://").map_or(factory, |(_, h)| h);
+        let version = &p.talos.version;
+        Ok(Plan {
+            format: PLAN_FORMAT,
+            cluster: p.metadata.name.clone(),
+            endpoint: p.kubernetes.endpoint.clone(),
+            bootstrap_node: bootstrap_node(p).unwrap_or_default(),
+            talos_version: version.clone(),
+            kubernetes_version: p.kubernetes.version.clone(),
+            pod_subnet: p.kubernetes.pod_subnet,
+            service_subnet: p.kubernetes.service_subnet,
+            iso_url: format!("{factory}/image/{schematic_id}/{version}/nocloud-amd64.iso"),
+            iso_file: format!("talos-{version}-{}-nocloud-amd64.iso", &schematic_id[..12]),
+            installer_image: format!("{factory_host}/nocloud-installer/{schematic_id}:{version}"),
+            schematic_id,
+            default_route: via,
+            masquerade: p.routing.masquerade,
+            hosts,
+            nodes,
+            metallb_pool: p.addons.metallb.as_ref().map(|m| m.pool),
+            gateway_routes,
+        })
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodePlan> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn control_planes(&self) -> impl Iterator<Item = &NodePlan> {
+        self.nodes.iter().filter(|n| n.role == Role::Controlplane)
+    }
+}
+
+/// The host part of `kubernetes.endpoint` (`https://10.8.16.20:6443` → `10.8.16.20`).
+pub fn endpoint_host(endpoint: &str) -> Option<&str> {
+    let rest = endpoint.strip_prefix("https://")?;
+    let authority = rest.split('/').next()?;
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// The control-plane node whose management address (or DNS name) the endpoint names.
+pub fn bootstrap_node(p: &Profile) -> Option<String> {
+    let host = endpoint_host(&p.kubernetes.endpoint)?;
+    let domain = p.dns.domain.as_deref();
+    let by_record = p
+        .dns
+        .records
+        .iter()
+        .find(|r| {
+            Some(r.name.as_str()) == host.split('.').next()
+                && domain.is_some_and(|d| host.ends_with(d))
+                || r.name == host
+        })
+        .map(|r| r.address);
+    let addr: Option<Ipv4Addr> = host.parse().ok().or(by_record);
+    p.nodes
+        .iter()
+        .filter(|n| n.role == Role::Controlplane)
+        .find(|n| {
+            Some(n.management.address) == addr
+                || n.name == host
+                || domain.is_some_and(|d| host == format!("{}.{d}", n.name))
+        })
+        .map(|n| n.name.clone())
+}
+
+/// Each node's pod CIDR: given, or the next free `/nodePodPrefix` of the pod subnet in node order.
+pub fn pod_cidrs(p: &Profile) -> Result<Vec<Ipv4Net>, PlanError> {
+    let subnet = p.kubernetes.pod_subnet;
+    let prefix = p.kubernetes.node_pod_prefix;
+    let mut free: Box<dyn Iterator<Item = Ipv4Net>> =
+        if p.nodes.iter().all(|n| n.pod_cidr.is_some()) {
+            Box::new(std::iter::empty())
+        } else {
+            let subnets = subnet
+                .subnets(prefix)
+                .map_err(|_| PlanError::BadNodePrefix { subnet, prefix })?;
+            let taken: Vec<Ipv4Net> = p.nodes.iter().filter_map(|n| n.pod_cidr).collect();
+            Box::new(subnets.filter(move |s| !taken.iter().any(|t| t.contains(s) || s.contains(t))))
+        };
+    let mut out = Vec::with_capacity(p.nodes.len());
+    for n in &p.nodes {
+        match n.pod_cidr {
+            Some(c) => out.push(c),
+            None => match free.next() {
+                Some(c) => out.push(c),
+                None => {
+                    let room = if prefix >= subnet.prefix_len() {
+                        1u64 << (prefix - subnet.prefix_len()).min(63)
+                    } else {
+                        0
+                    };
+                    return Err(PlanError::PodSubnetTooSmall {
+                        subnet,
+                        prefix,
+                        room,
+                        nodes: p.nodes.len(),
+                    });
+                }
+            },
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn homelab() -> Profile {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
+        crate::profile::load(&path).unwrap()
+    }
+
+    #[test]
+    fn homelab_plan_has_the_corrected_layout() {
+        let plan = Plan::build(&homelab()).unwrap();
+        assert_eq!(plan.bootstrap_node, "talos-k8s-01");
+        let n1 = plan.node("talos-k8s-01").unwrap();
+        assert_eq!(n1.management.address.to_string(), "10.8.16.20/24");
+        assert_eq!(n1.workload.address.to_string(), "10.8.28.20/22");
+        assert_eq!(n1.workload.gateway, Some("10.8.28.1".parse().unwrap()));
+        assert_eq!(n1.management.gateway, None);
+        assert_eq!((n1.management.vlan, n1.workload.vlan), (16, 28));
+        assert_eq!(n1.pod_cidr.to_string(), "10.8.32.0/24");
+        assert_eq!(
+            plan.gateway_routes[2].destination.to_string(),
+            "10.8.34.0/24"
+        );
+        assert_eq!(plan.gateway_routes[2].via.to_string(), "10.8.28.22");
+        assert_eq!(
+            plan.schematic_id,
+            "ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515"
+        );
+        assert_eq!(
+            plan.installer_image,
+            "factory.talos.dev/nocloud-installer/ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515:v1.13.9"
+        );
+    }
+
+    #[test]
+    fn pod_cidrs_are_derived_in_node_order_when_omitted() {
+        let mut p = homelab();
+        for n in &mut p.nodes {
+            n.pod_cidr = None;
+        }
+        p.nodes[1].pod_cidr = Some("10.8.32.0/24".parse().unwrap());
+        let got: Vec<String> = pod_cidrs(&p)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(got, ["10.8.33.0/24", "10.8.32.0/24", "10.8.34.0/24"]);
+        p.kubernetes.node_pod_prefix = 23;
+        p.nodes[1].pod_cidr = None;
+        assert!(matches!(
+            pod_cidrs(&p),
+            Err(PlanError::PodSubnetTooSmall { .. })
+        ));
+    }
+
+    #[test]
+    fn endpoint_host_parses_urls() {
+        assert_eq!(endpoint_host("https://10.8.16.20:6443"), Some("10.8.16.20"));
+        assert_eq!(
+            endpoint_host("https://k8s-api.lab.local"),
+            Some("k8s-api.lab.local")
+        );
+        assert_eq!(endpoint_host("http://x:6443"), None);
+    }
+}

@@ -1,0 +1,131 @@
+//! Reading a profile from disk: size and encoding checks, YAML parsing with
+//! line/column errors, and the `apiVersion`/`kind` gate.
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use super::types::{API_VERSION, KIND, Profile};
+
+/// Profiles are a few KiB; anything this large is a wrong file, not a profile.
+const MAX_PROFILE_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, Error)]
+pub enum ProfileError {
+    #[error("cannot read profile {path}: {source}\n  fix: check the path given to --profile")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "profile {path} is {size} bytes; a profile is a small YAML file\n  fix: point --profile at the cluster profile (e.g. profiles/homelab.yaml)"
+    )]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error(
+        "profile {path} is empty\n  fix: start from profiles/homelab.yaml or run `talos-pve init`"
+    )]
+    Empty { path: PathBuf },
+    #[error(
+        "profile {path} is not UTF-8 text (byte {offset} is invalid); is this a binary file?\n  fix: point --profile at the YAML cluster profile"
+    )]
+    NotText { path: PathBuf, offset: usize },
+    #[error("profile {path}{location}: {message}\n  fix: {fix}")]
+    Syntax {
+        path: PathBuf,
+        location: String,
+        message: String,
+        fix: String,
+    },
+    #[error(
+        "profile {path}: field `{field}` is `{found}`, expected `{expected}`\n  fix: set `{field}: {expected}`"
+    )]
+    Header {
+        path: PathBuf,
+        field: &'static str,
+        found: String,
+        expected: &'static str,
+    },
+}
+
+/// Load and parse a profile file.
+pub fn load(path: &Path) -> Result<Profile, ProfileError> {
+    let read_err = |source| ProfileError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(read_err)?.len();
+    if size > MAX_PROFILE_BYTES {
+        return Err(ProfileError::TooLarge {
+            path: path.to_owned(),
+            size,
+        });
+    }
+    let bytes = std::fs::read(path).map_err(read_err)?;
+    let text = String::from_utf8(bytes).map_err(|e| ProfileError::NotText {
+        path: path.to_owned(),
+        offset: e.utf8_error().valid_up_to(),
+    })?;
+    parse(&text, path)
+}
+
+/// Parse profile text; `path` is only used in messages.
+pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
+    if text.trim().is_empty()
+        || text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        return Err(ProfileError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    if let Some(offset) = text.find('\0') {
+        return Err(ProfileError::NotText {
+            path: path.to_owned(),
+            offset,
+        });
+    }
+    let profile: Profile = serde_saphyr::from_str(text).map_err(|e| syntax_error(&e, path))?;
+    if profile.api_version != API_VERSION {
+        return Err(ProfileError::Header {
+            path: path.to_owned(),
+            field: "apiVersion",
+            found: profile.api_version,
+            expected: API_VERSION,
+        });
+    }
+    if profile.kind != KIND {
+        return Err(ProfileError::Header {
+            path: path.to_owned(),
+            field: "kind",
+            found: profile.kind,
+            expected: KIND,
+        });
+    }
+    Ok(profile)
+}
+
+fn syntax_error(e: &serde_saphyr::Error, path: &Path) -> ProfileError {
+    let location = e
+        .location()
+        .filter(|l| l.line() > 0)
+        .map(|l| format!(":{}:{}", l.line(), l.column()))
+        .unwrap_or_default();
+    let message = e.to_string();
+    let fix = if message.contains("unknown field") {
+        "remove or rename the field; the accepted fields are listed in the message and in profiles/homelab.yaml"
+    } else if message.contains("missing field") {
+        "add the missing field (see profiles/homelab.yaml for a complete example)"
+    } else if message.contains("budget") || message.contains("alias") || message.contains("limit") {
+        "the file expands beyond sane limits (anchors/aliases); write the profile out plainly"
+    } else {
+        "correct the value at that line; addresses are plain IPv4 (10.8.16.20), subnets CIDR (10.8.16.0/24)"
+    };
+    ProfileError::Syntax {
+        path: path.to_owned(),
+        location,
+        message,
+        fix: fix.into(),
+    }
+}
