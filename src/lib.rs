@@ -9,6 +9,8 @@
 pub mod cli;
 pub mod cluster_dir;
 pub mod files;
+pub mod lab;
+pub mod net;
 pub mod plan;
 pub mod profile;
 pub mod tls;

@@ -1,0 +1,109 @@
+//! The lab: a simulated datacenter on loopback — Proxmox VE API, Talos nodes and
+//! the Kubernetes API — that the real clients talk to over the real protocols.
+//! `talos-pve up --lab` runs the whole flow against it.
+//!
+//! The simulators are decoupled: they share an `AddressBook` (simulated address →
+//! loopback listener, fail-closed), an event bus (`LabEvent`: a VM started, a node
+//! runs its config, etcd was bootstrapped) and the simulated etcd (`EtcdStore`),
+//! which backs the Kubernetes API and is what snapshots save and recover.
+
+mod etcd;
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::net::AddressBook;
+
+pub use etcd::{EtcdStore, SnapshotError, validate_snapshot};
+
+/// What happened in the simulated datacenter; each simulator reacts to the others'.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LabEvent {
+    /// Lab Proxmox powered a VM on (it boots the Talos ISO).
+    VmStarted(LabVm),
+    /// Lab Proxmox stopped a VM (power off or shutdown).
+    VmStopped { vmid: u32 },
+    /// Lab Proxmox deleted a VM.
+    VmDestroyed { vmid: u32 },
+    /// A lab Talos node finished installing its applied config and runs it.
+    NodeRunning(LabNodeInfo),
+    /// etcd was bootstrapped (or recovered) on this control plane; the Kubernetes API
+    /// comes up on its endpoint.
+    EtcdBootstrapped { node: String, endpoint: Ipv4Addr },
+}
+
+/// A VM as the lab Proxmox started it: what its cloud-init drive says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabVm {
+    pub vmid: u32,
+    /// Proxmox host (node) name.
+    pub host: String,
+    pub name: String,
+    pub nics: Vec<LabNic>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabNic {
+    /// `net<index>`.
+    pub index: u8,
+    /// Upper-case, as Proxmox reports it.
+    pub mac: String,
+    pub vlan: Option<u16>,
+    /// From `ipconfig<index>`.
+    pub address: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// What the Kubernetes side needs to know about a running Talos node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabNodeInfo {
+    pub vmid: u32,
+    pub hostname: String,
+    /// `controlplane` or `worker`.
+    pub machine_type: String,
+    pub cluster_name: String,
+    /// Management address (Talos API, etcd).
+    pub management: Ipv4Addr,
+    /// The kubelet node IP (`machine.kubelet.nodeIP.validSubnets` picks it).
+    pub internal_ip: Ipv4Addr,
+    /// `cluster.controlPlane.endpoint`.
+    pub endpoint: String,
+    /// `cluster.ca.crt` (PEM) from the applied config: the Kubernetes API's CA.
+    pub kubernetes_ca_crt: String,
+    /// `cluster.ca.key` (PEM); present on control planes only.
+    pub kubernetes_ca_key: String,
+}
+
+/// The shared fabric of one simulated datacenter.
+#[derive(Debug, Clone)]
+pub struct Fabric {
+    pub addresses: AddressBook,
+    pub events: broadcast::Sender<LabEvent>,
+    pub etcd: EtcdStore,
+}
+
+impl Fabric {
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Self {
+            addresses: AddressBook::lab(),
+            events,
+            etcd: EtcdStore::default(),
+        }
+    }
+
+    pub fn emit(&self, e: LabEvent) {
+        tracing::debug!(event = ?e, "lab event");
+        // No subscriber is fine: a simulator may not be running in a focused test.
+        let _ = self.events.send(e);
+    }
+}
+
+impl Default for Fabric {
+    fn default() -> Self {
+        Self::new()
+    }
+}
