@@ -3,14 +3,23 @@
 //! Pure core: `profile` (the YAML model) → `lint` (is the network plan sound?) →
 //! `plan` (everything derived: MACs, pod CIDRs, routes) → renderers (`docs`,
 //! `talos::config`, `pki`). The imperative shell: `cli`, and thin adapters to
-//! Proxmox (`proxmox`), Talos (`talos::api`) and Kubernetes (`kube`), which the
-//! `lab` simulates on loopback.
+//! Proxmox (`proxmox`), Talos (`talos::api`) and Kubernetes (`kube`, `addons`),
+//! which the `lab` simulates on loopback.
 
+pub mod addons;
 pub mod cli;
 pub mod cluster_dir;
+pub mod docs;
 pub mod files;
+pub mod kube;
 pub mod lab;
+pub mod lint;
 pub mod net;
+pub mod pki;
 pub mod plan;
 pub mod profile;
+pub mod progress;
+pub mod proxmox;
+pub mod talos;
 pub mod tls;
+pub mod wizard;

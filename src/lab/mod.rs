@@ -8,6 +8,9 @@
 //! which backs the Kubernetes API and is what snapshots save and recover.
 
 mod etcd;
+pub mod kube;
+pub mod proxmox;
+pub mod talos;
 
 use std::net::Ipv4Addr;
 

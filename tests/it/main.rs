@@ -1,4 +1,11 @@
 //! The one integration-test binary: runs the real `talos-pve` executable and the
 //! library against the lab on loopback. One module per area.
 
+mod addons;
+mod cli_lint;
+mod docs;
+mod gen;
+mod proxmox;
 mod support;
+mod talos_api;
+mod wizard;

@@ -1,0 +1,1 @@
+//! Cluster add-ons: per-node pod CIDRs, Cilium (native routing), MetalLB (L2).

@@ -1,0 +1,1 @@
+//! Minimal Kubernetes API client: server-side apply, discovery, readiness waits.

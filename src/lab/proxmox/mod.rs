@@ -1,0 +1,1 @@
+//! The lab's simulated Proxmox VE API (HTTPS on loopback).

@@ -1,0 +1,1 @@
+//! The lab's simulated Talos nodes (gRPC over TLS on loopback).

@@ -1,0 +1,1 @@
+//! Key material: the Talos secrets bundle, CAs, leaf certificates, PEM label handling.

@@ -1,0 +1,1 @@
+//! Progress reporting for long runs: per-node stage events rendered as bars, plain lines or JSON.

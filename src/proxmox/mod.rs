@@ -1,0 +1,1 @@
+//! Proxmox VE REST API client, preflight checks and VM provisioning.

@@ -1,0 +1,1 @@
+//! Rendering Talos machine configs, talosconfig and the admin kubeconfig from a plan and a secrets bundle.
