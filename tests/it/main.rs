@@ -4,7 +4,7 @@
 mod addons;
 mod cli_lint;
 mod docs;
-mod gen;
+mod generate;
 mod proxmox;
 mod support;
 mod talos_api;
