@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use super::{
-    backup, destroy, docs, generate, lint, plan, preflight, provision, rebuild, status, up,
+    backup, destroy, docs, generate, init, lint, plan, preflight, provision, rebuild, status, up,
 };
 
 #[derive(Debug, Parser)]
@@ -52,6 +52,8 @@ pub struct ProfileArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Guided set-up: ask, discover and write a profile.
+    Init(init::Args),
     /// Check a profile's network plan; errors exit non-zero.
     Lint(lint::Args),
     /// Show what will exist: VMs per host, NICs, MACs, addresses, pod CIDRs, routes.

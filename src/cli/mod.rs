@@ -10,6 +10,7 @@ mod destroy;
 mod docs;
 
 mod generate;
+mod init;
 mod lint;
 mod plan;
 mod preflight;
@@ -51,6 +52,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
+        Command::Init(a) => init::run(g, a),
         Command::Lint(a) => lint::run(g, a),
         Command::Plan(a) => plan::run(g, a),
         Command::Docs(a) => docs::run(g, a),

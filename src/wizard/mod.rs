@@ -1,1 +1,20 @@
-//! The guided wizard: questions behind a Prompter trait, answers validated as typed, result a Profile.
+//! The guided wizard (`talos-pve init`, and `up` without a profile on a terminal):
+//! questions behind the [`Prompter`] trait, facts from Proxmox behind [`Discovery`],
+//! every answer validated as typed, the result a [`Profile`](crate::profile::Profile)
+//! saved so the same run can be repeated unattended.
+//!
+//! `flow::run` is the pure core (answers + discovery → profile); `save` and the
+//! dialoguer prompter are the shell.
+
+mod discovery;
+mod flow;
+mod parse;
+mod prompter;
+mod save;
+
+pub use discovery::{
+    Access, Bond, Bridge, Connect, Discovery, DiscoveryError, HostInfo, Inventory, Storage,
+};
+pub use flow::{Check, Options, Outcome, TokenFile, WizardError, basic_check, run, seed_draft};
+pub use prompter::{Answer, DialoguerPrompter, PromptError, Prompter, ScriptedPrompter};
+pub use save::{SaveError, render, save};

@@ -1,1 +1,400 @@
-//! Integration tests: wizard.
+//! Integration tests: the wizard (scripted answers → the homelab profile), saving,
+//! `init` without a terminal, one pty run of the real binary, completions and man page.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use talos_pve::profile::{self, Profile};
+use talos_pve::wizard::{
+    self, Answer, Bond, Bridge, HostInfo, Inventory, Options, Outcome, ScriptedPrompter, Storage,
+    WizardError,
+};
+
+use super::support;
+
+/// What a Proxmox cluster shaped like the seed reports.
+fn seed_inventory() -> Inventory {
+    let host =
+        |name: &str, addr: &str, uplink: &str, bond_addr: &str, members: [&str; 2]| HostInfo {
+            name: name.into(),
+            address: addr.parse().unwrap(),
+            bridges: vec![Bridge {
+                name: "vmbr0".into(),
+                ports: vec![uplink.into()],
+            }],
+            bonds: vec![Bond {
+                name: "bond0".into(),
+                slaves: members.iter().map(|m| m.to_string()).collect(),
+                mtu: Some(9000),
+                address: Some(bond_addr.parse().unwrap()),
+            }],
+            storages: vec![
+                Storage {
+                    name: "local".into(),
+                    content: vec!["iso".into(), "vztmpl".into(), "backup".into()],
+                },
+                Storage {
+                    name: "local-lvm".into(),
+                    content: vec!["images".into(), "rootdir".into()],
+                },
+            ],
+        };
+    Inventory {
+        hosts: vec![
+            host(
+                "pve-ms01-01",
+                "10.8.16.10",
+                "enp87s0",
+                "10.8.48.10",
+                ["enp2s0f0np0", "enp2s0f1np1"],
+            ),
+            host(
+                "pve-ms01-02",
+                "10.8.16.11",
+                "enp87s0",
+                "10.8.48.11",
+                ["enp2s0f0np0", "enp2s0f1np1"],
+            ),
+            host(
+                "pve-aimax-01",
+                "10.8.16.12",
+                "eno1",
+                "10.8.48.12",
+                ["enp1s0f0", "enp1s0f1"],
+            ),
+        ],
+        used_vmids: (100..120).collect(),
+        vmid_floor: 100,
+    }
+}
+
+fn d() -> Answer {
+    Answer::Default
+}
+fn t(s: &str) -> Answer {
+    Answer::Text(s.into())
+}
+
+/// The answers a person gives to rebuild profiles/homelab.yaml: mostly Enter (the seed
+/// layout is the default), the inventory lists typed, and two typos that get re-asked.
+fn homelab_answers() -> Vec<Answer> {
+    let mut a = vec![
+        d(),                                                 // cluster name
+        t("Proxmox homelab, three Talos control-plane VMs"), // description
+        d(),
+        d(),
+        d(),
+        d(), // endpoint, token id, secret, fingerprint
+        d(),
+        d(),
+        d(),
+        d(), // hosts, bridge, iso, disk storage
+        // management
+        d(),
+        t("10.8.16.5/24"), // typo: host bits set -> re-asked
+        d(),
+        d(),
+        t(
+            "10.8.16.100-10.8.16.189=Reserved for additional VMs; 10.8.16.192-10.8.16.254=Reserved for future expansion",
+        ),
+        d(),
+        // workload
+        d(),
+        d(),
+        d(),
+        t("10.8.31.1-10.8.31.9=Reserved; 10.8.31.201-10.8.31.254=Reserved for expansion"),
+        d(),
+        // storage: yes, vlan, subnet, gw, mtu, routed?, reservations, devices
+        d(),
+        d(),
+        d(),
+        d(),
+        d(),
+        d(),
+        t(
+            "10.8.48.20-10.8.48.30=Ceph monitor IPs (if needed); 10.8.48.200-10.8.48.254=Reserved for expansion",
+        ),
+        d(),
+        // infrastructure: yes, vlan, subnet, gw, reservations, devices
+        d(),
+        d(),
+        d(),
+        d(),
+        t(
+            "10.0.1.2-10.0.1.50=Network infrastructure (switches, APs, controllers); 10.0.1.51-10.0.1.100=Server management (out-of-band, BMC, vPro); 10.0.1.101-10.0.1.200=DHCP pool for clients [dhcp]; 10.0.1.201-10.0.1.254=Static assignments",
+        ),
+        t(
+            "USW-Flex-2.5G-K8s-Main=10.0.1.80 switch; MikroTik-CRS309-K8s-Storage=10.0.1.82 switch; USW-Enterprise-8-PoE-Server=10.0.1.238 switch; Enterprise-24-PoE-Main=10.0.1.239 switch",
+        ),
+        // out-of-band per host
+        t("pve-ms01-01-vpro=10.8.16.190 vPro/AMT"),
+        t("pve-ms01-02-vpro=10.8.16.191 vPro/AMT"),
+        t("pve-aimax-01-kvm=10.8.16.92 JetKVM"),
+        d(), // node count
+    ];
+    // Node 1: the seed's workload address is the gateway; typing it is refused.
+    a.extend([d(), d(), d(), d(), d(), t("10.8.28.1"), d()]);
+    for _ in 0..2 {
+        a.extend([d(), d(), d(), d(), d(), d()]);
+    }
+    a.extend([
+        d(),
+        d(),
+        d(),
+        d(),
+        d(), // k8s version, endpoint, service, pod subnet, prefix
+        d(),
+        d(), // dns servers, domain
+        t("k8s-api=10.8.16.20; traefik=10.8.31.10"),
+        d(),
+        d(),
+        d(),
+        d(),
+        d(), // talos version, disk, cores, memory, disk size
+        d(),
+        d(), // masquerade, metallb pool
+    ]);
+    a
+}
+
+fn homelab() -> Profile {
+    profile::load(&support::profile("homelab.yaml")).unwrap()
+}
+
+fn no_problems(_: &Profile) -> Vec<String> {
+    Vec::new()
+}
+
+fn run_scripted(
+    answers: Vec<Answer>,
+    check: wizard::Check<'_>,
+) -> (Result<Outcome, WizardError>, ScriptedPrompter) {
+    let inv = seed_inventory();
+    let mut p = ScriptedPrompter::new(answers);
+    let out = wizard::run(
+        &mut p,
+        &inv,
+        Options {
+            draft: wizard::seed_draft(),
+            token_dir: "/nonexistent".into(),
+            check,
+        },
+    );
+    (out, p)
+}
+
+#[test]
+fn scripted_answers_produce_the_homelab_profile() {
+    let (out, p) = run_scripted(homelab_answers(), &wizard::basic_check);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(p.remaining(), 0, "every scripted answer was asked for");
+    assert!(out.token_file.is_none());
+    // Saved and loaded again, the profile equals the hand-written homelab profile.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("homelab.yaml");
+    let mut saver = ScriptedPrompter::new([]);
+    assert!(wizard::save(&mut saver, &path, &out).unwrap());
+    let loaded = profile::load(&path).unwrap();
+    assert_eq!(loaded, out.profile);
+    assert_eq!(loaded, homelab());
+    // The typos were rejected with their reason, then asked again.
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("host bits") && n.contains("10.8.16.0/24")),
+        "{:?}",
+        p.notes
+    );
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("10.8.28.1 is the gateway")),
+        "{:?}",
+        p.notes
+    );
+    assert_eq!(
+        p.questions
+            .iter()
+            .filter(|q| *q == "management subnet")
+            .count(),
+        2
+    );
+    // Discovery was offered, and the summary came from the plan.
+    assert!(
+        p.questions
+            .contains(&"Proxmox hosts for the Talos VMs".to_owned())
+    );
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("10.8.32.0/24 via 10.8.28.20")),
+        "{:?}",
+        p.notes
+    );
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("storage link bond0 10.8.48.10"))
+    );
+}
+
+#[test]
+fn final_check_problems_are_shown_and_can_be_overridden() {
+    let lint = |_: &Profile| vec!["E999 pretend lint finding".to_owned()];
+    let mut answers = homelab_answers();
+    answers.push(Answer::Pick("Save anyway".into()));
+    let (out, p) = run_scripted(answers, &lint);
+    assert!(out.is_ok());
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("E999 pretend lint finding"))
+    );
+
+    let mut answers = homelab_answers();
+    answers.push(Answer::Pick("Stop without saving".into()));
+    let (out, _) = run_scripted(answers, &lint);
+    assert!(matches!(out, Err(WizardError::Aborted)));
+}
+
+#[test]
+fn token_secret_goes_to_a_0600_file_not_the_profile() {
+    let mut answers = homelab_answers();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("homelab.token");
+    // Order: endpoint, token id, secret, fingerprint, then "save it?" and the path.
+    answers[4] = t("s3cret-uuid");
+    answers.insert(6, d());
+    answers.insert(7, t(token.to_str().unwrap()));
+    let (out, p) = run_scripted(answers, &no_problems);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(out.profile.proxmox.token_file.as_deref(), token.to_str());
+    let path = dir.path().join("p.yaml");
+    wizard::save(&mut ScriptedPrompter::new([]), &path, &out).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !text.contains("s3cret-uuid"),
+        "secret leaked into the profile"
+    );
+    assert_eq!(std::fs::read_to_string(&token).unwrap(), "s3cret-uuid");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}
+
+#[test]
+fn save_refuses_to_overwrite_without_a_yes() {
+    let (out, _) = run_scripted(homelab_answers(), &no_problems);
+    let out = out.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.yaml");
+    std::fs::write(&path, "keep me").unwrap();
+    let mut p = ScriptedPrompter::new([Answer::Default]);
+    assert!(!wizard::save(&mut p, &path, &out).unwrap());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+    let mut p = ScriptedPrompter::new([Answer::Yes]);
+    assert!(wizard::save(&mut p, &path, &out).unwrap());
+    assert_eq!(profile::load(&path).unwrap(), homelab());
+}
+
+#[test]
+fn init_without_a_terminal_points_at_profile_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(support::bin())
+        .args(["init", "--out"])
+        .arg(dir.path().join("p.yaml"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--profile FILE"), "{err}");
+    assert!(!dir.path().join("p.yaml").exists());
+}
+
+#[test]
+fn completions_and_man_page_are_printed() {
+    for args in [
+        &["completions", "bash"][..],
+        &["completions", "zsh"],
+        &["man"],
+    ] {
+        let out = Command::new(support::bin()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("talos-pve"),
+            "{args:?} printed no talos-pve text"
+        );
+        assert!(
+            text.contains("init"),
+            "{args:?} does not mention the init subcommand"
+        );
+    }
+}
+
+/// The real terminal path: dialoguer in a pty, discovery from a file, Enter for defaults.
+#[cfg(unix)]
+#[test]
+fn pty_init_accepts_defaults_and_saves_a_loadable_profile() {
+    use rexpect::session::spawn_command;
+
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("discovery.yaml");
+    std::fs::write(&inv, serde_saphyr::to_string(&seed_inventory()).unwrap()).unwrap();
+    let out = dir.path().join("lab.yaml");
+    let mut cmd = Command::new(support::bin());
+    cmd.arg("init")
+        .arg("--out")
+        .arg(&out)
+        .arg("--discovery-file")
+        .arg(&inv)
+        .env("NO_COLOR", "1")
+        .env("TERM", "dumb");
+    // Short expect timeouts so the loop below can press Enter while waiting.
+    let mut s = spawn_command(cmd, Some(150)).unwrap();
+    let wait_for = |s: &mut rexpect::session::PtySession, needle: &str| {
+        for _ in 0..100 {
+            if s.exp_string(needle).is_ok() {
+                return;
+            }
+        }
+        panic!("`{needle}` never appeared");
+    };
+    wait_for(&mut s, "Cluster name");
+    s.send_line("lab").unwrap();
+    wait_for(&mut s, "Description");
+    s.send_line("").unwrap();
+    wait_for(&mut s, "Proxmox API endpoint");
+    s.send_line("").unwrap();
+    wait_for(&mut s, "API token id");
+    s.send_line("").unwrap();
+    wait_for(&mut s, "API token secret");
+    s.send_line("").unwrap();
+    // From here on every question takes its default (Enter) until the profile is saved.
+    let mut saved = false;
+    for _ in 0..400 {
+        if s.exp_string("Profile saved to").is_ok() {
+            saved = true;
+            break;
+        }
+        s.send_line("").unwrap();
+    }
+    assert!(saved, "the wizard never saved the profile");
+    s.exp_eof().unwrap();
+    let p = profile::load(&out).unwrap();
+    assert_eq!(p.metadata.name, "lab");
+    assert_eq!(p.nodes.len(), 3);
+    assert_eq!(
+        p.nodes[2].workload.address,
+        "10.8.28.22".parse::<Ipv4Addr>().unwrap()
+    );
+    assert_eq!(p.proxmox.hosts[2].uplink.as_deref(), Some("eno1"));
+}
