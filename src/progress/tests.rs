@@ -1,0 +1,211 @@
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::*;
+
+/// A clock the test moves by hand.
+#[derive(Default)]
+struct FakeClock(Mutex<Duration>);
+
+impl FakeClock {
+    fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for FakeClock {
+    fn elapsed(&self) -> Duration {
+        *self.0.lock().unwrap()
+    }
+    fn now(&self) -> OffsetDateTime {
+        // 2026-11-28T17:00:00Z plus the elapsed time.
+        OffsetDateTime::from_unix_timestamp(1_795_885_200).unwrap() + self.elapsed()
+    }
+}
+
+/// A writer whose bytes the test can read afterwards.
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Buf {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+fn script(r: &Reporter, clock: &FakeClock) {
+    r.started(None, "preflight");
+    clock.advance(Duration::from_millis(1500));
+    r.done(None, "preflight");
+    r.started(Some("talos-k8s-01"), "vm");
+    r.started(Some("talos-k8s-02"), "vm");
+    clock.advance(Duration::from_secs(2));
+    r.progress(Some("talos-k8s-01"), "vm", "uploading ISO");
+    clock.advance(Duration::from_secs(10));
+    r.done(Some("talos-k8s-01"), "vm");
+    r.failed(Some("talos-k8s-02"), "vm", &"VMID 121 exists");
+    r.skipped(Some("talos-k8s-03"), "vm", "already running");
+}
+
+#[test]
+fn plain_lines_are_timestamped_with_elapsed_times() {
+    let clock = Arc::new(FakeClock::default());
+    let buf = Buf::default();
+    let r = Reporter::new(Box::new(Plain::new(Box::new(buf.clone()))), clock.clone());
+    script(&r, &clock);
+    assert_eq!(
+        buf.text(),
+        "\
+2026-11-28T17:00:00Z cluster preflight: started
+2026-11-28T17:00:01.5Z cluster preflight: done in 1.5s
+2026-11-28T17:00:01.5Z talos-k8s-01 vm: started
+2026-11-28T17:00:01.5Z talos-k8s-02 vm: started
+2026-11-28T17:00:03.5Z talos-k8s-01 vm: uploading ISO
+2026-11-28T17:00:13.5Z talos-k8s-01 vm: done in 12.0s
+2026-11-28T17:00:13.5Z talos-k8s-02 vm: FAILED after 12.0s: VMID 121 exists
+2026-11-28T17:00:13.5Z talos-k8s-03 vm: skipped: already running
+"
+    );
+}
+
+#[test]
+fn json_lines_have_stable_fields() {
+    let clock = Arc::new(FakeClock::default());
+    let buf = Buf::default();
+    let r = Reporter::new(Box::new(Json::new(Box::new(buf.clone()))), clock.clone());
+    script(&r, &clock);
+    let lines: Vec<serde_json::Value> = buf
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 8);
+    assert_eq!(
+        lines[0],
+        serde_json::json!({"format": 1, "ts": "2026-11-28T17:00:00Z", "node": null,
+            "stage": "preflight", "event": "started", "elapsedMs": 0})
+    );
+    assert_eq!(
+        lines[6],
+        serde_json::json!({"format": 1, "ts": "2026-11-28T17:00:13.5Z", "node": "talos-k8s-02",
+            "stage": "vm", "event": "failed", "message": "VMID 121 exists", "elapsedMs": 12000})
+    );
+    let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        [
+            "started", "done", "started", "started", "progress", "done", "failed", "skipped"
+        ]
+    );
+}
+
+#[test]
+fn clones_report_from_many_threads_without_interleaving() {
+    let clock = Arc::new(FakeClock::default());
+    let buf = Buf::default();
+    let r = Reporter::new(Box::new(Json::new(Box::new(buf.clone()))), clock);
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let node = format!("n{i}");
+                for _ in 0..50 {
+                    r.progress(Some(&node), "apply", "waiting for the Talos API");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let text = buf.text();
+    assert_eq!(text.lines().count(), 400);
+    assert!(
+        text.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+    );
+}
+
+/// Records everything indicatif writes (a transcript, not a screen).
+#[derive(Debug, Clone, Default)]
+struct Transcript(Arc<Mutex<String>>);
+
+impl indicatif::TermLike for Transcript {
+    fn width(&self) -> u16 {
+        100
+    }
+    fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        let mut t = self.0.lock().unwrap();
+        t.push_str(s);
+        t.push('\n');
+        Ok(())
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.0.lock().unwrap().push_str(s);
+        Ok(())
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn bars_show_each_node_stage_and_its_outcome() {
+    let term = Transcript::default();
+    let target = indicatif::ProgressDrawTarget::term_like(Box::new(term.clone()));
+    let clock = Arc::new(FakeClock::default());
+    let bars = Bars::new(target, false).without_ticks();
+    let r = Reporter::new(Box::new(bars), clock.clone());
+    script(&r, &clock);
+    let prompt = r.suspend(|| "answered");
+    assert_eq!(prompt, "answered");
+    let screen = term.0.lock().unwrap().clone();
+    assert!(
+        screen.contains("✓ cluster        preflight    done"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("✓ talos-k8s-01   vm           done"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("✗ talos-k8s-02   vm           failed: VMID 121 exists"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("- talos-k8s-03   vm           skipped: already running"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains('\u{1b}'),
+        "no colour codes when colour is off"
+    );
+}
