@@ -20,6 +20,7 @@ pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod proxmox;
+pub mod state;
 pub mod talos;
 pub mod tls;
 pub mod wizard;
