@@ -3,8 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use super::args::Global;
 use crate::wizard::{self, Access, Connect, Discovery, DiscoveryError, Inventory};
 
@@ -38,8 +36,6 @@ impl Connect for NoLiveDiscovery {
 }
 
 pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
-    // Refuse before reading anything: without a terminal no prompt can work.
-    let mut prompter = wizard::DialoguerPrompter::new()?;
     let inventory = match &a.discovery_file {
         Some(f) => Some(Inventory::load(f)?),
         None => None,
@@ -48,23 +44,11 @@ pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         Some(i) => i,
         None => &NoLiveDiscovery,
     };
-    let token_dir = std::path::absolute(&a.out)
-        .ok()
-        .and_then(|p| p.parent().map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("."));
-    let outcome = wizard::run(
-        &mut prompter,
-        connect,
-        wizard::Options {
-            draft: wizard::seed_draft(),
-            token_dir,
-            check: &wizard::basic_check,
-        },
-    )?;
-    if wizard::save(&mut prompter, &a.out, &outcome).context("saving the profile")? {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("nothing written: {} was kept", a.out.display());
-        Ok(ExitCode::from(1))
+    match wizard::guided(&a.out, connect, &wizard::basic_check)? {
+        Some(_) => Ok(ExitCode::SUCCESS),
+        None => {
+            eprintln!("nothing written: {} was kept", a.out.display());
+            Ok(ExitCode::from(1))
+        }
     }
 }

@@ -746,14 +746,16 @@ impl Flow<'_> {
             }
         })?;
         let free = discovery.next_free_vmids(count)?;
-        let mgmt = self
-            .net(NetworkRole::Management)
-            .cloned()
-            .expect("asked before nodes");
-        let work = self
-            .net(NetworkRole::Workload)
-            .cloned()
-            .expect("asked before nodes");
+        let required = |role: NetworkRole, name: &str| {
+            self.net(role).cloned().ok_or_else(|| {
+                WizardError::Unusable(
+                    format!("the draft has no {name} network"),
+                    "answer the network questions before the node questions".into(),
+                )
+            })
+        };
+        let mgmt = required(NetworkRole::Management, "management")?;
+        let work = required(NetworkRole::Workload, "workload")?;
         self.d.nodes.truncate(count);
         let roles = vec!["controlplane".to_owned(), "worker".to_owned()];
         for i in 0..count {

@@ -3,11 +3,12 @@
 //! every answer validated as typed, the result a [`Profile`](crate::profile::Profile)
 //! saved so the same run can be repeated unattended.
 //!
-//! `flow::run` is the pure core (answers + discovery → profile); `save` and the
-//! dialoguer prompter are the shell.
+//! `flow::run` is the pure core (answers + discovery → profile); `guided`, `save` and
+//! the dialoguer prompter are the shell.
 
 mod discovery;
 mod flow;
+mod guided;
 mod parse;
 mod prompter;
 mod save;
@@ -16,5 +17,6 @@ pub use discovery::{
     Access, Bond, Bridge, Connect, Discovery, DiscoveryError, HostInfo, Inventory, Storage,
 };
 pub use flow::{Check, Options, Outcome, TokenFile, WizardError, basic_check, run, seed_draft};
+pub use guided::{GuidedError, guided};
 pub use prompter::{Answer, DialoguerPrompter, PromptError, Prompter, ScriptedPrompter};
 pub use save::{SaveError, render, save};
