@@ -77,6 +77,7 @@ pub fn run(
     f.nodes(discovery.as_ref())?;
     f.settings()?;
     loop {
+        f.derive();
         let problems = problems(&f.d, opts.check);
         if problems.is_empty() {
             f.summary();
@@ -934,19 +935,6 @@ impl Flow<'_> {
         )?;
         self.d.kubernetes.pod_subnet = pod;
         self.d.kubernetes.node_pod_prefix = prefix;
-        for n in &mut self.d.nodes {
-            n.pod_cidr = None;
-        }
-        // Written out per node so the profile shows (and pins) each node's block.
-        let cidrs = crate::plan::pod_cidrs(&self.d).map_err(|e| {
-            WizardError::Unusable(e.to_string(), "choose a wider pod subnet".into())
-        })?;
-        for (n, c) in self.d.nodes.iter_mut().zip(cidrs) {
-            n.pod_cidr = Some(c);
-        }
-        self.d.kubernetes.allow_scheduling_on_control_planes = Some(self.d.all_control_planes());
-        self.d.addons.cilium.native_routing_cidr = Some(pod);
-
         let dns = self.d.dns.clone();
         self.d.dns.servers = self.ask(
             "DNS servers (comma-separated)",
@@ -1038,6 +1026,22 @@ impl Flow<'_> {
             self.d.routing.masquerade,
         )?;
         self.metallb()
+    }
+
+    /// Values that follow from the answers, recomputed after every (re-)run of a section.
+    fn derive(&mut self) {
+        for n in &mut self.d.nodes {
+            n.pod_cidr = None;
+        }
+        // Written out per node so the profile shows (and pins) each node's block. When
+        // the pod subnet is too small they stay empty and the plan check reports why.
+        if let Ok(cidrs) = crate::plan::pod_cidrs(&self.d) {
+            for (n, c) in self.d.nodes.iter_mut().zip(cidrs) {
+                n.pod_cidr = Some(c);
+            }
+        }
+        self.d.kubernetes.allow_scheduling_on_control_planes = Some(self.d.all_control_planes());
+        self.d.addons.cilium.native_routing_cidr = Some(self.d.kubernetes.pod_subnet);
     }
 
     fn pod_block_default(&self, count: usize) -> Ipv4Net {

@@ -398,3 +398,112 @@ fn pty_init_accepts_defaults_and_saves_a_loadable_profile() {
     );
     assert_eq!(p.proxmox.hosts[2].uplink.as_deref(), Some("eno1"));
 }
+
+#[test]
+fn fixing_a_section_starts_from_the_previous_answers() {
+    let calls = std::cell::Cell::new(0);
+    let lint = |_: &Profile| {
+        calls.set(calls.get() + 1);
+        if calls.get() == 1 {
+            vec!["E100 pretend finding about nodes".to_owned()]
+        } else {
+            Vec::new()
+        }
+    };
+    let mut answers = homelab_answers();
+    answers.push(Answer::Pick("Change the nodes".into()));
+    // Node count, then six questions per node: Enter keeps every earlier answer.
+    answers.extend(std::iter::repeat_n(d(), 1 + 3 * 6));
+    let (out, p) = run_scripted(answers, &lint);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(p.remaining(), 0);
+    assert_eq!(calls.get(), 2);
+    assert_eq!(out.profile, homelab());
+}
+
+#[test]
+fn duplicate_node_addresses_are_refused_as_typed() {
+    let mut answers = homelab_answers();
+    // Node 2's management address: type node 1's, get told, then take the default.
+    let node2_mgmt = answers.len() - 15 - 6 - 6 + 4;
+    answers.insert(node2_mgmt, t("10.8.16.20"));
+    answers.insert(node2_mgmt, t("10.8.16.190"));
+    let (out, p) = run_scripted(answers, &no_problems);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(out.profile, homelab());
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("10.8.16.190 is already used by pve-ms01-01-vpro")),
+        "{:?}",
+        p.notes
+    );
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("10.8.16.20 is already used by talos-k8s-01")),
+        "{:?}",
+        p.notes
+    );
+}
+
+#[test]
+fn a_storage_missing_on_one_host_is_reported_not_guessed() {
+    let mut inv = seed_inventory();
+    inv.hosts[2].storages.retain(|s| s.name != "local-lvm");
+    let mut p = ScriptedPrompter::new(homelab_answers());
+    let out = wizard::run(
+        &mut p,
+        &inv,
+        Options {
+            draft: wizard::seed_draft(),
+            token_dir: "/nonexistent".into(),
+            check: &no_problems,
+        },
+    );
+    let e = out.err().expect("no common disk storage");
+    assert!(
+        e.to_string()
+            .contains("no disk-image storage exists on every chosen host"),
+        "{e}"
+    );
+    // Choosing only the hosts that have it works: two hosts, two nodes.
+    let mut answers = homelab_answers();
+    answers[6] = Answer::PickMany(vec!["pve-ms01-01".into(), "pve-ms01-02".into()]);
+    answers.retain(|a| *a != t("pve-aimax-01-kvm=10.8.16.92 JetKVM"));
+    let third_node = answers.len() - 15 - 6;
+    answers.drain(third_node..third_node + 6);
+    let mut p = ScriptedPrompter::new(answers);
+    let out = wizard::run(
+        &mut p,
+        &inv,
+        Options {
+            draft: wizard::seed_draft(),
+            token_dir: "/nonexistent".into(),
+            check: &no_problems,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.remaining(), 0);
+    let hosts: Vec<&str> = out
+        .profile
+        .proxmox
+        .hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(hosts, ["pve-ms01-01", "pve-ms01-02"]);
+    let nodes: Vec<(&str, &str)> = out
+        .profile
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.host.as_str()))
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            ("talos-k8s-01", "pve-ms01-01"),
+            ("talos-k8s-02", "pve-ms01-02")
+        ]
+    );
+}
