@@ -507,3 +507,73 @@ fn a_storage_missing_on_one_host_is_reported_not_guessed() {
         ]
     );
 }
+
+/// Refuses the first connection (a wrong token), then hands out the seed inventory.
+struct FailsOnce {
+    inv: Inventory,
+    tries: std::cell::Cell<u32>,
+}
+
+impl wizard::Connect for FailsOnce {
+    fn connect(
+        &self,
+        access: &wizard::Access,
+    ) -> Result<Box<dyn wizard::Discovery + '_>, wizard::DiscoveryError> {
+        self.tries.set(self.tries.get() + 1);
+        if self.tries.get() == 1 {
+            return Err(wizard::DiscoveryError::Remote {
+                endpoint: access.endpoint.clone(),
+                message: "401 authentication failure".into(),
+                fix: "check the token id and secret".into(),
+            });
+        }
+        self.inv.connect(access)
+    }
+}
+
+#[test]
+fn a_failed_connection_is_shown_and_asked_again() {
+    let mut answers = homelab_answers();
+    // After the first endpoint/token/secret/fingerprint: "again?" (yes) and four more answers.
+    answers.splice(6..6, [d(), d(), d(), d(), d()]);
+    let connect = FailsOnce {
+        inv: seed_inventory(),
+        tries: std::cell::Cell::new(0),
+    };
+    let mut p = ScriptedPrompter::new(answers);
+    let out = wizard::run(
+        &mut p,
+        &connect,
+        Options {
+            draft: wizard::seed_draft(),
+            token_dir: "/nonexistent".into(),
+            check: &no_problems,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(connect.tries.get(), 2);
+    assert_eq!(out.profile, homelab());
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("401 authentication failure")
+                && n.contains("https://10.8.16.10:8006"))
+    );
+}
+
+#[test]
+fn a_bad_discovery_file_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("discovery.yaml");
+    std::fs::write(&bad, "hosts:\n  - name: pve\n    adress: 10.8.16.10\n").unwrap();
+    let out = Command::new(support::bin())
+        .args(["init", "--discovery-file"])
+        .arg(&bad)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&bad.display().to_string()), "{err}");
+    assert!(err.contains("adress"), "{err}");
+}
