@@ -37,7 +37,7 @@ pub fn guided(
         &mut prompter,
         connect,
         Options {
-            draft: flow::seed_draft(),
+            draft: super::seed::seed_draft(),
             token_dir,
             check,
         },

@@ -6,17 +6,21 @@
 //! `flow::run` is the pure core (answers + discovery → profile); `guided`, `save` and
 //! the dialoguer prompter are the shell.
 
+mod check;
 mod discovery;
 mod flow;
 mod guided;
 mod parse;
 mod prompter;
 mod save;
+mod seed;
 
+pub use check::basic_check;
 pub use discovery::{
     Access, Bond, Bridge, Connect, Discovery, DiscoveryError, HostInfo, Inventory, Storage,
 };
-pub use flow::{Check, Options, Outcome, TokenFile, WizardError, basic_check, run, seed_draft};
+pub use flow::{Check, Options, Outcome, TokenFile, WizardError, run};
 pub use guided::{GuidedError, guided};
 pub use prompter::{Answer, DialoguerPrompter, PromptError, Prompter, ScriptedPrompter};
 pub use save::{SaveError, render, save};
+pub use seed::seed_draft;
