@@ -33,11 +33,11 @@ pub enum WizardError {
 }
 
 /// Final validation of the assembled profile; an empty list means "fine".
-/// The lead plugs `lint` in here; [`basic_check`] is the built-in fallback.
+/// `lint` plugs in here; [`super::basic_check`] is the built-in fallback.
 pub type Check<'a> = &'a dyn Fn(&Profile) -> Vec<String>;
 
 pub struct Options<'a> {
-    /// Starting values; [`seed_draft`] is the seed's corrected layout.
+    /// Starting values; [`super::seed_draft`] is the seed's corrected layout.
     pub draft: Profile,
     /// Directory proposed for the token file.
     pub token_dir: PathBuf,
