@@ -190,8 +190,12 @@ pub fn command(version: &str, values: &Value) -> Vec<String> {
 /// ServiceAccount, ClusterRoleBinding (cluster-admin) and Job that install Cilium.
 pub fn objects(version: &str, values: &Value) -> Vec<Value> {
     let cmd = command(version, values);
-    let digest = ring::digest::digest(&ring::digest::SHA256, cmd.join("\n").as_bytes());
-    let cp = "node-role.kubernetes.io/control-plane";
+    let mut job = job(cmd);
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        job["spec"]["template"].to_string().as_bytes(),
+    );
+    job["metadata"]["annotations"] = json!({SPEC_ANNOTATION: hex::encode(digest.as_ref())});
     vec![
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
             "metadata": {"name": JOB, "namespace": NAMESPACE}}),
@@ -199,9 +203,15 @@ pub fn objects(version: &str, values: &Value) -> Vec<Value> {
             "metadata": {"name": JOB},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
             "subjects": [{"kind": "ServiceAccount", "name": JOB, "namespace": NAMESPACE}]}),
-        json!({"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": JOB, "namespace": NAMESPACE,
-                "annotations": {SPEC_ANNOTATION: hex::encode(digest.as_ref())}},
+        job,
+    ]
+}
+
+/// The install Job; its pod template is immutable, hence the hash annotation.
+fn job(cmd: Vec<String>) -> Value {
+    let cp = "node-role.kubernetes.io/control-plane";
+    json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": JOB, "namespace": NAMESPACE},
             "spec": {"backoffLimit": 10, "template": {
                 "metadata": {"labels": {"app": JOB}},
                 "spec": {
@@ -223,8 +233,7 @@ pub fn objects(version: &str, values: &Value) -> Vec<Value> {
                             {"name": "KUBERNETES_SERVICE_HOST",
                              "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}}},
                             {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"}],
-                        "command": cmd}]}}}}),
-    ]
+                        "command": cmd}]}}}})
 }
 
 fn job_failed(job: &Value) -> Option<String> {
@@ -254,9 +263,14 @@ pub async fn install(
     let want = &objs[2]["metadata"]["annotations"][SPEC_ANNOTATION];
     let existing = client.get(&job_path).await?;
     let created = match &existing {
-        Some(j) if &j["metadata"]["annotations"][SPEC_ANNOTATION] == want => false,
+        Some(j)
+            if &j["metadata"]["annotations"][SPEC_ANNOTATION] == want
+                && job_failed(j).is_none() =>
+        {
+            false
+        }
         Some(_) => {
-            // A Job's pod template is immutable: replace it.
+            // A Job's pod template is immutable, and a failed Job does not run again: replace it.
             client
                 .delete(&format!("{job_path}?propagationPolicy=Background"))
                 .await?;
@@ -264,7 +278,8 @@ pub async fn install(
         }
         None => true,
     };
-    for o in &objs {
+    // An unchanged, healthy Job is left alone (its template could not change anyway).
+    for o in objs.iter().filter(|o| created || o["kind"] != "Job") {
         client.apply(disc.for_object(o)?, o).await?;
     }
     let poll = &opts.poll;

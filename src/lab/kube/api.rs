@@ -434,6 +434,18 @@ fn validate(
             return Err(r);
         }
     }
+    if res.kind == "Job"
+        && let Some(old) = old
+        && old["spec"]["template"] != new["spec"]["template"]
+    {
+        return Err(status(
+            422,
+            "Invalid",
+            format!(
+                "Job.batch \"{name}\" is invalid: spec.template: Invalid value: ...: field is immutable"
+            ),
+        ));
+    }
     if !res.group.is_empty() && !BUILTIN.iter().any(|b| b.0 == res.group) {
         webhook(lab, res)?;
         if let Some(schema) = crd_schema(lab, res) {
