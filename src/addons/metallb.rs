@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AddonError, Links, ManifestSource, Options, apply_all, schema, wait_ready};
-use crate::kube::{Client, Discovery, deployment_ready};
+use crate::kube::{Client, Discovery, daemonset_ready, deployment_ready};
 use crate::net::AddressBook;
 use crate::plan::Plan;
 use crate::profile::MetalLb;
@@ -249,6 +249,15 @@ pub async fn install(
         "the MetalLB controller Deployment",
         &ctrl,
         deployment_ready,
+        poll,
+    )
+    .await?;
+    let speaker = format!("/apis/apps/v1/namespaces/{NAMESPACE}/daemonsets/speaker");
+    wait_ready(
+        client,
+        "the MetalLB speaker DaemonSet",
+        &speaker,
+        daemonset_ready,
         poll,
     )
     .await?;

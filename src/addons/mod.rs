@@ -52,6 +52,10 @@ pub enum AddonError {
         "MetalLB {version} is not a version talos-pve supports (supported: {supported})\n  fix: set `addons.metallb.version` to a supported version"
     )]
     MetalLbVersion { version: String, supported: String },
+    #[error(
+        "node {node}: cannot tell its management/workload interface names: {what}\n  fix: check the node's NICs against the plan's MACs (`talos-pve plan`)"
+    )]
+    Links { node: String, what: String },
     #[error("MetalLB manifest {origin}: {what}")]
     Manifest { origin: String, what: String },
     #[error(
@@ -112,6 +116,55 @@ impl Links {
             management: name(|n| &n.management.guest_name, "eth0"),
             workload: name(|n| &n.workload.guest_name, "eth1"),
         }
+    }
+
+    /// The kernel names the nodes really have, from each node's links as
+    /// `(kernel name, MAC)` (Talos `LinkStatus`), matched by the plan's MACs. The
+    /// settings are cluster-wide, so every node must use the same two names.
+    pub fn resolve(
+        plan: &Plan,
+        links: &[(String, Vec<(String, String)>)],
+    ) -> Result<Self, AddonError> {
+        let mut found: Option<Links> = None;
+        for n in &plan.nodes {
+            let (_, nics) = links
+                .iter()
+                .find(|(node, _)| node == &n.name)
+                .ok_or_else(|| AddonError::Links {
+                    node: n.name.clone(),
+                    what: "no link status for this node".into(),
+                })?;
+            let by_mac = |mac: &str| {
+                nics.iter()
+                    .find(|(_, m)| m.eq_ignore_ascii_case(mac))
+                    .map(|(name, _)| name.clone())
+                    .ok_or_else(|| AddonError::Links {
+                        node: n.name.clone(),
+                        what: format!("no link has MAC {mac}"),
+                    })
+            };
+            let here = Links {
+                management: by_mac(&n.management.mac)?,
+                workload: by_mac(&n.workload.mac)?,
+            };
+            match &found {
+                Some(f) if f != &here => {
+                    return Err(AddonError::Links {
+                        node: n.name.clone(),
+                        what: format!(
+                            "its links are {}/{} but other nodes use {}/{}; Cilium devices and MetalLB interfaces are cluster-wide",
+                            here.management, here.workload, f.management, f.workload
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None => found = Some(here),
+            }
+        }
+        found.ok_or_else(|| AddonError::Links {
+            node: "-".into(),
+            what: "the plan has no nodes".into(),
+        })
     }
 
     pub fn name(&self, role: LinkRole) -> &str {
@@ -266,6 +319,51 @@ async fn wait_ready(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn links_resolve_by_mac_and_must_agree_across_nodes() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
+        let plan = Plan::build(&crate::profile::load(&path).unwrap()).unwrap();
+        let status = |swap: bool| -> Vec<(String, Vec<(String, String)>)> {
+            plan.nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let (a, b) = if swap && i == 2 {
+                        ("ens19", "ens18")
+                    } else {
+                        ("ens18", "ens19")
+                    };
+                    (
+                        n.name.clone(),
+                        vec![
+                            (b.into(), n.workload.mac.to_lowercase()),
+                            (a.into(), n.management.mac.clone()),
+                        ],
+                    )
+                })
+                .collect()
+        };
+        let l = Links::resolve(&plan, &status(false)).unwrap();
+        assert_eq!(
+            (l.management.as_str(), l.workload.as_str()),
+            ("ens18", "ens19")
+        );
+        let e = Links::resolve(&plan, &status(true))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("talos-k8s-03") && e.contains("cluster-wide"),
+            "{e}"
+        );
+        assert_eq!(
+            Links::from_plan(&plan),
+            Links {
+                management: "eth0".into(),
+                workload: "eth1".into()
+            }
+        );
+    }
 
     #[test]
     fn apply_order_puts_dependencies_first() {

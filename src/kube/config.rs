@@ -138,6 +138,13 @@ impl Kubeconfig {
         })
     }
 
+    /// Read and parse a kubeconfig file.
+    pub fn load(path: &std::path::Path) -> Result<Self, KubeError> {
+        let where_ = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| err(&where_, e.to_string()))?;
+        Self::parse(&text, &where_)
+    }
+
     /// An admin kubeconfig in the shape Talos writes (one cluster, user and context).
     pub fn render(&self, cluster: &str) -> String {
         let b = |s: &str| STANDARD.encode(s.as_bytes());

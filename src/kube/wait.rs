@@ -25,10 +25,6 @@ impl Poll {
         }
     }
 
-    pub fn with_timeout(self, timeout: Duration) -> Self {
-        Self { timeout, ..self }
-    }
-
     /// Repeat `check` until it yields `Ok(Ok(t))`. `Ok(Err(state))` means "not yet"
     /// (the state is reported on timeout); `Err` aborts at once.
     pub async fn until<T, F, Fut>(&self, what: &str, mut check: F) -> Result<T, KubeError>
