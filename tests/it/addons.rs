@@ -29,6 +29,10 @@ fn sec1_pem(key: &KeyPair) -> String {
 
 struct Cluster {
     fabric: Fabric,
+    /// The lab API's loopback listener.
+    local: std::net::SocketAddr,
+    /// The admin kubeconfig (PEM fields).
+    kubeconfig: Kubeconfig,
     lab: LabKube,
     client: Client,
     plan: Plan,
@@ -93,10 +97,12 @@ async fn cluster(cfg: KubeSimConfig) -> Cluster {
         cert_pem: admin_pem,
         key_pem: sec1_pem(&admin_key).into(),
     };
-    let kc = Kubeconfig::parse(&kc.render(&plan.cluster), "test kubeconfig").unwrap();
-    let client = Client::new(&kc, &fabric.addresses).await.unwrap();
+    let kubeconfig = Kubeconfig::parse(&kc.render(&plan.cluster), "test kubeconfig").unwrap();
+    let client = Client::new(&kubeconfig, &fabric.addresses).await.unwrap();
     Cluster {
         fabric,
+        local,
+        kubeconfig,
         lab,
         client,
         plan,
@@ -530,4 +536,102 @@ async fn cilium_job_with_an_unpinned_image_fails_in_the_lab() {
         err.to_string()
             .contains("kubectl -n kube-system logs job/cilium-install")
     );
+}
+
+/// A self-signed ECDSA certificate and key (PEM), for "wrong CA" cases.
+fn stranger(cn: &str) -> (String, String) {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, cn);
+    (p.self_signed(&key).unwrap().pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn kube_client_pins_the_kubeconfig_ca_and_server_name() {
+    use secrecy::ExposeSecret;
+    let c = cluster(KubeSimConfig::fast()).await;
+    assert!(
+        c.client
+            .get("/api/v1/namespaces/kube-system")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let with = |server: &str, ca: &str, cert: &str, key: &str| Kubeconfig {
+        server: server.into(),
+        ca_pem: ca.into(),
+        cert_pem: cert.into(),
+        key_pem: key.to_owned().into(),
+    };
+    let k = &c.kubeconfig;
+    let key = k.key_pem.expose_secret();
+    // A server certificate from another CA is refused.
+    let (other_ca, _) = stranger("other");
+    let bad = Client::new(
+        &with(&k.server, &other_ca, &k.cert_pem, key),
+        &c.fabric.addresses,
+    )
+    .await
+    .unwrap();
+    let e = bad.get("/api").await.unwrap_err();
+    assert!(format!("{e:?}").contains("UnknownIssuer"), "{e:?}");
+    // The right CA but an address the certificate does not name is refused too.
+    c.fabric
+        .addresses
+        .map("10.8.16.99:6443".parse().unwrap(), c.local);
+    let wrong = Client::new(
+        &with("https://10.8.16.99:6443", &k.ca_pem, &k.cert_pem, key),
+        &c.fabric.addresses,
+    )
+    .await
+    .unwrap();
+    let e = wrong.get("/api").await.unwrap_err();
+    assert!(format!("{e:?}").contains("NotValidForName"), "{e:?}");
+    // A client certificate the cluster CA did not issue is rejected by the server.
+    let (cert, ckey) = stranger("intruder");
+    let anon = Client::new(
+        &with(&k.server, &k.ca_pem, &cert, &ckey),
+        &c.fabric.addresses,
+    )
+    .await
+    .unwrap();
+    let e = anon.get("/api").await.unwrap_err();
+    assert!(format!("{e:?}").contains("AlertReceived"), "{e:?}");
+    // The lab never dials an unmapped address.
+    let e = Client::new(
+        &with("https://10.8.16.77:6443", &k.ca_pem, &k.cert_pem, key),
+        &c.fabric.addresses,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("no loopback mapping"), "{e}");
+}
+
+#[tokio::test]
+async fn user_objects_are_applied_and_survive_an_etcd_snapshot() {
+    let c = cluster(KubeSimConfig::fast()).await;
+    let objs = vec![
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "precious", "namespace": "apps"}, "data": {"k": "v"}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}),
+    ];
+    // A namespaced object needs its namespace, as on a real API server.
+    let disc = kube::Discovery::run(&c.client).await.unwrap();
+    let e = c
+        .client
+        .apply(disc.for_object(&objs[0]).unwrap(), &objs[0])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(404));
+    addons::apply_all(&c.client, objs, &fast_poll(5_000))
+        .await
+        .unwrap();
+    let path = "/api/v1/namespaces/apps/configmaps/precious";
+    let snap = c.fabric.etcd.snapshot();
+    c.client.delete(path).await.unwrap();
+    assert!(c.client.get(path).await.unwrap().is_none());
+    c.fabric.etcd.restore(&snap, false).unwrap();
+    let cm = c.client.get(path).await.unwrap().unwrap();
+    assert_eq!(cm["data"]["k"], "v");
+    assert_eq!(cm["metadata"]["managedFields"][0]["manager"], "talos-pve");
 }
