@@ -510,7 +510,7 @@ async fn foreign_pod_cidr_stops_the_run_with_the_remedy() {
 async fn cilium_job_with_an_unpinned_image_fails_in_the_lab() {
     // Long enough that the installer finds the tampered Job still running.
     let mut cfg = KubeSimConfig::fast();
-    cfg.job_run = Duration::from_millis(400);
+    cfg.job_run = Duration::from_millis(1000);
     let c = cluster(cfg).await;
     let opts = options(&c);
     addons::pod_cidr::assign(&c.client, &c.plan, &opts.poll)

@@ -503,7 +503,7 @@ fn webhook(lab: &Lab, res: &Resource) -> Result<(), Reply> {
                 svc["namespace"].as_str().unwrap_or_default(),
                 svc["name"].as_str().unwrap_or_default(),
             );
-            if !lab.webhook_serving(sns, sname) {
+            if !super::sim::webhook_serving(lab, sns, sname) {
                 let hook = w["name"].as_str().unwrap_or_default();
                 let url = format!(
                     "https://{sname}.{sns}.svc:443{}?timeout=10s",

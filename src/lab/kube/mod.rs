@@ -103,12 +103,6 @@ pub struct Lab {
     timers: Mutex<HashMap<String, Instant>>,
 }
 
-impl Lab {
-    fn webhook_serving(&self, ns: &str, svc: &str) -> bool {
-        sim::webhook_serving(self, ns, svc)
-    }
-}
-
 /// Handle of the running lab API; dropping it stops the server.
 #[derive(Debug)]
 pub struct LabKube {
