@@ -51,27 +51,44 @@ pub fn patch(planned: Ipv4Net) -> Value {
     json!({"spec": {"podCIDR": planned.to_string(), "podCIDRs": [planned.to_string()]}})
 }
 
-/// Wait for every planned node to register, then give it its pod CIDR. Returns the
-/// nodes that were patched (empty on a re-run).
+/// Give every planned node its pod CIDR as soon as its Node object registers, until
+/// all have one. Returns the nodes that were patched (empty on a re-run).
 pub async fn assign(client: &Client, plan: &Plan, poll: &Poll) -> Result<Vec<String>, AddonError> {
-    let mut patched = Vec::new();
-    for n in &plan.nodes {
-        let path = format!("/api/v1/nodes/{}", n.name);
-        let node = poll
-            .until(&format!("node {} to register", n.name), || async {
-                Ok(client
-                    .get(&path)
-                    .await?
-                    .ok_or_else(|| "no Node object yet".to_owned()))
+    let patched = std::sync::Mutex::new(Vec::new());
+    // `Ok(Err(conflict))` ends the wait: a foreign CIDR will not go away by waiting.
+    let outcome = poll
+        .until("every node to register", || async {
+            let nodes = client.list("/api/v1/nodes").await?;
+            let mut missing = Vec::new();
+            for n in &plan.nodes {
+                let Some(node) = nodes
+                    .iter()
+                    .find(|x| x["metadata"]["name"] == n.name.as_str())
+                else {
+                    missing.push(n.name.as_str());
+                    continue;
+                };
+                match decide(node, n.pod_cidr) {
+                    Ok(Action::Unchanged) => {}
+                    Ok(Action::Patch) => {
+                        client
+                            .merge_patch(&format!("/api/v1/nodes/{}", n.name), &patch(n.pod_cidr))
+                            .await?;
+                        tracing::info!(node = %n.name, cidr = %n.pod_cidr, "pod CIDR set");
+                        patched.lock().expect("patched lock").push(n.name.clone());
+                    }
+                    Err(e) => return Ok(Ok(Err(e))),
+                }
+            }
+            Ok(if missing.is_empty() {
+                Ok(Ok(()))
+            } else {
+                Err(format!("not registered yet: {}", missing.join(", ")))
             })
-            .await?;
-        if decide(&node, n.pod_cidr)? == Action::Patch {
-            client.merge_patch(&path, &patch(n.pod_cidr)).await?;
-            tracing::info!(node = %n.name, cidr = %n.pod_cidr, "pod CIDR set");
-            patched.push(n.name.clone());
-        }
-    }
-    Ok(patched)
+        })
+        .await?;
+    outcome?;
+    Ok(patched.into_inner().expect("patched lock"))
 }
 
 #[cfg(test)]

@@ -190,10 +190,9 @@ async fn lab_cluster_converges_and_a_second_run_changes_nothing() {
     let report = addons::install(&c.client, &c.plan, &c.profile.addons, &opts)
         .await
         .unwrap();
-    assert_eq!(
-        report.pod_cidrs_patched,
-        ["talos-k8s-01", "talos-k8s-02", "talos-k8s-03"]
-    );
+    let mut patched = report.pod_cidrs_patched.clone();
+    patched.sort();
+    assert_eq!(patched, ["talos-k8s-01", "talos-k8s-02", "talos-k8s-03"]);
     assert!(report.cilium_job_created);
     assert_eq!(report.metallb_objects, 26);
 
