@@ -449,6 +449,8 @@ fn validate(
     if !res.group.is_empty() && !BUILTIN.iter().any(|b| b.0 == res.group) {
         webhook(lab, res)?;
         if let Some(schema) = crd_schema(lab, res) {
+            // The real server prunes unknown fields instead of refusing them, and
+            // checks metadata itself (managedFields are not in CRD schemas).
             let issues: Vec<String> = schema::validate(&schema, new)
                 .into_iter()
                 .filter(|i| !i.unknown && !i.path.starts_with("metadata"))
