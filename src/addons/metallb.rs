@@ -330,6 +330,41 @@ mod tests {
         assert!(pin("0.13.0").unwrap_err().to_string().contains("0.16.1"));
     }
 
+    #[tokio::test]
+    async fn offline_directory_is_verified_and_the_lab_never_fetches() {
+        let p = pin("0.16.1").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let src = ManifestSource::from_arg(Some(dir.path().to_str().unwrap()));
+        let lab = AddressBook::lab();
+        let e = manifest("0.16.1", &src, &lab)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&p.url),
+            "a missing file names where to get it: {e}"
+        );
+        let file = dir.path().join(&p.file);
+        std::fs::write(&file, embedded_copy(&p.file).unwrap()).unwrap();
+        assert_eq!(
+            sha256_hex(&manifest("0.16.1", &src, &lab).await.unwrap()),
+            p.sha256
+        );
+        std::fs::write(&file, b"kind: Namespace\n").unwrap();
+        assert!(matches!(
+            manifest("0.16.1", &src, &lab).await,
+            Err(AddonError::Checksum { .. })
+        ));
+        let e = manifest("0.16.1", &ManifestSource::from_arg(None), &lab)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("never reaches the internet"), "{e}");
+        assert_eq!(
+            ManifestSource::from_arg(Some("embedded")),
+            ManifestSource::Embedded
+        );
+    }
+
     #[test]
     fn manifest_parses_and_profile_resources_satisfy_the_crds() {
         let objs = parse(embedded_copy("metallb-native-v0.16.1.yaml").unwrap()).unwrap();
