@@ -33,6 +33,8 @@ struct Cluster {
     local: std::net::SocketAddr,
     /// The admin kubeconfig (PEM fields).
     kubeconfig: Kubeconfig,
+    /// What each node's `NodeRunning` event said.
+    infos: Vec<LabNodeInfo>,
     lab: LabKube,
     client: Client,
     plan: Plan,
@@ -68,8 +70,10 @@ async fn cluster(cfg: KubeSimConfig) -> Cluster {
 
     let fabric = Fabric::new();
     let lab = LabKube::spawn(&fabric, cfg);
-    for n in &plan.nodes {
-        fabric.emit(LabEvent::NodeRunning(LabNodeInfo {
+    let infos: Vec<LabNodeInfo> = plan
+        .nodes
+        .iter()
+        .map(|n| LabNodeInfo {
             vmid: n.vmid,
             hostname: n.name.clone(),
             machine_type: n.role.as_str().into(),
@@ -79,7 +83,10 @@ async fn cluster(cfg: KubeSimConfig) -> Cluster {
             endpoint: plan.endpoint.clone(),
             kubernetes_ca_crt: ca_pem.clone(),
             kubernetes_ca_key: sec1_pem(&ca_key),
-        }));
+        })
+        .collect();
+    for i in &infos {
+        fabric.emit(LabEvent::NodeRunning(i.clone()));
     }
     let endpoint: Ipv4Addr = "10.8.16.20".parse().unwrap();
     fabric.emit(LabEvent::EtcdBootstrapped {
@@ -103,6 +110,7 @@ async fn cluster(cfg: KubeSimConfig) -> Cluster {
         fabric,
         local,
         kubeconfig,
+        infos,
         lab,
         client,
         plan,
@@ -355,6 +363,34 @@ async fn lab_cluster_converges_and_a_second_run_changes_nothing() {
             .is_none()
     );
     c.fabric.etcd.restore(&snap, false).unwrap();
+    let ready_is = |want: &'static str| {
+        let c = &c;
+        async move {
+            fast_poll(5_000)
+                .until(&format!("talos-k8s-03 Ready={want}"), || async {
+                    let n = c
+                        .client
+                        .get("/api/v1/nodes/talos-k8s-03")
+                        .await?
+                        .unwrap_or_default();
+                    let s = n["status"]["conditions"][0]["status"].clone();
+                    Ok(if s == want {
+                        Ok(())
+                    } else {
+                        Err(s.to_string())
+                    })
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // A stopped VM's node goes Unknown, and comes back Ready when it runs again.
+    c.fabric.emit(LabEvent::VmStopped {
+        vmid: c.infos[2].vmid,
+    });
+    ready_is("Unknown").await;
+    c.fabric.emit(LabEvent::NodeRunning(c.infos[2].clone()));
+    ready_is("True").await;
     let back = c
         .client
         .get("/apis/metallb.io/v1beta1/namespaces/metallb-system/ipaddresspools/default")

@@ -9,7 +9,7 @@ mod api;
 mod sim;
 mod store;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -100,6 +100,8 @@ pub struct Lab {
     store: store::Store,
     cfg: KubeSimConfig,
     nodes: Mutex<Vec<LabNodeInfo>>,
+    /// Hostnames whose VM is stopped or destroyed: their kubelet posts no status.
+    down: Mutex<HashSet<String>>,
     timers: Mutex<HashMap<String, Instant>>,
 }
 
@@ -250,6 +252,7 @@ impl LabKube {
             store: store::Store::new(fabric.etcd.clone()),
             cfg,
             nodes: Mutex::default(),
+            down: Mutex::default(),
             timers: Mutex::default(),
         });
         let (tx, addr) = watch::channel(None);
@@ -265,9 +268,19 @@ impl LabKube {
                 };
                 match ev {
                     LabEvent::NodeRunning(info) => {
+                        lab2.down.lock().expect("down lock").remove(&info.hostname);
                         let mut n = lab2.nodes.lock().expect("nodes lock");
                         n.retain(|x| x.hostname != info.hostname);
                         n.push(info);
+                    }
+                    LabEvent::VmStopped { vmid } | LabEvent::VmDestroyed { vmid } => {
+                        let nodes = lab2.nodes.lock().expect("nodes lock");
+                        if let Some(n) = nodes.iter().find(|n| n.vmid == vmid) {
+                            lab2.down
+                                .lock()
+                                .expect("down lock")
+                                .insert(n.hostname.clone());
+                        }
                     }
                     LabEvent::EtcdBootstrapped { endpoint, .. } if tx.borrow().is_none() => {
                         match serve(lab2.clone(), endpoint, &book, &tasks2).await {

@@ -394,15 +394,21 @@ fn roll_out(lab: &Lab) {
     }
 }
 
+/// A node is Ready once the CNI runs and it has a pod CIDR; a stopped VM's node
+/// goes Unknown, as the node lifecycle controller marks it.
 fn nodes_ready(lab: &Lab) {
-    if !cilium_ready(lab) {
-        return;
-    }
+    let cni = cilium_ready(lab);
+    let down = lab.down.lock().expect("down lock").clone();
     for mut n in nodes(lab) {
-        if n["spec"]["podCIDR"].as_str().is_none_or(str::is_empty) {
+        let name = n["metadata"]["name"].as_str().unwrap_or_default();
+        let ready = if down.contains(name) {
+            json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."})
+        } else if cni && n["spec"]["podCIDR"].as_str().is_some_and(|c| !c.is_empty()) {
+            json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"})
+        } else {
             continue;
-        }
-        n["status"]["conditions"] = json!([{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}]);
+        };
+        n["status"]["conditions"] = json!([ready]);
         save(lab, n);
     }
 }
