@@ -126,6 +126,65 @@ impl ServerCertVerifier for PinnedVerifier {
     }
 }
 
+/// Verifies the server against a private CA for a fixed name, whatever address was
+/// dialed: the lab (and any `AddressBook` mapping) connects to a loopback listener
+/// while the certificate must still be valid for the configured host.
+#[derive(Debug)]
+pub struct NameOverrideVerifier {
+    name: ServerName<'static>,
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl NameOverrideVerifier {
+    pub fn new(
+        roots: rustls::RootCertStore,
+        name: ServerName<'static>,
+    ) -> Result<Arc<Self>, rustls::client::VerifierBuilderError> {
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()?;
+        Ok(Arc::new(Self { name, inner }))
+    }
+}
+
+impl ServerCertVerifier for NameOverrideVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

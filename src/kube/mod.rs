@@ -1,1 +1,80 @@
-//! Minimal Kubernetes API client: server-side apply, discovery, readiness waits.
+//! Minimal Kubernetes API client over plain reqwest: kubeconfig loading, server-side
+//! apply with the `talos-pve` field manager, merge patches, discovery of plurals, and
+//! the readiness waits the add-ons need (CRD `Established`, rollouts, node `Ready`).
+//!
+//! Every connection resolves the kubeconfig's server through the `AddressBook`, and the
+//! server certificate must chain to the kubeconfig's CA and be valid for the
+//! kubeconfig's host, whichever address was really dialed.
+
+mod client;
+mod config;
+mod discovery;
+mod wait;
+
+use thiserror::Error;
+
+pub use client::{Client, FIELD_MANAGER};
+pub use config::Kubeconfig;
+pub use discovery::{Discovery, Resource};
+pub use wait::{Poll, crd_established, daemonset_ready, deployment_ready, node_ready};
+
+#[derive(Debug, Error)]
+pub enum KubeError {
+    #[error(
+        "kubeconfig {where_}: {what}\n  fix: use the kubeconfig talos-pve wrote into the cluster directory (or `talosctl kubeconfig`)"
+    )]
+    Kubeconfig { where_: String, what: String },
+    #[error("kubeconfig server `{server}`: {source}")]
+    Net {
+        server: String,
+        #[source]
+        source: crate::net::NetError,
+    },
+    #[error("Kubernetes API TLS setup for `{server}`: {what}")]
+    Tls { server: String, what: String },
+    #[error(
+        "Kubernetes API {method} {url}: {source}\n  fix: check that the API server is reachable and the kubeconfig matches this cluster"
+    )]
+    Http {
+        method: String,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("Kubernetes API {method} {path} answered {code}: {message}")]
+    Status {
+        method: String,
+        path: String,
+        code: u16,
+        message: String,
+    },
+    #[error(
+        "the Kubernetes API serves no resource for {api_version} {kind}\n  fix: is the CRD installed and Established? (discovery is refreshed after CRDs)"
+    )]
+    UnknownKind { api_version: String, kind: String },
+    #[error("object has no {field}: {object}")]
+    BadObject { field: &'static str, object: String },
+    #[error("timed out after {secs}s waiting for {what} (last seen: {last})")]
+    Timeout {
+        what: String,
+        secs: u64,
+        last: String,
+    },
+}
+
+impl KubeError {
+    /// The HTTP status the API answered, if this is an API answer.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            KubeError::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            KubeError::Status { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+}

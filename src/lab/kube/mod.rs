@@ -1,1 +1,424 @@
-//! The lab's simulated Kubernetes API (mTLS on loopback), backed by the lab etcd.
+//! The lab's Kubernetes API: once etcd is bootstrapped it serves the API over mTLS on
+//! loopback, with a server certificate issued by the cluster CA from the nodes'
+//! configs, and maps the control-plane endpoint (e.g. 10.8.16.20:6443) to itself in
+//! the address book. Objects live in the fabric's etcd under
+//! `/registry/<group>/<resource>/[<namespace>/]<name>`, so etcd snapshots capture and
+//! restore the API state. Simulated controllers (`sim`) make the cluster converge.
+
+mod api;
+mod sim;
+mod store;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::{Value, json};
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{Fabric, LabEvent, LabNodeInfo};
+
+pub use api::POD_CIDR_FORBIDDEN;
+
+#[derive(Debug, Error)]
+pub enum LabKubeError {
+    #[error(
+        "lab Kubernetes API: no control-plane node reported a cluster CA key before etcd was bootstrapped"
+    )]
+    NoCa,
+    #[error("lab Kubernetes API: cluster CA: {0}")]
+    Ca(String),
+    #[error("lab Kubernetes API: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How fast the simulated cluster converges.
+#[derive(Debug, Clone)]
+pub struct KubeSimConfig {
+    pub tick: Duration,
+    /// NodeRunning → the kubelet registers its Node.
+    pub node_register: Duration,
+    pub crd_established: Duration,
+    /// Per-CRD overrides of `crd_established`.
+    pub slow_crds: Vec<(String, Duration)>,
+    /// The Cilium install Job's run time.
+    pub job_run: Duration,
+    /// Prerequisites met → a Deployment/DaemonSet is ready.
+    pub rollout: Duration,
+    /// Backing Deployment ready → its Service has a ready endpoint.
+    pub webhook_endpoint: Duration,
+    /// Endpoint ready → the webhook server really answers.
+    pub webhook_grace: Duration,
+    /// Labels every registering Node carries in addition to the kubelet's.
+    pub node_labels: BTreeMap<String, String>,
+}
+
+impl KubeSimConfig {
+    /// Roughly the pace of a real cluster.
+    pub fn realistic() -> Self {
+        Self {
+            tick: Duration::from_millis(500),
+            node_register: Duration::from_secs(10),
+            crd_established: Duration::from_secs(1),
+            slow_crds: Vec::new(),
+            job_run: Duration::from_secs(20),
+            rollout: Duration::from_secs(30),
+            webhook_endpoint: Duration::from_secs(5),
+            webhook_grace: Duration::from_secs(5),
+            node_labels: BTreeMap::new(),
+        }
+    }
+
+    /// For tests: everything within tens of milliseconds.
+    pub fn fast() -> Self {
+        let ms = Duration::from_millis;
+        Self {
+            tick: ms(10),
+            node_register: ms(30),
+            crd_established: ms(20),
+            slow_crds: Vec::new(),
+            job_run: ms(40),
+            rollout: ms(40),
+            webhook_endpoint: ms(20),
+            webhook_grace: ms(60),
+            node_labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// State shared by the request handlers and the simulated controllers.
+#[derive(Debug)]
+pub struct Lab {
+    store: store::Store,
+    cfg: KubeSimConfig,
+    nodes: Mutex<Vec<LabNodeInfo>>,
+    /// Hostnames whose VM is stopped or destroyed: their kubelet posts no status.
+    down: Mutex<HashSet<String>>,
+    timers: Mutex<HashMap<String, Instant>>,
+}
+
+/// Handle of the running lab API; dropping it stops the server.
+#[derive(Debug)]
+pub struct LabKube {
+    lab: Arc<Lab>,
+    addr: watch::Receiver<Option<SocketAddr>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Drop for LabKube {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().expect("tasks lock").drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// Talos writes the cluster CA key as SEC1 `EC PRIVATE KEY`, which rcgen on ring
+/// cannot load: wrap it into PKCS#8 (P-256 AlgorithmIdentifier).
+pub fn pkcs8_from_sec1_p256(sec1: &[u8]) -> Vec<u8> {
+    fn len(n: usize) -> Vec<u8> {
+        match n {
+            0..=127 => vec![n as u8],
+            128..=255 => vec![0x81, n as u8],
+            _ => vec![0x82, (n >> 8) as u8, n as u8],
+        }
+    }
+    const ALG: &[u8] = &[
+        0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86,
+        0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+    ];
+    let mut body = vec![0x02, 0x01, 0x00];
+    body.extend_from_slice(ALG);
+    body.push(0x04);
+    body.extend(len(sec1.len()));
+    body.extend_from_slice(sec1);
+    let mut out = vec![0x30];
+    out.extend(len(body.len()));
+    out.extend(body);
+    out
+}
+
+fn ca_key(pem: &str) -> Result<rcgen::KeyPair, LabKubeError> {
+    let pem = pem.replace("ED25519 PRIVATE KEY", "PRIVATE KEY");
+    let der = match PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| LabKubeError::Ca(e.to_string()))?
+    {
+        PrivateKeyDer::Sec1(k) => pkcs8_from_sec1_p256(k.secret_sec1_der()),
+        PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+        _ => return Err(LabKubeError::Ca("unsupported CA key type".into())),
+    };
+    rcgen::KeyPair::try_from(&PrivatePkcs8KeyDer::from(der))
+        .map_err(|e| LabKubeError::Ca(e.to_string()))
+}
+
+fn server_tls(
+    ca_pem: &str,
+    ca_key_pem: &str,
+    ips: &[IpAddr],
+) -> Result<rustls::ServerConfig, LabKubeError> {
+    let ca = |e: rcgen::Error| LabKubeError::Ca(e.to_string());
+    let issuer = rcgen::Issuer::from_ca_cert_pem(ca_pem, ca_key(ca_key_pem)?).map_err(ca)?;
+    let mut params = rcgen::CertificateParams::new(vec![
+        "kubernetes".to_owned(),
+        "kubernetes.default".to_owned(),
+        "kubernetes.default.svc".to_owned(),
+        "localhost".to_owned(),
+    ])
+    .map_err(ca)?;
+    params
+        .subject_alt_names
+        .extend(ips.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kube-apiserver");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(365);
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(ca)?;
+    let cert = params.signed_by(&key, &issuer).map_err(ca)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| LabKubeError::Ca(e.to_string()))?)
+            .map_err(|e| LabKubeError::Ca(e.to_string()))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        crate::tls::provider(),
+    )
+    .build()
+    .map_err(|e| LabKubeError::Ca(e.to_string()))?;
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let mut cfg = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| LabKubeError::Ca(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![cert.der().clone()], key_der)
+        .map_err(|e| LabKubeError::Ca(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+async fn respond(
+    lab: Arc<Lab>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<axum::body::Body> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(axum::body::Body::new(body), 16 << 20)
+        .await
+        .unwrap_or_default();
+    let ctype = parts
+        .headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let r = api::handle(
+        &lab,
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query().unwrap_or_default(),
+        ctype,
+        &bytes,
+    );
+    hyper::Response::builder()
+        .status(r.code)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(
+            serde_json::to_vec(&r.body).expect("JSON values serialize"),
+        ))
+        .expect("valid response parts")
+}
+
+fn endpoint_port(endpoint: &str) -> u16 {
+    reqwest::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| u.port())
+        .unwrap_or(6443)
+}
+
+impl LabKube {
+    /// Start listening to the fabric's events; the API comes up on `EtcdBootstrapped`.
+    pub fn spawn(fabric: &Fabric, cfg: KubeSimConfig) -> Self {
+        let lab = Arc::new(Lab {
+            store: store::Store::new(fabric.etcd.clone()),
+            cfg,
+            nodes: Mutex::default(),
+            down: Mutex::default(),
+            timers: Mutex::default(),
+        });
+        let (tx, addr) = watch::channel(None);
+        let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let mut events = fabric.events.subscribe();
+        let (lab2, tasks2, book) = (lab.clone(), tasks.clone(), fabric.addresses.clone());
+        let listener = tokio::spawn(async move {
+            loop {
+                let ev = match events.recv().await {
+                    Ok(ev) => ev,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                };
+                match ev {
+                    LabEvent::NodeRunning(info) => {
+                        lab2.down.lock().expect("down lock").remove(&info.hostname);
+                        let mut n = lab2.nodes.lock().expect("nodes lock");
+                        n.retain(|x| x.hostname != info.hostname);
+                        n.push(info);
+                    }
+                    LabEvent::VmStopped { vmid } | LabEvent::VmDestroyed { vmid } => {
+                        let nodes = lab2.nodes.lock().expect("nodes lock");
+                        if let Some(n) = nodes.iter().find(|n| n.vmid == vmid) {
+                            lab2.down
+                                .lock()
+                                .expect("down lock")
+                                .insert(n.hostname.clone());
+                        }
+                    }
+                    LabEvent::EtcdBootstrapped { endpoint, .. } if tx.borrow().is_none() => {
+                        match serve(lab2.clone(), endpoint, &book, &tasks2).await {
+                            Ok(a) => {
+                                let _ = tx.send(Some(a));
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "lab Kubernetes API did not start")
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        tasks.lock().expect("tasks lock").push(listener);
+        Self { lab, addr, tasks }
+    }
+
+    /// The loopback address once the API serves (`None` after `timeout`).
+    pub async fn serving(&self, timeout: Duration) -> Option<SocketAddr> {
+        let mut rx = self.addr.clone();
+        tokio::time::timeout(timeout, rx.wait_for(Option::is_some))
+            .await
+            .ok()?
+            .ok()
+            .and_then(|a| *a)
+    }
+
+    /// Object writes that changed something since start (API and controllers).
+    pub fn writes(&self) -> u64 {
+        self.lab.store.writes()
+    }
+
+    /// Every stored object, in key order.
+    pub fn objects(&self) -> Vec<Value> {
+        self.lab.store.list("/registry/")
+    }
+
+    /// Write every object as `<dir>/<group>/<resource>/[<ns>/]<name>.yaml`; returns the count.
+    pub fn dump(&self, dir: &Path) -> Result<usize, LabKubeError> {
+        let all = self.lab.store.etcd.list("/registry/");
+        for (k, v) in &all {
+            let p = dir.join(format!("{}.yaml", k.trim_start_matches("/registry/")));
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let yaml =
+                serde_saphyr::to_string(v).map_err(|e| std::io::Error::other(e.to_string()))?;
+            std::fs::write(p, yaml)?;
+        }
+        Ok(all.len())
+    }
+}
+
+async fn serve(
+    lab: Arc<Lab>,
+    endpoint: Ipv4Addr,
+    book: &crate::net::AddressBook,
+    tasks: &Mutex<Vec<JoinHandle<()>>>,
+) -> Result<SocketAddr, LabKubeError> {
+    crate::tls::install_provider();
+    let nodes = lab.nodes.lock().expect("nodes lock").clone();
+    let ca_node = nodes
+        .iter()
+        .find(|n| !n.kubernetes_ca_key.is_empty())
+        .ok_or(LabKubeError::NoCa)?;
+    let mut ips: Vec<IpAddr> = vec![IpAddr::V4(endpoint), IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    ips.extend(
+        nodes
+            .iter()
+            .flat_map(|n| [IpAddr::V4(n.management), IpAddr::V4(n.internal_ip)]),
+    );
+    let tls = server_tls(&ca_node.kubernetes_ca_crt, &ca_node.kubernetes_ca_key, &ips)?;
+    let port = endpoint_port(&ca_node.endpoint);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let local = listener.local_addr()?;
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let k = store::key("", "namespaces", None, ns);
+        if lab.store.get(&k).is_none() {
+            lab.store.put(
+                &k,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            );
+        }
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let lab_srv = lab.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, lab) = (acceptor.clone(), lab_srv.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req| {
+                    let lab = lab.clone();
+                    async move { Ok::<_, Infallible>(respond(lab, req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+            });
+        }
+    });
+    let controllers = tokio::spawn(async move {
+        loop {
+            sim::step(&lab);
+            tokio::time::sleep(lab.cfg.tick).await;
+        }
+    });
+    tasks
+        .lock()
+        .expect("tasks lock")
+        .extend([server, controllers]);
+    book.map(SocketAddr::new(IpAddr::V4(endpoint), port), local);
+    tracing::info!(%endpoint, %local, "lab Kubernetes API serving");
+    Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sec1_keys_wrap_into_loadable_pkcs8() {
+        let k = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let pkcs8 = k.serialize_der();
+        // ring's PKCS#8 ends with the SEC1 ECPrivateKey in an OCTET STRING.
+        let sec1 = &pkcs8[pkcs8.len() - 109..];
+        assert_eq!(&pkcs8[pkcs8.len() - 111..pkcs8.len() - 109], &[0x04, 109]);
+        assert_eq!(pkcs8_from_sec1_p256(sec1), pkcs8);
+        let pem = format!(
+            "-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sec1)
+        );
+        assert_eq!(ca_key(&pem).unwrap().public_key_raw(), k.public_key_raw());
+    }
+}

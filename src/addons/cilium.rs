@@ -1,0 +1,388 @@
+//! Cilium in native-routing mode, installed by an in-cluster Job that runs a pinned
+//! cilium-cli image (`cilium install --version … --set …`), so the workstation needs
+//! no helm or cilium binary. The chart values are a pure function of the plan.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AddonError, Links, Options, wait_ready};
+use crate::kube::{Client, Discovery, daemonset_ready, deployment_ready, node_ready};
+use crate::plan::Plan;
+use crate::profile::Cilium;
+
+pub const NAMESPACE: &str = "kube-system";
+pub const JOB: &str = "cilium-install";
+/// Annotation on the Job: SHA-256 of its command, to know when to recreate it.
+pub const SPEC_ANNOTATION: &str = "talos-pve.dev/install-sha256";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pins {
+    pub installer: Installer,
+    pub versions: BTreeMap<String, VersionPin>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Installer {
+    /// cilium-cli image reference.
+    pub image: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionPin {
+    pub chart_sha256: String,
+    pub agent_digest: String,
+    pub operator_generic_digest: String,
+    pub envoy_digest: String,
+}
+
+/// The pins built into talos-pve (`embedded/cilium.yaml`).
+pub fn pins() -> &'static Pins {
+    static P: OnceLock<Pins> = OnceLock::new();
+    P.get_or_init(|| {
+        serde_saphyr::from_str(include_str!("../../embedded/cilium.yaml"))
+            .expect("embedded/cilium.yaml is valid (unit-tested)")
+    })
+}
+
+pub fn pin(version: &str) -> Result<&'static VersionPin, AddonError> {
+    let p = pins();
+    p.versions
+        .get(version.trim_start_matches('v'))
+        .ok_or_else(|| AddonError::CiliumVersion {
+            version: version.into(),
+            supported: p.versions.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+}
+
+/// Chart values for this plan: the Talos requirements, native routing over the
+/// workload L2, Kubernetes IPAM (pod CIDRs from the Node objects), MetalLB owning
+/// LoadBalancer IPs, and images pinned by digest.
+pub fn values(plan: &Plan, cilium: &Cilium, links: &Links) -> Result<Value, AddonError> {
+    let pin = pin(&cilium.version)?;
+    let cidr = cilium.native_routing_cidr.unwrap_or(plan.pod_subnet);
+    if let Some(n) = plan.nodes.iter().find(|n| !cidr.contains(&n.pod_cidr)) {
+        return Err(AddonError::NativeRoutingCidr {
+            cidr,
+            node: n.name.clone(),
+            pod_cidr: n.pod_cidr,
+            pod_subnet: plan.pod_subnet,
+        });
+    }
+    Ok(json!({
+        "ipam": {"mode": "kubernetes"},
+        "kubeProxyReplacement": true,
+        // Talos forbids loading kernel modules: the chart defaults minus SYS_MODULE.
+        "securityContext": {"capabilities": {
+            "ciliumAgent": ["CHOWN", "KILL", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "SYS_ADMIN",
+                "SYS_RESOURCE", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"],
+            "cleanCiliumState": ["NET_ADMIN", "SYS_ADMIN", "SYS_RESOURCE"],
+        }},
+        // Talos mounts cgroup2 itself.
+        "cgroup": {"autoMount": {"enabled": false}, "hostRoot": "/sys/fs/cgroup"},
+        // KubePrism: there is no ClusterIP service before Cilium runs.
+        "k8sServiceHost": "localhost",
+        "k8sServicePort": 7445,
+        "routingMode": "native",
+        "autoDirectNodeRoutes": true,
+        "ipv4NativeRoutingCIDR": cidr.to_string(),
+        "enableIPv4Masquerade": plan.masquerade,
+        "devices": [links.management, links.workload],
+        "defaultLBServiceIPAM": "none",
+        "l2announcements": {"enabled": false},
+        "image": {"useDigest": true, "digest": pin.agent_digest},
+        "operator": {"image": {"useDigest": true, "genericDigest": pin.operator_generic_digest}},
+        "envoy": {"image": {"useDigest": true, "digest": pin.envoy_digest}},
+    }))
+}
+
+/// Helm `--set` form of `values`: dotted keys, lists as `{a,b}`, sorted.
+pub fn set_args(values: &Value) -> Vec<String> {
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, x, out);
+                }
+            }
+            Value::Array(xs) => {
+                let items: Vec<String> = xs.iter().map(scalar).collect();
+                out.push(format!("{prefix}={{{}}}", items.join(",")));
+            }
+            x => out.push(format!("{prefix}={}", scalar(x))),
+        }
+    }
+    fn scalar(v: &Value) -> String {
+        match v {
+            Value::String(s) => s.replace(',', "\\,"),
+            other => other.to_string(),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", values, &mut out);
+    out
+}
+
+/// Parse `--set` arguments back into values (the lab reads the Job like cilium-cli).
+pub fn parse_set_args(args: &[String]) -> Value {
+    let mut root = json!({});
+    for a in args {
+        let Some((key, raw)) = a.split_once('=') else {
+            continue;
+        };
+        let parse = |s: &str| -> Value {
+            let s = s.replace("\\,", ",");
+            serde_json::from_str::<Value>(&s)
+                .ok()
+                .filter(|v| !v.is_string())
+                .unwrap_or(Value::String(s))
+        };
+        let val = match raw.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+            Some(inner) => Value::Array(
+                inner
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(parse)
+                    .collect(),
+            ),
+            None => parse(raw),
+        };
+        let mut cur = &mut root;
+        let parts: Vec<&str> = key.split('.').collect();
+        for (i, p) in parts.iter().enumerate() {
+            if i + 1 == parts.len() {
+                cur[*p] = val.clone();
+            } else {
+                if !cur[*p].is_object() {
+                    cur[*p] = json!({});
+                }
+                cur = &mut cur[*p];
+            }
+        }
+    }
+    root
+}
+
+/// The container command of the install Job.
+pub fn command(version: &str, values: &Value) -> Vec<String> {
+    let mut cmd = vec![
+        "cilium".to_owned(),
+        "install".to_owned(),
+        "--version".to_owned(),
+        version.trim_start_matches('v').to_owned(),
+    ];
+    for s in set_args(values) {
+        cmd.push("--set".into());
+        cmd.push(s);
+    }
+    cmd
+}
+
+/// ServiceAccount, ClusterRoleBinding (cluster-admin) and Job that install Cilium.
+pub fn objects(version: &str, values: &Value) -> Vec<Value> {
+    let cmd = command(version, values);
+    let mut job = job(cmd);
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        job["spec"]["template"].to_string().as_bytes(),
+    );
+    job["metadata"]["annotations"] = json!({SPEC_ANNOTATION: hex::encode(digest.as_ref())});
+    vec![
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": JOB, "namespace": NAMESPACE}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": JOB},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": JOB, "namespace": NAMESPACE}]}),
+        job,
+    ]
+}
+
+/// The install Job; its pod template is immutable, hence the hash annotation.
+fn job(cmd: Vec<String>) -> Value {
+    let cp = "node-role.kubernetes.io/control-plane";
+    json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": JOB, "namespace": NAMESPACE},
+            "spec": {"backoffLimit": 10, "template": {
+                "metadata": {"labels": {"app": JOB}},
+                "spec": {
+                    "restartPolicy": "OnFailure",
+                    "serviceAccountName": JOB,
+                    // No CNI yet: only the host network works.
+                    "hostNetwork": true,
+                    "tolerations": [
+                        {"operator": "Exists"},
+                        {"key": cp, "operator": "Exists", "effect": "NoSchedule"},
+                        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"}],
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [{"key": cp, "operator": "Exists"}]}]}}},
+                    "containers": [{
+                        "name": JOB,
+                        "image": pins().installer.image,
+                        // The kubernetes Service needs a CNI; talk to the local API server.
+                        "env": [
+                            {"name": "KUBERNETES_SERVICE_HOST",
+                             "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}}},
+                            {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"}],
+                        "command": cmd}]}}}})
+}
+
+fn job_failed(job: &Value) -> Option<String> {
+    job["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find_map(|c| {
+            (c["type"] == "Failed" && c["status"] == "True")
+                .then(|| c["message"].as_str().unwrap_or("no message").to_owned())
+        })
+}
+
+/// Apply the installer objects (recreating the Job when its command changed), then
+/// wait for the agent DaemonSet, the operator Deployment and every node Ready.
+/// Returns whether a Job was (re)created.
+pub async fn install(
+    client: &Client,
+    plan: &Plan,
+    cilium: &Cilium,
+    opts: &Options,
+) -> Result<bool, AddonError> {
+    let values = values(plan, cilium, &opts.links)?;
+    let objs = objects(&cilium.version, &values);
+    let disc = Discovery::run(client).await?;
+    let job_res = disc.resolve("batch/v1", "Job")?;
+    let job_path = job_res.object_path(Some(NAMESPACE), JOB);
+    let want = &objs[2]["metadata"]["annotations"][SPEC_ANNOTATION];
+    let existing = client.get(&job_path).await?;
+    let created = match &existing {
+        Some(j)
+            if &j["metadata"]["annotations"][SPEC_ANNOTATION] == want
+                && job_failed(j).is_none() =>
+        {
+            false
+        }
+        Some(_) => {
+            // A Job's pod template is immutable, and a failed Job does not run again: replace it.
+            client
+                .delete(&format!("{job_path}?propagationPolicy=Background"))
+                .await?;
+            true
+        }
+        None => true,
+    };
+    // An unchanged, healthy Job is left alone (its template could not change anyway).
+    for o in objs.iter().filter(|o| created || o["kind"] != "Job") {
+        client.apply(disc.for_object(o)?, o).await?;
+    }
+    let poll = &opts.poll;
+    let ds = disc
+        .resolve("apps/v1", "DaemonSet")?
+        .object_path(Some(NAMESPACE), "cilium");
+    // `Some(message)` ends the wait early: the Job gave up.
+    let failed = poll
+        .until("the Cilium agent DaemonSet to be ready", || async {
+            if let Some(msg) = client.get(&job_path).await?.as_ref().and_then(job_failed) {
+                return Ok(Ok(Some(msg)));
+            }
+            Ok(match client.get(&ds).await? {
+                Some(o) => daemonset_ready(&o).map(|()| None),
+                None => Err("not created yet (the install Job is running)".into()),
+            })
+        })
+        .await?;
+    if let Some(msg) = failed {
+        return Err(AddonError::CiliumJob(msg));
+    }
+    let op = disc
+        .resolve("apps/v1", "Deployment")?
+        .object_path(Some(NAMESPACE), "cilium-operator");
+    wait_ready(
+        client,
+        "the Cilium operator Deployment",
+        &op,
+        deployment_ready,
+        poll,
+    )
+    .await?;
+    for n in &plan.nodes {
+        let path = format!("/api/v1/nodes/{}", n.name);
+        wait_ready(client, &format!("node {}", n.name), &path, node_ready, poll).await?;
+    }
+    Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
+        Plan::build(&crate::profile::load(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn pins_parse_and_unknown_versions_list_the_supported_ones() {
+        assert!(
+            pins()
+                .installer
+                .image
+                .starts_with("quay.io/cilium/cilium-cli:")
+        );
+        assert!(pin("1.19.6").unwrap().agent_digest.starts_with("sha256:"));
+        let e = pin("1.15.0").unwrap_err().to_string();
+        assert!(e.contains("1.19.6"), "{e}");
+    }
+
+    #[test]
+    fn values_follow_the_plan_and_round_trip_through_set_args() {
+        let plan = plan();
+        let links = Links::from_plan(&plan);
+        let v = values(&plan, &Cilium::default(), &links).unwrap();
+        assert_eq!(v["ipv4NativeRoutingCIDR"], "10.8.32.0/22");
+        assert_eq!(v["enableIPv4Masquerade"], false);
+        assert_eq!(v["devices"], json!(["eth0", "eth1"]));
+        assert!(
+            !v["securityContext"]["capabilities"]["ciliumAgent"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("SYS_MODULE"))
+        );
+        let args = set_args(&v);
+        assert!(args.contains(&"devices={eth0,eth1}".to_owned()));
+        assert!(args.contains(&"k8sServicePort=7445".to_owned()));
+        assert_eq!(parse_set_args(&args), v);
+        let narrow = Cilium {
+            native_routing_cidr: Some("10.8.32.0/24".parse().unwrap()),
+            ..Cilium::default()
+        };
+        assert!(matches!(
+            values(&plan, &narrow, &links),
+            Err(AddonError::NativeRoutingCidr { .. })
+        ));
+    }
+
+    #[test]
+    fn job_runs_pinned_cli_on_host_network_with_the_values() {
+        let plan = plan();
+        let v = values(&plan, &Cilium::default(), &Links::from_plan(&plan)).unwrap();
+        let objs = objects("1.19.6", &v);
+        let pod = &objs[2]["spec"]["template"]["spec"];
+        assert_eq!(pod["hostNetwork"], true);
+        assert_eq!(
+            pod["containers"][0]["image"],
+            pins().installer.image.as_str()
+        );
+        let cmd: Vec<String> =
+            serde_json::from_value(pod["containers"][0]["command"].clone()).unwrap();
+        assert_eq!(&cmd[..4], ["cilium", "install", "--version", "1.19.6"]);
+        assert!(cmd.iter().any(|a| a == "routingMode=native"));
+    }
+}

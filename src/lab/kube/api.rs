@@ -1,0 +1,611 @@
+//! The lab API server's request handling: discovery documents, the REST paths of
+//! built-in kinds and of Established CRDs, and the checks the real server makes
+//! (namespace exists, podCIDR immutable, CRD schemas, admission webhooks).
+
+use serde_json::{Value, json};
+
+use super::Lab;
+use super::store::{self, Conflict};
+use crate::addons::schema;
+use crate::kube::Resource;
+
+const BUILTIN: &[(&str, &str, &str, &str, bool)] = &[
+    ("", "v1", "Namespace", "namespaces", false),
+    ("", "v1", "Node", "nodes", false),
+    ("", "v1", "PersistentVolume", "persistentvolumes", false),
+    ("", "v1", "ConfigMap", "configmaps", true),
+    ("", "v1", "Secret", "secrets", true),
+    ("", "v1", "Service", "services", true),
+    ("", "v1", "ServiceAccount", "serviceaccounts", true),
+    ("", "v1", "Endpoints", "endpoints", true),
+    ("", "v1", "Pod", "pods", true),
+    (
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        true,
+    ),
+    ("apps", "v1", "Deployment", "deployments", true),
+    ("apps", "v1", "DaemonSet", "daemonsets", true),
+    ("apps", "v1", "StatefulSet", "statefulsets", true),
+    ("batch", "v1", "Job", "jobs", true),
+    ("batch", "v1", "CronJob", "cronjobs", true),
+    ("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        true,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        false,
+    ),
+    (
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        false,
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        false,
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        false,
+    ),
+    (
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        true,
+    ),
+    (
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        true,
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        true,
+    ),
+    ("networking.k8s.io", "v1", "Ingress", "ingresses", true),
+    ("coordination.k8s.io", "v1", "Lease", "leases", true),
+];
+
+/// Every resource served now: the built-ins plus each Established CRD's served versions.
+pub fn resources(lab: &Lab) -> Vec<Resource> {
+    let mut out: Vec<Resource> = BUILTIN
+        .iter()
+        .map(|(g, v, k, p, n)| Resource {
+            group: (*g).into(),
+            version: (*v).into(),
+            kind: (*k).into(),
+            plural: (*p).into(),
+            namespaced: *n,
+        })
+        .collect();
+    for crd in lab.store.list(&store::prefix(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        None,
+    )) {
+        if crate::kube::crd_established(&crd).is_err() {
+            continue;
+        }
+        let s = &crd["spec"];
+        for v in s["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["served"] == true)
+        {
+            out.push(Resource {
+                group: s["group"].as_str().unwrap_or_default().into(),
+                version: v["name"].as_str().unwrap_or_default().into(),
+                kind: s["names"]["kind"].as_str().unwrap_or_default().into(),
+                plural: s["names"]["plural"].as_str().unwrap_or_default().into(),
+                namespaced: s["scope"] == "Namespaced",
+            });
+        }
+    }
+    out
+}
+
+pub struct Reply {
+    pub code: u16,
+    pub body: Value,
+}
+
+fn reply(code: u16, body: Value) -> Reply {
+    Reply { code, body }
+}
+
+fn status(code: u16, reason: &str, message: String) -> Reply {
+    reply(
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code}),
+    )
+}
+
+fn not_found(r: &Resource, name: &str) -> Reply {
+    let what = if r.group.is_empty() {
+        r.plural.clone()
+    } else {
+        format!("{}.{}", r.plural, r.group)
+    };
+    status(404, "NotFound", format!("{what} \"{name}\" not found"))
+}
+
+fn resource_list(gv: &str, rs: &[&Resource]) -> Value {
+    let items: Vec<Value> = rs
+        .iter()
+        .map(|r| json!({"name": r.plural, "singularName": r.kind.to_lowercase(), "namespaced": r.namespaced,
+            "kind": r.kind, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}))
+        .collect();
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": items})
+}
+
+/// One request: `query` is the raw query string, `ctype` the Content-Type.
+pub fn handle(lab: &Lab, method: &str, path: &str, query: &str, ctype: &str, body: &[u8]) -> Reply {
+    let q = |k: &str| {
+        query.split('&').find_map(|kv| {
+            kv.split_once('=')
+                .filter(|(a, _)| *a == k)
+                .map(|(_, v)| v.to_owned())
+        })
+    };
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let all = resources(lab);
+    let (group, version, rest) = match segs.as_slice() {
+        ["api"] => return reply(200, json!({"kind": "APIVersions", "versions": ["v1"]})),
+        ["apis"] => {
+            let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+            for r in all.iter().filter(|r| !r.group.is_empty()) {
+                match groups.iter_mut().find(|(g, _)| g == &r.group) {
+                    Some((_, vs)) if !vs.contains(&r.version) => vs.push(r.version.clone()),
+                    Some(_) => {}
+                    None => groups.push((r.group.clone(), vec![r.version.clone()])),
+                }
+            }
+            let gs: Vec<Value> = groups
+                .iter()
+                .map(|(g, vs)| {
+                    let versions: Vec<Value> = vs
+                        .iter()
+                        .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                        .collect();
+                    json!({"name": g, "versions": versions, "preferredVersion": versions[0]})
+                })
+                .collect();
+            return reply(
+                200,
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": gs}),
+            );
+        }
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => {
+            return status(
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource ({path})"),
+            );
+        }
+    };
+    let in_gv: Vec<&Resource> = all
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
+    if rest.is_empty() {
+        if in_gv.is_empty() {
+            return status(
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource ({path})"),
+            );
+        }
+        let gv = if group.is_empty() {
+            version.to_owned()
+        } else {
+            format!("{group}/{version}")
+        };
+        return reply(200, resource_list(&gv, &in_gv));
+    }
+    let (ns, plural, name) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if tail.len() <= 1 => {
+            (Some(*ns), *plural, tail.first().copied())
+        }
+        [plural, tail @ ..] if tail.len() <= 1 => (None, *plural, tail.first().copied()),
+        _ => {
+            return status(
+                404,
+                "NotFound",
+                format!("subresource not served by the lab ({path})"),
+            );
+        }
+    };
+    let Some(res) = in_gv.iter().find(|r| r.plural == plural) else {
+        return status(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        );
+    };
+    let ns = ns.filter(|_| res.namespaced);
+    match (method, name) {
+        ("GET", None) => list(lab, res, ns, q("labelSelector").as_deref()),
+        ("GET", Some(n)) => match lab.store.get(&store::key(group, plural, ns, n)) {
+            Some(o) => reply(200, o),
+            None => not_found(res, n),
+        },
+        ("DELETE", Some(n)) => match lab.store.delete(&store::key(group, plural, ns, n)) {
+            Some(_) => reply(
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": n, "kind": plural}}),
+            ),
+            None => not_found(res, n),
+        },
+        ("PATCH", Some(n)) => {
+            let Some(patch) = parse_body(body) else {
+                return status(
+                    400,
+                    "BadRequest",
+                    "the request body is not valid JSON or YAML".into(),
+                );
+            };
+            if ctype.starts_with("application/apply-patch+yaml") {
+                let Some(manager) = q("fieldManager") else {
+                    return status(
+                        400,
+                        "BadRequest",
+                        "PATCH, fieldManager is required for apply requests".into(),
+                    );
+                };
+                server_side_apply(
+                    lab,
+                    res,
+                    ns,
+                    n,
+                    &patch,
+                    &manager,
+                    q("force").as_deref() == Some("true"),
+                )
+            } else if ctype.starts_with("application/merge-patch+json") {
+                merge(
+                    lab,
+                    res,
+                    ns,
+                    n,
+                    &patch,
+                    &q("fieldManager").unwrap_or_else(|| "unknown".into()),
+                )
+            } else {
+                status(
+                    415,
+                    "UnsupportedMediaType",
+                    format!("the lab does not support patch type {ctype}"),
+                )
+            }
+        }
+        ("POST", None) => {
+            let Some(obj) = parse_body(body) else {
+                return status(
+                    400,
+                    "BadRequest",
+                    "the request body is not valid JSON or YAML".into(),
+                );
+            };
+            let n = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if lab.store.get(&store::key(group, plural, ns, &n)).is_some() {
+                return status(
+                    409,
+                    "AlreadyExists",
+                    format!("{plural} \"{n}\" already exists"),
+                );
+            }
+            server_side_apply(
+                lab,
+                res,
+                ns,
+                &n,
+                &obj,
+                &q("fieldManager").unwrap_or_else(|| "unknown".into()),
+                true,
+            )
+        }
+        _ => status(
+            405,
+            "MethodNotAllowed",
+            format!("{method} is not supported on {path}"),
+        ),
+    }
+}
+
+fn parse_body(body: &[u8]) -> Option<Value> {
+    serde_json::from_slice(body)
+        .ok()
+        .or_else(|| serde_saphyr::from_str(std::str::from_utf8(body).ok()?).ok())
+        .filter(Value::is_object)
+}
+
+fn list(lab: &Lab, res: &Resource, ns: Option<&str>, selector: Option<&str>) -> Reply {
+    let sel: Vec<(String, String)> = selector
+        .map(|s| s.replace("%2F", "/").replace("%3D", "="))
+        .into_iter()
+        .flat_map(|s| {
+            s.split(',')
+                .filter_map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let items: Vec<Value> = lab
+        .store
+        .list(&store::prefix(&res.group, &res.plural, ns))
+        .into_iter()
+        .filter(|o| {
+            sel.iter()
+                .all(|(k, v)| o["metadata"]["labels"][k] == v.as_str())
+        })
+        .collect();
+    reply(
+        200,
+        json!({"apiVersion": res.api_version(), "kind": format!("{}List", res.kind),
+        "metadata": {"resourceVersion": lab.store.current_rv()}, "items": items}),
+    )
+}
+
+/// The real message for a podCIDR change.
+pub const POD_CIDR_FORBIDDEN: &str =
+    "spec.podCIDRs: Forbidden: node updates may not change podCIDR except from \"\" to valid";
+
+fn validate(
+    lab: &Lab,
+    res: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    old: Option<&Value>,
+    new: &Value,
+) -> Result<(), Reply> {
+    if let Some(ns) = ns
+        && lab
+            .store
+            .get(&store::key("", "namespaces", None, ns))
+            .is_none()
+    {
+        return Err(status(
+            404,
+            "NotFound",
+            format!("namespaces \"{ns}\" not found"),
+        ));
+    }
+    if res.kind == "Node"
+        && let Some(old) = old
+    {
+        let before = old["spec"]["podCIDR"].as_str().unwrap_or_default();
+        let after = new["spec"]["podCIDR"].as_str().unwrap_or_default();
+        let list_changed = !old["spec"]["podCIDRs"].is_null()
+            && old["spec"]["podCIDRs"] != new["spec"]["podCIDRs"];
+        if !before.is_empty() && (before != after || list_changed) {
+            let mut r = status(
+                422,
+                "Invalid",
+                format!("Node \"{name}\" is invalid: {POD_CIDR_FORBIDDEN}"),
+            );
+            r.body["details"] = json!({"name": name, "kind": "Node", "causes": [{"reason": "FieldValueForbidden",
+                "message": "Forbidden: node updates may not change podCIDR except from \"\" to valid", "field": "spec.podCIDRs"}]});
+            return Err(r);
+        }
+    }
+    if res.kind == "Job"
+        && let Some(old) = old
+        && old["spec"]["template"] != new["spec"]["template"]
+    {
+        return Err(status(
+            422,
+            "Invalid",
+            format!(
+                "Job.batch \"{name}\" is invalid: spec.template: Invalid value: ...: field is immutable"
+            ),
+        ));
+    }
+    if !res.group.is_empty() && !BUILTIN.iter().any(|b| b.0 == res.group) {
+        webhook(lab, res)?;
+        if let Some(schema) = crd_schema(lab, res) {
+            // The real server prunes unknown fields instead of refusing them, and
+            // checks metadata itself (managedFields are not in CRD schemas).
+            let issues: Vec<String> = schema::validate(&schema, new)
+                .into_iter()
+                .filter(|i| !i.unknown && !i.path.starts_with("metadata"))
+                .map(|i| i.to_string())
+                .collect();
+            if !issues.is_empty() {
+                return Err(status(
+                    422,
+                    "Invalid",
+                    format!("{} \"{name}\" is invalid: {}", res.kind, issues.join(", ")),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn crd_schema(lab: &Lab, res: &Resource) -> Option<Value> {
+    let crd = lab.store.get(&store::key(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        None,
+        &format!("{}.{}", res.plural, res.group),
+    ))?;
+    crd["spec"]["versions"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == res.version.as_str())
+        .map(|v| v["schema"]["openAPIV3Schema"].clone())
+}
+
+/// Validating webhooks matching this resource must be reachable (`failurePolicy: Fail`).
+fn webhook(lab: &Lab, res: &Resource) -> Result<(), Reply> {
+    for cfg in lab.store.list(&store::prefix(
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        None,
+    )) {
+        for w in cfg["webhooks"].as_array().into_iter().flatten() {
+            let matches = w["rules"].as_array().into_iter().flatten().any(|r| {
+                let has = |f: &str, v: &str| {
+                    r[f].as_array()
+                        .is_some_and(|a| a.iter().any(|x| x == v || x == "*"))
+                };
+                has("apiGroups", &res.group) && has("resources", &res.plural)
+            });
+            if !matches {
+                continue;
+            }
+            let svc = &w["clientConfig"]["service"];
+            let (sns, sname) = (
+                svc["namespace"].as_str().unwrap_or_default(),
+                svc["name"].as_str().unwrap_or_default(),
+            );
+            if !super::sim::webhook_serving(lab, sns, sname) {
+                let hook = w["name"].as_str().unwrap_or_default();
+                let url = format!(
+                    "https://{sname}.{sns}.svc:443{}?timeout=10s",
+                    svc["path"].as_str().unwrap_or("/")
+                );
+                return Err(status(
+                    500,
+                    "InternalError",
+                    format!(
+                        "Internal error occurred: failed calling webhook \"{hook}\": failed to call webhook: Post \"{url}\": dial tcp 10.96.0.123:443: connect: connection refused"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn conflict_reply(res: &Resource, name: &str, c: &[Conflict]) -> Reply {
+    let fields: Vec<String> = c
+        .iter()
+        .map(|c| format!("conflict with \"{}\": {}", c.manager, c.field))
+        .collect();
+    let mut r = status(
+        409,
+        "Conflict",
+        format!(
+            "Apply failed with {} conflict(s): {}",
+            c.len(),
+            fields.join("; ")
+        ),
+    );
+    r.body["details"] = json!({"name": name, "kind": res.plural});
+    r
+}
+
+fn server_side_apply(
+    lab: &Lab,
+    res: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    patch: &Value,
+    manager: &str,
+    force: bool,
+) -> Reply {
+    if patch["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| n != name)
+    {
+        return status(
+            400,
+            "BadRequest",
+            "the name of the object does not match the name on the URL".into(),
+        );
+    }
+    if patch["kind"] != res.kind.as_str() {
+        return status(
+            400,
+            "BadRequest",
+            format!(
+                "apply body has kind {} on a {} path",
+                patch["kind"], res.kind
+            ),
+        );
+    }
+    let k = store::key(&res.group, &res.plural, ns, name);
+    let old = lab.store.get(&k);
+    let mut obj = match store::apply(old.as_ref(), patch, manager, force) {
+        Ok(o) => o,
+        Err(c) => return conflict_reply(res, name, &c),
+    };
+    if let Some(ns) = ns {
+        obj["metadata"]["namespace"] = json!(ns);
+    }
+    if let Err(r) = validate(lab, res, ns, name, old.as_ref(), &obj) {
+        return r;
+    }
+    let created = old.is_none();
+    let stored = lab.store.put(&k, obj);
+    reply(if created { 201 } else { 200 }, stored)
+}
+
+fn merge(
+    lab: &Lab,
+    res: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    patch: &Value,
+    manager: &str,
+) -> Reply {
+    let k = store::key(&res.group, &res.plural, ns, name);
+    let Some(old) = lab.store.get(&k) else {
+        return not_found(res, name);
+    };
+    let mut obj = old.clone();
+    store::merge_patch(&mut obj, patch);
+    store::record_update(&mut obj, patch, manager);
+    if let Err(r) = validate(lab, res, ns, name, Some(&old), &obj) {
+        return r;
+    }
+    let stored = lab.store.put(&k, obj);
+    reply(200, stored)
+}

@@ -1,0 +1,495 @@
+//! The controllers of the lab cluster, advanced one step per tick: kubelets register
+//! Nodes, CRDs become Established, the Cilium install Job runs (doing what cilium-cli
+//! would), workloads roll out once their prerequisites hold, nodes turn Ready with the
+//! CNI, and MetalLB's webhook gets a ready endpoint. Every delay is configurable.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::Lab;
+use super::store::{self, key};
+use crate::addons::cilium;
+
+/// The objects cilium-cli renders for the Talos native-routing values (chart 1.19.6):
+/// (apiVersion, kind, namespace, name).
+const CILIUM_OBJECTS: &[(&str, &str, &str, &str)] = &[
+    ("v1", "Namespace", "", "cilium-secrets"),
+    ("v1", "ServiceAccount", "kube-system", "cilium"),
+    ("v1", "ServiceAccount", "kube-system", "cilium-envoy"),
+    ("v1", "ServiceAccount", "kube-system", "cilium-operator"),
+    ("v1", "Secret", "kube-system", "cilium-ca"),
+    ("v1", "Secret", "kube-system", "hubble-server-certs"),
+    ("v1", "ConfigMap", "kube-system", "cilium-config"),
+    ("v1", "ConfigMap", "kube-system", "cilium-envoy-config"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", "", "cilium"),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        "",
+        "cilium-operator",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        "",
+        "cilium",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        "",
+        "cilium-operator",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "Role",
+        "kube-system",
+        "cilium-config-agent",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "Role",
+        "cilium-secrets",
+        "cilium-tlsinterception-secrets",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "Role",
+        "cilium-secrets",
+        "cilium-operator-tlsinterception-secrets",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "Role",
+        "kube-system",
+        "cilium-operator-ztunnel",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        "kube-system",
+        "cilium-config-agent",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        "cilium-secrets",
+        "cilium-tlsinterception-secrets",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        "cilium-secrets",
+        "cilium-operator-tlsinterception-secrets",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        "kube-system",
+        "cilium-operator-ztunnel",
+    ),
+    ("v1", "Service", "kube-system", "cilium-envoy"),
+    ("v1", "Service", "kube-system", "hubble-peer"),
+    ("apps/v1", "DaemonSet", "kube-system", "cilium"),
+    ("apps/v1", "DaemonSet", "kube-system", "cilium-envoy"),
+    ("apps/v1", "Deployment", "kube-system", "cilium-operator"),
+];
+
+fn plural(kind: &str) -> String {
+    match kind {
+        "Endpoints" => "endpoints".into(),
+        k if k.ends_with('y') => format!("{}ies", &k[..k.len() - 1].to_lowercase()),
+        k if k.ends_with('s') => format!("{}es", k.to_lowercase()),
+        k => format!("{}s", k.to_lowercase()),
+    }
+}
+
+fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+fn obj_key(o: &Value) -> String {
+    let ns = o["metadata"]["namespace"].as_str();
+    key(
+        group_of(o["apiVersion"].as_str().unwrap_or_default()),
+        &plural(o["kind"].as_str().unwrap_or_default()),
+        ns,
+        o["metadata"]["name"].as_str().unwrap_or_default(),
+    )
+}
+
+/// Write `obj` as a controller would (no managed-field changes); no-op when unchanged.
+fn save(lab: &Lab, obj: Value) {
+    lab.store.put(&obj_key(&obj), obj);
+}
+
+/// Has `what` been pending for `delay` (counting from the first time it was asked)?
+fn elapsed(lab: &Lab, what: &str, delay: Duration) -> bool {
+    let mut t = lab.timers.lock().expect("timers lock");
+    let since = *t.entry(what.to_owned()).or_insert_with(Instant::now);
+    since.elapsed() >= delay
+}
+
+pub fn step(lab: &Lab) {
+    register_nodes(lab);
+    establish_crds(lab);
+    run_cilium_job(lab);
+    roll_out(lab);
+    nodes_ready(lab);
+    webhook_endpoints(lab);
+}
+
+fn nodes(lab: &Lab) -> Vec<Value> {
+    lab.store.list(&store::prefix("", "nodes", None))
+}
+
+fn register_nodes(lab: &Lab) {
+    let infos = lab.nodes.lock().expect("nodes lock").clone();
+    for info in infos {
+        let k = key("", "nodes", None, &info.hostname);
+        if lab.store.get(&k).is_some()
+            || !elapsed(
+                lab,
+                &format!("kubelet/{}", info.hostname),
+                lab.cfg.node_register,
+            )
+        {
+            continue;
+        }
+        let mut labels = json!({"kubernetes.io/hostname": info.hostname, "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64"});
+        if info.machine_type == "controlplane" {
+            labels["node-role.kubernetes.io/control-plane"] = json!("");
+        }
+        for (k, v) in &lab.cfg.node_labels {
+            labels[k] = json!(v);
+        }
+        save(
+            lab,
+            json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": info.hostname, "labels": labels},
+            "spec": {},
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": info.internal_ip.to_string()},
+                              {"type": "Hostname", "address": info.hostname}],
+                "conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
+                    "message": "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized"}]}}),
+        );
+    }
+}
+
+fn establish_crds(lab: &Lab) {
+    for mut crd in lab.store.list(&store::prefix(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        None,
+    )) {
+        if crate::kube::crd_established(&crd).is_ok() {
+            continue;
+        }
+        let name = crd["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let delay = lab
+            .cfg
+            .slow_crds
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(lab.cfg.crd_established, |(_, d)| *d);
+        if !elapsed(lab, &format!("crd/{name}"), delay) {
+            continue;
+        }
+        let now = store::now();
+        let stored: Vec<Value> = crd["spec"]["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["storage"] == true)
+            .map(|v| v["name"].clone())
+            .collect();
+        crd["status"] = json!({"acceptedNames": crd["spec"]["names"], "storedVersions": stored, "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "lastTransitionTime": now},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "lastTransitionTime": now}]});
+        save(lab, crd);
+    }
+}
+
+fn job_finished(job: &Value) -> bool {
+    job["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True")
+}
+
+/// The install Job: only the pinned cilium-cli image "pulls"; it then creates what
+/// `cilium install --version V --set …` creates, from the values on its command line.
+fn run_cilium_job(lab: &Lab) {
+    let Some(mut job) = lab
+        .store
+        .get(&key("batch", "jobs", Some(cilium::NAMESPACE), cilium::JOB))
+    else {
+        return;
+    };
+    let uid = job["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if job_finished(&job) || !elapsed(lab, &format!("job/{uid}"), lab.cfg.job_run) {
+        return;
+    }
+    let c = &job["spec"]["template"]["spec"]["containers"][0];
+    let image = c["image"].as_str().unwrap_or_default();
+    let cmd: Vec<String> = c["command"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    let version = cmd
+        .iter()
+        .position(|a| a == "--version")
+        .and_then(|i| cmd.get(i + 1))
+        .cloned()
+        .unwrap_or_default();
+    let sets: Vec<String> = cmd
+        .windows(2)
+        .filter(|w| w[0] == "--set")
+        .map(|w| w[1].clone())
+        .collect();
+    let failure = if image != cilium::pins().installer.image {
+        Some(format!(
+            "Back-off pulling image \"{image}\": the lab only runs the pinned {}",
+            cilium::pins().installer.image
+        ))
+    } else if cilium::pin(&version).is_err() {
+        Some(format!("cilium install: unsupported --version {version:?}"))
+    } else {
+        None
+    };
+    let now = store::now();
+    job["status"] = match failure {
+        Some(msg) => {
+            json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": msg, "lastTransitionTime": now}]})
+        }
+        None => {
+            install_cilium(lab, &version, &cilium::parse_set_args(&sets));
+            json!({"succeeded": 1, "completionTime": now, "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": now}]})
+        }
+    };
+    save(lab, job);
+}
+
+fn image(repo: &str, version: &str, digest: &Value) -> String {
+    format!(
+        "quay.io/cilium/{repo}:v{version}@{}",
+        digest.as_str().unwrap_or_default()
+    )
+}
+
+fn install_cilium(lab: &Lab, version: &str, v: &Value) {
+    let s = |x: &Value| match x {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a
+            .iter()
+            .map(|i| i.as_str().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" "),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let config = json!({
+        "routing-mode": s(&v["routingMode"]),
+        "ipv4-native-routing-cidr": s(&v["ipv4NativeRoutingCIDR"]),
+        "auto-direct-node-routes": s(&v["autoDirectNodeRoutes"]),
+        "devices": s(&v["devices"]),
+        "ipam": s(&v["ipam"]["mode"]),
+        "kube-proxy-replacement": s(&v["kubeProxyReplacement"]),
+        "enable-ipv4-masquerade": s(&v["enableIPv4Masquerade"]),
+        "k8s-service-host": s(&v["k8sServiceHost"]),
+        "k8s-service-port": s(&v["k8sServicePort"]),
+        "default-lb-service-ipam": s(&v["defaultLBServiceIPAM"]),
+        "enable-l2-announcements": s(&v["l2announcements"]["enabled"]),
+        "cgroup-root": s(&v["cgroup"]["hostRoot"]),
+    });
+    let manager = json!([{"manager": "cilium-cli", "operation": "Update", "time": store::now(), "fieldsType": "FieldsV1", "fieldsV1": {}}]);
+    for (api, kind, ns, name) in CILIUM_OBJECTS {
+        let mut o = json!({"apiVersion": api, "kind": kind, "metadata": {"name": name,
+            "labels": {"app.kubernetes.io/part-of": "cilium"}, "managedFields": manager}});
+        if !ns.is_empty() {
+            o["metadata"]["namespace"] = json!(ns);
+        }
+        let sel = json!({"matchLabels": {"k8s-app": name}});
+        let pod = |img: String| json!({"metadata": {"labels": {"k8s-app": name}}, "spec": {"hostNetwork": true, "containers": [{"name": name, "image": img}]}});
+        match (*kind, *name) {
+            ("ConfigMap", "cilium-config") => o["data"] = config.clone(),
+            ("DaemonSet", "cilium") => {
+                o["spec"] = json!({"selector": sel, "template": pod(image("cilium", version, &v["image"]["digest"]))})
+            }
+            ("DaemonSet", _) => {
+                o["spec"] = json!({"selector": sel, "template": pod(format!("quay.io/cilium/cilium-envoy@{}", s(&v["envoy"]["image"]["digest"])))})
+            }
+            ("Deployment", _) => {
+                o["spec"] = json!({"replicas": 2, "selector": sel, "template": pod(image("operator-generic", version, &v["operator"]["image"]["genericDigest"]))})
+            }
+            ("Secret", _) => o["type"] = json!("Opaque"),
+            _ => {}
+        }
+        let k = obj_key(&o);
+        if lab.store.get(&k).is_none() || *kind != "Namespace" {
+            lab.store.put(&k, o);
+        }
+    }
+}
+
+fn cilium_ready(lab: &Lab) -> bool {
+    lab.store
+        .get(&key("apps", "daemonsets", Some("kube-system"), "cilium"))
+        .is_some_and(|d| crate::kube::daemonset_ready(&d).is_ok())
+}
+
+/// Cilium's workloads wait for every Node's pod CIDR (ipam=kubernetes); everything
+/// else needs a working CNI.
+fn roll_out(lab: &Lab) {
+    let nodes = nodes(lab);
+    let cidrs_set = !nodes.is_empty()
+        && nodes
+            .iter()
+            .all(|n| n["spec"]["podCIDR"].as_str().is_some_and(|c| !c.is_empty()));
+    let cni = cilium_ready(lab);
+    for (plural_, is_ds) in [("daemonsets", true), ("deployments", false)] {
+        for mut o in lab.store.list(&store::prefix("apps", plural_, None)) {
+            let ns = o["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let name = o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let gen_ = o["metadata"]["generation"].as_i64().unwrap_or(1);
+            let is_cilium = ns == "kube-system" && name.starts_with("cilium");
+            let gate = if is_cilium { cidrs_set } else { cni };
+            let ready =
+                gate && elapsed(lab, &format!("rollout/{ns}/{name}/{gen_}"), lab.cfg.rollout);
+            let want = if is_ds {
+                nodes.len() as i64
+            } else {
+                o["spec"]["replicas"].as_i64().unwrap_or(1)
+            };
+            let have = if ready { want } else { 0 };
+            o["status"] = if is_ds {
+                json!({"observedGeneration": gen_, "desiredNumberScheduled": want, "currentNumberScheduled": want,
+                    "numberReady": have, "updatedNumberScheduled": have, "numberAvailable": have})
+            } else {
+                let avail = if ready { "True" } else { "False" };
+                json!({"observedGeneration": gen_, "replicas": want, "readyReplicas": have, "updatedReplicas": have,
+                    "availableReplicas": have, "conditions": [{"type": "Available", "status": avail}]})
+            };
+            save(lab, o);
+        }
+    }
+}
+
+/// A node is Ready once the CNI runs and it has a pod CIDR; a stopped VM's node
+/// goes Unknown, as the node lifecycle controller marks it.
+fn nodes_ready(lab: &Lab) {
+    let cni = cilium_ready(lab);
+    let down = lab.down.lock().expect("down lock").clone();
+    for mut n in nodes(lab) {
+        let name = n["metadata"]["name"].as_str().unwrap_or_default();
+        let ready = if down.contains(name) {
+            json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."})
+        } else if cni && n["spec"]["podCIDR"].as_str().is_some_and(|c| !c.is_empty()) {
+            json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"})
+        } else {
+            continue;
+        };
+        n["status"]["conditions"] = json!([ready]);
+        save(lab, n);
+    }
+}
+
+/// A Service gets a ready endpoint once a ready Deployment in its namespace serves it.
+fn webhook_endpoints(lab: &Lab) {
+    for svc in lab.store.list(&store::prefix("", "services", None)) {
+        let ns = svc["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let name = svc["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let sel = &svc["spec"]["selector"];
+        let Some(sel) = sel.as_object().filter(|m| !m.is_empty()) else {
+            continue;
+        };
+        let backing = lab
+            .store
+            .list(&store::prefix("apps", "deployments", Some(&ns)))
+            .into_iter()
+            .find(|d| {
+                sel.iter()
+                    .all(|(k, v)| &d["spec"]["template"]["metadata"]["labels"][k] == v)
+            });
+        let Some(d) = backing.filter(|d| crate::kube::deployment_ready(d).is_ok()) else {
+            continue;
+        };
+        if !elapsed(
+            lab,
+            &format!("endpoint/{ns}/{name}"),
+            lab.cfg.webhook_endpoint,
+        ) {
+            continue;
+        }
+        let port = svc["spec"]["ports"][0]["targetPort"].clone();
+        save(
+            lab,
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{name}-lab"), "namespace": ns,
+                "labels": {"kubernetes.io/service-name": name, "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.8.32.10"], "conditions": {"ready": true}, "targetRef": {"kind": "Pod", "namespace": ns, "name": format!("{}-lab", d["metadata"]["name"].as_str().unwrap_or_default())}}],
+            "ports": [{"port": port}]}),
+        );
+    }
+}
+
+/// The webhook answers once its Service has a ready endpoint and the server has
+/// its certificate (`webhook_grace` later: MetalLB's readiness passes before that).
+pub fn webhook_serving(lab: &Lab, ns: &str, svc: &str) -> bool {
+    let slice = lab.store.get(&key(
+        "discovery.k8s.io",
+        "endpointslices",
+        Some(ns),
+        &format!("{svc}-lab"),
+    ));
+    slice.is_some()
+        && elapsed(
+            lab,
+            &format!("webhook-cert/{ns}/{svc}"),
+            lab.cfg.webhook_grace,
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plurals_of_the_kinds_the_lab_creates() {
+        assert_eq!(plural("NetworkPolicy"), "networkpolicies");
+        assert_eq!(plural("ClusterRoleBinding"), "clusterrolebindings");
+        assert_eq!(plural("Ingress"), "ingresses");
+        assert_eq!(
+            obj_key(
+                &json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "cilium", "namespace": "kube-system"}})
+            ),
+            "/registry/apps/daemonsets/kube-system/cilium"
+        );
+    }
+}
