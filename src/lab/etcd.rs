@@ -68,7 +68,7 @@ impl EtcdStore {
 
     /// Replace the contents with a snapshot's (etcd recover). `skip_hash` accepts a raw db.
     pub fn restore(&self, bytes: &[u8], skip_hash: bool) -> Result<(), SnapshotError> {
-        let db = if skip_hash && bytes.len() % PAGE == 0 {
+        let db = if skip_hash && bytes.len().is_multiple_of(PAGE) {
             bytes
         } else {
             validate_snapshot(bytes)?;
