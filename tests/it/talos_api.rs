@@ -349,3 +349,370 @@ async fn three_nodes_from_maintenance_to_etcd_and_kubeconfig_then_rerun_is_a_noo
     assert_eq!(second.dry_runs, 3);
     lab.shutdown();
 }
+
+// ---------------------------------------------------------------- mTLS and per-node errors
+
+fn connect(fabric: &Fabric, t: &Target, creds: Credentials) -> TalosClient {
+    TalosClient::connect(
+        &fabric.addresses,
+        t,
+        &TlsMode::Mutual(creds),
+        RpcLimits::default(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn client_from_another_ca_is_refused_and_reported_clearly() {
+    let (c, fabric, lab, _) = running_cluster(1, 200, LabTalosConfig::fast()).await;
+    let t = c.nodes[0].target();
+    let other = ca("talos", &rcgen::PKCS_ED25519, true);
+    let foreign = Credentials {
+        ca_pem: c.os.crt.clone(),
+        ..client_cert(&other, "os:admin")
+    };
+    let e = connect(&fabric, &t, foreign).version().await.unwrap_err();
+    assert!(matches!(e, TalosError::CertificateRejected { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("node talos-k8s-01 refused our client certificate"),
+        "{msg}"
+    );
+    assert!(msg.contains("fix:"), "{msg}");
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn reader_role_may_read_but_admin_calls_are_denied() {
+    let (c, fabric, lab, stages) = running_cluster(1, 210, LabTalosConfig::fast()).await;
+    let t = c.nodes[0].target();
+    let reader = client_cert(&c.os, "os:reader");
+    let mut cl = connect(&fabric, &t, reader.clone());
+    assert_eq!(cl.version().await.unwrap().len(), 1);
+    let e = cl.bootstrap(Default::default()).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TalosError::PermissionDenied {
+                rpc: "Bootstrap",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("node talos-k8s-01 denied Bootstrap"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("os:admin"), "{e}");
+    // Through a stage: not retried, and the stage is named.
+    let e = stages
+        .fetch_kubeconfig(&t, &reader, None)
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            TalosError::StageFailed {
+                stage: Stage::Kubeconfig,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("fetch kubeconfig") && msg.contains("check:"),
+        "{msg}"
+    );
+    assert_eq!(lab.counters().denied, 2);
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn per_node_errors_in_fan_out_metadata_name_the_node() {
+    let (c, fabric, lab, _) = running_cluster(2, 220, LabTalosConfig::fast()).await;
+    let t = c.nodes[0].target();
+    let both: Vec<String> = c.nodes.iter().map(|n| n.mgmt().to_string()).collect();
+    let v = connect(&fabric, &t, c.admin.clone())
+        .with_routing(Routing::Nodes(both.clone()))
+        .version()
+        .await
+        .unwrap();
+    let hosts: Vec<_> = v
+        .iter()
+        .map(|m| m.metadata.as_ref().unwrap().hostname.clone())
+        .collect();
+    assert_eq!(hosts, ["talos-k8s-01", "talos-k8s-02"]);
+    let e = connect(&fabric, &t, c.admin.clone())
+        .with_routing(Routing::Nodes(vec![both[0].clone(), "10.8.16.99".into()]))
+        .version()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, TalosError::NodeError { node, .. } if node == "10.8.16.99"),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("node 10.8.16.99: Version failed on the node"),
+        "{e}"
+    );
+    lab.shutdown();
+}
+
+// ---------------------------------------------------------------- maintenance apply
+
+#[tokio::test]
+async fn config_with_foreign_macs_is_rejected_with_the_reason() {
+    let c = cluster(1, 230);
+    let fabric = Fabric::new();
+    let lab = LabTalos::start(&fabric, LabTalosConfig::fast());
+    c.start(&fabric);
+    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    let n = &c.nodes[0];
+    let bad = c.config_with_macs(n, &["BC:24:11:00:00:01", &n.vm.nics[1].mac]);
+    let e = stages
+        .apply_config(&n.target(), &bad, &AgentFacts::of(&c.nodes), &c.admin)
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            TalosError::StageFailed {
+                stage: Stage::Apply,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(
+            "configuration validation failed: LinkAliasConfig `mgmt` selects MAC bc:24:11:00:00:01"
+        ),
+        "{msg}"
+    );
+    assert_eq!(lab.counters().applies, 0);
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn unconfirmed_identity_sends_no_config() {
+    let c = cluster(2, 240);
+    let fabric = Fabric::new();
+    let lab = LabTalos::start(&fabric, LabTalosConfig::fast());
+    c.start(&fabric);
+    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    // The agent facts of node 2 are presented for node 1's address: a MAC mismatch.
+    let mut facts = AgentFacts::of(&c.nodes);
+    let swapped = facts.0["talos-k8s-02"].clone();
+    facts.0.insert("talos-k8s-01".into(), swapped);
+    let n = &c.nodes[0];
+    let e = stages
+        .apply_config(&n.target(), &c.config(n), &facts, &c.admin)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, TalosError::Identity { .. }), "{e}");
+    assert!(e.to_string().contains("was NOT sent"), "{e}");
+    assert_eq!(lab.counters().applies, 0);
+    lab.shutdown();
+}
+
+// ---------------------------------------------------------------- stage timeouts and faults
+
+#[tokio::test]
+async fn node_that_never_boots_times_out_in_maintenance_stage() {
+    let c = cluster(1, 250);
+    let fabric = Fabric::new(); // no VmStarted: the address has no mapping
+    let stages = Stages::new(
+        fabric.addresses.clone(),
+        short_timeouts(Duration::from_millis(200)),
+    );
+    let e = stages
+        .wait_maintenance(&c.nodes[0].target())
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            TalosError::StageTimeout {
+                stage: Stage::Maintenance,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.starts_with("node talos-k8s-01: stage `wait for maintenance mode` did not finish"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("no loopback mapping"),
+        "last error kept: {msg}"
+    );
+    assert!(
+        msg.contains("check: the VM is running and booted the Talos ISO"),
+        "{msg}"
+    );
+}
+
+async fn applied(cfg: LabTalosConfig, vmid: u32) -> (Cluster, LabTalos, Fabric) {
+    let c = cluster(1, vmid);
+    let fabric = Fabric::new();
+    let lab = LabTalos::start(&fabric, cfg);
+    c.start(&fabric);
+    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    let n = &c.nodes[0];
+    stages
+        .apply_config(
+            &n.target(),
+            &c.config(n),
+            &AgentFacts::of(&c.nodes),
+            &c.admin,
+        )
+        .await
+        .unwrap();
+    (c, lab, fabric)
+}
+
+#[tokio::test]
+async fn reboot_loop_times_out_in_install_stage_with_a_hint() {
+    let mut cfg = LabTalosConfig::fast();
+    cfg.faults.reboot_loops = u32::MAX;
+    let (c, lab, fabric) = applied(cfg, 260).await;
+    let stages = Stages::new(
+        fabric.addresses.clone(),
+        short_timeouts(Duration::from_millis(400)),
+    );
+    let e = stages
+        .wait_installed(&c.nodes[0].target(), &c.admin)
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            TalosError::StageTimeout {
+                stage: Stage::Install,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("node talos-k8s-01: stage `wait for install and reboot`"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("reboot loop") && msg.contains("boot order"),
+        "{msg}"
+    );
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn slow_install_outlasts_a_short_deadline_but_not_a_longer_one() {
+    let mut cfg = LabTalosConfig::fast();
+    cfg.faults.slow_install = Duration::from_millis(600);
+    cfg.faults.reboot_loops = 1;
+    let (c, lab, fabric) = applied(cfg, 270).await;
+    let t = c.nodes[0].target();
+    let short = Stages::new(
+        fabric.addresses.clone(),
+        short_timeouts(Duration::from_millis(150)),
+    );
+    let e = short.wait_installed(&t, &c.admin).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TalosError::StageTimeout {
+                stage: Stage::Install,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let long = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    assert_eq!(long.wait_installed(&t, &c.admin).await.unwrap(), "v1.13.9");
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn time_not_in_sync_is_retried_until_bootstrap_succeeds() {
+    let mut cfg = LabTalosConfig::fast();
+    cfg.faults.time_not_in_sync = 2;
+    let (c, lab, fabric) = applied(cfg, 280).await;
+    let t = c.nodes[0].target();
+    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    stages.wait_installed(&t, &c.admin).await.unwrap();
+    assert_eq!(
+        stages.bootstrap(&t, &c.admin).await.unwrap(),
+        BootstrapOutcome::Bootstrapped
+    );
+    let k = lab.counters();
+    assert_eq!(k.bootstraps, 1);
+    assert!(k.bootstrap_calls >= 3, "{k:?}");
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn clock_that_never_syncs_times_out_naming_ntp() {
+    let mut cfg = LabTalosConfig::fast();
+    cfg.faults.time_not_in_sync = u32::MAX;
+    let (c, lab, fabric) = applied(cfg, 290).await;
+    let t = c.nodes[0].target();
+    Stages::new(fabric.addresses.clone(), fast_timeouts())
+        .wait_installed(&t, &c.admin)
+        .await
+        .unwrap();
+    let stages = Stages::new(
+        fabric.addresses.clone(),
+        short_timeouts(Duration::from_millis(300)),
+    );
+    let e = stages.bootstrap(&t, &c.admin).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            TalosError::StageTimeout {
+                stage: Stage::Bootstrap,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("time is not in sync yet"), "{msg}");
+    assert!(msg.contains("time is synced"), "{msg}");
+    assert_eq!(lab.counters().bootstraps, 0);
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn dropped_streams_are_detected_and_fetched_again() {
+    let mut cfg = LabTalosConfig::fast();
+    cfg.faults.drop_streams = 1;
+    let (c, fabric, lab, stages) = running_cluster(1, 300, cfg).await;
+    // bring_up fetched the kubeconfig through one dropped stream already.
+    assert_eq!(lab.counters().kubeconfigs, 2);
+    lab.inject(Faults {
+        drop_streams: 1,
+        ..Faults::default()
+    });
+    for i in 0..400 {
+        fabric.etcd.put(
+            &format!("/registry/configmaps/default/c{i}"),
+            serde_json::json!({"i": i}),
+        );
+    }
+    let t = c.nodes[0].target();
+    let snap = stages.snapshot(&t, &c.admin).await.unwrap();
+    assert_eq!(snap, fabric.etcd.snapshot());
+    assert_eq!(
+        lab.counters().snapshots,
+        2,
+        "the truncated one was refetched"
+    );
+    lab.shutdown();
+}

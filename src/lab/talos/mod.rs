@@ -257,6 +257,11 @@ impl LabTalos {
         lock(&self.shared.nodes).get(&vmid).map(|n| n.state.phase)
     }
 
+    /// Replace the faults still to fire (tests inject them mid-run).
+    pub fn inject(&self, faults: Faults) {
+        *lock(&self.shared.faults_left) = faults;
+    }
+
     /// Serializable state of every node.
     pub fn state(&self) -> LabTalosState {
         LabTalosState {
@@ -454,9 +459,9 @@ fn install(shared: &Arc<Shared>, vmid: u32) {
         };
         set_phase(n, Phase::Installing)
     };
-    let delay = shared.cfg.install + shared.cfg.faults.slow_install;
+    let delay = shared.cfg.install + lock(&shared.faults_left).slow_install;
     after(shared, vmid, generation, delay, |s, vmid| {
-        let loops = s.cfg.faults.reboot_loops;
+        let loops = lock(&s.faults_left).reboot_loops;
         let again = {
             let mut nodes = lock(&s.nodes);
             let Some(n) = nodes.get_mut(&vmid) else {

@@ -400,9 +400,9 @@ pub fn classify(target: &Target, rpc: &'static str, s: Status) -> TalosError {
         _ if lower.contains("invalid peer certificate") => {
             TalosError::ServerUntrusted { node, detail }
         }
-        _ if lower.contains("certificate")
-            && (lower.contains("alert") || lower.contains("required")) =>
-        {
+        // In mutual TLS the server answers a certificate it does not accept with a
+        // fatal alert (BadCertificate, UnknownCA, DecryptError, CertificateRequired…).
+        _ if lower.contains("received fatal alert") || lower.contains("certificate required") => {
             TalosError::CertificateRejected { node, detail }
         }
         Code::Unavailable | Code::Unknown

@@ -4,6 +4,7 @@
 //! bring-up and recovery stages with their own readiness gates (`stages`), and the
 //! etcd snapshot contract (`snapshot`).
 
+pub mod backup;
 pub mod client;
 pub mod creds;
 pub mod error;
