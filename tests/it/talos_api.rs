@@ -716,3 +716,158 @@ async fn dropped_streams_are_detected_and_fetched_again() {
     );
     lab.shutdown();
 }
+
+// ---------------------------------------------------------------- backup and recovery
+
+#[tokio::test]
+async fn backup_then_recover_into_a_fresh_lab_cluster_restores_the_data() {
+    let (c, fabric, lab, stages) = running_cluster(3, 400, LabTalosConfig::fast()).await;
+    for i in 0..50 {
+        fabric.etcd.put(
+            &format!("/registry/secrets/default/s{i}"),
+            serde_json::json!({"kind": "Secret", "n": i}),
+        );
+    }
+    let want = fabric.etcd.list("");
+    let tmp = tempfile::tempdir().unwrap();
+    let profile = tmp.path().join("cluster.yaml");
+    std::fs::write(&profile, "metadata: {name: lab}\n").unwrap();
+    let talosconfig = tmp.path().join("talosconfig");
+    std::fs::write(&talosconfig, c.talosconfig()).unwrap();
+    let creds = Talosconfig::load(&talosconfig).unwrap().credentials;
+    let cps: Vec<Target> = c.nodes.iter().map(NodeFx::target).collect();
+    let req = backup::BackupRequest {
+        cluster: "lab",
+        profile: &profile,
+        secrets: &tmp.path().join("secrets.yaml"),
+        control_planes: &cps,
+        credentials: &creds,
+        out: &tmp.path().join("backups"),
+    };
+    let (dir, manifest) = backup::take_backup(&stages, &req).await.unwrap();
+    assert_eq!(manifest.node, "talos-k8s-01");
+    assert!(dir.join("profile.yaml").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(backup::SNAPSHOT_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    lab.shutdown();
+
+    // Disaster: a new datacenter, same secrets, empty etcd.
+    let (manifest2, snapshot) = backup::load_backup(&dir).unwrap();
+    assert_eq!(manifest2, manifest);
+    let fresh = Fabric::new();
+    let lab2 = LabTalos::start(&fresh, LabTalosConfig::fast());
+    c.start(&fresh);
+    let stages2 = Stages::new(fresh.addresses.clone(), fast_timeouts());
+    let facts = AgentFacts::of(&c.nodes);
+    for n in &c.nodes {
+        stages2
+            .apply_config(&n.target(), &c.config(n), &facts, &c.admin)
+            .await
+            .unwrap();
+    }
+    for n in &c.nodes {
+        stages2.wait_installed(&n.target(), &c.admin).await.unwrap();
+    }
+    assert!(fresh.etcd.is_empty());
+    let boot = c.nodes[0].target();
+    stages2
+        .recover(&boot, &c.admin, &snapshot, false)
+        .await
+        .unwrap();
+    let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    stages2
+        .wait_etcd_members(&boot, &c.admin, &names)
+        .await
+        .unwrap();
+    assert_eq!(fresh.etcd.list(""), want);
+    let k = lab2.counters();
+    assert_eq!((k.recover_uploads, k.bootstraps), (1, 1));
+    lab2.shutdown();
+}
+
+#[tokio::test]
+async fn damaged_backup_and_snapshot_are_refused_before_upload() {
+    let (c, fabric, lab, stages) = running_cluster(1, 410, LabTalosConfig::fast()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let profile = tmp.path().join("p.yaml");
+    std::fs::write(&profile, "x: 1\n").unwrap();
+    let cps = [c.nodes[0].target()];
+    let req = backup::BackupRequest {
+        cluster: "lab",
+        profile: &profile,
+        secrets: &tmp.path().join("secrets.yaml"),
+        control_planes: &cps,
+        credentials: &c.admin,
+        out: tmp.path(),
+    };
+    let (dir, _) = backup::take_backup(&stages, &req).await.unwrap();
+    let snap = dir.join(backup::SNAPSHOT_FILE);
+    let mut bytes = std::fs::read(&snap).unwrap();
+    bytes.pop();
+    std::fs::write(&snap, &bytes).unwrap();
+    let e = backup::load_backup(&dir).unwrap_err();
+    assert!(e.to_string().contains("does not match the hash"), "{e}");
+    let e = stages
+        .recover(&c.nodes[0].target(), &c.admin, &bytes, false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("size % 512 == 32"), "{e}");
+    assert_eq!(lab.counters().recover_uploads, 0);
+    drop(fabric);
+    lab.shutdown();
+}
+
+// ---------------------------------------------------------------- persistence
+
+#[tokio::test]
+async fn node_state_survives_a_restart_of_the_lab() {
+    let (c, fabric, lab, stages) = running_cluster(2, 420, LabTalosConfig::fast()).await;
+    let saved = serde_json::to_string(&lab.state()).unwrap();
+    lab.shutdown();
+    let t = c.nodes[0].target();
+    // Shut down: the addresses are unmapped (fail closed).
+    assert!(matches!(
+        stages.client(&t, &TlsMode::Maintenance).err(),
+        Some(TalosError::Address { .. })
+    ));
+    let state = serde_json::from_str(&saved).unwrap();
+    let lab2 = LabTalos::start_from(&fabric, LabTalosConfig::fast(), state);
+    stages.wait_installed(&t, &c.admin).await.unwrap();
+    let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    stages
+        .wait_etcd_members(&t, &c.admin, &names)
+        .await
+        .unwrap();
+    // Nothing is redone after the restart.
+    let (again, boot, _) = bring_up(&c, &stages).await;
+    assert_eq!(again, vec![ApplyOutcome::Unchanged; 2]);
+    assert_eq!(boot, BootstrapOutcome::AlreadyBootstrapped);
+    assert_eq!(lab2.counters().bootstraps, 1);
+    lab2.shutdown();
+}
+
+#[test]
+fn backup_command_without_a_talosconfig_says_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["backup", "--profile"])
+        .arg(crate::support::profile("homelab.yaml"))
+        .arg("--dir")
+        .arg(tmp.path())
+        .env("TALOS_PVE_LOOPBACK_ONLY", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("talosconfig") && err.contains("talos-pve gen"),
+        "{err}"
+    );
+}
