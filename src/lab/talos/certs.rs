@@ -184,15 +184,7 @@ mod tests {
 
     #[test]
     fn sec1_keys_from_talos_load_after_wrapping() {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/reference/data/talos/golden/secrets.yaml");
-        let Ok(text) = std::fs::read_to_string(&p) else {
-            assert!(
-                std::env::var("CI").map_or(true, |v| v != "true"),
-                "CI=true but {} is missing",
-                p.display()
-            );
-            eprintln!("skipped: {} not found", p.display());
+        let Some(text) = super::super::golden("secrets.yaml") else {
             return;
         };
         let v: serde_json::Value = serde_saphyr::from_str(&text).unwrap();

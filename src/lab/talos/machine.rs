@@ -189,7 +189,53 @@ pub fn internal_ip(subnets: &[String], mgmt: Ipv4Addr, workload: Option<Ipv4Addr
 
 #[cfg(test)]
 mod tests {
+    use super::super::golden;
     use super::*;
+
+    #[test]
+    fn upstream_generated_configs_parse() {
+        let Some(cp) = golden("v1.13-base-controlplane.yaml") else {
+            return;
+        };
+        let c = parse(&cp, &[]).unwrap();
+        assert_eq!(c.machine_type, "controlplane");
+        assert_eq!(c.cluster_name, "base");
+        assert!(c.os_ca_key.contains("ED25519 PRIVATE KEY"));
+        // The Kubernetes CA key is SEC1 `EC PRIVATE KEY`: the kubeconfig signer reads it.
+        let k = super::super::certs::admin_kubeconfig(
+            &c.cluster_name,
+            &c.endpoint,
+            &c.k8s_ca_crt,
+            &c.k8s_ca_key,
+        )
+        .unwrap();
+        assert!(k.contains("server: https://base:6443"), "{k}");
+        let Some(w) = golden("v1.13-base-worker.yaml") else {
+            return;
+        };
+        let w = parse(&w, &[]).unwrap();
+        assert_eq!(
+            (w.machine_type.as_str(), w.os_ca_key.as_str()),
+            ("worker", "")
+        );
+    }
+
+    #[test]
+    fn invalid_configs_say_what_is_wrong() {
+        assert!(parse("a: [", &[]).unwrap_err().contains("not valid YAML"));
+        assert!(
+            parse("kind: X\napiVersion: v1alpha1\n", &[])
+                .unwrap_err()
+                .contains("no `version: v1alpha1`")
+        );
+        let e = parse("version: v1alpha1\nmachine: {type: init}\n", &[]).unwrap_err();
+        assert!(e.contains("machine.type `init`"), "{e}");
+        let e = parse("version: v1alpha1\nmachine: {type: worker}\n", &[]).unwrap_err();
+        assert!(
+            e.contains("`cluster.controlPlane.endpoint` is required"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn mac_selector_is_extracted() {
