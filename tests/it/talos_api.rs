@@ -309,6 +309,18 @@ async fn three_nodes_from_maintenance_to_etcd_and_kubeconfig_then_rerun_is_a_noo
     assert_eq!(applied, vec![ApplyOutcome::Applied; 3]);
     assert_eq!(boot, BootstrapOutcome::Bootstrapped);
     let text = String::from_utf8(kube.bytes.clone()).unwrap();
+    // Compared with a locally generated kubeconfig: same cluster entry, other CA.
+    let same = stages
+        .fetch_kubeconfig(&c.nodes[0].target(), &c.admin, Some(&kube.bytes))
+        .await
+        .unwrap();
+    assert!(same.differences.is_empty(), "{:?}", same.differences);
+    let other = text.replace(&STANDARD.encode(&c.k8s.crt), "T1RIRVI=");
+    let diff = stages
+        .fetch_kubeconfig(&c.nodes[0].target(), &c.admin, Some(other.as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(diff.differences.len(), 1, "{:?}", diff.differences);
     assert!(
         text.contains(&format!("server: {}", c.endpoint())),
         "{text}"
@@ -317,7 +329,7 @@ async fn three_nodes_from_maintenance_to_etcd_and_kubeconfig_then_rerun_is_a_noo
     let first = lab.counters();
     assert_eq!(
         (first.applies, first.bootstraps, first.kubeconfigs),
-        (3, 1, 1)
+        (3, 1, 3)
     );
 
     let mut running = Vec::new();
@@ -870,4 +882,87 @@ fn backup_command_without_a_talosconfig_says_what_to_do() {
         err.contains("talosconfig") && err.contains("talos-pve gen"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------- rebuild building blocks
+
+#[tokio::test]
+async fn reset_node_rejoins_after_its_dead_member_is_removed() {
+    let (c, fabric, lab, stages) = running_cluster(3, 430, LabTalosConfig::fast()).await;
+    let boot = c.nodes[0].target();
+    let lost = c.nodes[2].target();
+    connect(&fabric, &lost, c.admin.clone())
+        .reset(messages::ResetRequest {
+            graceful: false,
+            reboot: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Wiped: back in maintenance mode, its old etcd member still listed.
+    assert_eq!(
+        stages.wait_maintenance(&lost).await.unwrap(),
+        NodeMode::Maintenance
+    );
+    let members = connect(&fabric, &boot, c.admin.clone())
+        .etcd_member_list()
+        .await
+        .unwrap();
+    assert_eq!(members.len(), 3);
+    let dead = members
+        .iter()
+        .find(|m| m.hostname == "talos-k8s-03")
+        .unwrap()
+        .id;
+    connect(&fabric, &boot, c.admin.clone())
+        .etcd_remove_member_by_id(dead)
+        .await
+        .unwrap();
+    let two: Vec<String> = c.nodes[..2].iter().map(|n| n.name.clone()).collect();
+    stages
+        .wait_etcd_members(&boot, &c.admin, &two)
+        .await
+        .unwrap();
+    // Rebuild the node: same config, it installs and joins by itself.
+    let n = &c.nodes[2];
+    let out = stages
+        .apply_config(&lost, &c.config(n), &AgentFacts::of(&c.nodes), &c.admin)
+        .await
+        .unwrap();
+    assert_eq!(out, ApplyOutcome::Applied);
+    stages.wait_installed(&lost, &c.admin).await.unwrap();
+    let all: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    stages
+        .wait_etcd_members(&boot, &c.admin, &all)
+        .await
+        .unwrap();
+    assert_eq!(lab.counters().bootstraps, 1);
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn stopped_vm_is_unreachable_and_boots_from_disk_when_started() {
+    let (c, fabric, lab, stages) = running_cluster(1, 440, LabTalosConfig::fast()).await;
+    let n = &c.nodes[0];
+    fabric.emit(LabEvent::VmStopped { vmid: n.vm.vmid });
+    let short = Stages::new(
+        fabric.addresses.clone(),
+        short_timeouts(Duration::from_millis(200)),
+    );
+    let e = short
+        .wait_installed(&n.target(), &c.admin)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no loopback mapping"), "{e}");
+    fabric.emit(LabEvent::VmStarted(n.vm.clone()));
+    assert_eq!(
+        stages.wait_installed(&n.target(), &c.admin).await.unwrap(),
+        "v1.13.9"
+    );
+    assert_eq!(
+        lab.counters().applies,
+        1,
+        "installed config survives the power cycle"
+    );
+    lab.shutdown();
 }

@@ -102,7 +102,7 @@ pub struct NodeState {
     pub config_sha256: Option<String>,
     /// The etcd stage is reached (Bootstrap/Recover accepted).
     pub etcd_ready: bool,
-    /// This node's etcd holds data (bootstrapped or joined).
+    /// This node's etcd holds data and runs (bootstrapped or joined).
     pub etcd_member: bool,
     pub member_id: u64,
     pub reboot_loops_done: u32,
@@ -119,10 +119,21 @@ impl fmt::Debug for NodeState {
     }
 }
 
+/// An etcd cluster member. Membership is the cluster's view: a node whose data was
+/// wiped stays listed until it is removed by ID, and cannot rejoin before that.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: u64,
+    pub hostname: String,
+    pub address: String,
+}
+
 /// Everything needed to bring the lab's Talos nodes back in another process.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LabTalosState {
     pub nodes: Vec<NodeState>,
+    #[serde(default)]
+    pub members: Vec<Member>,
     pub faults_left: Faults,
     pub counters: Counters,
 }
@@ -191,7 +202,9 @@ impl Node {
 struct Shared {
     fabric: Fabric,
     cfg: LabTalosConfig,
+    /// Lock order: `nodes` before `members`.
     nodes: Mutex<BTreeMap<u32, Node>>,
+    members: Mutex<Vec<Member>>,
     faults_left: Mutex<Faults>,
     counters: Mutex<Counters>,
 }
@@ -220,6 +233,7 @@ impl LabTalos {
             fabric: fabric.clone(),
             cfg,
             nodes: Mutex::default(),
+            members: Mutex::new(state.members),
             faults_left: Mutex::new(faults_left),
             counters: Mutex::new(state.counters),
         });
@@ -269,6 +283,7 @@ impl LabTalos {
                 .values()
                 .map(|n| n.state.clone())
                 .collect(),
+            members: lock(&self.shared.members).clone(),
             faults_left: lock(&self.shared.faults_left).clone(),
             counters: self.counters(),
         }
@@ -564,38 +579,40 @@ fn enter_running(shared: &Arc<Shared>, vmid: u32) {
     );
 }
 
-/// A control plane whose etcd is ready joins once some member exists.
+/// A control plane whose etcd is ready joins once the cluster is bootstrapped and
+/// no stale member holds its name.
 fn try_join(shared: &Arc<Shared>, vmid: u32, generation: u64) {
     after(shared, vmid, generation, shared.cfg.join, |s, vmid| {
         let mut nodes = lock(&s.nodes);
-        let bootstrapped = nodes.values().any(|n| n.state.etcd_member);
-        let next_id = next_member_id(&nodes);
         let Some(n) = nodes.get_mut(&vmid) else {
             return;
         };
         if n.state.etcd_member || !n.is_control_plane() {
             return;
         }
-        if bootstrapped {
-            n.state.etcd_member = true;
-            n.state.member_id = next_id;
+        let mut members = lock(&s.members);
+        let hostname = n.hostname();
+        if !members.is_empty() && !members.iter().any(|m| m.hostname == hostname) {
+            add_member(&mut members, n);
         } else {
             let g = n.generation;
+            drop(members);
             drop(nodes);
             try_join(s, vmid, g);
         }
     });
 }
 
-fn next_member_id(nodes: &BTreeMap<u32, Node>) -> u64 {
-    // Stable, distinct, non-zero ids (etcd ids are random 64-bit numbers).
-    nodes
-        .values()
-        .map(|n| n.state.member_id)
-        .max()
-        .unwrap_or(0)
-        .max(0x1000)
-        + 0x1111
+/// Record `n` as a running member with a fresh, distinct, non-zero id.
+fn add_member(members: &mut Vec<Member>, n: &mut Node) {
+    let id = members.iter().map(|m| m.id).max().unwrap_or(0).max(0x1000) + 0x1111;
+    members.push(Member {
+        id,
+        hostname: n.hostname(),
+        address: n.management().map(|a| a.to_string()).unwrap_or_default(),
+    });
+    n.state.etcd_member = true;
+    n.state.member_id = id;
 }
 
 /// `../shared/reference/data/talos/golden/<name>`, or `None` (skip) outside CI.

@@ -202,6 +202,12 @@ async fn dispatch(ctx: Ctx, req: http::Request<hyper::body::Incoming>) -> http::
             })
             .await
         }
+        "/machine.MachineService/Reset" => {
+            unary(req, move |r: Request<ResetRequest>| {
+                std::future::ready(c.reset(r.into_inner()))
+            })
+            .await
+        }
         "/machine.MachineService/Kubeconfig" => {
             server_stream(req, move |_: Request<Empty>| {
                 std::future::ready(c.kubeconfig())
@@ -458,8 +464,6 @@ impl Ctx {
         lock(&self.shared.counters).bootstrap_calls += 1;
         self.control_plane("bootstrap")?;
         let mut nodes = lock(&self.shared.nodes);
-        let bootstrapped = nodes.values().any(|n| n.state.etcd_member);
-        let next_id = super::next_member_id(&nodes);
         let n = nodes
             .get_mut(&self.vmid)
             .ok_or_else(|| Status::unavailable("node gone"))?;
@@ -475,7 +479,8 @@ impl Ctx {
                 return Err(Status::failed_precondition("time is not in sync yet"));
             }
         }
-        if n.state.etcd_member || (bootstrapped && !q.recover_etcd) {
+        let mut members = lock(&self.shared.members);
+        if n.state.etcd_member || (!members.is_empty() && !q.recover_etcd) {
             return Err(Status::already_exists("etcd data directory is not empty"));
         }
         if q.recover_etcd {
@@ -491,9 +496,11 @@ impl Ctx {
                 .map_err(|e| {
                     Status::invalid_argument(format!("recovering etcd from snapshot: {e}"))
                 })?;
+            // A recovered etcd starts as a new one-member cluster.
+            members.clear();
         }
-        n.state.etcd_member = true;
-        n.state.member_id = next_id;
+        super::add_member(&mut members, n);
+        drop(members);
         let hostname = n.hostname();
         let endpoint = n.management().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
         drop(nodes);
@@ -518,18 +525,14 @@ impl Ctx {
                 "etcd is not running on this node",
             ));
         }
-        let members = nodes
-            .values()
-            .filter(|n| n.state.etcd_member)
-            .map(|n| {
-                let ip = n.management().map(|a| a.to_string()).unwrap_or_default();
-                EtcdMember {
-                    id: n.state.member_id,
-                    hostname: n.hostname(),
-                    peer_urls: vec![format!("https://{ip}:2380")],
-                    client_urls: vec![format!("https://{ip}:2379")],
-                    is_learner: false,
-                }
+        let members = lock(&self.shared.members)
+            .iter()
+            .map(|m| EtcdMember {
+                id: m.id,
+                hostname: m.hostname.clone(),
+                peer_urls: vec![format!("https://{}:2380", m.address)],
+                client_urls: vec![format!("https://{}:2379", m.address)],
+                is_learner: false,
             })
             .collect();
         respond(EtcdMemberListResponse {
@@ -544,13 +547,58 @@ impl Ctx {
     fn remove_member(&self, id: u64) -> Result<Response<EtcdRemoveMemberByIdResponse>, Status> {
         self.allow("EtcdRemoveMemberByID", ADMIN)?;
         let mut nodes = lock(&self.shared.nodes);
-        let n = nodes
-            .values_mut()
-            .find(|n| n.state.etcd_member && n.state.member_id == id)
-            .ok_or_else(|| Status::not_found(format!("etcd member {id:x} not found")))?;
-        n.state.etcd_member = false;
+        let mut members = lock(&self.shared.members);
+        let before = members.len();
+        members.retain(|m| m.id != id);
+        if members.len() == before {
+            return Err(Status::not_found(format!("etcd member {id:x} not found")));
+        }
+        // If that node still runs, it is cut off from the cluster.
+        for n in nodes.values_mut().filter(|n| n.state.member_id == id) {
+            n.state.etcd_member = false;
+        }
         respond(EtcdRemoveMemberByIdResponse {
             messages: vec![EtcdRemoveMemberById { metadata: None }],
+        })
+    }
+
+    /// Wiping EPHEMERAL drops this node's etcd data; wiping everything (no partition
+    /// list) also drops the config, so the node comes back in maintenance mode.
+    fn reset(&self, q: ResetRequest) -> Result<Response<ResetResponse>, Status> {
+        self.allow("Reset", ADMIN)?;
+        let everything = q.system_partitions_to_wipe.is_empty();
+        let wipe = |label: &str| {
+            everything
+                || q.system_partitions_to_wipe
+                    .iter()
+                    .any(|p| p.wipe && p.label == label)
+        };
+        {
+            let mut nodes = lock(&self.shared.nodes);
+            let n = nodes
+                .get_mut(&self.vmid)
+                .ok_or_else(|| Status::unavailable("node gone"))?;
+            if wipe("EPHEMERAL") {
+                n.state.etcd_member = false;
+                n.state.etcd_ready = false;
+            }
+            if wipe("STATE") {
+                n.state.config = None;
+                n.state.config_sha256 = None;
+                n.parsed = None;
+                n.mutual_tls = None;
+            }
+        }
+        if q.reboot {
+            super::boot(&self.shared, self.vmid);
+        } else if let Some(n) = lock(&self.shared.nodes).get_mut(&self.vmid) {
+            super::set_phase(n, Phase::Stopped);
+        }
+        respond(ResetResponse {
+            messages: vec![Reset {
+                metadata: None,
+                actor_id: format!("reset-{}", self.vmid),
+            }],
         })
     }
 
@@ -570,7 +618,7 @@ impl Ctx {
             let n = nodes
                 .get(&self.vmid)
                 .ok_or_else(|| Status::unavailable("node gone"))?;
-            if !nodes.values().any(|n| n.state.etcd_member) {
+            if lock(&self.shared.members).is_empty() {
                 return Err(Status::failed_precondition(
                     "kubeconfig is not available: etcd is not bootstrapped",
                 ));

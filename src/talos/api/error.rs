@@ -152,12 +152,6 @@ pub enum TalosError {
         #[source]
         source: Box<TalosError>,
     },
-    #[error("node {node}: stage `{stage}` cannot continue: {detail}\n  check: {}", .stage.check())]
-    StageRefused {
-        node: String,
-        stage: Stage,
-        detail: String,
-    },
 }
 
 impl TalosError {
