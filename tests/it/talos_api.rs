@@ -681,7 +681,7 @@ async fn clock_that_never_syncs_times_out_naming_ntp() {
         .unwrap();
     let stages = Stages::new(
         fabric.addresses.clone(),
-        short_timeouts(Duration::from_millis(300)),
+        short_timeouts(Duration::from_millis(1000)),
     );
     let e = stages.bootstrap(&t, &c.admin).await.unwrap_err();
     let msg = e.to_string();

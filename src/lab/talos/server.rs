@@ -431,13 +431,20 @@ impl Ctx {
         }
         if q.dry_run {
             lock(&self.shared.counters).dry_runs += 1;
+            // Talos answers a dry run with a summary ending in the config diff,
+            // "No changes." when the documents are identical (here: same bytes).
             let same = n.state.config_sha256.as_deref() == Some(hash.as_str());
             let diff = if same {
                 "No changes."
             } else {
-                "Config diff: the configuration changes."
+                "(lab: the configuration differs)"
             };
-            return reply(format!("Dry run summary:\n{diff}"), ApplyMode::NoReboot);
+            return reply(
+                format!(
+                    "Dry run summary:\nApplied configuration without a reboot (skipped in dry-run).\n\nConfig diff:\n\n{diff}"
+                ),
+                ApplyMode::NoReboot,
+            );
         }
         lock(&self.shared.counters).applies += 1;
         n.state.config = Some(text);

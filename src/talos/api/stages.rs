@@ -121,6 +121,9 @@ pub struct FetchedKubeconfig {
     pub differences: Vec<String>,
 }
 
+/// How Talos ends a dry-run summary when the config would not change.
+const NO_CHANGES: &str = "Config diff:\n\nNo changes.";
+
 /// SHA-256 (hex) of a machine config: the identity of "the same config".
 pub fn config_hash(config: &[u8]) -> String {
     hex::encode(digest(&SHA256, config))
@@ -181,10 +184,10 @@ impl Stages {
         let limit = self.timeouts.of(stage);
         let start = Instant::now();
         let mut delay = self.timeouts.poll_min;
+        let mut last: Option<TalosError> = None;
         loop {
-            let last = match tokio::time::timeout(limit.saturating_sub(start.elapsed()), attempt())
-                .await
-            {
+            let left = limit.saturating_sub(start.elapsed());
+            match tokio::time::timeout(left, attempt()).await {
                 Ok(Attempt::Done(v)) => return Ok(v),
                 Ok(Attempt::Fail(e)) => {
                     return Err(TalosError::StageFailed {
@@ -193,20 +196,23 @@ impl Stages {
                         source: Box::new(e),
                     });
                 }
-                Ok(Attempt::Retry(e)) => e,
-                Err(_) => TalosError::Unreachable {
-                    node: t.node.clone(),
-                    addr: t.addr,
-                    detail: "the attempt itself ran out of time".into(),
-                },
-            };
-            tracing::debug!(node = %t.node, stage = %stage, error = %last, "not ready yet");
+                Ok(Attempt::Retry(e)) => {
+                    tracing::debug!(node = %t.node, stage = %stage, error = %e, "not ready yet");
+                    last = Some(e);
+                }
+                // The deadline hit mid-attempt: the previous answer says more.
+                Err(_) => {}
+            }
             if start.elapsed() + delay >= limit {
                 return Err(TalosError::StageTimeout {
                     node: t.node.clone(),
                     stage,
                     waited: limit,
-                    last: Box::new(last),
+                    last: Box::new(last.unwrap_or_else(|| TalosError::Unreachable {
+                        node: t.node.clone(),
+                        addr: t.addr,
+                        detail: "no answer before the deadline".into(),
+                    })),
                 });
             }
             tokio::time::sleep(delay).await;
@@ -276,7 +282,7 @@ impl Stages {
                         async {
                             let mut c = self.client(t, &mtls)?;
                             let dry = c.apply_configuration(config, ApplyMode::Auto, true).await?;
-                            if dry.mode_details.to_lowercase().contains("no changes") {
+                            if dry.mode_details.contains(NO_CHANGES) {
                                 return Ok(ApplyOutcome::Unchanged);
                             }
                             c.apply_configuration(config, ApplyMode::Auto, false)
