@@ -526,7 +526,11 @@ fn enter_running(shared: &Arc<Shared>, vmid: u32) {
                     &cfg.os_ca_crt,
                     &key,
                     &hostname,
-                    &names(&n.state.vm, &cfg.cert_sans),
+                    // SANs as apid makes them: certSANs, every address, the hostname.
+                    &names(
+                        &n.state.vm,
+                        &[cfg.cert_sans.clone(), vec![hostname.clone()]].concat(),
+                    ),
                 )
             })
             .and_then(|id| server::mutual_tls(id, &cfg.os_ca_crt));

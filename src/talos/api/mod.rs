@@ -1,8 +1,8 @@
 //! Talos gRPC API client (apid, port 50000): hand-written prost messages
 //! (`messages`), maintenance and mutual-TLS modes (`creds`), one connection per node
 //! (`client`), the identity check before a config leaves this machine (`identity`),
-//! bring-up and recovery stages with their own readiness gates (`stages`), and the
-//! etcd snapshot contract (`snapshot`).
+//! bring-up and recovery stages with their own readiness gates (`stages`), the etcd
+//! snapshot contract (`snapshot`) and snapshot backups on disk (`backup`).
 
 pub mod backup;
 pub mod client;
