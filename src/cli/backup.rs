@@ -30,10 +30,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         ClusterDir::resolve(a.profile.dir.as_deref(), &plan.cluster).map_err(anyhow::Error::msg)?;
     let talosconfig = Talosconfig::load(&dir.talosconfig())?;
     // The bootstrap node first: it is the one most likely to be healthy.
-    let mut cps: Vec<Target> = plan
-        .control_planes()
-        .map(|n| Target::new(&n.name, n.management.address.addr().into()))
-        .collect();
+    let mut cps: Vec<Target> = plan.control_planes().map(Target::of).collect();
     cps.sort_by_key(|t| t.node != plan.bootstrap_node);
     let out = a.out.unwrap_or_else(|| dir.backups());
     let req = BackupRequest {

@@ -39,6 +39,11 @@ impl Target {
             addr: SocketAddr::new(ip, APID_PORT),
         }
     }
+
+    /// A planned node, reached on its management address.
+    pub fn of(n: &crate::plan::NodePlan) -> Self {
+        Self::new(&n.name, n.management.address.addr().into())
+    }
 }
 
 /// Per-connection limits; stage deadlines are separate (see `stages`).
@@ -495,6 +500,33 @@ mod tests {
                 .contains("talos-k8s-02: Version failed on the node: connection refused"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn transport_failures_are_classified() {
+        let t = Target::new("n1", "10.8.16.20".parse().unwrap());
+        let c = |s: Status| classify(&t, "Version", s);
+        assert!(matches!(
+            c(Status::unavailable(
+                "transport error: received fatal alert: CertificateRequired"
+            )),
+            TalosError::CertificateRejected { .. }
+        ));
+        assert!(matches!(
+            c(Status::unavailable(
+                "transport error: invalid peer certificate: UnknownIssuer"
+            )),
+            TalosError::ServerUntrusted { .. }
+        ));
+        assert!(matches!(
+            c(Status::unavailable("transport error: Connection refused")),
+            TalosError::Unreachable { .. }
+        ));
+        let e = c(Status::failed_precondition(
+            "bootstrap is not available yet",
+        ));
+        assert_eq!(e.code(), Some(Code::FailedPrecondition));
+        assert_eq!(e.message(), Some("bootstrap is not available yet"));
     }
 
     #[test]
