@@ -909,15 +909,30 @@ async fn reset_node_rejoins_after_its_dead_member_is_removed() {
         .await
         .unwrap();
     assert_eq!(members.len(), 3);
-    let dead = members
-        .iter()
-        .find(|m| m.hostname == "talos-k8s-03")
-        .unwrap()
-        .id;
-    connect(&fabric, &boot, c.admin.clone())
-        .etcd_remove_member_by_id(dead)
+    assert!(members.iter().any(|m| m.hostname == "talos-k8s-03"));
+    assert!(
+        stages
+            .remove_etcd_member(&boot, &c.admin, "talos-k8s-03")
+            .await
+            .unwrap()
+    );
+    // Idempotent: a second removal finds nothing to do.
+    assert!(
+        !stages
+            .remove_etcd_member(&boot, &c.admin, "talos-k8s-03")
+            .await
+            .unwrap()
+    );
+    let e = connect(&fabric, &boot, c.admin.clone())
+        .etcd_remove_member_by_id(0xdead)
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::NotFound), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("node talos-k8s-01: EtcdRemoveMemberByID failed"),
+        "{e}"
+    );
     let two: Vec<String> = c.nodes[..2].iter().map(|n| n.name.clone()).collect();
     stages
         .wait_etcd_members(&boot, &c.admin, &two)

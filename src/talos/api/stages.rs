@@ -429,6 +429,32 @@ impl Stages {
         Ok(FetchedKubeconfig { bytes, differences })
     }
 
+    /// Remove a dead control plane's etcd member by hostname, asking `via` (a
+    /// healthy control plane). Returns false when no such member exists, so a
+    /// rebuild can call it again safely.
+    pub async fn remove_etcd_member(
+        &self,
+        via: &Target,
+        creds: &Credentials,
+        hostname: &str,
+    ) -> Result<bool, TalosError> {
+        let mtls = TlsMode::Mutual(creds.clone());
+        self.poll(via, Stage::EtcdMembers, || async {
+            sort(
+                async {
+                    let mut c = self.client(via, &mtls)?;
+                    let members = c.etcd_member_list().await?;
+                    match members.iter().find(|m| m.hostname == hostname) {
+                        Some(m) => c.etcd_remove_member_by_id(m.id).await.map(|()| true),
+                        None => Ok(false),
+                    }
+                }
+                .await,
+            )
+        })
+        .await
+    }
+
     /// A validated etcd snapshot from a healthy control plane. A dropped or truncated
     /// stream fails validation and is fetched again.
     pub async fn snapshot(&self, t: &Target, creds: &Credentials) -> Result<Vec<u8>, TalosError> {
