@@ -981,3 +981,52 @@ async fn stopped_vm_is_unreachable_and_boots_from_disk_when_started() {
     );
     lab.shutdown();
 }
+
+#[tokio::test]
+async fn lost_etcd_is_recovered_in_place_from_a_snapshot() {
+    let (c, fabric, lab, stages) = running_cluster(3, 450, LabTalosConfig::fast()).await;
+    fabric.etcd.put(
+        "/registry/namespaces/prod",
+        serde_json::json!({"kind": "Namespace"}),
+    );
+    let want = fabric.etcd.list("");
+    let snapshot = stages
+        .snapshot(&c.nodes[1].target(), &c.admin)
+        .await
+        .unwrap();
+    // Disaster: etcd data is lost; every control plane's EPHEMERAL is wiped.
+    fabric.etcd.clear();
+    for n in &c.nodes {
+        stages.wipe_etcd_data(&n.target(), &c.admin).await.unwrap();
+    }
+    for n in &c.nodes {
+        stages
+            .wait_etcd_preparing(&n.target(), &c.admin)
+            .await
+            .unwrap();
+    }
+    let boot = c.nodes[0].target();
+    stages
+        .recover(&boot, &c.admin, &snapshot, false)
+        .await
+        .unwrap();
+    let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    stages
+        .wait_etcd_members(&boot, &c.admin, &names)
+        .await
+        .unwrap();
+    assert_eq!(fabric.etcd.list(""), want);
+    // Recovering again is refused: etcd already runs there.
+    let e = stages
+        .recover(&boot, &c.admin, &snapshot, false)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("etcd recover") && e.to_string().contains("Preparing"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("etcd is already running"), "{e}");
+    let k = lab.counters();
+    assert_eq!((k.bootstraps, k.recover_uploads), (2, 1));
+    lab.shutdown();
+}

@@ -13,7 +13,7 @@ use super::client::{RpcLimits, TalosClient, Target};
 use super::creds::{Credentials, TlsMode};
 use super::error::{Stage, TalosError};
 use super::identity::IdentityCheck;
-use super::messages::{ApplyMode, BootstrapRequest};
+use super::messages::{ApplyMode, BootstrapRequest, ResetPartitionSpec, ResetRequest};
 use super::snapshot::validate_snapshot;
 use crate::net::AddressBook;
 
@@ -429,6 +429,62 @@ impl Stages {
         Ok(FetchedKubeconfig { bytes, differences })
     }
 
+    /// Wipe a control plane's EPHEMERAL partition (its etcd data) and reboot it, the
+    /// disaster-recovery step for a node that is up but whose etcd is broken.
+    pub async fn wipe_etcd_data(&self, t: &Target, creds: &Credentials) -> Result<(), TalosError> {
+        let req = ResetRequest {
+            graceful: false,
+            reboot: true,
+            system_partitions_to_wipe: vec![ResetPartitionSpec {
+                label: "EPHEMERAL".into(),
+                wipe: true,
+            }],
+            ..Default::default()
+        };
+        self.client(t, &TlsMode::Mutual(creds.clone()))?
+            .reset(req)
+            .await
+            .map_err(|e| TalosError::StageFailed {
+                node: t.node.clone(),
+                stage: Stage::Recover,
+                source: Box::new(e),
+            })
+    }
+
+    /// Recovery gate: the node runs its config and its etcd waits in `Preparing`
+    /// (installed, not bootstrapped, not joined).
+    pub async fn wait_etcd_preparing(
+        &self,
+        t: &Target,
+        creds: &Credentials,
+    ) -> Result<(), TalosError> {
+        let mtls = TlsMode::Mutual(creds.clone());
+        self.poll(t, Stage::Recover, || async {
+            let r = async { self.client(t, &mtls)?.service_list().await }.await;
+            match r {
+                Ok(services) => {
+                    let etcd = services
+                        .iter()
+                        .find(|s| s.id == "etcd")
+                        .map(|s| s.state.as_str());
+                    match etcd {
+                        Some("Preparing") => Attempt::Done(()),
+                        other => Attempt::Retry(TalosError::BadResponse {
+                            node: t.node.clone(),
+                            rpc: "ServiceList",
+                            detail: format!(
+                                "etcd is {}, waiting for Preparing",
+                                other.unwrap_or("absent")
+                            ),
+                        }),
+                    }
+                }
+                Err(e) => sort(Err(e)),
+            }
+        })
+        .await
+    }
+
     /// Remove a dead control plane's etcd member by hostname, asking `via` (a
     /// healthy control plane). Returns false when no such member exists, so a
     /// rebuild can call it again safely.
@@ -501,6 +557,22 @@ impl Stages {
             })?;
         }
         let mtls = TlsMode::Mutual(creds.clone());
+        // Never overwrite a live etcd: the upload is pointless if it runs.
+        self.poll(t, Stage::Recover, || async {
+            let r = async { self.client(t, &mtls)?.service_list().await }.await;
+            match r {
+                Ok(s) if s.iter().any(|s| s.id == "etcd" && s.state == "Running") => {
+                    Attempt::Fail(TalosError::BadResponse {
+                        node: t.node.clone(),
+                        rpc: "ServiceList",
+                        detail: "etcd is already running here; recovery needs it in Preparing"
+                            .into(),
+                    })
+                }
+                r => sort(r.map(|_| ())),
+            }
+        })
+        .await?;
         self.poll(t, Stage::Recover, || async {
             let r = async { self.client(t, &mtls)?.etcd_recover(snapshot).await }.await;
             match r {
