@@ -1030,3 +1030,18 @@ async fn lost_etcd_is_recovered_in_place_from_a_snapshot() {
     assert_eq!((k.bootstraps, k.recover_uploads), (2, 1));
     lab.shutdown();
 }
+
+#[tokio::test]
+async fn apply_whose_answer_is_lost_is_not_sent_twice() {
+    let mut cfg = LabTalosConfig::fast();
+    cfg.faults.lost_apply_answers = 1;
+    cfg.install = Duration::from_millis(500);
+    let (c, lab, fabric) = applied(cfg, 460).await;
+    assert_eq!(lab.counters().applies, 1);
+    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    stages
+        .wait_installed(&c.nodes[0].target(), &c.admin)
+        .await
+        .unwrap();
+    lab.shutdown();
+}

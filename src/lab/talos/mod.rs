@@ -39,6 +39,10 @@ pub struct Faults {
     pub time_not_in_sync: u32,
     /// The first N snapshot/kubeconfig streams are cut short.
     pub drop_streams: u32,
+    /// The first N accepted maintenance-mode applies lose their answer (the node
+    /// reboots into the install before replying).
+    #[serde(default)]
+    pub lost_apply_answers: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

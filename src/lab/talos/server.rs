@@ -454,6 +454,12 @@ impl Ctx {
         drop(nodes);
         if fresh {
             super::install(&self.shared, self.vmid);
+            let mut f = lock(&self.shared.faults_left);
+            if f.lost_apply_answers > 0 {
+                f.lost_apply_answers -= 1;
+                return Err(Status::unavailable("connection reset (injected fault)"));
+            }
+            drop(f);
             reply(
                 "Applied configuration; installing and rebooting.".into(),
                 ApplyMode::Reboot,

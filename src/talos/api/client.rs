@@ -88,43 +88,31 @@ impl TalosClient {
         mode: &TlsMode,
         limits: RpcLimits,
     ) -> Result<Self, TalosError> {
-        let dial = book
-            .resolve(target.addr)
-            .map_err(|source| TalosError::Address {
-                node: target.node.clone(),
-                addr: target.addr,
-                source,
-            })?;
-        let bad = |detail: String| TalosError::Unreachable {
-            node: target.node.clone(),
-            addr: target.addr,
-            detail,
-        };
-        let endpoint = Endpoint::from_shared(format!("https://{dial}"))
-            .map_err(|e| bad(format!("bad endpoint: {e}")))?
-            .connect_timeout(limits.connect)
-            .timeout(limits.rpc);
-        // The certificate must name the node's real address, not the loopback
-        // listener the lab routes it to.
-        let tls = ClientTlsConfig::new()
-            .domain_name(target.addr.ip().to_string())
-            .assume_http2(true);
-        let endpoint = match mode {
-            TlsMode::Maintenance => endpoint
-                .tls_config_with_verifier(tls, PinnedVerifier::new(Pin::Any) as Arc<_>)
-                .map_err(|e| bad(format!("TLS setup: {e}")))?,
-            TlsMode::Mutual(c) => endpoint
-                .tls_config(
-                    tls.ca_certificate(Certificate::from_pem(&c.ca_pem))
-                        .identity(Identity::from_pem(&c.crt_pem, c.key_for_rustls())),
-                )
-                .map_err(|e| bad(format!("TLS setup: {e}")))?,
-        };
-        Ok(Self {
+        let channel = endpoint(book, target, mode, limits)?.connect_lazy();
+        Ok(Self::with_channel(target, channel))
+    }
+
+    /// A client whose connection (TCP, TLS, HTTP/2) is already up, for calls that
+    /// must know whether anything could have been sent.
+    pub async fn open(
+        book: &AddressBook,
+        target: &Target,
+        mode: &TlsMode,
+        limits: RpcLimits,
+    ) -> Result<Self, TalosError> {
+        let channel = endpoint(book, target, mode, limits)?
+            .connect()
+            .await
+            .map_err(|e| classify(target, "connect", Status::from_error(Box::new(e))))?;
+        Ok(Self::with_channel(target, channel))
+    }
+
+    fn with_channel(target: &Target, channel: Channel) -> Self {
+        Self {
             target: target.clone(),
-            grpc: tonic::client::Grpc::new(endpoint.connect_lazy()),
+            grpc: tonic::client::Grpc::new(channel),
             routing: Routing::Local,
-        })
+        }
     }
 
     pub fn target(&self) -> &Target {
@@ -331,6 +319,46 @@ impl TalosClient {
             .map_err(|s| classify(&self.target, "EtcdRecover", s))?
             .into_inner();
         check(&self.target, "EtcdRecover", &r)
+    }
+}
+
+/// The endpoint to dial: the address book's answer for the node, with TLS naming
+/// the node's real address (not the loopback listener the lab routes it to).
+fn endpoint(
+    book: &AddressBook,
+    target: &Target,
+    mode: &TlsMode,
+    limits: RpcLimits,
+) -> Result<Endpoint, TalosError> {
+    let dial = book
+        .resolve(target.addr)
+        .map_err(|source| TalosError::Address {
+            node: target.node.clone(),
+            addr: target.addr,
+            source,
+        })?;
+    let bad = |detail: String| TalosError::Unreachable {
+        node: target.node.clone(),
+        addr: target.addr,
+        detail,
+    };
+    let endpoint = Endpoint::from_shared(format!("https://{dial}"))
+        .map_err(|e| bad(format!("bad endpoint: {e}")))?
+        .connect_timeout(limits.connect)
+        .timeout(limits.rpc);
+    let tls = ClientTlsConfig::new()
+        .domain_name(target.addr.ip().to_string())
+        .assume_http2(true);
+    match mode {
+        TlsMode::Maintenance => endpoint
+            .tls_config_with_verifier(tls, PinnedVerifier::new(Pin::Any) as Arc<_>)
+            .map_err(|e| bad(format!("TLS setup: {e}"))),
+        TlsMode::Mutual(c) => endpoint
+            .tls_config(
+                tls.ca_certificate(Certificate::from_pem(&c.ca_pem))
+                    .identity(Identity::from_pem(&c.crt_pem, c.key_for_rustls())),
+            )
+            .map_err(|e| bad(format!("TLS setup: {e}"))),
     }
 }
 

@@ -4,6 +4,7 @@
 //! stage, the last thing that went wrong, and what to check.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ring::digest::{SHA256, digest};
@@ -260,11 +261,31 @@ impl Stages {
                         node: t.node.clone(),
                         reason,
                     })?;
+                // The node may reboot into its install before the answer arrives;
+                // once connected and sent, a node that stops answering maintenance mode took it
+                // (the install stage then proves it answers with our CA).
+                let sent = AtomicBool::new(false);
                 self.poll(t, Stage::Apply, || async {
+                    if sent.load(Ordering::Relaxed) {
+                        match self.probe(t).await {
+                            Ok(NodeMode::Maintenance) => {}
+                            Ok(NodeMode::Configured) => {
+                                return Attempt::Done(ApplyOutcome::Applied);
+                            }
+                            Err(e) if transient(&e) => return Attempt::Done(ApplyOutcome::Applied),
+                            Err(e) => return Attempt::Fail(e),
+                        }
+                    }
                     let r = async {
-                        self.client(t, &TlsMode::Maintenance)?
-                            .apply_configuration(config, ApplyMode::Auto, false)
-                            .await
+                        let mut c = TalosClient::open(
+                            &self.book,
+                            t,
+                            &TlsMode::Maintenance,
+                            self.timeouts.limits,
+                        )
+                        .await?;
+                        sent.store(true, Ordering::Relaxed);
+                        c.apply_configuration(config, ApplyMode::Auto, false).await
                     }
                     .await;
                     match r {
