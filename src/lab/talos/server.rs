@@ -28,11 +28,14 @@ use crate::talos::api::snapshot::RECOVER_CHUNK;
 
 type DataStream = Pin<Box<dyn Stream<Item = Result<Data, Status>> + Send>>;
 
-fn base(
+/// A rustls server config speaking h2, with or without client certificates.
+fn server_config(
     id: ServerIdentity,
-    builder: rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier>,
     verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
+    let builder = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
     let b = match verifier {
         Some(v) => builder.with_client_cert_verifier(v),
         None => builder.with_no_client_auth(),
@@ -44,15 +47,9 @@ fn base(
     Ok(Arc::new(cfg))
 }
 
-fn builder() -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier>, String> {
-    rustls::ServerConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())
-}
-
 /// Server-only TLS: no client certificate is asked for.
 pub(super) fn maintenance_tls(id: ServerIdentity) -> Result<Arc<rustls::ServerConfig>, String> {
-    base(id, builder()?, None)
+    server_config(id, None)
 }
 
 /// Mutual TLS: the client must present a certificate signed by the OS CA.
@@ -69,7 +66,7 @@ pub(super) fn mutual_tls(
     let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crate::tls::provider())
         .build()
         .map_err(|e| e.to_string())?;
-    base(id, builder()?, Some(v))
+    server_config(id, Some(v))
 }
 
 /// Who is calling, as far as the node can tell.
@@ -82,8 +79,13 @@ pub(super) struct Peer {
 
 pub(super) async fn accept_loop(shared: Weak<Shared>, vmid: u32, listener: TcpListener) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(_) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let Some(s) = shared.upgrade() else { return };
         let tls = {
