@@ -16,7 +16,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use secrecy::SecretString;
-use talos_pve::lab::talos::{Faults, LabTalos, LabTalosConfig};
+use talos_pve::lab::talos::{Faults, LabTalos, LabTalosConfig, Phase};
 use talos_pve::lab::{Fabric, LabEvent, LabNic, LabVm};
 use talos_pve::talos::api::*;
 
@@ -960,6 +960,13 @@ async fn stopped_vm_is_unreachable_and_boots_from_disk_when_started() {
     let (c, fabric, lab, stages) = running_cluster(1, 440, LabTalosConfig::fast()).await;
     let n = &c.nodes[0];
     fabric.emit(LabEvent::VmStopped { vmid: n.vm.vmid });
+    for _ in 0..100 {
+        if lab.phase(n.vm.vmid) == Some(Phase::Stopped) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lab.phase(n.vm.vmid), Some(Phase::Stopped));
     let short = Stages::new(
         fabric.addresses.clone(),
         short_timeouts(Duration::from_millis(200)),

@@ -223,22 +223,22 @@ pub struct LabTalos {
 impl LabTalos {
     /// Start with no nodes; nodes appear as the lab Proxmox starts VMs.
     pub fn start(fabric: &Fabric, cfg: LabTalosConfig) -> Self {
-        Self::start_from(fabric, cfg, LabTalosState::default())
+        let state = LabTalosState {
+            faults_left: cfg.faults.clone(),
+            ..LabTalosState::default()
+        };
+        Self::start_from(fabric, cfg, state)
     }
 
-    /// Start from a saved state (another `--lab` command's nodes).
+    /// Start from a saved state (another `--lab` command's nodes); the faults still
+    /// to fire come from the state, latencies from `cfg`.
     pub fn start_from(fabric: &Fabric, cfg: LabTalosConfig, state: LabTalosState) -> Self {
-        let faults_left = if state == LabTalosState::default() {
-            cfg.faults.clone()
-        } else {
-            state.faults_left.clone()
-        };
         let shared = Arc::new(Shared {
             fabric: fabric.clone(),
             cfg,
             nodes: Mutex::default(),
             members: Mutex::new(state.members),
-            faults_left: Mutex::new(faults_left),
+            faults_left: Mutex::new(state.faults_left),
             counters: Mutex::new(state.counters),
         });
         // Subscribe before anything else so no event emitted after `start` is missed.
