@@ -1052,3 +1052,33 @@ async fn apply_whose_answer_is_lost_is_not_sent_twice() {
         .unwrap();
     lab.shutdown();
 }
+
+#[tokio::test]
+async fn maintenance_probe_understands_talos_1_12_and_1_13() {
+    for version in ["v1.12.11", "v1.13.9"] {
+        let c = cluster(1, 470);
+        let fabric = Fabric::new();
+        let lab = LabTalos::start(
+            &fabric,
+            LabTalosConfig {
+                talos_version: version.into(),
+                ..LabTalosConfig::fast()
+            },
+        );
+        c.start(&fabric);
+        let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+        let t = c.nodes[0].target();
+        assert_eq!(
+            stages.wait_maintenance(&t).await.unwrap(),
+            NodeMode::Maintenance,
+            "{version}"
+        );
+        let v = stages
+            .client(&t, &TlsMode::Maintenance)
+            .unwrap()
+            .version()
+            .await;
+        assert_eq!(v.is_ok(), version.starts_with("v1.13"), "{version}: {v:?}");
+        lab.shutdown();
+    }
+}

@@ -289,6 +289,11 @@ impl Ctx {
     ) -> Result<Response<VersionResponse>, Status> {
         if !self.peer.maintenance {
             self.allow("Version", READ)?;
+        } else if self.shared.cfg.talos_version.starts_with("v1.12.") {
+            // Before 1.13 the maintenance service had no Version.
+            return Err(Status::unimplemented(
+                "API is not implemented in maintenance mode",
+            ));
         }
         let targets: Vec<String> = meta
             .get_all("nodes")
