@@ -223,6 +223,9 @@ mod tests {
     #[test]
     fn invalid_configs_say_what_is_wrong() {
         assert!(parse("a: [", &[]).unwrap_err().contains("not valid YAML"));
+        // Parse errors never quote the config: it holds CA keys.
+        let e = parse("machine:\n  ca:\n    key: SECRETKEY: [\n", &[]).unwrap_err();
+        assert!(!e.contains("SECRETKEY"), "{e}");
         assert!(
             parse("kind: X\napiVersion: v1alpha1\n", &[])
                 .unwrap_err()
