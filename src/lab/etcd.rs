@@ -6,24 +6,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use ring::digest::{SHA256, digest};
-use thiserror::Error;
+use crate::talos::api::snapshot::{PAGE, TRAILER, seal};
+pub use crate::talos::api::snapshot::{SnapshotError, validate_snapshot};
 
-const PAGE: usize = 512;
-const TRAILER: usize = 32;
 const MAGIC: &[u8; 8] = b"LABETCD1";
-
-#[derive(Debug, Error, PartialEq)]
-pub enum SnapshotError {
-    #[error(
-        "snapshot is {0} bytes; a valid etcd snapshot is whole 512-byte pages plus a 32-byte hash (size % 512 == 32) — it is truncated or not a snapshot"
-    )]
-    Size(usize),
-    #[error("snapshot hash trailer does not match its contents — the file is corrupted")]
-    Hash,
-    #[error("snapshot is not a lab etcd database: {0}")]
-    Format(String),
-}
 
 /// Keys are `/registry/<resource>/<namespace>/<name>`-like strings; values JSON.
 #[derive(Debug, Clone, Default)]
@@ -77,14 +63,12 @@ impl EtcdStore {
         db.extend_from_slice(&(json.len() as u64).to_le_bytes());
         db.extend_from_slice(&json);
         db.resize(db.len().div_ceil(PAGE) * PAGE, 0);
-        let h = digest(&SHA256, &db);
-        db.extend_from_slice(h.as_ref());
-        db
+        seal(db)
     }
 
     /// Replace the contents with a snapshot's (etcd recover). `skip_hash` accepts a raw db.
     pub fn restore(&self, bytes: &[u8], skip_hash: bool) -> Result<(), SnapshotError> {
-        let db = if skip_hash && bytes.len() % PAGE == 0 {
+        let db = if skip_hash && bytes.len().is_multiple_of(PAGE) {
             bytes
         } else {
             validate_snapshot(bytes)?;
@@ -101,19 +85,6 @@ impl EtcdStore {
         *self.inner.lock().expect("etcd lock") = map;
         Ok(())
     }
-}
-
-/// The checks a client can make on any etcd snapshot (real or lab): page-aligned
-/// size plus trailer, and the trailer is the SHA-256 of everything before it.
-pub fn validate_snapshot(bytes: &[u8]) -> Result<(), SnapshotError> {
-    if bytes.len() < PAGE + TRAILER || bytes.len() % PAGE != TRAILER {
-        return Err(SnapshotError::Size(bytes.len()));
-    }
-    let (db, trailer) = bytes.split_at(bytes.len() - TRAILER);
-    if digest(&SHA256, db).as_ref() != trailer {
-        return Err(SnapshotError::Hash);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

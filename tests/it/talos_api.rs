@@ -1,1 +1,1084 @@
-//! Integration tests: talos_api.
+//! Integration tests: the Talos API client and stages against lab Talos nodes on
+//! loopback. Node creation is driven by emitting `LabEvent::VmStarted` directly.
+//! The fixture below makes a minimal OS CA / admin cert / machine config; it stands
+//! in for the real generator until that is merged.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use secrecy::SecretString;
+use talos_pve::lab::talos::{Faults, LabTalos, LabTalosConfig, Phase};
+use talos_pve::lab::{Fabric, LabEvent, LabNic, LabVm};
+use talos_pve::talos::api::*;
+
+// ---------------------------------------------------------------- fixture
+
+/// Talos writes Ed25519 keys as PKCS#8 v1 under `ED25519 PRIVATE KEY`.
+fn talos_ed25519_pem(k: &KeyPair) -> String {
+    let der = k.serialize_der();
+    let mut v1 = hex::decode("302e020100300506032b657004220420").unwrap();
+    v1.extend_from_slice(&der[16..48]);
+    pem("ED25519 PRIVATE KEY", &v1)
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b = STANDARD.encode(der);
+    let lines: Vec<&str> = b
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+struct Ca {
+    crt: String,
+    key_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca(org: &str, alg: &'static rcgen::SignatureAlgorithm, talos_label: bool) -> Ca {
+    let key = KeyPair::generate_for(alg).unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::OrganizationName, org);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let crt = p.self_signed(&key).unwrap().pem();
+    let key_pem = if talos_label {
+        talos_ed25519_pem(&key)
+    } else {
+        key.serialize_pem()
+    };
+    Ca {
+        crt,
+        key_pem,
+        issuer: Issuer::new(p, key),
+    }
+}
+
+fn client_cert(ca: &Ca, role: &str) -> Credentials {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::OrganizationName, role);
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let crt = p.signed_by(&key, &ca.issuer).unwrap().pem();
+    Credentials {
+        ca_pem: ca.crt.clone(),
+        crt_pem: crt,
+        key_pem: SecretString::from(talos_ed25519_pem(&key)),
+    }
+}
+
+struct Cluster {
+    os: Ca,
+    k8s: Ca,
+    admin: Credentials,
+    nodes: Vec<NodeFx>,
+}
+
+#[derive(Clone)]
+struct NodeFx {
+    name: String,
+    vm: LabVm,
+}
+
+impl NodeFx {
+    fn target(&self) -> Target {
+        Target::new(&self.name, self.mgmt())
+    }
+    fn mgmt(&self) -> IpAddr {
+        self.vm.nics[0].address.unwrap().addr().into()
+    }
+}
+
+fn cluster(n: usize, first_vmid: u32) -> Cluster {
+    talos_pve::tls::install_provider();
+    let os = ca("talos", &rcgen::PKCS_ED25519, true);
+    let k8s = ca("kubernetes", &rcgen::PKCS_ECDSA_P256_SHA256, false);
+    let admin = client_cert(&os, "os:admin");
+    let nodes = (0..n)
+        .map(|i| {
+            let host = 20 + i as u8 + (first_vmid % 100) as u8;
+            let nic = |index: u8, vlan: u16, prefix: u8| LabNic {
+                index,
+                mac: format!("BC:24:11:00:{vlan:02X}:{host:02X}"),
+                vlan: Some(vlan),
+                address: Some(format!("10.8.{vlan}.{host}/{prefix}").parse().unwrap()),
+                gateway: None,
+            };
+            let name = format!("talos-k8s-{:02}", i + 1);
+            NodeFx {
+                name: name.clone(),
+                vm: LabVm {
+                    vmid: first_vmid + i as u32,
+                    host: "pve1".into(),
+                    name,
+                    nics: vec![nic(0, 16, 24), nic(1, 28, 22)],
+                },
+            }
+        })
+        .collect();
+    Cluster {
+        os,
+        k8s,
+        admin,
+        nodes,
+    }
+}
+
+impl Cluster {
+    fn endpoint(&self) -> String {
+        format!("https://{}:6443", self.nodes[0].mgmt())
+    }
+
+    fn config(&self, n: &NodeFx) -> Vec<u8> {
+        self.config_with_macs(n, &[&n.vm.nics[0].mac, &n.vm.nics[1].mac])
+    }
+
+    fn config_with_macs(&self, n: &NodeFx, macs: &[&str]) -> Vec<u8> {
+        let b = |s: &str| STANDARD.encode(s);
+        let mut y = format!(
+            "version: v1alpha1\nmachine:\n  type: controlplane\n  token: abc.def\n  ca:\n    crt: {}\n    key: {}\n  certSANs: []\n  kubelet:\n    nodeIP:\n      validSubnets: [10.8.28.0/22]\ncluster:\n  clusterName: lab\n  controlPlane:\n    endpoint: {}\n  ca:\n    crt: {}\n    key: {}\n",
+            b(&self.os.crt),
+            b(&self.os.key_pem),
+            self.endpoint(),
+            b(&self.k8s.crt),
+            b(&self.k8s.key_pem),
+        );
+        for (alias, mac) in ["mgmt", "work"].iter().zip(macs) {
+            y.push_str(&format!(
+                "---\napiVersion: v1alpha1\nkind: LinkAliasConfig\nname: {alias}\nselector:\n  match: mac(link.permanent_addr) == \"{}\"\n",
+                mac.to_lowercase()
+            ));
+        }
+        y.push_str(&format!(
+            "---\napiVersion: v1alpha1\nkind: HostnameConfig\nhostname: {}\n",
+            n.name
+        ));
+        y.into_bytes()
+    }
+
+    fn talosconfig(&self) -> String {
+        let b = |s: &str| STANDARD.encode(s);
+        use secrecy::ExposeSecret;
+        format!(
+            "context: lab\ncontexts:\n  lab:\n    endpoints: [{}]\n    ca: {}\n    crt: {}\n    key: {}\n",
+            self.nodes[0].mgmt(),
+            b(&self.admin.ca_pem),
+            b(&self.admin.crt_pem),
+            b(self.admin.key_pem.expose_secret())
+        )
+    }
+
+    fn start(&self, fabric: &Fabric) {
+        for n in &self.nodes {
+            fabric.emit(LabEvent::VmStarted(n.vm.clone()));
+        }
+    }
+}
+
+/// The orchestrator's identity check, fed with what the lab VM's guest agent would report.
+struct AgentFacts(BTreeMap<String, (String, Vec<GuestInterface>)>);
+
+impl AgentFacts {
+    fn of(nodes: &[NodeFx]) -> Self {
+        Self(
+            nodes
+                .iter()
+                .map(|n| {
+                    let ifs =
+                        n.vm.nics
+                            .iter()
+                            .map(|x| GuestInterface {
+                                name: format!("eth{}", x.index),
+                                mac: x.mac.clone(),
+                                addresses: x.address.iter().map(|a| a.addr().into()).collect(),
+                            })
+                            .collect();
+                    (n.name.clone(), (n.vm.nics[0].mac.clone(), ifs))
+                })
+                .collect(),
+        )
+    }
+}
+
+impl IdentityCheck for AgentFacts {
+    fn confirm<'a>(
+        &'a self,
+        node: &'a str,
+        addr: IpAddr,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            let (mac, ifs) = self.0.get(node).ok_or("unknown node")?;
+            check_identity(mac, addr, ifs)
+        })
+    }
+}
+
+fn fast_timeouts() -> Timeouts {
+    Timeouts::uniform(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        Duration::from_millis(100),
+    )
+}
+
+fn short_timeouts(d: Duration) -> Timeouts {
+    Timeouts::uniform(d, Duration::from_millis(10), Duration::from_millis(50))
+}
+
+/// One full bring-up pass, as the orchestrator will run it.
+async fn bring_up(
+    c: &Cluster,
+    stages: &Stages,
+) -> (Vec<ApplyOutcome>, BootstrapOutcome, FetchedKubeconfig) {
+    let facts = AgentFacts::of(&c.nodes);
+    let mut outcomes = Vec::new();
+    for n in &c.nodes {
+        let t = n.target();
+        stages.wait_maintenance(&t).await.unwrap();
+        outcomes.push(
+            stages
+                .apply_config(&t, &c.config(n), &facts, &c.admin)
+                .await
+                .unwrap(),
+        );
+    }
+    for n in &c.nodes {
+        let tag = stages.wait_installed(&n.target(), &c.admin).await.unwrap();
+        assert_eq!(tag, "v1.13.9");
+    }
+    let boot = c.nodes[0].target();
+    let b = stages.bootstrap(&boot, &c.admin).await.unwrap();
+    let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    stages
+        .wait_etcd_members(&boot, &c.admin, &names)
+        .await
+        .unwrap();
+    let k = stages
+        .fetch_kubeconfig(&boot, &c.admin, None)
+        .await
+        .unwrap();
+    (outcomes, b, k)
+}
+
+async fn running_cluster(
+    n: usize,
+    vmid: u32,
+    cfg: LabTalosConfig,
+) -> (Cluster, Fabric, LabTalos, Stages) {
+    let c = cluster(n, vmid);
+    let fabric = Fabric::new();
+    let lab = LabTalos::start(&fabric, cfg);
+    c.start(&fabric);
+    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    bring_up(&c, &stages).await;
+    (c, fabric, lab, stages)
+}
+
+// ---------------------------------------------------------------- bring-up
+
+#[tokio::test]
+async fn three_nodes_from_maintenance_to_etcd_and_kubeconfig_then_rerun_is_a_noop() {
+    let c = cluster(3, 100);
+    let fabric = Fabric::new();
+    let mut events = fabric.events.subscribe();
+    let lab = LabTalos::start(&fabric, LabTalosConfig::fast());
+    c.start(&fabric);
+    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+
+    let (applied, boot, kube) = bring_up(&c, &stages).await;
+    assert_eq!(applied, vec![ApplyOutcome::Applied; 3]);
+    assert_eq!(boot, BootstrapOutcome::Bootstrapped);
+    let text = String::from_utf8(kube.bytes.clone()).unwrap();
+    // Compared with a locally generated kubeconfig: same cluster entry, other CA.
+    let same = stages
+        .fetch_kubeconfig(&c.nodes[0].target(), &c.admin, Some(&kube.bytes))
+        .await
+        .unwrap();
+    assert!(same.differences.is_empty(), "{:?}", same.differences);
+    let other = text.replace(&STANDARD.encode(&c.k8s.crt), "T1RIRVI=");
+    let diff = stages
+        .fetch_kubeconfig(&c.nodes[0].target(), &c.admin, Some(other.as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(diff.differences.len(), 1, "{:?}", diff.differences);
+    assert!(
+        text.contains(&format!("server: {}", c.endpoint())),
+        "{text}"
+    );
+    assert!(text.contains(&STANDARD.encode(&c.k8s.crt)));
+    let first = lab.counters();
+    assert_eq!(
+        (first.applies, first.bootstraps, first.kubeconfigs),
+        (3, 1, 3)
+    );
+
+    let mut running = Vec::new();
+    let mut bootstrapped = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        match e {
+            LabEvent::NodeRunning(i) => running.push(i),
+            LabEvent::EtcdBootstrapped { node, .. } => bootstrapped.push(node),
+            _ => {}
+        }
+    }
+    assert_eq!(running.len(), 3);
+    // validSubnets selects the workload network for the kubelet.
+    assert_eq!(running[0].internal_ip.to_string()[..8], *"10.8.28.");
+    assert_eq!(running[0].kubernetes_ca_crt, c.k8s.crt);
+    assert_eq!(bootstrapped, ["talos-k8s-01"]);
+
+    // Second run: nothing is re-applied, etcd is not bootstrapped again.
+    let (again, boot2, _) = bring_up(&c, &stages).await;
+    assert_eq!(again, vec![ApplyOutcome::Unchanged; 3]);
+    assert_eq!(boot2, BootstrapOutcome::AlreadyBootstrapped);
+    let second = lab.counters();
+    assert_eq!(second.applies, first.applies, "identical config re-applied");
+    assert_eq!(
+        second.bootstrap_calls, first.bootstrap_calls,
+        "bootstrap called again"
+    );
+    assert_eq!(second.bootstraps, 1);
+    assert_eq!(second.dry_runs, 3);
+    lab.shutdown();
+}
+
+// ---------------------------------------------------------------- mTLS and per-node errors
+
+fn connect(fabric: &Fabric, t: &Target, creds: Credentials) -> TalosClient {
+    TalosClient::connect(
+        &fabric.addresses,
+        t,
+        &TlsMode::Mutual(creds),
+        RpcLimits::default(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn client_from_another_ca_is_refused_and_reported_clearly() {
+    let (c, fabric, lab, _) = running_cluster(1, 200, LabTalosConfig::fast()).await;
+    let t = c.nodes[0].target();
+    let other = ca("talos", &rcgen::PKCS_ED25519, true);
+    let foreign = Credentials {
+        ca_pem: c.os.crt.clone(),
+        ..client_cert(&other, "os:admin")
+    };
+    let e = connect(&fabric, &t, foreign).version().await.unwrap_err();
+    assert!(matches!(e, TalosError::CertificateRejected { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("node talos-k8s-01 refused our client certificate"),
+        "{msg}"
+    );
+    assert!(msg.contains("fix:"), "{msg}");
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn reader_role_may_read_but_admin_calls_are_denied() {
+    let (c, fabric, lab, stages) = running_cluster(1, 210, LabTalosConfig::fast()).await;
+    let t = c.nodes[0].target();
+    let reader = client_cert(&c.os, "os:reader");
+    let mut cl = connect(&fabric, &t, reader.clone());
+    assert_eq!(cl.version().await.unwrap().len(), 1);
+    let e = cl.bootstrap(Default::default()).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TalosError::PermissionDenied {
+                rpc: "Bootstrap",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("node talos-k8s-01 denied Bootstrap"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("os:admin"), "{e}");
+    // Through a stage: not retried, and the stage is named.
+    let e = stages
+        .fetch_kubeconfig(&t, &reader, None)
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            TalosError::StageFailed {
+                stage: Stage::Kubeconfig,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("fetch kubeconfig") && msg.contains("check:"),
+        "{msg}"
+    );
+    assert_eq!(lab.counters().denied, 2);
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn per_node_errors_in_fan_out_metadata_name_the_node() {
+    let (c, fabric, lab, _) = running_cluster(2, 220, LabTalosConfig::fast()).await;
+    let t = c.nodes[0].target();
+    let both: Vec<String> = c.nodes.iter().map(|n| n.mgmt().to_string()).collect();
+    let v = connect(&fabric, &t, c.admin.clone())
+        .with_routing(Routing::Nodes(both.clone()))
+        .version()
+        .await
+        .unwrap();
+    let hosts: Vec<_> = v
+        .iter()
+        .map(|m| m.metadata.as_ref().unwrap().hostname.clone())
+        .collect();
+    assert_eq!(hosts, ["talos-k8s-01", "talos-k8s-02"]);
+    let e = connect(&fabric, &t, c.admin.clone())
+        .with_routing(Routing::Nodes(vec![both[0].clone(), "10.8.16.99".into()]))
+        .version()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, TalosError::NodeError { node, .. } if node == "10.8.16.99"),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("node 10.8.16.99: Version failed on the node"),
+        "{e}"
+    );
+    lab.shutdown();
+}
+
+// ---------------------------------------------------------------- maintenance apply
+
+#[tokio::test]
+async fn config_with_foreign_macs_is_rejected_with_the_reason() {
+    let c = cluster(1, 230);
+    let fabric = Fabric::new();
+    let lab = LabTalos::start(&fabric, LabTalosConfig::fast());
+    c.start(&fabric);
+    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    let n = &c.nodes[0];
+    let bad = c.config_with_macs(n, &["BC:24:11:00:00:01", &n.vm.nics[1].mac]);
+    let e = stages
+        .apply_config(&n.target(), &bad, &AgentFacts::of(&c.nodes), &c.admin)
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            TalosError::StageFailed {
+                stage: Stage::Apply,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(
+            "configuration validation failed: LinkAliasConfig `mgmt` selects MAC bc:24:11:00:00:01"
+        ),
+        "{msg}"
+    );
+    assert_eq!(lab.counters().applies, 0);
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn unconfirmed_identity_sends_no_config() {
+    let c = cluster(2, 240);
+    let fabric = Fabric::new();
+    let lab = LabTalos::start(&fabric, LabTalosConfig::fast());
+    c.start(&fabric);
+    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    // The agent facts of node 2 are presented for node 1's address: a MAC mismatch.
+    let mut facts = AgentFacts::of(&c.nodes);
+    let swapped = facts.0["talos-k8s-02"].clone();
+    facts.0.insert("talos-k8s-01".into(), swapped);
+    let n = &c.nodes[0];
+    let e = stages
+        .apply_config(&n.target(), &c.config(n), &facts, &c.admin)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, TalosError::Identity { .. }), "{e}");
+    assert!(e.to_string().contains("was NOT sent"), "{e}");
+    assert_eq!(lab.counters().applies, 0);
+    lab.shutdown();
+}
+
+// ---------------------------------------------------------------- stage timeouts and faults
+
+#[tokio::test]
+async fn node_that_never_boots_times_out_in_maintenance_stage() {
+    let c = cluster(1, 250);
+    let fabric = Fabric::new(); // no VmStarted: the address has no mapping
+    let stages = Stages::new(
+        fabric.addresses.clone(),
+        short_timeouts(Duration::from_millis(200)),
+    );
+    let e = stages
+        .wait_maintenance(&c.nodes[0].target())
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            TalosError::StageTimeout {
+                stage: Stage::Maintenance,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.starts_with("node talos-k8s-01: stage `wait for maintenance mode` did not finish"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("no loopback mapping"),
+        "last error kept: {msg}"
+    );
+    assert!(
+        msg.contains("check: the VM is running and booted the Talos ISO"),
+        "{msg}"
+    );
+}
+
+async fn applied(cfg: LabTalosConfig, vmid: u32) -> (Cluster, LabTalos, Fabric) {
+    let c = cluster(1, vmid);
+    let fabric = Fabric::new();
+    let lab = LabTalos::start(&fabric, cfg);
+    c.start(&fabric);
+    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    let n = &c.nodes[0];
+    stages
+        .apply_config(
+            &n.target(),
+            &c.config(n),
+            &AgentFacts::of(&c.nodes),
+            &c.admin,
+        )
+        .await
+        .unwrap();
+    (c, lab, fabric)
+}
+
+#[tokio::test]
+async fn reboot_loop_times_out_in_install_stage_with_a_hint() {
+    let mut cfg = LabTalosConfig::fast();
+    cfg.faults.reboot_loops = u32::MAX;
+    let (c, lab, fabric) = applied(cfg, 260).await;
+    let stages = Stages::new(
+        fabric.addresses.clone(),
+        short_timeouts(Duration::from_millis(400)),
+    );
+    let e = stages
+        .wait_installed(&c.nodes[0].target(), &c.admin)
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            TalosError::StageTimeout {
+                stage: Stage::Install,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("node talos-k8s-01: stage `wait for install and reboot`"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("reboot loop") && msg.contains("boot order"),
+        "{msg}"
+    );
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn slow_install_outlasts_a_short_deadline_but_not_a_longer_one() {
+    let mut cfg = LabTalosConfig::fast();
+    cfg.faults.slow_install = Duration::from_millis(600);
+    cfg.faults.reboot_loops = 1;
+    let (c, lab, fabric) = applied(cfg, 270).await;
+    let t = c.nodes[0].target();
+    let short = Stages::new(
+        fabric.addresses.clone(),
+        short_timeouts(Duration::from_millis(150)),
+    );
+    let e = short.wait_installed(&t, &c.admin).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TalosError::StageTimeout {
+                stage: Stage::Install,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let long = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    assert_eq!(long.wait_installed(&t, &c.admin).await.unwrap(), "v1.13.9");
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn time_not_in_sync_is_retried_until_bootstrap_succeeds() {
+    let mut cfg = LabTalosConfig::fast();
+    cfg.faults.time_not_in_sync = 2;
+    let (c, lab, fabric) = applied(cfg, 280).await;
+    let t = c.nodes[0].target();
+    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    stages.wait_installed(&t, &c.admin).await.unwrap();
+    assert_eq!(
+        stages.bootstrap(&t, &c.admin).await.unwrap(),
+        BootstrapOutcome::Bootstrapped
+    );
+    let k = lab.counters();
+    assert_eq!(k.bootstraps, 1);
+    assert!(k.bootstrap_calls >= 3, "{k:?}");
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn clock_that_never_syncs_times_out_naming_ntp() {
+    let mut cfg = LabTalosConfig::fast();
+    cfg.faults.time_not_in_sync = u32::MAX;
+    let (c, lab, fabric) = applied(cfg, 290).await;
+    let t = c.nodes[0].target();
+    Stages::new(fabric.addresses.clone(), fast_timeouts())
+        .wait_installed(&t, &c.admin)
+        .await
+        .unwrap();
+    let stages = Stages::new(
+        fabric.addresses.clone(),
+        short_timeouts(Duration::from_millis(1000)),
+    );
+    let e = stages.bootstrap(&t, &c.admin).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            TalosError::StageTimeout {
+                stage: Stage::Bootstrap,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("time is not in sync yet"), "{msg}");
+    assert!(msg.contains("time is synced"), "{msg}");
+    assert_eq!(lab.counters().bootstraps, 0);
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn dropped_streams_are_detected_and_fetched_again() {
+    let mut cfg = LabTalosConfig::fast();
+    cfg.faults.drop_streams = 1;
+    let (c, fabric, lab, stages) = running_cluster(1, 300, cfg).await;
+    // bring_up fetched the kubeconfig through one dropped stream already.
+    assert_eq!(lab.counters().kubeconfigs, 2);
+    lab.inject(Faults {
+        drop_streams: 1,
+        ..Faults::default()
+    });
+    for i in 0..400 {
+        fabric.etcd.put(
+            &format!("/registry/configmaps/default/c{i}"),
+            serde_json::json!({"i": i}),
+        );
+    }
+    let t = c.nodes[0].target();
+    let snap = stages.snapshot(&t, &c.admin).await.unwrap();
+    assert_eq!(snap, fabric.etcd.snapshot());
+    assert_eq!(
+        lab.counters().snapshots,
+        2,
+        "the truncated one was refetched"
+    );
+    lab.shutdown();
+}
+
+// ---------------------------------------------------------------- backup and recovery
+
+#[tokio::test]
+async fn backup_then_recover_into_a_fresh_lab_cluster_restores_the_data() {
+    let (c, fabric, lab, stages) = running_cluster(3, 400, LabTalosConfig::fast()).await;
+    for i in 0..50 {
+        fabric.etcd.put(
+            &format!("/registry/secrets/default/s{i}"),
+            serde_json::json!({"kind": "Secret", "n": i}),
+        );
+    }
+    let want = fabric.etcd.list("");
+    let tmp = tempfile::tempdir().unwrap();
+    let profile = tmp.path().join("cluster.yaml");
+    std::fs::write(&profile, "metadata: {name: lab}\n").unwrap();
+    let talosconfig = tmp.path().join("talosconfig");
+    std::fs::write(&talosconfig, c.talosconfig()).unwrap();
+    let creds = Talosconfig::load(&talosconfig).unwrap().credentials;
+    let cps: Vec<Target> = c.nodes.iter().map(NodeFx::target).collect();
+    let req = backup::BackupRequest {
+        cluster: "lab",
+        profile: &profile,
+        secrets: &tmp.path().join("secrets.yaml"),
+        control_planes: &cps,
+        credentials: &creds,
+        out: &tmp.path().join("backups"),
+    };
+    let (dir, manifest) = backup::take_backup(&stages, &req).await.unwrap();
+    assert_eq!(manifest.node, "talos-k8s-01");
+    assert!(dir.join("profile.yaml").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(backup::SNAPSHOT_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    lab.shutdown();
+
+    // Disaster: a new datacenter, same secrets, empty etcd.
+    let (manifest2, snapshot) = backup::load_backup(&dir).unwrap();
+    assert_eq!(manifest2, manifest);
+    let fresh = Fabric::new();
+    let lab2 = LabTalos::start(&fresh, LabTalosConfig::fast());
+    c.start(&fresh);
+    let stages2 = Stages::new(fresh.addresses.clone(), fast_timeouts());
+    let facts = AgentFacts::of(&c.nodes);
+    for n in &c.nodes {
+        stages2
+            .apply_config(&n.target(), &c.config(n), &facts, &c.admin)
+            .await
+            .unwrap();
+    }
+    for n in &c.nodes {
+        stages2.wait_installed(&n.target(), &c.admin).await.unwrap();
+    }
+    assert!(fresh.etcd.is_empty());
+    let boot = c.nodes[0].target();
+    stages2
+        .recover(&boot, &c.admin, &snapshot, false)
+        .await
+        .unwrap();
+    let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    stages2
+        .wait_etcd_members(&boot, &c.admin, &names)
+        .await
+        .unwrap();
+    assert_eq!(fresh.etcd.list(""), want);
+    let k = lab2.counters();
+    assert_eq!((k.recover_uploads, k.bootstraps), (1, 1));
+    lab2.shutdown();
+}
+
+#[tokio::test]
+async fn damaged_backup_and_snapshot_are_refused_before_upload() {
+    let (c, fabric, lab, stages) = running_cluster(1, 410, LabTalosConfig::fast()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let profile = tmp.path().join("p.yaml");
+    std::fs::write(&profile, "x: 1\n").unwrap();
+    let cps = [c.nodes[0].target()];
+    let req = backup::BackupRequest {
+        cluster: "lab",
+        profile: &profile,
+        secrets: &tmp.path().join("secrets.yaml"),
+        control_planes: &cps,
+        credentials: &c.admin,
+        out: tmp.path(),
+    };
+    let (dir, _) = backup::take_backup(&stages, &req).await.unwrap();
+    let snap = dir.join(backup::SNAPSHOT_FILE);
+    let mut bytes = std::fs::read(&snap).unwrap();
+    bytes.pop();
+    std::fs::write(&snap, &bytes).unwrap();
+    let e = backup::load_backup(&dir).unwrap_err();
+    assert!(e.to_string().contains("does not match the hash"), "{e}");
+    let e = stages
+        .recover(&c.nodes[0].target(), &c.admin, &bytes, false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("size % 512 == 32"), "{e}");
+    assert_eq!(lab.counters().recover_uploads, 0);
+    drop(fabric);
+    lab.shutdown();
+}
+
+// ---------------------------------------------------------------- persistence
+
+#[tokio::test]
+async fn node_state_survives_a_restart_of_the_lab() {
+    let (c, fabric, lab, stages) = running_cluster(2, 420, LabTalosConfig::fast()).await;
+    let saved = serde_json::to_string(&lab.state()).unwrap();
+    lab.shutdown();
+    let t = c.nodes[0].target();
+    // Shut down: the addresses are unmapped (fail closed).
+    assert!(matches!(
+        stages.client(&t, &TlsMode::Maintenance).err(),
+        Some(TalosError::Address { .. })
+    ));
+    let state = serde_json::from_str(&saved).unwrap();
+    let lab2 = LabTalos::start_from(&fabric, LabTalosConfig::fast(), state);
+    stages.wait_installed(&t, &c.admin).await.unwrap();
+    let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    stages
+        .wait_etcd_members(&t, &c.admin, &names)
+        .await
+        .unwrap();
+    // Nothing is redone after the restart.
+    let (again, boot, _) = bring_up(&c, &stages).await;
+    assert_eq!(again, vec![ApplyOutcome::Unchanged; 2]);
+    assert_eq!(boot, BootstrapOutcome::AlreadyBootstrapped);
+    assert_eq!(lab2.counters().bootstraps, 1);
+    lab2.shutdown();
+}
+
+#[test]
+fn backup_command_without_a_talosconfig_says_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["backup", "--profile"])
+        .arg(crate::support::profile("homelab.yaml"))
+        .arg("--dir")
+        .arg(tmp.path())
+        .env("TALOS_PVE_LOOPBACK_ONLY", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("talosconfig") && err.contains("talos-pve gen"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------- rebuild building blocks
+
+#[tokio::test]
+async fn reset_node_rejoins_after_its_dead_member_is_removed() {
+    let (c, fabric, lab, stages) = running_cluster(3, 430, LabTalosConfig::fast()).await;
+    let boot = c.nodes[0].target();
+    let lost = c.nodes[2].target();
+    connect(&fabric, &lost, c.admin.clone())
+        .reset(messages::ResetRequest {
+            graceful: false,
+            reboot: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Wiped: back in maintenance mode, its old etcd member still listed.
+    assert_eq!(
+        stages.wait_maintenance(&lost).await.unwrap(),
+        NodeMode::Maintenance
+    );
+    let members = connect(&fabric, &boot, c.admin.clone())
+        .etcd_member_list()
+        .await
+        .unwrap();
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().any(|m| m.hostname == "talos-k8s-03"));
+    assert!(
+        stages
+            .remove_etcd_member(&boot, &c.admin, "talos-k8s-03")
+            .await
+            .unwrap()
+    );
+    // Idempotent: a second removal finds nothing to do.
+    assert!(
+        !stages
+            .remove_etcd_member(&boot, &c.admin, "talos-k8s-03")
+            .await
+            .unwrap()
+    );
+    let e = connect(&fabric, &boot, c.admin.clone())
+        .etcd_remove_member_by_id(0xdead)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::NotFound), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("node talos-k8s-01: EtcdRemoveMemberByID failed"),
+        "{e}"
+    );
+    let two: Vec<String> = c.nodes[..2].iter().map(|n| n.name.clone()).collect();
+    stages
+        .wait_etcd_members(&boot, &c.admin, &two)
+        .await
+        .unwrap();
+    // Rebuild the node: same config, it installs and joins by itself.
+    let n = &c.nodes[2];
+    let out = stages
+        .apply_config(&lost, &c.config(n), &AgentFacts::of(&c.nodes), &c.admin)
+        .await
+        .unwrap();
+    assert_eq!(out, ApplyOutcome::Applied);
+    stages.wait_installed(&lost, &c.admin).await.unwrap();
+    let all: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    stages
+        .wait_etcd_members(&boot, &c.admin, &all)
+        .await
+        .unwrap();
+    assert_eq!(lab.counters().bootstraps, 1);
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn stopped_vm_is_unreachable_and_boots_from_disk_when_started() {
+    let (c, fabric, lab, stages) = running_cluster(1, 440, LabTalosConfig::fast()).await;
+    let n = &c.nodes[0];
+    fabric.emit(LabEvent::VmStopped { vmid: n.vm.vmid });
+    for _ in 0..100 {
+        if lab.phase(n.vm.vmid) == Some(Phase::Stopped) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lab.phase(n.vm.vmid), Some(Phase::Stopped));
+    let short = Stages::new(
+        fabric.addresses.clone(),
+        short_timeouts(Duration::from_millis(200)),
+    );
+    let e = short
+        .wait_installed(&n.target(), &c.admin)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no loopback mapping"), "{e}");
+    fabric.emit(LabEvent::VmStarted(n.vm.clone()));
+    assert_eq!(
+        stages.wait_installed(&n.target(), &c.admin).await.unwrap(),
+        "v1.13.9"
+    );
+    assert_eq!(
+        lab.counters().applies,
+        1,
+        "installed config survives the power cycle"
+    );
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn lost_etcd_is_recovered_in_place_from_a_snapshot() {
+    let (c, fabric, lab, stages) = running_cluster(3, 450, LabTalosConfig::fast()).await;
+    fabric.etcd.put(
+        "/registry/namespaces/prod",
+        serde_json::json!({"kind": "Namespace"}),
+    );
+    let want = fabric.etcd.list("");
+    let snapshot = stages
+        .snapshot(&c.nodes[1].target(), &c.admin)
+        .await
+        .unwrap();
+    // Disaster: etcd data is lost; every control plane's EPHEMERAL is wiped.
+    fabric.etcd.clear();
+    for n in &c.nodes {
+        stages.wipe_etcd_data(&n.target(), &c.admin).await.unwrap();
+    }
+    for n in &c.nodes {
+        stages
+            .wait_etcd_preparing(&n.target(), &c.admin)
+            .await
+            .unwrap();
+    }
+    let boot = c.nodes[0].target();
+    stages
+        .recover(&boot, &c.admin, &snapshot, false)
+        .await
+        .unwrap();
+    let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    stages
+        .wait_etcd_members(&boot, &c.admin, &names)
+        .await
+        .unwrap();
+    assert_eq!(fabric.etcd.list(""), want);
+    // Recovering again is refused: etcd already runs there.
+    let e = stages
+        .recover(&boot, &c.admin, &snapshot, false)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("etcd recover") && e.to_string().contains("Preparing"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("etcd is already running"), "{e}");
+    let k = lab.counters();
+    assert_eq!((k.bootstraps, k.recover_uploads), (2, 1));
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn apply_whose_answer_is_lost_is_not_sent_twice() {
+    let mut cfg = LabTalosConfig::fast();
+    cfg.faults.lost_apply_answers = 1;
+    cfg.install = Duration::from_millis(500);
+    let (c, lab, fabric) = applied(cfg, 460).await;
+    assert_eq!(lab.counters().applies, 1);
+    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    stages
+        .wait_installed(&c.nodes[0].target(), &c.admin)
+        .await
+        .unwrap();
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn maintenance_probe_understands_talos_1_12_and_1_13() {
+    for version in ["v1.12.11", "v1.13.9"] {
+        let c = cluster(1, 470);
+        let fabric = Fabric::new();
+        let lab = LabTalos::start(
+            &fabric,
+            LabTalosConfig {
+                talos_version: version.into(),
+                ..LabTalosConfig::fast()
+            },
+        );
+        c.start(&fabric);
+        let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+        let t = c.nodes[0].target();
+        assert_eq!(
+            stages.wait_maintenance(&t).await.unwrap(),
+            NodeMode::Maintenance,
+            "{version}"
+        );
+        let v = stages
+            .client(&t, &TlsMode::Maintenance)
+            .unwrap()
+            .version()
+            .await;
+        assert_eq!(v.is_ok(), version.starts_with("v1.13"), "{version}: {v:?}");
+        lab.shutdown();
+    }
+}

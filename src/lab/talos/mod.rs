@@ -1,1 +1,642 @@
 //! The lab's simulated Talos nodes (gRPC over TLS on loopback).
+//!
+//! One node per VM the lab Proxmox starts (it listens to `LabEvent::VmStarted`),
+//! going booting (unreachable) → maintenance (self-signed TLS, takes a config) →
+//! installing (unreachable) → running (mutual TLS against the applied config's OS
+//! CA, roles from the client certificate). Control planes bootstrap etcd once, join
+//! each other, serve snapshots of `fabric.etcd` and recover into it. Every node
+//! address (both NICs, port 50000) maps to the node's loopback listener in the
+//! fabric's address book; nothing else is reachable. Latencies and faults come from
+//! `LabTalosConfig`; the node states serialize for persistence across commands.
+
+mod certs;
+mod machine;
+mod server;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::{Fabric, LabEvent, LabNodeInfo, LabVm};
+use crate::talos::api::APID_PORT;
+
+pub use machine::MachineConfig;
+
+/// Faults to inject; each counter is consumed as the fault fires.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Faults {
+    /// Extra time every install takes.
+    pub slow_install: Duration,
+    /// Install → reboot → install cycles before a node runs (`u32::MAX`: forever).
+    pub reboot_loops: u32,
+    /// The first N Bootstrap calls fail with "time is not in sync yet".
+    pub time_not_in_sync: u32,
+    /// The first N snapshot/kubeconfig streams are cut short.
+    pub drop_streams: u32,
+    /// The first N accepted maintenance-mode applies lose their answer (the node
+    /// reboots into the install before replying).
+    #[serde(default)]
+    pub lost_apply_answers: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabTalosConfig {
+    /// What `Version` reports.
+    pub talos_version: String,
+    /// VM power-on → maintenance mode (or → running when installed).
+    pub boot: Duration,
+    /// Config applied → running.
+    pub install: Duration,
+    /// Running → the etcd stage is reached (Bootstrap available).
+    pub etcd_ready: Duration,
+    /// Cluster bootstrapped → another control plane joins.
+    pub join: Duration,
+    pub faults: Faults,
+}
+
+impl Default for LabTalosConfig {
+    fn default() -> Self {
+        Self {
+            talos_version: "v1.13.9".into(),
+            boot: Duration::from_millis(300),
+            install: Duration::from_millis(800),
+            etcd_ready: Duration::from_millis(200),
+            join: Duration::from_millis(200),
+            faults: Faults::default(),
+        }
+    }
+}
+
+impl LabTalosConfig {
+    /// Everything in tens of milliseconds (tests).
+    pub fn fast() -> Self {
+        let ms = Duration::from_millis;
+        Self {
+            boot: ms(20),
+            install: ms(60),
+            etcd_ready: ms(20),
+            join: ms(20),
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Booting,
+    Maintenance,
+    Installing,
+    Running,
+    Stopped,
+}
+
+/// A node's persistent state.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeState {
+    pub vm: LabVm,
+    pub phase: Phase,
+    /// The applied machine config (holds CA keys: lab state is written 0600).
+    pub config: Option<String>,
+    pub config_sha256: Option<String>,
+    /// The etcd stage is reached (Bootstrap/Recover accepted).
+    pub etcd_ready: bool,
+    /// This node's etcd holds data and runs (bootstrapped or joined).
+    pub etcd_member: bool,
+    pub member_id: u64,
+    pub reboot_loops_done: u32,
+}
+
+impl fmt::Debug for NodeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeState")
+            .field("vmid", &self.vm.vmid)
+            .field("phase", &self.phase)
+            .field("config_sha256", &self.config_sha256)
+            .field("etcd_member", &self.etcd_member)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An etcd cluster member. Membership is the cluster's view: a node whose data was
+/// wiped stays listed until it is removed by ID, and cannot rejoin before that.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: u64,
+    pub hostname: String,
+    pub address: String,
+}
+
+/// Everything needed to bring the lab's Talos nodes back in another process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LabTalosState {
+    pub nodes: Vec<NodeState>,
+    #[serde(default)]
+    pub members: Vec<Member>,
+    pub faults_left: Faults,
+    pub counters: Counters,
+}
+
+/// What the nodes were asked to do (tests assert idempotency with these).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Configs accepted (dry runs excluded).
+    pub applies: u64,
+    pub dry_runs: u64,
+    pub bootstrap_calls: u64,
+    /// Bootstraps that started etcd (fresh or recovered).
+    pub bootstraps: u64,
+    pub recover_uploads: u64,
+    pub snapshots: u64,
+    pub kubeconfigs: u64,
+    /// Calls refused for a missing role.
+    pub denied: u64,
+}
+
+struct Node {
+    state: NodeState,
+    parsed: Option<MachineConfig>,
+    listener: SocketAddr,
+    accept: JoinHandle<()>,
+    /// Bumped on every phase change; timers from older phases do nothing.
+    generation: u64,
+    maintenance_tls: Arc<rustls::ServerConfig>,
+    mutual_tls: Option<Arc<rustls::ServerConfig>>,
+    recover_upload: Option<Vec<u8>>,
+}
+
+impl Node {
+    fn hostname(&self) -> String {
+        self.parsed
+            .as_ref()
+            .and_then(|c| c.hostname.clone())
+            .unwrap_or_else(|| self.state.vm.name.clone())
+    }
+
+    fn addresses(&self) -> Vec<Ipv4Addr> {
+        self.state
+            .vm
+            .nics
+            .iter()
+            .filter_map(|n| n.address.map(|a| a.addr()))
+            .collect()
+    }
+
+    fn management(&self) -> Option<Ipv4Addr> {
+        self.state
+            .vm
+            .nics
+            .iter()
+            .find(|n| n.index == 0)
+            .and_then(|n| n.address.map(|a| a.addr()))
+    }
+
+    fn is_control_plane(&self) -> bool {
+        self.parsed
+            .as_ref()
+            .is_some_and(|c| c.machine_type == "controlplane")
+    }
+}
+
+struct Shared {
+    fabric: Fabric,
+    cfg: LabTalosConfig,
+    /// Lock order: `nodes` before `members`.
+    nodes: Mutex<BTreeMap<u32, Node>>,
+    members: Mutex<Vec<Member>>,
+    faults_left: Mutex<Faults>,
+    counters: Mutex<Counters>,
+}
+
+/// The running simulator. Dropping it does not stop the nodes; call `shutdown`.
+#[derive(Clone)]
+pub struct LabTalos {
+    shared: Arc<Shared>,
+    events: Arc<JoinHandle<()>>,
+}
+
+impl LabTalos {
+    /// Start with no nodes; nodes appear as the lab Proxmox starts VMs.
+    pub fn start(fabric: &Fabric, cfg: LabTalosConfig) -> Self {
+        let state = LabTalosState {
+            faults_left: cfg.faults.clone(),
+            ..LabTalosState::default()
+        };
+        Self::start_from(fabric, cfg, state)
+    }
+
+    /// Start from a saved state (another `--lab` command's nodes); the faults still
+    /// to fire come from the state, latencies from `cfg`.
+    pub fn start_from(fabric: &Fabric, cfg: LabTalosConfig, state: LabTalosState) -> Self {
+        let shared = Arc::new(Shared {
+            fabric: fabric.clone(),
+            cfg,
+            nodes: Mutex::default(),
+            members: Mutex::new(state.members),
+            faults_left: Mutex::new(state.faults_left),
+            counters: Mutex::new(state.counters),
+        });
+        // Subscribe before anything else so no event emitted after `start` is missed.
+        let mut rx = fabric.events.subscribe();
+        for n in state.nodes {
+            restore_node(&shared, n);
+        }
+        let s = shared.clone();
+        let events = tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(LabEvent::VmStarted(vm)) => vm_started(&s, vm),
+                    Ok(LabEvent::VmStopped { vmid }) => vm_stopped(&s, vmid, false),
+                    Ok(LabEvent::VmDestroyed { vmid }) => vm_stopped(&s, vmid, true),
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "lab talos: event bus lagged");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        Self {
+            shared,
+            events: Arc::new(events),
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        *lock(&self.shared.counters)
+    }
+
+    pub fn phase(&self, vmid: u32) -> Option<Phase> {
+        lock(&self.shared.nodes).get(&vmid).map(|n| n.state.phase)
+    }
+
+    /// Replace the faults still to fire (tests inject them mid-run).
+    pub fn inject(&self, faults: Faults) {
+        *lock(&self.shared.faults_left) = faults;
+    }
+
+    /// Serializable state of every node.
+    pub fn state(&self) -> LabTalosState {
+        LabTalosState {
+            nodes: lock(&self.shared.nodes)
+                .values()
+                .map(|n| n.state.clone())
+                .collect(),
+            members: lock(&self.shared.members).clone(),
+            faults_left: lock(&self.shared.faults_left).clone(),
+            counters: self.counters(),
+        }
+    }
+
+    /// Stop every node and the event loop; addresses are unmapped.
+    pub fn shutdown(&self) {
+        self.events.abort();
+        let mut nodes = lock(&self.shared.nodes);
+        for n in nodes.values() {
+            n.accept.abort();
+            unmap(&self.shared.fabric, n);
+        }
+        nodes.clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicked holder leaves plain data behind; keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn map(fabric: &Fabric, n: &Node) {
+    for a in n.addresses() {
+        fabric
+            .addresses
+            .map(SocketAddr::new(a.into(), APID_PORT), n.listener);
+    }
+}
+
+fn unmap(fabric: &Fabric, n: &Node) {
+    for a in n.addresses() {
+        fabric.addresses.unmap(SocketAddr::new(a.into(), APID_PORT));
+    }
+}
+
+fn names(vm: &LabVm, extra: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = vm
+        .nics
+        .iter()
+        .filter_map(|n| n.address.map(|a| a.addr().to_string()))
+        .collect();
+    v.push(vm.name.clone());
+    v.extend(extra.iter().cloned());
+    v
+}
+
+fn new_node(shared: &Arc<Shared>, state: NodeState) -> Option<Node> {
+    let maintenance = certs::maintenance(&names(&state.vm, &[]))
+        .and_then(server::maintenance_tls)
+        .map_err(|e| tracing::error!(vmid = state.vm.vmid, error = %e, "lab talos: no maintenance certificate"))
+        .ok()?;
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| tracing::error!(error = %e, "lab talos: cannot bind loopback"))
+        .ok()?;
+    let listener = std_listener.local_addr().ok()?;
+    let tcp = TcpListener::from_std(std_listener).ok()?;
+    let vmid = state.vm.vmid;
+    let accept = tokio::spawn(server::accept_loop(Arc::downgrade(shared), vmid, tcp));
+    let parsed = state
+        .config
+        .as_deref()
+        .and_then(|c| machine::parse(c, &state.vm.nics).ok());
+    Some(Node {
+        state,
+        parsed,
+        listener,
+        accept,
+        generation: 0,
+        maintenance_tls: maintenance,
+        mutual_tls: None,
+        recover_upload: None,
+    })
+}
+
+fn vm_started(shared: &Arc<Shared>, vm: LabVm) {
+    let mut nodes = lock(&shared.nodes);
+    let vmid = vm.vmid;
+    if let Some(n) = nodes.get_mut(&vmid) {
+        // A power-on of a known VM: it boots from disk if Talos was installed.
+        n.state.vm = vm;
+        map(&shared.fabric, n);
+    } else {
+        let state = NodeState {
+            vm,
+            phase: Phase::Booting,
+            config: None,
+            config_sha256: None,
+            etcd_ready: false,
+            etcd_member: false,
+            member_id: 0,
+            reboot_loops_done: 0,
+        };
+        let Some(n) = new_node(shared, state) else {
+            return;
+        };
+        map(&shared.fabric, &n);
+        nodes.insert(vmid, n);
+    }
+    drop(nodes);
+    boot(shared, vmid);
+}
+
+fn vm_stopped(shared: &Arc<Shared>, vmid: u32, destroyed: bool) {
+    let mut nodes = lock(&shared.nodes);
+    if let Some(n) = nodes.get_mut(&vmid) {
+        set_phase(n, Phase::Stopped);
+        n.state.etcd_ready = false;
+        unmap(&shared.fabric, n);
+        if destroyed {
+            n.accept.abort();
+            nodes.remove(&vmid);
+        }
+    }
+}
+
+fn restore_node(shared: &Arc<Shared>, mut state: NodeState) {
+    let vmid = state.vm.vmid;
+    let resume = state.phase;
+    if resume != Phase::Stopped {
+        state.phase = Phase::Booting;
+    }
+    let Some(n) = new_node(shared, state) else {
+        return;
+    };
+    if resume != Phase::Stopped {
+        map(&shared.fabric, &n);
+    }
+    lock(&shared.nodes).insert(vmid, n);
+    if resume != Phase::Stopped {
+        boot(shared, vmid);
+    }
+}
+
+fn set_phase(n: &mut Node, p: Phase) -> u64 {
+    n.state.phase = p;
+    n.generation += 1;
+    n.generation
+}
+
+/// Run `f` on the node after `delay`, unless its phase changed meanwhile.
+fn after(
+    shared: &Arc<Shared>,
+    vmid: u32,
+    generation: u64,
+    delay: Duration,
+    f: fn(&Arc<Shared>, u32),
+) {
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let Some(s) = weak.upgrade() else { return };
+        let current = lock(&s.nodes).get(&vmid).map(|n| n.generation);
+        if current == Some(generation) {
+            f(&s, vmid);
+        }
+    });
+}
+
+/// Power-on: maintenance mode without an installed config, else straight to running.
+fn boot(shared: &Arc<Shared>, vmid: u32) {
+    let generation = {
+        let mut nodes = lock(&shared.nodes);
+        let Some(n) = nodes.get_mut(&vmid) else {
+            return;
+        };
+        set_phase(n, Phase::Booting)
+    };
+    after(shared, vmid, generation, shared.cfg.boot, |s, vmid| {
+        let installed = lock(&s.nodes)
+            .get(&vmid)
+            .is_some_and(|n| n.state.config.is_some());
+        if installed {
+            enter_running(s, vmid);
+        } else if let Some(n) = lock(&s.nodes).get_mut(&vmid) {
+            set_phase(n, Phase::Maintenance);
+        }
+    });
+}
+
+/// A config was accepted in maintenance mode: install, maybe reboot-loop, then run.
+fn install(shared: &Arc<Shared>, vmid: u32) {
+    let generation = {
+        let mut nodes = lock(&shared.nodes);
+        let Some(n) = nodes.get_mut(&vmid) else {
+            return;
+        };
+        set_phase(n, Phase::Installing)
+    };
+    let delay = shared.cfg.install + lock(&shared.faults_left).slow_install;
+    after(shared, vmid, generation, delay, |s, vmid| {
+        let loops = lock(&s.faults_left).reboot_loops;
+        let again = {
+            let mut nodes = lock(&s.nodes);
+            let Some(n) = nodes.get_mut(&vmid) else {
+                return;
+            };
+            if n.state.reboot_loops_done < loops {
+                n.state.reboot_loops_done += 1;
+                true
+            } else {
+                false
+            }
+        };
+        if again {
+            install(s, vmid);
+        } else {
+            enter_running(s, vmid);
+        }
+    });
+}
+
+fn enter_running(shared: &Arc<Shared>, vmid: u32) {
+    let (generation, info) = {
+        let mut all = lock(&shared.nodes);
+        // A worker's config has no OS CA key: like trustd, borrow a control plane's.
+        let ca_key_elsewhere = |crt: &str| {
+            all.values()
+                .filter_map(|o| o.parsed.as_ref())
+                .find(|c| c.os_ca_crt == crt && !c.os_ca_key.is_empty())
+                .map(|c| c.os_ca_key.clone())
+        };
+        let Some(cfg) = all.get(&vmid).and_then(|n| n.parsed.clone()) else {
+            return;
+        };
+        let key = if cfg.os_ca_key.is_empty() {
+            ca_key_elsewhere(&cfg.os_ca_crt)
+        } else {
+            Some(cfg.os_ca_key.clone())
+        };
+        let Some(n) = all.get_mut(&vmid) else { return };
+        let hostname = n.hostname();
+        let tls = key
+            .ok_or_else(|| {
+                "no OS CA key to sign the apid certificate (trustd unavailable)".to_owned()
+            })
+            .and_then(|key| {
+                certs::apid(
+                    &cfg.os_ca_crt,
+                    &key,
+                    &hostname,
+                    // SANs as apid makes them: certSANs, every address, the hostname.
+                    &names(
+                        &n.state.vm,
+                        &[cfg.cert_sans.clone(), vec![hostname.clone()]].concat(),
+                    ),
+                )
+            })
+            .and_then(|id| server::mutual_tls(id, &cfg.os_ca_crt));
+        match tls {
+            Ok(t) => n.mutual_tls = Some(t),
+            Err(e) => {
+                tracing::error!(vmid, error = %e, "lab talos: node cannot serve mTLS");
+                return;
+            }
+        }
+        let generation = set_phase(n, Phase::Running);
+        let mgmt = n.management().unwrap_or(Ipv4Addr::LOCALHOST);
+        let workload = n
+            .state
+            .vm
+            .nics
+            .iter()
+            .find(|x| x.index == 1)
+            .and_then(|x| x.address.map(|a| a.addr()));
+        let info = LabNodeInfo {
+            vmid,
+            hostname,
+            machine_type: cfg.machine_type.clone(),
+            cluster_name: cfg.cluster_name.clone(),
+            management: mgmt,
+            internal_ip: machine::internal_ip(&cfg.node_ip_subnets, mgmt, workload),
+            endpoint: cfg.endpoint.clone(),
+            kubernetes_ca_crt: cfg.k8s_ca_crt.clone(),
+            kubernetes_ca_key: cfg.k8s_ca_key.clone(),
+        };
+        (generation, info)
+    };
+    shared.fabric.emit(LabEvent::NodeRunning(info));
+    after(
+        shared,
+        vmid,
+        generation,
+        shared.cfg.etcd_ready,
+        |s, vmid| {
+            let generation = {
+                let mut nodes = lock(&s.nodes);
+                let Some(n) = nodes.get_mut(&vmid) else {
+                    return;
+                };
+                n.state.etcd_ready = true;
+                n.generation
+            };
+            try_join(s, vmid, generation);
+        },
+    );
+}
+
+/// A control plane whose etcd is ready joins once the cluster is bootstrapped and
+/// no stale member holds its name.
+fn try_join(shared: &Arc<Shared>, vmid: u32, generation: u64) {
+    after(shared, vmid, generation, shared.cfg.join, |s, vmid| {
+        let mut nodes = lock(&s.nodes);
+        let Some(n) = nodes.get_mut(&vmid) else {
+            return;
+        };
+        if n.state.etcd_member || !n.is_control_plane() {
+            return;
+        }
+        let mut members = lock(&s.members);
+        let hostname = n.hostname();
+        if !members.is_empty() && !members.iter().any(|m| m.hostname == hostname) {
+            add_member(&mut members, n);
+        } else {
+            let g = n.generation;
+            drop(members);
+            drop(nodes);
+            try_join(s, vmid, g);
+        }
+    });
+}
+
+/// Record `n` as a running member with a fresh, distinct, non-zero id.
+fn add_member(members: &mut Vec<Member>, n: &mut Node) {
+    let id = members.iter().map(|m| m.id).max().unwrap_or(0).max(0x1000) + 0x1111;
+    members.push(Member {
+        id,
+        hostname: n.hostname(),
+        address: n.management().map(|a| a.to_string()).unwrap_or_default(),
+    });
+    n.state.etcd_member = true;
+    n.state.member_id = id;
+}
+
+/// `../shared/reference/data/talos/golden/<name>`, or `None` (skip) outside CI.
+#[cfg(test)]
+fn golden(name: &str) -> Option<String> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference/data/talos/golden")
+        .join(name);
+    match std::fs::read_to_string(&p) {
+        Ok(t) => Some(t),
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but {} is missing", p.display())
+        }
+        Err(_) => {
+            eprintln!("skipped: {} not found", p.display());
+            None
+        }
+    }
+}

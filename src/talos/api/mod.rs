@@ -1,1 +1,22 @@
-//! Talos gRPC API client (apid, port 50000): hand-written prost messages, maintenance and mTLS modes, bring-up stages.
+//! Talos gRPC API client (apid, port 50000): hand-written prost messages
+//! (`messages`), maintenance and mutual-TLS modes (`creds`), one connection per node
+//! (`client`), the identity check before a config leaves this machine (`identity`),
+//! bring-up and recovery stages with their own readiness gates (`stages`), the etcd
+//! snapshot contract (`snapshot`) and snapshot backups on disk (`backup`).
+
+pub mod backup;
+pub mod client;
+pub mod creds;
+pub mod error;
+pub mod identity;
+pub mod messages;
+pub mod snapshot;
+pub mod stages;
+
+pub use client::{APID_PORT, Routing, RpcLimits, TalosClient, Target};
+pub use creds::{Credentials, Talosconfig, TlsMode, relabel_private_key};
+pub use error::{Stage, TalosError};
+pub use identity::{GuestInterface, IdentityCheck, check_identity};
+pub use stages::{
+    ApplyOutcome, BootstrapOutcome, FetchedKubeconfig, NodeMode, Stages, Timeouts, config_hash,
+};
