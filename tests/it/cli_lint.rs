@@ -319,6 +319,21 @@ fn plan_json_matches_golden_and_names_every_node_identity() {
         }
     }
     assert_eq!(v["metallbPool"], "10.8.31.10-10.8.31.200");
+    let doc = std::fs::read_to_string(crate::support::repo().join("docs/plan-json.md")).unwrap();
+    for obj in [
+        &v,
+        &v["hosts"][0],
+        &nodes[0],
+        &nodes[0]["workload"],
+        &v["gatewayRoutes"][0],
+    ] {
+        for key in obj.as_object().unwrap().keys() {
+            assert!(
+                doc.contains(&format!("| `{key}` |")),
+                "docs/plan-json.md lacks `{key}`"
+            );
+        }
+    }
     assert_eq!(v["gatewayRoutes"][0]["via"], "10.8.28.20");
 }
 
