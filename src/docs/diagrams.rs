@@ -1,10 +1,20 @@
 //! The three Mermaid diagrams: logical VLAN view, per-node NICs, physical uplinks.
 
 use crate::plan::Plan;
-use crate::profile::{NetworkRole, Profile};
+use crate::profile::{Host, NetworkRole, Profile};
 
 use super::mermaid::{Graph, id};
 use super::tables::role_name;
+
+/// Host ids carry the host's index: names are not validated and could collide once
+/// reduced to id characters.
+fn host_id(i: usize, h: &Host) -> String {
+    id("host", &format!("{i}_{}", h.name))
+}
+
+fn stor_id(i: usize, h: &Host) -> String {
+    id("stor", &format!("{i}_{}", h.name))
+}
 
 fn vlan_id(vlan: u16) -> String {
     id("vlan", &vlan.to_string())
@@ -26,20 +36,26 @@ pub fn logical(p: &Profile, plan: &Plan) -> String {
                     &["Gateway", &gw.to_string()],
                 );
             }
-            for h in &p.proxmox.hosts {
+            for (hi, h) in p.proxmox.hosts.iter().enumerate() {
                 if inside(&h.address) {
-                    g.node(&id("host", &h.name), &[&h.name, &h.address.to_string()]);
+                    g.node(&host_id(hi, h), &[&h.name, &h.address.to_string()]);
                 }
                 if let Some(s) = h.storage.as_ref().filter(|s| inside(&s.address)) {
                     let label = format!("{} {}", h.name, s.interface);
-                    g.node(&id("stor", &h.name), &[&label, &s.address.to_string()]);
+                    g.node(&stor_id(hi, h), &[&label, &s.address.to_string()]);
                 }
-                for d in h.oob.iter().filter(|d| inside(&d.address)) {
-                    g.node(&id("oob", &d.name), &[&d.name, &d.address.to_string()]);
+                for (j, d) in h.oob.iter().enumerate().filter(|(_, d)| inside(&d.address)) {
+                    g.node(
+                        &id("oob", &format!("{hi}_{j}_{}", d.name)),
+                        &[&d.name, &d.address.to_string()],
+                    );
                 }
             }
-            for d in &net.devices {
-                g.node(&id("dev", &d.name), &[&d.name, &d.address.to_string()]);
+            for (j, d) in net.devices.iter().enumerate() {
+                g.node(
+                    &id("dev", &format!("{}_{j}_{}", net.vlan, d.name)),
+                    &[&d.name, &d.address.to_string()],
+                );
             }
             for n in &plan.nodes {
                 for (nic, tag) in [(&n.management, "m"), (&n.workload, "w")] {
@@ -93,13 +109,13 @@ pub fn logical(p: &Profile, plan: &Plan) -> String {
 /// Per Proxmox host its VMs, each VM's two NICs, and the VLAN each NIC is tagged into.
 pub fn node_nics(p: &Profile, plan: &Plan) -> String {
     let mut g = Graph::new("LR");
-    for h in &p.proxmox.hosts {
+    for (hi, h) in p.proxmox.hosts.iter().enumerate() {
         let vms: Vec<_> = plan.nodes.iter().filter(|n| n.host == h.name).collect();
         if vms.is_empty() {
             continue;
         }
         g.subgraph(
-            &id("host", &h.name),
+            &host_id(hi, h),
             &format!("{} (Proxmox host)", h.name),
             |g| {
                 for n in &vms {
@@ -156,13 +172,21 @@ pub fn physical(p: &Profile) -> String {
     let switches: Vec<_> = p
         .networks
         .iter()
-        .flat_map(|n| &n.devices)
-        .filter(|d| d.kind.as_deref() == Some("switch"))
+        .flat_map(|n| {
+            n.devices
+                .iter()
+                .enumerate()
+                .map(move |(j, d)| (n.vlan, j, d))
+        })
+        .filter(|(_, _, d)| d.kind.as_deref() == Some("switch"))
         .collect();
     if !switches.is_empty() {
         g.subgraph("switches", "Switches", |g| {
-            for d in &switches {
-                g.node(&id("dev", &d.name), &[&d.name, &d.address.to_string()]);
+            for (vlan, j, d) in &switches {
+                g.node(
+                    &id("dev", &format!("{vlan}_{j}_{}", d.name)),
+                    &[&d.name, &d.address.to_string()],
+                );
             }
         });
         g.edge("router", "---", "switches", None);
@@ -175,28 +199,18 @@ pub fn physical(p: &Profile) -> String {
             &[&head, &s.subnet.to_string(), &format!("MTU {}", s.mtu)],
         );
     }
-    for h in &p.proxmox.hosts {
+    for (hi, h) in p.proxmox.hosts.iter().enumerate() {
+        let (host, stor) = (host_id(hi, h), stor_id(hi, h));
         let uplink = h.uplink.as_deref().unwrap_or("uplink");
-        g.node(
-            &id("host", &h.name),
-            &[&h.name, uplink, &h.address.to_string()],
-        );
-        g.edge("router", "-->", &id("host", &h.name), Some(&trunk));
+        g.node(&host, &[&h.name, uplink, &h.address.to_string()]);
+        g.edge("router", "-->", &host, Some(&trunk));
         if let Some(link) = &h.storage {
             let members = link.members.join(" + ");
             let head = format!("{} {}", h.name, link.interface);
-            g.node(
-                &id("stor", &h.name),
-                &[&head, &members, &link.address.to_string()],
-            );
-            g.edge(
-                &id("host", &h.name),
-                "-.-",
-                &id("stor", &h.name),
-                Some("same host"),
-            );
+            g.node(&stor, &[&head, &members, &link.address.to_string()]);
+            g.edge(&host, "-.-", &stor, Some("same host"));
             if let Some(s) = storage {
-                g.edge(&id("stor", &h.name), "-->", &vlan_id(s.vlan), None);
+                g.edge(&stor, "-->", &vlan_id(s.vlan), None);
             }
         }
     }

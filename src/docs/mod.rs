@@ -61,3 +61,44 @@ pub fn render(p: &Profile, plan: &Plan, source: &str) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn homelab() -> Profile {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
+        crate::profile::load(&path).unwrap()
+    }
+
+    /// Names that differ only in punctuation must still get distinct Mermaid ids.
+    #[test]
+    fn similar_names_get_distinct_diagram_ids() {
+        let mut p = homelab();
+        let mut twin = p.networks[0].devices[0].clone();
+        twin.name = twin.name.replace('-', " ");
+        twin.address = "10.0.1.81".parse().unwrap();
+        p.networks[0].devices.push(twin);
+        let mut host = p.proxmox.hosts[0].clone();
+        host.name = host.name.replace('-', ".");
+        host.address = "10.8.16.13".parse().unwrap();
+        host.storage = None;
+        host.oob.clear();
+        p.proxmox.hosts.push(host);
+        let plan = Plan::build(&p).unwrap();
+        let doc = render(&p, &plan, "test.yaml");
+        for block in doc.split("```mermaid\n").skip(1) {
+            let block = block.split("```").next().unwrap();
+            let mut ids: Vec<&str> = block
+                .lines()
+                .map(str::trim)
+                .filter_map(|l| l.split_once("[\"").map(|(id, _)| id))
+                .map(|id| id.trim_start_matches("subgraph ").trim())
+                .collect();
+            let n = ids.len();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), n, "duplicate ids in:\n{block}");
+        }
+    }
+}
