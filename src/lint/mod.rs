@@ -101,8 +101,10 @@ pub struct Report {
 
 impl Report {
     fn new(mut findings: Vec<Finding>) -> Self {
-        // Stable order: severity, then field path, then code.
-        findings.sort_by(|a, b| (a.severity, &a.path, a.code).cmp(&(b.severity, &b.path, b.code)));
+        // Stable order: severity, then field path (indices numerically), then code.
+        findings.sort_by(|a, b| {
+            (a.severity, path_key(&a.path), a.code).cmp(&(b.severity, path_key(&b.path), b.code))
+        });
         findings.dedup();
         let count = |s| findings.iter().filter(|f| f.severity == s).count();
         Self {
@@ -120,6 +122,35 @@ impl Report {
     pub fn with_code<'a>(&'a self, code: &'a str) -> impl Iterator<Item = &'a Finding> + 'a {
         self.findings.iter().filter(move |f| f.code == code)
     }
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum PathPart<'a> {
+    Text(&'a str),
+    Index(u64),
+}
+
+/// `nodes[10].podCIDR` → [Text("nodes["), Index(10), Text("].podCIDR")], so that
+/// `nodes[2]` sorts before `nodes[10]`.
+fn path_key(path: &str) -> Vec<PathPart<'_>> {
+    let mut parts = Vec::new();
+    let mut rest = path;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits > 0 {
+            parts.push(PathPart::Index(rest[..digits].parse().unwrap_or(u64::MAX)));
+            rest = &rest[digits..];
+        } else {
+            let text = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            parts.push(PathPart::Text(&rest[..text]));
+            rest = &rest[text..];
+        }
+    }
+    parts
 }
 
 /// Every rule, in code order.

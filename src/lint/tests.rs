@@ -317,3 +317,25 @@ fn codes_doc_matches_the_rule_table() {
         "docs/lint-codes.md is stale; rerun with UPDATE_GOLDEN=1"
     );
 }
+
+#[test]
+fn findings_sort_indices_numerically() {
+    let mut p = profile("homelab.yaml");
+    let template = p.nodes[2].clone();
+    for i in 3..12u32 {
+        let mut n = template.clone();
+        n.name = format!("talos-k8s-{i:02}");
+        n.vmid = 120 + i;
+        n.management.address = Ipv4Addr::from(u32::from(ip("10.8.16.20")) + i);
+        n.workload.address = Ipv4Addr::from(u32::from(ip("10.8.28.20")) + i);
+        n.pod_cidr = Some(net("10.8.28.0/24"));
+        p.nodes.push(n);
+    }
+    let report = lint(&p);
+    let paths: Vec<&str> = report
+        .with_code("NET101")
+        .map(|f| f.path.as_str())
+        .collect();
+    assert_eq!(paths.first(), Some(&"nodes[3].podCIDR"));
+    assert_eq!(paths.last(), Some(&"nodes[11].podCIDR"));
+}
