@@ -66,7 +66,7 @@ fn outside_subnet(f: &Facts, out: &mut Vec<Finding>) {
             out.push(OUTSIDE_SUBNET.at(
                 &c.path,
                 format!(
-                    "{} {} is outside {} of {}, so it is not on-link there",
+                    "{} ({}) is outside {} of {}, so it is not on-link there",
                     c.what,
                     c.addr,
                     net.subnet,
@@ -88,7 +88,7 @@ fn network_or_broadcast(f: &Facts, out: &mut Vec<Finding>) {
             out.push(NETWORK_OR_BROADCAST.at(
                 &c.path,
                 format!(
-                    "{} {} is the network or broadcast address of {}, which no host may use",
+                    "{} ({}) is the network or broadcast address of {}, which no host may use",
                     c.what, c.addr, net.subnet
                 ),
                 format!("pick a host address strictly inside {}", net.subnet),
@@ -107,7 +107,7 @@ fn collisions(f: &Facts, out: &mut Vec<Finding>) {
                 GATEWAY_CONFLICT.at(
                     &blame.path,
                     format!(
-                        "{} {} is {}: two hosts answering ARP for one address break the segment",
+                        "{} ({}) is {}: two hosts answering ARP for one address break the segment",
                         blame.what, blame.addr, keep.what
                     ),
                     format!(
@@ -119,7 +119,7 @@ fn collisions(f: &Facts, out: &mut Vec<Finding>) {
                 DUPLICATE.at(
                     &blame.path,
                     format!(
-                        "{} {} is also {} (`{}`)",
+                        "{} ({}) is also {} (`{}`)",
                         blame.what, blame.addr, keep.what, keep.path
                     ),
                     "give each host, node and device its own address",
@@ -145,7 +145,7 @@ fn in_reserved(f: &Facts, out: &mut Vec<Finding>) {
                     out.push(IN_DHCP_RANGE.at(
                         &c.path,
                         format!(
-                            "{} {} lies in the DHCP pool {where_}; the DHCP server may lease it to another client",
+                            "{} ({}) lies in the DHCP pool {where_}; the DHCP server may lease it to another client",
                             c.what, c.addr
                         ),
                         "move the address out of the DHCP pool, or shrink the pool on the DHCP server and in the profile",
@@ -153,7 +153,7 @@ fn in_reserved(f: &Facts, out: &mut Vec<Finding>) {
                 } else if c.holder == Holder::Node {
                     out.push(IN_RESERVED_RANGE.at(
                         &c.path,
-                        format!("{} {} lies in the reserved range {where_}", c.what, c.addr),
+                        format!("{} ({}) lies in the reserved range {where_}", c.what, c.addr),
                         "fine if the reservation is meant for these VMs; otherwise pick an address outside it",
                     ));
                 }
@@ -187,7 +187,7 @@ fn unknown_network(f: &Facts, out: &mut Vec<Finding>) {
             out.push(UNKNOWN_NETWORK.at(
                 &c.path,
                 format!(
-                    "{} {} is in no network of the profile, so overlaps with it cannot be checked",
+                    "{} ({}) is in no network of the profile, so overlaps with it cannot be checked",
                     c.what, c.addr
                 ),
                 "add the network it lives on to `networks`, or correct the address",

@@ -202,9 +202,13 @@ fn routable_pods(f: &Facts, out: &mut Vec<Finding>) {
     out.push(FIREWALL.at(
         "kubernetes.podSubnet",
         format!(
-            "traffic from pods carries source addresses in {}, which the inter-VLAN firewall must allow (towards VLANs {} as intended) alongside the workload subnet",
+            "pods send from {}, not from the workload subnet, so inter-VLAN firewall rules that let the workload VLAN reach {} must allow that range too",
             f.p.kubernetes.pod_subnet,
-            if vlans.is_empty() { "-".into() } else { vlans.join(", ") }
+            match vlans.len() {
+                0 => "other VLANs".into(),
+                1 => format!("VLAN {}", vlans[0]),
+                _ => format!("VLANs {}", vlans.join(", ")),
+            }
         ),
         "add the pod subnet to the firewall rules that cover the workload VLAN (`talos-pve docs` lists recommended rules)",
     ));
