@@ -3,7 +3,7 @@
 
 use super::facts::{Claim, Facts, Holder, is_network_or_broadcast, net_label};
 use super::{Finding, Rule, Severity};
-use crate::plan::normalize_mac;
+use crate::plan::{derive_mac, normalize_mac};
 use crate::profile::LinkRole;
 
 pub const OUTSIDE_SUBNET: Rule = Rule::new(
@@ -46,7 +46,13 @@ pub const UNKNOWN_NETWORK: Rule = Rule::new(
     Severity::Warning,
     "host/out-of-band/storage address in no declared network",
 );
-pub const BAD_MAC: Rule = Rule::new("NET009", Severity::Error, "pinned MAC is not a MAC address");
+pub const BAD_MAC: Rule = Rule::new(
+    "NET009",
+    Severity::Error,
+    "pinned MAC is not a unicast MAC address",
+);
+pub const DUPLICATE_MAC: Rule =
+    Rule::new("NET010", Severity::Error, "MAC address used by two NICs");
 
 pub fn check(f: &Facts, out: &mut Vec<Finding>) {
     outside_subnet(f, out);
@@ -56,6 +62,7 @@ pub fn check(f: &Facts, out: &mut Vec<Finding>) {
     reservation_outside(f, out);
     unknown_network(f, out);
     bad_mac(f, out);
+    duplicate_mac(f, out);
 }
 
 fn outside_subnet(f: &Facts, out: &mut Vec<Finding>) {
@@ -215,6 +222,34 @@ fn bad_mac(f: &Facts, out: &mut Vec<Finding>) {
                     "write six hex pairs such as BC:24:11:00:16:20, or drop the field to derive one",
                 ));
             }
+        }
+    }
+}
+
+/// Pinned and derived MACs together: two NICs with one MAC break the bridge's forwarding.
+fn duplicate_mac(f: &Facts, out: &mut Vec<Finding>) {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for (i, n) in f.p.nodes.iter().enumerate() {
+        for (role, label, index) in [
+            (LinkRole::Management, "management", 0u8),
+            (LinkRole::Workload, "workload", 1u8),
+        ] {
+            let mac = match &n.link(role).mac {
+                Some(m) => match normalize_mac(m) {
+                    Some(m) => m,
+                    None => continue,
+                },
+                None => derive_mac(&f.p.metadata.name, &n.name, index),
+            };
+            let path = format!("nodes[{i}].{label}.mac");
+            if let Some((_, first)) = seen.iter().find(|(m, _)| *m == mac) {
+                out.push(DUPLICATE_MAC.at(
+                    &path,
+                    format!("MAC {mac} is also the MAC of `{first}`"),
+                    "give every NIC its own MAC, or drop the pinned value to derive one",
+                ));
+            }
+            seen.push((mac, path));
         }
     }
 }

@@ -61,6 +61,10 @@ const CASES: &[Case] = &[
     ("NET009", "nodes[0].workload.mac", |p| {
         p.nodes[0].workload.mac = Some("zz:00".into())
     }),
+    ("NET010", "nodes[1].workload.mac", |p| {
+        p.nodes[0].management.mac = Some("bc:24:11:00:00:01".into());
+        p.nodes[1].workload.mac = Some("BC-24-11-00-00-01".into());
+    }),
     ("NET101", "nodes[0].podCIDR", |p| {
         p.nodes[0].pod_cidr = Some(net("10.8.28.0/24"))
     }),
@@ -134,6 +138,9 @@ const CASES: &[Case] = &[
         p.networks[3].gateway = Some(ip("10.8.49.1"))
     }),
     ("NET314", "nodes", |p| p.nodes.clear()),
+    ("NET315", "proxmox.hosts[2].name", |p| {
+        p.proxmox.hosts[2].name = p.proxmox.hosts[0].name.clone()
+    }),
     ("NET401", "kubernetes.endpoint", |p| {
         p.kubernetes.endpoint = "http://10.8.16.20:6443".into()
     }),

@@ -41,6 +41,8 @@ pub const GATEWAY_PLACEMENT: Rule = Rule::new(
     Severity::Error,
     "gateway outside its subnet, or its network/broadcast address",
 );
+pub const HOST_DUPLICATE: Rule =
+    Rule::new("NET315", Severity::Error, "Proxmox host name used twice");
 pub const NO_NODES: Rule = Rule::new("NET314", Severity::Error, "the profile has no nodes");
 
 const MTU_MIN: u32 = 576;
@@ -61,6 +63,7 @@ pub fn check(f: &Facts, out: &mut Vec<Finding>) {
     node_names(f, out);
     vmids(f, out);
     unknown_host(f, out);
+    host_duplicate(f, out);
     no_nodes(f, out);
 }
 
@@ -270,6 +273,19 @@ fn unknown_host(f: &Facts, out: &mut Vec<Finding>) {
                     n.name, n.host
                 ),
                 format!("use one of: {}", known.join(", ")),
+            ));
+        }
+    }
+}
+
+fn host_duplicate(f: &Facts, out: &mut Vec<Finding>) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, h) in f.p.proxmox.hosts.iter().enumerate() {
+        if let Some(first) = seen.insert(&h.name, i) {
+            out.push(HOST_DUPLICATE.at(
+                format!("proxmox.hosts[{i}].name"),
+                format!("host `{}` is also proxmox.hosts[{first}], so nodes cannot say which one they mean", h.name),
+                "list every Proxmox host once, under its node name from `pvesh get /nodes`",
             ));
         }
     }
