@@ -234,3 +234,21 @@ fn every_mermaid_block_parses_with_the_real_mermaid_parser() {
         "the parser must reject broken input"
     );
 }
+
+#[test]
+fn docs_out_to_an_unwritable_place_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = file.join("sub/network.md");
+    let (code, _, err) = run(&[
+        "docs",
+        "--profile",
+        profile("homelab.yaml").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&out.display().to_string()), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
