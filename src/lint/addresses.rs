@@ -203,25 +203,39 @@ fn unknown_network(f: &Facts, out: &mut Vec<Finding>) {
     }
 }
 
-fn bad_mac(f: &Facts, out: &mut Vec<Finding>) {
-    for (i, n) in f.p.nodes.iter().enumerate() {
-        for (role, label) in [
-            (LinkRole::Management, "management"),
-            (LinkRole::Workload, "workload"),
-        ] {
-            let Some(mac) = &n.link(role).mac else {
-                continue;
+/// Every NIC of every node: (profile path of its `mac`, pinned MAC, MAC it will have).
+/// The effective MAC is `None` when the pinned value does not parse.
+fn nic_macs<'a>(
+    f: &'a Facts,
+) -> impl Iterator<Item = (String, Option<&'a String>, Option<String>)> + 'a {
+    f.p.nodes.iter().enumerate().flat_map(move |(i, n)| {
+        [
+            (LinkRole::Management, "management", 0u8),
+            (LinkRole::Workload, "workload", 1u8),
+        ]
+        .map(|(role, label, index)| {
+            let pinned = n.link(role).mac.as_ref();
+            let effective = match pinned {
+                Some(m) => normalize_mac(m),
+                None => Some(derive_mac(&f.p.metadata.name, &n.name, index)),
             };
-            let unicast = normalize_mac(mac)
-                .and_then(|m| u8::from_str_radix(&m[..2], 16).ok())
-                .is_some_and(|first| first & 1 == 0);
-            if !unicast {
-                out.push(BAD_MAC.at(
-                    format!("nodes[{i}].{label}.mac"),
-                    format!("`{mac}` is not a unicast MAC address"),
-                    "write six hex pairs such as BC:24:11:00:16:20, or drop the field to derive one",
-                ));
-            }
+            (format!("nodes[{i}].{label}.mac"), pinned, effective)
+        })
+    })
+}
+
+fn bad_mac(f: &Facts, out: &mut Vec<Finding>) {
+    for (path, pinned, effective) in nic_macs(f) {
+        let Some(mac) = pinned else { continue };
+        let unicast = effective
+            .and_then(|m| u8::from_str_radix(&m[..2], 16).ok())
+            .is_some_and(|first| first & 1 == 0);
+        if !unicast {
+            out.push(BAD_MAC.at(
+                path,
+                format!("`{mac}` is not a unicast MAC address"),
+                "write six hex pairs such as BC:24:11:00:16:20, or drop the field to derive one",
+            ));
         }
     }
 }
@@ -229,27 +243,15 @@ fn bad_mac(f: &Facts, out: &mut Vec<Finding>) {
 /// Pinned and derived MACs together: two NICs with one MAC break the bridge's forwarding.
 fn duplicate_mac(f: &Facts, out: &mut Vec<Finding>) {
     let mut seen: Vec<(String, String)> = Vec::new();
-    for (i, n) in f.p.nodes.iter().enumerate() {
-        for (role, label, index) in [
-            (LinkRole::Management, "management", 0u8),
-            (LinkRole::Workload, "workload", 1u8),
-        ] {
-            let mac = match &n.link(role).mac {
-                Some(m) => match normalize_mac(m) {
-                    Some(m) => m,
-                    None => continue,
-                },
-                None => derive_mac(&f.p.metadata.name, &n.name, index),
-            };
-            let path = format!("nodes[{i}].{label}.mac");
-            if let Some((_, first)) = seen.iter().find(|(m, _)| *m == mac) {
-                out.push(DUPLICATE_MAC.at(
-                    &path,
-                    format!("MAC {mac} is also the MAC of `{first}`"),
-                    "give every NIC its own MAC, or drop the pinned value to derive one",
-                ));
-            }
-            seen.push((mac, path));
+    for (path, _, effective) in nic_macs(f) {
+        let Some(mac) = effective else { continue };
+        if let Some((_, first)) = seen.iter().find(|(m, _)| *m == mac) {
+            out.push(DUPLICATE_MAC.at(
+                &path,
+                format!("MAC {mac} is also the MAC of `{first}`"),
+                "give every NIC its own MAC, or drop the pinned value to derive one",
+            ));
         }
+        seen.push((mac, path));
     }
 }
