@@ -37,7 +37,9 @@ pub fn codes_markdown() -> String {
          NET3xx topology (networks, VLANs, MTUs, names, VMIDs), NET4xx cluster and routing.\n\n\
          Each finding carries the profile path of the offending field (e.g.\n\
          `nodes[0].workload.address`), a one-sentence reason and a fix. Errors make\n\
-         `talos-pve lint` exit 1 and `talos-pve plan` refuse.\n\n\
+         `talos-pve lint` exit 1 and `talos-pve plan`/`docs` refuse; an unreadable or\n\
+         invalid profile exits 2. NET307 takes the uplink MTU from the `infrastructure`\n\
+         network (untagged on the same trunk), 1500 when there is none.\n\n\
          | code | severity | rule |\n|---|---|---|\n",
     );
     for r in RULES {
