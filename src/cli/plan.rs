@@ -1,8 +1,12 @@
-//! `talos-pve plan`.
+//! `talos-pve plan`: what will exist, as tables or as the JSON of `plan::Plan`
+//! (fields documented in docs/plan-json.md). Refuses (exit 1) when lint has errors.
 
 use std::process::ExitCode;
 
-use super::args::{Global, ProfileArgs};
+use super::args::{Global, Output, ProfileArgs};
+use super::common::load_profile;
+use crate::lint::render_text as render_findings;
+use crate::plan::{Plan, render_text};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -10,6 +14,26 @@ pub struct Args {
     pub profile: ProfileArgs,
 }
 
-pub fn run(_g: &Global, _a: Args) -> anyhow::Result<ExitCode> {
-    super::common::not_yet("plan")
+pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+    let path = &a.profile.profile;
+    let profile = load_profile(path)?;
+    let report = super::lint::gate(&profile, path)?;
+    let plan = Plan::build(&profile)?;
+    match g.output {
+        Output::Text => {
+            print!("{}", render_text(&plan));
+            if !report.findings.is_empty() {
+                println!("\nLint");
+                print!("{}", render_findings(&report, &path.display().to_string()));
+            }
+        }
+        Output::Json => {
+            // Keep stdout pure JSON; warnings go to stderr.
+            if !report.findings.is_empty() {
+                eprint!("{}", render_findings(&report, &path.display().to_string()));
+            }
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@
 
 mod mac;
 mod schematic;
+mod view;
 
 use std::net::Ipv4Addr;
 
@@ -18,6 +19,7 @@ use crate::profile::{AddrRange, LinkRole, NetworkRole, Profile, Role};
 
 pub use mac::{derive_mac, normalize_mac};
 pub use schematic::{schematic_id, schematic_yaml};
+pub use view::render_text;
 
 #[derive(Debug, Error, PartialEq)]
 pub enum PlanError {

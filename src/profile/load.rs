@@ -12,11 +12,11 @@ const MAX_PROFILE_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, Error)]
 pub enum ProfileError {
-    #[error("cannot read profile {path}: {source}\n  fix: check the path given to --profile")]
+    // The io error is part of the message, not a `source`: `{:#}` would repeat it after the fix line.
+    #[error("cannot read profile {path}: {cause}\n  fix: check the path given to --profile")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "profile {path} is {size} bytes; a profile is a small YAML file\n  fix: point --profile at the cluster profile (e.g. profiles/homelab.yaml)"
@@ -50,9 +50,9 @@ pub enum ProfileError {
 
 /// Load and parse a profile file.
 pub fn load(path: &Path) -> Result<Profile, ProfileError> {
-    let read_err = |source| ProfileError::Read {
+    let read_err = |cause| ProfileError::Read {
         path: path.to_owned(),
-        source,
+        cause,
     };
     let size = std::fs::metadata(path).map_err(read_err)?.len();
     if size > MAX_PROFILE_BYTES {

@@ -1,0 +1,348 @@
+//! One failing profile per rule: homelab.yaml with one small change, asserting the
+//! rule's code at the offending field path.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use super::*;
+use crate::profile::{LinkRole, NetworkRole, Profile, Reservation, Role};
+
+fn profile(name: &str) -> Profile {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("profiles")
+        .join(name);
+    crate::profile::load(&path).expect("shipped profile loads")
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().expect("test address")
+}
+
+fn net(s: &str) -> Ipv4Net {
+    s.parse().expect("test net")
+}
+
+/// Leaves homelab as it is: for warnings the corrected plan is expected to carry.
+fn unchanged(_: &mut Profile) {}
+
+type Case = (&'static str, &'static str, fn(&mut Profile));
+
+const CASES: &[Case] = &[
+    ("NET001", "nodes[1].management.address", |p| {
+        p.nodes[1].management.address = ip("10.8.17.21")
+    }),
+    ("NET002", "nodes[1].workload.address", |p| {
+        p.nodes[1].workload.address = ip("10.8.31.255")
+    }),
+    ("NET003", "nodes[0].workload.address", |p| {
+        p.nodes[0].workload.address = ip("10.8.28.1")
+    }),
+    ("NET004", "nodes[2].management.address", |p| {
+        p.nodes[2].management.address = ip("10.8.16.21")
+    }),
+    ("NET005", "nodes[0].workload.address", |p| {
+        p.networks[2].reserved.push(Reservation {
+            range: "10.8.28.100-10.8.28.200".parse().unwrap(),
+            purpose: "UDM DHCP".into(),
+            dhcp: true,
+        });
+        p.nodes[0].workload.address = ip("10.8.28.150");
+    }),
+    ("NET006", "nodes[0].management.address", |p| {
+        p.nodes[0].management.address = ip("10.8.16.150")
+    }),
+    ("NET007", "networks[1].reserved[0].range", |p| {
+        p.networks[1].reserved[0].range = "10.8.17.1-10.8.17.5".parse().unwrap()
+    }),
+    ("NET008", "proxmox.hosts[0].oob[0].address", |p| {
+        p.proxmox.hosts[0].oob[0].address = ip("192.168.5.5")
+    }),
+    ("NET009", "nodes[0].workload.mac", |p| {
+        p.nodes[0].workload.mac = Some("zz:00".into())
+    }),
+    ("NET010", "nodes[1].workload.mac", |p| {
+        p.nodes[0].management.mac = Some("bc:24:11:00:00:01".into());
+        p.nodes[1].workload.mac = Some("BC-24-11-00-00-01".into());
+    }),
+    ("NET101", "nodes[0].podCIDR", |p| {
+        p.nodes[0].pod_cidr = Some(net("10.8.28.0/24"))
+    }),
+    ("NET102", "nodes[0].podCIDR", |p| {
+        p.kubernetes.service_subnet = net("10.8.32.0/24")
+    }),
+    ("NET103", "nodes[1].podCIDR", |p| {
+        p.nodes[1].pod_cidr = Some(net("10.8.32.0/25"))
+    }),
+    ("NET104", "nodes[2].podCIDR", |p| {
+        p.nodes[2].pod_cidr = Some(net("10.8.40.0/24"))
+    }),
+    ("NET105", "kubernetes.podSubnet", |p| {
+        p.kubernetes.pod_subnet = net("10.8.16.0/20")
+    }),
+    ("NET106", "addons.cilium.nativeRoutingCIDR", |p| {
+        p.addons.cilium.native_routing_cidr = Some(net("10.8.32.0/24"))
+    }),
+    ("NET107", "kubernetes.podSubnet", |p| {
+        p.nodes.iter_mut().for_each(|n| n.pod_cidr = None);
+        p.kubernetes.node_pod_prefix = 23;
+    }),
+    ("NET108", "kubernetes.nodePodPrefix", |p| {
+        p.nodes.iter_mut().for_each(|n| n.pod_cidr = None);
+        p.kubernetes.node_pod_prefix = 20;
+    }),
+    ("NET109", "kubernetes.podSubnet", |p| {
+        p.kubernetes.pod_subnet = net("10.8.28.0/22")
+    }),
+    ("NET201", "addons.metallb.pool", |p| {
+        set_pool(p, "10.8.40.10-10.8.40.20")
+    }),
+    ("NET202", "addons.metallb.pool", |p| {
+        set_pool(p, "10.8.28.15-10.8.28.25")
+    }),
+    ("NET203", "addons.metallb.pool", |p| {
+        set_pool(p, "10.8.32.10-10.8.32.20")
+    }),
+    ("NET204", "addons.metallb.pool", |p| {
+        set_pool(p, "10.8.31.5-10.8.31.200")
+    }),
+    ("NET205", "networks[2].reserved", unchanged),
+    ("NET206", "addons.metallb.interface", |p| {
+        p.addons.metallb.as_mut().unwrap().interface = LinkRole::Management
+    }),
+    ("NET301", "networks", |p| {
+        p.networks[2].role = NetworkRole::Other
+    }),
+    ("NET302", "networks[1].gateway", |p| {
+        p.networks[1].gateway = None
+    }),
+    ("NET303", "networks[3].vlan", |p| p.networks[3].vlan = 4095),
+    ("NET304", "networks[3].vlan", |p| p.networks[3].vlan = 16),
+    ("NET305", "networks[3].subnet", |p| {
+        p.networks[3].subnet = net("10.8.16.0/23")
+    }),
+    ("NET306", "networks[3].mtu", |p| p.networks[3].mtu = 9500),
+    ("NET307", "networks[2].mtu", |p| p.networks[2].mtu = 9000),
+    ("NET308", "nodes[0].name", |p| {
+        p.nodes[0].name = "Talos_01".into()
+    }),
+    ("NET309", "nodes[1].name", |p| {
+        p.nodes[1].name = p.nodes[0].name.clone()
+    }),
+    ("NET310", "nodes[0].vmid", |p| p.nodes[0].vmid = 99),
+    ("NET311", "nodes[2].vmid", |p| p.nodes[2].vmid = 120),
+    ("NET312", "nodes[2].host", |p| {
+        p.nodes[2].host = "pve-nope".into()
+    }),
+    ("NET313", "networks[3].gateway", |p| {
+        p.networks[3].gateway = Some(ip("10.8.49.1"))
+    }),
+    ("NET314", "nodes", |p| p.nodes.clear()),
+    ("NET315", "proxmox.hosts[2].name", |p| {
+        p.proxmox.hosts[2].name = p.proxmox.hosts[0].name.clone()
+    }),
+    ("NET401", "kubernetes.endpoint", |p| {
+        p.kubernetes.endpoint = "http://10.8.16.20:6443".into()
+    }),
+    ("NET402", "kubernetes.endpoint", |p| {
+        p.kubernetes.endpoint = "https://10.8.16.99:6443".into()
+    }),
+    ("NET403", "kubernetes.endpoint", unchanged),
+    ("NET404", "kubernetes.allowSchedulingOnControlPlanes", |p| {
+        p.kubernetes.allow_scheduling_on_control_planes = Some(false)
+    }),
+    ("NET405", "talos.version", |p| {
+        p.talos.version = "v1.11.5".into()
+    }),
+    ("NET406", "routing.defaultRoute", |p| {
+        p.networks[2].gateway = None
+    }),
+    ("NET407", "routing.masquerade", unchanged),
+    ("NET408", "kubernetes.podSubnet", unchanged),
+    ("NET409", "kubernetes.serviceSubnet", |p| {
+        p.kubernetes.service_subnet = net("10.8.16.0/24")
+    }),
+    ("NET410", "talos.version", |p| {
+        p.talos.version = "v1.12.4".into()
+    }),
+    ("NET411", "nodes", |p| {
+        p.nodes.iter_mut().for_each(|n| n.role = Role::Worker)
+    }),
+];
+
+fn set_pool(p: &mut Profile, range: &str) {
+    p.addons.metallb.as_mut().unwrap().pool = range.parse().unwrap();
+}
+
+fn has(report: &Report, code: &str, path: &str) -> bool {
+    report.with_code(code).any(|f| f.path == path)
+}
+
+#[test]
+fn every_rule_fires_on_its_failing_profile() {
+    let homelab = profile("homelab.yaml");
+    let base = lint(&homelab);
+    for &(code, path, mutate) in CASES {
+        let mut p = profile("homelab.yaml");
+        mutate(&mut p);
+        let report = lint(&p);
+        assert!(
+            has(&report, code, path),
+            "{code} at {path} expected; got:\n{}",
+            render_text(&report, "mutated homelab")
+        );
+        let f = report.with_code(code).next().unwrap();
+        assert!(
+            !f.message.is_empty() && !f.fix.is_empty(),
+            "{code} lacks reason/fix"
+        );
+        if p != homelab {
+            assert!(
+                !has(&base, code, path),
+                "{code} at {path} already fires on homelab.yaml"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_rule_has_a_case_and_codes_are_unique() {
+    let mut codes: Vec<&str> = RULES.iter().map(|r| r.code).collect();
+    codes.sort_unstable();
+    let n = codes.len();
+    codes.dedup();
+    assert_eq!(codes.len(), n, "duplicate lint code");
+    for r in RULES {
+        assert!(
+            CASES.iter().any(|c| c.0 == r.code),
+            "{} has no failing-profile test",
+            r.code
+        );
+    }
+    for c in CASES {
+        let rule = RULES
+            .iter()
+            .find(|r| r.code == c.0)
+            .expect("case for a known code");
+        let mut p = profile("homelab.yaml");
+        (c.2)(&mut p);
+        let f = lint(&p).with_code(c.0).next().cloned().unwrap();
+        assert_eq!(f.severity, rule.severity, "{}", c.0);
+    }
+}
+
+#[test]
+fn homelab_passes_with_only_the_expected_warnings() {
+    let report = lint(&profile("homelab.yaml"));
+    assert!(
+        !report.has_errors(),
+        "{}",
+        render_text(&report, "homelab.yaml")
+    );
+    let mut codes: Vec<&str> = report.findings.iter().map(|f| f.code).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, ["NET205", "NET403", "NET407", "NET408"]);
+    let routes = report.with_code("NET407").next().unwrap();
+    assert!(
+        routes.message.contains("10.8.34.0/24 via 10.8.28.22"),
+        "{}",
+        routes.message
+    );
+}
+
+#[test]
+fn seed_fails_on_the_gateway_and_on_link_pods() {
+    let report = lint(&profile("seed-as-written.yaml"));
+    assert!(report.has_errors());
+    let gw = report
+        .with_code("NET003")
+        .find(|f| f.path == "nodes[0].workload.address")
+        .expect("gateway conflict");
+    assert!(gw.message.contains("10.8.28.1"), "{}", gw.message);
+    for i in 0..3 {
+        let f = report
+            .with_code("NET101")
+            .find(|f| f.path == format!("nodes[{i}].podCIDR"))
+            .expect("on-link pod CIDR");
+        assert!(
+            f.fix.contains("10.8.32.0/22"),
+            "fix should propose a free block: {}",
+            f.fix
+        );
+    }
+    assert!(has(&report, "NET105", "kubernetes.podSubnet"));
+    assert!(has(&report, "NET109", "kubernetes.podSubnet"));
+}
+
+#[test]
+fn masquerade_and_a_declared_dhcp_range_silence_their_warnings() {
+    let mut p = profile("homelab.yaml");
+    p.routing.masquerade = true;
+    p.networks[2].reserved.push(Reservation {
+        range: "10.8.30.100-10.8.30.200".parse().unwrap(),
+        purpose: "UDM DHCP".into(),
+        dhcp: true,
+    });
+    let report = lint(&p);
+    for code in ["NET205", "NET407", "NET408"] {
+        assert_eq!(report.with_code(code).count(), 0, "{code} should be silent");
+    }
+}
+
+#[test]
+fn findings_are_sorted_and_counted() {
+    let report = lint(&profile("seed-as-written.yaml"));
+    let sev: Vec<Severity> = report.findings.iter().map(|f| f.severity).collect();
+    let mut sorted = sev.clone();
+    sorted.sort();
+    assert_eq!(sev, sorted);
+    assert_eq!(
+        report.errors,
+        report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count()
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    let first = &json["findings"][0];
+    for key in ["severity", "code", "path", "message", "fix"] {
+        assert!(first.get(key).is_some(), "missing {key} in {first}");
+    }
+}
+
+#[test]
+fn codes_doc_matches_the_rule_table() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/lint-codes.md");
+    let want = codes_markdown();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        have, want,
+        "docs/lint-codes.md is stale; rerun with UPDATE_GOLDEN=1"
+    );
+}
+
+#[test]
+fn findings_sort_indices_numerically() {
+    let mut p = profile("homelab.yaml");
+    let template = p.nodes[2].clone();
+    for i in 3..12u32 {
+        let mut n = template.clone();
+        n.name = format!("talos-k8s-{i:02}");
+        n.vmid = 120 + i;
+        n.management.address = Ipv4Addr::from(u32::from(ip("10.8.16.20")) + i);
+        n.workload.address = Ipv4Addr::from(u32::from(ip("10.8.28.20")) + i);
+        n.pod_cidr = Some(net("10.8.28.0/24"));
+        p.nodes.push(n);
+    }
+    let report = lint(&p);
+    let paths: Vec<&str> = report
+        .with_code("NET101")
+        .map(|f| f.path.as_str())
+        .collect();
+    assert_eq!(paths.first(), Some(&"nodes[3].podCIDR"));
+    assert_eq!(paths.last(), Some(&"nodes[11].podCIDR"));
+}
