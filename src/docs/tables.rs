@@ -140,7 +140,7 @@ pub fn allocations(p: &Profile, plan: &Plan, net: &Network) -> String {
         ));
     }
     if let Some(pool) = plan.metallb_pool.filter(|pool| pool.within(&net.subnet)) {
-        let notes = format!("{} addresses", pool.len());
+        let notes = format!("{} addresses", pool.count());
         rows.push((
             u32::from(pool.first),
             pool.to_string(),
@@ -209,7 +209,7 @@ pub fn metallb(p: &Profile) -> String {
             &["Pool", "Addresses", "Range", "Announced on", "Version"],
             &[vec![
                 m.pool_name.clone(),
-                m.pool.len().to_string(),
+                m.pool.count().to_string(),
                 m.pool.to_string(),
                 match m.interface {
                     LinkRole::Management => "management link (L2)",

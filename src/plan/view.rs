@@ -124,7 +124,7 @@ pub fn render_text(plan: &Plan) -> String {
     s.push_str("\nMetalLB pool\n");
     match &plan.metallb_pool {
         Some(pool) => {
-            let _ = writeln!(s, "  {pool} ({} addresses)", pool.len());
+            let _ = writeln!(s, "  {pool} ({} addresses)", pool.count());
         }
         None => s.push_str("  (MetalLB not configured)\n"),
     }

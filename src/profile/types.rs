@@ -472,7 +472,7 @@ impl AddrRange {
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         self.first <= ip && ip <= self.last
     }
-    pub fn len(&self) -> u64 {
+    pub fn count(&self) -> u64 {
         u64::from(u32::from(self.last)) - u64::from(u32::from(self.first)) + 1
     }
     pub fn overlaps_net(&self, net: &Ipv4Net) -> bool {
