@@ -118,8 +118,8 @@ fn decode_text(b64: &str, field: &str) -> Result<Zeroizing<String>, PkiError> {
     Ok(Zeroizing::new(text.to_owned()))
 }
 
-/// Which contract's rules to generate with (the service-account key type depends on it).
-pub const DEFAULT_SA_BITS: usize = 4096;
+/// Service-account key size for contracts ≥ 1.7 (`UseRSAServiceAccountKey`).
+pub const SERVICE_ACCOUNT_RSA_BITS: usize = 4096;
 
 impl SecretsBundle {
     /// A new bundle as `talosctl gen secrets` makes it for contracts ≥ 1.7.
@@ -130,7 +130,7 @@ impl SecretsBundle {
         let k8s = cert::new_ca(KeyAlg::EcdsaP256, Some("kubernetes"), now)?;
         let aggregator = cert::new_ca(KeyAlg::EcdsaP256, None, now)?;
         let os = cert::new_ca(KeyAlg::Ed25519, Some("talos"), now)?;
-        let sa = rsa_key(DEFAULT_SA_BITS)?;
+        let sa = rsa_key(SERVICE_ACCOUNT_RSA_BITS)?;
         Ok(Self {
             cluster: ClusterSecrets {
                 id: Sensitive::new(rng::b64_secret(true)?),
@@ -319,8 +319,7 @@ impl SecretsBundle {
 
 /// An RSA key as the bundle stores it (PKCS#1 under `RSA PRIVATE KEY`).
 pub fn rsa_key(bits: usize) -> Result<PrivateKey, PkiError> {
-    let key = rsa::RsaPrivateKey::new(&mut rng::OsRandom::new(), bits)
-        .map_err(|e| PkiError::Issue(format!("RSA key generation: {e}")))?;
+    let key = super::prime::rsa_private_key(bits)?;
     let der = key
         .to_pkcs1_der()
         .map_err(|e| PkiError::Issue(format!("RSA key encoding: {e}")))?;
@@ -355,10 +354,15 @@ mod tests {
         // The older contract's EC service-account key loads.
         let sa = decode_text(b.certs.k8sserviceaccount.key.expose(), "sa").unwrap();
         assert!(sa.starts_with("-----BEGIN EC PRIVATE KEY-----"));
-        assert!(
-            !format!("{b:?}").contains("LS0t"),
-            "Debug must not leak keys"
-        );
+        let debug = format!("{b:?}");
+        for secret in [
+            b.certs.os.key.expose(),
+            b.certs.k8sserviceaccount.key.expose(),
+            b.secrets.bootstraptoken.expose(),
+            b.cluster.secret.expose(),
+        ] {
+            assert!(!debug.contains(secret), "Debug must not leak secrets");
+        }
     }
 
     #[test]

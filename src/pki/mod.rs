@@ -6,14 +6,17 @@
 mod bundle;
 pub mod cert;
 pub mod pem;
+mod prime;
 mod rng;
 
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+pub use bundle::rsa_key;
 pub use bundle::{CertPair, KeyOnly, SecretsBundle};
 pub use cert::{CertAndKey, CertInfo};
 pub use pem::{KeyAlg, PrivateKey};
+pub use rng::OsRandom;
 
 #[derive(Debug, Error)]
 pub enum PkiError {

@@ -15,12 +15,18 @@ pub struct OsRandom {
     pos: usize,
 }
 
-impl OsRandom {
-    pub fn new() -> Self {
+impl Default for OsRandom {
+    fn default() -> Self {
         Self {
             buf: Zeroizing::new([0; 4096]),
             pos: 4096,
         }
+    }
+}
+
+impl OsRandom {
+    pub fn new() -> Self {
+        Self::default()
     }
 }
 
