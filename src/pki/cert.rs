@@ -124,8 +124,6 @@ pub struct CertInfo {
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     pub client_auth: bool,
-    /// DER SubjectPublicKeyInfo.
-    pub spki: Vec<u8>,
     /// Raw public key bytes (point / Ed25519 key / PKCS#1).
     pub public_key: Vec<u8>,
     tbs: Vec<u8>,
@@ -173,7 +171,6 @@ pub fn inspect(cert_pem: &str, what: &str) -> Result<CertInfo, PkiError> {
         not_before: ts(x.validity().not_before),
         not_after: ts(x.validity().not_after),
         client_auth,
-        spki: spki.raw.to_vec(),
         public_key: spki.subject_public_key.data.to_vec(),
         tbs: x.tbs_certificate.as_ref().to_vec(),
         signature: x.signature_value.data.to_vec(),

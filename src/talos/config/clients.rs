@@ -163,13 +163,13 @@ struct KubeUserData {
     key: Sensitive,
 }
 
-/// Decode base64 cert + key and accept them only if `ca` issued the cert to `orgs`,
-/// the key matches, and it stays valid for `REUSE_MARGIN`.
+/// Decode base64 cert + key and accept them only if `ca` issued the cert to
+/// `orgs`/`cn`, the key matches, and it stays valid for `REUSE_MARGIN`.
 fn reusable(
     crt_b64: &str,
     key_b64: &Sensitive,
     ca_pem: &str,
-    orgs: &[&str],
+    (orgs, cn): (&[&str], Option<&str>),
     now: OffsetDateTime,
 ) -> Option<AdminCert> {
     let cert_pem = String::from_utf8(STANDARD.decode(crt_b64).ok()?).ok()?;
@@ -180,6 +180,7 @@ fn reusable(
     let ok = info.signed_by(&ca)
         && info.client_auth
         && info.organizations == orgs
+        && info.common_name.as_deref() == cn
         && info.valid_for(now, REUSE_MARGIN)
         && cert::key_matches(&info, &key);
     ok.then_some(CertAndKey { cert_pem, key })
@@ -194,7 +195,7 @@ pub fn reusable_talos_admin(
     let file: TalosConfigFile = serde_saphyr::from_str(existing).ok()?;
     let ctx = file.contexts.get(&file.context)?;
     let (ca, _) = s.os_ca().ok()?;
-    reusable(&ctx.crt, &ctx.key, &ca, &[TALOS_ADMIN_ORG], now)
+    reusable(&ctx.crt, &ctx.key, &ca, (&[TALOS_ADMIN_ORG], None), now)
 }
 
 /// The admin cert of an existing kubeconfig for `plan`'s cluster, if it can be kept.
@@ -208,5 +209,38 @@ pub fn reusable_kube_admin(
     let name = kube_user(plan);
     let u = file.users.iter().find(|u| u.name == name)?;
     let (ca, _) = s.k8s_ca().ok()?;
-    reusable(&u.user.crt, &u.user.key, &ca, &[KUBE_ADMIN_ORG], now)
+    reusable(
+        &u.user.crt,
+        &u.user.key,
+        &ca,
+        (&[KUBE_ADMIN_ORG], Some(KUBE_ADMIN_CN)),
+        now,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_certs_are_reused_only_while_good() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
+        let plan = Plan::build(&crate::profile::load(&path).unwrap()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let s = SecretsBundle::generate(now).unwrap();
+        let admin = issue_talos_admin(&s, now).unwrap();
+        let tc = talosconfig(&plan, &s, &admin).unwrap();
+        assert!(tc.starts_with("context: homelab\ncontexts:\n    homelab:\n        endpoints:\n            - 10.8.16.20\n"));
+        let again = reusable_talos_admin(&tc, &s, now).expect("reused");
+        assert_eq!(talosconfig(&plan, &s, &again).unwrap(), tc, "same bytes");
+        // Close to expiry, or from another CA: re-issue.
+        assert!(reusable_talos_admin(&tc, &s, now + time::Duration::days(340)).is_none());
+        let kube = issue_kube_admin(&s, now).unwrap();
+        let kc = kubeconfig(&plan, &s, &kube).unwrap();
+        assert!(reusable_kube_admin(&kc, &plan, &s, now).is_some());
+        // A kubeconfig cert is not a talosconfig cert (different CA and org).
+        let swapped = talosconfig(&plan, &s, &kube).unwrap();
+        assert!(reusable_talos_admin(&swapped, &s, now).is_none());
+        assert!(reusable_talos_admin("not: [yaml", &s, now).is_none());
+    }
 }

@@ -54,21 +54,6 @@ impl Yaml {
         Yaml::Seq(items.into_iter().map(Into::into).collect())
     }
 
-    /// Look up a dotted path of map keys (`machine.install.disk`).
-    pub fn get(&self, path: &str) -> Option<&Yaml> {
-        path.split('.').try_fold(self, |node, key| match node {
-            Yaml::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        })
-    }
-
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Yaml::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
     /// One YAML document, ending in a newline.
     pub fn to_document(&self) -> String {
         let mut out = String::new();
