@@ -383,3 +383,31 @@ fn reply_table_routes(nic: &NicPlan, gateway: Ipv4Addr) -> [Yaml; 2] {
             .with("table", REPLY_TABLE),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn homelab() -> Profile {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
+        crate::profile::load(&path).unwrap()
+    }
+
+    #[test]
+    fn cert_sans_cover_endpoint_control_planes_and_records_once() {
+        let mut p = homelab();
+        p.kubernetes.cert_sans = vec!["10.8.16.20".into(), "api.example.org".into()];
+        let plan = Plan::build(&p).unwrap();
+        let sans = cert_sans(&p, &plan);
+        assert_eq!(sans[0], "10.8.16.20", "endpoint host first");
+        assert_eq!(sans.iter().filter(|s| *s == "10.8.16.20").count(), 1);
+        assert!(sans.contains(&"talos-k8s-02.lab.local".to_string()));
+        assert!(sans.contains(&"k8s-api.lab.local".to_string()));
+        assert!(!sans.contains(&"traefik.lab.local".to_string()));
+        assert_eq!(sans.last().unwrap(), "api.example.org");
+        // Workers are not API servers: their addresses stay out.
+        p.nodes[2].role = Role::Worker;
+        let plan = Plan::build(&p).unwrap();
+        assert!(!cert_sans(&p, &plan).contains(&"10.8.28.22".to_string()));
+    }
+}
