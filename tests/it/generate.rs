@@ -877,6 +877,8 @@ fn openssl_confirms_cas_and_admin_certificates() {
         "service-account key: {text}"
     );
     assert!(keys[3].contains("BEGIN RSA PRIVATE KEY"));
+    let (ok, text) = openssl(&["rsa", "-check", "-noout"], Some(&keys[3]));
+    assert!(ok && text.contains("RSA key ok"), "{text}");
 
     let work = d.path();
     let write = |name: &str, s: &str| {
