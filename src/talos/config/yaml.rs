@@ -259,6 +259,16 @@ mod tests {
         assert_eq!(scalar("LS0tLS1CRUdJTi=="), "LS0tLS1CRUdJTi==");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_string_reads_back_unchanged(s in "[\\PC\\t\\n]{0,24}") {
+            let y = format!("k: {}\n", scalar(&s));
+            let back: std::collections::BTreeMap<String, String> =
+                serde_saphyr::from_str(&y).unwrap();
+            proptest::prop_assert_eq!(&back["k"], &s);
+        }
+    }
+
     #[test]
     fn quoted_scalars_read_back_as_strings() {
         for s in ["false", "1.30", "", "on", "- x", "#x", "a: b", "x\ny"] {
