@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::args::{Global, ProfileArgs};
+use super::args::{Global, Output, ProfileArgs};
 use crate::cluster_dir::ClusterDir;
 use crate::files::{self, SECRET_MODE};
 use crate::pki::SecretsBundle;
@@ -34,7 +34,27 @@ pub struct Args {
     pub import_secrets: Option<PathBuf>,
 }
 
-pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+/// Where this run's secrets bundle came from (reported to the user and in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Generated,
+    Reused,
+    Imported,
+    Replaced,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Generated => "generated",
+            Origin::Reused => "reused",
+            Origin::Imported => "imported",
+            Origin::Replaced => "replaced (old bundle in backups/)",
+        }
+    }
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let profile = super::common::load_profile(&a.profile.profile)?;
     let contract = Contract::from_talos_version(&profile.talos.version)?;
     let plan = Plan::build(&profile).context("deriving the plan from the profile")?;
@@ -42,7 +62,7 @@ pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let dir = ClusterDir::resolve(explicit, &profile.metadata.name).map_err(anyhow::Error::msg)?;
     let now = OffsetDateTime::now_utc();
 
-    let secrets = secrets(&dir, &a, now)?;
+    let (secrets, origin) = secrets(&dir, &a, now)?;
     tracing::info!(
         contract = contract.minor(),
         nodes = plan.nodes.len(),
@@ -74,15 +94,41 @@ pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         tc::kubeconfig(&plan, &secrets, &kube_admin)?.as_bytes(),
     )?;
 
-    println!("secrets:        {}", dir.secrets().display());
-    println!("talosconfig:    {}", dir.talosconfig().display());
-    println!("kubeconfig:     {}", dir.kubeconfig().display());
-    println!(
-        "machineconfigs: {} ({} nodes, Talos 1.{} contract)",
-        dir.machineconfigs().display(),
-        plan.nodes.len(),
-        contract.minor()
-    );
+    let configs: Vec<String> = plan
+        .nodes
+        .iter()
+        .map(|n| {
+            dir.machineconfigs()
+                .join(format!("{}.yaml", n.name))
+                .display()
+                .to_string()
+        })
+        .collect();
+    if g.output == Output::Json {
+        let summary = serde_json::json!({
+            "secrets": dir.secrets().display().to_string(),
+            "secretsOrigin": origin.as_str(),
+            "talosconfig": dir.talosconfig().display().to_string(),
+            "kubeconfig": dir.kubeconfig().display().to_string(),
+            "machineconfigs": configs,
+            "contract": format!("1.{}", contract.minor()),
+        });
+        println!("{summary:#}");
+    } else {
+        println!(
+            "secrets:        {} ({})",
+            dir.secrets().display(),
+            origin.as_str()
+        );
+        println!("talosconfig:    {}", dir.talosconfig().display());
+        println!("kubeconfig:     {}", dir.kubeconfig().display());
+        println!(
+            "machineconfigs: {} ({} nodes, Talos 1.{} contract)",
+            dir.machineconfigs().display(),
+            configs.len(),
+            contract.minor()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -127,7 +173,11 @@ fn write_bundle(path: &Path, b: &SecretsBundle) -> anyhow::Result<()> {
 }
 
 /// Decide where the bundle comes from (see the module doc) and make sure it is on disk.
-fn secrets(dir: &ClusterDir, a: &Args, now: OffsetDateTime) -> anyhow::Result<SecretsBundle> {
+fn secrets(
+    dir: &ClusterDir,
+    a: &Args,
+    now: OffsetDateTime,
+) -> anyhow::Result<(SecretsBundle, Origin)> {
     let path = dir.secrets();
     let exists = path.exists();
     if let Some(src) = &a.import_secrets {
@@ -142,15 +192,15 @@ fn secrets(dir: &ClusterDir, a: &Args, now: OffsetDateTime) -> anyhow::Result<Se
                 );
             }
             tracing::info!(path = %path.display(), "imported bundle equals the existing one");
-            return Ok(current);
+            return Ok((current, Origin::Reused));
         }
         write_bundle(&path, &imported)?;
         tracing::info!(from = %src.display(), to = %path.display(), "imported secrets bundle");
-        return Ok(imported);
+        return Ok((imported, Origin::Imported));
     }
     if exists && !a.force_new_secrets {
         tracing::info!(path = %path.display(), "reusing the existing secrets bundle");
-        return load_bundle(&path, now);
+        return Ok((load_bundle(&path, now)?, Origin::Reused));
     }
     if exists {
         let stamp = now
@@ -181,5 +231,10 @@ fn secrets(dir: &ClusterDir, a: &Args, now: OffsetDateTime) -> anyhow::Result<Se
     let b = SecretsBundle::generate(now)?;
     write_bundle(&path, &b)?;
     tracing::info!(path = %path.display(), "wrote the secrets bundle");
-    Ok(b)
+    let origin = if exists {
+        Origin::Replaced
+    } else {
+        Origin::Generated
+    };
+    Ok((b, origin))
 }

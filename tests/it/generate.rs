@@ -674,7 +674,11 @@ fn rendered_homelab_matches_golden_files() {
 fn gen_writes_private_files_and_is_byte_stable_on_rerun() {
     let d = tempfile::tempdir().unwrap();
     let out = gen_ok(d.path(), &[]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("machineconfigs"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("machineconfigs") && stdout.contains("(generated)"),
+        "{stdout}"
+    );
     let first = read_all(d.path());
     #[cfg(unix)]
     for p in outputs(d.path()) {
@@ -682,7 +686,10 @@ fn gen_writes_private_files_and_is_byte_stable_on_rerun() {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", p.display());
     }
-    gen_ok(d.path(), &[]);
+    let out = gen_ok(d.path(), &["--output", "json"]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["secretsOrigin"], "reused");
+    assert_eq!(summary["machineconfigs"].as_array().unwrap().len(), 3);
     assert!(first == read_all(d.path()), "re-run changed the output");
     // --dir works like --out.
     let out = Command::new(bin())
@@ -787,7 +794,8 @@ fn import_adopts_a_talosctl_bundle_and_refuses_a_different_one() {
     };
     let d = tempfile::tempdir().unwrap();
     let sample_s = sample.to_str().unwrap();
-    gen_ok(d.path(), &["--import-secrets", sample_s]);
+    let out = gen_ok(d.path(), &["--import-secrets", sample_s]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(imported)"));
     assert_eq!(
         std::fs::read(d.path().join("secrets.yaml")).unwrap(),
         std::fs::read(&sample).unwrap(),
