@@ -159,12 +159,15 @@ impl SecretsBundle {
     /// Parse `secrets.yaml` text. Errors never quote key material.
     pub fn parse(text: &str) -> Result<Self, PkiError> {
         serde_saphyr::from_str::<SecretsBundle>(text).map_err(|e| {
-            let at = e
-                .location()
-                .map(|l| format!(" at line {} column {}", l.line(), l.column()))
-                .unwrap_or_default();
+            let msg = redact(&e.without_snippet().to_string());
+            let at = match e.location() {
+                Some(l) if !msg.contains("line") => {
+                    format!(" at line {} column {}", l.line(), l.column())
+                }
+                _ => String::new(),
+            };
             PkiError::Parse {
-                reason: format!("{}{at}", redact(&e.without_snippet().to_string())),
+                reason: format!("{msg}{at}"),
             }
         })
     }

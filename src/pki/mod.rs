@@ -27,7 +27,7 @@ pub enum PkiError {
     #[error("issuing a certificate failed: {0}")]
     Issue(String),
     #[error(
-        "the secrets bundle is not valid YAML in the `talosctl gen secrets` format ({reason})\n  fix: point at the secrets.yaml that `talosctl gen secrets` or `talos-pve gen` wrote"
+        "the secrets bundle is not valid YAML in the `talosctl gen secrets` format ({reason})\n  fix: restore the file from a backup, or use a bundle written by `talosctl gen secrets` or `talos-pve gen`"
     )]
     Parse { reason: String },
     #[error("secrets bundle field `{field}`: {reason}\n  fix: {fix}")]

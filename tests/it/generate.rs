@@ -785,6 +785,31 @@ fn missing_bundle_of_an_existing_cluster_is_an_error() {
     );
     assert!(!d.path().join("secrets.yaml").exists());
     assert!(!d.path().join("machineconfigs").exists());
+    // Starting over is possible, but only when asked for.
+    let out = gen_ok(d.path(), &["--force-new-secrets"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(generated)"));
+}
+
+#[test]
+fn a_corrupt_bundle_is_reported_and_left_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let junk = "cluster:\n    id: LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0t\n";
+    std::fs::write(d.path().join("secrets.yaml"), junk).unwrap();
+    let out = run_gen(d.path(), &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("secrets.yaml") && err.contains("fix:"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("LS0tLS1CRUdJTi"),
+        "error quotes key material: {err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("secrets.yaml")).unwrap(),
+        junk
+    );
 }
 
 #[test]
