@@ -3,6 +3,10 @@
 //! Secrets are never lost: an existing bundle is reused; `--force-new-secrets` first
 //! moves it to `backups/secrets-<UTC timestamp>.yaml`; a cluster whose state file
 //! exists but whose bundle is missing is an error. Logs name files, never contents.
+//!
+//! Re-runs are byte-stable: machine configs are a pure function of profile and bundle,
+//! and the admin certificates of existing talosconfig/kubeconfig files are kept while
+//! the bundle's CA signed them and they have 30+ days left (else re-issued).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
