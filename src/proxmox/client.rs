@@ -178,10 +178,14 @@ impl fmt::Debug for Client {
     }
 }
 
-/// `https://host:port` → the dialable base URL (`…/api2/json`) after the address book.
-fn base_url(endpoint: &str, book: &AddressBook) -> Result<String, PveError> {
-    let bad = || PveError::BadEndpoint(endpoint.into());
-    let rest = endpoint
+/// `https://host[:port]` → `https://<dialable authority>` after the address book.
+pub fn resolve_origin(
+    url: &str,
+    book: &AddressBook,
+    default_port: u16,
+) -> Result<String, PveError> {
+    let bad = || PveError::BadEndpoint(url.into());
+    let rest = url
         .trim_end_matches('/')
         .strip_prefix("https://")
         .ok_or_else(bad)?;
@@ -190,7 +194,7 @@ fn base_url(endpoint: &str, book: &AddressBook) -> Result<String, PveError> {
         Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
             (h, p.parse::<u16>().map_err(|_| bad())?)
         }
-        _ => (authority, 8006),
+        _ => (authority, default_port),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
@@ -201,16 +205,33 @@ fn base_url(endpoint: &str, book: &AddressBook) -> Result<String, PveError> {
             let to =
                 book.resolve(SocketAddr::new(ip, port))
                     .map_err(|source| PveError::Resolve {
-                        endpoint: endpoint.into(),
+                        endpoint: url.into(),
                         source,
                     })?;
-            Ok(format!("https://{to}/api2/json"))
+            Ok(format!("https://{to}"))
         }
         Err(_) if book.is_lab() => Err(PveError::BadEndpoint(format!(
-            "{endpoint} (the lab maps IP addresses only)"
+            "{url} (the lab maps IP addresses only)"
         ))),
-        Err(_) => Ok(format!("https://{host}:{port}/api2/json")),
+        Err(_) => {
+            if std::env::var(crate::net::LOOPBACK_ONLY_ENV).is_ok_and(|v| v == "1")
+                && host != "localhost"
+            {
+                return Err(PveError::BadEndpoint(format!(
+                    "{url} ({} is set: loopback only)",
+                    crate::net::LOOPBACK_ONLY_ENV
+                )));
+            }
+            Ok(format!("https://{host}:{port}"))
+        }
     }
+}
+
+fn base_url(endpoint: &str, book: &AddressBook) -> Result<String, PveError> {
+    Ok(format!(
+        "{}/api2/json",
+        resolve_origin(endpoint, book, 8006)?
+    ))
 }
 
 /// An HTTPS client trusting what `trust` says; shared with the Image Factory client.

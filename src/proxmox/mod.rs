@@ -2,11 +2,19 @@
 //!
 //! `client` speaks the wire protocol; `propstr`/`upid` parse what PVE returns;
 //! `vm` derives the VM configuration a node needs and compares read-backs;
-//! `preflight`, `provision` and `destroy` are the operations the CLI exposes.
+//! `inventory` reads what exists; `preflight`, `provision` and `destroy` are the
+//! operations the CLI exposes; `settings` turns profile + environment + flags
+//! into a client.
 
 pub mod client;
+pub mod destroy;
 pub mod error;
+pub mod factory;
+pub mod inventory;
+pub mod preflight;
 pub mod propstr;
+pub mod provision;
+pub mod settings;
 pub mod upid;
 pub mod vm;
 
