@@ -1,1 +1,22 @@
 //! Proxmox VE REST API client, preflight checks and VM provisioning.
+//!
+//! `client` speaks the wire protocol; `propstr`/`upid` parse what PVE returns;
+//! `vm` derives the VM configuration a node needs and compares read-backs;
+//! `inventory` reads what exists; `preflight`, `provision` and `destroy` are the
+//! operations the CLI exposes; `settings` turns profile + environment + flags
+//! into a client.
+
+pub mod client;
+pub mod destroy;
+pub mod error;
+pub mod factory;
+pub mod inventory;
+pub mod preflight;
+pub mod propstr;
+pub mod provision;
+pub mod settings;
+pub mod upid;
+pub mod vm;
+
+pub use client::{Client, ClientConfig, Credentials, PollPolicy, RetryPolicy, Trust};
+pub use error::PveError;

@@ -1,0 +1,132 @@
+//! HTTPS transport of the lab PVE: a self-signed certificate (rcgen), rustls on
+//! 127.0.0.1:0, and one axum fallback handler that hands every request to `api`.
+//! Error messages go into the HTTP reason phrase, as pveproxy does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Response, StatusCode, Uri};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+use super::LabProxmoxConfig;
+use super::LabPveState;
+use super::api::{Lab, Request, cert_der};
+use crate::lab::Fabric;
+
+pub(super) async fn serve(
+    fabric: Fabric,
+    config: LabProxmoxConfig,
+    state: LabPveState,
+) -> anyhow::Result<(SocketAddr, String, Arc<Lab>, tokio::task::JoinHandle<()>)> {
+    let der =
+        cert_der(&state.cert_pem).ok_or_else(|| anyhow::anyhow!("lab: bad certificate PEM"))?;
+    let fingerprint = crate::tls::fingerprint(&der);
+    let key = PrivateKeyDer::from_pem_slice(state.key_pem.as_bytes())?;
+    let tls = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(der)], key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let lab = Arc::new(Lab::new(fabric, config, state));
+    *lab.listen.lock().expect("lab listen") = Some(addr);
+    let app = axum::Router::new().fallback(handle).with_state(lab.clone());
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, fingerprint, lab, server))
+}
+
+async fn handle(
+    State(lab): State<Arc<Lab>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let header = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let decode = |s: &str| -> Vec<(String, String)> {
+        form_urlencoded::parse(s.as_bytes()).into_owned().collect()
+    };
+    // Body parameters, then query parameters (the query wins, as in pve-http-server).
+    let mut params = Vec::new();
+    let form =
+        header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        params.extend(decode(&String::from_utf8_lossy(&body)));
+    }
+    if let Some(q) = uri.query() {
+        for (k, v) in decode(q) {
+            params.retain(|(pk, _)| pk != &k);
+            params.push((k, v));
+        }
+    }
+    let path = percent_decode(uri.path());
+    let req = Request {
+        method: method.to_string(),
+        path,
+        params,
+        authorization: header("authorization"),
+        cookie: header("cookie"),
+        csrf: header("csrfpreventiontoken"),
+        body: if form { Vec::new() } else { body.to_vec() },
+    };
+    let reply = lab.handle(req).await;
+    let mut resp = Response::builder()
+        .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json;charset=UTF-8")
+        .header("server", "pve-api-daemon/3.0")
+        .body(Body::from(reply.body.to_string()))
+        .expect("static response parts");
+    if let Some(r) = reply.reason {
+        let line = r.replace(['\r', '\n'], " ");
+        if let Ok(rp) = hyper::ext::ReasonPhrase::try_from(line.into_bytes()) {
+            resp.extensions_mut().insert(rp);
+        }
+    }
+    resp
+}
+
+fn percent_decode(p: &str) -> String {
+    let bytes = p.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&p[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,664 @@
+//! The Proxmox VE REST client: authentication, TLS trust, the wire format
+//! (form bodies, `{"data": …}` envelopes, reason-phrase errors), retries of the
+//! transient failures, and task polling.
+//!
+//! The endpoint is resolved through the `AddressBook`, so the lab can point the
+//! profile's `https://10.8.16.10:8006` at a loopback listener.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use reqwest::header::{HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::error::PveError;
+use super::upid::{Upid, exit_ok};
+use crate::net::AddressBook;
+use crate::tls::{Pin, PinnedVerifier, parse_fingerprint};
+
+/// How the client proves who it is.
+#[derive(Clone)]
+pub enum Credentials {
+    /// `USER@REALM!TOKENID` and its secret.
+    Token { id: String, secret: SecretString },
+    /// Ticket login (`/access/ticket`), the fallback without a token.
+    Password {
+        user: String,
+        password: SecretString,
+    },
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Token { id, .. } => write!(f, "Token({id}, secret: [redacted])"),
+            Credentials::Password { user, .. } => write!(f, "Password({user}, [redacted])"),
+        }
+    }
+}
+
+impl Credentials {
+    /// Parse `USER@REALM!TOKENID=SECRET`; `origin` names where it came from, for errors.
+    pub fn parse_token(s: &str, origin: &str) -> Result<Credentials, PveError> {
+        let bad = || PveError::BadToken {
+            origin: origin.into(),
+        };
+        let (id, secret) = s.trim().split_once('=').ok_or_else(bad)?;
+        let (user, token) = id.split_once('!').ok_or_else(bad)?;
+        if !user.contains('@') || token.is_empty() || secret.is_empty() {
+            return Err(bad());
+        }
+        Ok(Credentials::Token {
+            id: id.into(),
+            secret: SecretString::from(secret.to_owned()),
+        })
+    }
+
+    pub fn principal(&self) -> &str {
+        match self {
+            Credentials::Token { id, .. } => id,
+            Credentials::Password { user, .. } => user,
+        }
+    }
+}
+
+/// Whom to trust for the server certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trust {
+    /// Normal certificate verification (a CA-signed or cluster-CA-trusted host).
+    Verify,
+    /// Pin the end-entity SHA-256 (`AA:BB:…`).
+    Fingerprint(String),
+    /// Accept any certificate (`--insecure`): warned about loudly.
+    Insecure,
+}
+
+/// Retries of transient errors: `attempts` tries in all, backing off from `base` to `cap`.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+/// Task polling: first wait `first`, multiplied by 3/2 each poll up to `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct PollPolicy {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(8),
+        }
+    }
+}
+
+impl Default for PollPolicy {
+    fn default() -> Self {
+        Self {
+            first: Duration::from_millis(150),
+            max: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub endpoint: String,
+    pub credentials: Credentials,
+    pub trust: Trust,
+    /// Per-request timeout; ≥ 30 s since a create with large disks blocks.
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub poll: PollPolicy,
+}
+
+impl ClientConfig {
+    pub fn new(endpoint: &str, credentials: Credentials, trust: Trust) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            credentials,
+            trust,
+            timeout: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+            poll: PollPolicy::default(),
+        }
+    }
+}
+
+struct Ticket {
+    cookie: HeaderValue,
+    csrf: HeaderValue,
+    obtained: Instant,
+}
+
+enum Auth {
+    Token(HeaderValue),
+    Password {
+        user: String,
+        password: SecretString,
+        ticket: Mutex<Option<Ticket>>,
+    },
+}
+
+/// A task's final state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskOutcome {
+    pub upid: String,
+    pub exitstatus: String,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    endpoint: String,
+    auth: Arc<Auth>,
+    retry: RetryPolicy,
+    poll: PollPolicy,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.endpoint)
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `https://host[:port]` → `https://<dialable authority>` after the address book.
+pub fn resolve_origin(
+    url: &str,
+    book: &AddressBook,
+    default_port: u16,
+) -> Result<String, PveError> {
+    let bad = || PveError::BadEndpoint(url.into());
+    let rest = url
+        .trim_end_matches('/')
+        .strip_prefix("https://")
+        .ok_or_else(bad)?;
+    let authority = rest.split('/').next().ok_or_else(bad)?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            (h, p.parse::<u16>().map_err(|_| bad())?)
+        }
+        _ => (authority, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad());
+    }
+    match host.parse::<IpAddr>() {
+        Ok(ip) => {
+            let to =
+                book.resolve(SocketAddr::new(ip, port))
+                    .map_err(|source| PveError::Resolve {
+                        endpoint: url.into(),
+                        source,
+                    })?;
+            Ok(format!("https://{to}"))
+        }
+        Err(_) if book.is_lab() => Err(PveError::BadEndpoint(format!(
+            "{url} (the lab maps IP addresses only)"
+        ))),
+        Err(_) => {
+            if std::env::var(crate::net::LOOPBACK_ONLY_ENV).is_ok_and(|v| v == "1")
+                && host != "localhost"
+            {
+                return Err(PveError::BadEndpoint(format!(
+                    "{url} ({} is set: loopback only)",
+                    crate::net::LOOPBACK_ONLY_ENV
+                )));
+            }
+            Ok(format!("https://{host}:{port}"))
+        }
+    }
+}
+
+fn base_url(endpoint: &str, book: &AddressBook) -> Result<String, PveError> {
+    Ok(format!(
+        "{}/api2/json",
+        resolve_origin(endpoint, book, 8006)?
+    ))
+}
+
+/// An HTTPS client trusting what `trust` says; shared with the Image Factory client.
+pub fn http_client(trust: &Trust, timeout: Duration) -> Result<reqwest::Client, PveError> {
+    crate::tls::install_provider();
+    let b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("talos-pve/", env!("CARGO_PKG_VERSION")));
+    let pin = match trust {
+        Trust::Verify => None,
+        Trust::Fingerprint(f) => Some(Pin::Sha256(
+            parse_fingerprint(f).ok_or_else(|| PveError::BadFingerprint(f.clone()))?,
+        )),
+        Trust::Insecure => {
+            tracing::warn!(
+                "TLS verification of the Proxmox API is OFF (--insecure): anyone on the path can read the API token; pin the fingerprint instead"
+            );
+            Some(Pin::Any)
+        }
+    };
+    let b = match pin {
+        None => b,
+        Some(pin) => {
+            let cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| PveError::Tls(e.to_string()))?
+                .dangerous()
+                .with_custom_certificate_verifier(PinnedVerifier::new(pin))
+                .with_no_client_auth();
+            b.tls_backend_preconfigured(cfg)
+        }
+    };
+    b.build().map_err(|e| PveError::Tls(e.to_string()))
+}
+
+fn sensitive(v: String) -> Result<HeaderValue, PveError> {
+    let mut h = HeaderValue::from_str(&v).map_err(|_| {
+        PveError::Tls("credentials contain characters not allowed in a header".into())
+    })?;
+    h.set_sensitive(true);
+    Ok(h)
+}
+
+/// Form/query encoding; PVE wants every value percent-encoded.
+pub fn encode(params: &[(String, String)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// Convenience to build a parameter list.
+pub fn params<const N: usize>(p: [(&str, String); N]) -> Vec<(String, String)> {
+    p.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// Integers arrive as JSON numbers or strings (`"8192"`); accept both.
+pub fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f as u64)),
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Bool(b) => Some(u64::from(*b)),
+        _ => None,
+    }
+}
+
+/// Booleans: `1`, `"1"`, `true`.
+pub fn boolean(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::String(s) => super::propstr::parse_bool(s).unwrap_or(false),
+        other => int(other).is_some_and(|n| n != 0),
+    }
+}
+
+/// Any JSON scalar as a string (config values).
+pub fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(u8::from(*b).to_string()),
+        _ => None,
+    }
+}
+
+impl Client {
+    pub fn new(cfg: ClientConfig, book: &AddressBook) -> Result<Client, PveError> {
+        let base = base_url(&cfg.endpoint, book)?;
+        let http = http_client(&cfg.trust, cfg.timeout)?;
+        let auth = match cfg.credentials {
+            Credentials::Token { id, secret } => Auth::Token(sensitive(format!(
+                "PVEAPIToken={id}={}",
+                secret.expose_secret()
+            ))?),
+            Credentials::Password { user, password } => Auth::Password {
+                user,
+                password,
+                ticket: Mutex::new(None),
+            },
+        };
+        Ok(Client {
+            http,
+            base,
+            endpoint: cfg.endpoint,
+            auth: Arc::new(auth),
+            retry: cfg.retry,
+            poll: cfg.poll,
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        p: &[(String, String)],
+    ) -> Result<T, PveError> {
+        let v = self.call(Method::GET, path, p).await?;
+        serde_json::from_value(v).map_err(|e| PveError::Decode {
+            method: "GET".into(),
+            path: path.into(),
+            detail: e.to_string(),
+        })
+    }
+
+    pub async fn post(&self, path: &str, p: &[(String, String)]) -> Result<Value, PveError> {
+        self.call(Method::POST, path, p).await
+    }
+
+    pub async fn put(&self, path: &str, p: &[(String, String)]) -> Result<Value, PveError> {
+        self.call(Method::PUT, path, p).await
+    }
+
+    pub async fn delete(&self, path: &str, p: &[(String, String)]) -> Result<Value, PveError> {
+        self.call(Method::DELETE, path, p).await
+    }
+
+    /// One API call, retried on the transient errors only.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        p: &[(String, String)],
+    ) -> Result<Value, PveError> {
+        let mut delay = self.retry.base;
+        let mut attempt = 1;
+        loop {
+            match self.once(method.clone(), path, p).await {
+                Err(e) if attempt < self.retry.attempts && e.is_transient(method.as_str()) => {
+                    tracing::info!(%method, path, attempt, error = %e, "transient Proxmox error, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.retry.cap);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn auth_headers(&self, method: &Method) -> Result<HeaderMap, PveError> {
+        let mut h = HeaderMap::new();
+        match &*self.auth {
+            Auth::Token(v) => {
+                h.insert(reqwest::header::AUTHORIZATION, v.clone());
+            }
+            Auth::Password {
+                user,
+                password,
+                ticket,
+            } => {
+                let mut t = ticket.lock().await;
+                // Tickets live 2 h; renew after 1 h like other clients do.
+                if t.as_ref()
+                    .is_none_or(|t| t.obtained.elapsed() > Duration::from_secs(3600))
+                {
+                    *t = Some(self.login(user, password).await?);
+                }
+                let t = t.as_ref().expect("ticket just set");
+                h.insert(reqwest::header::COOKIE, t.cookie.clone());
+                if method != Method::GET {
+                    h.insert("CSRFPreventionToken", t.csrf.clone());
+                }
+            }
+        }
+        Ok(h)
+    }
+
+    async fn login(&self, user: &str, password: &SecretString) -> Result<Ticket, PveError> {
+        let body = encode(&params([
+            ("username", user.to_owned()),
+            ("password", password.expose_secret().to_owned()),
+        ]));
+        let req = self
+            .http
+            .post(format!("{}/access/ticket", self.base))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body);
+        let v = self.send(req, "POST", "/access/ticket").await?;
+        let field = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .ok_or_else(|| PveError::Decode {
+                    method: "POST".into(),
+                    path: "/access/ticket".into(),
+                    detail: format!("no `{k}` in the login answer"),
+                })
+        };
+        Ok(Ticket {
+            cookie: sensitive(format!("PVEAuthCookie={}", field("ticket")?))?,
+            csrf: sensitive(field("CSRFPreventionToken")?.to_owned())?,
+            obtained: Instant::now(),
+        })
+    }
+
+    async fn once(
+        &self,
+        method: Method,
+        path: &str,
+        p: &[(String, String)],
+    ) -> Result<Value, PveError> {
+        let headers = self.auth_headers(&method).await?;
+        let url = format!("{}{path}", self.base);
+        let encoded = encode(p);
+        let req = if matches!(method, Method::GET | Method::DELETE) {
+            let url = if encoded.is_empty() {
+                url
+            } else {
+                format!("{url}?{encoded}")
+            };
+            self.http.request(method.clone(), url)
+        } else {
+            self.http
+                .request(method.clone(), url)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(encoded)
+        };
+        tracing::debug!(%method, path, "proxmox request");
+        self.send(req.headers(headers), method.as_str(), path).await
+    }
+
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        method: &str,
+        path: &str,
+    ) -> Result<Value, PveError> {
+        let transport = |source: reqwest::Error| PveError::Transport {
+            method: method.into(),
+            path: path.into(),
+            source: source.without_url(),
+        };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        let reason = resp
+            .extensions()
+            .get::<hyper::ext::ReasonPhrase>()
+            .and_then(|r| std::str::from_utf8(r.as_bytes()).ok().map(str::to_owned));
+        let bytes = resp.bytes().await.map_err(transport)?;
+        let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status.is_success() {
+            let body = body.ok_or_else(|| PveError::Decode {
+                method: method.into(),
+                path: path.into(),
+                detail: "the body is not JSON".into(),
+            })?;
+            return Ok(body.get("data").cloned().unwrap_or(Value::Null));
+        }
+        let message = body
+            .as_ref()
+            .and_then(|b| b.get("message"))
+            .and_then(Value::as_str)
+            .map(|m| m.trim_end().to_owned())
+            .filter(|m| !m.is_empty())
+            .or(reason)
+            .or_else(|| status.canonical_reason().map(str::to_owned))
+            .unwrap_or_default();
+        let errors = body
+            .as_ref()
+            .and_then(|b| b.get("errors"))
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), text(v).unwrap_or_else(|| v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Err(PveError::Api {
+            method: method.into(),
+            path: path.into(),
+            status: status.as_u16(),
+            message,
+            errors,
+        })
+    }
+
+    /// Dispatch a task-returning call and wait for it to stop.
+    pub async fn run_task(
+        &self,
+        method: Method,
+        path: &str,
+        p: &[(String, String)],
+        deadline: Duration,
+    ) -> Result<TaskOutcome, PveError> {
+        let v = self.call(method.clone(), path, p).await?;
+        let upid = v.as_str().ok_or_else(|| PveError::Decode {
+            method: method.to_string(),
+            path: path.into(),
+            detail: format!("expected a task id (UPID), got {v}"),
+        })?;
+        self.wait_task(upid, deadline).await
+    }
+
+    /// Poll a task on the node its UPID names until it stops; backs off from a
+    /// short first interval so quick tasks cost one or two polls.
+    pub async fn wait_task(&self, upid: &str, deadline: Duration) -> Result<TaskOutcome, PveError> {
+        let parsed = Upid::parse(upid).ok_or_else(|| PveError::Decode {
+            method: "POST".into(),
+            path: "(task)".into(),
+            detail: format!("`{upid}` is not a UPID"),
+        })?;
+        let path = format!(
+            "/nodes/{}/tasks/{}/status",
+            parsed.node,
+            form_urlencoded::byte_serialize(upid.as_bytes()).collect::<String>()
+        );
+        let start = Instant::now();
+        let mut wait = self.poll.first;
+        loop {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 3 / 2).min(self.poll.max);
+            match self.get::<Value>(&path, &[]).await {
+                Ok(st) => {
+                    if st.get("status").and_then(Value::as_str) == Some("stopped") {
+                        let exit = st
+                            .get("exitstatus")
+                            .and_then(Value::as_str)
+                            .unwrap_or("unexpected status")
+                            .to_owned();
+                        if exit_ok(&exit) {
+                            return Ok(TaskOutcome {
+                                upid: upid.into(),
+                                exitstatus: exit,
+                            });
+                        }
+                        return Err(PveError::TaskFailed {
+                            upid: upid.into(),
+                            node: parsed.node,
+                            message: exit,
+                        });
+                    }
+                }
+                // Right after dispatch the task may not be visible yet.
+                Err(e) if e.status() == Some(400) && start.elapsed() < Duration::from_secs(10) => {}
+                Err(e) => return Err(e),
+            }
+            if start.elapsed() > deadline {
+                return Err(PveError::TaskTimeout {
+                    upid: upid.into(),
+                    node: parsed.node,
+                    secs: deadline.as_secs(),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_parsing_and_redaction() {
+        let c = Credentials::parse_token("root@pam!talos-pve=8c1f-secret", "PROXMOX_VE_API_TOKEN")
+            .unwrap();
+        assert_eq!(c.principal(), "root@pam!talos-pve");
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("8c1f-secret"), "{dbg}");
+        for bad in ["root@pam!x", "root!x=s", "root@pam=s", "root@pam!x="] {
+            let e = Credentials::parse_token(bad, "env").unwrap_err();
+            assert!(!e.to_string().contains(bad), "error echoes input: {e}");
+        }
+    }
+
+    #[test]
+    fn endpoint_resolves_through_the_address_book() {
+        let book = AddressBook::lab();
+        let err = base_url("https://10.8.16.10:8006", &book).unwrap_err();
+        assert!(matches!(err, PveError::Resolve { .. }), "{err}");
+        book.map(
+            "10.8.16.10:8006".parse().unwrap(),
+            "127.0.0.1:4443".parse().unwrap(),
+        );
+        assert_eq!(
+            base_url("https://10.8.16.10:8006/", &book).unwrap(),
+            "https://127.0.0.1:4443/api2/json"
+        );
+        assert!(base_url("http://10.8.16.10:8006", &book).is_err());
+        assert_eq!(
+            base_url("https://pve.lab.local", &AddressBook::direct()).unwrap(),
+            "https://pve.lab.local:8006/api2/json"
+        );
+    }
+
+    #[test]
+    fn tolerant_scalars() {
+        assert_eq!(int(&serde_json::json!("8192")), Some(8192));
+        assert_eq!(int(&serde_json::json!(100)), Some(100));
+        assert!(boolean(&serde_json::json!("1")));
+        assert!(boolean(&serde_json::json!(true)));
+        assert!(!boolean(&serde_json::json!(0)));
+    }
+
+    #[test]
+    fn encoding_escapes_property_strings() {
+        assert_eq!(
+            encode(&params([("boot", "order=scsi0;ide2".into())])),
+            "boot=order%3Dscsi0%3Bide2"
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! Errors of the Proxmox client and of the operations built on it.
+//!
+//! Every message names the request (method and API path) or the VM, and where a
+//! user can act, the fix. The token secret never reaches any of them: requests
+//! carry it only in a sensitive header, and no variant holds a header.
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+use crate::net::NetError;
+
+#[derive(Debug, Error)]
+pub enum PveError {
+    #[error(
+        "Proxmox endpoint `{0}` is not a URL like https://10.8.16.10:8006\n  fix: set `proxmox.endpoint` in the profile or PROXMOX_VE_ENDPOINT"
+    )]
+    BadEndpoint(String),
+    #[error("Proxmox endpoint {endpoint}: {source}")]
+    Resolve {
+        endpoint: String,
+        #[source]
+        source: NetError,
+    },
+    #[error(
+        "no Proxmox credentials\n  fix: export PROXMOX_VE_API_TOKEN='USER@REALM!TOKENID=SECRET', set `proxmox.tokenFile`, or PROXMOX_VE_USERNAME and PROXMOX_VE_PASSWORD"
+    )]
+    NoCredentials,
+    #[error(
+        "{origin} does not hold an API token of the form USER@REALM!TOKENID=SECRET (or the bare secret in a token file)\n  fix: copy the token id and secret shown by `pveum user token add`"
+    )]
+    BadToken { origin: String },
+    #[error("reading the Proxmox token file {path}: {source}\n  fix: check `proxmox.tokenFile`")]
+    TokenFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "`{0}` is not a SHA-256 fingerprint\n  fix: copy it from `pvenode cert info` or the web UI (AA:BB:…, 32 bytes)"
+    )]
+    BadFingerprint(String),
+    #[error("building the HTTPS client: {0}")]
+    Tls(String),
+    #[error("{method} {path}: {source}")]
+    Transport {
+        method: String,
+        path: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{method} {path}: HTTP {status}: {message}{}", fmt_errors(.errors))]
+    Api {
+        method: String,
+        path: String,
+        status: u16,
+        message: String,
+        errors: BTreeMap<String, String>,
+    },
+    #[error("{method} {path}: unexpected response: {detail}")]
+    Decode {
+        method: String,
+        path: String,
+        detail: String,
+    },
+    #[error("Proxmox task {upid} on node {node} failed: {message}")]
+    TaskFailed {
+        upid: String,
+        node: String,
+        message: String,
+    },
+    #[error(
+        "Proxmox task {upid} on node {node} did not finish within {secs}s (it may still be running there)\n  fix: check the task log in the Proxmox UI, then re-run: the run resumes"
+    )]
+    TaskTimeout {
+        upid: String,
+        node: String,
+        secs: u64,
+    },
+    #[error(
+        "Image Factory {url}: {detail}\n  fix: check talos.imageFactory / TALOS_PVE_IMAGE_FACTORY"
+    )]
+    Factory { url: String, detail: String },
+}
+
+fn fmt_errors(errors: &BTreeMap<String, String>) -> String {
+    errors
+        .iter()
+        .map(|(k, v)| format!("\n  {k}: {}", v.trim_end()))
+        .collect()
+}
+
+impl PveError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            PveError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The server's message (API errors) or the task's exit status.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            PveError::Api { message, .. } | PveError::TaskFailed { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
+    /// The per-VM lock timeout — not the bare "got timeout" that also ends a
+    /// failed powerdown.
+    pub fn is_lock_timeout(&self) -> bool {
+        self.message()
+            .is_some_and(|m| m.contains("can't lock file") && m.contains("got timeout"))
+    }
+
+    /// Transient per the reference: lock timeouts, a worker that did not start,
+    /// and proxy errors or dropped connections on reads.
+    pub fn is_transient(&self, method: &str) -> bool {
+        let read = method == "GET";
+        match self {
+            PveError::Api {
+                status, message, ..
+            } => {
+                self.is_lock_timeout()
+                    || message.contains("got no worker upid")
+                    || (read && matches!(status, 595 | 596))
+            }
+            PveError::Transport { source, .. } => read || source.is_connect(),
+            _ => false,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.status(), Some(404))
+            || matches!(self, PveError::Api { status: 500, message, .. } if message.contains("does not exist"))
+    }
+}

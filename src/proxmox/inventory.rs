@@ -1,0 +1,66 @@
+//! What exists on the Proxmox cluster: VMs (`/cluster/resources`) and who owns them.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::client::{Client, int, params, text};
+use super::error::PveError;
+use super::propstr::split_tags;
+use super::vm::read_marker;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmResource {
+    pub vmid: u32,
+    pub node: String,
+    pub name: String,
+    pub running: bool,
+    pub tags: Vec<String>,
+}
+
+/// Every VM of the cluster (QEMU only).
+pub async fn vms(pve: &Client) -> Result<BTreeMap<u32, VmResource>, PveError> {
+    let list: Vec<Value> = pve
+        .get("/cluster/resources", &params([("type", "vm".into())]))
+        .await?;
+    Ok(list
+        .iter()
+        .filter(|v| v.get("type").and_then(Value::as_str) == Some("qemu"))
+        .filter_map(|v| {
+            let vmid = u32::try_from(int(v.get("vmid")?)?).ok()?;
+            Some((
+                vmid,
+                VmResource {
+                    vmid,
+                    node: v.get("node")?.as_str()?.to_owned(),
+                    name: v.get("name").and_then(text).unwrap_or_default(),
+                    running: v.get("status").and_then(Value::as_str) == Some("running"),
+                    tags: v
+                        .get("tags")
+                        .and_then(Value::as_str)
+                        .map(split_tags)
+                        .unwrap_or_default(),
+                },
+            ))
+        })
+        .collect())
+}
+
+/// A VM's config as flat strings (numbers may arrive as JSON numbers).
+pub async fn config(
+    pve: &Client,
+    node: &str,
+    vmid: u32,
+) -> Result<BTreeMap<String, String>, PveError> {
+    let v: BTreeMap<String, Value> = pve
+        .get(&format!("/nodes/{node}/qemu/{vmid}/config"), &[])
+        .await?;
+    Ok(v.iter()
+        .filter_map(|(k, v)| Some((k.clone(), text(v)?)))
+        .collect())
+}
+
+/// `(cluster, node)` from a config's description marker.
+pub fn owner(config: &BTreeMap<String, String>) -> Option<(String, String)> {
+    config.get("description").and_then(|d| read_marker(d))
+}

@@ -1,0 +1,451 @@
+//! Preflight: can this token, on these hosts, provision this plan? Read-only;
+//! returns a structured report of checks (ok / warning / failure, with fixes).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::client::{Client, boolean, int, params, text};
+use super::error::PveError;
+use super::inventory::{self, owner};
+use crate::plan::Plan;
+use crate::profile::{NetworkRole, Profile};
+
+/// Privileges the installer token needs, and why.
+pub const REQUIRED_PRIVILEGES: &[(&str, &str)] = &[
+    ("VM.Allocate", "create and delete the VMs"),
+    ("VM.Audit", "read VM configs and status"),
+    ("VM.PowerMgmt", "start and stop the VMs"),
+    ("VM.Config.CDROM", "attach the Talos ISO"),
+    ("VM.Config.CPU", "set cpu=host and cores"),
+    ("VM.Config.Cloudinit", "write ipconfig/nameserver"),
+    ("VM.Config.Disk", "allocate the system and EFI disks"),
+    ("VM.Config.HWType", "set machine, bios, scsihw"),
+    ("VM.Config.Memory", "set memory and balloon"),
+    ("VM.Config.Network", "add the two NICs"),
+    (
+        "VM.Config.Options",
+        "set name, tags, description, boot order",
+    ),
+    (
+        "VM.GuestAgent.Audit",
+        "read guest addresses (qemu-guest-agent)",
+    ),
+    (
+        "Datastore.AllocateSpace",
+        "allocate disks on the disk storage",
+    ),
+    (
+        "Datastore.AllocateTemplate",
+        "download the ISO into the ISO storage",
+    ),
+    ("Datastore.Audit", "list storage content"),
+    ("SDN.Use", "attach NICs to the bridge and VLANs"),
+    ("Sys.Audit", "read node status, network and tasks"),
+    (
+        "Sys.AccessNetwork",
+        "let the node download the ISO (download-url)",
+    ),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    pub level: Level,
+    pub what: String,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PreflightReport {
+    pub endpoint: String,
+    pub version: Option<String>,
+    pub checks: Vec<Check>,
+}
+
+impl PreflightReport {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.level != Level::Fail)
+    }
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| c.level == Level::Fail)
+    }
+}
+
+fn check(
+    level: Level,
+    what: impl Into<String>,
+    detail: impl Into<String>,
+    fix: Option<String>,
+) -> Check {
+    Check {
+        level,
+        what: what.into(),
+        detail: detail.into(),
+        fix,
+    }
+}
+
+/// Privileges granted at `path` or any ancestor (the permissions map is per path).
+fn granted(perms: &BTreeMap<String, BTreeMap<String, Value>>, path: &str, privilege: &str) -> bool {
+    perms.iter().any(|(p, privs)| {
+        let covers = p == "/" || path == p || path.starts_with(&format!("{p}/"));
+        covers && privs.get(privilege).is_some_and(boolean)
+    })
+}
+
+pub async fn preflight(
+    pve: &Client,
+    profile: &Profile,
+    plan: &Plan,
+) -> Result<PreflightReport, PveError> {
+    let mut checks = Vec::new();
+    let px = &profile.proxmox;
+
+    let version: Value = pve.get("/version", &[]).await?;
+    let version = version.get("version").and_then(text);
+    let major = version
+        .as_deref()
+        .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
+    checks.push(match major {
+        Some(m) if m >= 8 => check(
+            Level::Ok,
+            "API version",
+            format!("Proxmox VE {}", version.clone().unwrap_or_default()),
+            None,
+        ),
+        _ => check(
+            Level::Warn,
+            "API version",
+            format!(
+                "Proxmox VE {} is older than 8 (untested)",
+                version.clone().unwrap_or_default()
+            ),
+            Some("upgrade to Proxmox VE 8 or 9".into()),
+        ),
+    });
+
+    let perms: BTreeMap<String, BTreeMap<String, Value>> =
+        pve.get("/access/permissions", &[]).await?;
+    let mut missing = Vec::new();
+    for (privilege, why) in REQUIRED_PRIVILEGES {
+        let path = match privilege.split('.').next() {
+            Some("VM") => "/vms".to_owned(),
+            Some("Datastore") => format!("/storage/{}", px.disk_storage),
+            Some("SDN") => format!("/sdn/zones/localnetwork/{}", px.bridge),
+            _ => format!(
+                "/nodes/{}",
+                px.hosts.first().map(|h| h.name.as_str()).unwrap_or("")
+            ),
+        };
+        let ok = granted(&perms, &path, privilege)
+            // PVE 8 has no Sys.AccessNetwork; Sys.Modify on / also allows download-url.
+            || (*privilege == "Sys.AccessNetwork" && granted(&perms, "/", "Sys.Modify"))
+            // VM.GuestAgent.Audit is PVE 9's name; PVE 8 used VM.Monitor.
+            || (*privilege == "VM.GuestAgent.Audit" && granted(&perms, &path, "VM.Monitor"));
+        if !ok {
+            missing.push(format!("{privilege} ({why})"));
+        }
+    }
+    checks.push(if missing.is_empty() {
+        check(Level::Ok, "token privileges", format!("{} has every privilege the plan needs", px.token_id), None)
+    } else {
+        let privs: Vec<&str> = REQUIRED_PRIVILEGES.iter().map(|(p, _)| *p).collect();
+        check(
+            Level::Fail,
+            "token privileges",
+            format!("{} lacks: {}", px.token_id, missing.join(", ")),
+            Some(format!(
+                "on a Proxmox host run:\n    pveum role add TalosPVE -privs \"{}\"\n    pveum acl modify / -token '{}' -role TalosPVE",
+                privs.join(" "),
+                px.token_id
+            )),
+        )
+    });
+
+    let nodes: Vec<Value> = pve.get("/nodes", &[]).await?;
+    let online: BTreeMap<String, bool> = nodes
+        .iter()
+        .filter_map(|n| {
+            Some((
+                n.get("node")?.as_str()?.to_owned(),
+                n.get("status").and_then(Value::as_str) == Some("online"),
+            ))
+        })
+        .collect();
+    let mut reachable = Vec::new();
+    for h in &px.hosts {
+        match online.get(&h.name) {
+            Some(true) => {
+                reachable.push(h);
+                checks.push(check(Level::Ok, format!("host {}", h.name), "online", None));
+            }
+            Some(false) => checks.push(check(
+                Level::Fail,
+                format!("host {}", h.name),
+                "offline",
+                Some("power it on or fix cluster quorum".into()),
+            )),
+            None => checks.push(check(
+                Level::Fail,
+                format!("host {}", h.name),
+                format!(
+                    "not a node of this cluster (nodes: {})",
+                    online.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                Some(
+                    "use the node name shown by `pvesh get /nodes` in proxmox.hosts[].name".into(),
+                ),
+            )),
+        }
+    }
+
+    let vlans: BTreeSet<u16> = plan
+        .nodes
+        .iter()
+        .flat_map(|n| [n.management.vlan, n.workload.vlan])
+        .collect();
+    for h in reachable {
+        host_checks(pve, profile, plan, h, &vlans, &mut checks).await?;
+    }
+
+    let vms = inventory::vms(pve).await?;
+    for n in &plan.nodes {
+        let what = format!("VMID {} ({})", n.vmid, n.name);
+        match vms.get(&n.vmid) {
+            None => checks.push(check(Level::Ok, what, "free", None)),
+            Some(vm) => {
+                let cfg = inventory::config(pve, &vm.node, vm.vmid).await?;
+                match owner(&cfg) {
+                    Some((c, node)) if c == plan.cluster && node == n.name => checks.push(check(
+                        Level::Ok,
+                        what,
+                        format!("already ours on {} (will be adopted)", vm.node),
+                        None,
+                    )),
+                    _ => checks.push(check(
+                        Level::Fail,
+                        what,
+                        format!(
+                            "taken by `{}` on {}, not a VM of cluster `{}`",
+                            vm.name, vm.node, plan.cluster
+                        ),
+                        Some(format!(
+                            "pick another vmid for {} or remove that VM",
+                            n.name
+                        )),
+                    )),
+                }
+            }
+        }
+    }
+    Ok(PreflightReport {
+        endpoint: pve.endpoint().to_owned(),
+        version,
+        checks,
+    })
+}
+
+async fn host_checks(
+    pve: &Client,
+    profile: &Profile,
+    plan: &Plan,
+    h: &crate::profile::Host,
+    vlans: &BTreeSet<u16>,
+    checks: &mut Vec<Check>,
+) -> Result<(), PveError> {
+    let px = &profile.proxmox;
+    let net: Vec<Value> = pve.get(&format!("/nodes/{}/network", h.name), &[]).await?;
+    let iface = |name: &str| {
+        net.iter()
+            .find(|i| i.get("iface").and_then(Value::as_str) == Some(name))
+    };
+    match iface(&px.bridge) {
+        None => checks.push(check(
+            Level::Fail,
+            format!("{}: bridge {}", h.name, px.bridge),
+            "does not exist",
+            Some(format!(
+                "create {} (VLAN aware) in System → Network, or set proxmox.bridge",
+                px.bridge
+            )),
+        )),
+        Some(b) if b.get("bridge_vlan_aware").is_some_and(boolean) => {
+            let vids = b
+                .get("bridge_vids")
+                .and_then(text)
+                .unwrap_or_else(|| "2-4094".into());
+            let covered = |v: u16| {
+                vids.split([' ', ',']).any(|r| match r.split_once('-') {
+                    Some((a, b)) => {
+                        a.parse::<u16>().is_ok_and(|a| a <= v)
+                            && b.parse::<u16>().is_ok_and(|b| v <= b)
+                    }
+                    None => r.parse::<u16>() == Ok(v),
+                })
+            };
+            let gaps: Vec<String> = vlans
+                .iter()
+                .filter(|v| !covered(**v))
+                .map(u16::to_string)
+                .collect();
+            checks.push(if gaps.is_empty() {
+                check(
+                    Level::Ok,
+                    format!("{}: bridge {}", h.name, px.bridge),
+                    format!("VLAN aware (vids {vids})"),
+                    None,
+                )
+            } else {
+                check(
+                    Level::Fail,
+                    format!("{}: bridge {}", h.name, px.bridge),
+                    format!(
+                        "VLAN aware but bridge-vids {vids} misses VLAN {}",
+                        gaps.join(", ")
+                    ),
+                    Some("add the VLANs to bridge-vids in /etc/network/interfaces".into()),
+                )
+            });
+        }
+        Some(_) => checks.push(check(
+            Level::Warn,
+            format!("{}: bridge {}", h.name, px.bridge),
+            "not VLAN aware: tagged NICs will use Proxmox's per-VLAN bridges (vmbr0v16, vmbr0v28)",
+            Some(format!(
+                "tick \"VLAN aware\" on {} for the usual setup",
+                px.bridge
+            )),
+        )),
+    }
+    if let Some(s) = &h.storage {
+        let want_mtu = s
+            .mtu
+            .or_else(|| profile.network(NetworkRole::Storage).map(|n| n.mtu));
+        match iface(&s.interface) {
+            None => checks.push(check(
+                Level::Warn,
+                format!("{}: {}", h.name, s.interface),
+                "storage interface not found",
+                None,
+            )),
+            Some(i) => {
+                let mtu = i.get("mtu").and_then(int).map(|m| m as u32).unwrap_or(1500);
+                if want_mtu.is_some_and(|w| w != mtu) {
+                    checks.push(check(
+                        Level::Warn,
+                        format!("{}: {}", h.name, s.interface),
+                        format!(
+                            "MTU {mtu}, the profile says {}",
+                            want_mtu.unwrap_or_default()
+                        ),
+                        Some(format!(
+                            "set `mtu {}` on {} and its members",
+                            want_mtu.unwrap_or_default(),
+                            s.interface
+                        )),
+                    ));
+                }
+                let slaves = i.get("slaves").and_then(text).unwrap_or_default();
+                let missing: Vec<&String> = s
+                    .members
+                    .iter()
+                    .filter(|m| !slaves.split_whitespace().any(|x| x == m.as_str()))
+                    .collect();
+                if !missing.is_empty() {
+                    checks.push(check(
+                        Level::Warn,
+                        format!("{}: {}", h.name, s.interface),
+                        format!("members {:?} not in the bond (it has `{slaves}`)", missing),
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+    let storages: Vec<Value> = pve
+        .get(
+            &format!("/nodes/{}/storage", h.name),
+            &params([("enabled", "1".into())]),
+        )
+        .await?;
+    let find = |id: &str| {
+        storages
+            .iter()
+            .find(|s| s.get("storage").and_then(Value::as_str) == Some(id))
+    };
+    let accepts = |s: &Value, c: &str| {
+        s.get("content")
+            .and_then(Value::as_str)
+            .is_some_and(|x| x.split(',').any(|y| y == c))
+    };
+    for (id, content, purpose) in [
+        (&px.iso_storage, "iso", "the Talos ISO"),
+        (&px.disk_storage, "images", "VM disks"),
+    ] {
+        let what = format!("{}: storage {id}", h.name);
+        match find(id) {
+            None => checks.push(check(
+                Level::Fail,
+                what,
+                "does not exist or is disabled",
+                Some(format!(
+                    "create it or set proxmox.{}",
+                    if content == "iso" {
+                        "isoStorage"
+                    } else {
+                        "diskStorage"
+                    }
+                )),
+            )),
+            Some(s) if !accepts(s, content) => checks.push(check(
+                Level::Fail,
+                what,
+                format!("does not accept `{content}` content ({purpose})"),
+                Some(format!(
+                    "add `{content}` to its content types (Datacenter → Storage → {id})"
+                )),
+            )),
+            Some(s) if content == "images" => {
+                let need: u64 = plan
+                    .nodes
+                    .iter()
+                    .filter(|n| n.host == h.name)
+                    .map(|n| (u64::from(n.disk_gib) << 30) + (8 << 20))
+                    .sum();
+                let avail = s.get("avail").and_then(int).unwrap_or(0);
+                checks.push(if avail >= need {
+                    check(
+                        Level::Ok,
+                        what,
+                        format!("{} GiB free, {} GiB needed", avail >> 30, need >> 30),
+                        None,
+                    )
+                } else {
+                    check(
+                        Level::Fail,
+                        what,
+                        format!(
+                            "{} GiB free, {} GiB needed",
+                            avail >> 30,
+                            need.div_ceil(1 << 30)
+                        ),
+                        Some("free space or choose another diskStorage".into()),
+                    )
+                });
+            }
+            Some(_) => checks.push(check(Level::Ok, what, format!("accepts {content}"), None)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,449 @@
+//! Provisioning: make each planned node's VM exist, match the plan and run.
+//!
+//! Idempotent and adoptive: the cluster inventory decides per VM whether to
+//! create, adopt (our marker), refuse (someone else's VM on a planned VMID) or
+//! leave alone. Hosts work in parallel; the VMs of one host, and every step on
+//! one VM, run in order. A run that stopped half-way resumes from what exists.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::Serialize;
+use thiserror::Error;
+
+use super::client::{Client, params};
+use super::error::PveError;
+use super::factory::Factory;
+use super::inventory::{self, VmResource, owner};
+use super::vm::{Difference, create_params, diff};
+use crate::plan::{NodePlan, Plan, schematic_yaml};
+use crate::profile::Profile;
+
+const CREATE_DEADLINE: Duration = Duration::from_secs(300);
+const START_DEADLINE: Duration = Duration::from_secs(120);
+const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(900);
+const STOP_DEADLINE: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Pve(#[from] PveError),
+    #[error(
+        "VMID {vmid} (planned for {node}) is taken by `{name}` on host {host}, which is not a VM of cluster `{cluster}`{owner}\n  fix: pick another `vmid` for {node} in the profile, or remove that VM yourself"
+    )]
+    Foreign {
+        vmid: u32,
+        node: String,
+        name: String,
+        host: String,
+        cluster: String,
+        owner: String,
+    },
+    #[error("{node}: {detail}")]
+    Node { node: String, detail: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmAction {
+    Created,
+    Recreated,
+    /// Existed with our marker and matches the plan.
+    UpToDate,
+    /// Existed with our marker; safe differences were fixed.
+    Updated,
+    /// Differs in a way only `--recreate` fixes; left untouched.
+    NeedsRecreate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmReport {
+    pub node: String,
+    pub host: String,
+    pub vmid: u32,
+    pub action: VmAction,
+    pub started: bool,
+    pub differences: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IsoReport {
+    pub host: String,
+    pub volid: String,
+    pub downloaded: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProvisionReport {
+    pub vms: Vec<VmReport>,
+    pub isos: Vec<IsoReport>,
+    /// Write requests sent to Proxmox (POST/PUT/DELETE).
+    pub writes: u32,
+}
+
+impl ProvisionReport {
+    pub fn up_to_date(&self) -> bool {
+        self.writes == 0
+    }
+    pub fn blocked(&self) -> impl Iterator<Item = &VmReport> {
+        self.vms
+            .iter()
+            .filter(|v| v.action == VmAction::NeedsRecreate)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProvisionOptions {
+    /// Delete and re-create VMs whose differences cannot be fixed in place.
+    pub recreate: bool,
+}
+
+/// What to do with one node, decided from the inventory before any write.
+#[derive(Debug, Clone)]
+enum Step {
+    Create,
+    Adopt {
+        differences: Vec<Difference>,
+        digest: Option<String>,
+        running: bool,
+        /// The VM's current host when it is not the planned one.
+        on: String,
+    },
+}
+
+/// Bring every planned VM into existence and running.
+pub async fn provision(
+    pve: &Client,
+    factory: &Factory,
+    profile: &Profile,
+    plan: &Plan,
+    opts: ProvisionOptions,
+) -> Result<ProvisionReport, ProvisionError> {
+    let vms = inventory::vms(pve).await?;
+    let mut steps = BTreeMap::new();
+    for node in &plan.nodes {
+        let step = decide(pve, profile, plan, node, vms.get(&node.vmid)).await?;
+        steps.insert(node.name.clone(), step);
+    }
+    let needs_iso: BTreeSet<&str> = plan
+        .nodes
+        .iter()
+        .filter(|n| match &steps[&n.name] {
+            Step::Create => true,
+            Step::Adopt { differences, .. } => {
+                differences.iter().any(|d| d.key == "ide2")
+                    || (opts.recreate && differences.iter().any(|d| !d.safe))
+            }
+        })
+        .map(|n| n.host.as_str())
+        .collect();
+    let mut report = ProvisionReport::default();
+    if !needs_iso.is_empty() {
+        // The factory serves only schematics it has seen; registering is idempotent.
+        let id = factory
+            .register(&schematic_yaml(&profile.talos.schematic))
+            .await?;
+        if id != plan.schematic_id {
+            tracing::warn!(factory = %id, plan = %plan.schematic_id, "the Image Factory computed another schematic id than the plan");
+        }
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for host in &plan.hosts {
+        let nodes: Vec<(NodePlan, Step)> = plan
+            .nodes
+            .iter()
+            .filter(|n| n.host == host.name)
+            .map(|n| (n.clone(), steps[&n.name].clone()))
+            .collect();
+        if nodes.is_empty() {
+            continue;
+        }
+        let (pve, profile, plan) = (pve.clone(), profile.clone(), plan.clone());
+        let iso = needs_iso.contains(host.name.as_str());
+        let host = host.name.clone();
+        set.spawn(async move {
+            let mut r = ProvisionReport::default();
+            let res = provision_host(&pve, &profile, &plan, &host, iso, nodes, opts, &mut r).await;
+            (r, res)
+        });
+    }
+    let mut first_err = None;
+    while let Some(joined) = set.join_next().await {
+        let (r, res) = joined.map_err(|e| ProvisionError::Node {
+            node: "(worker)".into(),
+            detail: e.to_string(),
+        })?;
+        report.vms.extend(r.vms);
+        report.isos.extend(r.isos);
+        report.writes += r.writes;
+        if let Err(e) = res {
+            first_err.get_or_insert(e);
+        }
+    }
+    report.vms.sort_by_key(|v| v.vmid);
+    report.isos.sort_by(|a, b| a.host.cmp(&b.host));
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+async fn decide(
+    pve: &Client,
+    profile: &Profile,
+    plan: &Plan,
+    node: &NodePlan,
+    existing: Option<&VmResource>,
+) -> Result<Step, ProvisionError> {
+    let Some(vm) = existing else {
+        return Ok(Step::Create);
+    };
+    let config = inventory::config(pve, &vm.node, vm.vmid).await?;
+    match owner(&config) {
+        Some((cluster, n)) if cluster == plan.cluster && n == node.name => {}
+        other => {
+            return Err(ProvisionError::Foreign {
+                vmid: vm.vmid,
+                node: node.name.clone(),
+                name: vm.name.clone(),
+                host: vm.node.clone(),
+                cluster: plan.cluster.clone(),
+                owner: other
+                    .map(|(c, n)| format!(" (it belongs to cluster `{c}`, node `{n}`)"))
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    let mut differences = diff(&create_params(profile, plan, node), &config);
+    if vm.node != node.host {
+        differences.push(Difference {
+            key: "host".into(),
+            want: node.host.clone(),
+            got: Some(vm.node.clone()),
+            safe: false,
+        });
+    }
+    Ok(Step::Adopt {
+        differences,
+        digest: config.get("digest").cloned(),
+        running: vm.running,
+        on: vm.node.clone(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn provision_host(
+    pve: &Client,
+    profile: &Profile,
+    plan: &Plan,
+    host: &str,
+    need_iso: bool,
+    nodes: Vec<(NodePlan, Step)>,
+    opts: ProvisionOptions,
+    r: &mut ProvisionReport,
+) -> Result<(), ProvisionError> {
+    if need_iso {
+        let iso = ensure_iso(pve, profile, plan, host, r).await?;
+        r.isos.push(iso);
+    }
+    for (node, step) in nodes {
+        let vm = provision_vm(pve, profile, plan, &node, step, opts, r).await?;
+        r.vms.push(vm);
+    }
+    Ok(())
+}
+
+/// Download the ISO unless the host's ISO storage already has it.
+async fn ensure_iso(
+    pve: &Client,
+    profile: &Profile,
+    plan: &Plan,
+    host: &str,
+    r: &mut ProvisionReport,
+) -> Result<IsoReport, ProvisionError> {
+    let storage = &profile.proxmox.iso_storage;
+    let volid = format!("{storage}:iso/{}", plan.iso_file);
+    let content: Vec<serde_json::Value> = pve
+        .get(
+            &format!("/nodes/{host}/storage/{storage}/content"),
+            &params([("content", "iso".into())]),
+        )
+        .await?;
+    let present = content
+        .iter()
+        .any(|c| c.get("volid").and_then(|v| v.as_str()) == Some(volid.as_str()));
+    if !present {
+        tracing::info!(host, %volid, "downloading the Talos ISO");
+        r.writes += 1;
+        pve.run_task(
+            Method::POST,
+            &format!("/nodes/{host}/storage/{storage}/download-url"),
+            &params([
+                ("url", plan.iso_url.clone()),
+                ("filename", plan.iso_file.clone()),
+                ("content", "iso".into()),
+            ]),
+            DOWNLOAD_DEADLINE,
+        )
+        .await?;
+    }
+    Ok(IsoReport {
+        host: host.into(),
+        volid,
+        downloaded: !present,
+    })
+}
+
+async fn provision_vm(
+    pve: &Client,
+    profile: &Profile,
+    plan: &Plan,
+    node: &NodePlan,
+    step: Step,
+    opts: ProvisionOptions,
+    r: &mut ProvisionReport,
+) -> Result<VmReport, ProvisionError> {
+    let want = create_params(profile, plan, node);
+    let host = node.host.as_str();
+    let vmid = node.vmid;
+    let describe = |d: &[Difference]| -> Vec<String> {
+        d.iter()
+            .map(|d| {
+                format!(
+                    "{}: {} → {}{}",
+                    d.key,
+                    d.got.as_deref().unwrap_or("(unset)"),
+                    d.want,
+                    if d.safe { "" } else { " (needs --recreate)" }
+                )
+            })
+            .collect()
+    };
+    let (action, running, differences) = match step {
+        Step::Create => {
+            create(pve, host, &want, r).await?;
+            (VmAction::Created, false, Vec::new())
+        }
+        Step::Adopt {
+            differences,
+            digest,
+            running,
+            on,
+        } => {
+            let unsafe_diff = differences.iter().any(|d| !d.safe);
+            if unsafe_diff && !opts.recreate {
+                return Ok(VmReport {
+                    node: node.name.clone(),
+                    host: on,
+                    vmid,
+                    action: VmAction::NeedsRecreate,
+                    started: false,
+                    differences: describe(&differences),
+                });
+            }
+            if unsafe_diff {
+                remove(pve, &on, vmid, running, r).await?;
+                create(pve, host, &want, r).await?;
+                (VmAction::Recreated, false, describe(&differences))
+            } else if differences.is_empty() {
+                (VmAction::UpToDate, running, Vec::new())
+            } else {
+                let mut body: Vec<(String, String)> = differences
+                    .iter()
+                    .map(|d| (d.key.clone(), d.want.clone()))
+                    .collect();
+                if let Some(d) = digest {
+                    body.push(("digest".into(), d));
+                }
+                r.writes += 1;
+                pve.put(&format!("/nodes/{host}/qemu/{vmid}/config"), &body)
+                    .await?;
+                (VmAction::Updated, running, describe(&differences))
+            }
+        }
+    };
+    let mut started = false;
+    if !running {
+        start(pve, host, vmid, r).await?;
+        started = true;
+    }
+    Ok(VmReport {
+        node: node.name.clone(),
+        host: host.into(),
+        vmid,
+        action,
+        started,
+        differences,
+    })
+}
+
+async fn create(
+    pve: &Client,
+    host: &str,
+    want: &[(String, String)],
+    r: &mut ProvisionReport,
+) -> Result<(), ProvisionError> {
+    r.writes += 1;
+    pve.run_task(
+        Method::POST,
+        &format!("/nodes/{host}/qemu"),
+        want,
+        CREATE_DEADLINE,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn start(
+    pve: &Client,
+    host: &str,
+    vmid: u32,
+    r: &mut ProvisionReport,
+) -> Result<(), ProvisionError> {
+    r.writes += 1;
+    match pve
+        .run_task(
+            Method::POST,
+            &format!("/nodes/{host}/qemu/{vmid}/status/start"),
+            &[],
+            START_DEADLINE,
+        )
+        .await
+    {
+        Err(PveError::TaskFailed { message, .. }) if message.ends_with("already running") => Ok(()),
+        other => other.map(|_| ()).map_err(Into::into),
+    }
+}
+
+/// Stop (if running) and delete a VM with its disks.
+pub async fn remove(
+    pve: &Client,
+    host: &str,
+    vmid: u32,
+    running: bool,
+    r: &mut ProvisionReport,
+) -> Result<(), PveError> {
+    if running {
+        r.writes += 1;
+        pve.run_task(
+            Method::POST,
+            &format!("/nodes/{host}/qemu/{vmid}/status/stop"),
+            &[],
+            STOP_DEADLINE,
+        )
+        .await?;
+    }
+    r.writes += 1;
+    pve.run_task(
+        Method::DELETE,
+        &format!("/nodes/{host}/qemu/{vmid}"),
+        &params([
+            ("purge", "1".into()),
+            ("destroy-unreferenced-disks", "1".into()),
+        ]),
+        STOP_DEADLINE,
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! The VM a Talos node needs, as Proxmox create parameters, and the semantic
+//! comparison of a read-back config with it.
+//!
+//! Pure: no I/O. The values follow the Talos Proxmox guidance (q35, OVMF with a
+//! 4m EFI disk without enrolled keys, `cpu=host`, no balloon, `virtio-scsi-pci`)
+//! and the network review's decision that cloud-init puts the gateway on the
+//! management link, so a node in maintenance mode is reachable from anywhere.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use crate::plan::{NicPlan, NodePlan, Plan};
+use crate::profile::{NetworkRole, Profile};
+
+use super::propstr::{NetDevice, PropString, parse_size, split_tags};
+
+/// Tag every VM of talos-pve carries (with `talos` and its role).
+pub const OWNER_TAG: &str = "talos-pve";
+const MARKER_PREFIX: &str = "talos-pve:cluster=";
+
+/// The ownership marker written into the VM description.
+pub fn marker(cluster: &str, node: &str) -> String {
+    format!("{MARKER_PREFIX}{cluster};node={node}")
+}
+
+/// Who owns a VM, read from its description: `(cluster, node)`.
+pub fn read_marker(description: &str) -> Option<(String, String)> {
+    let start = description.find(MARKER_PREFIX)? + MARKER_PREFIX.len();
+    let token = description[start..].split_whitespace().next()?;
+    let (cluster, rest) = token.split_once(";node=")?;
+    Some((cluster.to_owned(), rest.to_owned()))
+}
+
+/// The create body for one node, in a stable order.
+pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(String, String)> {
+    let px = &profile.proxmox;
+    let disk = &px.disk_storage;
+    let mgmt_gw = profile
+        .network(NetworkRole::Management)
+        .and_then(|n| n.gateway);
+    let mut p: Vec<(&str, String)> = vec![
+        ("vmid", node.vmid.to_string()),
+        ("name", node.name.clone()),
+        ("tags", format!("talos;{OWNER_TAG};{}", node.role.as_str())),
+        (
+            "description",
+            format!(
+                "Talos node managed by talos-pve; do not edit the marker. {}",
+                marker(&plan.cluster, &node.name)
+            ),
+        ),
+        ("ostype", "l26".into()),
+        ("machine", "q35".into()),
+        ("bios", "ovmf".into()),
+        (
+            "efidisk0",
+            format!("{disk}:1,efitype=4m,pre-enrolled-keys=0"),
+        ),
+        ("cpu", "host".into()),
+        ("sockets", "1".into()),
+        ("cores", node.cores.to_string()),
+        ("memory", node.memory_mib.to_string()),
+        ("balloon", "0".into()),
+        ("scsihw", "virtio-scsi-pci".into()),
+        (
+            "scsi0",
+            format!(
+                "{disk}:{},discard=on,ssd=1,cache=writethrough",
+                node.disk_gib
+            ),
+        ),
+        (
+            "ide2",
+            format!("{}:iso/{},media=cdrom", px.iso_storage, plan.iso_file),
+        ),
+        ("ide0", format!("{disk}:cloudinit")),
+        ("citype", "nocloud".into()),
+        ("ipconfig0", ipconfig(&node.management, mgmt_gw)),
+        ("ipconfig1", ipconfig(&node.workload, None)),
+        ("net0", net(&node.management)),
+        ("net1", net(&node.workload)),
+        ("boot", "order=scsi0;ide2".into()),
+        ("serial0", "socket".into()),
+        ("vga", "std".into()),
+        ("onboot", "1".into()),
+    ];
+    if !profile.dns.servers.is_empty() {
+        let ns: Vec<String> = profile
+            .dns
+            .servers
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        p.push(("nameserver", ns.join(" ")));
+    }
+    if let Some(d) = &profile.dns.domain {
+        p.push(("searchdomain", d.clone()));
+    }
+    if profile
+        .talos
+        .schematic
+        .extensions
+        .iter()
+        .any(|e| e.ends_with("qemu-guest-agent"))
+    {
+        p.push(("agent", "enabled=1".into()));
+    }
+    p.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+fn ipconfig(nic: &NicPlan, gw: Option<Ipv4Addr>) -> String {
+    match gw {
+        Some(gw) => format!("ip={},gw={gw}", nic.address),
+        None => format!("ip={}", nic.address),
+    }
+}
+
+fn net(nic: &NicPlan) -> String {
+    format!(
+        "virtio={},bridge={},tag={},firewall=0",
+        nic.mac, nic.bridge, nic.vlan
+    )
+}
+
+/// One config key that differs from the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    pub key: String,
+    pub want: String,
+    pub got: Option<String>,
+    /// A config update fixes it in place; otherwise only `--recreate` does.
+    pub safe: bool,
+}
+
+/// Keys that change the VM's disks, firmware or network identity.
+const UNSAFE: &[&str] = &[
+    "machine", "bios", "efidisk0", "scsihw", "scsi0", "ide0", "net0", "net1",
+];
+
+/// Compare a read-back config with the create parameters, semantically.
+pub fn diff(want: &[(String, String)], got: &BTreeMap<String, String>) -> Vec<Difference> {
+    want.iter()
+        .filter(|(k, _)| k != "vmid")
+        .filter(|(k, v)| !same(k, v, got.get(k.as_str()).map(String::as_str)))
+        .map(|(k, v)| Difference {
+            key: k.clone(),
+            want: v.clone(),
+            got: got.get(k.as_str()).cloned(),
+            safe: !UNSAFE.contains(&k.as_str()),
+        })
+        .collect()
+}
+
+fn same(key: &str, want: &str, got: Option<&str>) -> bool {
+    let Some(got) = got else { return false };
+    let base = key.trim_end_matches(|c: char| c.is_ascii_digit());
+    match base {
+        "net" => {
+            NetDevice::parse(want).is_some() && NetDevice::parse(want) == NetDevice::parse(got)
+        }
+        "scsi" | "efidisk" => same_disk(want, got, base == "scsi"),
+        "ide" if want.ends_with(":cloudinit") => {
+            let storage = want.trim_end_matches(":cloudinit");
+            PropString::parse(got, "file")
+                .and_then(|p| p.get("file").map(str::to_owned))
+                .is_some_and(|f| f.starts_with(&format!("{storage}:")) && f.contains("cloudinit"))
+        }
+        "ide" | "ipconfig" | "boot" => same_props(want, got, "file", &["size"]),
+        "tags" => {
+            let norm = |s: &str| {
+                let mut t: Vec<String> = split_tags(s).iter().map(|t| t.to_lowercase()).collect();
+                t.sort();
+                t.dedup();
+                t
+            };
+            norm(want) == norm(got)
+        }
+        "memory" => same_props(want, got, "current", &[]),
+        "agent" => {
+            let a = PropString::parse(want, "enabled");
+            let b = PropString::parse(got, "enabled");
+            a.zip(b)
+                .is_some_and(|(a, b)| a.flag("enabled") == b.flag("enabled"))
+        }
+        _ => want.trim() == got.trim(),
+    }
+}
+
+/// Same keys and values, ignoring `ignore` keys on the read-back side.
+fn same_props(want: &str, got: &str, default_key: &str, ignore: &[&str]) -> bool {
+    match (
+        PropString::parse(want, default_key),
+        PropString::parse(got, default_key),
+    ) {
+        (Some(a), Some(mut b)) => {
+            b.0.retain(|k, _| !ignore.contains(&k.as_str()));
+            a.0.len() == b.0.len()
+                && a.0.iter().all(|(k, v)| {
+                    b.get(k).is_some_and(|g| {
+                        g == v || matches!((super::propstr::parse_bool(g), super::propstr::parse_bool(v)), (Some(x), Some(y)) if x == y && v.len() == 1)
+                    })
+                })
+        }
+        _ => false,
+    }
+}
+
+/// `local-lvm:64,…` against `local-lvm:vm-120-disk-1,…,size=64G`.
+fn same_disk(want: &str, got: &str, check_size: bool) -> bool {
+    let (Some(w), Some(g)) = (
+        PropString::parse(want, "file"),
+        PropString::parse(got, "file"),
+    ) else {
+        return false;
+    };
+    let storage = |p: &PropString| {
+        p.get("file")
+            .and_then(|f| f.split_once(':'))
+            .map(|(s, v)| (s.to_owned(), v.to_owned()))
+    };
+    let (Some((ws, wsize)), Some((gs, _))) = (storage(&w), storage(&g)) else {
+        return false;
+    };
+    if ws != gs {
+        return false;
+    }
+    if check_size {
+        let want_bytes = wsize.parse::<u64>().ok().map(|g| g << 30);
+        if want_bytes.is_none() || want_bytes != g.get("size").and_then(parse_size) {
+            return false;
+        }
+    }
+    w.0.iter().filter(|(k, _)| *k != "file").all(|(k, v)| {
+        let gv = g.get(k);
+        gv == Some(v.as_str())
+            || matches!((gv.and_then(super::propstr::parse_bool), super::propstr::parse_bool(v)), (Some(a), Some(b)) if a == b)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn homelab() -> (Profile, Plan) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
+        let p = crate::profile::load(&path).unwrap();
+        let plan = Plan::build(&p).unwrap();
+        (p, plan)
+    }
+
+    fn as_map(v: &[(String, String)]) -> BTreeMap<String, String> {
+        v.iter().cloned().collect()
+    }
+
+    #[test]
+    fn create_body_follows_the_talos_guidance_and_decision_4() {
+        let (p, plan) = homelab();
+        let m = as_map(&create_params(&p, &plan, &plan.nodes[0]));
+        assert_eq!(m["scsihw"], "virtio-scsi-pci");
+        assert_eq!(m["cpu"], "host");
+        assert_eq!(m["balloon"], "0");
+        assert_eq!(m["efidisk0"], "local-lvm:1,efitype=4m,pre-enrolled-keys=0");
+        assert_eq!(m["ipconfig0"], "ip=10.8.16.20/24,gw=10.8.16.1");
+        assert_eq!(m["ipconfig1"], "ip=10.8.28.20/22");
+        assert!(m["net1"].contains("tag=28"));
+        assert_eq!(m["boot"], "order=scsi0;ide2");
+        assert_eq!(
+            read_marker(&m["description"]),
+            Some(("homelab".into(), "talos-k8s-01".into()))
+        );
+    }
+
+    #[test]
+    fn normalised_read_back_is_equal_and_real_changes_are_classified() {
+        let (p, plan) = homelab();
+        let want = create_params(&p, &plan, &plan.nodes[0]);
+        let mut got = as_map(&want);
+        let mac = &plan.nodes[0].management.mac;
+        got.insert(
+            "net0".into(),
+            format!("virtio={mac},bridge=vmbr0,firewall=0,tag=16"),
+        );
+        got.insert(
+            "scsi0".into(),
+            "local-lvm:vm-120-disk-1,cache=writethrough,discard=on,size=64G,ssd=1".into(),
+        );
+        got.insert(
+            "efidisk0".into(),
+            "local-lvm:vm-120-disk-0,efitype=4m,pre-enrolled-keys=0,size=4M".into(),
+        );
+        got.insert(
+            "ide0".into(),
+            "local-lvm:vm-120-cloudinit,media=cdrom".into(),
+        );
+        got.insert("tags".into(), "controlplane;talos;talos-pve".into());
+        got.insert("agent".into(), "1".into());
+        assert_eq!(diff(&want, &got), vec![]);
+        got.insert(
+            "scsi0".into(),
+            "local-lvm:vm-120-disk-1,cache=writethrough,discard=on,size=32G,ssd=1".into(),
+        );
+        got.insert("cores".into(), "2".into());
+        let d = diff(&want, &got);
+        assert_eq!(d.len(), 2);
+        assert!(d.iter().any(|x| x.key == "scsi0" && !x.safe));
+        assert!(d.iter().any(|x| x.key == "cores" && x.safe));
+    }
+}
