@@ -7,6 +7,7 @@
 //! which the `lab` simulates on loopback.
 
 pub mod addons;
+pub mod artifacts;
 pub mod cli;
 pub mod cluster_dir;
 pub mod docs;
@@ -23,4 +24,5 @@ pub mod proxmox;
 pub mod state;
 pub mod talos;
 pub mod tls;
+pub mod up;
 pub mod wizard;

@@ -84,3 +84,37 @@ pub enum Command {
     /// Print the man page (roff).
     Man,
 }
+
+/// `--lab` and its knobs, shared by every command that can act on the simulated datacenter.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LabArgs {
+    /// Act on the lab: a simulated Proxmox, Talos nodes and Kubernetes API on loopback,
+    /// kept in the cluster directory between commands.
+    #[arg(long)]
+    pub lab: bool,
+    /// Lab pace: real-world latencies are divided by this.
+    #[arg(long, value_name = "N", default_value_t = 60.0, requires = "lab")]
+    pub lab_speed: f64,
+    /// Faults to inject, e.g. `time-not-in-sync=2,pve-lock=3` (names: slow-install,
+    /// reboot-loops, time-not-in-sync, drop-streams, lost-apply, pve-lock, pve-595,
+    /// pve-500, pve-task-error, slow-crd; see docs/lab.md).
+    #[arg(long, value_name = "SPEC", requires = "lab")]
+    pub lab_faults: Option<String>,
+    /// Dump the lab's final state here: VM configs, applied machine configs, every
+    /// Kubernetes object.
+    #[arg(long, value_name = "DIR", requires = "lab")]
+    pub lab_report: Option<PathBuf>,
+}
+
+impl LabArgs {
+    pub fn options(&self) -> anyhow::Result<Option<crate::lab::LabOptions>> {
+        if !self.lab {
+            return Ok(None);
+        }
+        if !(self.lab_speed.is_finite() && self.lab_speed >= 1.0) {
+            anyhow::bail!("--lab-speed {} must be a number ≥ 1 (60 = a minute becomes a second)", self.lab_speed);
+        }
+        let faults = crate::lab::LabFaults::parse(self.lab_faults.as_deref().unwrap_or(""))?;
+        Ok(Some(crate::lab::LabOptions { speed: self.lab_speed, faults }))
+    }
+}

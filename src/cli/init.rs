@@ -23,7 +23,12 @@ pub struct Args {
 }
 
 /// Stand-in until the Proxmox client provides discovery: says how to proceed offline.
-struct NoLiveDiscovery;
+pub(super) struct NoLiveDiscovery;
+
+/// Discovery from the Proxmox API.
+pub(super) fn live_discovery() -> NoLiveDiscovery {
+    NoLiveDiscovery
+}
 
 impl Connect for NoLiveDiscovery {
     fn connect(&self, access: &Access) -> Result<Box<dyn Discovery + '_>, DiscoveryError> {
@@ -44,7 +49,7 @@ pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         Some(i) => i,
         None => &NoLiveDiscovery,
     };
-    match wizard::guided(&a.out, connect, &wizard::basic_check)? {
+    match wizard::guided(&a.out, connect, &|p| crate::lint::lint(p).error_lines())? {
         Some(_) => Ok(ExitCode::SUCCESS),
         None => {
             eprintln!("nothing written: {} was kept", a.out.display());

@@ -1,15 +1,155 @@
-//! `talos-pve up`.
+//! `talos-pve up`: the whole bring-up. Lint → preflight → plan → confirmation →
+//! `up::bring_up` → summary. Without `--profile` on a terminal it starts the wizard.
 
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::args::{Global, ProfileArgs};
+use anyhow::{Context, bail};
+
+use super::args::{Global, LabArgs, Output};
+use super::preflight::{PveArgs, print_preflight, runtime};
+use crate::addons::ManifestSource;
+use crate::cluster_dir::ClusterDir;
+use crate::lab::Datacenter;
+use crate::plan::{self, Plan};
+use crate::profile::Profile;
+use crate::progress::{ProgressMode, Reporter};
+use crate::proxmox::preflight::preflight;
+use crate::proxmox::settings::Overrides;
+use crate::state::State;
+use crate::up::{self, Env, Summary};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The cluster profile (YAML). Without it, on a terminal, the wizard writes one.
+    #[arg(long, short = 'p', value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Cluster directory (secrets, talosconfig, kubeconfig, state).
+    /// Default: $XDG_DATA_HOME/talos-pve/<cluster>.
+    #[arg(long, env = "TALOS_PVE_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
     #[command(flatten)]
-    pub profile: ProfileArgs,
+    pub lab: LabArgs,
+    #[command(flatten)]
+    pub pve: PveArgs,
+    /// Do not ask for confirmation (required without a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Delete and re-create VMs whose disks, firmware or NICs differ from the plan.
+    #[arg(long)]
+    pub recreate: bool,
+    /// Progress display: bars on a terminal, plain timestamped lines otherwise.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+    /// MetalLB manifest source: `embedded`, or a directory holding
+    /// metallb-native-v<version>.yaml (air-gapped). Default: the release URL.
+    #[arg(long, value_name = "DIR|embedded")]
+    pub manifests: Option<String>,
 }
 
-pub fn run(_g: &Global, _a: Args) -> anyhow::Result<ExitCode> {
-    super::common::not_yet("up")
+pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+    let lab = a.lab.options()?;
+    let (profile, source) = profile_or_wizard(a.profile.as_deref())?;
+    let report = super::lint::gate(&profile, &source)?;
+    let plan = Plan::build(&profile).context("deriving the plan from the profile")?;
+    let dir = ClusterDir::resolve(a.dir.as_deref(), &profile.metadata.name).map_err(anyhow::Error::msg)?;
+    eprintln!("cluster directory: {}", dir.root.display());
+    let rt = runtime()?;
+    rt.block_on(async {
+        let dc = match &lab {
+            Some(o) => Some(Datacenter::open(&dir.lab(), &profile, o).await?),
+            None => None,
+        };
+        let env = match (&dc, &lab) {
+            (Some(dc), Some(o)) => Env::lab(dc, &profile, o)?,
+            _ => {
+                let manifests = ManifestSource::from_arg(a.manifests.as_deref());
+                Env::real(&profile, source.parent(), &Overrides { fingerprint: a.pve.fingerprint.clone(), insecure: a.pve.insecure }, manifests)?
+            }
+        };
+        let result = converge(g, &a, &env, &profile, &plan, &dir, report.warnings).await;
+        if let Some(dc) = dc {
+            dc.save()?;
+            if let Some(out) = &a.lab.lab_report {
+                let n = dc.report(out)?;
+                eprintln!("lab report: {n} files in {}", out.display());
+            }
+            dc.shutdown();
+        }
+        let summary = result?;
+        match g.output {
+            Output::Json => println!("{}", serde_json::json!({"event": "summary", "summary": summary})),
+            Output::Text => print!("{}", summary.render()),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn converge(
+    g: &Global,
+    a: &Args,
+    env: &Env,
+    profile: &Profile,
+    plan: &Plan,
+    dir: &ClusterDir,
+    warnings: usize,
+) -> anyhow::Result<Summary> {
+    let pf = preflight(&env.pve, profile, plan).await?;
+    if !pf.passed() {
+        print_preflight(&pf);
+        bail!("preflight failed; fix the items marked FAIL and run again");
+    }
+    let state = State::open(dir, profile, plan)?;
+    if g.output == Output::Text {
+        eprint!("{}", plan::render_text(plan));
+        if warnings > 0 {
+            eprintln!("lint: {warnings} warning(s); `talos-pve lint` shows them");
+        }
+        let done = state.steps();
+        if !done.is_empty() {
+            eprintln!("already done ({} steps recorded in {}); they are checked again, not repeated", done.len(), state.path().display());
+        }
+    }
+    let drift = state.drift();
+    if !drift.is_empty() {
+        eprintln!("the profile changed since the last run: {}", drift.identity_changes.join("; "));
+    }
+    confirm(a.yes, &format!("Build cluster {} ({} VMs)?", plan.cluster, plan.nodes.len()))?;
+    if !drift.is_empty() {
+        state.adopt()?;
+    }
+    let rep = Reporter::select(g.output == Output::Json, a.progress);
+    let opts = up::Options { recreate: a.recreate };
+    Ok(up::bring_up(env, profile, plan, dir, &state, &rep, &opts).await?)
+}
+
+/// `--yes`, or a yes on a terminal; never a silent default.
+fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        bail!("not a terminal, so nobody can confirm\n  fix: re-run with --yes to proceed without asking");
+    }
+    let ok = dialoguer::Confirm::new().with_prompt(question).default(false).interact()?;
+    if !ok {
+        bail!("stopped: nothing was changed after the confirmation question");
+    }
+    Ok(())
+}
+
+fn profile_or_wizard(path: Option<&Path>) -> anyhow::Result<(Profile, PathBuf)> {
+    if let Some(p) = path {
+        return Ok((super::common::load_profile(p)?, p.to_owned()));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no --profile given and no terminal for the wizard\n  fix: pass --profile FILE (e.g. profiles/homelab.yaml), or run `talos-pve init` on a terminal");
+    }
+    let out = PathBuf::from("talos-pve.yaml");
+    let connect = super::init::live_discovery();
+    match crate::wizard::guided(&out, &connect, &|p| crate::lint::lint(p).error_lines())? {
+        Some(profile) => Ok((profile, out)),
+        None => bail!("stopped: {} was kept and no profile was written", out.display()),
+    }
 }

@@ -7,7 +7,9 @@
 //! runs its config, etcd was bootstrapped) and the simulated etcd (`EtcdStore`),
 //! which backs the Kubernetes API and is what snapshots save and recover.
 
+mod datacenter;
 mod etcd;
+mod faults;
 pub mod kube;
 pub mod proxmox;
 pub mod talos;
@@ -20,7 +22,9 @@ use tokio::sync::broadcast;
 
 use crate::net::AddressBook;
 
+pub use datacenter::{Datacenter, DatacenterError, LabOptions};
 pub use etcd::{EtcdStore, SnapshotError, validate_snapshot};
+pub use faults::{FaultSpecError, LabFaults};
 
 /// What happened in the simulated datacenter; each simulator reacts to the others'.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -115,6 +115,16 @@ impl Report {
         }
     }
 
+    /// One line per error (`NET003 nodes[0].workload.address: … fix: …`), for the
+    /// wizard's final check.
+    pub fn error_lines(&self) -> Vec<String> {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| format!("{} {}: {} (fix: {})", f.code, f.path, f.message, f.fix))
+            .collect()
+    }
+
     pub fn has_errors(&self) -> bool {
         self.errors > 0
     }

@@ -1,0 +1,237 @@
+//! The cluster's generated files in its directory: the secrets bundle (never lost,
+//! never silently replaced), one machine config per node, talosconfig and kubeconfig.
+//! Shared by `talos-pve gen`, `up` and `rebuild`.
+//!
+//! Secrets are never lost: an existing bundle is reused; `ForceNew` first moves it to
+//! `backups/secrets-<UTC timestamp>.yaml`; a cluster whose state file exists but whose
+//! bundle is missing is an error. Logs name files, never contents.
+//!
+//! Re-runs are byte-stable: machine configs are a pure function of profile and bundle,
+//! and the admin certificates of existing talosconfig/kubeconfig files are kept while
+//! the bundle's CA signed them and they have 30+ days left (else re-issued).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::cluster_dir::ClusterDir;
+use crate::files::{self, SECRET_MODE};
+use crate::pki::SecretsBundle;
+use crate::plan::Plan;
+use crate::profile::Profile;
+use crate::talos::config::{self as tc, Contract};
+
+/// Where the secrets bundle should come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretsSource {
+    /// Reuse the directory's bundle, or generate one for a new cluster.
+    Existing,
+    /// Adopt a bundle written by `talosctl gen secrets`.
+    Import(PathBuf),
+    /// Move the existing bundle to backups/ and generate a new one.
+    ForceNew,
+}
+
+/// What `generate` wrote.
+#[derive(Debug)]
+pub struct Generated {
+    pub secrets: SecretsBundle,
+    pub origin: Origin,
+    pub contract: Contract,
+    pub machineconfigs: Vec<PathBuf>,
+}
+
+/// Make sure every generated file of the cluster exists and matches profile and bundle.
+pub fn generate(
+    dir: &ClusterDir,
+    profile: &Profile,
+    plan: &Plan,
+    source: &SecretsSource,
+) -> anyhow::Result<Generated> {
+    let contract = Contract::from_talos_version(&profile.talos.version)?;
+    let now = OffsetDateTime::now_utc();
+    let (secrets, origin) = secrets(dir, source, now)?;
+    tracing::info!(
+        contract = contract.minor(),
+        nodes = plan.nodes.len(),
+        "rendering machine configs"
+    );
+    let mut machineconfigs = Vec::with_capacity(plan.nodes.len());
+    for node in &plan.nodes {
+        let text = tc::render_node(profile, plan, node, &secrets, contract);
+        let path = machineconfig_path(dir, &node.name);
+        write_secret(&path, text.as_bytes())?;
+        tracing::debug!(path = %path.display(), node = %node.name, "wrote machine config");
+        machineconfigs.push(path);
+    }
+    let talos_admin = reuse_or_issue(
+        &dir.talosconfig(),
+        |t| tc::reusable_talos_admin(t, &secrets, now),
+        || tc::issue_talos_admin(&secrets, now),
+    )?;
+    write_secret(
+        &dir.talosconfig(),
+        tc::talosconfig(plan, &secrets, &talos_admin)?.as_bytes(),
+    )?;
+    let kube_admin = reuse_or_issue(
+        &dir.kubeconfig(),
+        |t| tc::reusable_kube_admin(t, plan, &secrets, now),
+        || tc::issue_kube_admin(&secrets, now),
+    )?;
+    write_secret(
+        &dir.kubeconfig(),
+        tc::kubeconfig(plan, &secrets, &kube_admin)?.as_bytes(),
+    )?;
+    Ok(Generated {
+        secrets,
+        origin,
+        contract,
+        machineconfigs,
+    })
+}
+
+pub fn machineconfig_path(dir: &ClusterDir, node: &str) -> PathBuf {
+    dir.machineconfigs().join(format!("{node}.yaml"))
+}
+
+/// Load and validate the directory's bundle (rebuilds: never generate).
+pub fn existing_secrets(dir: &ClusterDir) -> anyhow::Result<SecretsBundle> {
+    let path = dir.secrets();
+    if !path.exists() {
+        bail!(
+            "{} is missing; a rebuild needs the cluster's own secrets\n  fix: restore secrets.yaml from a backup (`talos-pve backup` writes one) into {}",
+            path.display(),
+            dir.root.display()
+        );
+    }
+    load_bundle(&path, OffsetDateTime::now_utc())
+}
+
+/// Where this run's secrets bundle came from (reported to the user and in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Generated,
+    Reused,
+    Imported,
+    Replaced,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Generated => "generated",
+            Origin::Reused => "reused",
+            Origin::Imported => "imported",
+            Origin::Replaced => "replaced (old bundle in backups/)",
+        }
+    }
+}
+
+fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    files::write_atomic(path, bytes, SECRET_MODE)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Keep the admin certificate of an existing file when it is still good.
+fn reuse_or_issue(
+    path: &Path,
+    reuse: impl Fn(&str) -> Option<tc::AdminCert>,
+    issue: impl Fn() -> Result<tc::AdminCert, tc::ConfigError>,
+) -> anyhow::Result<tc::AdminCert> {
+    if let Ok(text) = std::fs::read_to_string(path).map(Zeroizing::new)
+        && let Some(c) = reuse(&text)
+    {
+        tracing::info!(path = %path.display(), "reusing the admin certificate");
+        return Ok(c);
+    }
+    tracing::info!(path = %path.display(), "issuing a new admin certificate");
+    issue().with_context(|| format!("issuing the admin certificate for {}", path.display()))
+}
+
+fn load_bundle(path: &Path, now: OffsetDateTime) -> anyhow::Result<SecretsBundle> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    );
+    let b = SecretsBundle::parse(&text).with_context(|| format!("loading {}", path.display()))?;
+    b.validate(now)
+        .with_context(|| format!("validating {}", path.display()))?;
+    Ok(b)
+}
+
+fn write_bundle(path: &Path, b: &SecretsBundle) -> anyhow::Result<()> {
+    files::write_new(path, b.to_yaml().as_bytes(), SECRET_MODE).with_context(|| {
+        format!(
+            "writing {} (it must not exist yet; secrets are never overwritten)",
+            path.display()
+        )
+    })
+}
+
+/// Decide where the bundle comes from (see the module doc) and make sure it is on disk.
+fn secrets(
+    dir: &ClusterDir,
+    source: &SecretsSource,
+    now: OffsetDateTime,
+) -> anyhow::Result<(SecretsBundle, Origin)> {
+    let path = dir.secrets();
+    let exists = path.exists();
+    if let SecretsSource::Import(src) = source {
+        let imported = load_bundle(src, now)?;
+        if exists {
+            let current = load_bundle(&path, now)?;
+            if current != imported {
+                bail!(
+                    "{} already holds a different secrets bundle; refusing to replace it with {}\n  fix: use another --dir, or run `gen --force-new-secrets` first to move the old bundle to backups/",
+                    path.display(),
+                    src.display()
+                );
+            }
+            tracing::info!(path = %path.display(), "imported bundle equals the existing one");
+            return Ok((current, Origin::Reused));
+        }
+        write_bundle(&path, &imported)?;
+        tracing::info!(from = %src.display(), to = %path.display(), "imported secrets bundle");
+        return Ok((imported, Origin::Imported));
+    }
+    if exists && !matches!(source, SecretsSource::ForceNew) {
+        tracing::info!(path = %path.display(), "reusing the existing secrets bundle");
+        return Ok((load_bundle(&path, now)?, Origin::Reused));
+    }
+    if exists {
+        let stamp = now
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .unwrap_or_default();
+        let backup = dir.backups().join(format!("secrets-{stamp}.yaml"));
+        std::fs::create_dir_all(dir.backups())
+            .with_context(|| format!("creating {}", dir.backups().display()))?;
+        if backup.exists() {
+            bail!(
+                "backup {} already exists; wait a second and retry",
+                backup.display()
+            );
+        }
+        std::fs::rename(&path, &backup)
+            .with_context(|| format!("moving {} to {}", path.display(), backup.display()))?;
+        tracing::warn!(backup = %backup.display(), "moved the old secrets bundle aside");
+    } else if dir.state().exists() && !matches!(source, SecretsSource::ForceNew) {
+        bail!(
+            "{} is missing, but {} says this cluster exists; generating new secrets would lock you out of it\n  fix: restore secrets.yaml from a backup (or --import-secrets FILE); to start over on purpose use --force-new-secrets",
+            path.display(),
+            dir.state().display()
+        );
+    }
+    tracing::info!("generating a new secrets bundle (RSA-4096 takes a moment)");
+    let b = SecretsBundle::generate(now)?;
+    write_bundle(&path, &b)?;
+    tracing::info!(path = %path.display(), "wrote the secrets bundle");
+    let origin = if exists {
+        Origin::Replaced
+    } else {
+        Origin::Generated
+    };
+    Ok((b, origin))
+}

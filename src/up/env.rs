@@ -1,0 +1,83 @@
+//! Where a run acts: real Proxmox/Talos/Kubernetes, or the lab's simulations on
+//! loopback. Everything after this point is the same code for both.
+
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
+use crate::addons::ManifestSource;
+use crate::kube::Poll;
+use crate::lab::{Datacenter, LabOptions};
+use crate::net::AddressBook;
+use crate::profile::Profile;
+use crate::proxmox::factory::Factory;
+use crate::proxmox::settings::{self, Overrides};
+use crate::proxmox::{Client, ClientConfig, Credentials, PollPolicy, PveError, RetryPolicy, Trust};
+use crate::talos::api::{Stages, Timeouts};
+
+pub struct Env {
+    pub book: AddressBook,
+    pub pve: Client,
+    pub factory: Factory,
+    pub talos: Stages,
+    pub kube_poll: Poll,
+    pub webhook_retry: Poll,
+    pub manifests: ManifestSource,
+}
+
+impl Env {
+    /// Real hosts: credentials and trust from flags, environment and profile.
+    pub fn real(profile: &Profile, profile_dir: Option<&Path>, o: &Overrides, manifests: ManifestSource) -> Result<Self, PveError> {
+        let book = AddressBook::direct();
+        let env = |k: &str| std::env::var(k).ok();
+        let cfg = settings::client_config(profile, profile_dir, o, &env)?;
+        let factory = Factory::new(&settings::factory_url(profile, &env), &Trust::Verify, &book)?;
+        Ok(Self {
+            pve: Client::new(cfg, &book)?,
+            factory,
+            talos: Stages::new(book.clone(), Timeouts::default()),
+            kube_poll: Poll::standard(Duration::from_secs(900)),
+            webhook_retry: Poll { min: Duration::from_secs(2), max: Duration::from_secs(10), timeout: Duration::from_secs(180) },
+            manifests,
+            book,
+        })
+    }
+
+    /// The lab: clients pin the lab's certificates; deadlines are the real ones
+    /// scaled by the lab's speed (never below a few seconds), polling is fine-grained.
+    pub fn lab(dc: &Datacenter, profile: &Profile, o: &LabOptions) -> Result<Self, PveError> {
+        let book = dc.fabric.addresses.clone();
+        let token = dc.proxmox.api_token();
+        let creds = Credentials::parse_token(token.expose_secret(), "the lab")?;
+        let trust = Trust::Fingerprint(dc.proxmox.fingerprint.clone());
+        let mut cfg = ClientConfig::new(&profile.proxmox.endpoint, creds, trust.clone());
+        let fine = Duration::from_millis(10);
+        cfg.retry = RetryPolicy { attempts: 6, base: fine, cap: o.scaled(Duration::from_secs(8)).max(fine) };
+        cfg.poll = PollPolicy { first: fine, max: o.scaled(Duration::from_secs(5)).max(fine) };
+        let scale = |real: Duration| o.scaled(real).max(Duration::from_secs(5));
+        let d = Timeouts::default();
+        let timeouts = Timeouts {
+            poll_min: fine,
+            poll_max: o.scaled(Duration::from_secs(2)).max(fine),
+            maintenance: scale(d.maintenance),
+            apply: scale(d.apply),
+            install: scale(d.install),
+            bootstrap: scale(d.bootstrap),
+            etcd_members: scale(d.etcd_members),
+            kubeconfig: scale(d.kubeconfig),
+            snapshot: scale(d.snapshot),
+            recover: scale(d.recover),
+            limits: d.limits,
+        };
+        Ok(Self {
+            pve: Client::new(cfg, &book)?,
+            factory: Factory::new(&dc.proxmox.factory_url(), &trust, &book)?,
+            talos: Stages::new(book.clone(), timeouts),
+            kube_poll: Poll { min: fine, max: o.scaled(Duration::from_secs(3)).max(fine), timeout: scale(Duration::from_secs(900)) },
+            webhook_retry: Poll { min: fine, max: o.scaled(Duration::from_secs(10)).max(fine), timeout: scale(Duration::from_secs(180)) },
+            manifests: ManifestSource::Embedded,
+            book,
+        })
+    }
+}
