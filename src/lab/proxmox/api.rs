@@ -604,8 +604,8 @@ impl Lab {
     }
 
     fn nodes(&self) -> Reply {
-        let st = self.state.lock().expect("lab state");
         let fp = self.fingerprint();
+        let st = self.state.lock().expect("lab state");
         Reply::data(
             st.nodes
                 .values()
@@ -967,10 +967,9 @@ impl Lab {
         p.remove("force");
         let delete = p.remove("delete").unwrap_or_default();
         for (k, v) in p {
-            if ["scsi", "efidisk", "ide"].iter().any(|d| k.starts_with(d))
-                && !v.contains(":iso/")
-                && !v.starts_with("none")
-            {
+            let base = k.trim_end_matches(|c: char| c.is_ascii_digit());
+            let is_drive = base.len() < k.len() && matches!(base, "scsi" | "efidisk" | "ide");
+            if is_drive && !v.contains(":iso/") && !v.starts_with("none") {
                 return Reply::err(
                     500,
                     format!("lab: changing disk {k} in place is not simulated"),
@@ -1328,7 +1327,9 @@ fn uuid_like() -> String {
     )
 }
 
-/// Re-print a value as PVE stores it: MACs filled in and upper-cased, keys sorted, tags sorted.
+/// Re-print a value as PVE stores it: NICs re-printed with their MAC (filled in,
+/// upper case) first and the other keys sorted; tags de-duplicated and sorted.
+/// Everything else is stored as written.
 fn normalise_value(k: &str, v: &str) -> String {
     let base = k.trim_end_matches(|c: char| c.is_ascii_digit());
     match base {
@@ -1354,21 +1355,6 @@ fn normalise_value(k: &str, v: &str) -> String {
             } else {
                 format!("{}={mac},{rest}", nd.model)
             }
-        }
-        "ipconfig" | "ide" | "boot" | "agent" | "vga" | "machine" | "cpu" => {
-            let dk = match base {
-                "ipconfig" => "ip",
-                "ide" => "file",
-                "boot" => "legacy",
-                "agent" => "enabled",
-                "vga" | "machine" => "type",
-                _ => "cputype",
-            };
-            // `ip=` is printed with its key although it parses as the first token.
-            let print_key = if base == "ipconfig" { "" } else { dk };
-            PropString::parse(v, dk)
-                .map(|p| print_prop(&p, print_key))
-                .unwrap_or_else(|| v.into())
         }
         "tags" => {
             let mut t: Vec<String> = split_tags(v).iter().map(|t| t.to_lowercase()).collect();
@@ -1493,7 +1479,7 @@ mod tests {
             "controlplane;talos;talos-pve"
         );
         assert_eq!(
-            normalise_value("ipconfig0", "gw=10.8.16.1,ip=10.8.16.20/24"),
+            normalise_value("ipconfig0", "ip=10.8.16.20/24,gw=10.8.16.1"),
             "ip=10.8.16.20/24,gw=10.8.16.1"
         );
     }
