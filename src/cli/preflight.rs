@@ -38,7 +38,6 @@ pub(super) struct Session {
     pub profile: Profile,
     pub plan: Plan,
     pub client: Client,
-    pub trust: Trust,
 }
 
 pub(super) fn session(p: &ProfileArgs, a: &PveArgs) -> anyhow::Result<Session> {
@@ -60,13 +59,11 @@ pub(super) fn session(p: &ProfileArgs, a: &PveArgs) -> anyhow::Result<Session> {
             cfg.endpoint
         );
     }
-    let trust = cfg.trust.clone();
     let client = Client::new(cfg, &AddressBook::direct())?;
     Ok(Session {
         profile,
         plan,
         client,
-        trust,
     })
 }
 

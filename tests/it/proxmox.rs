@@ -208,11 +208,13 @@ async fn provision_homelab_matches_the_plan_and_a_rerun_writes_nothing() {
 #[tokio::test]
 async fn full_provision_stays_within_the_request_budget() {
     // Realistic task durations and the default (adaptive) polling.
-    let mut cfg = LabProxmoxConfig::default();
-    cfg.task_ms = [("qmcreate", 1200), ("qmstart", 400), ("download", 2500)]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    let cfg = LabProxmoxConfig {
+        task_ms: [("qmcreate", 1200), ("qmstart", 400), ("download", 2500)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        ..Default::default()
+    };
     let l = lab_with(cfg, false).await;
     let report = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
     assert!(report.passed(), "{report:#?}");
@@ -439,12 +441,14 @@ async fn destroy_removes_exactly_this_clusters_vms() {
 
 #[tokio::test]
 async fn preflight_lists_missing_privileges_with_pveum_commands() {
-    let mut cfg = LabProxmoxConfig::default();
-    cfg.token_privileges = Some(vec![
-        "VM.Audit".into(),
-        "Sys.Audit".into(),
-        "Datastore.Audit".into(),
-    ]);
+    let cfg = LabProxmoxConfig {
+        token_privileges: Some(vec![
+            "VM.Audit".into(),
+            "Sys.Audit".into(),
+            "Datastore.Audit".into(),
+        ]),
+        ..Default::default()
+    };
     let l = lab_with(cfg, true).await;
     let r = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
     assert!(!r.passed());
@@ -544,8 +548,10 @@ async fn the_token_secret_never_leaks() {
 
 #[tokio::test]
 async fn ticket_login_works_and_writes_need_the_csrf_token() {
-    let mut cfg = LabProxmoxConfig::default();
-    cfg.password = Some("hunter2-lab".into());
+    let cfg = LabProxmoxConfig {
+        password: Some("hunter2-lab".into()),
+        ..Default::default()
+    };
     let l = lab_with(cfg, true).await;
     let creds = Credentials::Password {
         user: "root@pam".into(),
@@ -627,4 +633,404 @@ async fn lab_state_round_trips_through_serde() {
     .unwrap();
     assert!(r.up_to_date(), "{r:?}");
     assert!(again.state().vms.values().all(|v| v.running));
+}
+
+/// Every request the client sent in a broad run, checked against the PVE 9.1 schema.
+#[tokio::test]
+async fn every_request_the_client_sends_conforms_to_the_pve_schema() {
+    let Some(path) = support::reference("data/proxmox/pve-apidata-flat.json") else {
+        return;
+    };
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let l = lab().await;
+    l.pve.set_faults(vec![Fault::new(
+        "POST",
+        "/status/start",
+        1,
+        FaultEffect::NoWorker,
+    )]);
+    preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    l.provision(false).await.unwrap();
+    l.client
+        .put(
+            "/nodes/pve-ms01-01/qemu/120/config",
+            &[("cores".into(), "2".into()), ("onboot".into(), "1".into())],
+        )
+        .await
+        .unwrap();
+    l.client
+        .put(
+            "/nodes/pve-ms01-01/qemu/120/config",
+            &[("scsihw".into(), "lsi".into())],
+        )
+        .await
+        .unwrap();
+    l.provision(false).await.unwrap();
+    l.provision(true).await.unwrap();
+    let owned = owned_vms(&l.client, &l.plan.cluster, &[]).await.unwrap();
+    destroy(&l.client, &owned).await.unwrap();
+
+    let reqs = l.pve.requests();
+    assert!(reqs.len() > 40, "a broad sample: {}", reqs.len());
+    let mut problems = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &reqs {
+        let api = r.path.strip_prefix("/api2/json").unwrap_or(&r.path);
+        match check_request(&schema, &r.method, api, &r.params) {
+            Ok(template) => {
+                seen.insert(format!("{} {template}", r.method));
+            }
+            Err(e) => problems.push(format!("{} {api}: {e}", r.method)),
+        }
+    }
+    println!(
+        "checked {} requests on {} endpoints: {seen:#?}",
+        reqs.len(),
+        seen.len()
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+    // The checker itself rejects what PVE rejects.
+    let p = |k: &str, v: &str| {
+        vec![
+            ("vmid".to_owned(), "120".to_owned()),
+            (k.to_owned(), v.to_owned()),
+        ]
+    };
+    assert!(
+        check_request(
+            &schema,
+            "POST",
+            "/nodes/pve-ms01-01/qemu",
+            &p("onboot", "true")
+        )
+        .is_err()
+    );
+    assert!(
+        check_request(
+            &schema,
+            "POST",
+            "/nodes/pve-ms01-01/qemu",
+            &p("net0", "virtio,bridge=vmbr0,vlan=16")
+        )
+        .is_err()
+    );
+    assert!(
+        check_request(
+            &schema,
+            "POST",
+            "/nodes/pve-ms01-01/qemu",
+            &p("name", "talos_k8s")
+        )
+        .is_err()
+    );
+    assert!(
+        check_request(
+            &schema,
+            "POST",
+            "/nodes/pve-ms01-01/qemu",
+            &p("scsihw", "virtio")
+        )
+        .is_err()
+    );
+    assert!(
+        check_request(
+            &schema,
+            "POST",
+            "/nodes/pve-ms01-01/qemu",
+            &p("frobnicate", "1")
+        )
+        .is_err()
+    );
+    assert!(check_request(&schema, "GET", "/nodes/pve-ms01-01/qemu/120/frob", &[]).is_err());
+    assert!(
+        check_request(
+            &schema,
+            "POST",
+            "/nodes/pve-ms01-01/qemu",
+            &p(
+                "net0",
+                "virtio=BC:24:11:00:16:20,bridge=vmbr0,tag=16,firewall=0"
+            )
+        )
+        .is_ok()
+    );
+    for must in [
+        "POST /nodes/{node}/qemu",
+        "DELETE /nodes/{node}/qemu/{vmid}",
+        "PUT /nodes/{node}/qemu/{vmid}/config",
+        "POST /nodes/{node}/storage/{storage}/download-url",
+    ] {
+        assert!(seen.contains(must), "{must} was exercised");
+    }
+}
+
+/// The schema path template the request matches, or what is wrong with it.
+fn check_request(
+    schema: &serde_json::Value,
+    method: &str,
+    path: &str,
+    params: &[(String, String)],
+) -> Result<String, String> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (template, path_params) = schema
+        .as_object()
+        .unwrap()
+        .keys()
+        .find_map(|t| {
+            let ts: Vec<&str> = t.trim_matches('/').split('/').collect();
+            if ts.len() != segs.len() {
+                return None;
+            }
+            let mut pp = Vec::new();
+            for (a, b) in ts.iter().zip(&segs) {
+                if a.starts_with('{') {
+                    pp.push((a.trim_matches(['{', '}']).to_owned(), (*b).to_owned()));
+                } else if a != b {
+                    return None;
+                }
+            }
+            Some((t.clone(), pp))
+        })
+        .ok_or("no such path in the schema")?;
+    let info = schema[&template]
+        .get(method)
+        .ok_or_else(|| format!("{template} has no {method}"))?;
+    let props = info["parameters"]["properties"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for (k, v) in path_params.iter().chain(params) {
+        let spec = props
+            .get(k)
+            .or_else(|| {
+                let base = k.trim_end_matches(|c: char| c.is_ascii_digit());
+                (base.len() < k.len())
+                    .then(|| props.get(&format!("{base}[n]")))
+                    .flatten()
+            })
+            .ok_or_else(|| format!("unknown parameter `{k}`"))?;
+        check_value(spec, v, true).map_err(|e| format!("`{k}`=`{v}`: {e}"))?;
+    }
+    for (k, spec) in &props {
+        let required =
+            spec.get("optional").and_then(|o| o.as_u64()) != Some(1) && !k.contains("[n]");
+        if required && !path_params.iter().chain(params).any(|(pk, _)| pk == k) {
+            return Err(format!("required parameter `{k}` missing"));
+        }
+    }
+    Ok(template)
+}
+
+fn check_value(spec: &serde_json::Value, v: &str, top: bool) -> Result<(), String> {
+    if let Some(vals) = spec.get("enum").and_then(|e| e.as_array())
+        && !vals.iter().any(|x| x.as_str() == Some(v))
+    {
+        return Err(format!("not in enum {vals:?}"));
+    }
+    if let Some(p) = spec.get("pattern").and_then(|p| p.as_str()) {
+        let re = regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| e.to_string())?;
+        if !re.is_match(v) {
+            return Err(format!("does not match /{p}/"));
+        }
+    }
+    if let Some(max) = spec.get("maxLength").and_then(|m| m.as_u64())
+        && v.len() as u64 > max
+    {
+        return Err(format!("longer than {max}"));
+    }
+    match spec.get("type").and_then(|t| t.as_str()) {
+        Some("boolean") => {
+            let ok = if top {
+                v == "0" || v == "1"
+            } else {
+                ["0", "1", "on", "off", "yes", "no", "true", "false"].contains(&v)
+            };
+            if !ok {
+                return Err("not a 1/0 boolean".into());
+            }
+        }
+        Some("integer") => {
+            let n: i64 = v.parse().map_err(|_| "not an integer".to_owned())?;
+            if spec
+                .get("minimum")
+                .and_then(|m| m.as_i64())
+                .is_some_and(|m| n < m)
+                || spec
+                    .get("maximum")
+                    .and_then(|m| m.as_i64())
+                    .is_some_and(|m| n > m)
+            {
+                return Err("out of range".into());
+            }
+        }
+        Some("number") => {
+            v.parse::<f64>().map_err(|_| "not a number".to_owned())?;
+        }
+        _ => {}
+    }
+    match spec.get("format") {
+        Some(serde_json::Value::Object(fmt)) => check_property_string(fmt, v),
+        Some(serde_json::Value::String(name)) => check_named_format(name, v),
+        _ => Ok(()),
+    }
+}
+
+fn check_property_string(
+    fmt: &serde_json::Map<String, serde_json::Value>,
+    v: &str,
+) -> Result<(), String> {
+    let default_key = fmt
+        .iter()
+        .find(|(_, s)| s.get("default_key").and_then(|d| d.as_u64()) == Some(1))
+        .map(|(k, _)| k.clone());
+    for (i, tok) in v.split(',').enumerate() {
+        let (k, val) = match tok.split_once('=') {
+            Some((k, val)) => (k.to_owned(), val),
+            None if i == 0 => (
+                default_key
+                    .clone()
+                    .ok_or("key-less token but no default key")?,
+                tok,
+            ),
+            None => return Err(format!("token `{tok}` has no key")),
+        };
+        let mut spec = fmt.get(&k).ok_or_else(|| format!("unknown key `{k}`"))?;
+        if let Some(alias) = spec.get("alias").and_then(|a| a.as_str()) {
+            spec = fmt
+                .get(alias)
+                .ok_or_else(|| format!("alias `{alias}` missing"))?;
+        }
+        check_value(spec, val, false).map_err(|e| format!("{k}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The named formats the installer uses, checked as PVE defines them.
+fn check_named_format(name: &str, v: &str) -> Result<(), String> {
+    let label = regex::Regex::new(r"^[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?$").unwrap();
+    let ok = match name {
+        "pve-node" => label.is_match(v),
+        "dns-name" => v.split('.').all(|l| label.is_match(l)),
+        "pve-vmid" => v.parse::<u32>().is_ok_and(|n| n >= 100),
+        "pve-storage-id" => regex::Regex::new(r"^[a-z][a-z0-9\-_.]*[a-z0-9]$")
+            .unwrap()
+            .is_match(v),
+        "pve-tag-list" => v.split([';', ',', ' ']).filter(|t| !t.is_empty()).all(|t| {
+            regex::Regex::new(r"^[a-z0-9_][a-z0-9_\-+.]*$")
+                .unwrap()
+                .is_match(&t.to_lowercase())
+        }),
+        "address-list" => v
+            .split([' ', ',', ';'])
+            .filter(|a| !a.is_empty())
+            .all(|a| a.parse::<std::net::IpAddr>().is_ok()),
+        "pve-qm-ipconfig" => v.split(',').all(|kv| match kv.split_once('=') {
+            Some(("ip", ip)) => ip == "dhcp" || ip.parse::<ipnet::Ipv4Net>().is_ok(),
+            Some(("gw", gw)) => gw.parse::<std::net::Ipv4Addr>().is_ok(),
+            Some(("ip6" | "gw6", _)) => true,
+            _ => false,
+        }),
+        "pve-qm-boot" => v.split(',').all(|kv| match kv.split_once('=') {
+            Some(("order", o)) => o.split(';').all(|d| {
+                regex::Regex::new(r"^(ide|sata|scsi|virtio|net)\d+$")
+                    .unwrap()
+                    .is_match(d)
+            }),
+            Some(("legacy", l)) => regex::Regex::new(r"^[acdn]{1,4}$").unwrap().is_match(l),
+            _ => false,
+        }),
+        "pve-vm-cpu-conf" => v
+            .split(',')
+            .enumerate()
+            .all(|(i, kv)| i == 0 && !kv.contains('=') || kv.contains('=')),
+        "pve-volume-id-or-qm-path" | "pve-volume-id" => v.contains(':') || v.starts_with('/'),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("not a valid {name}"))
+    }
+}
+
+/// The real binary: preflight passes, destroy refuses without a terminal or
+/// `--yes`, and with `--yes` removes exactly the cluster's VMs. The token
+/// travels in the environment only and never shows up in the output.
+#[tokio::test]
+async fn cli_preflight_and_destroy_against_the_lab() {
+    let l = lab().await;
+    l.provision(false).await.unwrap();
+    l.pve.insert_vm(
+        "pve-ms01-01",
+        777,
+        [("name".to_owned(), "keep-me".to_owned())].into(),
+        true,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(support::profile("homelab.yaml")).unwrap();
+    let profile = dir.path().join("homelab.yaml");
+    std::fs::write(
+        &profile,
+        text.replace(
+            "https://10.8.16.10:8006",
+            &format!("https://{}", l.pve.listen),
+        ),
+    )
+    .unwrap();
+    let token = l.pve.api_token();
+    let secret = token.expose_secret().split_once('=').unwrap().1.to_owned();
+    let run = |args: Vec<&str>| {
+        let mut c = tokio::process::Command::new(support::bin());
+        c.args(&args)
+            .arg("--profile")
+            .arg(&profile)
+            .env("PROXMOX_VE_API_TOKEN", token.expose_secret())
+            .env("PROXMOX_VE_FINGERPRINT", &l.pve.fingerprint)
+            .env("TALOS_PVE_LOOPBACK_ONLY", "1")
+            .env_remove("PROXMOX_VE_ENDPOINT")
+            .stdin(std::process::Stdio::null());
+        for a in &args {
+            assert!(
+                !a.contains(&secret),
+                "the secret is never a process argument"
+            );
+        }
+        c.output()
+    };
+    let out = run(vec!["-vv", "preflight"]).await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("[ok  ] token privileges"), "{stdout}");
+    assert!(!stdout.contains(&secret) && !stderr.contains(&secret));
+
+    let out = run(vec!["destroy"]).await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("120 talos-k8s-01 on pve-ms01-01"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("keep-me"));
+    assert!(
+        stderr.contains("refusing to destroy without confirmation") && stderr.contains("--yes"),
+        "{stderr}"
+    );
+    assert_eq!(l.pve.state().vms.len(), 4, "nothing was touched");
+
+    let out = run(vec!["destroy", "--yes"]).await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(&secret) && !stderr.contains(&secret));
+    let left: Vec<u32> = l.pve.state().vms.keys().copied().collect();
+    assert_eq!(left, [777]);
 }
