@@ -218,8 +218,14 @@ async fn full_provision_stays_within_the_request_budget() {
     let l = lab_with(cfg, false).await;
     let report = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
     assert!(report.passed(), "{report:#?}");
+    let preflight_requests = l.pve.requests().len();
     l.provision(false).await.unwrap();
     let reqs = l.pve.requests();
+    println!(
+        "provision alone: {} requests = {:.1} per node",
+        reqs.len() - preflight_requests,
+        (reqs.len() - preflight_requests) as f64 / 3.0
+    );
     let per_node = reqs.len() as f64 / 3.0;
     let mut by_method = BTreeMap::new();
     for r in &reqs {
@@ -254,7 +260,13 @@ async fn an_interrupted_run_resumes() {
     assert!(!st.vms.contains_key(&121), "a failed create leaves nothing");
     assert!(st.vms.contains_key(&120) && st.vms.contains_key(&122));
 
+    l.pve.clear_requests();
     let report = l.provision(false).await.unwrap();
+    assert!(
+        !l.writes().iter().any(|w| w.ends_with("/download-url")),
+        "the ISO downloaded in the first run is reused: {:?}",
+        l.writes()
+    );
     let action = |id| report.vms.iter().find(|v| v.vmid == id).unwrap().action;
     assert_eq!(action(121), VmAction::Created);
     assert_eq!(action(120), VmAction::UpToDate);
@@ -1033,4 +1045,97 @@ async fn cli_preflight_and_destroy_against_the_lab() {
     assert!(!stdout.contains(&secret) && !stderr.contains(&secret));
     let left: Vec<u32> = l.pve.state().vms.keys().copied().collect();
     assert_eq!(left, [777]);
+}
+
+#[tokio::test]
+async fn preflight_audits_bridges_and_the_storage_bond() {
+    let l = lab().await;
+    let mut state = l.pve.state();
+    let n2 = state.nodes.get_mut("pve-ms01-02").unwrap();
+    n2.network
+        .iter_mut()
+        .find(|i| i.iface == "vmbr0")
+        .unwrap()
+        .vlan_aware = false;
+    let n3 = state.nodes.get_mut("pve-aimax-01").unwrap();
+    n3.network
+        .iter_mut()
+        .find(|i| i.iface == "bond0")
+        .unwrap()
+        .mtu = Some(1500);
+    n3.storages
+        .iter_mut()
+        .find(|s| s.id == "local")
+        .unwrap()
+        .content = vec!["backup".into()];
+    l.pve.shutdown();
+    let pve = LabProxmox::from_state(&l.fabric, LabProxmoxConfig::default(), state)
+        .await
+        .unwrap();
+    let creds = Credentials::parse_token(pve.api_token().expose_secret(), "t").unwrap();
+    let c = Client::new(
+        ClientConfig::new(
+            &l.profile.proxmox.endpoint,
+            creds,
+            Trust::Fingerprint(pve.fingerprint.clone()),
+        ),
+        &l.fabric.addresses,
+    )
+    .unwrap();
+    let r = preflight(&c, &l.profile, &l.plan).await.unwrap();
+    let find = |what: &str| {
+        r.checks
+            .iter()
+            .find(|c| c.what == what)
+            .unwrap_or_else(|| panic!("{what}: {r:#?}"))
+    };
+    let bridge = find("pve-ms01-02: bridge vmbr0");
+    assert_eq!(bridge.level, Level::Warn);
+    assert!(bridge.detail.contains("vmbr0v16"), "{}", bridge.detail);
+    let bond = find("pve-aimax-01: bond0");
+    assert_eq!(bond.level, Level::Warn);
+    assert!(
+        bond.detail.contains("MTU 1500, the profile says 9000"),
+        "{}",
+        bond.detail
+    );
+    let iso = find("pve-aimax-01: storage local");
+    assert_eq!(iso.level, Level::Fail);
+    assert!(!r.passed());
+    assert_eq!(find("pve-ms01-01: storage local-lvm").level, Level::Ok);
+}
+
+#[tokio::test]
+async fn a_vm_still_locked_by_an_interrupted_create_is_waited_for_then_adopted() {
+    let cfg = LabProxmoxConfig {
+        task_ms: [("qmcreate".to_owned(), 600)].into(),
+        ..Default::default()
+    };
+    let l = lab_with(cfg, true).await;
+    l.provision(false).await.unwrap();
+    // Someone (an earlier, killed run) dispatched a create that is still running.
+    l.client
+        .delete("/nodes/pve-ms01-01/qemu/120", &[])
+        .await
+        .unwrap_err(); // running: refused synchronously
+    let st = l.pve.state();
+    let mut cfg = st.vms[&120].config.clone();
+    cfg.insert("lock".into(), "create".into());
+    l.pve.insert_vm("pve-ms01-01", 120, cfg.clone(), true);
+    let lab = &l.pve;
+    let unlock = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cfg.remove("lock");
+        lab.insert_vm("pve-ms01-01", 120, cfg, true);
+    };
+    let (r, ()) = tokio::join!(l.provision(false), unlock);
+    let r = r.unwrap();
+    assert!(r.up_to_date(), "{r:?}");
+    assert!(
+        l.pve
+            .requests()
+            .iter()
+            .any(|q| q.path.ends_with("/qemu/120/status/current")),
+        "it polled the lock"
+    );
 }
