@@ -1139,3 +1139,51 @@ async fn a_vm_still_locked_by_an_interrupted_create_is_waited_for_then_adopted()
         "it polled the lock"
     );
 }
+
+#[tokio::test]
+async fn errors_without_a_body_take_the_reason_phrase_and_reads_give_up_after_the_cap() {
+    let l = lab().await;
+    let msg = "Errors during connection establishment, proxy handshake: No route to host";
+    l.pve.set_faults(vec![Fault::new(
+        "GET",
+        "/version",
+        10,
+        FaultEffect::Status {
+            code: 595,
+            message: msg.into(),
+        },
+    )]);
+    let e = l
+        .client
+        .get::<serde_json::Value>("/version", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(595));
+    assert!(e.to_string().ends_with(msg), "{e}");
+    assert_eq!(
+        l.pve.requests().len(),
+        5,
+        "retried up to the attempt cap, then gave up"
+    );
+    // Writes are not retried on 595: the proxy may have forwarded them.
+    l.pve.set_faults(vec![Fault::new(
+        "PUT",
+        "/config",
+        10,
+        FaultEffect::Status {
+            code: 595,
+            message: msg.into(),
+        },
+    )]);
+    l.pve.clear_requests();
+    let e = l
+        .client
+        .put(
+            "/nodes/pve-ms01-01/qemu/120/config",
+            &[("cores".into(), "2".into())],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(595));
+    assert_eq!(l.pve.requests().len(), 1);
+}

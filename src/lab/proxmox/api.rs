@@ -42,6 +42,7 @@ pub struct Request {
 pub struct Reply {
     pub status: u16,
     pub reason: Option<String>,
+    /// `Null` = an empty body.
     pub body: Value,
 }
 
@@ -53,12 +54,18 @@ impl Reply {
             body: json!({ "data": v }),
         }
     }
+    /// PVE's error envelope; proxy errors (595+) come with the reason phrase only.
     fn err(status: u16, msg: impl Into<String>) -> Reply {
         let msg = msg.into();
+        let body = if status >= 595 {
+            Value::Null
+        } else {
+            json!({ "data": null, "message": format!("{msg}\n") })
+        };
         Reply {
             status,
-            reason: Some(msg.clone()),
-            body: json!({ "data": null, "message": format!("{msg}\n") }),
+            reason: Some(msg),
+            body,
         }
     }
     fn params(errors: BTreeMap<String, String>) -> Reply {
@@ -89,20 +96,21 @@ fn lock_msg(vmid: u32) -> String {
 
 /// A fresh datacenter: one online node per host, `local` + `local-lvm`, a VLAN-aware `vmbr0`.
 pub fn initial_state(px: &Proxmox) -> anyhow::Result<LabPveState> {
-    let endpoint = crate::plan::endpoint_host(&px.endpoint)
-        .map(|_| ())
-        .and_then(|_| {
-            let rest = px.endpoint.trim_end_matches('/').strip_prefix("https://")?;
-            let rest = rest.split('/').next()?;
-            if rest.contains(':') {
-                rest.parse().ok()
-            } else {
-                format!("{rest}:8006").parse().ok()
-            }
+    // The virtual address the profile names; a bare host means PVE's port 8006.
+    let endpoint = px
+        .endpoint
+        .trim_end_matches('/')
+        .strip_prefix("https://")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|authority| {
+            authority
+                .parse()
+                .or_else(|_| format!("{authority}:8006").parse())
+                .ok()
         })
         .ok_or_else(|| {
             anyhow::anyhow!(
-                "lab: proxmox.endpoint `{}` must be https://<IPv4>:<port>",
+                "lab: proxmox.endpoint `{}` must be https://<IPv4>[:port]",
                 px.endpoint
             )
         })?;
