@@ -19,14 +19,25 @@ pub struct Args {
     /// Delete and re-create this cluster's VMs whose disks, firmware or NICs differ from the plan.
     #[arg(long)]
     pub recreate: bool,
+    /// Pin the certificate of a self-hosted Image Factory (SHA-256, AA:BB:…).
+    #[arg(
+        long,
+        env = "TALOS_PVE_IMAGE_FACTORY_FINGERPRINT",
+        value_name = "SHA256"
+    )]
+    pub factory_fingerprint: Option<String>,
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let s = session(&a.profile, &a.pve)?;
-    // The factory is a public service with a CA-signed certificate; the Proxmox pin does not apply.
+    // The public factory has a CA-signed certificate; a self-hosted one may be pinned.
+    let trust = match &a.factory_fingerprint {
+        Some(f) => Trust::Fingerprint(f.clone()),
+        None => Trust::Verify,
+    };
     let factory = Factory::new(
         &s.profile.talos.image_factory,
-        &Trust::Verify,
+        &trust,
         &AddressBook::direct(),
     )?;
     let rt = runtime()?;

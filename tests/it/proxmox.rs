@@ -970,9 +970,8 @@ fn check_named_format(name: &str, v: &str) -> Result<(), String> {
 /// `--yes`, and with `--yes` removes exactly the cluster's VMs. The token
 /// travels in the environment only and never shows up in the output.
 #[tokio::test]
-async fn cli_preflight_and_destroy_against_the_lab() {
+async fn cli_provision_preflight_and_destroy_against_the_lab() {
     let l = lab().await;
-    l.provision(false).await.unwrap();
     l.pve.insert_vm(
         "pve-ms01-01",
         777,
@@ -1000,6 +999,8 @@ async fn cli_preflight_and_destroy_against_the_lab() {
             .env("PROXMOX_VE_API_TOKEN", token.expose_secret())
             .env("PROXMOX_VE_FINGERPRINT", &l.pve.fingerprint)
             .env("TALOS_PVE_LOOPBACK_ONLY", "1")
+            .env("TALOS_PVE_IMAGE_FACTORY", l.pve.factory_url())
+            .env("TALOS_PVE_IMAGE_FACTORY_FINGERPRINT", &l.pve.fingerprint)
             .env_remove("PROXMOX_VE_ENDPOINT")
             .stdin(std::process::Stdio::null());
         for a in &args {
@@ -1010,6 +1011,32 @@ async fn cli_preflight_and_destroy_against_the_lab() {
         }
         c.output()
     };
+    let out = run(vec!["provision"]).await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("VM 120 talos-k8s-01 on pve-ms01-01: created, started"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&secret) && !stderr.contains(&secret));
+    let out = run(vec!["provision"]).await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Everything is up to date (no changes made)."),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("VM 121 talos-k8s-02 on pve-ms01-02: up to date"),
+        "{stdout}"
+    );
+
     let out = run(vec!["-vv", "preflight"]).await.unwrap();
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
