@@ -1,15 +1,93 @@
-//! `talos-pve provision`.
+//! `talos-pve provision`: preflight, then create (or adopt) and start the VMs.
 
 use std::process::ExitCode;
 
-use super::args::{Global, ProfileArgs};
+use super::args::{Global, Output, ProfileArgs};
+use super::preflight::{PveArgs, print_preflight, runtime, session};
+use crate::net::AddressBook;
+use crate::proxmox::Trust;
+use crate::proxmox::factory::Factory;
+use crate::proxmox::preflight::preflight;
+use crate::proxmox::provision::{ProvisionOptions, VmAction, provision};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub profile: ProfileArgs,
+    #[command(flatten)]
+    pub pve: PveArgs,
+    /// Delete and re-create this cluster's VMs whose disks, firmware or NICs differ from the plan.
+    #[arg(long)]
+    pub recreate: bool,
+    /// Pin the certificate of a self-hosted Image Factory (SHA-256, AA:BB:…).
+    #[arg(
+        long,
+        env = "TALOS_PVE_IMAGE_FACTORY_FINGERPRINT",
+        value_name = "SHA256"
+    )]
+    pub factory_fingerprint: Option<String>,
 }
 
-pub fn run(_g: &Global, _a: Args) -> anyhow::Result<ExitCode> {
-    super::common::not_yet("provision")
+pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+    let s = session(&a.profile, &a.pve)?;
+    // The public factory has a CA-signed certificate; a self-hosted one may be pinned.
+    let trust = match &a.factory_fingerprint {
+        Some(f) => Trust::Fingerprint(f.clone()),
+        None => Trust::Verify,
+    };
+    let factory = Factory::new(
+        &s.profile.talos.image_factory,
+        &trust,
+        &AddressBook::direct(),
+    )?;
+    let rt = runtime()?;
+    let pf = rt.block_on(preflight(&s.client, &s.profile, &s.plan))?;
+    if !pf.passed() {
+        print_preflight(&pf);
+        anyhow::bail!("preflight failed; fix the items marked FAIL and run again");
+    }
+    let opts = ProvisionOptions {
+        recreate: a.recreate,
+    };
+    let report = rt.block_on(provision(&s.client, &factory, &s.profile, &s.plan, opts))?;
+    if g.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for i in &report.isos {
+            let what = if i.downloaded {
+                "downloaded"
+            } else {
+                "present"
+            };
+            println!("ISO {} on {}: {what}", i.volid, i.host);
+        }
+        for v in &report.vms {
+            let action = match v.action {
+                VmAction::Created => "created",
+                VmAction::Recreated => "re-created",
+                VmAction::UpToDate => "up to date",
+                VmAction::Updated => "updated",
+                VmAction::NeedsRecreate => "differs (not changed)",
+            };
+            let started = if v.started { ", started" } else { "" };
+            println!("VM {} {} on {}: {action}{started}", v.vmid, v.node, v.host);
+            for d in &v.differences {
+                println!("    {d}");
+            }
+        }
+        if report.up_to_date() {
+            println!("Everything is up to date (no changes made).");
+        }
+    }
+    let blocked: Vec<String> = report
+        .blocked()
+        .map(|v| format!("{} ({})", v.node, v.vmid))
+        .collect();
+    if !blocked.is_empty() {
+        anyhow::bail!(
+            "{} differ from the plan in ways that need a new VM\n  fix: run `talos-pve provision --recreate` (their disks are wiped)",
+            blocked.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

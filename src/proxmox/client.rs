@@ -87,7 +87,9 @@ pub struct RetryPolicy {
     pub cap: Duration,
 }
 
-/// Task polling: first wait `first`, multiplied by 3/2 each poll up to `max`.
+/// Task polling: first wait `first` (four times that for downloads, which take
+/// seconds to minutes), doubling each poll up to `max`. Quick tasks cost one or
+/// two polls; long ones stay well under one poll per second.
 #[derive(Debug, Clone, Copy)]
 pub struct PollPolicy {
     pub first: Duration,
@@ -107,8 +109,8 @@ impl Default for RetryPolicy {
 impl Default for PollPolicy {
     fn default() -> Self {
         Self {
-            first: Duration::from_millis(150),
-            max: Duration::from_secs(3),
+            first: Duration::from_millis(250),
+            max: Duration::from_secs(5),
         }
     }
 }
@@ -568,10 +570,14 @@ impl Client {
             form_urlencoded::byte_serialize(upid.as_bytes()).collect::<String>()
         );
         let start = Instant::now();
-        let mut wait = self.poll.first;
+        let mut wait = if parsed.kind == "download" {
+            self.poll.first * 4
+        } else {
+            self.poll.first
+        };
         loop {
             tokio::time::sleep(wait).await;
-            wait = (wait * 3 / 2).min(self.poll.max);
+            wait = (wait * 2).min(self.poll.max);
             match self.get::<Value>(&path, &[]).await {
                 Ok(st) => {
                     if st.get("status").and_then(Value::as_str) == Some("stopped") {

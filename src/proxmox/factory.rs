@@ -45,7 +45,7 @@ impl Factory {
             .body(yaml.to_owned())
             .send()
             .await
-            .map_err(|e| err(e.without_url().to_string()))?;
+            .map_err(|e| err(chain(&e.without_url())))?;
         let status = resp.status();
         let body: Value = resp
             .json()
@@ -59,4 +59,16 @@ impl Factory {
             .map(str::to_owned)
             .ok_or_else(|| err(format!("no `id` in {body}")))
     }
+}
+
+/// An error with its causes (reqwest's top-level message alone says little).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

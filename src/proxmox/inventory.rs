@@ -60,6 +60,39 @@ pub async fn config(
         .collect())
 }
 
+/// Wait until `status/current` shows no `lock` (backing off like task polls).
+pub async fn wait_unlocked(
+    pve: &Client,
+    node: &str,
+    vmid: u32,
+    deadline: std::time::Duration,
+) -> Result<(), PveError> {
+    let start = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(250);
+    loop {
+        let st: Value = pve
+            .get(&format!("/nodes/{node}/qemu/{vmid}/status/current"), &[])
+            .await?;
+        let Some(lock) = st.get("lock").and_then(Value::as_str) else {
+            return Ok(());
+        };
+        if start.elapsed() > deadline {
+            return Err(PveError::Api {
+                method: "GET".into(),
+                path: format!("/nodes/{node}/qemu/{vmid}/status/current"),
+                status: 500,
+                message: format!(
+                    "VM {vmid} on {node} is still locked ({lock}) after {}s; check its running tasks, or `qm unlock {vmid}` if none",
+                    deadline.as_secs()
+                ),
+                errors: Default::default(),
+            });
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
 /// `(cluster, node)` from a config's description marker.
 pub fn owner(config: &BTreeMap<String, String>) -> Option<(String, String)> {
     config.get("description").and_then(|d| read_marker(d))

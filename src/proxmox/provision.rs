@@ -24,6 +24,7 @@ const CREATE_DEADLINE: Duration = Duration::from_secs(300);
 const START_DEADLINE: Duration = Duration::from_secs(120);
 const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(900);
 const STOP_DEADLINE: Duration = Duration::from_secs(120);
+const UNLOCK_DEADLINE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Error)]
 pub enum ProvisionError {
@@ -199,7 +200,12 @@ async fn decide(
     let Some(vm) = existing else {
         return Ok(Step::Create);
     };
-    let config = inventory::config(pve, &vm.node, vm.vmid).await?;
+    let mut config = inventory::config(pve, &vm.node, vm.vmid).await?;
+    if config.contains_key("lock") && owner(&config).is_some_and(|(c, _)| c == plan.cluster) {
+        // Left locked by an operation still running (e.g. an interrupted create).
+        inventory::wait_unlocked(pve, &vm.node, vm.vmid, UNLOCK_DEADLINE).await?;
+        config = inventory::config(pve, &vm.node, vm.vmid).await?;
+    }
     match owner(&config) {
         Some((cluster, n)) if cluster == plan.cluster && n == node.name => {}
         other => {

@@ -73,6 +73,7 @@ fn credentials(
             path: path.display().to_string(),
             source,
         })?;
+        warn_if_readable_by_others(&path);
         let text = text.trim();
         let origin = format!("token file {}", path.display());
         return if text.contains('=') {
@@ -92,6 +93,19 @@ fn credentials(
             password: SecretString::from(pw),
         }),
         _ => Err(PveError::NoCredentials),
+    }
+}
+
+/// A token file should be private (0600) like every other secret talos-pve keeps.
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path)
+        && m.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "the Proxmox token file is readable by other users; run `chmod 600` on it"
+        );
     }
 }
 

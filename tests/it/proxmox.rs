@@ -1,1 +1,1216 @@
-//! Integration tests: proxmox.
+//! Integration tests: the real Proxmox client, provisioning, preflight and destroy
+//! against the lab's simulated PVE over HTTPS on loopback.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use talos_pve::lab::proxmox::{Fault, FaultEffect, LabProxmox, LabProxmoxConfig, LabProxmoxHandle};
+use talos_pve::lab::{Fabric, LabEvent};
+use talos_pve::plan::Plan;
+use talos_pve::profile::Profile;
+use talos_pve::proxmox::destroy::{destroy, owned_vms};
+use talos_pve::proxmox::factory::Factory;
+use talos_pve::proxmox::preflight::{Level, preflight};
+use talos_pve::proxmox::provision::{ProvisionError, ProvisionOptions, VmAction, provision};
+use talos_pve::proxmox::{
+    Client, ClientConfig, Credentials, PollPolicy, PveError, RetryPolicy, Trust, inventory,
+};
+
+use super::support;
+
+struct Lab {
+    fabric: Fabric,
+    pve: LabProxmoxHandle,
+    client: Client,
+    factory: Factory,
+    profile: Profile,
+    plan: Plan,
+}
+
+fn homelab() -> Profile {
+    talos_pve::profile::load(&support::profile("homelab.yaml")).unwrap()
+}
+
+async fn lab_with(config: LabProxmoxConfig, fast: bool) -> Lab {
+    talos_pve::tls::install_provider();
+    let mut profile = homelab();
+    let fabric = Fabric::new();
+    let pve = LabProxmox::start(&fabric, config, &profile.proxmox)
+        .await
+        .unwrap();
+    profile.talos.image_factory = pve.factory_url();
+    let plan = Plan::build(&profile).unwrap();
+    let creds = Credentials::parse_token(pve.api_token().expose_secret(), "test").unwrap();
+    let trust = Trust::Fingerprint(pve.fingerprint.clone());
+    let mut cfg = ClientConfig::new(&profile.proxmox.endpoint, creds, trust.clone());
+    if fast {
+        cfg.retry = RetryPolicy {
+            attempts: 5,
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(40),
+        };
+        cfg.poll = PollPolicy {
+            first: Duration::from_millis(5),
+            max: Duration::from_millis(40),
+        };
+    }
+    let client = Client::new(cfg, &fabric.addresses).unwrap();
+    let factory = Factory::new(&profile.talos.image_factory, &trust, &fabric.addresses).unwrap();
+    Lab {
+        fabric,
+        pve,
+        client,
+        factory,
+        profile,
+        plan,
+    }
+}
+
+async fn lab() -> Lab {
+    lab_with(LabProxmoxConfig::default(), true).await
+}
+
+impl Lab {
+    async fn provision(
+        &self,
+        recreate: bool,
+    ) -> Result<talos_pve::proxmox::provision::ProvisionReport, ProvisionError> {
+        provision(
+            &self.client,
+            &self.factory,
+            &self.profile,
+            &self.plan,
+            ProvisionOptions { recreate },
+        )
+        .await
+    }
+    fn writes(&self) -> Vec<String> {
+        self.pve
+            .requests()
+            .iter()
+            .filter(|r| r.method != "GET")
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn provision_homelab_matches_the_plan_and_a_rerun_writes_nothing() {
+    let l = lab().await;
+    let mut events = l.fabric.events.subscribe();
+    let report = l.provision(false).await.unwrap();
+    assert_eq!(report.vms.len(), 3);
+    assert!(
+        report
+            .vms
+            .iter()
+            .all(|v| v.action == VmAction::Created && v.started),
+        "{report:?}"
+    );
+    assert!(report.isos.iter().all(|i| i.downloaded));
+    assert_eq!(
+        l.pve.factory_requests().len(),
+        1,
+        "schematic registered once"
+    );
+
+    for n in &l.plan.nodes {
+        let c = inventory::config(&l.client, &n.host, n.vmid).await.unwrap();
+        assert_eq!(
+            c["net0"],
+            format!("virtio={},bridge=vmbr0,firewall=0,tag=16", n.management.mac)
+        );
+        assert_eq!(
+            c["net1"],
+            format!("virtio={},bridge=vmbr0,firewall=0,tag=28", n.workload.mac)
+        );
+        assert_eq!(
+            c["ipconfig0"],
+            format!("ip={},gw=10.8.16.1", n.management.address)
+        );
+        assert_eq!(c["ipconfig1"], format!("ip={}", n.workload.address));
+        assert_eq!(c["cpu"], "host");
+        assert_eq!(c["scsihw"], "virtio-scsi-pci");
+        assert_eq!(c["balloon"], "0");
+        assert_eq!(c["machine"], "q35");
+        assert_eq!(c["bios"], "ovmf");
+        assert_eq!(c["boot"], "order=scsi0;ide2");
+        assert_eq!(
+            c["ide2"],
+            format!("local:iso/{},media=cdrom", l.plan.iso_file)
+        );
+        assert!(c["scsi0"].contains("size=64G"), "{}", c["scsi0"]);
+        assert!(
+            c["efidisk0"].contains("efitype=4m") && c["efidisk0"].contains("pre-enrolled-keys=0")
+        );
+        assert_eq!(c["tags"], "controlplane;talos;talos-pve");
+        assert_eq!(c["nameserver"], "10.0.1.1 1.1.1.1 8.8.8.8");
+        assert_eq!(c["searchdomain"], "lab.local");
+        assert_eq!(
+            inventory::owner(&c),
+            Some((l.plan.cluster.clone(), n.name.clone()))
+        );
+        let st: serde_json::Value = l
+            .client
+            .get(
+                &format!("/nodes/{}/qemu/{}/status/current", n.host, n.vmid),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(st["status"], "running");
+        let agent: serde_json::Value = l
+            .client
+            .get(
+                &format!(
+                    "/nodes/{}/qemu/{}/agent/network-get-interfaces",
+                    n.host, n.vmid
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let eth0 = &agent["result"][1];
+        assert_eq!(eth0["hardware-address"], n.management.mac.to_lowercase());
+        assert_eq!(
+            eth0["ip-addresses"][0]["ip-address"],
+            n.management.address.addr().to_string()
+        );
+    }
+    let mut started = BTreeMap::new();
+    while let Ok(e) = events.try_recv() {
+        if let LabEvent::VmStarted(vm) = e {
+            started.insert(vm.vmid, vm);
+        }
+    }
+    assert_eq!(started.len(), 3, "one VmStarted per VM");
+    let vm = &started[&120];
+    assert_eq!(vm.host, "pve-ms01-01");
+    assert_eq!(vm.nics[0].vlan, Some(16));
+    assert_eq!(vm.nics[0].gateway, Some("10.8.16.1".parse().unwrap()));
+    assert_eq!(vm.nics[1].address, Some("10.8.28.20/22".parse().unwrap()));
+    assert_eq!(vm.nics[1].gateway, None);
+
+    l.pve.clear_requests();
+    let again = l.provision(false).await.unwrap();
+    assert!(again.up_to_date(), "{again:?}");
+    assert!(
+        again
+            .vms
+            .iter()
+            .all(|v| v.action == VmAction::UpToDate && !v.started)
+    );
+    assert_eq!(l.writes(), Vec::<String>::new(), "a re-run must not write");
+    assert!(l.pve.factory_requests().is_empty());
+}
+
+#[tokio::test]
+async fn full_provision_stays_within_the_request_budget() {
+    // Realistic task durations and the default (adaptive) polling.
+    let cfg = LabProxmoxConfig {
+        task_ms: [("qmcreate", 1200), ("qmstart", 400), ("download", 2500)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        ..Default::default()
+    };
+    let l = lab_with(cfg, false).await;
+    let report = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    assert!(report.passed(), "{report:#?}");
+    let preflight_requests = l.pve.requests().len();
+    l.provision(false).await.unwrap();
+    let reqs = l.pve.requests();
+    println!(
+        "provision alone: {} requests = {:.1} per node",
+        reqs.len() - preflight_requests,
+        (reqs.len() - preflight_requests) as f64 / 3.0
+    );
+    let per_node = reqs.len() as f64 / 3.0;
+    let mut by_method = BTreeMap::new();
+    for r in &reqs {
+        *by_method.entry(r.method.clone()).or_insert(0) += 1;
+    }
+    println!(
+        "preflight + provision: {} requests for 3 nodes = {per_node:.1} per node; by method {by_method:?}",
+        reqs.len()
+    );
+    assert!(per_node <= 25.0, "{per_node} requests per node");
+}
+
+#[tokio::test]
+async fn an_interrupted_run_resumes() {
+    let l = lab().await;
+    l.pve.set_faults(vec![Fault::new(
+        "POST",
+        "/nodes/pve-ms01-02/qemu",
+        1,
+        FaultEffect::TaskError {
+            message: "simulated crash while allocating".into(),
+        },
+    )]);
+    let err = l.provision(false).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("unable to create VM 121 - simulated crash while allocating"),
+        "{msg}"
+    );
+    l.pve.settle(Duration::from_secs(2)).await;
+    let st = l.pve.state();
+    assert!(!st.vms.contains_key(&121), "a failed create leaves nothing");
+    assert!(st.vms.contains_key(&120) && st.vms.contains_key(&122));
+
+    l.pve.clear_requests();
+    let report = l.provision(false).await.unwrap();
+    assert!(
+        !l.writes().iter().any(|w| w.ends_with("/download-url")),
+        "the ISO downloaded in the first run is reused: {:?}",
+        l.writes()
+    );
+    let action = |id| report.vms.iter().find(|v| v.vmid == id).unwrap().action;
+    assert_eq!(action(121), VmAction::Created);
+    assert_eq!(action(120), VmAction::UpToDate);
+    assert_eq!(action(122), VmAction::UpToDate);
+    assert!(l.pve.state().vms.values().all(|v| v.running));
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried_and_the_run_completes() {
+    let l = lab().await;
+    l.pve.set_faults(vec![
+        Fault::new(
+            "GET",
+            "/cluster/resources",
+            1,
+            FaultEffect::Status {
+                code: 595,
+                message:
+                    "Errors during connection establishment, proxy handshake: No route to host"
+                        .into(),
+            },
+        ),
+        Fault::new(
+            "POST",
+            "/nodes/pve-ms01-01/qemu",
+            2,
+            FaultEffect::LockTimeout,
+        ),
+        Fault::new("POST", "/status/start", 1, FaultEffect::NoWorker),
+    ]);
+    let report = l.provision(false).await.unwrap();
+    assert!(report.vms.iter().all(|v| v.started));
+    let reqs = l.pve.requests();
+    let failed: Vec<u16> = reqs
+        .iter()
+        .filter(|r| r.status >= 500)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(failed.len(), 4, "{failed:?}");
+    assert!(failed.contains(&595));
+    assert_eq!(l.pve.state().vms.len(), 3);
+}
+
+#[tokio::test]
+async fn a_failed_task_stops_the_run_with_its_own_message() {
+    let l = lab().await;
+    l.pve.set_faults(vec![Fault::new(
+        "POST",
+        "/download-url",
+        1,
+        FaultEffect::TaskError {
+            message: "download failed: 502 Bad Gateway".into(),
+        },
+    )]);
+    let err = l.provision(false).await.unwrap_err();
+    match &err {
+        ProvisionError::Pve(PveError::TaskFailed { message, node, .. }) => {
+            assert_eq!(message, "download failed: 502 Bad Gateway");
+            assert!(l.profile.proxmox.hosts.iter().any(|h| &h.name == node));
+        }
+        other => panic!("expected a task failure, got {other}"),
+    }
+    // Non-transient API errors are not retried either.
+    let e = l
+        .client
+        .post("/nodes/pve-ms01-01/qemu", &[("vmid".into(), "99".into())])
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    assert!(
+        e.to_string()
+            .contains("vmid: value must have a minimum value of 100"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn adopted_vms_are_compared_and_only_safe_drift_is_fixed() {
+    let l = lab().await;
+    l.provision(false).await.unwrap();
+    l.client
+        .put(
+            "/nodes/pve-ms01-01/qemu/120/config",
+            &[("cores".into(), "2".into())],
+        )
+        .await
+        .unwrap();
+    l.pve.clear_requests();
+    let r = l.provision(false).await.unwrap();
+    let vm = r.vms.iter().find(|v| v.vmid == 120).unwrap();
+    assert_eq!(vm.action, VmAction::Updated);
+    assert_eq!(vm.differences, vec!["cores: 2 → 4".to_owned()]);
+    assert_eq!(
+        l.writes(),
+        vec!["PUT /api2/json/nodes/pve-ms01-01/qemu/120/config".to_owned()]
+    );
+
+    l.client
+        .put(
+            "/nodes/pve-ms01-01/qemu/120/config",
+            &[("scsihw".into(), "virtio-scsi-single".into())],
+        )
+        .await
+        .unwrap();
+    let r = l.provision(false).await.unwrap();
+    let vm = r.vms.iter().find(|v| v.vmid == 120).unwrap();
+    assert_eq!(vm.action, VmAction::NeedsRecreate);
+    assert!(
+        vm.differences[0].contains("needs --recreate"),
+        "{:?}",
+        vm.differences
+    );
+    let r = l.provision(true).await.unwrap();
+    assert_eq!(
+        r.vms.iter().find(|v| v.vmid == 120).unwrap().action,
+        VmAction::Recreated
+    );
+    let c = inventory::config(&l.client, "pve-ms01-01", 120)
+        .await
+        .unwrap();
+    assert_eq!(c["scsihw"], "virtio-scsi-pci");
+}
+
+#[tokio::test]
+async fn a_foreign_vm_on_a_planned_vmid_is_an_error_naming_it() {
+    let l = lab().await;
+    let cfg: BTreeMap<String, String> = [("name", "grafana"), ("description", "hand-made")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    l.pve.insert_vm("pve-ms01-02", 121, cfg, true);
+    let err = l.provision(false).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, ProvisionError::Foreign { vmid: 121, .. }),
+        "{msg}"
+    );
+    assert!(msg.contains("`grafana` on host pve-ms01-02"), "{msg}");
+    assert!(
+        l.writes().is_empty(),
+        "nothing is written before the check passes"
+    );
+    let pf = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    assert!(pf.failures().any(|c| c.what.contains("VMID 121")));
+}
+
+#[tokio::test]
+async fn destroy_removes_exactly_this_clusters_vms() {
+    let l = lab().await;
+    l.provision(false).await.unwrap();
+    let other: BTreeMap<String, String> = [
+        ("name", "talos-other-01"),
+        ("tags", "talos;talos-pve"),
+        ("description", "talos-pve:cluster=other;node=talos-other-01"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    l.pve.insert_vm("pve-ms01-01", 500, other, true);
+    l.pve.insert_vm(
+        "pve-ms01-02",
+        501,
+        [("name".to_owned(), "pihole".to_owned())].into(),
+        false,
+    );
+    let mut events = l.fabric.events.subscribe();
+    let owned = owned_vms(&l.client, &l.plan.cluster, &[120, 121, 122])
+        .await
+        .unwrap();
+    let ids: Vec<u32> = owned.iter().map(|v| v.vmid).collect();
+    assert_eq!(ids, [120, 121, 122]);
+    destroy(&l.client, &owned).await.unwrap();
+    let left: Vec<u32> = l.pve.state().vms.keys().copied().collect();
+    assert_eq!(left, [500, 501]);
+    let mut destroyed = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let LabEvent::VmDestroyed { vmid } = e {
+            destroyed.push(vmid);
+        }
+    }
+    destroyed.sort();
+    assert_eq!(destroyed, [120, 121, 122]);
+}
+
+#[tokio::test]
+async fn preflight_lists_missing_privileges_with_pveum_commands() {
+    let cfg = LabProxmoxConfig {
+        token_privileges: Some(vec![
+            "VM.Audit".into(),
+            "Sys.Audit".into(),
+            "Datastore.Audit".into(),
+        ]),
+        ..Default::default()
+    };
+    let l = lab_with(cfg, true).await;
+    let r = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    assert!(!r.passed());
+    let privs = r
+        .checks
+        .iter()
+        .find(|c| c.what == "token privileges")
+        .unwrap();
+    assert_eq!(privs.level, Level::Fail);
+    assert!(
+        privs.detail.contains("VM.Allocate") && !privs.detail.contains("VM.Audit ("),
+        "{}",
+        privs.detail
+    );
+    assert!(
+        privs
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("pveum acl modify / -token 'root@pam!talos-pve'")
+    );
+    assert!(
+        r.checks
+            .iter()
+            .any(|c| c.what == "pve-ms01-01: bridge vmbr0" && c.level == Level::Ok)
+    );
+    assert_eq!(r.version.as_deref(), Some("9.1.3"));
+}
+
+#[tokio::test]
+async fn the_token_secret_never_leaks() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let w = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || w.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(sub);
+
+    let l = lab().await;
+    let token = l.pve.api_token();
+    let secret = token.expose_secret().split_once('=').unwrap().1.to_owned();
+    l.pve.set_faults(vec![Fault::new(
+        "GET",
+        "/cluster/resources",
+        1,
+        FaultEffect::Status {
+            code: 596,
+            message: "Broken pipe".into(),
+        },
+    )]);
+    l.provision(false).await.unwrap();
+    // A wrong secret: 401, and the error does not echo what was sent.
+    let wrong = format!("{}=not-{secret}", l.pve.token_id);
+    let creds = Credentials::parse_token(&wrong, "test").unwrap();
+    let bad = Client::new(
+        ClientConfig::new(
+            &l.profile.proxmox.endpoint,
+            creds.clone(),
+            Trust::Fingerprint(l.pve.fingerprint.clone()),
+        ),
+        &l.fabric.addresses,
+    )
+    .unwrap();
+    let e = bad
+        .get::<serde_json::Value>("/version", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(401));
+    let texts = [
+        e.to_string(),
+        format!("{e:?}"),
+        format!("{creds:?}"),
+        format!("{:?}", l.client),
+        String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned(),
+    ];
+    assert!(
+        texts[4].contains("proxmox request"),
+        "trace logging was captured"
+    );
+    for t in &texts {
+        assert!(!t.contains(&secret), "secret leaked into: {t}");
+    }
+}
+
+#[tokio::test]
+async fn ticket_login_works_and_writes_need_the_csrf_token() {
+    let cfg = LabProxmoxConfig {
+        password: Some("hunter2-lab".into()),
+        ..Default::default()
+    };
+    let l = lab_with(cfg, true).await;
+    let creds = Credentials::Password {
+        user: "root@pam".into(),
+        password: "hunter2-lab".to_owned().into(),
+    };
+    let c = Client::new(
+        ClientConfig::new(
+            &l.profile.proxmox.endpoint,
+            creds,
+            Trust::Fingerprint(l.pve.fingerprint.clone()),
+        ),
+        &l.fabric.addresses,
+    )
+    .unwrap();
+    let v: serde_json::Value = c.get("/version", &[]).await.unwrap();
+    assert_eq!(v["release"], "9.1");
+    let e = c
+        .put(
+            "/nodes/pve-ms01-01/qemu/999/config",
+            &[("cores".into(), "2".into())],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("999.conf' does not exist"),
+        "CSRF accepted, then 500: {e}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_fingerprint_is_refused_before_any_request() {
+    let l = lab().await;
+    let creds = Credentials::parse_token(l.pve.api_token().expose_secret(), "t").unwrap();
+    let other = talos_pve::tls::fingerprint(b"another certificate");
+    let c = Client::new(
+        ClientConfig::new(
+            &l.profile.proxmox.endpoint,
+            creds,
+            Trust::Fingerprint(other),
+        ),
+        &l.fabric.addresses,
+    )
+    .unwrap();
+    let e = c
+        .get::<serde_json::Value>("/version", &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PveError::Transport { .. }), "{e}");
+    assert!(l.pve.requests().is_empty());
+}
+
+#[tokio::test]
+async fn lab_state_round_trips_through_serde() {
+    let l = lab().await;
+    l.provision(false).await.unwrap();
+    let json = serde_json::to_string(&l.pve.state()).unwrap();
+    let state: talos_pve::lab::proxmox::LabPveState = serde_json::from_str(&json).unwrap();
+    let fp = l.pve.fingerprint.clone();
+    l.pve.shutdown();
+    let again = LabProxmox::from_state(&l.fabric, LabProxmoxConfig::default(), state)
+        .await
+        .unwrap();
+    assert_eq!(again.fingerprint, fp, "same certificate after a restart");
+    // A new client resolves the endpoint again: the address book now maps it to the new listener.
+    let creds = Credentials::parse_token(again.api_token().expose_secret(), "t").unwrap();
+    let c = Client::new(
+        ClientConfig::new(&l.profile.proxmox.endpoint, creds, Trust::Fingerprint(fp)),
+        &l.fabric.addresses,
+    )
+    .unwrap();
+    let r = provision(
+        &c,
+        &l.factory,
+        &l.profile,
+        &l.plan,
+        ProvisionOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(r.up_to_date(), "{r:?}");
+    assert!(again.state().vms.values().all(|v| v.running));
+}
+
+/// Every request the client sent in a broad run, checked against the PVE 9.1 schema.
+#[tokio::test]
+async fn every_request_the_client_sends_conforms_to_the_pve_schema() {
+    let Some(path) = support::reference("data/proxmox/pve-apidata-flat.json") else {
+        return;
+    };
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let l = lab().await;
+    l.pve.set_faults(vec![Fault::new(
+        "POST",
+        "/status/start",
+        1,
+        FaultEffect::NoWorker,
+    )]);
+    preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    l.provision(false).await.unwrap();
+    l.client
+        .put(
+            "/nodes/pve-ms01-01/qemu/120/config",
+            &[("cores".into(), "2".into()), ("onboot".into(), "1".into())],
+        )
+        .await
+        .unwrap();
+    l.client
+        .put(
+            "/nodes/pve-ms01-01/qemu/120/config",
+            &[("scsihw".into(), "lsi".into())],
+        )
+        .await
+        .unwrap();
+    l.provision(false).await.unwrap();
+    l.provision(true).await.unwrap();
+    let owned = owned_vms(&l.client, &l.plan.cluster, &[]).await.unwrap();
+    destroy(&l.client, &owned).await.unwrap();
+
+    let reqs = l.pve.requests();
+    assert!(reqs.len() > 40, "a broad sample: {}", reqs.len());
+    let mut problems = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &reqs {
+        let api = r.path.strip_prefix("/api2/json").unwrap_or(&r.path);
+        match check_request(&schema, &r.method, api, &r.params) {
+            Ok(template) => {
+                seen.insert(format!("{} {template}", r.method));
+            }
+            Err(e) => problems.push(format!("{} {api}: {e}", r.method)),
+        }
+    }
+    println!(
+        "checked {} requests on {} endpoints: {seen:#?}",
+        reqs.len(),
+        seen.len()
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+    // The checker itself rejects what PVE rejects.
+    let p = |k: &str, v: &str| {
+        vec![
+            ("vmid".to_owned(), "120".to_owned()),
+            (k.to_owned(), v.to_owned()),
+        ]
+    };
+    assert!(
+        check_request(
+            &schema,
+            "POST",
+            "/nodes/pve-ms01-01/qemu",
+            &p("onboot", "true")
+        )
+        .is_err()
+    );
+    assert!(
+        check_request(
+            &schema,
+            "POST",
+            "/nodes/pve-ms01-01/qemu",
+            &p("net0", "virtio,bridge=vmbr0,vlan=16")
+        )
+        .is_err()
+    );
+    assert!(
+        check_request(
+            &schema,
+            "POST",
+            "/nodes/pve-ms01-01/qemu",
+            &p("name", "talos_k8s")
+        )
+        .is_err()
+    );
+    assert!(
+        check_request(
+            &schema,
+            "POST",
+            "/nodes/pve-ms01-01/qemu",
+            &p("scsihw", "virtio")
+        )
+        .is_err()
+    );
+    assert!(
+        check_request(
+            &schema,
+            "POST",
+            "/nodes/pve-ms01-01/qemu",
+            &p("frobnicate", "1")
+        )
+        .is_err()
+    );
+    assert!(check_request(&schema, "GET", "/nodes/pve-ms01-01/qemu/120/frob", &[]).is_err());
+    assert!(
+        check_request(
+            &schema,
+            "POST",
+            "/nodes/pve-ms01-01/qemu",
+            &p(
+                "net0",
+                "virtio=BC:24:11:00:16:20,bridge=vmbr0,tag=16,firewall=0"
+            )
+        )
+        .is_ok()
+    );
+    for must in [
+        "POST /nodes/{node}/qemu",
+        "DELETE /nodes/{node}/qemu/{vmid}",
+        "PUT /nodes/{node}/qemu/{vmid}/config",
+        "POST /nodes/{node}/storage/{storage}/download-url",
+    ] {
+        assert!(seen.contains(must), "{must} was exercised");
+    }
+}
+
+/// The schema path template the request matches, or what is wrong with it.
+fn check_request(
+    schema: &serde_json::Value,
+    method: &str,
+    path: &str,
+    params: &[(String, String)],
+) -> Result<String, String> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (template, path_params) = schema
+        .as_object()
+        .unwrap()
+        .keys()
+        .find_map(|t| {
+            let ts: Vec<&str> = t.trim_matches('/').split('/').collect();
+            if ts.len() != segs.len() {
+                return None;
+            }
+            let mut pp = Vec::new();
+            for (a, b) in ts.iter().zip(&segs) {
+                if a.starts_with('{') {
+                    pp.push((a.trim_matches(['{', '}']).to_owned(), (*b).to_owned()));
+                } else if a != b {
+                    return None;
+                }
+            }
+            Some((t.clone(), pp))
+        })
+        .ok_or("no such path in the schema")?;
+    let info = schema[&template]
+        .get(method)
+        .ok_or_else(|| format!("{template} has no {method}"))?;
+    let props = info["parameters"]["properties"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for (k, v) in path_params.iter().chain(params) {
+        let spec = props
+            .get(k)
+            .or_else(|| {
+                let base = k.trim_end_matches(|c: char| c.is_ascii_digit());
+                (base.len() < k.len())
+                    .then(|| props.get(&format!("{base}[n]")))
+                    .flatten()
+            })
+            .ok_or_else(|| format!("unknown parameter `{k}`"))?;
+        check_value(spec, v, true).map_err(|e| format!("`{k}`=`{v}`: {e}"))?;
+    }
+    for (k, spec) in &props {
+        let required =
+            spec.get("optional").and_then(|o| o.as_u64()) != Some(1) && !k.contains("[n]");
+        if required && !path_params.iter().chain(params).any(|(pk, _)| pk == k) {
+            return Err(format!("required parameter `{k}` missing"));
+        }
+    }
+    Ok(template)
+}
+
+fn check_value(spec: &serde_json::Value, v: &str, top: bool) -> Result<(), String> {
+    if let Some(vals) = spec.get("enum").and_then(|e| e.as_array())
+        && !vals.iter().any(|x| x.as_str() == Some(v))
+    {
+        return Err(format!("not in enum {vals:?}"));
+    }
+    if let Some(p) = spec.get("pattern").and_then(|p| p.as_str()) {
+        let re = regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| e.to_string())?;
+        if !re.is_match(v) {
+            return Err(format!("does not match /{p}/"));
+        }
+    }
+    if let Some(max) = spec.get("maxLength").and_then(|m| m.as_u64())
+        && v.len() as u64 > max
+    {
+        return Err(format!("longer than {max}"));
+    }
+    match spec.get("type").and_then(|t| t.as_str()) {
+        Some("boolean") => {
+            let ok = if top {
+                v == "0" || v == "1"
+            } else {
+                ["0", "1", "on", "off", "yes", "no", "true", "false"].contains(&v)
+            };
+            if !ok {
+                return Err("not a 1/0 boolean".into());
+            }
+        }
+        Some("integer") => {
+            let n: i64 = v.parse().map_err(|_| "not an integer".to_owned())?;
+            if spec
+                .get("minimum")
+                .and_then(|m| m.as_i64())
+                .is_some_and(|m| n < m)
+                || spec
+                    .get("maximum")
+                    .and_then(|m| m.as_i64())
+                    .is_some_and(|m| n > m)
+            {
+                return Err("out of range".into());
+            }
+        }
+        Some("number") => {
+            v.parse::<f64>().map_err(|_| "not a number".to_owned())?;
+        }
+        _ => {}
+    }
+    match spec.get("format") {
+        Some(serde_json::Value::Object(fmt)) => check_property_string(fmt, v),
+        Some(serde_json::Value::String(name)) => check_named_format(name, v),
+        _ => Ok(()),
+    }
+}
+
+fn check_property_string(
+    fmt: &serde_json::Map<String, serde_json::Value>,
+    v: &str,
+) -> Result<(), String> {
+    let default_key = fmt
+        .iter()
+        .find(|(_, s)| s.get("default_key").and_then(|d| d.as_u64()) == Some(1))
+        .map(|(k, _)| k.clone());
+    for (i, tok) in v.split(',').enumerate() {
+        let (k, val) = match tok.split_once('=') {
+            Some((k, val)) => (k.to_owned(), val),
+            None if i == 0 => (
+                default_key
+                    .clone()
+                    .ok_or("key-less token but no default key")?,
+                tok,
+            ),
+            None => return Err(format!("token `{tok}` has no key")),
+        };
+        let mut spec = fmt.get(&k).ok_or_else(|| format!("unknown key `{k}`"))?;
+        if let Some(alias) = spec.get("alias").and_then(|a| a.as_str()) {
+            spec = fmt
+                .get(alias)
+                .ok_or_else(|| format!("alias `{alias}` missing"))?;
+        }
+        check_value(spec, val, false).map_err(|e| format!("{k}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The named formats the installer uses, checked as PVE defines them.
+fn check_named_format(name: &str, v: &str) -> Result<(), String> {
+    let label = regex::Regex::new(r"^[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?$").unwrap();
+    let ok = match name {
+        "pve-node" => label.is_match(v),
+        "dns-name" => v.split('.').all(|l| label.is_match(l)),
+        "pve-vmid" => v.parse::<u32>().is_ok_and(|n| n >= 100),
+        "pve-storage-id" => regex::Regex::new(r"^[a-z][a-z0-9\-_.]*[a-z0-9]$")
+            .unwrap()
+            .is_match(v),
+        "pve-tag-list" => v.split([';', ',', ' ']).filter(|t| !t.is_empty()).all(|t| {
+            regex::Regex::new(r"^[a-z0-9_][a-z0-9_\-+.]*$")
+                .unwrap()
+                .is_match(&t.to_lowercase())
+        }),
+        "address-list" => v
+            .split([' ', ',', ';'])
+            .filter(|a| !a.is_empty())
+            .all(|a| a.parse::<std::net::IpAddr>().is_ok()),
+        "pve-qm-ipconfig" => v.split(',').all(|kv| match kv.split_once('=') {
+            Some(("ip", ip)) => ip == "dhcp" || ip.parse::<ipnet::Ipv4Net>().is_ok(),
+            Some(("gw", gw)) => gw.parse::<std::net::Ipv4Addr>().is_ok(),
+            Some(("ip6" | "gw6", _)) => true,
+            _ => false,
+        }),
+        "pve-qm-boot" => v.split(',').all(|kv| match kv.split_once('=') {
+            Some(("order", o)) => o.split(';').all(|d| {
+                regex::Regex::new(r"^(ide|sata|scsi|virtio|net)\d+$")
+                    .unwrap()
+                    .is_match(d)
+            }),
+            Some(("legacy", l)) => regex::Regex::new(r"^[acdn]{1,4}$").unwrap().is_match(l),
+            _ => false,
+        }),
+        "pve-vm-cpu-conf" => v
+            .split(',')
+            .enumerate()
+            .all(|(i, kv)| i == 0 && !kv.contains('=') || kv.contains('=')),
+        "pve-volume-id-or-qm-path" | "pve-volume-id" => v.contains(':') || v.starts_with('/'),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("not a valid {name}"))
+    }
+}
+
+/// The real binary: preflight passes, destroy refuses without a terminal or
+/// `--yes`, and with `--yes` removes exactly the cluster's VMs. The token
+/// travels in the environment only and never shows up in the output.
+#[tokio::test]
+async fn cli_provision_preflight_and_destroy_against_the_lab() {
+    let l = lab().await;
+    l.pve.insert_vm(
+        "pve-ms01-01",
+        777,
+        [("name".to_owned(), "keep-me".to_owned())].into(),
+        true,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(support::profile("homelab.yaml")).unwrap();
+    let profile = dir.path().join("homelab.yaml");
+    std::fs::write(
+        &profile,
+        text.replace(
+            "https://10.8.16.10:8006",
+            &format!("https://{}", l.pve.listen),
+        ),
+    )
+    .unwrap();
+    let token = l.pve.api_token();
+    let secret = token.expose_secret().split_once('=').unwrap().1.to_owned();
+    let run = |args: Vec<&str>| {
+        let mut c = tokio::process::Command::new(support::bin());
+        c.args(&args)
+            .arg("--profile")
+            .arg(&profile)
+            .env("PROXMOX_VE_API_TOKEN", token.expose_secret())
+            .env("PROXMOX_VE_FINGERPRINT", &l.pve.fingerprint)
+            .env("TALOS_PVE_LOOPBACK_ONLY", "1")
+            .env("TALOS_PVE_IMAGE_FACTORY", l.pve.factory_url())
+            .env("TALOS_PVE_IMAGE_FACTORY_FINGERPRINT", &l.pve.fingerprint)
+            .env_remove("PROXMOX_VE_ENDPOINT")
+            .stdin(std::process::Stdio::null());
+        for a in &args {
+            assert!(
+                !a.contains(&secret),
+                "the secret is never a process argument"
+            );
+        }
+        c.output()
+    };
+    let out = run(vec!["provision"]).await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("VM 120 talos-k8s-01 on pve-ms01-01: created, started"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&secret) && !stderr.contains(&secret));
+    let out = run(vec!["provision"]).await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Everything is up to date (no changes made)."),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("VM 121 talos-k8s-02 on pve-ms01-02: up to date"),
+        "{stdout}"
+    );
+
+    let out = run(vec!["-vv", "preflight"]).await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("[ok  ] token privileges"), "{stdout}");
+    assert!(!stdout.contains(&secret) && !stderr.contains(&secret));
+
+    let out = run(vec!["destroy"]).await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("120 talos-k8s-01 on pve-ms01-01"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("keep-me"));
+    assert!(
+        stderr.contains("refusing to destroy without confirmation") && stderr.contains("--yes"),
+        "{stderr}"
+    );
+    assert_eq!(l.pve.state().vms.len(), 4, "nothing was touched");
+
+    let out = run(vec!["destroy", "--yes"]).await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(&secret) && !stderr.contains(&secret));
+    let left: Vec<u32> = l.pve.state().vms.keys().copied().collect();
+    assert_eq!(left, [777]);
+}
+
+#[tokio::test]
+async fn preflight_audits_bridges_and_the_storage_bond() {
+    let l = lab().await;
+    let mut state = l.pve.state();
+    let n2 = state.nodes.get_mut("pve-ms01-02").unwrap();
+    n2.network
+        .iter_mut()
+        .find(|i| i.iface == "vmbr0")
+        .unwrap()
+        .vlan_aware = false;
+    let n3 = state.nodes.get_mut("pve-aimax-01").unwrap();
+    n3.network
+        .iter_mut()
+        .find(|i| i.iface == "bond0")
+        .unwrap()
+        .mtu = Some(1500);
+    n3.storages
+        .iter_mut()
+        .find(|s| s.id == "local")
+        .unwrap()
+        .content = vec!["backup".into()];
+    l.pve.shutdown();
+    let pve = LabProxmox::from_state(&l.fabric, LabProxmoxConfig::default(), state)
+        .await
+        .unwrap();
+    let creds = Credentials::parse_token(pve.api_token().expose_secret(), "t").unwrap();
+    let c = Client::new(
+        ClientConfig::new(
+            &l.profile.proxmox.endpoint,
+            creds,
+            Trust::Fingerprint(pve.fingerprint.clone()),
+        ),
+        &l.fabric.addresses,
+    )
+    .unwrap();
+    let r = preflight(&c, &l.profile, &l.plan).await.unwrap();
+    let find = |what: &str| {
+        r.checks
+            .iter()
+            .find(|c| c.what == what)
+            .unwrap_or_else(|| panic!("{what}: {r:#?}"))
+    };
+    let bridge = find("pve-ms01-02: bridge vmbr0");
+    assert_eq!(bridge.level, Level::Warn);
+    assert!(bridge.detail.contains("vmbr0v16"), "{}", bridge.detail);
+    let bond = find("pve-aimax-01: bond0");
+    assert_eq!(bond.level, Level::Warn);
+    assert!(
+        bond.detail.contains("MTU 1500, the profile says 9000"),
+        "{}",
+        bond.detail
+    );
+    let iso = find("pve-aimax-01: storage local");
+    assert_eq!(iso.level, Level::Fail);
+    assert!(!r.passed());
+    assert_eq!(find("pve-ms01-01: storage local-lvm").level, Level::Ok);
+}
+
+#[tokio::test]
+async fn a_vm_still_locked_by_an_interrupted_create_is_waited_for_then_adopted() {
+    let cfg = LabProxmoxConfig {
+        task_ms: [("qmcreate".to_owned(), 600)].into(),
+        ..Default::default()
+    };
+    let l = lab_with(cfg, true).await;
+    l.provision(false).await.unwrap();
+    // Someone (an earlier, killed run) dispatched a create that is still running.
+    l.client
+        .delete("/nodes/pve-ms01-01/qemu/120", &[])
+        .await
+        .unwrap_err(); // running: refused synchronously
+    let st = l.pve.state();
+    let mut cfg = st.vms[&120].config.clone();
+    cfg.insert("lock".into(), "create".into());
+    l.pve.insert_vm("pve-ms01-01", 120, cfg.clone(), true);
+    let lab = &l.pve;
+    let unlock = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cfg.remove("lock");
+        lab.insert_vm("pve-ms01-01", 120, cfg, true);
+    };
+    let (r, ()) = tokio::join!(l.provision(false), unlock);
+    let r = r.unwrap();
+    assert!(r.up_to_date(), "{r:?}");
+    assert!(
+        l.pve
+            .requests()
+            .iter()
+            .any(|q| q.path.ends_with("/qemu/120/status/current")),
+        "it polled the lock"
+    );
+}
+
+#[tokio::test]
+async fn errors_without_a_body_take_the_reason_phrase_and_reads_give_up_after_the_cap() {
+    let l = lab().await;
+    let msg = "Errors during connection establishment, proxy handshake: No route to host";
+    l.pve.set_faults(vec![Fault::new(
+        "GET",
+        "/version",
+        10,
+        FaultEffect::Status {
+            code: 595,
+            message: msg.into(),
+        },
+    )]);
+    let e = l
+        .client
+        .get::<serde_json::Value>("/version", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(595));
+    assert!(e.to_string().ends_with(msg), "{e}");
+    assert_eq!(
+        l.pve.requests().len(),
+        5,
+        "retried up to the attempt cap, then gave up"
+    );
+    // Writes are not retried on 595: the proxy may have forwarded them.
+    l.pve.set_faults(vec![Fault::new(
+        "PUT",
+        "/config",
+        10,
+        FaultEffect::Status {
+            code: 595,
+            message: msg.into(),
+        },
+    )]);
+    l.pve.clear_requests();
+    let e = l
+        .client
+        .put(
+            "/nodes/pve-ms01-01/qemu/120/config",
+            &[("cores".into(), "2".into())],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(595));
+    assert_eq!(l.pve.requests().len(), 1);
+}

@@ -42,6 +42,7 @@ pub struct Request {
 pub struct Reply {
     pub status: u16,
     pub reason: Option<String>,
+    /// `Null` = an empty body.
     pub body: Value,
 }
 
@@ -53,12 +54,18 @@ impl Reply {
             body: json!({ "data": v }),
         }
     }
+    /// PVE's error envelope; proxy errors (595+) come with the reason phrase only.
     fn err(status: u16, msg: impl Into<String>) -> Reply {
         let msg = msg.into();
+        let body = if status >= 595 {
+            Value::Null
+        } else {
+            json!({ "data": null, "message": format!("{msg}\n") })
+        };
         Reply {
             status,
-            reason: Some(msg.clone()),
-            body: json!({ "data": null, "message": format!("{msg}\n") }),
+            reason: Some(msg),
+            body,
         }
     }
     fn params(errors: BTreeMap<String, String>) -> Reply {
@@ -89,20 +96,21 @@ fn lock_msg(vmid: u32) -> String {
 
 /// A fresh datacenter: one online node per host, `local` + `local-lvm`, a VLAN-aware `vmbr0`.
 pub fn initial_state(px: &Proxmox) -> anyhow::Result<LabPveState> {
-    let endpoint = crate::plan::endpoint_host(&px.endpoint)
-        .map(|_| ())
-        .and_then(|_| {
-            let rest = px.endpoint.trim_end_matches('/').strip_prefix("https://")?;
-            let rest = rest.split('/').next()?;
-            if rest.contains(':') {
-                rest.parse().ok()
-            } else {
-                format!("{rest}:8006").parse().ok()
-            }
+    // The virtual address the profile names; a bare host means PVE's port 8006.
+    let endpoint = px
+        .endpoint
+        .trim_end_matches('/')
+        .strip_prefix("https://")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|authority| {
+            authority
+                .parse()
+                .or_else(|_| format!("{authority}:8006").parse())
+                .ok()
         })
         .ok_or_else(|| {
             anyhow::anyhow!(
-                "lab: proxmox.endpoint `{}` must be https://<IPv4>:<port>",
+                "lab: proxmox.endpoint `{}` must be https://<IPv4>[:port]",
                 px.endpoint
             )
         })?;
@@ -604,8 +612,8 @@ impl Lab {
     }
 
     fn nodes(&self) -> Reply {
-        let st = self.state.lock().expect("lab state");
         let fp = self.fingerprint();
+        let st = self.state.lock().expect("lab state");
         Reply::data(
             st.nodes
                 .values()
@@ -739,6 +747,7 @@ impl Lab {
         )
     }
 
+    #[allow(clippy::too_many_arguments)] // one call site per task type; a struct would only rename the list
     fn new_task(
         &self,
         st: &mut LabPveState,
@@ -943,7 +952,7 @@ impl Lab {
             return Reply::err(400, "bad vmid");
         };
         let mut st = self.state.lock().expect("lab state");
-        if !st.vms.get(&vmid).is_some_and(|vm| vm.node == node) {
+        if st.vms.get(&vmid).is_none_or(|vm| vm.node != node) {
             return Reply::err(
                 500,
                 format!("Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"),
@@ -967,10 +976,9 @@ impl Lab {
         p.remove("force");
         let delete = p.remove("delete").unwrap_or_default();
         for (k, v) in p {
-            if ["scsi", "efidisk", "ide"].iter().any(|d| k.starts_with(d))
-                && !v.contains(":iso/")
-                && !v.starts_with("none")
-            {
+            let base = k.trim_end_matches(|c: char| c.is_ascii_digit());
+            let is_drive = base.len() < k.len() && matches!(base, "scsi" | "efidisk" | "ide");
+            if is_drive && !v.contains(":iso/") && !v.starts_with("none") {
                 return Reply::err(
                     500,
                     format!("lab: changing disk {k} in place is not simulated"),
@@ -1328,7 +1336,9 @@ fn uuid_like() -> String {
     )
 }
 
-/// Re-print a value as PVE stores it: MACs filled in and upper-cased, keys sorted, tags sorted.
+/// Re-print a value as PVE stores it: NICs re-printed with their MAC (filled in,
+/// upper case) first and the other keys sorted; tags de-duplicated and sorted.
+/// Everything else is stored as written.
 fn normalise_value(k: &str, v: &str) -> String {
     let base = k.trim_end_matches(|c: char| c.is_ascii_digit());
     match base {
@@ -1354,21 +1364,6 @@ fn normalise_value(k: &str, v: &str) -> String {
             } else {
                 format!("{}={mac},{rest}", nd.model)
             }
-        }
-        "ipconfig" | "ide" | "boot" | "agent" | "vga" | "machine" | "cpu" => {
-            let dk = match base {
-                "ipconfig" => "ip",
-                "ide" => "file",
-                "boot" => "legacy",
-                "agent" => "enabled",
-                "vga" | "machine" => "type",
-                _ => "cputype",
-            };
-            // `ip=` is printed with its key although it parses as the first token.
-            let print_key = if base == "ipconfig" { "" } else { dk };
-            PropString::parse(v, dk)
-                .map(|p| print_prop(&p, print_key))
-                .unwrap_or_else(|| v.into())
         }
         "tags" => {
             let mut t: Vec<String> = split_tags(v).iter().map(|t| t.to_lowercase()).collect();
@@ -1493,7 +1488,7 @@ mod tests {
             "controlplane;talos;talos-pve"
         );
         assert_eq!(
-            normalise_value("ipconfig0", "gw=10.8.16.1,ip=10.8.16.20/24"),
+            normalise_value("ipconfig0", "ip=10.8.16.20/24,gw=10.8.16.1"),
             "ip=10.8.16.20/24,gw=10.8.16.1"
         );
     }

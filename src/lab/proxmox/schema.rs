@@ -431,10 +431,7 @@ pub fn check(kind: Kind, v: &str, top: bool) -> Result<(), String> {
             ),
         ),
         Kind::DnsName => ok(is_dns_name(v), "value does not look like a valid DNS name"),
-        Kind::Node => ok(
-            is_label(v),
-            &format!("value does not look like a valid node name"),
-        ),
+        Kind::Node => ok(is_label(v), "value does not look like a valid node name"),
         Kind::StorageId => ok(
             is_storage_id(v),
             &format!("storage ID '{v}' contains illegal characters"),
@@ -457,15 +454,12 @@ pub fn check(kind: Kind, v: &str, top: bool) -> Result<(), String> {
         ),
         Kind::Url => ok(
             v.starts_with("https://") || v.starts_with("http://"),
-            &format!("value does not match the regex pattern"),
+            "value does not match the regex pattern",
         ),
-        Kind::Mac => ok(
-            is_mac(v),
-            &format!("value does not look like a valid MAC address"),
-        ),
+        Kind::Mac => ok(is_mac(v), "value does not look like a valid MAC address"),
         Kind::Ipv4 => ok(
             v.parse::<std::net::Ipv4Addr>().is_ok(),
-            &format!("value does not look like a valid IPv4 address"),
+            "value does not look like a valid IPv4 address",
         ),
         Kind::IpCidrOrDhcp => ok(
             v == "dhcp" || v.parse::<ipnet::Ipv4Net>().is_ok(),
@@ -478,7 +472,7 @@ pub fn check(kind: Kind, v: &str, top: bool) -> Result<(), String> {
             &format!("unable to parse volume ID '{v}'"),
         ),
         Kind::DeviceList => ok(
-            v.split(';').all(|d| is_device(d)),
+            v.split(';').all(is_device),
             &format!("invalid format - invalid device '{v}'"),
         ),
         Kind::Pattern(f) => ok(f(v), &format!("value '{v}' does not match the pattern")),

@@ -101,7 +101,11 @@ async fn handle(
         .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", "application/json;charset=UTF-8")
         .header("server", "pve-api-daemon/3.0")
-        .body(Body::from(reply.body.to_string()))
+        .body(if reply.body.is_null() {
+            Body::empty()
+        } else {
+            Body::from(reply.body.to_string())
+        })
         .expect("static response parts");
     if let Some(r) = reply.reason {
         let line = r.replace(['\r', '\n'], " ");
