@@ -60,7 +60,11 @@ pub async fn destroy(pve: &Client, vms: &[OwnedVm]) -> Result<u32, PveError> {
     let mut writes = 0;
     let mut first = None;
     while let Some(j) = set.join_next().await {
-        let Ok((w, res)) = j else { continue };
+        let (w, res) = match j {
+            Ok(v) => v,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => continue, // cancelled: only at runtime shutdown
+        };
         writes += w;
         if let Err(e) = res {
             first.get_or_insert(e);

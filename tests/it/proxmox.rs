@@ -1,6 +1,7 @@
 //! Integration tests: the real Proxmox client, provisioning, preflight and destroy
 //! against the lab's simulated PVE over HTTPS on loopback.
 
+use reqwest::Method;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -1213,4 +1214,119 @@ async fn errors_without_a_body_take_the_reason_phrase_and_reads_give_up_after_th
         .unwrap_err();
     assert_eq!(e.status(), Some(595));
     assert_eq!(l.pve.requests().len(), 1);
+}
+
+/// The PVE rules the client relies on, checked on the lab directly.
+#[tokio::test]
+async fn the_lab_behaves_like_pve_where_the_client_depends_on_it() {
+    let l = lab().await;
+    l.provision(false).await.unwrap();
+    let node = &l.plan.nodes[0];
+    let create = create_body(&l);
+    // A taken VMID fails synchronously, naming the node.
+    let e = l
+        .client
+        .post("/nodes/pve-ms01-02/qemu", &create)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(500));
+    assert!(
+        e.to_string()
+            .contains("VM 120 already exists on node 'pve-ms01-01'"),
+        "{e}"
+    );
+    // download-url without a checksum refuses to overwrite (as a task error).
+    let dl = [
+        ("url".to_owned(), l.plan.iso_url.clone()),
+        ("filename".to_owned(), l.plan.iso_file.clone()),
+        ("content".to_owned(), "iso".to_owned()),
+    ];
+    let e = l
+        .client
+        .run_task(
+            Method::POST,
+            "/nodes/pve-ms01-01/storage/local/download-url",
+            &dl,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("refusing to override existing file"),
+        "{e}"
+    );
+    // Deleting a running VM is refused synchronously; stopped, it goes.
+    let path = format!("/nodes/{}/qemu/{}", node.host, node.vmid);
+    let e = l.client.delete(&path, &[]).await.unwrap_err();
+    assert!(e.to_string().contains("is running - destroy failed"), "{e}");
+    // Starting a running VM: the task fails with "already running".
+    let e = l
+        .client
+        .run_task(
+            Method::POST,
+            &format!("{path}/status/start"),
+            &[],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().ends_with("VM 120 already running"), "{e}");
+    // Booleans are 1/0 only at the top level; tags are sorted; unknown NIC keys refused.
+    let e = l
+        .client
+        .put(
+            &format!("{path}/config"),
+            &[("onboot".into(), "true".into())],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("onboot: type check ('boolean') failed - got 'true'"),
+        "{e}"
+    );
+    let e = l
+        .client
+        .put(
+            &format!("{path}/config"),
+            &[("net0".into(), "virtio,bridge=vmbr0,vlan=16".into())],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("invalid key in comma-separated list property: vlan"),
+        "{e}"
+    );
+    let e = l
+        .client
+        .put(
+            &format!("{path}/config"),
+            &[("name".into(), "talos_k8s".into())],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("value does not look like a valid DNS name"),
+        "{e}"
+    );
+    // A missing token is a 401.
+    let e = Client::new(
+        ClientConfig::new(
+            &l.profile.proxmox.endpoint,
+            Credentials::parse_token("root@pam!other=nope", "t").unwrap(),
+            Trust::Fingerprint(l.pve.fingerprint.clone()),
+        ),
+        &l.fabric.addresses,
+    )
+    .unwrap()
+    .get::<serde_json::Value>("/nodes", &[])
+    .await
+    .unwrap_err();
+    assert_eq!(e.status(), Some(401));
+}
+
+fn create_body(l: &Lab) -> Vec<(String, String)> {
+    talos_pve::proxmox::vm::create_params(&l.profile, &l.plan, &l.plan.nodes[0])
 }

@@ -155,7 +155,8 @@ pub struct LabTask {
     pub log: Vec<String>,
 }
 
-/// The simulated datacenter, persisted between `--lab` commands.
+/// The simulated datacenter, persisted between `--lab` commands. It holds the
+/// lab's token secret and TLS key: persist it with `files::write_atomic` (0600).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabPveState {
     /// The profile's `proxmox.endpoint` address.
