@@ -112,9 +112,15 @@ impl LabArgs {
             return Ok(None);
         }
         if !(self.lab_speed.is_finite() && self.lab_speed >= 1.0) {
-            anyhow::bail!("--lab-speed {} must be a number ≥ 1 (60 = a minute becomes a second)", self.lab_speed);
+            anyhow::bail!(
+                "--lab-speed {} must be a number ≥ 1 (60 = a minute becomes a second)",
+                self.lab_speed
+            );
         }
         let faults = crate::lab::LabFaults::parse(self.lab_faults.as_deref().unwrap_or(""))?;
-        Ok(Some(crate::lab::LabOptions { speed: self.lab_speed, faults }))
+        Ok(Some(crate::lab::LabOptions {
+            speed: self.lab_speed,
+            faults,
+        }))
     }
 }

@@ -53,7 +53,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let (profile, source) = profile_or_wizard(a.profile.as_deref())?;
     let report = super::lint::gate(&profile, &source)?;
     let plan = Plan::build(&profile).context("deriving the plan from the profile")?;
-    let dir = ClusterDir::resolve(a.dir.as_deref(), &profile.metadata.name).map_err(anyhow::Error::msg)?;
+    let dir = ClusterDir::resolve(a.dir.as_deref(), &profile.metadata.name)
+        .map_err(anyhow::Error::msg)?;
     eprintln!("cluster directory: {}", dir.root.display());
     let rt = runtime()?;
     rt.block_on(async {
@@ -65,7 +66,15 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             (Some(dc), Some(o)) => Env::lab(dc, &profile, o)?,
             _ => {
                 let manifests = ManifestSource::from_arg(a.manifests.as_deref());
-                Env::real(&profile, source.parent(), &Overrides { fingerprint: a.pve.fingerprint.clone(), insecure: a.pve.insecure }, manifests)?
+                Env::real(
+                    &profile,
+                    source.parent(),
+                    &Overrides {
+                        fingerprint: a.pve.fingerprint.clone(),
+                        insecure: a.pve.insecure,
+                    },
+                    manifests,
+                )?
             }
         };
         let result = converge(g, &a, &env, &profile, &plan, &dir, report.warnings).await;
@@ -79,7 +88,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         }
         let summary = result?;
         match g.output {
-            Output::Json => println!("{}", serde_json::json!({"event": "summary", "summary": summary})),
+            Output::Json => println!(
+                "{}",
+                serde_json::json!({"event": "summary", "summary": summary})
+            ),
             Output::Text => print!("{}", summary.render()),
         }
         Ok(ExitCode::SUCCESS)
@@ -108,19 +120,31 @@ async fn converge(
         }
         let done = state.steps();
         if !done.is_empty() {
-            eprintln!("already done ({} steps recorded in {}); they are checked again, not repeated", done.len(), state.path().display());
+            eprintln!(
+                "already done ({} steps recorded in {}); they are checked again, not repeated",
+                done.len(),
+                state.path().display()
+            );
         }
     }
     let drift = state.drift();
     if !drift.is_empty() {
-        eprintln!("the profile changed since the last run: {}", drift.identity_changes.join("; "));
+        eprintln!(
+            "the profile changed since the last run: {}",
+            drift.identity_changes.join("; ")
+        );
     }
-    confirm(a.yes, &format!("Build cluster {} ({} VMs)?", plan.cluster, plan.nodes.len()))?;
+    confirm(
+        a.yes,
+        &format!("Build cluster {} ({} VMs)?", plan.cluster, plan.nodes.len()),
+    )?;
     if !drift.is_empty() {
         state.adopt()?;
     }
     let rep = Reporter::select(g.output == Output::Json, a.progress);
-    let opts = up::Options { recreate: a.recreate };
+    let opts = up::Options {
+        recreate: a.recreate,
+    };
     Ok(up::bring_up(env, profile, plan, dir, &state, &rep, &opts).await?)
 }
 
@@ -130,9 +154,14 @@ fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-        bail!("not a terminal, so nobody can confirm\n  fix: re-run with --yes to proceed without asking");
+        bail!(
+            "not a terminal, so nobody can confirm\n  fix: re-run with --yes to proceed without asking"
+        );
     }
-    let ok = dialoguer::Confirm::new().with_prompt(question).default(false).interact()?;
+    let ok = dialoguer::Confirm::new()
+        .with_prompt(question)
+        .default(false)
+        .interact()?;
     if !ok {
         bail!("stopped: nothing was changed after the confirmation question");
     }
@@ -144,12 +173,17 @@ fn profile_or_wizard(path: Option<&Path>) -> anyhow::Result<(Profile, PathBuf)> 
         return Ok((super::common::load_profile(p)?, p.to_owned()));
     }
     if !std::io::stdin().is_terminal() {
-        bail!("no --profile given and no terminal for the wizard\n  fix: pass --profile FILE (e.g. profiles/homelab.yaml), or run `talos-pve init` on a terminal");
+        bail!(
+            "no --profile given and no terminal for the wizard\n  fix: pass --profile FILE (e.g. profiles/homelab.yaml), or run `talos-pve init` on a terminal"
+        );
     }
     let out = PathBuf::from("talos-pve.yaml");
     let connect = super::init::live_discovery();
     match crate::wizard::guided(&out, &connect, &|p| crate::lint::lint(p).error_lines())? {
         Some(profile) => Ok((profile, out)),
-        None => bail!("stopped: {} was kept and no profile was written", out.display()),
+        None => bail!(
+            "stopped: {} was kept and no profile was written",
+            out.display()
+        ),
     }
 }

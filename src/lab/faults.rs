@@ -25,7 +25,9 @@ use super::proxmox::{Fault, FaultEffect};
 use super::talos::Faults;
 
 #[derive(Debug, Error, PartialEq)]
-#[error("--lab-faults: `{item}`: {reason}\n  fix: see `talos-pve up --help`; e.g. --lab-faults time-not-in-sync=2,pve-lock=3")]
+#[error(
+    "--lab-faults: `{item}`: {reason}\n  fix: see `talos-pve up --help`; e.g. --lab-faults time-not-in-sync=2,pve-lock=3"
+)]
 pub struct FaultSpecError {
     pub item: String,
     pub reason: String,
@@ -42,27 +44,50 @@ impl LabFaults {
     pub fn parse(spec: &str) -> Result<Self, FaultSpecError> {
         let mut f = LabFaults::default();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let err = |reason: &str| FaultSpecError { item: item.into(), reason: reason.into() };
-            let (name, value) = item.split_once('=').map_or((item, ""), |(n, v)| (n.trim(), v.trim()));
-            let count = || value.parse::<u32>().map_err(|_| err("expects a count, e.g. =2"));
+            let err = |reason: &str| FaultSpecError {
+                item: item.into(),
+                reason: reason.into(),
+            };
+            let (name, value) = item
+                .split_once('=')
+                .map_or((item, ""), |(n, v)| (n.trim(), v.trim()));
+            let count = || {
+                value
+                    .parse::<u32>()
+                    .map_err(|_| err("expects a count, e.g. =2"))
+            };
             match name {
-                "slow-install" => f.talos.slow_install = duration(value).ok_or_else(|| err("expects a duration, e.g. =30s"))?,
+                "slow-install" => {
+                    f.talos.slow_install =
+                        duration(value).ok_or_else(|| err("expects a duration, e.g. =30s"))?
+                }
                 "reboot-loops" => f.talos.reboot_loops = count()?,
                 "time-not-in-sync" => f.talos.time_not_in_sync = count()?,
                 "drop-streams" => f.talos.drop_streams = count()?,
                 "lost-apply" => f.talos.lost_apply_answers = count()?,
-                "pve-lock" => f.proxmox.push(Fault::new("POST", "/qemu", count()?, FaultEffect::LockTimeout)),
+                "pve-lock" => f.proxmox.push(Fault::new(
+                    "POST",
+                    "/qemu",
+                    count()?,
+                    FaultEffect::LockTimeout,
+                )),
                 "pve-595" => f.proxmox.push(Fault::new(
                     "GET",
                     "/nodes",
                     count()?,
-                    FaultEffect::Status { code: 595, message: "Connection refused".into() },
+                    FaultEffect::Status {
+                        code: 595,
+                        message: "Connection refused".into(),
+                    },
                 )),
                 "pve-500" => f.proxmox.push(Fault::new(
                     "POST",
                     "/qemu",
                     count()?,
-                    FaultEffect::Status { code: 500, message: "lab: injected failure".into() },
+                    FaultEffect::Status {
+                        code: 500,
+                        message: "lab: injected failure".into(),
+                    },
                 )),
                 "pve-task-error" => {
                     let path = match value {
@@ -77,12 +102,17 @@ impl LabFaults {
                         "POST",
                         path,
                         1,
-                        FaultEffect::TaskError { message: format!("lab: injected {value} failure") },
+                        FaultEffect::TaskError {
+                            message: format!("lab: injected {value} failure"),
+                        },
                     ));
                 }
                 "slow-crd" => {
-                    let (crd, d) = value.split_once(':').ok_or_else(|| err("expects NAME:duration"))?;
-                    let d = duration(d).ok_or_else(|| err("expects NAME:duration, e.g. crds.x.io:30s"))?;
+                    let (crd, d) = value
+                        .split_once(':')
+                        .ok_or_else(|| err("expects NAME:duration"))?;
+                    let d = duration(d)
+                        .ok_or_else(|| err("expects NAME:duration, e.g. crds.x.io:30s"))?;
                     f.slow_crds.push((crd.to_owned(), d));
                 }
                 _ => return Err(err("unknown fault")),
@@ -94,7 +124,9 @@ impl LabFaults {
 
 /// `30s`, `500ms`, `2m`.
 fn duration(s: &str) -> Option<Duration> {
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
     let n: u64 = num.parse().ok()?;
     match unit {
         "ms" => Some(Duration::from_millis(n)),
@@ -110,11 +142,16 @@ mod tests {
 
     #[test]
     fn parses_every_kind_and_rejects_unknown() {
-        let f = LabFaults::parse("time-not-in-sync=2, slow-install=30s,pve-lock=3,slow-crd=a.io:1m").unwrap();
+        let f =
+            LabFaults::parse("time-not-in-sync=2, slow-install=30s,pve-lock=3,slow-crd=a.io:1m")
+                .unwrap();
         assert_eq!(f.talos.time_not_in_sync, 2);
         assert_eq!(f.talos.slow_install, Duration::from_secs(30));
         assert_eq!(f.proxmox.len(), 1);
-        assert_eq!(f.slow_crds, vec![("a.io".to_owned(), Duration::from_secs(60))]);
+        assert_eq!(
+            f.slow_crds,
+            vec![("a.io".to_owned(), Duration::from_secs(60))]
+        );
         let e = LabFaults::parse("melt-down=1").unwrap_err();
         assert_eq!(e.item, "melt-down=1");
         assert!(LabFaults::parse("reboot-loops=x").is_err());

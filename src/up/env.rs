@@ -28,7 +28,12 @@ pub struct Env {
 
 impl Env {
     /// Real hosts: credentials and trust from flags, environment and profile.
-    pub fn real(profile: &Profile, profile_dir: Option<&Path>, o: &Overrides, manifests: ManifestSource) -> Result<Self, PveError> {
+    pub fn real(
+        profile: &Profile,
+        profile_dir: Option<&Path>,
+        o: &Overrides,
+        manifests: ManifestSource,
+    ) -> Result<Self, PveError> {
         let book = AddressBook::direct();
         let env = |k: &str| std::env::var(k).ok();
         let cfg = settings::client_config(profile, profile_dir, o, &env)?;
@@ -38,7 +43,11 @@ impl Env {
             factory,
             talos: Stages::new(book.clone(), Timeouts::default()),
             kube_poll: Poll::standard(Duration::from_secs(900)),
-            webhook_retry: Poll { min: Duration::from_secs(2), max: Duration::from_secs(10), timeout: Duration::from_secs(180) },
+            webhook_retry: Poll {
+                min: Duration::from_secs(2),
+                max: Duration::from_secs(10),
+                timeout: Duration::from_secs(180),
+            },
             manifests,
             book,
         })
@@ -53,8 +62,15 @@ impl Env {
         let trust = Trust::Fingerprint(dc.proxmox.fingerprint.clone());
         let mut cfg = ClientConfig::new(&profile.proxmox.endpoint, creds, trust.clone());
         let fine = Duration::from_millis(10);
-        cfg.retry = RetryPolicy { attempts: 6, base: fine, cap: o.scaled(Duration::from_secs(8)).max(fine) };
-        cfg.poll = PollPolicy { first: fine, max: o.scaled(Duration::from_secs(5)).max(fine) };
+        cfg.retry = RetryPolicy {
+            attempts: 6,
+            base: fine,
+            cap: o.scaled(Duration::from_secs(8)).max(fine),
+        };
+        cfg.poll = PollPolicy {
+            first: fine,
+            max: o.scaled(Duration::from_secs(5)).max(fine),
+        };
         let scale = |real: Duration| o.scaled(real).max(Duration::from_secs(5));
         let d = Timeouts::default();
         let timeouts = Timeouts {
@@ -74,8 +90,16 @@ impl Env {
             pve: Client::new(cfg, &book)?,
             factory: Factory::new(&dc.proxmox.factory_url(), &trust, &book)?,
             talos: Stages::new(book.clone(), timeouts),
-            kube_poll: Poll { min: fine, max: o.scaled(Duration::from_secs(3)).max(fine), timeout: scale(Duration::from_secs(900)) },
-            webhook_retry: Poll { min: fine, max: o.scaled(Duration::from_secs(10)).max(fine), timeout: scale(Duration::from_secs(180)) },
+            kube_poll: Poll {
+                min: fine,
+                max: o.scaled(Duration::from_secs(3)).max(fine),
+                timeout: scale(Duration::from_secs(900)),
+            },
+            webhook_retry: Poll {
+                min: fine,
+                max: o.scaled(Duration::from_secs(10)).max(fine),
+                timeout: scale(Duration::from_secs(180)),
+            },
             manifests: ManifestSource::Embedded,
             book,
         })

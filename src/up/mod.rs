@@ -29,7 +29,9 @@ use crate::profile::Profile;
 use crate::progress::Reporter;
 use crate::proxmox::provision::{ProvisionError, ProvisionOptions, VmAction, provision};
 use crate::state::{State, StateError, Step};
-use crate::talos::api::{ApplyOutcome, BootstrapOutcome, Credentials, TalosError, Talosconfig, Target};
+use crate::talos::api::{
+    ApplyOutcome, BootstrapOutcome, Credentials, TalosError, Talosconfig, Target,
+};
 
 pub use env::Env;
 pub use identity::ProxmoxIdentity;
@@ -41,7 +43,9 @@ pub enum UpError {
     Artifacts(anyhow::Error),
     #[error(transparent)]
     Provision(#[from] ProvisionError),
-    #[error("VM of {node} differs from the plan in ways that need re-creating it: {differences}\n  fix: re-run with --recreate (the VM is deleted and created again), or change the profile to match")]
+    #[error(
+        "VM of {node} differs from the plan in ways that need re-creating it: {differences}\n  fix: re-run with --recreate (the VM is deleted and created again), or change the profile to match"
+    )]
     NeedsRecreate { node: String, differences: String },
     #[error(transparent)]
     Talos(#[from] TalosError),
@@ -52,7 +56,10 @@ pub enum UpError {
     #[error(transparent)]
     State(#[from] StateError),
     #[error("writing {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -72,18 +79,34 @@ pub async fn bring_up(
     opts: &Options,
 ) -> Result<Summary, UpError> {
     stage(rep, state, None, "secrets", Step::Secrets, || async {
-        let g = artifacts::generate(dir, profile, plan, &SecretsSource::Existing).map_err(UpError::Artifacts)?;
-        state.mark_done(Step::Configs, Some(&format!("Talos 1.{} contract", g.contract.minor())))?;
+        let g = artifacts::generate(dir, profile, plan, &SecretsSource::Existing)
+            .map_err(UpError::Artifacts)?;
+        state.mark_done(
+            Step::Configs,
+            Some(&format!("Talos 1.{} contract", g.contract.minor())),
+        )?;
         Ok(g.origin.as_str().to_owned())
     })
     .await?;
     let creds = Talosconfig::load(&dir.talosconfig())?.credentials;
 
     rep.started(None, "provision");
-    let report = provision(&env.pve, &env.factory, profile, plan, ProvisionOptions { recreate: opts.recreate }).await;
+    let report = provision(
+        &env.pve,
+        &env.factory,
+        profile,
+        plan,
+        ProvisionOptions {
+            recreate: opts.recreate,
+        },
+    )
+    .await;
     let report = report.inspect_err(|e| rep.failed(None, "provision", e))?;
     if let Some(vm) = report.blocked().next() {
-        let e = UpError::NeedsRecreate { node: vm.node.clone(), differences: vm.differences.join("; ") };
+        let e = UpError::NeedsRecreate {
+            node: vm.node.clone(),
+            differences: vm.differences.join("; "),
+        };
         rep.failed(Some(&vm.node), "provision", &e);
         return Err(e);
     }
@@ -96,20 +119,39 @@ pub async fn bring_up(
             VmAction::NeedsRecreate => "needs --recreate",
         };
         state.mark_done(Step::Vm(vm.node.clone()), Some(what))?;
-        rep.progress(Some(&vm.node), "provision", &format!("VM {} on {}: {what}", vm.vmid, vm.host));
+        rep.progress(
+            Some(&vm.node),
+            "provision",
+            format!("VM {} on {}: {what}", vm.vmid, vm.host),
+        );
     }
     rep.done(None, "provision");
 
-    let identity = ProxmoxIdentity { pve: &env.pve, plan };
-    try_join_all(plan.nodes.iter().map(|n| configure_node(env, n, dir, state, rep, &creds, &identity))).await?;
+    let identity = ProxmoxIdentity {
+        pve: &env.pve,
+        plan,
+    };
+    try_join_all(
+        plan.nodes
+            .iter()
+            .map(|n| configure_node(env, n, dir, state, rep, &creds, &identity)),
+    )
+    .await?;
 
     let boot = bootstrap_target(plan);
-    stage(rep, state, Some(&boot.node), "bootstrap", Step::Bootstrapped, || async {
-        Ok(match env.talos.bootstrap(&boot, &creds).await? {
-            BootstrapOutcome::Bootstrapped => "etcd bootstrapped".to_owned(),
-            BootstrapOutcome::AlreadyBootstrapped => "already bootstrapped".to_owned(),
-        })
-    })
+    stage(
+        rep,
+        state,
+        Some(&boot.node),
+        "bootstrap",
+        Step::Bootstrapped,
+        || async {
+            Ok(match env.talos.bootstrap(&boot, &creds).await? {
+                BootstrapOutcome::Bootstrapped => "etcd bootstrapped".to_owned(),
+                BootstrapOutcome::AlreadyBootstrapped => "already bootstrapped".to_owned(),
+            })
+        },
+    )
     .await?;
     let members: Vec<String> = plan.control_planes().map(|n| n.name.clone()).collect();
     stage(rep, state, None, "etcd", Step::EtcdHealthy, || async {
@@ -117,18 +159,32 @@ pub async fn bring_up(
         Ok(format!("{} members", members.len()))
     })
     .await?;
-    stage(rep, state, Some(&boot.node), "kubeconfig", Step::Kubeconfig, || async {
-        let local = std::fs::read(dir.kubeconfig()).ok();
-        let fetched = env.talos.fetch_kubeconfig(&boot, &creds, local.as_deref()).await?;
-        // The node's kubeconfig is the cluster's word; keep it.
-        files::write_atomic(&dir.kubeconfig(), &fetched.bytes, SECRET_MODE)
-            .map_err(|source| UpError::Write { path: dir.kubeconfig().display().to_string(), source })?;
-        Ok(if fetched.differences.is_empty() {
-            "matches the generated one".into()
-        } else {
-            format!("kept the node's ({})", fetched.differences.join("; "))
-        })
-    })
+    stage(
+        rep,
+        state,
+        Some(&boot.node),
+        "kubeconfig",
+        Step::Kubeconfig,
+        || async {
+            let local = std::fs::read(dir.kubeconfig()).ok();
+            let fetched = env
+                .talos
+                .fetch_kubeconfig(&boot, &creds, local.as_deref())
+                .await?;
+            // The node's kubeconfig is the cluster's word; keep it.
+            files::write_atomic(&dir.kubeconfig(), &fetched.bytes, SECRET_MODE).map_err(
+                |source| UpError::Write {
+                    path: dir.kubeconfig().display().to_string(),
+                    source,
+                },
+            )?;
+            Ok(if fetched.differences.is_empty() {
+                "matches the generated one".into()
+            } else {
+                format!("kept the node's ({})", fetched.differences.join("; "))
+            })
+        },
+    )
     .await?;
 
     let kc = Kubeconfig::load(&dir.kubeconfig())?;
@@ -141,11 +197,24 @@ pub async fn bring_up(
     let r = r.inspect_err(|e| rep.failed(None, "addons", e))?;
     for n in &plan.nodes {
         let patched = r.pod_cidrs_patched.contains(&n.name);
-        state.mark_done(Step::PodCidr(n.name.clone()), Some(if patched { "set" } else { "already set" }))?;
+        state.mark_done(
+            Step::PodCidr(n.name.clone()),
+            Some(if patched { "set" } else { "already set" }),
+        )?;
     }
-    state.mark_done(Step::Cilium, Some(if r.cilium_job_created { "installed" } else { "up to date" }))?;
+    state.mark_done(
+        Step::Cilium,
+        Some(if r.cilium_job_created {
+            "installed"
+        } else {
+            "up to date"
+        }),
+    )?;
     if profile.addons.metallb.is_some() {
-        state.mark_done(Step::Metallb, Some(&format!("{} objects", r.metallb_objects)))?;
+        state.mark_done(
+            Step::Metallb,
+            Some(&format!("{} objects", r.metallb_objects)),
+        )?;
     }
     rep.done(None, "addons");
     state.mark_done(Step::Healthy, None)?;
@@ -164,28 +233,62 @@ async fn configure_node(
 ) -> Result<(), UpError> {
     let t = Target::new(n.name.clone(), IpAddr::V4(n.management.address.addr()));
     let path = artifacts::machineconfig_path(dir, &n.name);
-    let config = std::fs::read(&path).map_err(|source| UpError::Write { path: path.display().to_string(), source })?;
-    stage(rep, state, Some(&n.name), "maintenance", Step::Maintenance(n.name.clone()), || async {
-        Ok(format!("{:?}", env.talos.wait_maintenance(&t).await?).to_lowercase())
-    })
+    let config = std::fs::read(&path).map_err(|source| UpError::Write {
+        path: path.display().to_string(),
+        source,
+    })?;
+    stage(
+        rep,
+        state,
+        Some(&n.name),
+        "maintenance",
+        Step::Maintenance(n.name.clone()),
+        || async { Ok(format!("{:?}", env.talos.wait_maintenance(&t).await?).to_lowercase()) },
+    )
     .await?;
-    stage(rep, state, Some(&n.name), "apply", Step::Applied(n.name.clone()), || async {
-        Ok(match env.talos.apply_config(&t, &config, identity, creds).await? {
-            ApplyOutcome::Applied => "applied",
-            ApplyOutcome::Unchanged => "unchanged",
-            ApplyOutcome::Updated => "updated",
-        }
-        .to_owned())
-    })
+    stage(
+        rep,
+        state,
+        Some(&n.name),
+        "apply",
+        Step::Applied(n.name.clone()),
+        || async {
+            Ok(
+                match env.talos.apply_config(&t, &config, identity, creds).await? {
+                    ApplyOutcome::Applied => "applied",
+                    ApplyOutcome::Unchanged => "unchanged",
+                    ApplyOutcome::Updated => "updated",
+                }
+                .to_owned(),
+            )
+        },
+    )
     .await?;
-    stage(rep, state, Some(&n.name), "install", Step::Installed(n.name.clone()), || async {
-        Ok(format!("running {}", env.talos.wait_installed(&t, creds).await?))
-    })
+    stage(
+        rep,
+        state,
+        Some(&n.name),
+        "install",
+        Step::Installed(n.name.clone()),
+        || async {
+            Ok(format!(
+                "running {}",
+                env.talos.wait_installed(&t, creds).await?
+            ))
+        },
+    )
     .await
 }
 
 /// Run one stage with progress events, recording it in the state file when done.
-async fn stage<F, Fut>(rep: &Reporter, state: &State, node: Option<&str>, name: &'static str, step: Step, f: F) -> Result<(), UpError>
+async fn stage<F, Fut>(
+    rep: &Reporter,
+    state: &State,
+    node: Option<&str>,
+    name: &'static str,
+    step: Step,
+    f: F,
+) -> Result<(), UpError>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<String, UpError>>,

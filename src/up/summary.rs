@@ -55,14 +55,26 @@ impl Summary {
             metallb_pool: plan.metallb_pool.map(|p| p.to_string()),
             talosconfig: dir.talosconfig().display().to_string(),
             kubeconfig: dir.kubeconfig().display().to_string(),
-            gateway_routes: if profile.routing.masquerade { Vec::new() } else { plan.gateway_routes.clone() },
+            gateway_routes: if profile.routing.masquerade {
+                Vec::new()
+            } else {
+                plan.gateway_routes.clone()
+            },
         }
     }
 
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "\nCluster {} is up. API endpoint: {}", self.cluster, self.endpoint);
-        let _ = writeln!(s, "\n  {:<14} {:<13} {:>5}  {:<13} {:<16} {:<16} pod CIDR", "node", "role", "VMID", "host", "management", "workload");
+        let _ = writeln!(
+            s,
+            "\nCluster {} is up. API endpoint: {}",
+            self.cluster, self.endpoint
+        );
+        let _ = writeln!(
+            s,
+            "\n  {:<14} {:<13} {:>5}  {:<13} {:<16} {:<16} pod CIDR",
+            "node", "role", "VMID", "host", "management", "workload"
+        );
         for n in &self.nodes {
             let _ = writeln!(
                 s,
@@ -73,9 +85,16 @@ impl Summary {
         if let Some(p) = &self.metallb_pool {
             let _ = writeln!(s, "\n  MetalLB pool: {p}");
         }
-        let _ = writeln!(s, "\n  talosconfig: {}\n  kubeconfig:  {}", self.talosconfig, self.kubeconfig);
+        let _ = writeln!(
+            s,
+            "\n  talosconfig: {}\n  kubeconfig:  {}",
+            self.talosconfig, self.kubeconfig
+        );
         if !self.gateway_routes.is_empty() {
-            let _ = writeln!(s, "\nAdd these static routes on the gateway so pods are reachable without NAT:");
+            let _ = writeln!(
+                s,
+                "\nAdd these static routes on the gateway so pods are reachable without NAT:"
+            );
             for r in &self.gateway_routes {
                 let _ = writeln!(s, "  {} via {}   ({})", r.destination, r.via, r.node);
             }

@@ -246,6 +246,7 @@ impl LabTalos {
         for n in state.nodes {
             restore_node(&shared, n);
         }
+        announce_bootstrapped(&shared);
         let s = shared.clone();
         let events = tokio::spawn(async move {
             loop {
@@ -418,8 +419,29 @@ fn restore_node(shared: &Arc<Shared>, mut state: NodeState) {
         map(&shared.fabric, &n);
     }
     lock(&shared.nodes).insert(vmid, n);
-    if resume != Phase::Stopped {
-        boot(shared, vmid);
+    match resume {
+        // The VM kept running between two `--lab` commands: no reboot.
+        Phase::Running => enter_running(shared, vmid),
+        Phase::Stopped => {}
+        _ => boot(shared, vmid),
+    }
+}
+
+/// After a restore, a cluster whose etcd was bootstrapped still serves its API: tell
+/// the other simulators, as the original bootstrap did.
+fn announce_bootstrapped(shared: &Arc<Shared>) {
+    let nodes = lock(&shared.nodes);
+    let member = nodes
+        .values()
+        .filter(|n| n.state.phase == Phase::Running && n.state.etcd_member)
+        .min_by_key(|n| n.state.vm.vmid);
+    if let Some(n) = member {
+        let event = LabEvent::EtcdBootstrapped {
+            node: n.hostname(),
+            endpoint: n.management().unwrap_or(Ipv4Addr::LOCALHOST),
+        };
+        drop(nodes);
+        shared.fabric.emit(event);
     }
 }
 

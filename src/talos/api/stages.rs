@@ -144,8 +144,11 @@ fn transient(e: &TalosError) -> bool {
         TalosError::Unreachable { .. }
             | TalosError::Address { .. }
             | TalosError::ServerUntrusted { .. }
-            | TalosError::CertificateRejected { .. }
-    ) || matches!(e.code(), Some(Code::Unavailable | Code::DeadlineExceeded))
+            | TalosError::CertificateRejected { .. } // Cancelled: the node dropped the connection mid-call (a reboot, apid restarting).
+    ) || matches!(
+        e.code(),
+        Some(Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled)
+    )
 }
 
 fn sort<T>(r: Result<T, TalosError>) -> Attempt<T> {
