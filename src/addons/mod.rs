@@ -5,7 +5,6 @@
 pub mod cilium;
 pub mod metallb;
 pub mod pod_cidr;
-pub mod schema;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -11,7 +11,8 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use serde_json::{Value, json};
-use talos_pve::addons::{self, AddonError, ManifestSource, Options, cilium, metallb, schema};
+use talos_pve::addons::{self, AddonError, ManifestSource, Options, cilium, metallb};
+use talos_pve::jsonschema;
 use talos_pve::kube::{self, Client, Kubeconfig, Poll};
 use talos_pve::lab::kube::{KubeSimConfig, LabKube, POD_CIDR_FORBIDDEN};
 use talos_pve::lab::{Fabric, LabEvent, LabNodeInfo};
@@ -229,7 +230,7 @@ async fn lab_cluster_converges_and_a_second_run_changes_nothing() {
         .collect();
     let values = cilium::parse_set_args(&sets);
     let s: Value = serde_json::from_str(&std::fs::read_to_string(values_schema).unwrap()).unwrap();
-    let issues = schema::validate(&s, &values);
+    let issues = jsonschema::validate(&s, &values);
     // `devices` is read by the chart templates but only commented in values.yaml.
     let real: Vec<_> = issues
         .iter()
@@ -315,7 +316,7 @@ async fn lab_cluster_converges_and_a_second_run_changes_nothing() {
         let crd: Value = serde_saphyr::from_str(&std::fs::read_to_string(crd).unwrap()).unwrap();
         let s = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         let cr = find(&objs, kind, "metallb-system", "default").unwrap();
-        let issues: Vec<_> = schema::validate(s, cr)
+        let issues: Vec<_> = jsonschema::validate(s, cr)
             .into_iter()
             .filter(|i| !i.path.starts_with("metadata"))
             .collect();
