@@ -66,6 +66,20 @@ pub fn decode(text: &str, what: &str) -> Result<PemBlock, PkiError> {
     })
 }
 
+/// Talos labels PKCS#8 Ed25519 keys `ED25519 PRIVATE KEY`; rustls-pki-types (and
+/// OpenSSL) only know `PRIVATE KEY` for PKCS#8. The DER is the same, so only the
+/// label changes; other labels pass through untouched.
+pub fn relabel_private_key(pem: &str) -> String {
+    pem.replace(
+        "-----BEGIN ED25519 PRIVATE KEY-----",
+        "-----BEGIN PRIVATE KEY-----",
+    )
+    .replace(
+        "-----END ED25519 PRIVATE KEY-----",
+        "-----END PRIVATE KEY-----",
+    )
+}
+
 /// The key algorithms Talos bundles use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyAlg {
@@ -326,6 +340,15 @@ pub fn rsa_pkcs1_to_private_key(pkcs1: &[u8]) -> PrivateKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ed25519_label_becomes_pkcs8_label() {
+        let pem = "-----BEGIN ED25519 PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END ED25519 PRIVATE KEY-----\n";
+        assert_eq!(
+            relabel_private_key(pem),
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
+        );
+    }
 
     #[test]
     fn ed25519_is_written_as_pkcs8_v1_under_the_talos_label() {

@@ -798,7 +798,7 @@ fn openssl_confirms_cas_and_admin_certificates() {
     // Ed25519 keys are PKCS#8 v1: OpenSSL reads them once relabelled.
     let (ok, text) = openssl(
         &["pkey", "-noout", "-text"],
-        Some(&keys[4].replace("ED25519 PRIVATE KEY", "PRIVATE KEY")),
+        Some(&talos_pve::pki::pem::relabel_private_key(&keys[4])),
     );
     assert!(ok && text.contains("ED25519 Private-Key"), "{text}");
     let (ok, text) = openssl(&["pkey", "-noout", "-text"], Some(&keys[3]));

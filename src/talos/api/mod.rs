@@ -14,7 +14,7 @@ pub mod snapshot;
 pub mod stages;
 
 pub use client::{APID_PORT, Routing, RpcLimits, TalosClient, Target};
-pub use creds::{Credentials, Talosconfig, TlsMode, relabel_private_key};
+pub use creds::{Credentials, Talosconfig, TlsMode};
 pub use error::{Stage, TalosError};
 pub use identity::{GuestInterface, IdentityCheck, check_identity};
 pub use stages::{
