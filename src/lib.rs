@@ -24,6 +24,8 @@ pub mod progress;
 pub mod proxmox;
 pub mod state;
 pub mod talos;
+#[cfg(test)]
+mod test_support;
 pub mod tls;
 pub mod up;
 pub mod wizard;

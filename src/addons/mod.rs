@@ -321,8 +321,7 @@ mod tests {
 
     #[test]
     fn links_resolve_by_mac_and_must_agree_across_nodes() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
-        let plan = Plan::build(&crate::profile::load(&path).unwrap()).unwrap();
+        let plan = Plan::build(&crate::test_support::homelab()).unwrap();
         let status = |swap: bool| -> Vec<(String, Vec<(String, String)>)> {
             plan.nodes
                 .iter()

@@ -65,11 +65,7 @@ pub fn render(p: &Profile, plan: &Plan, source: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn homelab() -> Profile {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
-        crate::profile::load(&path).unwrap()
-    }
+    use crate::test_support::homelab;
 
     /// Names that differ only in punctuation must still get distinct Mermaid ids.
     #[test]

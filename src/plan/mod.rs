@@ -325,11 +325,7 @@ pub fn pod_cidrs(p: &Profile) -> Result<Vec<Ipv4Net>, PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn homelab() -> Profile {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
-        crate::profile::load(&path).unwrap()
-    }
+    use crate::test_support::homelab;
 
     #[test]
     fn homelab_plan_has_the_corrected_layout() {
