@@ -688,6 +688,39 @@ fn missing_bundle_of_an_existing_cluster_is_an_error() {
 }
 
 #[test]
+fn a_profile_with_lint_errors_or_a_file_as_out_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let bad = d.path().join("bad.yaml");
+    let text = std::fs::read_to_string(profile("homelab.yaml")).unwrap();
+    std::fs::write(&bad, text.replace("10.8.16.20", "10.8.99.20")).unwrap();
+    let out_dir = d.path().join("out");
+    let out = Command::new(bin())
+        .args(["gen", "--profile"])
+        .arg(&bad)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("NET001") && err.contains("fix them first"),
+        "{err}"
+    );
+    assert!(!out_dir.exists(), "nothing is written for an unsound plan");
+
+    let file = d.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = run_gen(&file, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is a file, not a directory") && err.contains("fix:"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_corrupt_bundle_is_reported_and_left_alone() {
     let d = tempfile::tempdir().unwrap();
     let junk = "cluster:\n    id: LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0t\n";
