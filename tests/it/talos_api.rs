@@ -822,7 +822,10 @@ fn backup_command_without_a_talosconfig_says_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("talosconfig") && err.contains("talos-pve gen"),
+        err.contains("talosconfig")
+            && err.contains("talos-pve gen")
+            && err.contains("--dir")
+            && err.contains(&tmp.path().display().to_string()),
         "{err}"
     );
 }
