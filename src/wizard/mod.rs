@@ -6,7 +6,6 @@
 //! `flow::run` is the pure core (answers + discovery → profile); `guided`, `save` and
 //! the dialoguer prompter are the shell.
 
-mod check;
 mod discovery;
 mod flow;
 mod guided;
@@ -15,7 +14,6 @@ mod prompter;
 mod save;
 mod seed;
 
-pub use check::basic_check;
 pub use discovery::{
     Access, Bond, Bridge, Connect, Discovery, DiscoveryError, HostInfo, Inventory, Storage,
 };
