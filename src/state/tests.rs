@@ -1,3 +1,6 @@
+//! Unit tests of the run state: marks persist at once (mode 0600) and survive a
+//! restart, concurrent marks, a changed profile, damaged files, step round trips.
+
 use std::sync::Arc;
 
 use super::*;
