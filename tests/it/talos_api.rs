@@ -176,6 +176,16 @@ impl IdentityCheck for AgentFacts {
     }
 }
 
+/// The message of a `StageFailed` error of `stage` (any other error fails the test).
+fn failed_in(e: TalosError, stage: Stage) -> String {
+    let msg = e.to_string();
+    assert!(
+        matches!(&e, TalosError::StageFailed { stage: s, .. } if *s == stage),
+        "expected a {stage:?} stage failure: {msg}"
+    );
+    msg
+}
+
 fn fast_timeouts() -> Timeouts {
     Timeouts::uniform(
         Duration::from_secs(10),
@@ -365,17 +375,7 @@ async fn reader_role_may_read_but_admin_calls_are_denied() {
         .fetch_kubeconfig(&t, &reader, None)
         .await
         .unwrap_err();
-    let msg = e.to_string();
-    assert!(
-        matches!(
-            e,
-            TalosError::StageFailed {
-                stage: Stage::Kubeconfig,
-                ..
-            }
-        ),
-        "{msg}"
-    );
+    let msg = failed_in(e, Stage::Kubeconfig);
     assert!(
         msg.contains("fetch kubeconfig") && msg.contains("check:"),
         "{msg}"
@@ -431,17 +431,7 @@ async fn config_with_foreign_macs_is_rejected_with_the_reason() {
         .apply_config(&n.target(), &bad, &AgentFacts::of(&c.nodes), &c.admin)
         .await
         .unwrap_err();
-    let msg = e.to_string();
-    assert!(
-        matches!(
-            e,
-            TalosError::StageFailed {
-                stage: Stage::Apply,
-                ..
-            }
-        ),
-        "{msg}"
-    );
+    let msg = failed_in(e, Stage::Apply);
     assert!(
         msg.contains(
             "configuration validation failed: LinkAliasConfig `mgmt` selects MAC bc:24:11:00:00:01"
