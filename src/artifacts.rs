@@ -9,6 +9,8 @@
 //! Re-runs are byte-stable: machine configs are a pure function of profile and bundle,
 //! and the admin certificates of existing talosconfig/kubeconfig files are kept while
 //! the bundle's CA signed them and they have 30+ days left (else re-issued).
+//!
+//! It must not touch the network, and must never overwrite a secrets bundle in place.
 
 use std::path::{Path, PathBuf};
 

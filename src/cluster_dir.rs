@@ -3,6 +3,8 @@
 //! Default `$XDG_DATA_HOME/talos-pve/<cluster>/` (`~/.local/share/...`), outside any
 //! git checkout so key material is never committed by accident; `--dir` or
 //! `TALOS_PVE_DIR` override it.
+//!
+//! Paths only: it creates and writes nothing (callers use `files`).
 
 use std::path::{Path, PathBuf};
 

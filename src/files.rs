@@ -1,5 +1,9 @@
 //! Writing files so that nothing is ever half-written: temp file in the same
 //! directory, fsync, rename. Secrets get mode 0600 from the moment they exist.
+//!
+//! Every file talos-pve writes should go through here (today only the lab's
+//! `--lab-report` Kubernetes dump does not); a secret must never exist, even briefly,
+//! with a mode wider than the one asked for.
 
 use std::io::Write;
 use std::path::Path;

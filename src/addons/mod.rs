@@ -1,6 +1,9 @@
 //! Cluster add-ons, applied after bootstrap through the Kubernetes API: each node's
 //! planned pod CIDR (`pod_cidr`), Cilium in native-routing mode (`cilium`) and MetalLB
 //! in L2 mode (`metallb`). Every step is idempotent: a second run changes nothing.
+//!
+//! It must not shell out (no helm, kubectl or cilium binary: Cilium runs as an in-cluster
+//! Job) nor reach Proxmox or Talos; it sees the cluster only through `kube`.
 
 pub mod cilium;
 pub mod metallb;

@@ -1,6 +1,8 @@
 //! Markdown network documentation generated from a profile (`talos-pve docs`):
 //! VLAN and allocation tables, node interfaces, MetalLB, gateway routes, DNS records,
 //! recommended firewall rules and Mermaid diagrams. Pure: profile + plan in, text out.
+//!
+//! It must not judge the plan (that is `lint`) nor read or write files (that is `cli::docs`).
 
 mod diagrams;
 mod firewall;

@@ -4,6 +4,8 @@
 //! CIDRs, schematic ID, routes), so re-runs and rebuilds reproduce identities.
 //! Building a plan assumes `lint` found no errors; what it cannot derive is a
 //! `PlanError`, never a panic.
+//!
+//! It must not do I/O or re-check what `lint` reports.
 
 mod mac;
 mod schematic;

@@ -5,6 +5,9 @@
 //!
 //! `flow::run` is the pure core (answers + discovery → profile); `guided`, `save` and
 //! the dialoguer prompter are the shell.
+//!
+//! It must not overwrite an existing profile without a yes, nor decide validity on
+//! its own: the final check is `lint`, plugged in by the caller.
 
 mod discovery;
 mod flow;
