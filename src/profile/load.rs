@@ -106,9 +106,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
     Ok(profile)
 }
 
-/// The parser's text without what the surrounding message already says: its own
+/// The YAML parser's text without what the surrounding message already says: its own
 /// `error: ` and `line N column M: ` prefix, and `<input>` instead of the file name.
-fn tidy_message(raw: &str, path: &Path) -> String {
+/// Also used for other YAML/JSON inputs (the wizard's discovery file).
+pub(crate) fn tidy_message(raw: &str, path: &Path) -> String {
     let mut m = raw.strip_prefix("error: ").unwrap_or(raw);
     if let Some(rest) = m.strip_prefix("line ")
         && let Some((pos, tail)) = rest.split_once(": ")
