@@ -35,6 +35,13 @@ pub enum DiscoveryError {
     UnknownHost(String),
 }
 
+impl DiscoveryError {
+    /// The user's input is at fault (a discovery file), not a remote system.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Self::Read { .. } | Self::Parse { .. })
+    }
+}
+
 /// How to reach the Proxmox API, as answered in the wizard. The secret is never
 /// written into the profile.
 pub struct Access {
