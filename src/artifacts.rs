@@ -180,6 +180,12 @@ fn secrets(
     let path = dir.secrets();
     let exists = path.exists();
     if let SecretsSource::Import(src) = source {
+        if !src.is_file() {
+            bail!(
+                "cannot import {}: no such file\n  fix: check the path given to --import-secrets (a secrets.yaml written by `talosctl gen secrets` or talos-pve)",
+                src.display()
+            );
+        }
         let imported = load_bundle(src, now)?;
         if exists {
             let current = load_bundle(&path, now)?;

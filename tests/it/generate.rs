@@ -784,6 +784,22 @@ fn import_adopts_a_talosctl_bundle_and_refuses_a_different_one() {
     );
     assert!(!out.status.success());
     assert!(!fresh.path().join("secrets.yaml").exists());
+    // So is a path that is not there, with the flag to fix.
+    let out = run_gen(
+        fresh.path(),
+        &[
+            "--import-secrets",
+            other.path().join("nope.yaml").to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("nope.yaml")
+            && err.contains("fix: check the path given to --import-secrets"),
+        "{err}"
+    );
+    assert!(!fresh.path().join("secrets.yaml").exists());
 }
 
 // ---------------------------------------------------------------- openssl / kubectl
