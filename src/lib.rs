@@ -4,7 +4,7 @@
 //! `plan` (everything derived: MACs, pod CIDRs, routes) → renderers (`docs`,
 //! `talos::config`, `pki`). The imperative shell: `cli`, and thin adapters to
 //! Proxmox (`proxmox`), Talos (`talos::api`) and Kubernetes (`kube`, `addons`),
-//! which the `lab` simulates on loopback.
+//! which the `lab` simulates on loopback. The one-page map is `docs/architecture.md`.
 
 pub mod addons;
 pub mod artifacts;
