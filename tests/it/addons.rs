@@ -13,7 +13,7 @@ use talos_pve::lab::kube::{KubeSimConfig, LabKube, POD_CIDR_FORBIDDEN};
 use talos_pve::lab::{Fabric, LabEvent, LabNodeInfo};
 use talos_pve::pki::KeyAlg;
 use talos_pve::plan::Plan;
-use talos_pve::profile::{self, Profile};
+use talos_pve::profile::Profile;
 
 use crate::support;
 
@@ -32,7 +32,7 @@ struct Cluster {
 }
 
 async fn cluster(cfg: KubeSimConfig) -> Cluster {
-    let profile = profile::load(&support::profile("homelab.yaml")).unwrap();
+    let profile = support::homelab();
     let plan = Plan::build(&profile).unwrap();
     let ca = support::test_ca(KeyAlg::EcdsaP256, "kubernetes");
     let (admin_pem, admin_key) =

@@ -15,13 +15,9 @@ use talos_pve::plan::Plan;
 use talos_pve::profile::{Profile, Role};
 use talos_pve::talos::config::{Contract, render_node};
 
-use crate::support::{bin, profile, reference, repo};
+use crate::support::{bin, homelab, profile, reference, repo};
 
 // ---------------------------------------------------------------- helpers
-
-fn homelab() -> Profile {
-    talos_pve::profile::load(&profile("homelab.yaml")).unwrap()
-}
 
 fn sample_secrets() -> Option<SecretsBundle> {
     let p = reference("data/talos/secrets.sample.yaml")?;

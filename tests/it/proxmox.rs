@@ -19,6 +19,7 @@ use talos_pve::proxmox::{
 };
 
 use super::support;
+use super::support::homelab;
 
 struct Lab {
     fabric: Fabric,
@@ -27,10 +28,6 @@ struct Lab {
     factory: Factory,
     profile: Profile,
     plan: Plan,
-}
-
-fn homelab() -> Profile {
-    talos_pve::profile::load(&support::profile("homelab.yaml")).unwrap()
 }
 
 async fn lab_with(config: LabProxmoxConfig, fast: bool) -> Lab {

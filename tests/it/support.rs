@@ -11,6 +11,11 @@ pub fn profile(name: &str) -> PathBuf {
     repo().join("profiles").join(name)
 }
 
+/// `profiles/homelab.yaml`, loaded.
+pub fn homelab() -> talos_pve::profile::Profile {
+    talos_pve::profile::load(&profile("homelab.yaml")).expect("profiles/homelab.yaml loads")
+}
+
 /// `../shared/reference/...`, or `None` with a printed reason when this clone has no
 /// `shared/` beside it. Under `CI=true` a missing reference is a failure, not a skip.
 pub fn reference(rel: &str) -> Option<PathBuf> {

@@ -11,6 +11,7 @@ use talos_pve::wizard::{
 };
 
 use super::support;
+use super::support::homelab;
 
 /// What a Proxmox cluster shaped like the seed reports.
 fn seed_inventory() -> Inventory {
@@ -155,10 +156,6 @@ fn homelab_answers() -> Vec<Answer> {
         d(), // masquerade, metallb pool
     ]);
     a
-}
-
-fn homelab() -> Profile {
-    profile::load(&support::profile("homelab.yaml")).unwrap()
 }
 
 fn no_problems(_: &Profile) -> Vec<String> {
