@@ -77,7 +77,9 @@ fn issue(out: &mut Vec<Issue>, path: &str, message: String) {
     });
 }
 
-/// `Ok(matches)`, or the reason the pattern itself is unusable.
+/// `Ok(matches)`, or the reason the pattern itself is unusable. Kubernetes (Go RE2)
+/// and Rust's `regex` accept the same syntax (no look-around, no back-references), so
+/// a pattern rejected here would not be accepted in a CRD either.
 fn pattern_matches(pattern: &str, text: &str) -> Result<bool, String> {
     regex::Regex::new(pattern)
         .map(|re| re.is_match(text))
