@@ -169,15 +169,6 @@ impl PrivateKey {
         })
     }
 
-    /// Standard PKCS#8 PEM (`PRIVATE KEY`) for rustls/reqwest, which reject Talos labels.
-    pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
-        let der = match self.alg {
-            KeyAlg::Ed25519 => self.ed25519_v1(),
-            _ => self.pkcs8.clone(),
-        };
-        Zeroizing::new(encode("PRIVATE KEY", &der))
-    }
-
     /// PKCS#8 v1 for Ed25519 (OpenSSL 3.0 cannot read ring's v2).
     fn ed25519_v1(&self) -> Zeroizing<Vec<u8>> {
         let mut v = Zeroizing::new(ED25519_V1_PREFIX.to_vec());
@@ -365,7 +356,7 @@ mod tests {
             kp.public_key_raw()
         );
         // The standard label loads too.
-        let std = PrivateKey::from_pem(&key.to_pkcs8_pem(), "t").unwrap();
+        let std = PrivateKey::from_pem(&relabel_private_key(&pem), "t").unwrap();
         assert_eq!(std.alg, KeyAlg::Ed25519);
     }
 
