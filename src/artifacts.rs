@@ -9,6 +9,8 @@
 //! Re-runs are byte-stable: machine configs are a pure function of profile and bundle,
 //! and the admin certificates of existing talosconfig/kubeconfig files are kept while
 //! the bundle's CA signed them and they have 30+ days left (else re-issued).
+//!
+//! It must not touch the network, and must never overwrite a secrets bundle in place.
 
 use std::path::{Path, PathBuf};
 
@@ -178,6 +180,12 @@ fn secrets(
     let path = dir.secrets();
     let exists = path.exists();
     if let SecretsSource::Import(src) = source {
+        if !src.is_file() {
+            bail!(
+                "cannot import {}: no such file\n  fix: check the path given to --import-secrets (a secrets.yaml written by `talosctl gen secrets` or talos-pve)",
+                src.display()
+            );
+        }
         let imported = load_bundle(src, now)?;
         if exists {
             let current = load_bundle(&path, now)?;

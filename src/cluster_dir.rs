@@ -3,6 +3,8 @@
 //! Default `$XDG_DATA_HOME/talos-pve/<cluster>/` (`~/.local/share/...`), outside any
 //! git checkout so key material is never committed by accident; `--dir` or
 //! `TALOS_PVE_DIR` override it.
+//!
+//! Paths only: it creates and writes nothing (callers use `files`).
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +17,12 @@ impl ClusterDir {
     /// Resolve from an explicit `--dir`/`TALOS_PVE_DIR` or the XDG default.
     pub fn resolve(explicit: Option<&Path>, cluster: &str) -> Result<Self, String> {
         if let Some(d) = explicit {
+            if d.exists() && !d.is_dir() {
+                return Err(format!(
+                    "{} is a file, not a directory\n  fix: pass --dir (or --out) a directory; it is created when missing",
+                    d.display()
+                ));
+            }
             return Ok(Self { root: d.to_owned() });
         }
         let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {

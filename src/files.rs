@@ -1,5 +1,9 @@
 //! Writing files so that nothing is ever half-written: temp file in the same
 //! directory, fsync, rename. Secrets get mode 0600 from the moment they exist.
+//!
+//! Every file talos-pve writes should go through here (today only the lab's
+//! `--lab-report` Kubernetes dump does not); a secret must never exist, even briefly,
+//! with a mode wider than the one asked for.
 
 use std::io::Write;
 use std::path::Path;
@@ -9,8 +13,14 @@ pub const SECRET_MODE: u32 = 0o600;
 /// Mode for ordinary output (docs, plans, machine configs without keys).
 pub const PUBLIC_MODE: u32 = 0o644;
 
-/// Atomically replace `path` with `bytes`, created with `mode` (never wider).
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+/// Write `bytes` to a fresh, fsynced temp file beside `path` (creating the
+/// directory), then `publish` it; the temp file never outlives the call.
+fn via_temp(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    publish: impl FnOnce(&Path, &Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -28,45 +38,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         let mut f = open_new(&tmp, mode)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
+        publish(&tmp, path)?;
+        // Make the new directory entry itself durable.
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(())
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    // After a rename the temp name is gone (NotFound, ignored); after a hard link or
+    // a failure it is removed here.
+    let _ = std::fs::remove_file(&tmp);
     result
+}
+
+/// Atomically replace `path` with `bytes`, created with `mode` (never wider).
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    via_temp(path, bytes, mode, |tmp, path| std::fs::rename(tmp, path))
 }
 
 /// Write `bytes` to `path` only if nothing exists there (for secrets bundles:
 /// never overwrite). Atomic: the file appears complete or not at all.
 pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other(format!("{} has no file name", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = open_new(&tmp, mode)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        // hard_link fails with AlreadyExists instead of replacing, unlike rename.
-        std::fs::hard_link(&tmp, path)?;
-        Ok(())
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    result
+    // hard_link fails with AlreadyExists instead of replacing, unlike rename.
+    via_temp(path, bytes, mode, |tmp, path| std::fs::hard_link(tmp, path))
 }
 
 #[cfg(unix)]

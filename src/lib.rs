@@ -4,7 +4,7 @@
 //! `plan` (everything derived: MACs, pod CIDRs, routes) → renderers (`docs`,
 //! `talos::config`, `pki`). The imperative shell: `cli`, and thin adapters to
 //! Proxmox (`proxmox`), Talos (`talos::api`) and Kubernetes (`kube`, `addons`),
-//! which the `lab` simulates on loopback.
+//! which the `lab` simulates on loopback. The one-page map is `docs/architecture.md`.
 
 pub mod addons;
 pub mod artifacts;
@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cluster_dir;
 pub mod docs;
 pub mod files;
+pub mod jsonschema;
 pub mod kube;
 pub mod lab;
 pub mod lint;
@@ -23,6 +24,8 @@ pub mod progress;
 pub mod proxmox;
 pub mod state;
 pub mod talos;
+#[cfg(test)]
+mod test_support;
 pub mod tls;
 pub mod up;
 pub mod wizard;

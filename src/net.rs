@@ -2,6 +2,9 @@
 //! lab maps every simulated address (10.8.16.20:50000, …) to a loopback listener
 //! and refuses, fail-closed, anything it has no mapping for. Every client
 //! (Proxmox, Talos, Kubernetes) resolves through an `AddressBook` before dialing.
+//!
+//! It must never let a lab client reach a non-loopback address, and no client may
+//! dial without resolving here first.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

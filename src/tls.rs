@@ -1,6 +1,9 @@
-//! TLS policy in one place: the single ring crypto provider, and the verifier that
-//! pins a server certificate by SHA-256 fingerprint (Proxmox self-signed hosts,
-//! Talos maintenance mode).
+//! TLS policy in one place: the single ring crypto provider, the verifier that pins a
+//! server certificate by SHA-256 fingerprint (Proxmox self-signed hosts, Talos
+//! maintenance mode), and the one that checks a private CA for a fixed name whatever
+//! address was dialed (the `AddressBook` may map it to loopback).
+//!
+//! No other module may install a crypto provider or build its own verifier.
 
 use std::sync::Arc;
 

@@ -324,8 +324,7 @@ mod tests {
     use super::*;
 
     fn plan() -> Plan {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
-        Plan::build(&crate::profile::load(&path).unwrap()).unwrap()
+        Plan::build(&crate::test_support::homelab()).unwrap()
     }
 
     #[test]

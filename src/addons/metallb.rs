@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AddonError, Links, ManifestSource, Options, apply_all, schema, wait_ready};
+use super::{AddonError, Links, ManifestSource, Options, apply_all, wait_ready};
+use crate::jsonschema;
 use crate::kube::{Client, Discovery, daemonset_ready, deployment_ready};
 use crate::net::AddressBook;
 use crate::plan::Plan;
@@ -196,7 +197,7 @@ pub fn check_resources(objs: &[Value], crs: &[Value]) -> Result<(), AddonError> 
                 issues: format!("the manifest has no CRD {crd}"),
             });
         };
-        let issues = schema::validate(s, cr);
+        let issues = jsonschema::validate(s, cr);
         if !issues.is_empty() {
             let issues = issues
                 .iter()

@@ -1,11 +1,13 @@
 //! Cluster add-ons, applied after bootstrap through the Kubernetes API: each node's
 //! planned pod CIDR (`pod_cidr`), Cilium in native-routing mode (`cilium`) and MetalLB
 //! in L2 mode (`metallb`). Every step is idempotent: a second run changes nothing.
+//!
+//! It must not shell out (no helm, kubectl or cilium binary: Cilium runs as an in-cluster
+//! Job) nor reach Proxmox or Talos; it sees the cluster only through `kube`.
 
 pub mod cilium;
 pub mod metallb;
 pub mod pod_cidr;
-pub mod schema;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -322,8 +324,7 @@ mod tests {
 
     #[test]
     fn links_resolve_by_mac_and_must_agree_across_nodes() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
-        let plan = Plan::build(&crate::profile::load(&path).unwrap()).unwrap();
+        let plan = Plan::build(&crate::test_support::homelab()).unwrap();
         let status = |swap: bool| -> Vec<(String, Vec<(String, String)>)> {
             plan.nodes
                 .iter()

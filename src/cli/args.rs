@@ -113,7 +113,7 @@ impl LabArgs {
         }
         if !(self.lab_speed.is_finite() && self.lab_speed >= 1.0) {
             anyhow::bail!(
-                "--lab-speed {} must be a number ≥ 1 (60 = a minute becomes a second)",
+                "--lab-speed {} must be a number ≥ 1 (60 = a minute becomes a second)\n  fix: pass e.g. --lab-speed 60, or leave it out",
                 self.lab_speed
             );
         }

@@ -28,6 +28,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let plan = Plan::build(&profile).context("deriving the plan")?;
     let dir =
         ClusterDir::resolve(a.profile.dir.as_deref(), &plan.cluster).map_err(anyhow::Error::msg)?;
+    if !dir.talosconfig().exists() {
+        anyhow::bail!(
+            "no cluster `{}` at {}: {} does not exist\n  fix: pass the cluster's directory with --dir (or TALOS_PVE_DIR), or create the cluster first (`talos-pve up`; `talos-pve gen` writes just the talosconfig)",
+            plan.cluster,
+            dir.root.display(),
+            dir.talosconfig().display()
+        );
+    }
     let talosconfig = Talosconfig::load(&dir.talosconfig())?;
     // The bootstrap node first: it is the one most likely to be healthy.
     let mut cps: Vec<Target> = plan.control_planes().map(Target::of).collect();

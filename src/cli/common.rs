@@ -35,15 +35,17 @@ pub fn load_profile(path: &Path) -> anyhow::Result<Profile> {
 #[error("{0}")]
 pub struct Verdict(pub String);
 
-/// 2 for bad input (profile unreadable or invalid), 1 for everything else.
+/// 2 for bad input (profile or discovery file unreadable or invalid, a bad
+/// `--lab-faults` spec), 1 for everything else.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.chain()
-        .any(|c| c.is::<ProfileError>() || c.is::<clap::Error>())
-    {
-        2
-    } else {
-        1
-    }
+    let bad_input = |c: &(dyn std::error::Error + 'static)| {
+        c.is::<ProfileError>()
+            || c.is::<clap::Error>()
+            || c.is::<crate::lab::FaultSpecError>()
+            || c.downcast_ref::<crate::wizard::DiscoveryError>()
+                .is_some_and(|d| d.is_bad_input())
+    };
+    if e.chain().any(bad_input) { 2 } else { 1 }
 }
 
 /// Placeholder for subcommands whose capability is still being built.
@@ -52,4 +54,28 @@ pub fn not_yet(what: &str) -> anyhow::Result<std::process::ExitCode> {
         "`talos-pve {what}` is not available in this build yet"
     ))
     .context("unsupported command")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wizard::DiscoveryError;
+
+    #[test]
+    fn bad_input_exits_2_and_failures_exit_1() {
+        let faults = crate::lab::LabFaults::parse("nonsense=1").unwrap_err();
+        assert_eq!(exit_code(&anyhow::Error::new(faults)), 2);
+        let file = DiscoveryError::Parse {
+            path: "d.json".into(),
+            message: "missing field `hosts`".into(),
+        };
+        assert_eq!(exit_code(&anyhow::Error::new(file).context("init")), 2);
+        let remote = DiscoveryError::Remote {
+            endpoint: "https://10.8.16.10:8006".into(),
+            message: "401".into(),
+            fix: "check the token".into(),
+        };
+        assert_eq!(exit_code(&anyhow::Error::new(remote)), 1);
+        assert_eq!(exit_code(&anyhow::anyhow!("a step failed")), 1);
+    }
 }

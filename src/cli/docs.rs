@@ -23,13 +23,7 @@ pub struct Args {
 pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let path = &a.profile.profile;
     let profile = load_profile(path)?;
-    let report = super::lint::gate(&profile, path)?;
-    if !report.findings.is_empty() {
-        eprint!(
-            "{}",
-            crate::lint::render_text(&report, &path.display().to_string())
-        );
-    }
+    super::lint::gate_warn_on_stderr(&profile, path)?;
     let plan = Plan::build(&profile)?;
     let source = path.file_name().map_or_else(
         || path.display().to_string(),

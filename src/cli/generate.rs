@@ -7,6 +7,8 @@
 //! Re-runs are byte-stable: machine configs are a pure function of profile and bundle,
 //! and the admin certificates of existing talosconfig/kubeconfig files are kept while
 //! the bundle's CA signed them and they have 30+ days left (else re-issued).
+//!
+//! Refuses (exit 1, nothing written) when lint finds errors in the profile.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +38,8 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let profile = super::common::load_profile(&a.profile.profile)?;
+    // Configs from an unsound plan would boot nodes that cannot reach each other.
+    super::lint::gate_warn_on_stderr(&profile, &a.profile.profile)?;
     let plan = Plan::build(&profile).context("deriving the plan from the profile")?;
     let explicit = a.out.as_deref().or(a.profile.dir.as_deref());
     let dir = ClusterDir::resolve(explicit, &profile.metadata.name).map_err(anyhow::Error::msg)?;

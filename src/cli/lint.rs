@@ -31,7 +31,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// For commands that need a sound plan (`plan`, `docs`): lint, and refuse with
+/// For commands that need a sound plan (`plan`, `docs`, `gen`, `up`): lint, and refuse with
 /// exit 1 (findings on stderr) when there are errors. The caller shows warnings.
 pub(super) fn gate(profile: &Profile, source: &std::path::Path) -> anyhow::Result<Report> {
     let report = lint(profile);
@@ -44,6 +44,19 @@ pub(super) fn gate(profile: &Profile, source: &std::path::Path) -> anyhow::Resul
             source.display()
         ))
         .into());
+    }
+    Ok(report)
+}
+
+/// [`gate`], then the warnings (if any) on stderr, for commands whose stdout is the
+/// product (`docs`, `gen`).
+pub(super) fn gate_warn_on_stderr(
+    profile: &Profile,
+    source: &std::path::Path,
+) -> anyhow::Result<Report> {
+    let report = gate(profile, source)?;
+    if !report.findings.is_empty() {
+        eprint!("{}", render_text(&report, &source.display().to_string()));
     }
     Ok(report)
 }

@@ -1,6 +1,8 @@
 //! The command line: stage one (`args`) only parses what the user typed; stage two
 //! (one file per subcommand) loads the profile, touches the system and reports.
 //! Errors reach `main` as `anyhow` chains and map to exit codes here.
+//!
+//! A subcommand file must not hold domain logic: it parses, calls the library, reports.
 
 mod args;
 mod common;

@@ -1,6 +1,8 @@
 //! Markdown network documentation generated from a profile (`talos-pve docs`):
 //! VLAN and allocation tables, node interfaces, MetalLB, gateway routes, DNS records,
 //! recommended firewall rules and Mermaid diagrams. Pure: profile + plan in, text out.
+//!
+//! It must not judge the plan (that is `lint`) nor read or write files (that is `cli::docs`).
 
 mod diagrams;
 mod firewall;
@@ -65,11 +67,7 @@ pub fn render(p: &Profile, plan: &Plan, source: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn homelab() -> Profile {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
-        crate::profile::load(&path).unwrap()
-    }
+    use crate::test_support::homelab;
 
     /// Names that differ only in punctuation must still get distinct Mermaid ids.
     #[test]

@@ -33,9 +33,9 @@ fn tls_err(server: &str, what: impl std::fmt::Display) -> KubeError {
     }
 }
 
-/// Talos labels PKCS#8 Ed25519 keys `ED25519 PRIVATE KEY`; the DER is plain PKCS#8.
+/// The client key, which Talos may label `ED25519 PRIVATE KEY`.
 fn client_key(pem: &str, server: &str) -> Result<PrivateKeyDer<'static>, KubeError> {
-    let pem = pem.replace("ED25519 PRIVATE KEY", "PRIVATE KEY");
+    let pem = crate::pki::pem::relabel_private_key(pem);
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| {
         tls_err(
             server,

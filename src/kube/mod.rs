@@ -5,6 +5,8 @@
 //! Every connection resolves the kubeconfig's server through the `AddressBook`, and the
 //! server certificate must chain to the kubeconfig's CA and be valid for the
 //! kubeconfig's host, whichever address was really dialed.
+//!
+//! It knows no add-on (that is `addons`) and must not pull in kube/k8s-openapi.
 
 mod client;
 mod config;

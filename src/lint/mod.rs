@@ -7,6 +7,8 @@
 //! live in one `Rule` constant beside the rule; [`RULES`] lists them all and
 //! `docs/lint-codes.md` is generated from that list (a test keeps them in sync).
 //! Codes are stable: a retired rule's code is never reused.
+//!
+//! Lint must not do I/O, derive plan values (that is `plan`) or change the profile.
 
 mod addresses;
 mod facts;

@@ -334,18 +334,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Option<String> {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/reference/data/talos/secrets.sample.yaml");
-        match std::fs::read_to_string(&p) {
-            Ok(s) => Some(s),
-            Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("CI=true but {} is missing", p.display())
-            }
-            Err(_) => {
-                eprintln!("skipped: {} not found", p.display());
-                None
-            }
-        }
+        crate::test_support::reference("data/talos/secrets.sample.yaml")
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!
 //! Everything secret lives in types whose `Debug` prints `<redacted>` and whose memory
 //! is zeroized on drop; errors name the field, never its value.
+//!
+//! It must not log key material, and uses ring only (no OpenSSL, no aws-lc).
 
 mod bundle;
 pub mod cert;

@@ -66,6 +66,20 @@ pub fn decode(text: &str, what: &str) -> Result<PemBlock, PkiError> {
     })
 }
 
+/// Talos labels PKCS#8 Ed25519 keys `ED25519 PRIVATE KEY`; rustls-pki-types (and
+/// OpenSSL) only know `PRIVATE KEY` for PKCS#8. The DER is the same, so only the
+/// label changes; other labels pass through untouched.
+pub fn relabel_private_key(pem: &str) -> String {
+    pem.replace(
+        "-----BEGIN ED25519 PRIVATE KEY-----",
+        "-----BEGIN PRIVATE KEY-----",
+    )
+    .replace(
+        "-----END ED25519 PRIVATE KEY-----",
+        "-----END PRIVATE KEY-----",
+    )
+}
+
 /// The key algorithms Talos bundles use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyAlg {
@@ -153,15 +167,6 @@ impl PrivateKey {
                 pkcs8_inner(&self.pkcs8).unwrap_or_default(),
             ),
         })
-    }
-
-    /// Standard PKCS#8 PEM (`PRIVATE KEY`) for rustls/reqwest, which reject Talos labels.
-    pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
-        let der = match self.alg {
-            KeyAlg::Ed25519 => self.ed25519_v1(),
-            _ => self.pkcs8.clone(),
-        };
-        Zeroizing::new(encode("PRIVATE KEY", &der))
     }
 
     /// PKCS#8 v1 for Ed25519 (OpenSSL 3.0 cannot read ring's v2).
@@ -328,6 +333,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ed25519_label_becomes_pkcs8_label() {
+        let pem = "-----BEGIN ED25519 PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END ED25519 PRIVATE KEY-----\n";
+        assert_eq!(
+            relabel_private_key(pem),
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
+        );
+    }
+
+    #[test]
     fn ed25519_is_written_as_pkcs8_v1_under_the_talos_label() {
         let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
         let key = PrivateKey::from_key_pair(&kp, KeyAlg::Ed25519);
@@ -342,7 +356,7 @@ mod tests {
             kp.public_key_raw()
         );
         // The standard label loads too.
-        let std = PrivateKey::from_pem(&key.to_pkcs8_pem(), "t").unwrap();
+        let std = PrivateKey::from_pem(&relabel_private_key(&pem), "t").unwrap();
         assert_eq!(std.alg, KeyAlg::Ed25519);
     }
 

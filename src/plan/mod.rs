@@ -4,6 +4,8 @@
 //! CIDRs, schematic ID, routes), so re-runs and rebuilds reproduce identities.
 //! Building a plan assumes `lint` found no errors; what it cannot derive is a
 //! `PlanError`, never a panic.
+//!
+//! It must not do I/O or re-check what `lint` reports.
 
 mod mac;
 mod schematic;
@@ -325,11 +327,7 @@ pub fn pod_cidrs(p: &Profile) -> Result<Vec<Ipv4Net>, PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn homelab() -> Profile {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
-        crate::profile::load(&path).unwrap()
-    }
+    use crate::test_support::homelab;
 
     #[test]
     fn homelab_plan_has_the_corrected_layout() {

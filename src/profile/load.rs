@@ -106,13 +106,27 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
     Ok(profile)
 }
 
+/// The YAML parser's text without what the surrounding message already says: its own
+/// `error: ` and `line N column M: ` prefix, and `<input>` instead of the file name.
+/// Also used for other YAML/JSON inputs (the wizard's discovery file).
+pub(crate) fn tidy_message(raw: &str, path: &Path) -> String {
+    let mut m = raw.strip_prefix("error: ").unwrap_or(raw);
+    if let Some(rest) = m.strip_prefix("line ")
+        && let Some((pos, tail)) = rest.split_once(": ")
+        && pos.split(" column ").all(|n| n.parse::<u64>().is_ok())
+    {
+        m = tail;
+    }
+    m.replace("<input>", &path.display().to_string())
+}
+
 fn syntax_error(e: &serde_saphyr::Error, path: &Path) -> ProfileError {
     let location = e
         .location()
         .filter(|l| l.line() > 0)
         .map(|l| format!(":{}:{}", l.line(), l.column()))
         .unwrap_or_default();
-    let message = e.to_string();
+    let message = tidy_message(&e.to_string(), path);
     let fix = if message.contains("unknown field") {
         "remove or rename the field; the accepted fields are listed in the message and in profiles/homelab.yaml"
     } else if message.contains("missing field") {
@@ -127,5 +141,25 @@ fn syntax_error(e: &serde_saphyr::Error, path: &Path) -> ProfileError {
         location,
         message,
         fix: fix.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_name_the_file_once_without_parser_prefixes() {
+        let path = Path::new("cluster.yaml");
+        let e = parse("metadata: {name: x}\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("profile cluster.yaml:1:1: missing field `apiVersion`"),
+            "{e}"
+        );
+        assert!(e.contains("--> cluster.yaml:1:1"), "{e}");
+        assert!(!e.contains("<input>") && !e.contains("error: line"), "{e}");
+        assert!(e.contains("\n  fix: add the missing field"), "{e}");
     }
 }

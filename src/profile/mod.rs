@@ -7,5 +7,6 @@
 mod load;
 mod types;
 
+pub(crate) use load::tidy_message;
 pub use load::{ProfileError, load, parse};
 pub use types::*;

@@ -5,6 +5,8 @@
 //! A [`Reporter`] is an `Arc` handle: clone it into every concurrent task. Events are
 //! rendered under one lock, in the order they were reported, so lines never interleave.
 //! The clock is injected so renderings are testable.
+//!
+//! Rendering only: it must not decide anything about the run it reports.
 
 mod render;
 

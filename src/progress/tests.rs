@@ -1,3 +1,6 @@
+//! Unit tests of the progress reporter, on a fake clock and in-memory outputs: plain
+//! lines, JSON lines, terminal bars, and reporting from many threads at once.
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -129,9 +129,4 @@ impl PveError {
             _ => false,
         }
     }
-
-    pub fn is_not_found(&self) -> bool {
-        matches!(self.status(), Some(404))
-            || matches!(self, PveError::Api { status: 500, message, .. } if message.contains("does not exist"))
-    }
 }

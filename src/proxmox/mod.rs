@@ -5,6 +5,9 @@
 //! `inventory` reads what exists; `preflight`, `provision` and `destroy` are the
 //! operations the CLI exposes; `settings` turns profile + environment + flags
 //! into a client.
+//!
+//! It must never modify a VM that does not carry this cluster's marker, and the API
+//! token never appears in logs, errors or process arguments.
 
 pub mod client;
 pub mod destroy;

@@ -119,11 +119,7 @@ pub fn factory_url(profile: &Profile, env: &dyn Fn(&str) -> Option<String>) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn homelab() -> Profile {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
-        crate::profile::load(&path).unwrap()
-    }
+    use crate::test_support::homelab;
 
     #[test]
     fn env_beats_profile_and_flags_beat_env() {

@@ -242,8 +242,7 @@ mod tests {
     use super::*;
 
     fn homelab() -> (Profile, Plan) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
-        let p = crate::profile::load(&path).unwrap();
+        let p = crate::test_support::homelab();
         let plan = Plan::build(&p).unwrap();
         (p, plan)
     }

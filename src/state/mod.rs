@@ -6,6 +6,8 @@
 //! a resumed run with a changed profile sees the [`Drift`] and must decide (`adopt`)
 //! before marking anything, so steps done for one profile never count for another.
 //! A damaged file is an error naming the file and the way out, never a silent reset.
+//!
+//! It records steps; it must not perform them (that is `up`).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,11 +1,11 @@
+//! Unit tests of the run state: marks persist at once (mode 0600) and survive a
+//! restart, concurrent marks, a changed profile, damaged files, step round trips.
+
 use std::sync::Arc;
 
 use super::*;
 
-fn homelab() -> Profile {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
-    crate::profile::load(&path).unwrap()
-}
+use crate::test_support::homelab;
 
 fn open(path: &Path, p: &Profile) -> Result<State, StateError> {
     State::load_or_new(path, p, &Plan::build(p).unwrap())

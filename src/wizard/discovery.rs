@@ -16,12 +16,12 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum DiscoveryError {
     #[error(
-        "cannot read discovery file {path}: {source}\n  fix: check the path given to --discovery-file"
+        "cannot read discovery file {path}: {cause}\n  fix: check the path given to --discovery-file"
     )]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        // Part of the message, not a `source`: `{:#}` would repeat it after the fix line.
+        cause: std::io::Error,
     },
     #[error("discovery file {path}: {message}\n  fix: see docs/discovery-file.md for the format")]
     Parse { path: PathBuf, message: String },
@@ -33,6 +33,13 @@ pub enum DiscoveryError {
     },
     #[error("Proxmox host `{0}` was not discovered")]
     UnknownHost(String),
+}
+
+impl DiscoveryError {
+    /// The user's input is at fault (a discovery file), not a remote system.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Self::Read { .. } | Self::Parse { .. })
+    }
 }
 
 /// How to reach the Proxmox API, as answered in the wizard. The secret is never
@@ -127,14 +134,14 @@ fn default_floor() -> u32 {
 
 impl Inventory {
     pub fn load(path: &Path) -> Result<Self, DiscoveryError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DiscoveryError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| DiscoveryError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         // JSON is YAML, so one parser serves both spellings.
         serde_saphyr::from_str(&text).map_err(|e| DiscoveryError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: crate::profile::tidy_message(&e.to_string(), path),
         })
     }
 
@@ -176,6 +183,31 @@ impl Discovery for &Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_discovery_files_name_the_file_and_the_fix_once() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("nope.json");
+        let e = anyhow::Error::new(Inventory::load(&missing).err().unwrap());
+        let text = format!("{e:#}");
+        assert_eq!(text.matches("os error").count(), 1, "{text}");
+        assert!(
+            text.ends_with("fix: check the path given to --discovery-file"),
+            "{text}"
+        );
+        let empty = d.path().join("empty.json");
+        std::fs::write(&empty, "{}").unwrap();
+        let text = Inventory::load(&empty).err().unwrap().to_string();
+        assert!(text.contains("missing field `hosts`"), "{text}");
+        assert!(
+            text.contains(&format!("--> {}:1:1", empty.display())),
+            "{text}"
+        );
+        assert!(
+            !text.contains("<input>") && !text.contains(": error:"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn free_vmids_skip_used_ones() {

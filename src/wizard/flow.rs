@@ -33,7 +33,7 @@ pub enum WizardError {
 }
 
 /// Final validation of the assembled profile; an empty list means "fine".
-/// `lint` plugs in here; [`super::basic_check`] is the built-in fallback.
+/// The commands plug `lint` in here (`lint(p).error_lines()`).
 pub type Check<'a> = &'a dyn Fn(&Profile) -> Vec<String>;
 
 pub struct Options<'a> {

@@ -5,8 +5,10 @@
 //!
 //! `flow::run` is the pure core (answers + discovery → profile); `guided`, `save` and
 //! the dialoguer prompter are the shell.
+//!
+//! It must not overwrite an existing profile without a yes, nor decide validity on
+//! its own: the final check is `lint`, plugged in by the caller.
 
-mod check;
 mod discovery;
 mod flow;
 mod guided;
@@ -15,7 +17,6 @@ mod prompter;
 mod save;
 mod seed;
 
-pub use check::basic_check;
 pub use discovery::{
     Access, Bond, Bridge, Connect, Discovery, DiscoveryError, HostInfo, Inventory, Storage,
 };

@@ -5,27 +5,17 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use base64::Engine;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use serde_json::{Value, json};
-use talos_pve::addons::{self, AddonError, ManifestSource, Options, cilium, metallb, schema};
+use talos_pve::addons::{self, AddonError, ManifestSource, Options, cilium, metallb};
+use talos_pve::jsonschema;
 use talos_pve::kube::{self, Client, Kubeconfig, Poll};
 use talos_pve::lab::kube::{KubeSimConfig, LabKube, POD_CIDR_FORBIDDEN};
 use talos_pve::lab::{Fabric, LabEvent, LabNodeInfo};
+use talos_pve::pki::KeyAlg;
 use talos_pve::plan::Plan;
-use talos_pve::profile::{self, Profile};
+use talos_pve::profile::Profile;
 
 use crate::support;
-
-/// Talos writes ECDSA keys as SEC1 `EC PRIVATE KEY`; ring's PKCS#8 ends with that SEC1 blob.
-fn sec1_pem(key: &KeyPair) -> String {
-    let der = key.serialize_der();
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&der[der.len() - 109..]);
-    format!("-----BEGIN EC PRIVATE KEY-----\n{b64}\n-----END EC PRIVATE KEY-----\n")
-}
 
 struct Cluster {
     fabric: Fabric,
@@ -42,31 +32,11 @@ struct Cluster {
 }
 
 async fn cluster(cfg: KubeSimConfig) -> Cluster {
-    let profile = profile::load(&support::profile("homelab.yaml")).unwrap();
+    let profile = support::homelab();
     let plan = Plan::build(&profile).unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "kubernetes");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca.not_before = now - time::Duration::hours(1);
-    ca.not_after = now + time::Duration::days(3650);
-    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
-    let admin_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut admin = CertificateParams::new(Vec::<String>::new()).unwrap();
-    admin
-        .distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
-    admin.distinguished_name.push(DnType::CommonName, "admin");
-    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    admin.not_before = now - time::Duration::hours(1);
-    admin.not_after = now + time::Duration::days(365);
-    let issuer = Issuer::new(ca, &ca_key);
-    let admin_pem = admin.signed_by(&admin_key, &issuer).unwrap().pem();
+    let ca = support::test_ca(KeyAlg::EcdsaP256, "kubernetes");
+    let (admin_pem, admin_key) =
+        support::test_client(&ca, KeyAlg::EcdsaP256, &["system:masters"], Some("admin"));
 
     let fabric = Fabric::new();
     let lab = LabKube::spawn(&fabric, cfg);
@@ -81,8 +51,8 @@ async fn cluster(cfg: KubeSimConfig) -> Cluster {
             management: n.management.address.addr(),
             internal_ip: n.workload.address.addr(),
             endpoint: plan.endpoint.clone(),
-            kubernetes_ca_crt: ca_pem.clone(),
-            kubernetes_ca_key: sec1_pem(&ca_key),
+            kubernetes_ca_crt: ca.crt.clone(),
+            kubernetes_ca_key: ca.key_pem.clone(),
         })
         .collect();
     for i in &infos {
@@ -100,9 +70,9 @@ async fn cluster(cfg: KubeSimConfig) -> Cluster {
     assert!(local.ip().is_loopback());
     let kc = Kubeconfig {
         server: plan.endpoint.clone(),
-        ca_pem,
+        ca_pem: ca.crt.clone(),
         cert_pem: admin_pem,
-        key_pem: sec1_pem(&admin_key).into(),
+        key_pem: admin_key.into(),
     };
     let kubeconfig = Kubeconfig::parse(&kc.render(&plan.cluster), "test kubeconfig").unwrap();
     let client = Client::new(&kubeconfig, &fabric.addresses).await.unwrap();
@@ -229,7 +199,7 @@ async fn lab_cluster_converges_and_a_second_run_changes_nothing() {
         .collect();
     let values = cilium::parse_set_args(&sets);
     let s: Value = serde_json::from_str(&std::fs::read_to_string(values_schema).unwrap()).unwrap();
-    let issues = schema::validate(&s, &values);
+    let issues = jsonschema::validate(&s, &values);
     // `devices` is read by the chart templates but only commented in values.yaml.
     let real: Vec<_> = issues
         .iter()
@@ -315,7 +285,7 @@ async fn lab_cluster_converges_and_a_second_run_changes_nothing() {
         let crd: Value = serde_saphyr::from_str(&std::fs::read_to_string(crd).unwrap()).unwrap();
         let s = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         let cr = find(&objs, kind, "metallb-system", "default").unwrap();
-        let issues: Vec<_> = schema::validate(s, cr)
+        let issues: Vec<_> = jsonschema::validate(s, cr)
             .into_iter()
             .filter(|i| !i.path.starts_with("metadata"))
             .collect();
@@ -574,12 +544,9 @@ async fn cilium_job_with_an_unpinned_image_fails_in_the_lab() {
 }
 
 /// A self-signed ECDSA certificate and key (PEM), for "wrong CA" cases.
-fn stranger(cn: &str) -> (String, String) {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, cn);
-    (p.self_signed(&key).unwrap().pem(), key.serialize_pem())
+fn stranger(org: &str) -> (String, String) {
+    let ca = support::test_ca(KeyAlg::EcdsaP256, org);
+    (ca.crt, ca.key_pem)
 }
 
 #[tokio::test]

@@ -1,11 +1,7 @@
 //! Integration tests: `talos-pve gen` and the machine-config renderer.
 //!
 //! - Schema: every generated document validates against the JSON schema of its Talos
-//!   minor. No JSON-schema crate is in the tree; the schemas use only `type`,
-//!   `properties`, `additionalProperties`, `patternProperties`, `required`, `enum`,
-//!   `items`, `pattern`, `oneOf`, `$ref` (plus annotations and one `format: uri`), so a
-//!   small validator for exactly that subset lives here (regex is a dev-dependency that
-//!   was already in the lock file).
+//!   minor, checked with `talos_pve::jsonschema` (the subset those schemas use).
 //! - Golden: field-by-field comparison with `talosctl gen config` output of the same
 //!   contract; `INTENDED` lists every path where talos-pve deliberately differs.
 
@@ -19,13 +15,9 @@ use talos_pve::plan::Plan;
 use talos_pve::profile::{Profile, Role};
 use talos_pve::talos::config::{Contract, render_node};
 
-use crate::support::{bin, profile, reference, repo};
+use crate::support::{bin, homelab, profile, reference, repo};
 
 // ---------------------------------------------------------------- helpers
-
-fn homelab() -> Profile {
-    talos_pve::profile::load(&profile("homelab.yaml")).unwrap()
-}
 
 fn sample_secrets() -> Option<SecretsBundle> {
     let p = reference("data/talos/secrets.sample.yaml")?;
@@ -125,8 +117,9 @@ fn openssl(args: &[&str], stdin: Option<&str>) -> (bool, String) {
     (out.status.success(), text)
 }
 
-// ---------------------------------------------------------------- JSON schema subset
+// ---------------------------------------------------------------- JSON schema
 
+/// A Talos machine-config schema of one minor, checked with the crate's validator.
 struct Schema {
     root: Value,
 }
@@ -141,111 +134,10 @@ impl Schema {
 
     /// Errors of `v` against the whole schema (the top-level `oneOf` over all kinds).
     fn errors(&self, v: &Value) -> Vec<String> {
-        let mut errs = Vec::new();
-        self.check(&self.root, v, "", &mut errs);
-        errs
-    }
-
-    fn check(&self, s: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
-        let Some(s) = s.as_object() else { return };
-        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
-            let name = r.strip_prefix("#/$defs/").expect("only local $defs refs");
-            self.check(&self.root["$defs"][name], v, at, errs);
-        }
-        if let Some(alts) = s.get("oneOf").and_then(Value::as_array) {
-            let mut matching = 0;
-            let mut best: Option<Vec<String>> = None;
-            for alt in alts {
-                let mut e = Vec::new();
-                self.check(alt, v, at, &mut e);
-                if e.is_empty() {
-                    matching += 1;
-                } else if best.as_ref().is_none_or(|b| e.len() < b.len()) {
-                    best = Some(e);
-                }
-            }
-            if matching != 1 {
-                errs.push(format!("{at}: matches {matching} of oneOf"));
-                if matching == 0 {
-                    errs.extend(best.unwrap_or_default());
-                }
-            }
-        }
-        if let Some(t) = s.get("type") {
-            let types: Vec<&str> = match t {
-                Value::String(t) => vec![t.as_str()],
-                Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-                _ => vec![],
-            };
-            let ok = types.iter().any(|t| match *t {
-                "object" => v.is_object(),
-                "array" => v.is_array(),
-                "string" => v.is_string(),
-                "boolean" => v.is_boolean(),
-                "integer" => v.is_i64() || v.is_u64(),
-                "number" => v.is_number(),
-                "null" => v.is_null(),
-                _ => panic!("unknown type {t}"),
-            });
-            if !ok {
-                errs.push(format!("{at}: expected {types:?}, got {v}"));
-                return;
-            }
-        }
-        if let Some(e) = s.get("enum").and_then(Value::as_array)
-            && !e.contains(v)
-        {
-            errs.push(format!("{at}: {v} not in {e:?}"));
-        }
-        if let (Some(p), Some(text)) = (s.get("pattern").and_then(Value::as_str), v.as_str())
-            && !regex::Regex::new(p).unwrap().is_match(text)
-        {
-            errs.push(format!("{at}: `{text}` does not match /{p}/"));
-        }
-        if let (Some(items), Some(arr)) = (s.get("items"), v.as_array()) {
-            for (i, x) in arr.iter().enumerate() {
-                self.check(items, x, &format!("{at}[{i}]"), errs);
-            }
-        }
-        if let Some(obj) = v.as_object() {
-            if let Some(req) = s.get("required").and_then(Value::as_array) {
-                for r in req.iter().filter_map(Value::as_str) {
-                    if !obj.contains_key(r) {
-                        errs.push(format!("{at}: missing required `{r}`"));
-                    }
-                }
-            }
-            let props = s.get("properties").and_then(Value::as_object);
-            let pattern_props = s.get("patternProperties").and_then(Value::as_object);
-            let has_object_keywords = props.is_some()
-                || pattern_props.is_some()
-                || s.contains_key("additionalProperties");
-            if !has_object_keywords {
-                return;
-            }
-            for (k, x) in obj {
-                let here = format!("{at}.{k}");
-                if let Some(ps) = props.and_then(|p| p.get(k)) {
-                    self.check(ps, x, &here, errs);
-                    continue;
-                }
-                let mut matched = false;
-                for (pat, ps) in pattern_props.into_iter().flatten() {
-                    if regex::Regex::new(pat).unwrap().is_match(k) {
-                        matched = true;
-                        self.check(ps, x, &here, errs);
-                    }
-                }
-                if matched {
-                    continue;
-                }
-                match s.get("additionalProperties") {
-                    Some(Value::Bool(false)) => errs.push(format!("{here}: not allowed")),
-                    Some(ap @ Value::Object(_)) => self.check(ap, x, &here, errs),
-                    _ => {}
-                }
-            }
-        }
+        talos_pve::jsonschema::validate(&self.root, v)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 }
 
@@ -313,7 +205,8 @@ fn schema_validator_rejects_what_talos_rejects() {
     // talosctl's own output fails on exactly the deprecated `persist` (talos.md §1).
     let errs = schema.errors(&docs[0]);
     assert!(
-        errs.iter().any(|e| e.contains(".persist: not allowed")),
+        errs.iter()
+            .any(|e| e == "persist: additional property not allowed"),
         "{errs:#?}"
     );
     let mut fixed = docs[0].clone();
@@ -791,6 +684,39 @@ fn missing_bundle_of_an_existing_cluster_is_an_error() {
 }
 
 #[test]
+fn a_profile_with_lint_errors_or_a_file_as_out_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let bad = d.path().join("bad.yaml");
+    let text = std::fs::read_to_string(profile("homelab.yaml")).unwrap();
+    std::fs::write(&bad, text.replace("10.8.16.20", "10.8.99.20")).unwrap();
+    let out_dir = d.path().join("out");
+    let out = Command::new(bin())
+        .args(["gen", "--profile"])
+        .arg(&bad)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("NET001") && err.contains("fix them first"),
+        "{err}"
+    );
+    assert!(!out_dir.exists(), "nothing is written for an unsound plan");
+
+    let file = d.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = run_gen(&file, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is a file, not a directory") && err.contains("fix:"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_corrupt_bundle_is_reported_and_left_alone() {
     let d = tempfile::tempdir().unwrap();
     let junk = "cluster:\n    id: LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0t\n";
@@ -854,6 +780,22 @@ fn import_adopts_a_talosctl_bundle_and_refuses_a_different_one() {
     );
     assert!(!out.status.success());
     assert!(!fresh.path().join("secrets.yaml").exists());
+    // So is a path that is not there, with the flag to fix.
+    let out = run_gen(
+        fresh.path(),
+        &[
+            "--import-secrets",
+            other.path().join("nope.yaml").to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("nope.yaml")
+            && err.contains("fix: check the path given to --import-secrets"),
+        "{err}"
+    );
+    assert!(!fresh.path().join("secrets.yaml").exists());
 }
 
 // ---------------------------------------------------------------- openssl / kubectl
@@ -901,7 +843,7 @@ fn openssl_confirms_cas_and_admin_certificates() {
     // Ed25519 keys are PKCS#8 v1: OpenSSL reads them once relabelled.
     let (ok, text) = openssl(
         &["pkey", "-noout", "-text"],
-        Some(&keys[4].replace("ED25519 PRIVATE KEY", "PRIVATE KEY")),
+        Some(&talos_pve::pki::pem::relabel_private_key(&keys[4])),
     );
     assert!(ok && text.contains("ED25519 Private-Key"), "{text}");
     let (ok, text) = openssl(&["pkey", "-noout", "-text"], Some(&keys[3]));

@@ -19,6 +19,7 @@ use talos_pve::proxmox::{
 };
 
 use super::support;
+use super::support::homelab;
 
 struct Lab {
     fabric: Fabric,
@@ -27,10 +28,6 @@ struct Lab {
     factory: Factory,
     profile: Profile,
     plan: Plan,
-}
-
-fn homelab() -> Profile {
-    talos_pve::profile::load(&support::profile("homelab.yaml")).unwrap()
 }
 
 async fn lab_with(config: LabProxmoxConfig, fast: bool) -> Lab {
@@ -1272,45 +1269,30 @@ async fn the_lab_behaves_like_pve_where_the_client_depends_on_it() {
         .unwrap_err();
     assert!(e.to_string().ends_with("VM 120 already running"), "{e}");
     // Booleans are 1/0 only at the top level; tags are sorted; unknown NIC keys refused.
-    let e = l
-        .client
-        .put(
-            &format!("{path}/config"),
-            &[("onboot".into(), "true".into())],
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("onboot: type check ('boolean') failed - got 'true'"),
-        "{e}"
-    );
-    let e = l
-        .client
-        .put(
-            &format!("{path}/config"),
-            &[("net0".into(), "virtio,bridge=vmbr0,vlan=16".into())],
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("invalid key in comma-separated list property: vlan"),
-        "{e}"
-    );
-    let e = l
-        .client
-        .put(
-            &format!("{path}/config"),
-            &[("name".into(), "talos_k8s".into())],
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("value does not look like a valid DNS name"),
-        "{e}"
-    );
+    for (key, value, want) in [
+        (
+            "onboot",
+            "true",
+            "onboot: type check ('boolean') failed - got 'true'",
+        ),
+        (
+            "net0",
+            "virtio,bridge=vmbr0,vlan=16",
+            "invalid key in comma-separated list property: vlan",
+        ),
+        (
+            "name",
+            "talos_k8s",
+            "value does not look like a valid DNS name",
+        ),
+    ] {
+        let e = l
+            .client
+            .put(&format!("{path}/config"), &[(key.into(), value.into())])
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(want), "{key}={value}: {e}");
+    }
     // A missing token is a 401.
     let e = Client::new(
         ClientConfig::new(

@@ -1,5 +1,4 @@
 //! Shared helpers for the integration tests.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +9,11 @@ pub fn repo() -> &'static Path {
 
 pub fn profile(name: &str) -> PathBuf {
     repo().join("profiles").join(name)
+}
+
+/// `profiles/homelab.yaml`, loaded.
+pub fn homelab() -> talos_pve::profile::Profile {
+    talos_pve::profile::load(&profile("homelab.yaml")).expect("profiles/homelab.yaml loads")
 }
 
 /// `../shared/reference/...`, or `None` with a printed reason when this clone has no
@@ -62,4 +66,38 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A CA made by the real `pki` generator, its key PEM as Talos writes it
+/// (`ED25519 PRIVATE KEY`, SEC1 `EC PRIVATE KEY`). Valid from an hour ago.
+pub struct TestCa {
+    pub crt: String,
+    pub key_pem: String,
+    pub key: talos_pve::pki::PrivateKey,
+}
+
+fn an_hour_ago() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc() - time::Duration::hours(1)
+}
+
+pub fn test_ca(alg: talos_pve::pki::KeyAlg, org: &str) -> TestCa {
+    let c = talos_pve::pki::cert::new_ca(alg, Some(org), an_hour_ago()).expect("new CA");
+    TestCa {
+        crt: c.cert_pem,
+        key_pem: c.key.to_talos_pem().to_string(),
+        key: c.key,
+    }
+}
+
+/// A client certificate from `ca` (`O=<orgs>`, `CN=<cn>`): (certificate PEM, key PEM as
+/// Talos writes it).
+pub fn test_client(
+    ca: &TestCa,
+    alg: talos_pve::pki::KeyAlg,
+    orgs: &[&str],
+    cn: Option<&str>,
+) -> (String, String) {
+    let c = talos_pve::pki::cert::new_client(&ca.crt, &ca.key, alg, orgs, cn, an_hour_ago())
+        .expect("new client certificate");
+    (c.cert_pem, c.key.to_talos_pem().to_string())
 }

@@ -1,7 +1,7 @@
 //! Integration tests: the Talos API client and stages against lab Talos nodes on
 //! loopback. Node creation is driven by emitting `LabEvent::VmStarted` directly.
-//! The fixture below makes a minimal OS CA / admin cert / machine config; it stands
-//! in for the real generator until that is merged.
+//! The fixture makes its CAs and admin certificate with the real `pki` generator
+//! and writes a minimal machine config by hand.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,85 +11,28 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use secrecy::SecretString;
 use talos_pve::lab::talos::{Faults, LabTalos, LabTalosConfig, Phase};
 use talos_pve::lab::{Fabric, LabEvent, LabNic, LabVm};
+use talos_pve::pki::KeyAlg;
 use talos_pve::talos::api::*;
+
+use crate::support::{TestCa, test_ca, test_client};
 
 // ---------------------------------------------------------------- fixture
 
-/// Talos writes Ed25519 keys as PKCS#8 v1 under `ED25519 PRIVATE KEY`.
-fn talos_ed25519_pem(k: &KeyPair) -> String {
-    let der = k.serialize_der();
-    let mut v1 = hex::decode("302e020100300506032b657004220420").unwrap();
-    v1.extend_from_slice(&der[16..48]);
-    pem("ED25519 PRIVATE KEY", &v1)
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b = STANDARD.encode(der);
-    let lines: Vec<&str> = b
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
-struct Ca {
-    crt: String,
-    key_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca(org: &str, alg: &'static rcgen::SignatureAlgorithm, talos_label: bool) -> Ca {
-    let key = KeyPair::generate_for(alg).unwrap();
-    let mut p = CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(DnType::OrganizationName, org);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let crt = p.self_signed(&key).unwrap().pem();
-    let key_pem = if talos_label {
-        talos_ed25519_pem(&key)
-    } else {
-        key.serialize_pem()
-    };
-    Ca {
-        crt,
-        key_pem,
-        issuer: Issuer::new(p, key),
-    }
-}
-
-fn client_cert(ca: &Ca, role: &str) -> Credentials {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-    let mut p = CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(DnType::OrganizationName, role);
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let crt = p.signed_by(&key, &ca.issuer).unwrap().pem();
+fn client_cert(ca: &TestCa, role: &str) -> Credentials {
+    let (crt, key) = test_client(ca, KeyAlg::Ed25519, &[role], None);
     Credentials {
         ca_pem: ca.crt.clone(),
         crt_pem: crt,
-        key_pem: SecretString::from(talos_ed25519_pem(&key)),
+        key_pem: SecretString::from(key),
     }
 }
 
 struct Cluster {
-    os: Ca,
-    k8s: Ca,
+    os: TestCa,
+    k8s: TestCa,
     admin: Credentials,
     nodes: Vec<NodeFx>,
 }
@@ -111,8 +54,8 @@ impl NodeFx {
 
 fn cluster(n: usize, first_vmid: u32) -> Cluster {
     talos_pve::tls::install_provider();
-    let os = ca("talos", &rcgen::PKCS_ED25519, true);
-    let k8s = ca("kubernetes", &rcgen::PKCS_ECDSA_P256_SHA256, false);
+    let os = test_ca(KeyAlg::Ed25519, "talos");
+    let k8s = test_ca(KeyAlg::EcdsaP256, "kubernetes");
     let admin = client_cert(&os, "os:admin");
     let nodes = (0..n)
         .map(|i| {
@@ -231,6 +174,16 @@ impl IdentityCheck for AgentFacts {
             check_identity(mac, addr, ifs)
         })
     }
+}
+
+/// The message of a `StageFailed` error of `stage` (any other error fails the test).
+fn failed_in(e: TalosError, stage: Stage) -> String {
+    let msg = e.to_string();
+    assert!(
+        matches!(&e, TalosError::StageFailed { stage: s, .. } if *s == stage),
+        "expected a {stage:?} stage failure: {msg}"
+    );
+    msg
 }
 
 fn fast_timeouts() -> Timeouts {
@@ -378,7 +331,7 @@ fn connect(fabric: &Fabric, t: &Target, creds: Credentials) -> TalosClient {
 async fn client_from_another_ca_is_refused_and_reported_clearly() {
     let (c, fabric, lab, _) = running_cluster(1, 200, LabTalosConfig::fast()).await;
     let t = c.nodes[0].target();
-    let other = ca("talos", &rcgen::PKCS_ED25519, true);
+    let other = test_ca(KeyAlg::Ed25519, "talos");
     let foreign = Credentials {
         ca_pem: c.os.crt.clone(),
         ..client_cert(&other, "os:admin")
@@ -422,17 +375,7 @@ async fn reader_role_may_read_but_admin_calls_are_denied() {
         .fetch_kubeconfig(&t, &reader, None)
         .await
         .unwrap_err();
-    let msg = e.to_string();
-    assert!(
-        matches!(
-            e,
-            TalosError::StageFailed {
-                stage: Stage::Kubeconfig,
-                ..
-            }
-        ),
-        "{msg}"
-    );
+    let msg = failed_in(e, Stage::Kubeconfig);
     assert!(
         msg.contains("fetch kubeconfig") && msg.contains("check:"),
         "{msg}"
@@ -488,17 +431,7 @@ async fn config_with_foreign_macs_is_rejected_with_the_reason() {
         .apply_config(&n.target(), &bad, &AgentFacts::of(&c.nodes), &c.admin)
         .await
         .unwrap_err();
-    let msg = e.to_string();
-    assert!(
-        matches!(
-            e,
-            TalosError::StageFailed {
-                stage: Stage::Apply,
-                ..
-            }
-        ),
-        "{msg}"
-    );
+    let msg = failed_in(e, Stage::Apply);
     assert!(
         msg.contains(
             "configuration validation failed: LinkAliasConfig `mgmt` selects MAC bc:24:11:00:00:01"
@@ -879,7 +812,10 @@ fn backup_command_without_a_talosconfig_says_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("talosconfig") && err.contains("talos-pve gen"),
+        err.contains("talosconfig")
+            && err.contains("talos-pve gen")
+            && err.contains("--dir")
+            && err.contains(&tmp.path().display().to_string()),
         "{err}"
     );
 }

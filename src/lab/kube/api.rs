@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::Lab;
 use super::store::{self, Conflict};
-use crate::addons::schema;
+use crate::jsonschema;
 use crate::kube::Resource;
 
 const BUILTIN: &[(&str, &str, &str, &str, bool)] = &[
@@ -451,7 +451,7 @@ fn validate(
         if let Some(schema) = crd_schema(lab, res) {
             // The real server prunes unknown fields instead of refusing them, and
             // checks metadata itself (managedFields are not in CRD schemas).
-            let issues: Vec<String> = schema::validate(&schema, new)
+            let issues: Vec<String> = jsonschema::validate(&schema, new)
                 .into_iter()
                 .filter(|i| !i.unknown && !i.path.starts_with("metadata"))
                 .map(|i| i.to_string())

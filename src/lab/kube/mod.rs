@@ -121,41 +121,11 @@ impl Drop for LabKube {
     }
 }
 
-/// Talos writes the cluster CA key as SEC1 `EC PRIVATE KEY`, which rcgen on ring
-/// cannot load: wrap it into PKCS#8 (P-256 AlgorithmIdentifier).
-pub fn pkcs8_from_sec1_p256(sec1: &[u8]) -> Vec<u8> {
-    fn len(n: usize) -> Vec<u8> {
-        match n {
-            0..=127 => vec![n as u8],
-            128..=255 => vec![0x81, n as u8],
-            _ => vec![0x82, (n >> 8) as u8, n as u8],
-        }
-    }
-    const ALG: &[u8] = &[
-        0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86,
-        0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
-    ];
-    let mut body = vec![0x02, 0x01, 0x00];
-    body.extend_from_slice(ALG);
-    body.push(0x04);
-    body.extend(len(sec1.len()));
-    body.extend_from_slice(sec1);
-    let mut out = vec![0x30];
-    out.extend(len(body.len()));
-    out.extend(body);
-    out
-}
-
+/// The cluster CA key as Talos writes it (SEC1 `EC PRIVATE KEY` for Kubernetes),
+/// decoded by `pki`, which wraps it into the PKCS#8 that rcgen on ring loads.
 fn ca_key(pem: &str) -> Result<rcgen::KeyPair, LabKubeError> {
-    let pem = pem.replace("ED25519 PRIVATE KEY", "PRIVATE KEY");
-    let der = match PrivateKeyDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| LabKubeError::Ca(e.to_string()))?
-    {
-        PrivateKeyDer::Sec1(k) => pkcs8_from_sec1_p256(k.secret_sec1_der()),
-        PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
-        _ => return Err(LabKubeError::Ca("unsupported CA key type".into())),
-    };
-    rcgen::KeyPair::try_from(&PrivatePkcs8KeyDer::from(der))
+    crate::pki::PrivateKey::from_pem(pem, "Kubernetes CA key")
+        .and_then(|k| k.key_pair())
         .map_err(|e| LabKubeError::Ca(e.to_string()))
 }
 
@@ -408,17 +378,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sec1_keys_wrap_into_loadable_pkcs8() {
+    fn a_sec1_ca_key_loads() {
         let k = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let pkcs8 = k.serialize_der();
         // ring's PKCS#8 ends with the SEC1 ECPrivateKey in an OCTET STRING.
         let sec1 = &pkcs8[pkcs8.len() - 109..];
         assert_eq!(&pkcs8[pkcs8.len() - 111..pkcs8.len() - 109], &[0x04, 109]);
-        assert_eq!(pkcs8_from_sec1_p256(sec1), pkcs8);
-        let pem = format!(
-            "-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----\n",
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sec1)
-        );
+        let pem = crate::pki::pem::encode("EC PRIVATE KEY", sec1);
         assert_eq!(ca_key(&pem).unwrap().public_key_raw(), k.public_key_raw());
     }
 }

@@ -14,7 +14,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
 
-use crate::talos::api::relabel_private_key;
+use crate::pki::PrivateKey;
 
 /// A certificate chain and its key, ready for a rustls server.
 pub struct ServerIdentity {
@@ -26,49 +26,12 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// Load a key as Talos writes it: PKCS#8 (`PRIVATE KEY` or `ED25519 PRIVATE KEY`)
-/// or SEC1 `EC PRIVATE KEY` (P-256), which ring only reads wrapped in PKCS#8.
+/// Load a key as Talos writes it (`ED25519 PRIVATE KEY`, SEC1 `EC PRIVATE KEY`,
+/// PKCS#1 or PKCS#8), through the same decoder the secrets bundle uses.
 pub fn load_key(pem: &str) -> Result<KeyPair, String> {
-    let relabelled = relabel_private_key(pem);
-    if let Ok(k) = KeyPair::from_pem(&relabelled) {
-        return Ok(k);
-    }
-    let sec1 = pem_body(pem, "EC PRIVATE KEY").ok_or("unsupported private key format")?;
-    let der = sec1_p256_to_pkcs8(&sec1);
-    KeyPair::try_from(der.as_slice()).map_err(err)
-}
-
-fn pem_body(pem: &str, label: &str) -> Option<Vec<u8>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let body = pem.split_once(&begin)?.1.split_once(&end)?.0;
-    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-    STANDARD.decode(b64).ok()
-}
-
-/// PKCS#8 { version 0, AlgorithmIdentifier { ecPublicKey, prime256v1 }, OCTET STRING sec1 }.
-fn sec1_p256_to_pkcs8(sec1: &[u8]) -> Vec<u8> {
-    const ALG: [u8; 21] = [
-        0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86,
-        0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
-    ];
-    let mut body = vec![0x02, 0x01, 0x00];
-    body.extend_from_slice(&ALG);
-    body.push(0x04);
-    der_len(&mut body, sec1.len());
-    body.extend_from_slice(sec1);
-    let mut out = vec![0x30];
-    der_len(&mut out, body.len());
-    out.extend_from_slice(&body);
-    out
-}
-
-fn der_len(out: &mut Vec<u8>, n: usize) {
-    match n {
-        0..=0x7f => out.push(n as u8),
-        0x80..=0xff => out.extend_from_slice(&[0x81, n as u8]),
-        _ => out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]),
-    }
+    PrivateKey::from_pem(pem, "CA key")
+        .and_then(|k| k.key_pair())
+        .map_err(err)
 }
 
 fn validity(p: &mut CertificateParams, days: i64) {

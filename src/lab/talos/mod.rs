@@ -648,17 +648,5 @@ fn add_member(members: &mut Vec<Member>, n: &mut Node) {
 /// `../shared/reference/data/talos/golden/<name>`, or `None` (skip) outside CI.
 #[cfg(test)]
 fn golden(name: &str) -> Option<String> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference/data/talos/golden")
-        .join(name);
-    match std::fs::read_to_string(&p) {
-        Ok(t) => Some(t),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but {} is missing", p.display())
-        }
-        Err(_) => {
-            eprintln!("skipped: {} not found", p.display());
-            None
-        }
-    }
+    crate::test_support::reference(&format!("data/talos/golden/{name}"))
 }

@@ -35,21 +35,8 @@ impl fmt::Debug for Credentials {
 impl Credentials {
     /// The key as tonic/rustls accept it (Talos writes `ED25519 PRIVATE KEY`).
     pub fn key_for_rustls(&self) -> String {
-        relabel_private_key(self.key_pem.expose_secret())
+        crate::pki::pem::relabel_private_key(self.key_pem.expose_secret())
     }
-}
-
-/// Talos labels PKCS#8 Ed25519 keys `ED25519 PRIVATE KEY`; rustls-pki-types only
-/// knows `PRIVATE KEY` for PKCS#8. The DER is the same, so only the label changes.
-pub fn relabel_private_key(pem: &str) -> String {
-    pem.replace(
-        "-----BEGIN ED25519 PRIVATE KEY-----",
-        "-----BEGIN PRIVATE KEY-----",
-    )
-    .replace(
-        "-----END ED25519 PRIVATE KEY-----",
-        "-----END PRIVATE KEY-----",
-    )
 }
 
 /// How to secure a connection to a node.
@@ -133,15 +120,6 @@ impl Talosconfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ed25519_label_becomes_pkcs8_label() {
-        let pem = "-----BEGIN ED25519 PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END ED25519 PRIVATE KEY-----\n";
-        assert_eq!(
-            relabel_private_key(pem),
-            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
-        );
-    }
 
     #[test]
     fn talosconfig_parses_and_never_shows_the_key() {

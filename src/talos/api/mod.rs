@@ -3,6 +3,9 @@
 //! (`client`), the identity check before a config leaves this machine (`identity`),
 //! bring-up and recovery stages with their own readiness gates (`stages`), the etcd
 //! snapshot contract (`snapshot`) and snapshot backups on disk (`backup`).
+//!
+//! A machine config (it carries CA keys) must never reach a maintenance-mode node
+//! whose identity was not confirmed, and every dial goes through the `AddressBook`.
 
 pub mod backup;
 pub mod client;
@@ -14,7 +17,7 @@ pub mod snapshot;
 pub mod stages;
 
 pub use client::{APID_PORT, Routing, RpcLimits, TalosClient, Target};
-pub use creds::{Credentials, Talosconfig, TlsMode, relabel_private_key};
+pub use creds::{Credentials, Talosconfig, TlsMode};
 pub use error::{Stage, TalosError};
 pub use identity::{GuestInterface, IdentityCheck, check_identity};
 pub use stages::{

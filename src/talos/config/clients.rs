@@ -224,8 +224,7 @@ mod tests {
 
     #[test]
     fn admin_certs_are_reused_only_while_good() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
-        let plan = Plan::build(&crate::profile::load(&path).unwrap()).unwrap();
+        let plan = Plan::build(&crate::test_support::homelab()).unwrap();
         let now = OffsetDateTime::now_utc();
         let s = SecretsBundle::generate(now).unwrap();
         let admin = issue_talos_admin(&s, now).unwrap();

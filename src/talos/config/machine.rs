@@ -387,11 +387,7 @@ fn reply_table_routes(nic: &NicPlan, gateway: Ipv4Addr) -> [Yaml; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn homelab() -> Profile {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml");
-        crate::profile::load(&path).unwrap()
-    }
+    use crate::test_support::homelab;
 
     #[test]
     fn cert_sans_cover_endpoint_control_planes_and_records_once() {

@@ -5,6 +5,8 @@
 //! (and `machine.network: {}` up to the 1.12 contract), which the JSON schema of the
 //! target minor rejects and the parser ignores. talos-pve does NOT emit them, so every
 //! document it writes validates against the schema as written — no stripping step.
+//!
+//! It must not read or write files (that is `artifacts`) nor talk to nodes.
 
 mod clients;
 mod machine;
