@@ -21,6 +21,7 @@ pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod proxmox;
+pub mod rebuild;
 pub mod state;
 pub mod talos;
 pub mod tls;
