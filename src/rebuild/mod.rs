@@ -29,6 +29,7 @@ use thiserror::Error;
 use crate::addons::{self, AddonError};
 use crate::artifacts::{self, SecretsSource};
 use crate::cluster_dir::ClusterDir;
+use crate::files::{self, SECRET_MODE};
 use crate::kube::{self, KubeError, Kubeconfig};
 use crate::plan::{NodePlan, Plan};
 use crate::profile::Profile;
@@ -90,6 +91,12 @@ pub enum RebuildError {
         #[source]
         source: SnapshotError,
     },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("reading {path}: {source}")]
     Read {
         path: String,
@@ -140,8 +147,21 @@ pub struct Ctx<'a> {
 /// them. A missing bundle is a refusal: a rebuild never generates one.
 pub fn prepare(ctx: &Ctx<'_>) -> Result<(Credentials, State), RebuildError> {
     artifacts::existing_secrets(ctx.dir).map_err(RebuildError::Secrets)?;
+    // `generate` re-issues an admin credential it cannot reuse (such as the node's
+    // kubeconfig that `up` keeps); a rebuild leaves the user's files as they are —
+    // they stay valid, being signed by the same CAs. Missing ones are issued.
+    let keep: Vec<_> = [ctx.dir.talosconfig(), ctx.dir.kubeconfig()]
+        .into_iter()
+        .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
+        .collect();
     artifacts::generate(ctx.dir, ctx.profile, ctx.plan, &SecretsSource::Existing)
         .map_err(RebuildError::Secrets)?;
+    for (path, bytes) in keep {
+        files::write_atomic(&path, &bytes, SECRET_MODE).map_err(|source| RebuildError::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
     let creds = Talosconfig::load(&ctx.dir.talosconfig())?.credentials;
     let state = State::open(ctx.dir, ctx.profile, ctx.plan)?;
     Ok((creds, state))
