@@ -63,6 +63,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let Some(profile_path) = a.profile.clone() else {
         bail!("backup needs --profile FILE");
     };
+    if let Some(r) = &a.age_recipient {
+        backup::parse_recipient(r)?;
+    }
     let lab = a.lab.options()?;
     let profile = super::common::load_profile(&profile_path)?;
     let plan = Plan::build(&profile).context("deriving the plan")?;
@@ -70,18 +73,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let read = |p: PathBuf, fix: &str| {
         std::fs::read(&p).with_context(|| format!("reading {}\n  fix: {fix}", p.display()))
     };
+    let regen =
+        "run `talos-pve gen --profile FILE --dir DIR` (it reuses the directory's secrets.yaml)";
+    let talosconfig = read(dir.talosconfig(), regen)?;
+    let kubeconfig = read(dir.kubeconfig(), regen)?;
     let secrets = zeroize::Zeroizing::new(read(
         dir.secrets(),
         "a backup without the secrets bundle cannot rebuild the cluster; restore it into the cluster directory first",
     )?);
-    let talosconfig = read(
-        dir.talosconfig(),
-        "run `talos-pve gen` (it reuses the secrets)",
-    )?;
-    let kubeconfig = read(
-        dir.kubeconfig(),
-        "run `talos-pve gen` (it reuses the secrets)",
-    )?;
     let profile_bytes = read(profile_path.clone(), "check --profile")?;
     let creds = Talosconfig::load(&dir.talosconfig())?.credentials;
     let out = a.out.clone().unwrap_or_else(|| dir.backups());

@@ -361,12 +361,17 @@ fn check_age_file(b: &[u8]) -> Result<(), String> {
     Err("the age header does not end (no `---` MAC line): truncated".into())
 }
 
-fn encrypt(recipient: &str, plain: &[u8]) -> Result<Vec<u8>, BackupError> {
-    let r: age::x25519::Recipient = recipient
+/// An age X25519 recipient (`age1…`); checked before any work starts.
+pub fn parse_recipient(recipient: &str) -> Result<age::x25519::Recipient, BackupError> {
+    recipient
         .trim()
         .parse()
-        .map_err(|_| BackupError::Recipient(recipient.to_owned()))?;
-    age::encrypt(&r, plain).map_err(|e| BackupError::Recipient(format!("{recipient}: {e}")))
+        .map_err(|_| BackupError::Recipient(recipient.to_owned()))
+}
+
+fn encrypt(recipient: &str, plain: &[u8]) -> Result<Vec<u8>, BackupError> {
+    age::encrypt(&parse_recipient(recipient)?, plain)
+        .map_err(|e| BackupError::Recipient(format!("{recipient}: {e}")))
 }
 
 /// Decrypt with the identities in an age identity file.

@@ -445,14 +445,13 @@ fn encrypted_backup_round_trips_and_damage_is_caught() {
     ]);
     assert_eq!(r.0, 1);
     assert!(r.2.contains("decrypting"), "{}", r.2);
-    let r = run(&[
-        "backup",
-        "--profile",
-        &homelab(),
-        "--age-recipient",
-        "age1nope",
-    ]);
-    assert_ne!(r.0, 0);
+    let r = lab(dir, &["backup", "--age-recipient", "age1nope"]);
+    assert_eq!(r.0, 1);
+    assert!(
+        r.2.contains("`age1nope` is not an age X25519 recipient"),
+        "{}",
+        r.2
+    );
 
     // One changed byte in the snapshot: the checksum says so.
     let snap = b.join("etcd.snapshot");
@@ -571,4 +570,60 @@ fn real_etcd_snapshot_passes_and_truncation_is_rejected() {
         "{:?}",
         src.warnings
     );
+}
+
+/// A run that fails half-way is simply run again: each step checks the real state
+/// (the member is already gone, a VM already exists) instead of repeating blindly.
+#[test]
+fn interrupted_rebuilds_resume() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    up(dir);
+    let b = backup(dir, &[]);
+    let node = |faults: Option<&str>| {
+        let mut args = vec![
+            "rebuild",
+            "node",
+            "talos-k8s-02",
+            "--yes",
+            "--progress",
+            "plain",
+        ];
+        if let Some(f) = faults {
+            args.extend(["--lab-faults", f]);
+        }
+        lab(dir, &args)
+    };
+    let r = node(Some("destroy-vm=talos-k8s-02,pve-task-error=qmcreate"));
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("injected qmcreate failure"), "{}", r.2);
+    assert!(!member_names(dir).contains(&"talos-k8s-02".to_owned()));
+    let r = node(None);
+    ok(r.clone());
+    assert!(!r.2.contains("remove etcd member"), "{}", r.2);
+    assert!(r.2.contains("create VM 121"), "{}", r.2);
+    assert_eq!(member_names(dir), ALL);
+
+    let bs = b.to_str().unwrap();
+    let cluster = |faults: Option<&str>| {
+        let mut args = vec![
+            "rebuild",
+            "cluster",
+            "--from",
+            bs,
+            "--yes",
+            "--progress",
+            "plain",
+        ];
+        if let Some(f) = faults {
+            args.extend(["--lab-faults", f]);
+        }
+        lab(dir, &args)
+    };
+    let r = cluster(Some("lose-control-planes,pve-task-error=qmcreate"));
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("injected qmcreate failure"), "{}", r.2);
+    let r = cluster(None);
+    ok(r.clone());
+    assert_eq!(member_names(dir), ALL);
 }
