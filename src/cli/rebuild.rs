@@ -118,6 +118,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn converge(ctx: &Ctx<'_>, what: &What) -> anyhow::Result<String> {
+    if let What::Cluster { from, .. } = what {
+        cluster::require_secrets(ctx.dir, from)?;
+    }
     let (creds, state) = rebuild::prepare(ctx)?;
     match what {
         What::Node { name, common } => {

@@ -176,6 +176,13 @@ pub fn write(out: &Path, c: &Contents<'_>) -> Result<(PathBuf, Manifest), Backup
     )
     .and_then(|m| {
         // rename(2) onto an existing non-empty directory fails: never mixes two backups.
+        if dir.exists() {
+            return Err(BackupError::Invalid {
+                dir: dir.clone(),
+                detail: "a backup with this name (same second) already exists".into(),
+                fix: "run the backup again",
+            });
+        }
         std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
         Ok(m)
     });
@@ -402,6 +409,46 @@ pub fn decrypt(identity_file: &Path, cipher: &[u8]) -> Result<Zeroizing<Vec<u8>>
 mod tests {
     use super::*;
     use age::secrecy::ExposeSecret;
+
+    fn contents<'a>(snapshot: &'a [u8], recipient: Option<&'a str>) -> Contents<'a> {
+        Contents {
+            cluster: "c",
+            node: "n",
+            talos_version: "v1.13.0",
+            kubernetes_version: "1.36.0",
+            snapshot,
+            profile: b"p",
+            secrets: b"not a bundle",
+            talosconfig: b"t",
+            kubeconfig: b"k",
+            age_recipient: recipient,
+        }
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing_behind() {
+        let out = tempfile::tempdir().unwrap();
+        let snap = crate::talos::api::snapshot::seal(vec![0u8; 512]);
+        assert!(matches!(
+            write(out.path(), &contents(&snap[..100], None)),
+            Err(BackupError::Snapshot { .. })
+        ));
+        assert!(matches!(
+            write(out.path(), &contents(&snap, Some("age1nope"))),
+            Err(BackupError::Recipient(_))
+        ));
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+        // Written, but the bundle inside does not parse: verify says so.
+        let (dir, m) = write(out.path(), &contents(&snap, None)).unwrap();
+        assert_eq!(m.files.len(), 5);
+        let e = verify(&dir, None).unwrap_err().to_string();
+        assert!(e.contains("secrets bundle"), "{e}");
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
+        // A file missing from the directory is named.
+        std::fs::remove_file(dir.join(KUBECONFIG)).unwrap();
+        let e = verify(&dir, None).unwrap_err().to_string();
+        assert!(e.contains("kubeconfig"), "{e}");
+    }
 
     #[test]
     fn age_structure_check_names_damage() {

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use futures_util::future::try_join_all;
 
+use crate::cluster_dir::ClusterDir;
 use crate::proxmox::inventory;
 use crate::proxmox::provision::{ProvisionOptions, VmAction, provision};
 use crate::state::State;
@@ -73,6 +74,28 @@ pub fn load_source(from: &Path, skip_hash_check: bool) -> Result<Source, Rebuild
         skip_hash_check,
         manifest: None,
         warnings,
+    })
+}
+
+/// The cluster directory must hold the secrets bundle; when it does not and `from`
+/// is a backup, say exactly how to put the backup's copy in place.
+pub fn require_secrets(dir: &ClusterDir, from: &Path) -> Result<(), RebuildError> {
+    let secrets = dir.secrets();
+    if secrets.exists() || !from.is_dir() {
+        return Ok(());
+    }
+    let (s, f) = (secrets.display(), from.display());
+    let command = if from.join(backup::SECRETS_AGE).exists() {
+        format!(
+            "`age -d -i KEYFILE -o {s} {f}/{}` then `chmod 600 {s}`",
+            backup::SECRETS_AGE
+        )
+    } else {
+        format!("`install -m 600 {f}/{} {s}`", backup::SECRETS)
+    };
+    Err(RebuildError::SecretsInBackup {
+        secrets: s.to_string(),
+        command,
     })
 }
 

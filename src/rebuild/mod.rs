@@ -72,6 +72,10 @@ pub enum RebuildError {
     #[error("{0:#}")]
     Secrets(anyhow::Error),
     #[error(
+        "{secrets} is missing, and a rebuild never generates secrets: configs from new ones would not match the restored etcd data\n  fix: restore it from the backup first: {command}"
+    )]
+    SecretsInBackup { secrets: String, command: String },
+    #[error(
         "the backup {backup} belongs to cluster `{found}`, the profile describes `{want}`\n  fix: pass a backup of `{want}`, or the matching profile"
     )]
     OtherCluster {

@@ -213,19 +213,26 @@ fn missing_secrets_are_a_refusal_never_regenerated() {
     up(dir);
     let b = backup(dir, &[]);
     std::fs::remove_file(dir.join("secrets.yaml")).unwrap();
-    for args in [
-        vec!["rebuild", "node", "talos-k8s-02", "--yes"],
-        vec!["rebuild", "cluster", "--from", b.to_str().unwrap(), "--yes"],
-    ] {
-        let r = lab(dir, &args);
-        assert_eq!(r.0, 1, "{}", r.2);
-        assert!(r.2.contains("secrets.yaml is missing"), "{}", r.2);
-        assert!(r.2.contains("fix: restore secrets.yaml"), "{}", r.2);
-        assert!(
-            !dir.join("secrets.yaml").exists(),
-            "no bundle was generated"
-        );
-    }
+    let r = lab(dir, &["rebuild", "node", "talos-k8s-02", "--yes"]);
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("secrets.yaml is missing"), "{}", r.2);
+    assert!(r.2.contains("fix: restore secrets.yaml"), "{}", r.2);
+    assert!(
+        !dir.join("secrets.yaml").exists(),
+        "no bundle was generated"
+    );
+    let r = lab(
+        dir,
+        &["rebuild", "cluster", "--from", b.to_str().unwrap(), "--yes"],
+    );
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("a rebuild never generates secrets"), "{}", r.2);
+    let fix = format!("`install -m 600 {}/secrets.yaml", b.display());
+    assert!(r.2.contains(&fix), "{}", r.2);
+    assert!(
+        !dir.join("secrets.yaml").exists(),
+        "no bundle was generated"
+    );
 }
 
 #[test]
