@@ -2,7 +2,7 @@
 //! `rebuild` — profile, cluster directory, lab or real hosts, the plan of
 //! destructive steps and the confirmation (`--yes`; never silently without a terminal).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -118,54 +118,61 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn converge(ctx: &Ctx<'_>, what: &What) -> anyhow::Result<String> {
-    if let What::Cluster { from, .. } = what {
-        cluster::require_secrets(ctx.dir, from)?;
-    }
-    let (creds, state) = rebuild::prepare(ctx)?;
     match what {
-        What::Node { name, common } => {
-            let job = node::assess(ctx, &creds, name, common.force).await?;
-            eprint!(
-                "{}",
-                render_steps(&format!("Rebuild plan for node {name}:"), &job.steps)
-            );
-            confirm(common.yes, &format!("Rebuild node {name}?"))?;
-            node::run(ctx, &creds, &state, &job).await?;
-            Ok(format!(
-                "node {name} rebuilt: VM {} on {}, etcd and Kubernetes healthy",
-                job.node.vmid, job.node.host
-            ))
-        }
+        What::Node { name, common } => rebuild_node(ctx, name, common).await,
         What::Cluster {
             from,
             skip_hash_check,
             common,
-        } => {
-            let src = cluster::load_source(from, *skip_hash_check)?;
-            for w in &src.warnings {
-                eprintln!("warning: {w}");
-            }
-            let job = cluster::assess(ctx, &creds, &src, from, common.force).await?;
-            eprint!(
-                "{}",
-                render_steps(
-                    &format!("Rebuild plan for cluster {}:", ctx.plan.cluster),
-                    &job.steps
-                )
-            );
-            confirm(
-                common.yes,
-                &format!("Rebuild cluster {} from {}?", ctx.plan.cluster, src.origin),
-            )?;
-            cluster::run(ctx, &creds, &state, &src, &job).await?;
-            Ok(format!(
-                "cluster {} rebuilt from {}; the existing talosconfig and kubeconfig in {} still work",
-                ctx.plan.cluster,
-                src.origin,
-                ctx.dir.root.display()
-            ))
-        }
+        } => rebuild_cluster(ctx, from, *skip_hash_check, common).await,
     }
+}
+
+async fn rebuild_node(ctx: &Ctx<'_>, name: &str, c: &Common) -> anyhow::Result<String> {
+    let (creds, state) = rebuild::prepare(ctx)?;
+    let job = node::assess(ctx, &creds, name, c.force).await?;
+    eprint!(
+        "{}",
+        render_steps(&format!("Rebuild plan for node {name}:"), &job.steps)
+    );
+    confirm(c.yes, &format!("Rebuild node {name}?"))?;
+    node::run(ctx, &creds, &state, &job).await?;
+    Ok(format!(
+        "node {name} rebuilt: VM {} on {}, etcd and Kubernetes healthy",
+        job.node.vmid, job.node.host
+    ))
+}
+
+async fn rebuild_cluster(
+    ctx: &Ctx<'_>,
+    from: &Path,
+    skip_hash_check: bool,
+    c: &Common,
+) -> anyhow::Result<String> {
+    // The backup is checked offline first: nothing is rendered from a bundle that
+    // does not match it.
+    let src = cluster::load_source(from, skip_hash_check)?;
+    cluster::check_backup(ctx.dir, &ctx.plan.cluster, &src, from)?;
+    for w in &src.warnings {
+        eprintln!("warning: {w}");
+    }
+    let (creds, state) = rebuild::prepare(ctx)?;
+    let job = cluster::assess(ctx, &creds, &src, c.force).await?;
+    let cluster = &ctx.plan.cluster;
+    eprint!(
+        "{}",
+        render_steps(&format!("Rebuild plan for cluster {cluster}:"), &job.steps)
+    );
+    confirm(
+        c.yes,
+        &format!("Rebuild cluster {cluster} from {}?", src.origin),
+    )?;
+    cluster::run(ctx, &creds, &state, &src, &job).await?;
+    Ok(format!(
+        "cluster {cluster} rebuilt from {}; the existing talosconfig and kubeconfig in {} still work",
+        src.origin,
+        ctx.dir.root.display()
+    ))
 }
 
 /// The saved lab datacenter (with `--lab`), disasters applied.

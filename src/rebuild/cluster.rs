@@ -77,26 +77,57 @@ pub fn load_source(from: &Path, skip_hash_check: bool) -> Result<Source, Rebuild
     })
 }
 
-/// The cluster directory must hold the secrets bundle; when it does not and `from`
-/// is a backup, say exactly how to put the backup's copy in place.
-pub fn require_secrets(dir: &ClusterDir, from: &Path) -> Result<(), RebuildError> {
+/// Before anything is rendered from the directory's secrets: the backup is of this
+/// cluster, the directory holds a bundle (when it does not and `from` is a backup,
+/// say exactly how to put the backup's copy in place), and a plain bundle in the
+/// backup is the same one.
+pub fn check_backup(
+    dir: &ClusterDir,
+    cluster: &str,
+    src: &Source,
+    from: &Path,
+) -> Result<(), RebuildError> {
     let secrets = dir.secrets();
-    if secrets.exists() || !from.is_dir() {
+    let Some(m) = &src.manifest else {
         return Ok(());
+    };
+    if m.cluster != cluster {
+        return Err(RebuildError::OtherCluster {
+            backup: from.display().to_string(),
+            found: m.cluster.clone(),
+            want: cluster.to_owned(),
+        });
     }
     let (s, f) = (secrets.display(), from.display());
-    let command = if from.join(backup::SECRETS_AGE).exists() {
-        format!(
-            "`age -d -i KEYFILE -o {s} {f}/{}` then `chmod 600 {s}`",
-            backup::SECRETS_AGE
-        )
-    } else {
-        format!("`install -m 600 {f}/{} {s}`", backup::SECRETS)
+    let ours = match std::fs::read(&secrets) {
+        Ok(b) => zeroize::Zeroizing::new(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let command = match &m.age_recipient {
+                Some(_) => format!(
+                    "`age -d -i KEYFILE -o {s} {f}/{}` then `chmod 600 {s}`",
+                    backup::SECRETS_AGE
+                ),
+                None => format!("`install -m 600 {f}/{} {s}`", backup::SECRETS),
+            };
+            return Err(RebuildError::SecretsInBackup {
+                secrets: s.to_string(),
+                command,
+            });
+        }
+        Err(source) => {
+            return Err(RebuildError::Read {
+                path: s.to_string(),
+                source,
+            });
+        }
     };
-    Err(RebuildError::SecretsInBackup {
-        secrets: s.to_string(),
-        command,
-    })
+    match backup::plain_secrets(from, m)? {
+        Some(theirs) if *theirs != *ours => Err(RebuildError::SecretsMismatch {
+            backup: f.to_string(),
+            dir: s.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The decided recovery.
@@ -112,31 +143,9 @@ pub async fn assess(
     ctx: &Ctx<'_>,
     creds: &Credentials,
     src: &Source,
-    from: &Path,
     force: bool,
 ) -> Result<ClusterJob, RebuildError> {
     let plan = ctx.plan;
-    if let Some(m) = &src.manifest {
-        if m.cluster != plan.cluster {
-            return Err(RebuildError::OtherCluster {
-                backup: from.display().to_string(),
-                found: m.cluster.clone(),
-                want: plan.cluster.clone(),
-            });
-        }
-        if let Some(theirs) = backup::plain_secrets(from, m)? {
-            let ours = std::fs::read(ctx.dir.secrets()).map_err(|source| RebuildError::Read {
-                path: ctx.dir.secrets().display().to_string(),
-                source,
-            })?;
-            if *theirs != ours {
-                return Err(RebuildError::SecretsMismatch {
-                    backup: from.display().to_string(),
-                    dir: ctx.dir.secrets().display().to_string(),
-                });
-            }
-        }
-    }
     let h = health::probe(&ctx.env.talos, plan, creds).await;
     if h.cluster_healthy() && !force {
         return Err(RebuildError::Healthy {

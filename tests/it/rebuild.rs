@@ -233,6 +233,24 @@ fn missing_secrets_are_a_refusal_never_regenerated() {
         !dir.join("secrets.yaml").exists(),
         "no bundle was generated"
     );
+
+    // Another cluster's bundle in the directory: refused before anything is rendered.
+    let other = tempfile::tempdir().unwrap();
+    ok(cmd(other.path(), &["gen"]));
+    std::fs::copy(other.path().join("secrets.yaml"), dir.join("secrets.yaml")).unwrap();
+    let config = dir.join("machineconfigs/talos-k8s-01.yaml");
+    let before = std::fs::read(&config).unwrap();
+    let r = lab(
+        dir,
+        &["rebuild", "cluster", "--from", b.to_str().unwrap(), "--yes"],
+    );
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("differs from"), "{}", r.2);
+    assert_eq!(
+        std::fs::read(&config).unwrap(),
+        before,
+        "nothing re-rendered"
+    );
 }
 
 #[test]
