@@ -33,11 +33,10 @@ const FORMAT: u32 = 1;
 
 #[derive(Debug, Error)]
 pub enum BackupError {
-    #[error("{path}: {source}\n  fix: check that the path exists and is readable/writable")]
+    #[error("{path}: {cause}\n  fix: check that the path exists and is readable/writable")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("backup {dir}: {detail}\n  fix: {fix}")]
     Invalid {
@@ -46,13 +45,12 @@ pub enum BackupError {
         fix: &'static str,
     },
     #[error(
-        "backup {dir}: {file}: {source}\n  fix: use another backup; this snapshot cannot restore etcd"
+        "backup {dir}: {file}: {cause}\n  fix: use another backup; this snapshot cannot restore etcd"
     )]
     Snapshot {
         dir: PathBuf,
         file: String,
-        #[source]
-        source: SnapshotError,
+        cause: SnapshotError,
     },
     #[error(
         "--age-recipient `{0}` is not an age X25519 recipient (age1…)\n  fix: pass the public key printed by `age-keygen`"
@@ -118,7 +116,7 @@ pub struct Contents<'a> {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
     move |source| BackupError::Io {
         path: path.to_owned(),
-        source,
+        cause: source,
     }
 }
 
@@ -131,7 +129,7 @@ pub fn write(out: &Path, c: &Contents<'_>) -> Result<(PathBuf, Manifest), Backup
     validate_snapshot(c.snapshot).map_err(|source| BackupError::Snapshot {
         dir: out.to_owned(),
         file: SNAPSHOT.into(),
-        source,
+        cause: source,
     })?;
     let secrets: Zeroizing<Vec<u8>> = match c.age_recipient {
         Some(r) => Zeroizing::new(encrypt(r, c.secrets)?),
@@ -277,7 +275,7 @@ pub fn verify(dir: &Path, identity: Option<&Path>) -> Result<Verified, BackupErr
     validate_snapshot(&snap).map_err(|source| BackupError::Snapshot {
         dir: dir.to_owned(),
         file: SNAPSHOT.into(),
-        source,
+        cause: source,
     })?;
     let secrets = read(dir, manifest.secrets_file())?;
     let secrets_checked = match (&manifest.age_recipient, identity) {

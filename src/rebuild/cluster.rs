@@ -52,7 +52,7 @@ pub fn load_source(from: &Path, skip_hash_check: bool) -> Result<Source, Rebuild
     }
     let snapshot = std::fs::read(from).map_err(|source| RebuildError::Read {
         path: from.display().to_string(),
-        source,
+        cause: source,
     })?;
     let mut warnings = Vec::new();
     match validate_snapshot(&snapshot) {
@@ -64,7 +64,7 @@ pub fn load_source(from: &Path, skip_hash_check: bool) -> Result<Source, Rebuild
         Err(source) => {
             return Err(RebuildError::RawSnapshot {
                 path: from.display().to_string(),
-                source,
+                cause: source,
             });
         }
     }
@@ -117,7 +117,7 @@ pub fn check_backup(
         Err(source) => {
             return Err(RebuildError::Read {
                 path: s.to_string(),
-                source,
+                cause: source,
             });
         }
     };

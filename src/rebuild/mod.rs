@@ -88,25 +88,13 @@ pub enum RebuildError {
     )]
     SecretsMismatch { backup: String, dir: String },
     #[error(
-        "{path}: {source}\n  fix: if this is a raw copy of a node's /var/lib/etcd/member/snap/db (no hash trailer), pass --skip-hash-check; otherwise use a backup directory written by `talos-pve backup`"
+        "{path}: {cause}\n  fix: if this is a raw copy of a node's /var/lib/etcd/member/snap/db (no hash trailer), pass --skip-hash-check; otherwise use a backup directory written by `talos-pve backup`"
     )]
-    RawSnapshot {
-        path: String,
-        #[source]
-        source: SnapshotError,
-    },
-    #[error("writing {path}: {source}")]
-    Write {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    RawSnapshot { path: String, cause: SnapshotError },
+    #[error("writing {path}: {cause}")]
+    Write { path: String, cause: std::io::Error },
+    #[error("reading {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     #[error(transparent)]
     Backup(#[from] BackupError),
     #[error(transparent)]
@@ -163,7 +151,7 @@ pub fn prepare(ctx: &Ctx<'_>) -> Result<(Credentials, State), RebuildError> {
     for (path, bytes) in keep {
         files::write_atomic(&path, &bytes, SECRET_MODE).map_err(|source| RebuildError::Write {
             path: path.display().to_string(),
-            source,
+            cause: source,
         })?;
     }
     let creds = Talosconfig::load(&ctx.dir.talosconfig())?.credentials;
