@@ -62,7 +62,7 @@ pub enum RebuildError {
         health: String,
     },
     #[error(
-        "refusing to rebuild {node}: no other control plane runs a healthy etcd to remove its member and let it rejoin:\n{health}\n  fix: restore the cluster from a backup with `talos-pve rebuild cluster --from BACKUP`"
+        "refusing to rebuild {node}: no other control plane's etcd answers with its member list (none runs, or quorum is lost), so its member cannot be removed and it cannot rejoin:\n{health}\n  fix: restore the cluster from a backup with `talos-pve rebuild cluster --from BACKUP`"
     )]
     NoHealthyControlPlane { node: String, health: String },
     #[error(

@@ -652,3 +652,25 @@ fn interrupted_rebuilds_resume() {
     ok(r.clone());
     assert_eq!(member_names(dir), ALL);
 }
+
+#[test]
+fn node_rebuild_without_any_etcd_points_to_the_backup() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    up(dir);
+    let r = lab(
+        dir,
+        &[
+            "rebuild",
+            "node",
+            "talos-k8s-02",
+            "--yes",
+            "--lab-faults",
+            "lose-control-planes",
+        ],
+    );
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("quorum is lost"), "{}", r.2);
+    assert!(r.2.contains("rebuild cluster --from BACKUP"), "{}", r.2);
+    assert!(vm_config(dir, 121).is_none(), "nothing was created");
+}
