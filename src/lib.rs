@@ -22,6 +22,7 @@ pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod proxmox;
+pub mod rebuild;
 pub mod state;
 pub mod talos;
 #[cfg(test)]

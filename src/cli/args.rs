@@ -97,7 +97,9 @@ pub struct LabArgs {
     pub lab_speed: f64,
     /// Faults to inject, e.g. `time-not-in-sync=2,pve-lock=3` (names: slow-install,
     /// reboot-loops, time-not-in-sync, drop-streams, lost-apply, pve-lock, pve-595,
-    /// pve-500, pve-task-error, slow-crd; see docs/lab.md).
+    /// pve-500, pve-task-error, slow-crd; see docs/lab.md). Disasters, applied to the
+    /// saved lab when the command starts: destroy-vm=NODE, corrupt-etcd=NODE,
+    /// lose-control-planes.
     #[arg(long, value_name = "SPEC", requires = "lab")]
     pub lab_faults: Option<String>,
     /// Dump the lab's final state here: VM configs, applied machine configs, every

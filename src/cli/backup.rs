@@ -1,67 +1,190 @@
-//! `talos-pve backup`: an etcd snapshot from a healthy control plane, saved with a
-//! copy of the profile into `<cluster dir>/backups/<cluster>-<timestamp>/` (or
-//! `--out DIR`). The work is `talos::api::backup`; this is the shell around it.
+//! `talos-pve backup`: a validated etcd snapshot from a healthy control plane, with
+//! the profile, the secrets bundle (optionally age-encrypted), talosconfig,
+//! kubeconfig and a manifest, written atomically into
+//! `<cluster dir>/backups/<cluster>-<timestamp>/` (or under `--out DIR`).
+//! `backup verify DIR` checks a backup offline. The work is `rebuild::backup`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
-use super::args::{Global, Output, ProfileArgs};
+use super::args::{Global, LabArgs, Output};
+use super::preflight::runtime;
+use super::rebuild::{close_lab, open_lab};
 use crate::cluster_dir::ClusterDir;
 use crate::net::AddressBook;
 use crate::plan::Plan;
-use crate::talos::api::backup::{BackupRequest, take_backup};
+use crate::rebuild::backup::{self, Contents};
+use crate::rebuild::health;
 use crate::talos::api::{Stages, Talosconfig, Target, Timeouts};
+use crate::up::Env;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
-    #[command(flatten)]
-    pub profile: ProfileArgs,
+    #[command(subcommand)]
+    pub verify: Option<Sub>,
+    /// The cluster profile (YAML).
+    #[arg(long, short = 'p', value_name = "FILE", required = true)]
+    pub profile: Option<PathBuf>,
+    /// Cluster directory (secrets, talosconfig, kubeconfig, state).
+    /// Default: $XDG_DATA_HOME/talos-pve/<cluster>.
+    #[arg(long, env = "TALOS_PVE_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
     /// Parent directory for the backup (default: <cluster dir>/backups).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Encrypt the secrets bundle to this age X25519 recipient (age1…).
+    #[arg(long, value_name = "RECIPIENT")]
+    pub age_recipient: Option<String>,
+    #[command(flatten)]
+    pub lab: LabArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Sub {
+    /// Check a backup without touching the cluster: checksums, the snapshot's hash
+    /// trailer, the secrets bundle (or its age encryption).
+    Verify {
+        /// The backup directory.
+        dir: PathBuf,
+        /// Decrypt an encrypted secrets bundle with this age identity file and
+        /// validate it too.
+        #[arg(long, value_name = "FILE")]
+        age_identity: Option<PathBuf>,
+    },
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
-    let profile = super::common::load_profile(&a.profile.profile)?;
-    let plan = Plan::build(&profile).context("deriving the plan")?;
-    let dir =
-        ClusterDir::resolve(a.profile.dir.as_deref(), &plan.cluster).map_err(anyhow::Error::msg)?;
-    if !dir.talosconfig().exists() {
-        anyhow::bail!(
-            "no cluster `{}` at {}: {} does not exist\n  fix: pass the cluster's directory with --dir (or TALOS_PVE_DIR), or create the cluster first (`talos-pve up`; `talos-pve gen` writes just the talosconfig)",
-            plan.cluster,
-            dir.root.display(),
-            dir.talosconfig().display()
-        );
+    if let Some(Sub::Verify { dir, age_identity }) = &a.verify {
+        return verify(g, dir, age_identity.as_deref());
     }
-    let talosconfig = Talosconfig::load(&dir.talosconfig())?;
-    // The bootstrap node first: it is the one most likely to be healthy.
-    let mut cps: Vec<Target> = plan.control_planes().map(Target::of).collect();
-    cps.sort_by_key(|t| t.node != plan.bootstrap_node);
-    let out = a.out.unwrap_or_else(|| dir.backups());
-    let req = BackupRequest {
-        cluster: &plan.cluster,
-        profile: &a.profile.profile,
-        secrets: &dir.secrets(),
-        control_planes: &cps,
-        credentials: &talosconfig.credentials,
-        out: &out,
+    let Some(profile_path) = a.profile.clone() else {
+        bail!("backup needs --profile FILE");
     };
-    let stages = Stages::new(AddressBook::direct(), Timeouts::default());
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let (path, manifest) = rt.block_on(take_backup(&stages, &req))?;
+    if let Some(r) = &a.age_recipient {
+        backup::parse_recipient(r)?;
+    }
+    let lab = a.lab.options()?;
+    let profile = super::common::load_profile(&profile_path)?;
+    let plan = Plan::build(&profile).context("deriving the plan")?;
+    let dir = ClusterDir::resolve(a.dir.as_deref(), &plan.cluster).map_err(anyhow::Error::msg)?;
+    let read = |p: PathBuf, fix: &str| {
+        std::fs::read(&p).with_context(|| format!("reading {}\n  fix: {fix}", p.display()))
+    };
+    let regen =
+        "run `talos-pve gen --profile FILE --dir DIR` (it reuses the directory's secrets.yaml)";
+    let talosconfig = read(dir.talosconfig(), regen)?;
+    let kubeconfig = read(dir.kubeconfig(), regen)?;
+    let secrets = zeroize::Zeroizing::new(read(
+        dir.secrets(),
+        "a backup without the secrets bundle cannot rebuild the cluster; restore it into the cluster directory first",
+    )?);
+    let profile_bytes = read(profile_path.clone(), "check --profile")?;
+    let creds = Talosconfig::load(&dir.talosconfig())?.credentials;
+    let out = a.out.clone().unwrap_or_else(|| dir.backups());
+    runtime()?.block_on(async {
+        let dc = open_lab(&dir, &profile, lab.as_ref()).await?;
+        let result = async {
+            let stages = match (&dc, &lab) {
+                (Some(dc), Some(o)) => Env::lab(dc, &profile, o)?.talos,
+                _ => Stages::new(AddressBook::direct(), Timeouts::default()),
+            };
+            // Only control planes whose etcd runs are asked (the endpoint node first).
+            let h = health::probe(&stages, &plan, &creds).await;
+            let mut errors = Vec::new();
+            let mut got = None;
+            let mut running = h.etcd_running();
+            running.sort_by_key(|n| *n != plan.bootstrap_node);
+            for name in running {
+                let Some(n) = plan.node(name) else { continue };
+                match stages.snapshot(&Target::of(n), &creds).await {
+                    Ok(s) => {
+                        got = Some((name.to_owned(), s));
+                        break;
+                    }
+                    Err(e) => errors.push(format!("  - {e}")),
+                }
+            }
+            let Some((node, snapshot)) = got else {
+                bail!(
+                    "no control plane gave an etcd snapshot:\n{}\n{}\n  fix: a backup needs one healthy control plane; see `talos-pve rebuild --help`",
+                    h.render(),
+                    errors.join("\n")
+                );
+            };
+            let c = Contents {
+                cluster: &plan.cluster,
+                node: &node,
+                talos_version: &plan.talos_version,
+                kubernetes_version: &plan.kubernetes_version,
+                snapshot: &snapshot,
+                profile: &profile_bytes,
+                secrets: &secrets,
+                talosconfig: &talosconfig,
+                kubeconfig: &kubeconfig,
+                age_recipient: a.age_recipient.as_deref(),
+            };
+            Ok(backup::write(&out, &c)?)
+        }
+        .await;
+        close_lab(dc, &a.lab)?;
+        let (path, manifest) = result?;
+        match g.output {
+            Output::Json => println!(
+                "{}",
+                serde_json::json!({"path": path, "manifest": manifest})
+            ),
+            Output::Text => {
+                println!(
+                    "backup of {} (etcd snapshot from {}) written to {}",
+                    manifest.cluster,
+                    manifest.node,
+                    path.display()
+                );
+                match &manifest.age_recipient {
+                    Some(r) => println!("secrets bundle encrypted to {r}"),
+                    None => println!(
+                        "it holds the cluster's secrets in plain text: keep it somewhere safe, or use --age-recipient"
+                    ),
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn verify(g: &Global, dir: &Path, identity: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let v = backup::verify(dir, identity)?;
     match g.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&manifest)?),
-        Output::Text => println!(
-            "backup of {} ({} bytes from {}) written to {}\nkeep {} safe as well: recovery needs it",
-            manifest.cluster,
-            manifest.snapshot_bytes,
-            manifest.node,
-            path.display(),
-            manifest.secrets.display()
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({"ok": true, "secretsChecked": v.secrets_checked, "manifest": v.manifest})
         ),
+        Output::Text => {
+            println!(
+                "backup {} is intact: {} files match their checksums, the etcd snapshot's hash trailer is valid",
+                dir.display(),
+                v.manifest.files.len()
+            );
+            println!(
+                "cluster {}, taken {} from {}, Talos {}, Kubernetes {}",
+                v.manifest.cluster,
+                v.manifest.taken_at,
+                v.manifest.node,
+                v.manifest.talos_version,
+                v.manifest.kubernetes_version
+            );
+            println!(
+                "{}",
+                if v.secrets_checked {
+                    "secrets bundle: parsed and validated"
+                } else {
+                    "secrets bundle: a well-formed age file (pass --age-identity to decrypt and validate it)"
+                }
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -149,7 +149,7 @@ async fn converge(
 }
 
 /// `--yes`, or a yes on a terminal; never a silent default.
-fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
+pub(super) fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
     if yes {
         return Ok(());
     }

@@ -11,12 +11,12 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::Fabric;
-use super::faults::LabFaults;
+use super::faults::{Disaster, LabFaults};
 use super::kube::{KubeSimConfig, LabKube};
-use super::proxmox::{LabProxmox, LabProxmoxConfig, LabProxmoxHandle, LabPveState};
+use super::proxmox::{LabProxmox, LabProxmoxConfig, LabProxmoxHandle, LabPveState, free_volumes};
 use super::talos::{LabTalos, LabTalosConfig, LabTalosState};
 use crate::files::{self, SECRET_MODE};
-use crate::profile::Profile;
+use crate::profile::{Profile, Role};
 
 #[derive(Debug, Error)]
 pub enum DatacenterError {
@@ -83,7 +83,20 @@ impl Datacenter {
     ) -> Result<Self, DatacenterError> {
         crate::tls::install_provider();
         let state_path = dir.join("datacenter.json");
-        let saved = load(&state_path)?;
+        let mut saved = load(&state_path)?;
+        if !opts.faults.disasters.is_empty() {
+            let s = saved.as_mut().ok_or_else(|| DatacenterError::State {
+                path: state_path.clone(),
+                detail: "lab disasters act on an existing lab datacenter, and there is none yet"
+                    .into(),
+            })?;
+            strike(s, profile, &opts.faults.disasters).map_err(|detail| {
+                DatacenterError::State {
+                    path: state_path.clone(),
+                    detail,
+                }
+            })?;
+        }
         let fabric = Fabric::new();
         let pve_cfg = proxmox_config(opts);
         let talos_cfg = talos_config(profile, opts);
@@ -191,6 +204,57 @@ impl Datacenter {
         self.talos.shutdown();
         self.proxmox.shutdown();
     }
+}
+
+/// Apply disasters to the saved datacenter before anything starts from it, so the
+/// simulators resume into the aftermath.
+fn strike(s: &mut Saved, profile: &Profile, disasters: &[Disaster]) -> Result<(), String> {
+    let vmid = |name: &str| {
+        profile
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.vmid)
+            .ok_or_else(|| {
+                format!("lab disaster names `{name}`, which is not a node of the profile")
+            })
+    };
+    let destroy = |s: &mut Saved, vmid: u32| {
+        if let Some(vm) = s.proxmox.vms.remove(&vmid) {
+            free_volumes(&mut s.proxmox, &vm);
+        }
+        s.talos.nodes.retain(|n| n.vm.vmid != vmid);
+    };
+    for d in disasters {
+        match d {
+            Disaster::DestroyVm(name) => destroy(s, vmid(name)?),
+            Disaster::CorruptEtcd(name) => {
+                let id = vmid(name)?;
+                let n = s
+                    .talos
+                    .nodes
+                    .iter_mut()
+                    .find(|n| n.vm.vmid == id)
+                    .ok_or_else(|| format!("corrupt-etcd: `{name}` has no running node"))?;
+                // Its member stays listed (the cluster still counts it) but the node
+                // serves no etcd: it must be wiped and removed to rejoin.
+                n.etcd_member = false;
+            }
+            Disaster::LoseControlPlanes => {
+                for n in profile
+                    .nodes
+                    .iter()
+                    .filter(|n| n.role == Role::Controlplane)
+                {
+                    destroy(s, n.vmid);
+                }
+                s.talos.members.clear();
+                // etcd lived only on the control planes.
+                s.etcd.clear();
+            }
+        }
+    }
+    Ok(())
 }
 
 fn load(path: &Path) -> Result<Option<Saved>, DatacenterError> {

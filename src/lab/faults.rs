@@ -14,6 +14,12 @@
 //! | `pve-500` | count | N writes fail with a 500 before doing anything |
 //! | `pve-task-error` | task type (`qmcreate`, `qmstart`, `download`) | that task ends in `TASK ERROR` once |
 //! | `slow-crd` | `NAME:duration` | that CRD takes that long (in real time) to become Established |
+//! | `destroy-vm` | node name | disaster: that node's VM (and its disks) is gone; its etcd member stays listed |
+//! | `corrupt-etcd` | node name | disaster: that control plane's etcd data is broken; it stays a listed member but serves nothing |
+//! | `lose-control-planes` | — | disaster: every control-plane VM and the etcd data are gone |
+//!
+//! Disasters act on a saved lab datacenter once, when the command opens it (the
+//! next command sees their result, as it would on real hosts).
 //!
 //! Example: `--lab-faults time-not-in-sync=2,pve-lock=3,slow-crd=ipaddresspools.metallb.io:60s`.
 
@@ -38,6 +44,16 @@ pub struct LabFaults {
     pub talos: Faults,
     pub proxmox: Vec<Fault>,
     pub slow_crds: Vec<(String, Duration)>,
+    /// Applied to the saved datacenter when it opens.
+    pub disasters: Vec<Disaster>,
+}
+
+/// Something that happened to the simulated datacenter between two commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disaster {
+    DestroyVm(String),
+    CorruptEtcd(String),
+    LoseControlPlanes,
 }
 
 impl LabFaults {
@@ -115,6 +131,12 @@ impl LabFaults {
                         .ok_or_else(|| err("expects NAME:duration, e.g. crds.x.io:30s"))?;
                     f.slow_crds.push((crd.to_owned(), d));
                 }
+                "destroy-vm" | "corrupt-etcd" if value.is_empty() => {
+                    return Err(err("expects a node name, e.g. =talos-k8s-02"));
+                }
+                "destroy-vm" => f.disasters.push(Disaster::DestroyVm(value.to_owned())),
+                "corrupt-etcd" => f.disasters.push(Disaster::CorruptEtcd(value.to_owned())),
+                "lose-control-planes" => f.disasters.push(Disaster::LoseControlPlanes),
                 _ => return Err(err("unknown fault")),
             }
         }
@@ -155,5 +177,15 @@ mod tests {
         let e = LabFaults::parse("melt-down=1").unwrap_err();
         assert_eq!(e.item, "melt-down=1");
         assert!(LabFaults::parse("reboot-loops=x").is_err());
+        let d = LabFaults::parse("destroy-vm=a,corrupt-etcd=b,lose-control-planes").unwrap();
+        assert_eq!(
+            d.disasters,
+            vec![
+                Disaster::DestroyVm("a".into()),
+                Disaster::CorruptEtcd("b".into()),
+                Disaster::LoseControlPlanes
+            ]
+        );
+        assert!(LabFaults::parse("destroy-vm").is_err());
     }
 }

@@ -222,7 +222,7 @@ pub async fn bring_up(
 }
 
 /// One node: maintenance mode (or already configured) → apply → installed and answering mTLS.
-async fn configure_node(
+pub async fn configure_node(
     env: &Env,
     n: &NodePlan,
     dir: &ClusterDir,

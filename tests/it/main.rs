@@ -6,6 +6,7 @@ mod cli_lint;
 mod docs;
 mod generate;
 mod proxmox;
+mod rebuild;
 mod support;
 mod talos_api;
 mod wizard;

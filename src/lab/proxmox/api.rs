@@ -1228,7 +1228,7 @@ fn start_vm(st: &mut LabPveState, vmid: u32, events: &mut Vec<LabEvent>) {
     }));
 }
 
-fn free_volumes(st: &mut LabPveState, vm: &LabVmState) {
+pub(crate) fn free_volumes(st: &mut LabPveState, vm: &LabVmState) {
     let prefix = format!("vm-{}-", vm.vmid);
     if let Some(n) = st.nodes.get_mut(&vm.node) {
         for s in &mut n.storages {

@@ -23,6 +23,7 @@ use super::Fabric;
 use crate::profile::Proxmox;
 
 pub use api::RecordedRequest;
+pub(crate) use api::free_volumes;
 
 /// Timing and faults of the simulated API.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -1,0 +1,676 @@
+//! Backup and disaster recovery, end to end in the lab: the real binary builds a
+//! cluster (`up --lab`), backs it up, suffers a lab disaster (`--lab-faults
+//! destroy-vm=…`, `lose-control-planes`) and rebuilds; the guards refuse what they
+//! must. A real etcd snapshot (Debian's etcd-server/etcd-client) checks the
+//! snapshot contract against the genuine article.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use age::secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use talos_pve::kube::{self, Kubeconfig, Resource};
+use talos_pve::lab::{Datacenter, LabOptions};
+use talos_pve::rebuild::backup;
+use talos_pve::rebuild::cluster::load_source;
+use talos_pve::talos::api::snapshot::{SnapshotError, validate_snapshot};
+
+use super::support::{self, run};
+
+const SPEED: &str = "600";
+
+fn homelab() -> String {
+    support::profile("homelab.yaml").display().to_string()
+}
+
+/// Run the binary with `--profile homelab --dir <dir>` appended.
+fn cmd(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let p = homelab();
+    let d = dir.display().to_string();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--profile", &p, "--dir", &d]);
+    run(&all)
+}
+
+fn lab(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--lab", "--lab-speed", SPEED]);
+    cmd(dir, &all)
+}
+
+fn ok(r: (i32, String, String)) -> String {
+    assert_eq!(r.0, 0, "stdout:\n{}\nstderr:\n{}", r.1, r.2);
+    r.1
+}
+
+fn up(dir: &Path) {
+    ok(lab(dir, &["up", "--yes", "--progress", "plain"]));
+}
+
+fn backup(dir: &Path, extra: &[&str]) -> PathBuf {
+    let mut args = vec!["backup"];
+    args.extend(extra);
+    let out = ok(lab(dir, &args));
+    let line = out
+        .lines()
+        .find(|l| l.contains("written to "))
+        .expect("backup names its directory");
+    PathBuf::from(line.rsplit("written to ").next().unwrap().trim())
+}
+
+/// The saved lab datacenter, as JSON.
+fn saved(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("lab/datacenter.json")).unwrap()).unwrap()
+}
+
+fn vm_config(dir: &Path, vmid: u32) -> Option<Value> {
+    saved(dir)["proxmox"]["vms"]
+        .get(vmid.to_string())
+        .map(|v| v["config"].clone())
+}
+
+fn member_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = saved(dir)["talos"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["hostname"].as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+const ALL: [&str; 3] = ["talos-k8s-01", "talos-k8s-02", "talos-k8s-03"];
+
+#[test]
+fn lost_node_is_rebuilt_with_its_identity() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    up(dir);
+    let b = backup(dir, &[]);
+    ok(run(&["backup", "verify", b.to_str().unwrap()]));
+    let before = vm_config(dir, 121).expect("VM 121 exists");
+
+    let r = lab(
+        dir,
+        &[
+            "rebuild",
+            "node",
+            "talos-k8s-02",
+            "--yes",
+            "--progress",
+            "plain",
+            "--lab-faults",
+            "destroy-vm=talos-k8s-02",
+        ],
+    );
+    let out = ok(r.clone());
+    assert!(out.contains("node talos-k8s-02 rebuilt"), "{out}");
+    assert!(
+        r.2.contains("create VM 121 on pve-ms01-02"),
+        "the plan names the re-created VM: {}",
+        r.2
+    );
+    assert!(r.2.contains("stale member removed"), "{}", r.2);
+    let after = vm_config(dir, 121).expect("VM 121 re-created");
+    for k in ["net0", "net1", "ipconfig0", "ipconfig1", "name"] {
+        assert_eq!(after[k], before[k], "{k} keeps its identity");
+    }
+    assert_eq!(member_names(dir), ALL);
+
+    // Healthy now: a second rebuild refuses without --force.
+    let r = lab(dir, &["rebuild", "node", "talos-k8s-02", "--yes"]);
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("node talos-k8s-02 is healthy"), "{}", r.2);
+    assert!(r.2.contains("--force"), "{}", r.2);
+}
+
+#[test]
+fn node_with_corrupt_etcd_is_reset_and_rejoins() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    up(dir);
+    let r = lab(
+        dir,
+        &[
+            "rebuild",
+            "node",
+            "talos-k8s-03",
+            "--yes",
+            "--lab-faults",
+            "corrupt-etcd=talos-k8s-03",
+        ],
+    );
+    ok(r.clone());
+    assert!(
+        r.2.contains("reset talos-k8s-03: wipe its EPHEMERAL"),
+        "{}",
+        r.2
+    );
+    assert!(r.2.contains("keep the existing VM 122"), "{}", r.2);
+    assert_eq!(member_names(dir), ALL);
+}
+
+#[test]
+fn removing_a_member_without_a_majority_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    up(dir);
+    let r = lab(
+        dir,
+        &[
+            "rebuild",
+            "node",
+            "talos-k8s-02",
+            "--yes",
+            "--lab-faults",
+            "destroy-vm=talos-k8s-02,destroy-vm=talos-k8s-03",
+        ],
+    );
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(
+        r.2.contains("removing talos-k8s-02's etcd member would leave 2 members, of which 1 is healthy; etcd needs 2"),
+        "{}",
+        r.2
+    );
+    assert!(r.2.contains("rebuild cluster --from BACKUP"), "{}", r.2);
+    // Nothing was changed: the member is still listed, the VM still gone.
+    assert_eq!(member_names(dir), ALL);
+    assert!(vm_config(dir, 121).is_none());
+}
+
+#[test]
+fn no_terminal_and_no_yes_changes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    up(dir);
+    let r = lab(
+        dir,
+        &[
+            "rebuild",
+            "node",
+            "talos-k8s-02",
+            "--lab-faults",
+            "destroy-vm=talos-k8s-02",
+        ],
+    );
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(
+        r.2.contains("Rebuild plan for node talos-k8s-02"),
+        "{}",
+        r.2
+    );
+    assert!(r.2.contains("not a terminal"), "{}", r.2);
+    assert!(vm_config(dir, 121).is_none(), "the VM was not re-created");
+    assert_eq!(member_names(dir), ALL, "the member was not removed");
+}
+
+#[test]
+fn missing_secrets_are_a_refusal_never_regenerated() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    up(dir);
+    let b = backup(dir, &[]);
+    std::fs::remove_file(dir.join("secrets.yaml")).unwrap();
+    let r = lab(dir, &["rebuild", "node", "talos-k8s-02", "--yes"]);
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("secrets.yaml is missing"), "{}", r.2);
+    assert!(r.2.contains("fix: restore secrets.yaml"), "{}", r.2);
+    assert!(
+        !dir.join("secrets.yaml").exists(),
+        "no bundle was generated"
+    );
+    let r = lab(
+        dir,
+        &["rebuild", "cluster", "--from", b.to_str().unwrap(), "--yes"],
+    );
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("a rebuild never generates secrets"), "{}", r.2);
+    let fix = format!("`install -m 600 {}/secrets.yaml", b.display());
+    assert!(r.2.contains(&fix), "{}", r.2);
+    assert!(
+        !dir.join("secrets.yaml").exists(),
+        "no bundle was generated"
+    );
+
+    // Another cluster's bundle in the directory: refused before anything is rendered.
+    let other = tempfile::tempdir().unwrap();
+    ok(cmd(other.path(), &["gen"]));
+    std::fs::copy(other.path().join("secrets.yaml"), dir.join("secrets.yaml")).unwrap();
+    let config = dir.join("machineconfigs/talos-k8s-01.yaml");
+    let before = std::fs::read(&config).unwrap();
+    let r = lab(
+        dir,
+        &["rebuild", "cluster", "--from", b.to_str().unwrap(), "--yes"],
+    );
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("differs from"), "{}", r.2);
+    assert_eq!(
+        std::fs::read(&config).unwrap(),
+        before,
+        "nothing re-rendered"
+    );
+}
+
+#[test]
+fn healthy_cluster_is_not_recovered_without_force() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    up(dir);
+    let b = backup(dir, &[]);
+    let r = lab(
+        dir,
+        &["rebuild", "cluster", "--from", b.to_str().unwrap(), "--yes"],
+    );
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("cluster homelab is healthy"), "{}", r.2);
+    // One node lost, etcd still running elsewhere: rebuild node is the answer.
+    let r = lab(
+        dir,
+        &[
+            "rebuild",
+            "cluster",
+            "--from",
+            b.to_str().unwrap(),
+            "--yes",
+            "--lab-faults",
+            "destroy-vm=talos-k8s-03",
+        ],
+    );
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(
+        r.2.contains("refusing to recover etcd from a backup while it still runs on talos-k8s-01, talos-k8s-02"),
+        "{}",
+        r.2
+    );
+    assert!(r.2.contains("rebuild node NAME"), "{}", r.2);
+}
+
+/// Run `f` against the lab Kubernetes API of the saved datacenter in `dir`,
+/// authenticating with the kubeconfig bytes `kc`.
+async fn with_api<T>(dir: &Path, kc: &[u8], f: impl AsyncFnOnce(&kube::Client) -> T) -> T {
+    let profile = talos_pve::profile::load(&support::profile("homelab.yaml")).unwrap();
+    let dc = Datacenter::open(&dir.join("lab"), &profile, &LabOptions::default())
+        .await
+        .unwrap();
+    dc.kube
+        .serving(Duration::from_secs(10))
+        .await
+        .expect("the lab API serves");
+    let kc = Kubeconfig::parse(std::str::from_utf8(kc).unwrap(), "test").unwrap();
+    let client = kube::Client::new(&kc, &dc.fabric.addresses).await.unwrap();
+    let out = f(&client).await;
+    dc.save().unwrap();
+    dc.shutdown();
+    out
+}
+
+fn configmap() -> Resource {
+    Resource {
+        group: String::new(),
+        version: "v1".into(),
+        kind: "ConfigMap".into(),
+        plural: "configmaps".into(),
+        namespaced: true,
+    }
+}
+
+async fn put_configmap(c: &kube::Client, name: &str) {
+    c.apply(
+        &configmap(),
+        &json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default"}, "data": {"kept": name}}),
+    )
+    .await
+    .unwrap();
+}
+
+async fn get_configmap(c: &kube::Client, name: &str) -> Option<Value> {
+    c.get(&configmap().object_path(Some("default"), name))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_cluster_is_recovered_from_a_backup_with_its_objects() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_owned();
+    let dir2 = dir.clone();
+    tokio::task::spawn_blocking(move || up(&dir2))
+        .await
+        .unwrap();
+    let kubeconfig = std::fs::read(dir.join("kubeconfig")).unwrap();
+    let talosconfig = std::fs::read(dir.join("talosconfig")).unwrap();
+    with_api(&dir, &kubeconfig, async |c| {
+        put_configmap(c, "before-backup").await
+    })
+    .await;
+
+    let dir2 = dir.clone();
+    let b = tokio::task::spawn_blocking(move || backup(&dir2, &[]))
+        .await
+        .unwrap();
+    with_api(&dir, &kubeconfig, async |c| {
+        put_configmap(c, "after-backup").await
+    })
+    .await;
+
+    let (dir2, b2) = (dir.clone(), b.clone());
+    let r = tokio::task::spawn_blocking(move || {
+        lab(
+            &dir2,
+            &[
+                "rebuild",
+                "cluster",
+                "--from",
+                b2.to_str().unwrap(),
+                "--yes",
+                "--progress",
+                "plain",
+                "--lab-faults",
+                "lose-control-planes",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let out = ok(r.clone());
+    assert!(out.contains("cluster homelab rebuilt"), "{out}");
+    for vmid in [120, 121, 122] {
+        assert!(r.2.contains(&format!("create VM {vmid}")), "{}", r.2);
+    }
+    assert_eq!(member_names(&dir), ALL);
+    assert_eq!(
+        std::fs::read(dir.join("kubeconfig")).unwrap(),
+        kubeconfig,
+        "the kubeconfig file is untouched"
+    );
+    assert_eq!(std::fs::read(dir.join("talosconfig")).unwrap(), talosconfig);
+
+    // The old kubeconfig authenticates; the API state is the backup's.
+    let (kept, lost, nodes) = with_api(&dir, &kubeconfig, async |c| {
+        (
+            get_configmap(c, "before-backup").await,
+            get_configmap(c, "after-backup").await,
+            c.list("/api/v1/nodes").await.unwrap(),
+        )
+    })
+    .await;
+    assert_eq!(kept.expect("restored")["data"]["kept"], "before-backup");
+    assert!(lost.is_none(), "objects newer than the backup are gone");
+    assert_eq!(nodes.len(), 3);
+    for n in &nodes {
+        kube::node_ready(n).unwrap();
+        assert!(n["spec"]["podCIDR"].as_str().is_some_and(|c| !c.is_empty()));
+    }
+
+    // Resuming a finished recovery: etcd runs, so it is refused as healthy.
+    let dir2 = dir.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        lab(
+            &dir2,
+            &["rebuild", "cluster", "--from", b.to_str().unwrap(), "--yes"],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(r.2.contains("cluster homelab is healthy"), "{}", r.2);
+}
+
+#[test]
+fn encrypted_backup_round_trips_and_damage_is_caught() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    up(dir);
+    let id = age::x25519::Identity::generate();
+    let recipient = id.to_public().to_string();
+    let key = dir.join("age-key.txt");
+    std::fs::write(
+        &key,
+        format!("# test\n{}\n", id.to_string().expose_secret()),
+    )
+    .unwrap();
+    let b = backup(dir, &["--age-recipient", &recipient]);
+    assert!(!b.join("secrets.yaml").exists(), "no plain copy");
+    let cipher = std::fs::read(b.join("secrets.yaml.age")).unwrap();
+    assert!(cipher.starts_with(b"age-encryption.org/v1\n"));
+    let plain = backup::decrypt(&key, &cipher).unwrap();
+    assert_eq!(*plain, std::fs::read(dir.join("secrets.yaml")).unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(&b).unwrap() {
+        let m = e.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, 0o600);
+    }
+    assert_eq!(
+        std::fs::metadata(&b).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    let bs = b.to_str().unwrap();
+    let out = ok(run(&["backup", "verify", bs]));
+    assert!(out.contains("a well-formed age file"), "{out}");
+    let out = ok(run(&[
+        "backup",
+        "verify",
+        bs,
+        "--age-identity",
+        key.to_str().unwrap(),
+    ]));
+    assert!(out.contains("parsed and validated"), "{out}");
+    let wrong = dir.join("wrong.txt");
+    let w = age::x25519::Identity::generate();
+    std::fs::write(&wrong, w.to_string().expose_secret()).unwrap();
+    let r = run(&[
+        "backup",
+        "verify",
+        bs,
+        "--age-identity",
+        wrong.to_str().unwrap(),
+    ]);
+    assert_eq!(r.0, 1);
+    assert!(r.2.contains("decrypting"), "{}", r.2);
+    let r = lab(dir, &["backup", "--age-recipient", "age1nope"]);
+    assert_eq!(r.0, 1);
+    assert!(
+        r.2.contains("`age1nope` is not an age X25519 recipient"),
+        "{}",
+        r.2
+    );
+
+    // One changed byte in the snapshot: the checksum says so.
+    let snap = b.join("etcd.snapshot");
+    let mut bytes = std::fs::read(&snap).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&snap, &bytes).unwrap();
+    let r = run(&["backup", "verify", bs]);
+    assert_eq!(r.0, 1);
+    assert!(r.2.contains("etcd.snapshot is"), "{}", r.2);
+    assert!(r.2.contains("the manifest says"), "{}", r.2);
+}
+
+/// A real etcd (Debian's etcd-server) on loopback, one key, `etcdctl snapshot save`.
+/// `None` (with a printed reason) when etcd is not installed.
+fn real_snapshot(work: &Path) -> Option<(PathBuf, PathBuf)> {
+    let have = |b: &str, arg: &str| {
+        Command::new(b)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !have("etcd", "--version") || !have("etcdctl", "version") {
+        eprintln!("skipped: etcd/etcdctl not installed (apt-get install etcd-server etcd-client)");
+        return None;
+    }
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (client, peer) = (free(), free());
+    let curl = format!("http://127.0.0.1:{client}");
+    let purl = format!("http://127.0.0.1:{peer}");
+    let data = work.join("etcd-data");
+    let mut etcd = Command::new("etcd")
+        .args(["--name", "t", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--listen-client-urls",
+            &curl,
+            "--advertise-client-urls",
+            &curl,
+            "--listen-peer-urls",
+            &purl,
+            "--initial-advertise-peer-urls",
+            &purl,
+            "--initial-cluster",
+            &format!("t={purl}"),
+        ])
+        .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    let ctl = |args: &[&str]| {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &curl])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let mut put = false;
+    for _ in 0..100 {
+        if ctl(&["put", "/registry/configmaps/default/x", "hello"])
+            .status
+            .success()
+        {
+            put = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let snap = work.join("real.snapshot");
+    let saved = put
+        && ctl(&["snapshot", "save", snap.to_str().unwrap()])
+            .status
+            .success();
+    let _ = etcd.kill();
+    let _ = etcd.wait();
+    assert!(put && saved, "etcd did not take the key or the snapshot");
+    Some((snap, data.join("member/snap/db")))
+}
+
+#[test]
+fn real_etcd_snapshot_passes_and_truncation_is_rejected() {
+    let d = tempfile::tempdir().unwrap();
+    let Some((snap, db)) = real_snapshot(d.path()) else {
+        return;
+    };
+    let bytes = std::fs::read(&snap).unwrap();
+    assert_eq!(validate_snapshot(&bytes), Ok(()));
+    assert!(load_source(&snap, false).unwrap().warnings.is_empty());
+
+    let cut = d.path().join("cut.snapshot");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let e = load_source(&cut, false).unwrap_err().to_string();
+    assert!(e.contains("truncated or not a snapshot"), "{e}");
+    assert!(e.contains("--skip-hash-check"), "{e}");
+    let mut flipped = bytes.clone();
+    flipped[4096] ^= 1;
+    assert_eq!(validate_snapshot(&flipped), Err(SnapshotError::Hash));
+
+    // The raw bbolt file has no trailer: only with --skip-hash-check, and warned.
+    let raw = std::fs::read(&db).unwrap();
+    assert!(validate_snapshot(&raw).is_err());
+    assert!(load_source(&db, false).is_err());
+    let src = load_source(&db, true).unwrap();
+    assert!(src.skip_hash_check);
+    assert!(
+        src.warnings[0].contains("may be inconsistent"),
+        "{:?}",
+        src.warnings
+    );
+}
+
+/// A run that fails half-way is simply run again: each step checks the real state
+/// (the member is already gone, a VM already exists) instead of repeating blindly.
+#[test]
+fn interrupted_rebuilds_resume() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    up(dir);
+    let b = backup(dir, &[]);
+    let node = |faults: Option<&str>| {
+        let mut args = vec![
+            "rebuild",
+            "node",
+            "talos-k8s-02",
+            "--yes",
+            "--progress",
+            "plain",
+        ];
+        if let Some(f) = faults {
+            args.extend(["--lab-faults", f]);
+        }
+        lab(dir, &args)
+    };
+    let r = node(Some("destroy-vm=talos-k8s-02,pve-task-error=qmcreate"));
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("injected qmcreate failure"), "{}", r.2);
+    assert!(!member_names(dir).contains(&"talos-k8s-02".to_owned()));
+    let r = node(None);
+    ok(r.clone());
+    assert!(!r.2.contains("remove etcd member"), "{}", r.2);
+    assert!(r.2.contains("create VM 121"), "{}", r.2);
+    assert_eq!(member_names(dir), ALL);
+
+    let bs = b.to_str().unwrap();
+    let cluster = |faults: Option<&str>| {
+        let mut args = vec![
+            "rebuild",
+            "cluster",
+            "--from",
+            bs,
+            "--yes",
+            "--progress",
+            "plain",
+        ];
+        if let Some(f) = faults {
+            args.extend(["--lab-faults", f]);
+        }
+        lab(dir, &args)
+    };
+    let r = cluster(Some("lose-control-planes,pve-task-error=qmcreate"));
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("injected qmcreate failure"), "{}", r.2);
+    let r = cluster(None);
+    ok(r.clone());
+    assert_eq!(member_names(dir), ALL);
+}
+
+#[test]
+fn node_rebuild_without_any_etcd_points_to_the_backup() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    up(dir);
+    let r = lab(
+        dir,
+        &[
+            "rebuild",
+            "node",
+            "talos-k8s-02",
+            "--yes",
+            "--lab-faults",
+            "lose-control-planes",
+        ],
+    );
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("quorum is lost"), "{}", r.2);
+    assert!(r.2.contains("rebuild cluster --from BACKUP"), "{}", r.2);
+    assert!(vm_config(dir, 121).is_none(), "nothing was created");
+}
