@@ -10,6 +10,7 @@
 //! killed run simply runs again. Each stage has its own readiness gate and deadline
 //! (see `talos::api::Stages`, `kube::Poll`).
 
+mod blame;
 mod env;
 mod identity;
 mod summary;
@@ -43,6 +44,14 @@ pub enum UpError {
     Artifacts(anyhow::Error),
     #[error(transparent)]
     Provision(#[from] ProvisionError),
+    #[error(
+        "provision of {subject}: {cause}\n  check: the task log of that Proxmox host (node → Task History) and its storage; then run again: VMs already made are adopted, not made twice"
+    )]
+    ProvisionOf {
+        subject: String,
+        /// Not `#[source]`: the message already carries it (no repeat in chains).
+        cause: ProvisionError,
+    },
     #[error(
         "VM of {node} differs from the plan in ways that need re-creating it: {differences}\n  fix: re-run with --recreate (the VM is deleted and created again), or change the profile to match"
     )]
@@ -78,10 +87,12 @@ pub async fn bring_up(
     rep: &Reporter,
     opts: &Options,
 ) -> Result<Summary, UpError> {
-    stage(rep, state, None, "secrets", Step::Secrets, || async {
+    stage(env, rep, state, None, "secrets", Step::Secrets, || async {
         let g = artifacts::generate(dir, profile, plan, &SecretsSource::Existing)
             .map_err(UpError::Artifacts)?;
-        state.mark_done(
+        mark(
+            env,
+            state,
             Step::Configs,
             Some(&format!("Talos 1.{} contract", g.contract.minor())),
         )?;
@@ -101,7 +112,17 @@ pub async fn bring_up(
         },
     )
     .await;
-    let report = report.inspect_err(|e| rep.failed(None, "provision", e))?;
+    let report = report.map_err(|source| {
+        let e = match blame::subject(plan, &source) {
+            Some(subject) => UpError::ProvisionOf {
+                subject,
+                cause: source,
+            },
+            None => UpError::Provision(source),
+        };
+        rep.failed(None, "provision", &e);
+        e
+    })?;
     if let Some(vm) = report.blocked().next() {
         let e = UpError::NeedsRecreate {
             node: vm.node.clone(),
@@ -118,7 +139,7 @@ pub async fn bring_up(
             VmAction::Updated => "updated",
             VmAction::NeedsRecreate => "needs --recreate",
         };
-        state.mark_done(Step::Vm(vm.node.clone()), Some(what))?;
+        mark(env, state, Step::Vm(vm.node.clone()), Some(what))?;
         rep.progress(
             Some(&vm.node),
             "provision",
@@ -140,6 +161,7 @@ pub async fn bring_up(
 
     let boot = bootstrap_target(plan);
     stage(
+        env,
         rep,
         state,
         Some(&boot.node),
@@ -154,12 +176,13 @@ pub async fn bring_up(
     )
     .await?;
     let members: Vec<String> = plan.control_planes().map(|n| n.name.clone()).collect();
-    stage(rep, state, None, "etcd", Step::EtcdHealthy, || async {
+    stage(env, rep, state, None, "etcd", Step::EtcdHealthy, || async {
         env.talos.wait_etcd_members(&boot, &creds, &members).await?;
         Ok(format!("{} members", members.len()))
     })
     .await?;
     stage(
+        env,
         rep,
         state,
         Some(&boot.node),
@@ -197,12 +220,16 @@ pub async fn bring_up(
     let r = r.inspect_err(|e| rep.failed(None, "addons", e))?;
     for n in &plan.nodes {
         let patched = r.pod_cidrs_patched.contains(&n.name);
-        state.mark_done(
+        mark(
+            env,
+            state,
             Step::PodCidr(n.name.clone()),
             Some(if patched { "set" } else { "already set" }),
         )?;
     }
-    state.mark_done(
+    mark(
+        env,
+        state,
         Step::Cilium,
         Some(if r.cilium_job_created {
             "installed"
@@ -211,13 +238,15 @@ pub async fn bring_up(
         }),
     )?;
     if profile.addons.metallb.is_some() {
-        state.mark_done(
+        mark(
+            env,
+            state,
             Step::Metallb,
             Some(&format!("{} objects", r.metallb_objects)),
         )?;
     }
     rep.done(None, "addons");
-    state.mark_done(Step::Healthy, None)?;
+    mark(env, state, Step::Healthy, None)?;
     Ok(Summary::new(profile, plan, dir))
 }
 
@@ -238,6 +267,7 @@ async fn configure_node(
         source,
     })?;
     stage(
+        env,
         rep,
         state,
         Some(&n.name),
@@ -247,6 +277,7 @@ async fn configure_node(
     )
     .await?;
     stage(
+        env,
         rep,
         state,
         Some(&n.name),
@@ -265,6 +296,7 @@ async fn configure_node(
     )
     .await?;
     stage(
+        env,
         rep,
         state,
         Some(&n.name),
@@ -280,8 +312,16 @@ async fn configure_node(
     .await
 }
 
+/// Record `step` in the state file, then let the lab save its hosts to match.
+fn mark(env: &Env, state: &State, step: Step, detail: Option<&str>) -> Result<(), UpError> {
+    state.mark_done(step, detail)?;
+    env.checkpoint();
+    Ok(())
+}
+
 /// Run one stage with progress events, recording it in the state file when done.
 async fn stage<F, Fut>(
+    env: &Env,
     rep: &Reporter,
     state: &State,
     node: Option<&str>,
@@ -296,7 +336,7 @@ where
     rep.started(node, name);
     match f().await {
         Ok(detail) => {
-            state.mark_done(step, Some(&detail))?;
+            mark(env, state, step, Some(&detail))?;
             rep.progress(node, name, &detail);
             rep.done(node, name);
             Ok(())
