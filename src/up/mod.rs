@@ -43,14 +43,14 @@ pub enum UpError {
     #[error("{0:#}")]
     Artifacts(anyhow::Error),
     #[error(transparent)]
-    Provision(#[from] ProvisionError),
+    Provision(Box<ProvisionError>),
     #[error(
         "provision of {subject}: {cause}\n  check: the task log of that Proxmox host (node → Task History) and its storage; then run again: VMs already made are adopted, not made twice"
     )]
     ProvisionOf {
         subject: String,
         /// Not `#[source]`: the message already carries it (no repeat in chains).
-        cause: ProvisionError,
+        cause: Box<ProvisionError>,
     },
     #[error(
         "VM of {node} differs from the plan in ways that need re-creating it: {differences}\n  fix: re-run with --recreate (the VM is deleted and created again), or change the profile to match"
@@ -116,9 +116,9 @@ pub async fn bring_up(
         let e = match blame::subject(plan, &source) {
             Some(subject) => UpError::ProvisionOf {
                 subject,
-                cause: source,
+                cause: Box::new(source),
             },
-            None => UpError::Provision(source),
+            None => UpError::Provision(Box::new(source)),
         };
         rep.failed(None, "provision", &e);
         e
