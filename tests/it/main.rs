@@ -8,4 +8,5 @@ mod generate;
 mod proxmox;
 mod support;
 mod talos_api;
+mod up;
 mod wizard;
