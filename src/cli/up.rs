@@ -87,8 +87,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(AUTOSAVE).await;
-                    let s = saver.clone();
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.save()).await {
+                    if let Err(e) = saver.save() {
                         tracing::warn!(error = %e, "lab: could not save the simulated datacenter");
                     }
                 }
@@ -97,6 +96,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         let result = converge(g, &a, &env, &profile, &plan, &dir, report.warnings).await;
         if let Some(t) = autosave {
             t.abort();
+            // Wait for a save in progress, so the final one below is the last.
+            let _ = t.await;
         }
         if let Some(dc) = dc {
             dc.save()?;

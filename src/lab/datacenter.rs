@@ -84,8 +84,9 @@ pub struct LabSaver {
     talos: LabTalos,
     proxmox: Arc<dyn Fn() -> LabPveState + Send + Sync>,
     etcd: EtcdStore,
-    /// One writer at a time: `write_atomic`'s temporary file is per process.
-    writing: Arc<Mutex<()>>,
+    /// One writer at a time (`write_atomic`'s temporary file is per process);
+    /// `true` once the datacenter shut down: its emptied simulators are not saved.
+    writing: Arc<Mutex<bool>>,
 }
 
 impl LabSaver {
@@ -93,7 +94,10 @@ impl LabSaver {
     /// (VMs come first in the real order of events); a VM started after the Talos
     /// snapshot is booted again on restore (`Datacenter::open`).
     pub fn save(&self) -> Result<(), DatacenterError> {
-        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let closed = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if *closed {
+            return Ok(());
+        }
         let talos = self.talos.state();
         let proxmox = (self.proxmox)();
         let etcd = if self.etcd.is_empty() {
@@ -241,6 +245,7 @@ impl Datacenter {
     }
 
     pub fn shutdown(self) {
+        *self.saver.writing.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.talos.shutdown();
         self.proxmox.shutdown();
     }

@@ -13,6 +13,7 @@
 mod blame;
 mod env;
 mod identity;
+mod status;
 mod summary;
 
 use std::net::IpAddr;
@@ -36,6 +37,7 @@ use crate::talos::api::{
 
 pub use env::Env;
 pub use identity::ProxmoxIdentity;
+pub use status::{Status, status};
 pub use summary::Summary;
 
 #[derive(Debug, Error)]

@@ -21,13 +21,16 @@ fn profile() -> String {
 
 fn up_args<'a>(dir: &'a str, extra: &[&'a str]) -> Vec<String> {
     let p = profile();
+    let speed = if extra.contains(&"--lab-speed") {
+        &[][..]
+    } else {
+        &["--lab-speed", SPEED][..]
+    };
     let mut v: Vec<String> = [
         "up",
         "--profile",
         &p,
         "--lab",
-        "--lab-speed",
-        SPEED,
         "--yes",
         "--dir",
         dir,
@@ -35,6 +38,7 @@ fn up_args<'a>(dir: &'a str, extra: &[&'a str]) -> Vec<String> {
         "plain",
     ]
     .iter()
+    .chain(speed)
     .map(|s| s.to_string())
     .collect();
     v.extend(extra.iter().map(|s| s.to_string()));
@@ -160,7 +164,12 @@ fn assert_healthy(dir: &Path) {
         ["120", "121", "122"],
         "exactly the planned VMs"
     );
-    assert_eq!(tasks(&lab, "qmcreate"), 3, "each VM created once");
+    assert_eq!(
+        tasks(&lab, "qmcreate"),
+        3,
+        "each VM created once: {}",
+        lab["proxmox"]["tasks"]
+    );
     assert_eq!(counter(&lab, "bootstraps"), 1, "etcd bootstrapped once");
     let nodes = lab["talos"]["nodes"].as_array().expect("talos nodes");
     assert_eq!(nodes.len(), 3);
@@ -291,8 +300,14 @@ fn killed_at_stage_boundaries_then_resumed() {
 fn killed_mid_stage_then_resumed_and_status_tells_where_it_stands() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
-    // Mid provision: VMs being created when the run dies.
-    up_killed(&dir, "provision: started", Duration::from_millis(120), &[]);
+    // Mid provision: VMs being created when the run dies (a slower lab: the ISO
+    // download alone takes 0.4 s).
+    up_killed(
+        &dir,
+        "provision: started",
+        Duration::from_millis(600),
+        &["--lab-speed", "100"],
+    );
     let lab = lab_state(&dir);
     assert!(
         !vmids(&lab).is_empty() || !lab["proxmox"]["tasks"].as_array().unwrap().is_empty(),
