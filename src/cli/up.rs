@@ -128,7 +128,12 @@ async fn converge(
     dir: &ClusterDir,
     warnings: usize,
 ) -> anyhow::Result<Summary> {
-    let pf = preflight(&env.pve, profile, plan).await?;
+    let pf = preflight(&env.pve, profile, plan).await.map_err(|e| {
+        anyhow::anyhow!(
+            "preflight of Proxmox at {}: {e}\n  check: that the API answers for every host (a 595 means the contacted host lost its connection to another one: `pvecm status`), then run again",
+            profile.proxmox.endpoint
+        )
+    })?;
     if !pf.passed() {
         print_preflight(&pf);
         bail!("preflight failed; fix the items marked FAIL and run again");

@@ -18,7 +18,7 @@ mod summary;
 
 use std::net::IpAddr;
 
-use futures_util::future::try_join_all;
+use futures_util::future::join_all;
 use thiserror::Error;
 
 use crate::addons::{self, AddonError};
@@ -154,12 +154,17 @@ pub async fn bring_up(
         pve: &env.pve,
         plan,
     };
-    try_join_all(
+    // Every node runs to its own end (each failure is reported with its node and
+    // stage, and the others' progress is recorded for the next run), then the
+    // first failure stops the bring-up.
+    join_all(
         plan.nodes
             .iter()
             .map(|n| configure_node(env, n, dir, state, rep, &creds, &identity)),
     )
-    .await?;
+    .await
+    .into_iter()
+    .collect::<Result<Vec<()>, _>>()?;
 
     let boot = bootstrap_target(plan);
     stage(
