@@ -16,6 +16,9 @@
 //! | `slow-crd` | `NAME:duration` | that CRD takes that long (in real time) to become Established |
 //!
 //! Example: `--lab-faults time-not-in-sync=2,pve-lock=3,slow-crd=ipaddresspools.metallb.io:60s`.
+//!
+//! Faults belong to the command that names them: a later `--lab` command on the same
+//! saved datacenter without `--lab-faults` runs without any.
 
 use std::time::Duration;
 
