@@ -62,8 +62,11 @@ pub enum UpError {
     Talos(#[from] TalosError),
     #[error(transparent)]
     Kube(#[from] KubeError),
-    #[error(transparent)]
-    Addons(#[from] AddonError),
+    #[error("addons: {cause}{}", remedy(&cause.to_string(), kubeconfig))]
+    Addons {
+        cause: Box<AddonError>,
+        kubeconfig: String,
+    },
     #[error(transparent)]
     State(#[from] StateError),
     #[error("writing {path}: {source}")]
@@ -224,7 +227,14 @@ pub async fn bring_up(
     aopts.webhook_retry = env.webhook_retry;
     rep.started(None, "addons");
     let r = addons::install(&client, plan, &profile.addons, &aopts).await;
-    let r = r.inspect_err(|e| rep.failed(None, "addons", e))?;
+    let r = r.map_err(|cause| {
+        let e = UpError::Addons {
+            cause: Box::new(cause),
+            kubeconfig: dir.kubeconfig().display().to_string(),
+        };
+        rep.failed(None, "addons", &e);
+        e
+    })?;
     for n in &plan.nodes {
         let patched = r.pod_cidrs_patched.contains(&n.name);
         mark(
@@ -317,6 +327,16 @@ async fn configure_node(
         },
     )
     .await
+}
+
+/// The generic next step for an add-on failure that does not name its own.
+fn remedy(message: &str, kubeconfig: &str) -> String {
+    if message.contains("\n  fix:") || message.contains("\n  check:") {
+        return String::new();
+    }
+    format!(
+        "\n  check: `kubectl --kubeconfig {kubeconfig} get crd,pods -A` for what is not ready; then run again: what was applied stays applied"
+    )
 }
 
 /// Record `step` in the state file, then let the lab save its hosts to match.

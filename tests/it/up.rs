@@ -402,8 +402,11 @@ fn fault(spec: &str) -> &'static str {
             .join("\n");
         assert!(!error.is_empty(), "{spec}: no error line:\n{err}");
         assert!(
-            error.contains("talos-k8s-") || error.contains("pve-") || error.contains("Proxmox at"),
-            "{spec}: the error names no node or host:\n{error}"
+            error.contains("talos-k8s-")
+                || error.contains("pve-")
+                || error.starts_with("error: preflight of Proxmox at")
+                || error.starts_with("error: addons:"),
+            "{spec}: the error names no node, host or cluster-wide stage:\n{error}"
         );
         assert!(
             error.contains("fix:") || error.contains("check:"),
@@ -458,6 +461,11 @@ fn proxmox_faults_are_survived_or_reported() {
 fn a_stage_past_its_deadline_is_reported_with_node_stage_and_remedy() {
     // An install slower than the (scaled) install deadline.
     assert_eq!(fault("slow-install=60m"), "reported");
+    // A CRD that is not Established before the (scaled) deadline.
+    assert_eq!(
+        fault("slow-crd=ipaddresspools.metallb.io:6000m"),
+        "reported"
+    );
 }
 
 #[test]
