@@ -348,3 +348,70 @@ impl Status {
         o
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Step;
+
+    fn node(name: &str, host: Option<&str>, stage: &'static str) -> NodeStatus {
+        NodeStatus {
+            name: name.into(),
+            vmid: 120,
+            vm: VmStatus {
+                exists: host.is_some(),
+                running: host.is_some(),
+                host: host.map(str::to_owned),
+            },
+            talos: TalosStatus {
+                stage,
+                version: (stage == "running").then(|| "v1.13.9".into()),
+                detail: (stage == "unreachable").then(|| "rebooting".into()),
+            },
+        }
+    }
+
+    #[test]
+    fn renders_each_part_and_unknowns_as_states() {
+        let s = Status {
+            cluster: "homelab".into(),
+            proxmox_error: None,
+            nodes: vec![
+                node("cp-1", Some("pve-1"), "running"),
+                node("cp-2", None, "unreachable"),
+            ],
+            etcd: EtcdStatus {
+                members: vec![],
+                error: Some("no answer within 10s".into()),
+            },
+            addons: AddonsStatus {
+                cilium: Readiness {
+                    ready: true,
+                    detail: "ready".into(),
+                },
+                metallb: Some(MetalLbStatus {
+                    ready: false,
+                    pool: false,
+                    detail: "not installed".into(),
+                }),
+            },
+            steps: vec![Record {
+                step: Step::Bootstrapped,
+                at: "2026-01-01T00:00:00Z".into(),
+                detail: Some("etcd bootstrapped".into()),
+            }],
+        };
+        let text = s.render();
+        assert!(text.contains("running on pve-1"), "{text}");
+        assert!(text.contains("running v1.13.9"), "{text}");
+        assert!(text.contains("absent"), "{text}");
+        assert!(text.contains("unreachable (rebooting)"), "{text}");
+        assert!(text.contains("etcd members: unknown (no answer"), "{text}");
+        assert!(text.contains("cilium:  ready\n"), "{text}");
+        assert!(text.contains("metallb: not ready, pool absent"), "{text}");
+        assert!(text.contains("bootstrapped: etcd bootstrapped"), "{text}");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["nodes"][1]["vm"]["exists"], false);
+        assert!(json.get("proxmox_error").is_none());
+    }
+}
