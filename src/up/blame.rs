@@ -18,9 +18,11 @@ pub fn subject(plan: &Plan, e: &ProvisionError) -> Option<String> {
             let vmid = Upid::parse(upid).and_then(|u| u.id.parse().ok());
             (node.clone(), vmid)
         }
-        PveError::Api { path, .. }
-        | PveError::Transport { path, .. }
-        | PveError::Decode { path, .. } => from_path(path)?,
+        PveError::Api { path, message, .. } => {
+            let (host, vmid) = from_path(path)?;
+            (host, vmid.or_else(|| locked_vmid(message)))
+        }
+        PveError::Transport { path, .. } | PveError::Decode { path, .. } => from_path(path)?,
         _ => return None,
     };
     let node = vmid.and_then(|v| plan.nodes.iter().find(|n| n.vmid == v && n.host == host));
@@ -52,6 +54,12 @@ fn from_path(path: &str) -> Option<(String, Option<u32>)> {
     Some((host, vmid))
 }
 
+/// PVE names the VM whose lock it could not take: `…/lock-120.conf' - got timeout`.
+fn locked_vmid(message: &str) -> Option<u32> {
+    let rest = &message[message.find("/lock-")? + "/lock-".len()..];
+    rest.split('.').next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +76,10 @@ mod tests {
             Some(("pve-1".into(), None))
         );
         assert_eq!(from_path("/cluster/resources"), None);
+        assert_eq!(
+            locked_vmid("can't lock file '/var/lock/qemu-server/lock-121.conf' - got timeout"),
+            Some(121)
+        );
+        assert_eq!(locked_vmid("HTTP 500: injected"), None);
     }
 }
