@@ -1,15 +1,63 @@
-//! `talos-pve status`.
+//! `talos-pve status`: where a cluster stands (VMs, Talos stages, etcd, add-ons,
+//! recorded steps). Read-only: it probes, never changes a host; in the lab it does
+//! not save the simulated datacenter either.
 
 use std::process::ExitCode;
 
-use super::args::{Global, ProfileArgs};
+use anyhow::Context;
+
+use super::args::{Global, LabArgs, Output, ProfileArgs};
+use super::preflight::{PveArgs, runtime};
+use crate::addons::ManifestSource;
+use crate::cluster_dir::ClusterDir;
+use crate::lab::Datacenter;
+use crate::plan::Plan;
+use crate::proxmox::settings::Overrides;
+use crate::up::{self, Env};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub profile: ProfileArgs,
+    #[command(flatten)]
+    pub lab: LabArgs,
+    #[command(flatten)]
+    pub pve: PveArgs,
 }
 
-pub fn run(_g: &Global, _a: Args) -> anyhow::Result<ExitCode> {
-    super::common::not_yet("status")
+pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+    let lab = a.lab.options()?;
+    let profile = super::common::load_profile(&a.profile.profile)?;
+    let plan = Plan::build(&profile).context("deriving the plan from the profile")?;
+    let dir = ClusterDir::resolve(a.profile.dir.as_deref(), &profile.metadata.name)
+        .map_err(anyhow::Error::msg)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let dc = match &lab {
+            Some(o) => Some(Datacenter::open(&dir.lab(), &profile, o).await?),
+            None => None,
+        };
+        let env = match (&dc, &lab) {
+            (Some(dc), Some(o)) => Env::lab(dc, &profile, o)?,
+            _ => Env::real(
+                &profile,
+                a.profile.profile.parent(),
+                &Overrides {
+                    fingerprint: a.pve.fingerprint.clone(),
+                    insecure: a.pve.insecure,
+                },
+                ManifestSource::Embedded,
+            )?,
+        };
+        let status = up::status(&env, &plan, &dir).await;
+        if let Some(dc) = dc {
+            dc.shutdown();
+        }
+        let status = status?;
+        match g.output {
+            Output::Json => println!("{}", serde_json::to_string(&status)?),
+            Output::Text => print!("{}", status.render()),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }

@@ -20,6 +20,9 @@ use crate::proxmox::settings::Overrides;
 use crate::state::State;
 use crate::up::{self, Env, Summary};
 
+/// How often `up --lab` saves the simulated datacenter between recorded steps.
+const AUTOSAVE: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The cluster profile (YAML). Without it, on a terminal, the wizard writes one.
@@ -77,7 +80,25 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                 )?
             }
         };
+        // Between recorded steps the simulated hosts keep changing (tasks, installs):
+        // save them often, so a killed run leaves them where real hosts would be.
+        let autosave = dc.as_ref().map(|dc| {
+            let saver = dc.saver();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(AUTOSAVE).await;
+                    if let Err(e) = saver.save() {
+                        tracing::warn!(error = %e, "lab: could not save the simulated datacenter");
+                    }
+                }
+            })
+        });
         let result = converge(g, &a, &env, &profile, &plan, &dir, report.warnings).await;
+        if let Some(t) = autosave {
+            t.abort();
+            // Wait for a save in progress, so the final one below is the last.
+            let _ = t.await;
+        }
         if let Some(dc) = dc {
             dc.save()?;
             if let Some(out) = &a.lab.lab_report {
@@ -107,7 +128,12 @@ async fn converge(
     dir: &ClusterDir,
     warnings: usize,
 ) -> anyhow::Result<Summary> {
-    let pf = preflight(&env.pve, profile, plan).await?;
+    let pf = preflight(&env.pve, profile, plan).await.map_err(|e| {
+        anyhow::anyhow!(
+            "preflight of Proxmox at {}: {e}\n  check: that the API answers for every host (a 595 means the contacted host lost its connection to another one: `pvecm status`), then run again",
+            profile.proxmox.endpoint
+        )
+    })?;
     if !pf.passed() {
         print_preflight(&pf);
         bail!("preflight failed; fix the items marked FAIL and run again");

@@ -4,17 +4,18 @@
 //! simulated hosts, as it would on real ones.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::Fabric;
 use super::faults::{Disaster, LabFaults};
 use super::kube::{KubeSimConfig, LabKube};
 use super::proxmox::{LabProxmox, LabProxmoxConfig, LabProxmoxHandle, LabPveState, free_volumes};
 use super::talos::{LabTalos, LabTalosConfig, LabTalosState};
+use super::{EtcdStore, Fabric, LabEvent};
 use crate::files::{self, SECRET_MODE};
 use crate::profile::{Profile, Role};
 
@@ -71,7 +72,52 @@ pub struct Datacenter {
     pub proxmox: LabProxmoxHandle,
     pub talos: LabTalos,
     pub kube: LabKube,
-    state_path: PathBuf,
+    saver: LabSaver,
+}
+
+/// Writes the datacenter's state to its file; cheap to clone into any task. The
+/// simulated hosts outlive a killed command as real ones would, so `up` saves at
+/// every recorded step and periodically, not only at the end.
+#[derive(Clone)]
+pub struct LabSaver {
+    path: PathBuf,
+    talos: LabTalos,
+    proxmox: Arc<dyn Fn() -> LabPveState + Send + Sync>,
+    etcd: EtcdStore,
+    /// One writer at a time (`write_atomic`'s temporary file is per process);
+    /// `true` once the datacenter shut down: its emptied simulators are not saved.
+    writing: Arc<Mutex<bool>>,
+}
+
+impl LabSaver {
+    /// Snapshot Talos before Proxmox: a node always has its VM in the same file
+    /// (VMs come first in the real order of events); a VM started after the Talos
+    /// snapshot is booted again on restore (`Datacenter::open`).
+    pub fn save(&self) -> Result<(), DatacenterError> {
+        let closed = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if *closed {
+            return Ok(());
+        }
+        let talos = self.talos.state();
+        let proxmox = (self.proxmox)();
+        let etcd = if self.etcd.is_empty() {
+            Vec::new()
+        } else {
+            self.etcd.snapshot()
+        };
+        let saved = Saved {
+            proxmox,
+            talos,
+            etcd: base64::engine::general_purpose::STANDARD.encode(etcd),
+        };
+        let json = serde_json::to_vec_pretty(&saved).expect("lab state serializes");
+        files::write_atomic(&self.path, &json, SECRET_MODE).map_err(|source| {
+            DatacenterError::Write {
+                path: self.path.clone(),
+                source,
+            }
+        })
+    }
 }
 
 impl Datacenter {
@@ -118,8 +164,23 @@ impl Datacenter {
                             detail: e.to_string(),
                         })?;
                 }
-                let talos = LabTalos::start_from(&fabric, talos_cfg, s.talos);
+                let mut t = s.talos;
+                // Faults are this command's (`--lab-faults`), as for Proxmox: a
+                // previous command's leftovers do not fire again.
+                t.faults_left = talos_cfg.faults.clone();
+                // A guest whose VM is gone (deleted after the Talos snapshot) is gone too.
+                t.nodes.retain(|n| s.proxmox.vms.contains_key(&n.vm.vmid));
+                let known: Vec<u32> = t.nodes.iter().map(|n| n.vm.vmid).collect();
+                let talos = LabTalos::start_from(&fabric, talos_cfg, t);
                 let pve = LabProxmox::from_state(&fabric, pve_cfg, s.proxmox).await;
+                if let Ok(pve) = &pve {
+                    // Powered-on VMs whose guest the last command never saw boot now.
+                    for vm in pve.running_vms() {
+                        if !known.contains(&vm.vmid) {
+                            fabric.emit(LabEvent::VmStarted(vm));
+                        }
+                    }
+                }
                 (pve, talos)
             }
             None => {
@@ -131,34 +192,30 @@ impl Datacenter {
             }
         };
         let proxmox = proxmox.map_err(|e| DatacenterError::Start(format!("{e:#}")))?;
+        let saver = LabSaver {
+            path: state_path,
+            talos: talos.clone(),
+            proxmox: Arc::new(proxmox.state_reader()),
+            etcd: fabric.etcd.clone(),
+            writing: Arc::default(),
+        };
         Ok(Self {
             fabric,
             proxmox,
             talos,
             kube,
-            state_path,
+            saver,
         })
     }
 
     /// Persist the simulated datacenter for the next `--lab` command.
     pub fn save(&self) -> Result<(), DatacenterError> {
-        let etcd = if self.fabric.etcd.is_empty() {
-            Vec::new()
-        } else {
-            self.fabric.etcd.snapshot()
-        };
-        let saved = Saved {
-            proxmox: self.proxmox.state(),
-            talos: self.talos.state(),
-            etcd: base64::engine::general_purpose::STANDARD.encode(etcd),
-        };
-        let json = serde_json::to_vec_pretty(&saved).expect("lab state serializes");
-        files::write_atomic(&self.state_path, &json, SECRET_MODE).map_err(|source| {
-            DatacenterError::Write {
-                path: self.state_path.clone(),
-                source,
-            }
-        })
+        self.saver.save()
+    }
+
+    /// A saver for other tasks (checkpoints during a run).
+    pub fn saver(&self) -> LabSaver {
+        self.saver.clone()
     }
 
     /// `--lab-report DIR`: each VM's Proxmox config, each node's applied machine config,
@@ -201,6 +258,7 @@ impl Datacenter {
     }
 
     pub fn shutdown(self) {
+        *self.saver.writing.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.talos.shutdown();
         self.proxmox.shutdown();
     }
@@ -303,7 +361,11 @@ fn talos_config(p: &Profile, o: &LabOptions) -> LabTalosConfig {
         install: s(90),
         etcd_ready: s(20),
         join: s(20),
-        faults: o.faults.talos.clone(),
+        faults: super::talos::Faults {
+            // Real-world time, like every other lab latency (and `slow-crd`).
+            slow_install: o.scaled(o.faults.talos.slow_install),
+            ..o.faults.talos.clone()
+        },
     }
 }
 

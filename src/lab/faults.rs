@@ -4,7 +4,7 @@
 //!
 //! | name | value | effect |
 //! |---|---|---|
-//! | `slow-install` | duration (`30s`, `500ms`) | every Talos install takes that much longer |
+//! | `slow-install` | duration (`30s`, `500ms`) | every Talos install takes that much longer (real time, scaled by `--lab-speed`) |
 //! | `reboot-loops` | count | nodes loop install → reboot that many times before running |
 //! | `time-not-in-sync` | count | the first N Bootstrap calls fail with "time is not in sync yet" |
 //! | `drop-streams` | count | the first N snapshot/kubeconfig streams are cut short |
@@ -22,6 +22,9 @@
 //! next command sees their result, as it would on real hosts).
 //!
 //! Example: `--lab-faults time-not-in-sync=2,pve-lock=3,slow-crd=ipaddresspools.metallb.io:60s`.
+//!
+//! Faults belong to the command that names them: a later `--lab` command on the same
+//! saved datacenter without `--lab-faults` runs without any.
 
 use std::time::Duration;
 

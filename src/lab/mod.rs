@@ -22,7 +22,7 @@ use tokio::sync::broadcast;
 
 use crate::net::AddressBook;
 
-pub use datacenter::{Datacenter, DatacenterError, LabOptions};
+pub use datacenter::{Datacenter, DatacenterError, LabOptions, LabSaver};
 pub use etcd::{EtcdStore, SnapshotError, validate_snapshot};
 pub use faults::{FaultSpecError, LabFaults};
 

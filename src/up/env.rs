@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 
 use crate::addons::ManifestSource;
 use crate::kube::Poll;
-use crate::lab::{Datacenter, LabOptions};
+use crate::lab::{Datacenter, LabOptions, LabSaver};
 use crate::net::AddressBook;
 use crate::profile::Profile;
 use crate::proxmox::factory::Factory;
@@ -24,6 +24,20 @@ pub struct Env {
     pub kube_poll: Poll,
     pub webhook_retry: Poll,
     pub manifests: ManifestSource,
+    /// The lab saves its simulated hosts at every recorded step, so a killed run
+    /// leaves them as far along as the state file says (real hosts need nothing).
+    pub lab: Option<LabSaver>,
+}
+
+impl Env {
+    /// Called after every step recorded in the state file.
+    pub fn checkpoint(&self) {
+        if let Some(saver) = &self.lab
+            && let Err(e) = saver.save()
+        {
+            tracing::warn!(error = %e, "lab: could not save the simulated datacenter");
+        }
+    }
 }
 
 impl Env {
@@ -50,6 +64,7 @@ impl Env {
             },
             manifests,
             book,
+            lab: None,
         })
     }
 
@@ -102,6 +117,7 @@ impl Env {
             },
             manifests: ManifestSource::Embedded,
             book,
+            lab: Some(dc.saver()),
         })
     }
 }

@@ -10,13 +10,15 @@
 //! killed run simply runs again. Each stage has its own readiness gate and deadline
 //! (see `talos::api::Stages`, `kube::Poll`).
 
+mod blame;
 mod env;
 mod identity;
+mod status;
 mod summary;
 
 use std::net::IpAddr;
 
-use futures_util::future::try_join_all;
+use futures_util::future::join_all;
 use thiserror::Error;
 
 use crate::addons::{self, AddonError};
@@ -35,6 +37,7 @@ use crate::talos::api::{
 
 pub use env::Env;
 pub use identity::ProxmoxIdentity;
+pub use status::{Status, status};
 pub use summary::Summary;
 
 #[derive(Debug, Error)]
@@ -42,7 +45,15 @@ pub enum UpError {
     #[error("{0:#}")]
     Artifacts(anyhow::Error),
     #[error(transparent)]
-    Provision(#[from] ProvisionError),
+    Provision(Box<ProvisionError>),
+    #[error(
+        "provision of {subject}: {cause}\n  check: the task log of that Proxmox host (node → Task History) and its storage; then run again: VMs already made are adopted, not made twice"
+    )]
+    ProvisionOf {
+        subject: String,
+        /// Not `#[source]`: the message already carries it (no repeat in chains).
+        cause: Box<ProvisionError>,
+    },
     #[error(
         "VM of {node} differs from the plan in ways that need re-creating it: {differences}\n  fix: re-run with --recreate (the VM is deleted and created again), or change the profile to match"
     )]
@@ -51,8 +62,11 @@ pub enum UpError {
     Talos(#[from] TalosError),
     #[error(transparent)]
     Kube(#[from] KubeError),
-    #[error(transparent)]
-    Addons(#[from] AddonError),
+    #[error("addons: {cause}{}", remedy(&cause.to_string(), kubeconfig))]
+    Addons {
+        cause: Box<AddonError>,
+        kubeconfig: String,
+    },
     #[error(transparent)]
     State(#[from] StateError),
     #[error("writing {path}: {source}")]
@@ -78,10 +92,12 @@ pub async fn bring_up(
     rep: &Reporter,
     opts: &Options,
 ) -> Result<Summary, UpError> {
-    stage(rep, state, None, "secrets", Step::Secrets, || async {
+    stage(env, rep, state, None, "secrets", Step::Secrets, || async {
         let g = artifacts::generate(dir, profile, plan, &SecretsSource::Existing)
             .map_err(UpError::Artifacts)?;
-        state.mark_done(
+        mark(
+            env,
+            state,
             Step::Configs,
             Some(&format!("Talos 1.{} contract", g.contract.minor())),
         )?;
@@ -101,7 +117,17 @@ pub async fn bring_up(
         },
     )
     .await;
-    let report = report.inspect_err(|e| rep.failed(None, "provision", e))?;
+    let report = report.map_err(|source| {
+        let e = match blame::subject(plan, &source) {
+            Some(subject) => UpError::ProvisionOf {
+                subject,
+                cause: Box::new(source),
+            },
+            None => UpError::Provision(Box::new(source)),
+        };
+        rep.failed(None, "provision", &e);
+        e
+    })?;
     if let Some(vm) = report.blocked().next() {
         let e = UpError::NeedsRecreate {
             node: vm.node.clone(),
@@ -118,7 +144,7 @@ pub async fn bring_up(
             VmAction::Updated => "updated",
             VmAction::NeedsRecreate => "needs --recreate",
         };
-        state.mark_done(Step::Vm(vm.node.clone()), Some(what))?;
+        mark(env, state, Step::Vm(vm.node.clone()), Some(what))?;
         rep.progress(
             Some(&vm.node),
             "provision",
@@ -131,15 +157,21 @@ pub async fn bring_up(
         pve: &env.pve,
         plan,
     };
-    try_join_all(
+    // Every node runs to its own end (each failure is reported with its node and
+    // stage, and the others' progress is recorded for the next run), then the
+    // first failure stops the bring-up.
+    join_all(
         plan.nodes
             .iter()
             .map(|n| configure_node(env, n, dir, state, rep, &creds, &identity)),
     )
-    .await?;
+    .await
+    .into_iter()
+    .collect::<Result<Vec<()>, _>>()?;
 
     let boot = bootstrap_target(plan);
     stage(
+        env,
         rep,
         state,
         Some(&boot.node),
@@ -154,12 +186,13 @@ pub async fn bring_up(
     )
     .await?;
     let members: Vec<String> = plan.control_planes().map(|n| n.name.clone()).collect();
-    stage(rep, state, None, "etcd", Step::EtcdHealthy, || async {
+    stage(env, rep, state, None, "etcd", Step::EtcdHealthy, || async {
         env.talos.wait_etcd_members(&boot, &creds, &members).await?;
         Ok(format!("{} members", members.len()))
     })
     .await?;
     stage(
+        env,
         rep,
         state,
         Some(&boot.node),
@@ -194,15 +227,26 @@ pub async fn bring_up(
     aopts.webhook_retry = env.webhook_retry;
     rep.started(None, "addons");
     let r = addons::install(&client, plan, &profile.addons, &aopts).await;
-    let r = r.inspect_err(|e| rep.failed(None, "addons", e))?;
+    let r = r.map_err(|cause| {
+        let e = UpError::Addons {
+            cause: Box::new(cause),
+            kubeconfig: dir.kubeconfig().display().to_string(),
+        };
+        rep.failed(None, "addons", &e);
+        e
+    })?;
     for n in &plan.nodes {
         let patched = r.pod_cidrs_patched.contains(&n.name);
-        state.mark_done(
+        mark(
+            env,
+            state,
             Step::PodCidr(n.name.clone()),
             Some(if patched { "set" } else { "already set" }),
         )?;
     }
-    state.mark_done(
+    mark(
+        env,
+        state,
         Step::Cilium,
         Some(if r.cilium_job_created {
             "installed"
@@ -211,13 +255,15 @@ pub async fn bring_up(
         }),
     )?;
     if profile.addons.metallb.is_some() {
-        state.mark_done(
+        mark(
+            env,
+            state,
             Step::Metallb,
             Some(&format!("{} objects", r.metallb_objects)),
         )?;
     }
     rep.done(None, "addons");
-    state.mark_done(Step::Healthy, None)?;
+    mark(env, state, Step::Healthy, None)?;
     Ok(Summary::new(profile, plan, dir))
 }
 
@@ -238,6 +284,7 @@ pub async fn configure_node(
         source,
     })?;
     stage(
+        env,
         rep,
         state,
         Some(&n.name),
@@ -247,6 +294,7 @@ pub async fn configure_node(
     )
     .await?;
     stage(
+        env,
         rep,
         state,
         Some(&n.name),
@@ -265,6 +313,7 @@ pub async fn configure_node(
     )
     .await?;
     stage(
+        env,
         rep,
         state,
         Some(&n.name),
@@ -280,8 +329,26 @@ pub async fn configure_node(
     .await
 }
 
+/// The generic next step for an add-on failure that does not name its own.
+fn remedy(message: &str, kubeconfig: &str) -> String {
+    if message.contains("\n  fix:") || message.contains("\n  check:") {
+        return String::new();
+    }
+    format!(
+        "\n  check: `kubectl --kubeconfig {kubeconfig} get crd,pods -A` for what is not ready; then run again: what was applied stays applied"
+    )
+}
+
+/// Record `step` in the state file, then let the lab save its hosts to match.
+fn mark(env: &Env, state: &State, step: Step, detail: Option<&str>) -> Result<(), UpError> {
+    state.mark_done(step, detail)?;
+    env.checkpoint();
+    Ok(())
+}
+
 /// Run one stage with progress events, recording it in the state file when done.
 async fn stage<F, Fut>(
+    env: &Env,
     rep: &Reporter,
     state: &State,
     node: Option<&str>,
@@ -296,7 +363,7 @@ where
     rep.started(node, name);
     match f().await {
         Ok(detail) => {
-            state.mark_done(step, Some(&detail))?;
+            mark(env, state, step, Some(&detail))?;
             rep.progress(node, name, &detail);
             rep.done(node, name);
             Ok(())

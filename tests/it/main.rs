@@ -9,4 +9,5 @@ mod proxmox;
 mod rebuild;
 mod support;
 mod talos_api;
+mod up;
 mod wizard;

@@ -373,8 +373,16 @@ fn roll_out(lab: &Lab) {
             let gen_ = o["metadata"]["generation"].as_i64().unwrap_or(1);
             let is_cilium = ns == "kube-system" && name.starts_with("cilium");
             let gate = if is_cilium { cidrs_set } else { cni };
-            let ready =
-                gate && elapsed(lab, &format!("rollout/{ns}/{name}/{gen_}"), lab.cfg.rollout);
+            // Rolled out before (a saved datacenter coming back) stays rolled out.
+            let was_ready = o["status"]["observedGeneration"].as_i64() == Some(gen_)
+                && if is_ds {
+                    crate::kube::daemonset_ready(&o).is_ok()
+                } else {
+                    crate::kube::deployment_ready(&o).is_ok()
+                };
+            let ready = gate
+                && (was_ready
+                    || elapsed(lab, &format!("rollout/{ns}/{name}/{gen_}"), lab.cfg.rollout));
             let want = if is_ds {
                 nodes.len() as i64
             } else {

@@ -1204,6 +1204,11 @@ fn start_vm(st: &mut LabPveState, vmid: u32, events: &mut Vec<LabEvent>) {
         return;
     }
     vm.running = true;
+    events.push(LabEvent::VmStarted(lab_vm(vm)));
+}
+
+/// A VM as it boots: its NICs with what its cloud-init drive says.
+pub(super) fn lab_vm(vm: &LabVmState) -> LabVm {
     let nics = (0u8..32)
         .filter_map(|i| {
             let net = NetDevice::parse(vm.config.get(&format!("net{i}"))?)?;
@@ -1220,12 +1225,12 @@ fn start_vm(st: &mut LabPveState, vmid: u32, events: &mut Vec<LabEvent>) {
             })
         })
         .collect();
-    events.push(LabEvent::VmStarted(LabVm {
-        vmid,
+    LabVm {
+        vmid: vm.vmid,
         host: vm.node.clone(),
         name: vm.config.get("name").cloned().unwrap_or_default(),
         nics,
-    }));
+    }
 }
 
 pub(crate) fn free_volumes(st: &mut LabPveState, vm: &LabVmState) {

@@ -264,6 +264,23 @@ impl LabProxmoxHandle {
         self.lab.state()
     }
 
+    /// A handle that reads the state from any task (the lab's periodic saver).
+    pub fn state_reader(&self) -> impl Fn() -> LabPveState + Send + Sync + 'static {
+        let lab = self.lab.clone();
+        move || lab.state()
+    }
+
+    /// The VMs powered on now, as they booted (to bring up their guests after a restore).
+    pub fn running_vms(&self) -> Vec<super::LabVm> {
+        self.lab
+            .state()
+            .vms
+            .values()
+            .filter(|vm| vm.running)
+            .map(api::lab_vm)
+            .collect()
+    }
+
     /// Every API request served so far (factory requests excluded).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lab.requests()

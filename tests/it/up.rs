@@ -1,0 +1,521 @@
+//! `talos-pve up --lab` end to end: the real binary against the simulated
+//! datacenter, which persists in `<dir>/lab/datacenter.json` between runs (and,
+//! like real hosts, keeps what a killed run already did).
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support;
+
+/// Fast enough that a whole bring-up takes about two seconds.
+const SPEED: &str = "600";
+
+fn profile() -> String {
+    support::profile("homelab.yaml").display().to_string()
+}
+
+fn up_args<'a>(dir: &'a str, extra: &[&'a str]) -> Vec<String> {
+    let p = profile();
+    let speed = if extra.contains(&"--lab-speed") {
+        &[][..]
+    } else {
+        &["--lab-speed", SPEED][..]
+    };
+    let mut v: Vec<String> = [
+        "up",
+        "--profile",
+        &p,
+        "--lab",
+        "--yes",
+        "--dir",
+        dir,
+        "--progress",
+        "plain",
+    ]
+    .iter()
+    .chain(speed)
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn up(dir: &Path, extra: &[&str]) -> (i32, String, String) {
+    let d = dir.display().to_string();
+    let args = up_args(&d, extra);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    support::run(&refs)
+}
+
+fn up_ok(dir: &Path, extra: &[&str]) -> (String, String) {
+    let (code, out, err) = up(dir, extra);
+    assert_eq!(code, 0, "up failed\n--- stdout\n{out}\n--- stderr\n{err}");
+    (out, err)
+}
+
+/// Run `up` and SIGKILL it `delay` after a stderr line containing `pattern`.
+/// Returns the stderr seen so far. Panics if the run ends before the line.
+fn up_killed(dir: &Path, pattern: &str, delay: Duration, extra: &[&str]) -> String {
+    let d = dir.display().to_string();
+    let mut child = Command::new(support::bin())
+        .args(up_args(&d, extra))
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn talos-pve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut seen = String::new();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut hit = false;
+    for line in lines.by_ref() {
+        let Ok(line) = line else { break };
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(pattern) {
+            hit = true;
+            break;
+        }
+    }
+    if hit {
+        // Keep draining so the child never blocks on a full pipe meanwhile.
+        let drain = std::thread::spawn(move || for _ in lines.by_ref() {});
+        std::thread::sleep(delay);
+        child.kill().expect("SIGKILL talos-pve");
+        let _ = drain.join();
+    }
+    let status = child.wait().expect("wait");
+    assert!(hit, "the run ended ({status}) before `{pattern}`:\n{seen}");
+    seen
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn lab_state(dir: &Path) -> Value {
+    serde_json::from_slice(&read(&dir.join("lab/datacenter.json"))).expect("lab state is JSON")
+}
+
+fn counter(lab: &Value, name: &str) -> u64 {
+    lab["talos"]["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no talos counter {name}"))
+}
+
+fn tasks(lab: &Value, kind: &str) -> usize {
+    lab["proxmox"]["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter(|t| t["kind"] == kind && t["exitstatus"] == "OK")
+        .count()
+}
+
+fn vmids(lab: &Value) -> Vec<String> {
+    lab["proxmox"]["vms"]
+        .as_object()
+        .expect("vms")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The planned nodes: (name, VMID, pod CIDR), from `talos-pve plan --output json`.
+fn planned() -> Vec<(String, u64, String)> {
+    let (code, out, err) = support::run(&["plan", "--profile", &profile(), "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let plan: Value = serde_json::from_str(&out).expect("plan JSON");
+    plan["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().expect("name").to_owned(),
+                n["vmid"].as_u64().expect("vmid"),
+                n["podCIDR"].as_str().expect("podCIDR").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A finished cluster: every step of the bring-up holds in the files and the lab.
+fn assert_healthy(dir: &Path) {
+    let state: Value = serde_json::from_slice(&read(&dir.join("state.json"))).expect("state");
+    let steps = state.to_string();
+    assert!(steps.contains("healthy"), "no healthy step in {steps}");
+    let lab = lab_state(dir);
+    assert_eq!(
+        vmids(&lab),
+        ["120", "121", "122"],
+        "exactly the planned VMs"
+    );
+    assert_eq!(
+        tasks(&lab, "qmcreate"),
+        3,
+        "each VM created once: {}",
+        lab["proxmox"]["tasks"]
+    );
+    assert_eq!(counter(&lab, "bootstraps"), 1, "etcd bootstrapped once");
+    let nodes = lab["talos"]["nodes"].as_array().expect("talos nodes");
+    assert_eq!(nodes.len(), 3);
+    for n in nodes {
+        assert_eq!(n["phase"], "Running", "{}", n["vm"]["name"]);
+    }
+}
+
+#[test]
+fn fresh_run_is_healthy_and_a_rerun_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let report = tmp.path().join("report");
+    let (out, err) = up_ok(&dir, &["--lab-report", report.to_str().unwrap()]);
+    assert!(out.contains("Cluster homelab is up"), "{out}");
+    assert!(out.contains("kubectl get nodes"), "{out}");
+    for f in [
+        "secrets.yaml",
+        "talosconfig",
+        "kubeconfig",
+        "state.json",
+        "lab/datacenter.json",
+    ] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    assert_healthy(&dir);
+    assert!(err.contains("etcd bootstrapped"), "{err}");
+
+    // The report: VM configs, applied machine configs, Kubernetes objects.
+    for (name, vmid, cidr) in planned() {
+        let vm: Value =
+            serde_json::from_slice(&read(&report.join(format!("proxmox/{vmid}.json")))).unwrap();
+        assert_eq!(vm["config"]["name"], name.as_str());
+        assert_eq!(vm["running"], true);
+        let applied = String::from_utf8(read(&report.join(format!("talos/{name}.yaml")))).unwrap();
+        let local = String::from_utf8(read(&dir.join(format!("machineconfigs/{name}.yaml"))));
+        assert_eq!(applied, local.unwrap(), "{name} runs the generated config");
+        let node = String::from_utf8(read(
+            &report.join(format!("kubernetes/core/nodes/{name}.yaml")),
+        ))
+        .unwrap();
+        assert!(
+            node.contains(&format!("podCIDR: {cidr}")),
+            "{name} has podCIDR {cidr}:\n{node}"
+        );
+    }
+    let k = report.join("kubernetes");
+    let pools = std::fs::read_dir(k.join("metallb.io/ipaddresspools/metallb-system"))
+        .expect("an IPAddressPool")
+        .count();
+    assert_eq!(pools, 1);
+    let pool = std::fs::read_dir(k.join("metallb.io/ipaddresspools/metallb-system"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert!(pool.contains("10.8.31.10-10.8.31.200"), "{pool}");
+    assert!(
+        std::fs::read_dir(k.join("metallb.io/l2advertisements/metallb-system"))
+            .expect("an L2Advertisement")
+            .count()
+            >= 1
+    );
+    assert!(k.join("apps/daemonsets/kube-system/cilium.yaml").exists());
+
+    // Again: nothing is written, applied or bootstrapped a second time.
+    let secrets = read(&dir.join("secrets.yaml"));
+    let before = lab_state(&dir);
+    let (_, err) = up_ok(&dir, &[]);
+    let after = lab_state(&dir);
+    assert_eq!(
+        read(&dir.join("secrets.yaml")),
+        secrets,
+        "secrets untouched"
+    );
+    assert_eq!(
+        before["proxmox"]["tasks"], after["proxmox"]["tasks"],
+        "no Proxmox task on a re-run"
+    );
+    assert_eq!(
+        before["proxmox"]["vms"], after["proxmox"]["vms"],
+        "VMs unchanged"
+    );
+    for c in ["applies", "bootstraps"] {
+        assert_eq!(counter(&before, c), counter(&after, c), "{c} on a re-run");
+    }
+    assert_eq!(err.matches(": up to date").count(), 3, "{err}");
+    assert_eq!(err.matches("apply: unchanged").count(), 3, "{err}");
+    assert!(err.contains("already bootstrapped"), "{err}");
+}
+
+/// Kill, resume, kill further on, …, then finish; the cluster ends as a fresh run would.
+fn kill_chain(points: &[(&str, Duration)]) -> PathBuf {
+    let tmp = tempfile::tempdir().unwrap().keep();
+    let dir = tmp.join("cluster");
+    let mut secrets: Option<Vec<u8>> = None;
+    for (pattern, delay) in points {
+        let seen = up_killed(&dir, pattern, *delay, &[]);
+        assert!(!seen.contains("FAILED"), "{seen}");
+        // state.json is never torn: it parses after every kill.
+        if dir.join("state.json").exists() {
+            let _: Value = serde_json::from_slice(&read(&dir.join("state.json")))
+                .expect("state.json parses after a kill");
+        }
+        if let Ok(s) = std::fs::read(dir.join("secrets.yaml")) {
+            assert_eq!(secrets.get_or_insert(s.clone()), &s, "secrets kept");
+        }
+    }
+    up_ok(&dir, &[]);
+    assert_healthy(&dir);
+    if let Some(s) = secrets {
+        assert_eq!(read(&dir.join("secrets.yaml")), s, "secrets kept");
+    }
+    dir
+}
+
+#[test]
+fn killed_at_stage_boundaries_then_resumed() {
+    let dir = kill_chain(&[
+        ("provision: started", Duration::ZERO),
+        ("apply: started", Duration::ZERO),
+        ("bootstrap: done", Duration::ZERO),
+        ("addons: started", Duration::ZERO),
+    ]);
+    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+}
+
+#[test]
+fn killed_mid_stage_then_resumed_and_status_tells_where_it_stands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    // Mid provision: VMs being created when the run dies (a slower lab: the ISO
+    // download alone takes 0.4 s).
+    up_killed(
+        &dir,
+        "provision: started",
+        Duration::from_millis(600),
+        &["--lab-speed", "100"],
+    );
+    let lab = lab_state(&dir);
+    assert!(
+        !vmids(&lab).is_empty() || !lab["proxmox"]["tasks"].as_array().unwrap().is_empty(),
+        "the lab kept what the killed run did on Proxmox"
+    );
+    // Mid install: configs applied, nodes installing.
+    up_killed(&dir, "install: started", Duration::from_millis(50), &[]);
+    let lab = lab_state(&dir);
+    assert!(
+        counter(&lab, "applies") >= 1,
+        "the applied config survives the kill"
+    );
+    let (code, out, err) = status(&dir, true);
+    assert_eq!(code, 0, "status after a kill: {err}");
+    let s: Value = serde_json::from_str(out.trim()).expect("status JSON");
+    assert_eq!(s["nodes"].as_array().unwrap().len(), 3, "{s}");
+    assert!(s["nodes"][0]["vm"]["exists"].as_bool().unwrap(), "{s}");
+    assert!(!s["steps"].as_array().unwrap().is_empty(), "{s}");
+    // Mid add-ons.
+    up_killed(&dir, "addons: started", Duration::from_millis(150), &[]);
+    up_ok(&dir, &[]);
+    assert_healthy(&dir);
+
+    let (code, out, err) = status(&dir, false);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "talos-k8s-01",
+        "running",
+        "etcd members: 3",
+        "cilium",
+        "metallb",
+    ] {
+        assert!(out.contains(line), "status lacks `{line}`:\n{out}");
+    }
+    let (_, out, _) = status(&dir, true);
+    let s: Value = serde_json::from_str(out.trim()).expect("status JSON");
+    for n in s["nodes"].as_array().unwrap() {
+        assert_eq!(n["vm"]["running"], true, "{n}");
+        assert_eq!(n["talos"]["stage"], "running", "{n}");
+    }
+    assert_eq!(s["etcd"]["members"].as_array().unwrap().len(), 3, "{s}");
+    assert_eq!(s["addons"]["cilium"]["ready"], true, "{s}");
+    assert_eq!(s["addons"]["metallb"]["ready"], true, "{s}");
+    assert_eq!(s["addons"]["metallb"]["pool"], true, "{s}");
+}
+
+fn status(dir: &Path, json: bool) -> (i32, String, String) {
+    let p = profile();
+    let d = dir.display().to_string();
+    let mut args = vec!["status", "--profile", &p, "--dir", &d, "--lab"];
+    if json {
+        args.extend(["--output", "json"]);
+    }
+    support::run(&args)
+}
+
+#[test]
+fn status_of_a_cluster_that_does_not_exist_yet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let (code, out, err) = status(&dir, true);
+    assert_eq!(code, 0, "{err}");
+    let s: Value = serde_json::from_str(out.trim()).expect("status JSON");
+    for n in s["nodes"].as_array().unwrap() {
+        assert_eq!(n["vm"]["exists"], false, "{n}");
+        assert_eq!(n["talos"]["stage"], "unreachable", "{n}");
+    }
+    assert!(s["steps"].as_array().unwrap().is_empty());
+    assert!(!dir.join("state.json").exists(), "status creates no state");
+}
+
+/// Survived (exit 0) or reported (an error naming node or host, stage and remedy);
+/// either way secrets and state intact, and a plain run afterwards completes.
+fn fault(spec: &str) -> &'static str {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let (code, _, err) = up(&dir, &["--lab-faults", spec]);
+    // A failure before the bring-up (preflight) leaves neither; otherwise both are whole.
+    let secrets = std::fs::read(dir.join("secrets.yaml")).ok();
+    if let Ok(b) = std::fs::read(dir.join("state.json")) {
+        let _: Value = serde_json::from_slice(&b).expect("state parses");
+    }
+    assert_eq!(secrets.is_some(), dir.join("state.json").exists(), "{spec}");
+    let verdict = if code == 0 {
+        assert_healthy(&dir);
+        "survived"
+    } else {
+        let error = err
+            .lines()
+            .skip_while(|l| !l.starts_with("error:"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(!error.is_empty(), "{spec}: no error line:\n{err}");
+        assert!(
+            error.contains("talos-k8s-")
+                || error.contains("pve-")
+                || error.starts_with("error: preflight of Proxmox at")
+                || error.starts_with("error: addons:"),
+            "{spec}: the error names no node, host or cluster-wide stage:\n{error}"
+        );
+        assert!(
+            error.contains("fix:") || error.contains("check:"),
+            "{spec}: no remedy:\n{error}"
+        );
+        assert!(
+            err.contains("FAILED") || error.contains("preflight"),
+            "{spec}: no failed stage:\n{err}"
+        );
+        "reported"
+    };
+    up_ok(&dir, &[]);
+    assert_healthy(&dir);
+    if let Some(s) = secrets {
+        assert_eq!(read(&dir.join("secrets.yaml")), s, "{spec}: secrets kept");
+    }
+    eprintln!("fault {spec}: {verdict}");
+    verdict
+}
+
+#[test]
+fn talos_and_kubernetes_faults_are_survived() {
+    for spec in [
+        "time-not-in-sync=2",
+        "drop-streams=1",
+        "lost-apply=1",
+        "reboot-loops=1",
+        "slow-crd=ipaddresspools.metallb.io:60s",
+        "slow-install=30s",
+    ] {
+        assert_eq!(fault(spec), "survived", "{spec}");
+    }
+}
+
+#[test]
+fn proxmox_faults_are_survived_or_reported() {
+    for spec in ["pve-lock=2", "pve-595=2"] {
+        assert_eq!(fault(spec), "survived", "{spec}");
+    }
+    for spec in [
+        "pve-task-error=qmcreate",
+        "pve-task-error=qmstart",
+        "pve-500=1",
+        // A host that never answers: the preflight reports it.
+        "pve-595=1000",
+    ] {
+        assert_eq!(fault(spec), "reported", "{spec}");
+    }
+}
+
+#[test]
+fn a_stage_past_its_deadline_is_reported_with_node_stage_and_remedy() {
+    // An install slower than the (scaled) install deadline.
+    assert_eq!(fault("slow-install=60m"), "reported");
+    // A CRD that is not Established before the (scaled) deadline.
+    assert_eq!(
+        fault("slow-crd=ipaddresspools.metallb.io:6000m"),
+        "reported"
+    );
+}
+
+#[test]
+fn without_a_terminal_and_without_yes_it_refuses_and_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let p = profile();
+    let d = dir.display().to_string();
+    let out = Command::new(support::bin())
+        .args([
+            "up",
+            "--profile",
+            &p,
+            "--lab",
+            "--dir",
+            &d,
+            "--progress",
+            "plain",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("not a terminal"), "{err}");
+    assert!(err.contains("--yes"), "{err}");
+    assert!(!dir.join("state.json").exists(), "no state written");
+    assert!(!dir.join("secrets.yaml").exists(), "no secrets written");
+    if let Ok(b) = std::fs::read(dir.join("lab/datacenter.json")) {
+        let lab: Value = serde_json::from_slice(&b).unwrap();
+        assert!(vmids(&lab).is_empty(), "no lab VMs");
+    }
+}
+
+#[test]
+fn json_output_is_json_lines_ending_with_the_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let started = Instant::now();
+    let (out, _) = up_ok(&dir, &["--output", "json"]);
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(events.len() > 10, "{out}");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "summary", "{last}");
+    assert!(
+        events.iter().any(|e| e["stage"] == "bootstrap"),
+        "stage events on stdout: {out}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
