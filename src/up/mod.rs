@@ -220,12 +220,19 @@ pub async fn bring_up(
     )
     .await?;
 
-    let kc = Kubeconfig::load(&dir.kubeconfig())?;
-    let client = kube::Client::new(&kc, &env.book).await?;
+    rep.started(None, "addons");
+    let client = async {
+        let kc = Kubeconfig::load(&dir.kubeconfig())?;
+        kube::Client::new(&kc, &env.book).await
+    };
+    let client = client.await.map_err(|e| {
+        let e = UpError::Kube(e);
+        rep.failed(None, "addons", &e);
+        e
+    })?;
     let mut aopts = addons::Options::new(plan, env.manifests.clone(), env.book.clone());
     aopts.poll = env.kube_poll;
     aopts.webhook_retry = env.webhook_retry;
-    rep.started(None, "addons");
     let r = addons::install(&client, plan, &profile.addons, &aopts).await;
     let r = r.map_err(|cause| {
         let e = UpError::Addons {
