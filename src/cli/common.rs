@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 
 use super::args::Global;
 use crate::profile::{self, Profile, ProfileError};
@@ -46,14 +45,6 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
                 .is_some_and(|d| d.is_bad_input())
     };
     if e.chain().any(bad_input) { 2 } else { 1 }
-}
-
-/// Placeholder for subcommands whose capability is still being built.
-pub fn not_yet(what: &str) -> anyhow::Result<std::process::ExitCode> {
-    Err(anyhow::anyhow!(
-        "`talos-pve {what}` is not available in this build yet"
-    ))
-    .context("unsupported command")
 }
 
 #[cfg(test)]
