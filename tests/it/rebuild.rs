@@ -674,3 +674,30 @@ fn node_rebuild_without_any_etcd_points_to_the_backup() {
     assert!(r.2.contains("rebuild cluster --from BACKUP"), "{}", r.2);
     assert!(vm_config(dir, 121).is_none(), "nothing was created");
 }
+
+#[test]
+fn hung_node_is_power_cycled_wiped_and_rejoins() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    up(dir);
+    let r = lab(
+        dir,
+        &[
+            "rebuild",
+            "node",
+            "talos-k8s-02",
+            "--yes",
+            "--progress",
+            "plain",
+            "--lab-faults",
+            "hang-node=talos-k8s-02",
+        ],
+    );
+    ok(r.clone());
+    assert!(r.2.contains("power-cycle VM 121 on pve-ms01-02"), "{}", r.2);
+    // It came back with its old config, so its etcd data was wiped before it rejoined.
+    assert!(r.2.contains("power cycle: configured"), "{}", r.2);
+    assert!(r.2.contains("talos-k8s-02 wipe: done"), "{}", r.2);
+    assert!(r.2.contains("stale member removed"), "{}", r.2);
+    assert_eq!(member_names(dir), ALL);
+}
