@@ -20,7 +20,7 @@ use super::health;
 use super::{Ctx, RebuildError, identity, reconcile_kube};
 
 /// Where the etcd data comes from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Source {
     pub snapshot: Vec<u8>,
     /// A raw `db` copy: recovered without the hash check.
@@ -30,6 +30,18 @@ pub struct Source {
     pub manifest: Option<Manifest>,
     /// Things the user must know (a raw db may be inconsistent).
     pub warnings: Vec<String>,
+}
+
+// By hand: the snapshot holds every Kubernetes Secret; Debug shows its size only.
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("origin", &self.origin)
+            .field("snapshot_bytes", &self.snapshot.len())
+            .field("skip_hash_check", &self.skip_hash_check)
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Read `--from`: a backup directory (verified), or a snapshot file; with

@@ -39,7 +39,6 @@ pub struct NodeJob {
     pub power_cycle: Option<String>,
     /// Its member, still listed by etcd.
     pub stale_member: Option<Member>,
-    pub vm_exists: bool,
     /// The destructive steps, in order, for the confirmation question.
     pub steps: Vec<String>,
 }
@@ -78,9 +77,11 @@ pub async fn assess(
         (None, None)
     };
     let vm = inventory::vms(&ctx.env.pve).await?.remove(&node.vmid);
-    let vm_exists = vm.is_some();
     let silent = !answers && !h.node(name).is_some_and(|n| n.maintenance);
-    let power_cycle = vm.filter(|v| v.running && silent).map(|v| v.node);
+    let power_cycle = vm
+        .as_ref()
+        .filter(|v| v.running && silent)
+        .map(|v| v.node.clone());
     let mut steps = Vec::new();
     if let Some(host) = &power_cycle {
         steps.push(format!(
@@ -99,7 +100,7 @@ pub async fn assess(
             m.id, m.hostname, via.name
         ));
     }
-    steps.push(if vm_exists {
+    steps.push(if vm.is_some() {
         format!("keep the existing {}", identity(&node))
     } else {
         format!("create {} (same identity as before)", identity(&node))
@@ -122,7 +123,6 @@ pub async fn assess(
         wipe: answers,
         power_cycle,
         stale_member,
-        vm_exists,
         steps,
     })
 }
