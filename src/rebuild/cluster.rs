@@ -91,13 +91,14 @@ pub fn load_source(from: &Path, skip_hash_check: bool) -> Result<Source, Rebuild
 
 /// Before anything is rendered from the directory's secrets: the backup is of this
 /// cluster, the directory holds a bundle (when it does not and `from` is a backup,
-/// say exactly how to put the backup's copy in place), and a plain bundle in the
-/// backup is the same one.
+/// say exactly how to put the backup's copy in place), and the backup's bundle
+/// (decrypted with `identity` when it is encrypted) is the same one.
 pub fn check_backup(
     dir: &ClusterDir,
     cluster: &str,
     src: &Source,
     from: &Path,
+    identity: Option<&Path>,
 ) -> Result<(), RebuildError> {
     let secrets = dir.secrets();
     let Some(m) = &src.manifest else {
@@ -133,12 +134,18 @@ pub fn check_backup(
             });
         }
     };
-    match backup::plain_secrets(from, m)? {
+    match backup::plain_secrets(from, m, identity)? {
         Some(theirs) if *theirs != *ours => Err(RebuildError::SecretsMismatch {
             backup: f.to_string(),
             dir: s.to_string(),
         }),
-        _ => Ok(()),
+        Some(_) => Ok(()),
+        None => {
+            tracing::warn!(
+                "the backup's secrets bundle is encrypted and no --age-identity was given: not compared with {s}"
+            );
+            Ok(())
+        }
     }
 }
 

@@ -478,6 +478,31 @@ fn encrypted_backup_round_trips_and_damage_is_caught() {
         r.2
     );
 
+    // rebuild cluster decrypts the bundle to compare it with the directory's.
+    let keys = key.to_str().unwrap();
+    let rebuild = |dir: &Path| {
+        lab(
+            dir,
+            &[
+                "rebuild",
+                "cluster",
+                "--from",
+                bs,
+                "--age-identity",
+                keys,
+                "--yes",
+            ],
+        )
+    };
+    let r = rebuild(dir);
+    assert!(r.2.contains("cluster homelab is healthy"), "{}", r.2);
+    let other = tempfile::tempdir().unwrap();
+    ok(cmd(other.path(), &["gen"]));
+    std::fs::copy(other.path().join("secrets.yaml"), dir.join("secrets.yaml")).unwrap();
+    let r = rebuild(dir);
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("differs from"), "{}", r.2);
+
     // One changed byte in the snapshot: the checksum says so.
     let snap = b.join("etcd.snapshot");
     let mut bytes = std::fs::read(&snap).unwrap();
