@@ -726,3 +726,47 @@ fn hung_node_is_power_cycled_wiped_and_rejoins() {
     assert!(r.2.contains("stale member removed"), "{}", r.2);
     assert_eq!(member_names(dir), ALL);
 }
+
+/// A raw etcd database (no hash trailer) recovers only with --skip-hash-check,
+/// and the user is warned.
+#[test]
+fn raw_db_recovers_only_with_skip_hash_check() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    up(dir);
+    let b = backup(dir, &[]);
+    let snap = std::fs::read(b.join("etcd.snapshot")).unwrap();
+    let raw = dir.join("db");
+    std::fs::write(&raw, &snap[..snap.len() - 32]).unwrap();
+    let raws = raw.to_str().unwrap();
+    let r = lab(
+        dir,
+        &[
+            "rebuild",
+            "cluster",
+            "--from",
+            raws,
+            "--yes",
+            "--lab-faults",
+            "lose-control-planes",
+        ],
+    );
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("pass --skip-hash-check"), "{}", r.2);
+    let r = lab(
+        dir,
+        &[
+            "rebuild",
+            "cluster",
+            "--from",
+            raws,
+            "--skip-hash-check",
+            "--yes",
+        ],
+    );
+    ok(r.clone());
+    assert!(r.2.contains("warning:"), "{}", r.2);
+    assert!(r.2.contains("may be inconsistent"), "{}", r.2);
+    assert!(r.2.contains("(skipping the hash check)"), "{}", r.2);
+    assert_eq!(member_names(dir), ALL);
+}
