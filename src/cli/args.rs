@@ -99,7 +99,7 @@ pub struct LabArgs {
     /// reboot-loops, time-not-in-sync, drop-streams, lost-apply, pve-lock, pve-595,
     /// pve-500, pve-task-error, slow-crd; see docs/lab.md). Disasters, applied to the
     /// saved lab when the command starts: destroy-vm=NODE, corrupt-etcd=NODE,
-    /// lose-control-planes.
+    /// hang-node=NODE, lose-control-planes.
     #[arg(long, value_name = "SPEC", requires = "lab")]
     pub lab_faults: Option<String>,
     /// Dump the lab's final state here: VM configs, applied machine configs, every

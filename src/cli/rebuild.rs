@@ -46,6 +46,10 @@ pub enum What {
         /// Accept a raw etcd `db` copy (no hash trailer); it may be inconsistent.
         #[arg(long)]
         skip_hash_check: bool,
+        /// Decrypt the backup's encrypted secrets bundle with this age identity file
+        /// to check it is the cluster directory's.
+        #[arg(long, value_name = "FILE")]
+        age_identity: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -123,8 +127,9 @@ async fn converge(ctx: &Ctx<'_>, what: &What) -> anyhow::Result<String> {
         What::Cluster {
             from,
             skip_hash_check,
+            age_identity,
             common,
-        } => rebuild_cluster(ctx, from, *skip_hash_check, common).await,
+        } => rebuild_cluster(ctx, from, *skip_hash_check, age_identity.as_deref(), common).await,
     }
 }
 
@@ -147,12 +152,13 @@ async fn rebuild_cluster(
     ctx: &Ctx<'_>,
     from: &Path,
     skip_hash_check: bool,
+    identity: Option<&Path>,
     c: &Common,
 ) -> anyhow::Result<String> {
     // The backup is checked offline first: nothing is rendered from a bundle that
     // does not match it.
     let src = cluster::load_source(from, skip_hash_check)?;
-    cluster::check_backup(ctx.dir, &ctx.plan.cluster, &src, from)?;
+    cluster::check_backup(ctx.dir, &ctx.plan.cluster, &src, from, identity)?;
     for w in &src.warnings {
         eprintln!("warning: {w}");
     }

@@ -14,7 +14,7 @@ use thiserror::Error;
 use super::faults::{Disaster, LabFaults};
 use super::kube::{KubeSimConfig, LabKube};
 use super::proxmox::{LabProxmox, LabProxmoxConfig, LabProxmoxHandle, LabPveState, free_volumes};
-use super::talos::{LabTalos, LabTalosConfig, LabTalosState};
+use super::talos::{LabTalos, LabTalosConfig, LabTalosState, NodeState, Phase};
 use super::{EtcdStore, Fabric, LabEvent};
 use crate::files::{self, SECRET_MODE};
 use crate::profile::{Profile, Role};
@@ -286,18 +286,11 @@ fn strike(s: &mut Saved, profile: &Profile, disasters: &[Disaster]) -> Result<()
     for d in disasters {
         match d {
             Disaster::DestroyVm(name) => destroy(s, vmid(name)?),
-            Disaster::CorruptEtcd(name) => {
-                let id = vmid(name)?;
-                let n = s
-                    .talos
-                    .nodes
-                    .iter_mut()
-                    .find(|n| n.vm.vmid == id)
-                    .ok_or_else(|| format!("corrupt-etcd: `{name}` has no running node"))?;
-                // Its member stays listed (the cluster still counts it) but the node
-                // serves no etcd: it must be wiped and removed to rejoin.
-                n.etcd_member = false;
-            }
+            // Its member stays listed (the cluster still counts it) but the node
+            // serves no etcd: it must be wiped and removed to rejoin.
+            Disaster::CorruptEtcd(name) => node(s, name, vmid(name)?)?.etcd_member = false,
+            // The VM runs on, the node is gone from the network until a power cycle.
+            Disaster::HangNode(name) => node(s, name, vmid(name)?)?.phase = Phase::Stopped,
             Disaster::LoseControlPlanes => {
                 for n in profile
                     .nodes
@@ -313,6 +306,14 @@ fn strike(s: &mut Saved, profile: &Profile, disasters: &[Disaster]) -> Result<()
         }
     }
     Ok(())
+}
+
+fn node<'a>(s: &'a mut Saved, name: &str, vmid: u32) -> Result<&'a mut NodeState, String> {
+    s.talos
+        .nodes
+        .iter_mut()
+        .find(|n| n.vm.vmid == vmid)
+        .ok_or_else(|| format!("lab disaster: `{name}` has no node (its VM is gone)"))
 }
 
 fn load(path: &Path) -> Result<Option<Saved>, DatacenterError> {

@@ -16,6 +16,7 @@
 //! | `slow-crd` | `NAME:duration` | that CRD takes that long (in real time) to become Established |
 //! | `destroy-vm` | node name | disaster: that node's VM (and its disks) is gone; its etcd member stays listed |
 //! | `corrupt-etcd` | node name | disaster: that control plane's etcd data is broken; it stays a listed member but serves nothing |
+//! | `hang-node` | node name | disaster: that node's VM runs but the node answers nothing (hung) until it is power-cycled |
 //! | `lose-control-planes` | — | disaster: every control-plane VM and the etcd data are gone |
 //!
 //! Disasters act on a saved lab datacenter once, when the command opens it (the
@@ -56,6 +57,7 @@ pub struct LabFaults {
 pub enum Disaster {
     DestroyVm(String),
     CorruptEtcd(String),
+    HangNode(String),
     LoseControlPlanes,
 }
 
@@ -134,11 +136,12 @@ impl LabFaults {
                         .ok_or_else(|| err("expects NAME:duration, e.g. crds.x.io:30s"))?;
                     f.slow_crds.push((crd.to_owned(), d));
                 }
-                "destroy-vm" | "corrupt-etcd" if value.is_empty() => {
+                "destroy-vm" | "corrupt-etcd" | "hang-node" if value.is_empty() => {
                     return Err(err("expects a node name, e.g. =talos-k8s-02"));
                 }
                 "destroy-vm" => f.disasters.push(Disaster::DestroyVm(value.to_owned())),
                 "corrupt-etcd" => f.disasters.push(Disaster::CorruptEtcd(value.to_owned())),
+                "hang-node" => f.disasters.push(Disaster::HangNode(value.to_owned())),
                 "lose-control-planes" => f.disasters.push(Disaster::LoseControlPlanes),
                 _ => return Err(err("unknown fault")),
             }
@@ -180,12 +183,14 @@ mod tests {
         let e = LabFaults::parse("melt-down=1").unwrap_err();
         assert_eq!(e.item, "melt-down=1");
         assert!(LabFaults::parse("reboot-loops=x").is_err());
-        let d = LabFaults::parse("destroy-vm=a,corrupt-etcd=b,lose-control-planes").unwrap();
+        let d = LabFaults::parse("destroy-vm=a,corrupt-etcd=b,hang-node=c,lose-control-planes")
+            .unwrap();
         assert_eq!(
             d.disasters,
             vec![
                 Disaster::DestroyVm("a".into()),
                 Disaster::CorruptEtcd("b".into()),
+                Disaster::HangNode("c".into()),
                 Disaster::LoseControlPlanes
             ]
         );

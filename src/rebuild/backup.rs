@@ -310,13 +310,18 @@ pub fn load_snapshot(dir: &Path) -> Result<(Manifest, Vec<u8>), BackupError> {
     Ok((v.manifest, read(dir, SNAPSHOT)?))
 }
 
-/// The backup's plain secrets bundle, if it holds one (for comparing with the
-/// cluster directory's).
-pub fn plain_secrets(dir: &Path, m: &Manifest) -> Result<Option<Zeroizing<Vec<u8>>>, BackupError> {
-    if m.age_recipient.is_some() {
-        return Ok(None);
+/// The backup's secrets bundle in plain text: as stored, or decrypted with
+/// `identity`; `None` for an encrypted one without an identity.
+pub fn plain_secrets(
+    dir: &Path,
+    m: &Manifest,
+    identity: Option<&Path>,
+) -> Result<Option<Zeroizing<Vec<u8>>>, BackupError> {
+    match (&m.age_recipient, identity) {
+        (None, _) => read(dir, SECRETS).map(|b| Some(Zeroizing::new(b))),
+        (Some(_), Some(id)) => decrypt(id, &read(dir, SECRETS_AGE)?).map(Some),
+        (Some(_), None) => Ok(None),
     }
-    read(dir, SECRETS).map(|b| Some(Zeroizing::new(b)))
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, BackupError> {

@@ -20,7 +20,7 @@ use super::health;
 use super::{Ctx, RebuildError, identity, reconcile_kube};
 
 /// Where the etcd data comes from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Source {
     pub snapshot: Vec<u8>,
     /// A raw `db` copy: recovered without the hash check.
@@ -30,6 +30,18 @@ pub struct Source {
     pub manifest: Option<Manifest>,
     /// Things the user must know (a raw db may be inconsistent).
     pub warnings: Vec<String>,
+}
+
+// By hand: the snapshot holds every Kubernetes Secret; Debug shows its size only.
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("origin", &self.origin)
+            .field("snapshot_bytes", &self.snapshot.len())
+            .field("skip_hash_check", &self.skip_hash_check)
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Read `--from`: a backup directory (verified), or a snapshot file; with
@@ -79,13 +91,14 @@ pub fn load_source(from: &Path, skip_hash_check: bool) -> Result<Source, Rebuild
 
 /// Before anything is rendered from the directory's secrets: the backup is of this
 /// cluster, the directory holds a bundle (when it does not and `from` is a backup,
-/// say exactly how to put the backup's copy in place), and a plain bundle in the
-/// backup is the same one.
+/// say exactly how to put the backup's copy in place), and the backup's bundle
+/// (decrypted with `identity` when it is encrypted) is the same one.
 pub fn check_backup(
     dir: &ClusterDir,
     cluster: &str,
     src: &Source,
     from: &Path,
+    identity: Option<&Path>,
 ) -> Result<(), RebuildError> {
     let secrets = dir.secrets();
     let Some(m) = &src.manifest else {
@@ -121,12 +134,18 @@ pub fn check_backup(
             });
         }
     };
-    match backup::plain_secrets(from, m)? {
+    match backup::plain_secrets(from, m, identity)? {
         Some(theirs) if *theirs != *ours => Err(RebuildError::SecretsMismatch {
             backup: f.to_string(),
             dir: s.to_string(),
         }),
-        _ => Ok(()),
+        Some(_) => Ok(()),
+        None => {
+            tracing::warn!(
+                "the backup's secrets bundle is encrypted and no --age-identity was given: not compared with {s}"
+            );
+            Ok(())
+        }
     }
 }
 

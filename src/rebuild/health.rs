@@ -15,6 +15,8 @@ pub struct NodeHealth {
     pub control_plane: bool,
     /// Answers the Talos API with mutual TLS (runs our config).
     pub answers: bool,
+    /// Answers in maintenance mode (booted, no config).
+    pub maintenance: bool,
     /// Control planes: the etcd service is Running.
     pub etcd_running: bool,
     /// Why it is not healthy (empty when it is).
@@ -74,6 +76,7 @@ async fn probe_node(stages: &Stages, n: &NodePlan, creds: &Credentials) -> NodeH
         name: n.name.clone(),
         control_plane,
         answers: false,
+        maintenance: false,
         etcd_running: false,
         detail: String::new(),
     };
@@ -99,7 +102,18 @@ async fn probe_node(stages: &Stages, n: &NodePlan, creds: &Credentials) -> NodeH
                 }
             }
         }
-        Err(e) => h.detail = first_line(&e.to_string()).to_owned(),
+        Err(e) => {
+            h.detail = first_line(&e.to_string()).to_owned();
+            // Talos 1.12 answers Version with Unimplemented in maintenance mode.
+            let m = async { stages.client(&t, &TlsMode::Maintenance)?.version().await }.await;
+            h.maintenance = match m {
+                Ok(_) => true,
+                Err(e) => e.code() == Some(tonic::Code::Unimplemented),
+            };
+            if h.maintenance {
+                h.detail = "in maintenance mode (no config)".into();
+            }
+        }
     }
     h
 }
@@ -252,6 +266,7 @@ mod tests {
             name: name.into(),
             control_plane: true,
             answers,
+            maintenance: false,
             etcd_running: etcd,
             detail: String::new(),
         };

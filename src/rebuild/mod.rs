@@ -2,10 +2,11 @@
 //! backup, with the cluster's own secrets (never regenerated), the same VMIDs, MACs
 //! and addresses, so old talosconfig/kubeconfig files keep working.
 //!
-//! Each flow is split in two: `assess_*` probes what is alive and decides the
-//! destructive steps (refusing when the cluster is healthy, when quorum would be
-//! lost, when the secrets are missing), so the caller can show them and ask;
-//! `run_*` carries them out.
+//! Each flow (`node`, `cluster`) is split in two: `assess` probes what is alive and
+//! decides the destructive steps (refusing when the cluster is healthy, when quorum
+//! would be lost, when the secrets are missing), so the caller can show them and
+//! ask; `run` carries them out. `backup` writes and verifies backups; `health` is
+//! the probe and the quorum arithmetic.
 //!
 //! Resuming: every step is idempotent against the real systems rather than
 //! recorded, because the systems are the truth after a disaster: a member is only
@@ -13,8 +14,9 @@
 //! an existing one), a config is only sent when the node does not already run it
 //! (the apply steps are also recorded in the state file, as `up` does), etcd is
 //! only recovered while the endpoint node's etcd is not running, and add-ons are
-//! reconciled (created only when missing). A wipe is repeated on a re-run only for
-//! a node that is still not a healthy member, which loses nothing. A killed run is
+//! reconciled (created only when missing). A wipe (or a power cycle of a hung node)
+//! is repeated on a re-run only for a node that is still not a healthy member,
+//! which loses nothing. A killed run is
 //! simply run again.
 
 pub mod backup;

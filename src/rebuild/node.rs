@@ -1,22 +1,30 @@
 //! `rebuild node NAME`: bring one lost or broken node back with its old identity.
 //!
 //! A node that still answers (broken etcd data) has its EPHEMERAL partition wiped
-//! first; then its stale etcd member is removed through a healthy control plane
-//! (only when the remaining healthy members keep a majority); its VM is created
-//! again from the plan when missing (same VMID, MACs, addresses); its config from
-//! the existing secrets is applied; and it must rejoin etcd and be Ready with its
-//! pod CIDR.
+//! first; a hung one (VM running, node silent) is power-cycled through Proxmox and
+//! wiped if it comes back with its config. Then its stale etcd member is removed
+//! through a healthy control plane (only when the remaining healthy members keep a
+//! majority); its VM is created again from the plan when missing (same VMID, MACs,
+//! addresses); its config from the existing secrets is applied; and it must rejoin
+//! etcd and be Ready with its pod CIDR.
+
+use std::time::Duration;
+
+use reqwest::Method;
 
 use crate::plan::NodePlan;
 use crate::profile::Role;
 use crate::proxmox::inventory;
-use crate::proxmox::provision::{ProvisionOptions, VmAction, provision};
+use crate::proxmox::provision::{ProvisionOptions, provision};
 use crate::state::State;
-use crate::talos::api::{Credentials, Target};
+use crate::talos::api::{Credentials, NodeMode, Target};
 use crate::up::{ProxmoxIdentity, UpError, configure_node};
 
 use super::health::{self, Health, Member};
 use super::{Ctx, RebuildError, identity, reconcile_kube};
+
+/// How long Proxmox may take to stop a hung VM.
+const STOP_DEADLINE: Duration = Duration::from_secs(120);
 
 /// The decided rebuild of one node.
 #[derive(Debug, Clone)]
@@ -26,9 +34,11 @@ pub struct NodeJob {
     pub via: Option<NodePlan>,
     /// The node answers with our config but is broken: wipe its etcd data first.
     pub wipe: bool,
+    /// Its VM runs but the node answers nothing: stop it (provision starts it again),
+    /// then wipe it if it comes back with its config. Holds the VM's current host.
+    pub power_cycle: Option<String>,
     /// Its member, still listed by etcd.
     pub stale_member: Option<Member>,
-    pub vm_exists: bool,
     /// The destructive steps, in order, for the confirmation question.
     pub steps: Vec<String>,
 }
@@ -66,8 +76,19 @@ pub async fn assess(
     } else {
         (None, None)
     };
-    let vm_exists = inventory::vms(&ctx.env.pve).await?.contains_key(&node.vmid);
+    let vm = inventory::vms(&ctx.env.pve).await?.remove(&node.vmid);
+    let silent = !answers && !h.node(name).is_some_and(|n| n.maintenance);
+    let power_cycle = vm
+        .as_ref()
+        .filter(|v| v.running && silent)
+        .map(|v| v.node.clone());
     let mut steps = Vec::new();
+    if let Some(host) = &power_cycle {
+        steps.push(format!(
+            "power-cycle VM {} on {host} (it runs, but {name} answers neither with its config nor in maintenance mode); if it comes back with its config, wipe its EPHEMERAL partition and reboot it",
+            node.vmid
+        ));
+    }
     if answers {
         steps.push(format!(
             "reset {name}: wipe its EPHEMERAL partition (etcd data, kubelet state) and reboot it"
@@ -79,7 +100,7 @@ pub async fn assess(
             m.id, m.hostname, via.name
         ));
     }
-    steps.push(if vm_exists {
+    steps.push(if vm.is_some() {
         format!("keep the existing {}", identity(&node))
     } else {
         format!("create {} (same identity as before)", identity(&node))
@@ -100,8 +121,8 @@ pub async fn assess(
         node,
         via,
         wipe: answers,
+        power_cycle,
         stale_member,
-        vm_exists,
         steps,
     })
 }
@@ -149,7 +170,30 @@ pub async fn run(
     let (env, rep) = (ctx.env, ctx.rep);
     let n = &job.node;
     let t = Target::of(n);
-    if job.wipe {
+    let mut wipe = job.wipe;
+    if let Some(host) = &job.power_cycle {
+        rep.started(Some(&n.name), "power cycle");
+        env.pve
+            .run_task(
+                Method::POST,
+                &format!("/nodes/{host}/qemu/{}/status/stop", n.vmid),
+                &[],
+                STOP_DEADLINE,
+            )
+            .await
+            .inspect_err(|e| rep.failed(Some(&n.name), "power cycle", e))?;
+        provision_one(ctx, n).await?;
+        let mode = env.talos.wait_maintenance(&t).await?;
+        // Back with its old config: its etcd data predates the member removal.
+        wipe = mode == NodeMode::Configured;
+        rep.progress(
+            Some(&n.name),
+            "power cycle",
+            format!("{mode:?}").to_lowercase(),
+        );
+        rep.done(Some(&n.name), "power cycle");
+    }
+    if wipe {
         rep.started(Some(&n.name), "wipe");
         env.talos
             .wipe_etcd_data(&t, creds)
@@ -175,31 +219,7 @@ pub async fn run(
         );
         rep.done(Some(&n.name), "etcd member");
     }
-    // Only this node's VM: the others are left exactly as they are.
-    let mut one = ctx.plan.clone();
-    one.nodes.retain(|x| x.name == n.name);
-    rep.started(Some(&n.name), "provision");
-    let report = provision(
-        &env.pve,
-        &env.factory,
-        ctx.profile,
-        &one,
-        ProvisionOptions::default(),
-    )
-    .await
-    .inspect_err(|e| rep.failed(Some(&n.name), "provision", e))?;
-    if let Some(vm) = report
-        .vms
-        .iter()
-        .find(|v| v.action == VmAction::NeedsRecreate)
-    {
-        return Err(UpError::NeedsRecreate {
-            node: vm.node.clone(),
-            differences: vm.differences.join("; "),
-        }
-        .into());
-    }
-    rep.done(Some(&n.name), "provision");
+    provision_one(ctx, n).await?;
     let identity = ProxmoxIdentity {
         pve: &env.pve,
         plan: ctx.plan,
@@ -215,4 +235,31 @@ pub async fn run(
         rep.done(Some(&n.name), "etcd");
     }
     reconcile_kube(ctx, &[n]).await
+}
+
+/// Make this node's VM exist and run as planned; the other VMs are left exactly
+/// as they are.
+async fn provision_one(ctx: &Ctx<'_>, n: &NodePlan) -> Result<(), RebuildError> {
+    let (env, rep) = (ctx.env, ctx.rep);
+    let mut one = ctx.plan.clone();
+    one.nodes.retain(|x| x.name == n.name);
+    rep.started(Some(&n.name), "provision");
+    let report = provision(
+        &env.pve,
+        &env.factory,
+        ctx.profile,
+        &one,
+        ProvisionOptions::default(),
+    )
+    .await
+    .inspect_err(|e| rep.failed(Some(&n.name), "provision", e))?;
+    if let Some(vm) = report.blocked().next() {
+        return Err(UpError::NeedsRecreate {
+            node: vm.node.clone(),
+            differences: vm.differences.join("; "),
+        }
+        .into());
+    }
+    rep.done(Some(&n.name), "provision");
+    Ok(())
 }

@@ -478,6 +478,31 @@ fn encrypted_backup_round_trips_and_damage_is_caught() {
         r.2
     );
 
+    // rebuild cluster decrypts the bundle to compare it with the directory's.
+    let keys = key.to_str().unwrap();
+    let rebuild = |dir: &Path| {
+        lab(
+            dir,
+            &[
+                "rebuild",
+                "cluster",
+                "--from",
+                bs,
+                "--age-identity",
+                keys,
+                "--yes",
+            ],
+        )
+    };
+    let r = rebuild(dir);
+    assert!(r.2.contains("cluster homelab is healthy"), "{}", r.2);
+    let other = tempfile::tempdir().unwrap();
+    ok(cmd(other.path(), &["gen"]));
+    std::fs::copy(other.path().join("secrets.yaml"), dir.join("secrets.yaml")).unwrap();
+    let r = rebuild(dir);
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("differs from"), "{}", r.2);
+
     // One changed byte in the snapshot: the checksum says so.
     let snap = b.join("etcd.snapshot");
     let mut bytes = std::fs::read(&snap).unwrap();
@@ -673,4 +698,75 @@ fn node_rebuild_without_any_etcd_points_to_the_backup() {
     assert!(r.2.contains("quorum is lost"), "{}", r.2);
     assert!(r.2.contains("rebuild cluster --from BACKUP"), "{}", r.2);
     assert!(vm_config(dir, 121).is_none(), "nothing was created");
+}
+
+#[test]
+fn hung_node_is_power_cycled_wiped_and_rejoins() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    up(dir);
+    let r = lab(
+        dir,
+        &[
+            "rebuild",
+            "node",
+            "talos-k8s-02",
+            "--yes",
+            "--progress",
+            "plain",
+            "--lab-faults",
+            "hang-node=talos-k8s-02",
+        ],
+    );
+    ok(r.clone());
+    assert!(r.2.contains("power-cycle VM 121 on pve-ms01-02"), "{}", r.2);
+    // It came back with its old config, so its etcd data was wiped before it rejoined.
+    assert!(r.2.contains("power cycle: configured"), "{}", r.2);
+    assert!(r.2.contains("talos-k8s-02 wipe: done"), "{}", r.2);
+    assert!(r.2.contains("stale member removed"), "{}", r.2);
+    assert_eq!(member_names(dir), ALL);
+}
+
+/// A raw etcd database (no hash trailer) recovers only with --skip-hash-check,
+/// and the user is warned.
+#[test]
+fn raw_db_recovers_only_with_skip_hash_check() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    up(dir);
+    let b = backup(dir, &[]);
+    let snap = std::fs::read(b.join("etcd.snapshot")).unwrap();
+    let raw = dir.join("db");
+    std::fs::write(&raw, &snap[..snap.len() - 32]).unwrap();
+    let raws = raw.to_str().unwrap();
+    let r = lab(
+        dir,
+        &[
+            "rebuild",
+            "cluster",
+            "--from",
+            raws,
+            "--yes",
+            "--lab-faults",
+            "lose-control-planes",
+        ],
+    );
+    assert_eq!(r.0, 1, "{}", r.2);
+    assert!(r.2.contains("pass --skip-hash-check"), "{}", r.2);
+    let r = lab(
+        dir,
+        &[
+            "rebuild",
+            "cluster",
+            "--from",
+            raws,
+            "--skip-hash-check",
+            "--yes",
+        ],
+    );
+    ok(r.clone());
+    assert!(r.2.contains("warning:"), "{}", r.2);
+    assert!(r.2.contains("may be inconsistent"), "{}", r.2);
+    assert!(r.2.contains("(skipping the hash check)"), "{}", r.2);
+    assert_eq!(member_names(dir), ALL);
 }
