@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-
 use super::args::Global;
 use crate::profile::{self, Profile, ProfileError};
 

@@ -7,7 +7,6 @@
 //! A machine config (it carries CA keys) must never reach a maintenance-mode node
 //! whose identity was not confirmed, and every dial goes through the `AddressBook`.
 
-pub mod backup;
 pub mod client;
 pub mod creds;
 pub mod error;
