@@ -81,13 +81,26 @@ impl Datacenter {
         profile: &Profile,
         opts: &LabOptions,
     ) -> Result<Self, DatacenterError> {
+        let timings = (
+            proxmox_config(opts),
+            talos_config(profile, opts),
+            kube_config(opts),
+        );
+        Self::open_with(dir, profile, timings).await
+    }
+
+    /// As `open`, with every simulated latency given explicitly (benchmarks pin them
+    /// instead of deriving them from `LabOptions::speed`).
+    pub async fn open_with(
+        dir: &Path,
+        profile: &Profile,
+        (pve_cfg, talos_cfg, kube_cfg): (LabProxmoxConfig, LabTalosConfig, KubeSimConfig),
+    ) -> Result<Self, DatacenterError> {
         crate::tls::install_provider();
         let state_path = dir.join("datacenter.json");
         let saved = load(&state_path)?;
         let fabric = Fabric::new();
-        let pve_cfg = proxmox_config(opts);
-        let talos_cfg = talos_config(profile, opts);
-        let kube = LabKube::spawn(&fabric, kube_config(opts));
+        let kube = LabKube::spawn(&fabric, kube_cfg);
         let (proxmox, talos) = match saved {
             Some(s) => {
                 let bytes = base64::engine::general_purpose::STANDARD

@@ -2,8 +2,9 @@
 //!
 //! Idempotent and adoptive: the cluster inventory decides per VM whether to
 //! create, adopt (our marker), refuse (someone else's VM on a planned VMID) or
-//! leave alone. Hosts work in parallel; the VMs of one host, and every step on
-//! one VM, run in order. A run that stopped half-way resumes from what exists.
+//! leave alone. Hosts work in parallel; on one host the ISO comes first, then its
+//! VMs in parallel; every step on one VM runs in order. A run that stopped
+//! half-way resumes from what exists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -253,9 +254,16 @@ async fn provision_host(
         let iso = ensure_iso(pve, profile, plan, host, r).await?;
         r.isos.push(iso);
     }
-    for (node, step) in nodes {
-        let vm = provision_vm(pve, profile, plan, &node, step, opts, r).await?;
-        r.vms.push(vm);
+    // VMs are independent (each has its own lock on the host): create them together.
+    let done = futures_util::future::join_all(nodes.into_iter().map(|(node, step)| async move {
+        let mut own = ProvisionReport::default();
+        let vm = provision_vm(pve, profile, plan, &node, step, opts, &mut own).await;
+        (own.writes, vm)
+    }))
+    .await;
+    for (writes, vm) in done {
+        r.writes += writes;
+        r.vms.push(vm?);
     }
     Ok(())
 }

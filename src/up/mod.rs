@@ -78,18 +78,143 @@ pub async fn bring_up(
     rep: &Reporter,
     opts: &Options,
 ) -> Result<Summary, UpError> {
-    stage(rep, state, None, "secrets", Step::Secrets, || async {
-        let g = artifacts::generate(dir, profile, plan, &SecretsSource::Existing)
-            .map_err(UpError::Artifacts)?;
+    // Key generation (CPU, up to seconds) overlaps with creating and booting the VMs:
+    // the configs are needed only once the nodes reach maintenance mode.
+    let secrets = stage(rep, state, None, "secrets", Step::Secrets, || async {
+        let (dir, profile, plan) = (dir.clone(), profile.clone(), plan.clone());
+        let g = tokio::task::spawn_blocking(move || {
+            artifacts::generate(&dir, &profile, &plan, &SecretsSource::Existing)
+        })
+        .await
+        .map_err(|e| UpError::Artifacts(anyhow::anyhow!("secrets generation stopped: {e}")))?
+        .map_err(UpError::Artifacts)?;
         state.mark_done(
             Step::Configs,
             Some(&format!("Talos 1.{} contract", g.contract.minor())),
         )?;
         Ok(g.origin.as_str().to_owned())
-    })
-    .await?;
+    });
+    let (secrets, provisioned) =
+        tokio::join!(secrets, provision_vms(env, profile, plan, state, rep, opts));
+    secrets?;
+    provisioned?;
     let creds = Talosconfig::load(&dir.talosconfig())?.credentials;
 
+    let identity = ProxmoxIdentity {
+        pve: &env.pve,
+        plan,
+    };
+    // etcd is bootstrapped as soon as its node runs, while the others still install.
+    let boot = bootstrap_target(plan);
+    let others = try_join_all(
+        plan.nodes
+            .iter()
+            .filter(|n| n.name != boot.node)
+            .map(|n| configure_node(env, n, dir, state, rep, &creds, &identity)),
+    );
+    let cluster = async {
+        if let Some(n) = plan.node(&boot.node) {
+            configure_node(env, n, dir, state, rep, &creds, &identity).await?;
+        }
+        stage(
+            rep,
+            state,
+            Some(&boot.node),
+            "bootstrap",
+            Step::Bootstrapped,
+            || async {
+                Ok(match env.talos.bootstrap(&boot, &creds).await? {
+                    BootstrapOutcome::Bootstrapped => "etcd bootstrapped".to_owned(),
+                    BootstrapOutcome::AlreadyBootstrapped => "already bootstrapped".to_owned(),
+                })
+            },
+        )
+        .await?;
+        let members: Vec<String> = plan.control_planes().map(|n| n.name.clone()).collect();
+        // The other control planes join etcd while the Kubernetes add-ons install: the
+        // API needs only the bootstrapped member, so neither waits for the other.
+        let etcd = stage(rep, state, None, "etcd", Step::EtcdHealthy, || async {
+            env.talos.wait_etcd_members(&boot, &creds, &members).await?;
+            Ok(format!("{} members", members.len()))
+        });
+        let kube = async {
+            stage(
+                rep,
+                state,
+                Some(&boot.node),
+                "kubeconfig",
+                Step::Kubeconfig,
+                || async {
+                    let local = std::fs::read(dir.kubeconfig()).ok();
+                    let fetched = env
+                        .talos
+                        .fetch_kubeconfig(&boot, &creds, local.as_deref())
+                        .await?;
+                    // The node's kubeconfig is the cluster's word; keep it.
+                    files::write_atomic(&dir.kubeconfig(), &fetched.bytes, SECRET_MODE).map_err(
+                        |source| UpError::Write {
+                            path: dir.kubeconfig().display().to_string(),
+                            source,
+                        },
+                    )?;
+                    Ok(if fetched.differences.is_empty() {
+                        "matches the generated one".into()
+                    } else {
+                        format!("kept the node's ({})", fetched.differences.join("; "))
+                    })
+                },
+            )
+            .await?;
+
+            let kc = Kubeconfig::load(&dir.kubeconfig())?;
+            let client = kube::Client::new(&kc, &env.book).await?;
+            let mut aopts = addons::Options::new(plan, env.manifests.clone(), env.book.clone());
+            aopts.poll = env.kube_poll;
+            aopts.webhook_retry = env.webhook_retry;
+            rep.started(None, "addons");
+            let r = addons::install(&client, plan, &profile.addons, &aopts).await;
+            let r = r.inspect_err(|e| rep.failed(None, "addons", e))?;
+            for n in &plan.nodes {
+                let patched = r.pod_cidrs_patched.contains(&n.name);
+                state.mark_done(
+                    Step::PodCidr(n.name.clone()),
+                    Some(if patched { "set" } else { "already set" }),
+                )?;
+            }
+            state.mark_done(
+                Step::Cilium,
+                Some(if r.cilium_job_created {
+                    "installed"
+                } else {
+                    "up to date"
+                }),
+            )?;
+            if profile.addons.metallb.is_some() {
+                state.mark_done(
+                    Step::Metallb,
+                    Some(&format!("{} objects", r.metallb_objects)),
+                )?;
+            }
+            rep.done(None, "addons");
+            Ok::<(), UpError>(())
+        };
+        tokio::try_join!(etcd, kube)?;
+        Ok::<(), UpError>(())
+    };
+    tokio::try_join!(others, cluster)?;
+    state.mark_done(Step::Healthy, None)?;
+    Ok(Summary::new(profile, plan, dir))
+}
+
+/// Every planned VM exists, matches the plan and runs; progress per VM.
+async fn provision_vms(
+    env: &Env,
+    profile: &Profile,
+    plan: &Plan,
+    state: &State,
+    rep: &Reporter,
+    opts: &Options,
+) -> Result<(), UpError> {
     rep.started(None, "provision");
     let report = provision(
         &env.pve,
@@ -126,99 +251,7 @@ pub async fn bring_up(
         );
     }
     rep.done(None, "provision");
-
-    let identity = ProxmoxIdentity {
-        pve: &env.pve,
-        plan,
-    };
-    try_join_all(
-        plan.nodes
-            .iter()
-            .map(|n| configure_node(env, n, dir, state, rep, &creds, &identity)),
-    )
-    .await?;
-
-    let boot = bootstrap_target(plan);
-    stage(
-        rep,
-        state,
-        Some(&boot.node),
-        "bootstrap",
-        Step::Bootstrapped,
-        || async {
-            Ok(match env.talos.bootstrap(&boot, &creds).await? {
-                BootstrapOutcome::Bootstrapped => "etcd bootstrapped".to_owned(),
-                BootstrapOutcome::AlreadyBootstrapped => "already bootstrapped".to_owned(),
-            })
-        },
-    )
-    .await?;
-    let members: Vec<String> = plan.control_planes().map(|n| n.name.clone()).collect();
-    stage(rep, state, None, "etcd", Step::EtcdHealthy, || async {
-        env.talos.wait_etcd_members(&boot, &creds, &members).await?;
-        Ok(format!("{} members", members.len()))
-    })
-    .await?;
-    stage(
-        rep,
-        state,
-        Some(&boot.node),
-        "kubeconfig",
-        Step::Kubeconfig,
-        || async {
-            let local = std::fs::read(dir.kubeconfig()).ok();
-            let fetched = env
-                .talos
-                .fetch_kubeconfig(&boot, &creds, local.as_deref())
-                .await?;
-            // The node's kubeconfig is the cluster's word; keep it.
-            files::write_atomic(&dir.kubeconfig(), &fetched.bytes, SECRET_MODE).map_err(
-                |source| UpError::Write {
-                    path: dir.kubeconfig().display().to_string(),
-                    source,
-                },
-            )?;
-            Ok(if fetched.differences.is_empty() {
-                "matches the generated one".into()
-            } else {
-                format!("kept the node's ({})", fetched.differences.join("; "))
-            })
-        },
-    )
-    .await?;
-
-    let kc = Kubeconfig::load(&dir.kubeconfig())?;
-    let client = kube::Client::new(&kc, &env.book).await?;
-    let mut aopts = addons::Options::new(plan, env.manifests.clone(), env.book.clone());
-    aopts.poll = env.kube_poll;
-    aopts.webhook_retry = env.webhook_retry;
-    rep.started(None, "addons");
-    let r = addons::install(&client, plan, &profile.addons, &aopts).await;
-    let r = r.inspect_err(|e| rep.failed(None, "addons", e))?;
-    for n in &plan.nodes {
-        let patched = r.pod_cidrs_patched.contains(&n.name);
-        state.mark_done(
-            Step::PodCidr(n.name.clone()),
-            Some(if patched { "set" } else { "already set" }),
-        )?;
-    }
-    state.mark_done(
-        Step::Cilium,
-        Some(if r.cilium_job_created {
-            "installed"
-        } else {
-            "up to date"
-        }),
-    )?;
-    if profile.addons.metallb.is_some() {
-        state.mark_done(
-            Step::Metallb,
-            Some(&format!("{} objects", r.metallb_objects)),
-        )?;
-    }
-    rep.done(None, "addons");
-    state.mark_done(Step::Healthy, None)?;
-    Ok(Summary::new(profile, plan, dir))
+    Ok(())
 }
 
 /// One node: maintenance mode (or already configured) → apply → installed and answering mTLS.
