@@ -337,7 +337,7 @@ async fn provision_vm(
     let (action, running, differences) = match step {
         Step::Create => {
             create(pve, host, &want, r).await?;
-            (VmAction::Created, false, Vec::new())
+            (VmAction::Created, true, Vec::new())
         }
         Step::Adopt {
             differences,
@@ -359,7 +359,7 @@ async fn provision_vm(
             if unsafe_diff {
                 remove(pve, &on, vmid, running, r).await?;
                 create(pve, host, &want, r).await?;
-                (VmAction::Recreated, false, describe(&differences))
+                (VmAction::Recreated, true, describe(&differences))
             } else if differences.is_empty() {
                 (VmAction::UpToDate, running, Vec::new())
             } else {
@@ -377,7 +377,8 @@ async fn provision_vm(
             }
         }
     };
-    let mut started = false;
+    // A created VM was started by its create task.
+    let mut started = matches!(action, VmAction::Created | VmAction::Recreated);
     if !running {
         start(pve, host, vmid, r).await?;
         started = true;
@@ -392,6 +393,8 @@ async fn provision_vm(
     })
 }
 
+/// Create the VM and start it in the same task (`start=1`): one request and one
+/// task to wait for instead of two.
 async fn create(
     pve: &Client,
     host: &str,
@@ -399,11 +402,13 @@ async fn create(
     r: &mut ProvisionReport,
 ) -> Result<(), ProvisionError> {
     r.writes += 1;
+    let mut body = want.to_vec();
+    body.push(("start".into(), "1".into()));
     pve.run_task(
         Method::POST,
         &format!("/nodes/{host}/qemu"),
-        want,
-        CREATE_DEADLINE,
+        &body,
+        CREATE_DEADLINE + START_DEADLINE,
     )
     .await?;
     Ok(())

@@ -19,8 +19,10 @@ use crate::talos::api::{Stages, Timeouts};
 /// Longest pause between two readiness checks of a Talos node or a Kubernetes object.
 /// Each check is one cheap call; a wait ends at most this long after what it waits
 /// for (the lab scales it with its speed, like every latency).
-const TALOS_POLL_MAX: Duration = Duration::from_secs(1);
-const KUBE_POLL_MAX: Duration = Duration::from_secs(1);
+const TALOS_POLL_MAX: Duration = Duration::from_millis(500);
+const KUBE_POLL_MAX: Duration = Duration::from_millis(500);
+/// Longest pause before applying again while an admission webhook is not serving yet.
+const WEBHOOK_RETRY_MAX: Duration = Duration::from_secs(1);
 
 pub struct Env {
     pub book: AddressBook,
@@ -59,8 +61,8 @@ impl Env {
                 ..Poll::standard(Duration::from_secs(900))
             },
             webhook_retry: Poll {
-                min: Duration::from_secs(2),
-                max: Duration::from_secs(10),
+                min: Duration::from_millis(250),
+                max: WEBHOOK_RETRY_MAX,
                 timeout: Duration::from_secs(180),
             },
             manifests,
@@ -112,7 +114,7 @@ impl Env {
             },
             webhook_retry: Poll {
                 min: fine,
-                max: o.scaled(Duration::from_secs(10)).max(fine),
+                max: o.scaled(WEBHOOK_RETRY_MAX).max(fine),
                 timeout: scale(Duration::from_secs(180)),
             },
             manifests: ManifestSource::Embedded,

@@ -1,8 +1,10 @@
 //! The bring-up pipeline: from a lint-clean profile to a working cluster.
 //!
-//! secrets + configs → VMs (Proxmox) → per node, concurrently: maintenance mode →
-//! identity check → apply → install → etcd bootstrap on the endpoint node → etcd
-//! members → kubeconfig → pod CIDRs → Cilium → MetalLB → summary.
+//! secrets + configs (while the VMs are created and started) → per node,
+//! concurrently: maintenance mode → identity check → apply → install; as soon as the
+//! endpoint node runs: etcd bootstrap → kubeconfig → pod CIDRs → Cilium → MetalLB,
+//! while the other control planes join etcd → summary. Steps overlap only where
+//! neither needs the other's result.
 //!
 //! Every step is idempotent against the real systems (an identical config is not
 //! re-applied, a bootstrapped etcd answers AlreadyExists, an up-to-date VM is not
