@@ -222,6 +222,10 @@ async fn run(name: &str, profile: &Profile, verbose: bool) -> Figures {
         .await
         .expect("preflight");
     assert!(pf.passed(), "{name}: preflight failed");
+    lines
+        .lock()
+        .expect("timeline")
+        .push((start.elapsed(), "cluster preflight".into()));
     let state = State::open(&dir, profile, &plan).expect("state");
     up::bring_up(
         &env,

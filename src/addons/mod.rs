@@ -223,9 +223,18 @@ pub async fn install(
         pod_cidrs_patched: pod_cidr::assign(client, plan, &opts.poll).await?,
         ..Report::default()
     };
-    report.cilium_job_created = cilium::install(client, plan, &addons.cilium, opts).await?;
-    if let Some(m) = &addons.metallb {
-        let r = metallb::install(client, plan, m, opts).await?;
+    // MetalLB's manifests go in while Cilium rolls out: its pods wait for the CNI anyway.
+    let metallb = async {
+        match &addons.metallb {
+            Some(m) => metallb::apply(client, m, opts).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (cilium_created, metallb) =
+        tokio::try_join!(cilium::install(client, plan, &addons.cilium, opts), metallb)?;
+    report.cilium_job_created = cilium_created;
+    if let Some(applied) = metallb {
+        let r = metallb::finish(client, plan, applied, opts).await?;
         report.metallb_objects = r.0;
         report.exclude_labels_removed = r.1;
     }
