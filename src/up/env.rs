@@ -19,8 +19,8 @@ use crate::talos::api::{Stages, Timeouts};
 /// Longest pause between two readiness checks of a Talos node or a Kubernetes object.
 /// Each check is one cheap call; a wait ends at most this long after what it waits
 /// for (the lab scales it with its speed, like every latency).
-const TALOS_POLL_MAX: Duration = Duration::from_millis(500);
-const KUBE_POLL_MAX: Duration = Duration::from_millis(500);
+const TALOS_POLL_MAX: Duration = Duration::from_millis(250);
+const KUBE_POLL_MAX: Duration = Duration::from_millis(250);
 /// Longest pause before applying again while an admission webhook is not serving yet.
 const WEBHOOK_RETRY_MAX: Duration = Duration::from_secs(1);
 
