@@ -232,17 +232,41 @@ fn webhook_ready(slices: &[Value]) -> Result<(), String> {
 /// Apply the manifest, wait for the controller and its webhook, make sure no node is
 /// excluded from announcing, then apply the pool and advertisement. Returns how many
 /// manifest objects were applied and which nodes lost the exclude label.
+/// The release manifests, applied; its workloads roll out once the CNI runs.
+pub struct Applied {
+    objects: usize,
+    crs: [Value; 2],
+}
+
+/// Everything in order: manifests, workloads ready, webhook serving, pool applied.
 pub async fn install(
     client: &Client,
     plan: &Plan,
     m: &MetalLb,
     opts: &Options,
 ) -> Result<(usize, Vec<String>), AddonError> {
+    let applied = apply(client, m, opts).await?;
+    finish(client, plan, applied, opts).await
+}
+
+/// Apply the release manifests (safe before the CNI is ready: the pods wait for it).
+pub async fn apply(client: &Client, m: &MetalLb, opts: &Options) -> Result<Applied, AddonError> {
     let bytes = manifest(&m.version, &opts.manifests, &opts.addresses).await?;
     let objs = parse(&bytes)?;
     let crs = resources(m, &opts.links);
     check_resources(&objs, &crs)?;
-    let applied = apply_all(client, objs, &opts.poll).await?;
+    let objects = apply_all(client, objs, &opts.poll).await?;
+    Ok(Applied { objects, crs })
+}
+
+/// Wait for the workloads and the webhook, then apply the pool and its advertisement.
+pub async fn finish(
+    client: &Client,
+    plan: &Plan,
+    applied: Applied,
+    opts: &Options,
+) -> Result<(usize, Vec<String>), AddonError> {
+    let Applied { objects, crs } = applied;
     let poll = &opts.poll;
     let ctrl = format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments/controller");
     wait_ready(
@@ -287,7 +311,7 @@ pub async fn install(
             })
             .await?;
     }
-    Ok((applied, unlabelled))
+    Ok((objects, unlabelled))
 }
 
 /// Speakers skip nodes carrying the exclude label, and every node here may be a

@@ -225,9 +225,18 @@ pub async fn install(
         pod_cidrs_patched: pod_cidr::assign(client, plan, &opts.poll).await?,
         ..Report::default()
     };
-    report.cilium_job_created = cilium::install(client, plan, &addons.cilium, opts).await?;
-    if let Some(m) = &addons.metallb {
-        let r = metallb::install(client, plan, m, opts).await?;
+    // MetalLB's manifests go in while Cilium rolls out: its pods wait for the CNI anyway.
+    let metallb = async {
+        match &addons.metallb {
+            Some(m) => metallb::apply(client, m, opts).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (cilium_created, metallb) =
+        tokio::try_join!(cilium::install(client, plan, &addons.cilium, opts), metallb)?;
+    report.cilium_job_created = cilium_created;
+    if let Some(applied) = metallb {
+        let r = metallb::finish(client, plan, applied, opts).await?;
         report.metallb_objects = r.0;
         report.exclude_labels_removed = r.1;
     }
@@ -254,8 +263,21 @@ pub fn apply_order(mut objs: Vec<Value>) -> Vec<Value> {
     objs
 }
 
-/// Server-side apply a set of objects in dependency order; CRDs are waited for
-/// (`Established`) and discovery refreshed before anything after them.
+/// The API group of a CRD (`<plural>.<group>`) or of an object's `apiVersion`.
+fn crd_group(crd_name: &str) -> &str {
+    crd_name.split_once('.').map_or("", |(_, g)| g)
+}
+
+fn object_group(o: &Value) -> &str {
+    o["apiVersion"]
+        .as_str()
+        .and_then(|v| v.rsplit_once('/'))
+        .map_or("", |(g, _)| g)
+}
+
+/// Server-side apply a set of objects in dependency order; before an object of a
+/// group whose CRDs were just applied, they are waited for (`Established`) and
+/// discovery is refreshed. Built-in kinds (the workloads) do not wait for them.
 pub async fn apply_all(
     client: &Client,
     objs: Vec<Value>,
@@ -266,7 +288,8 @@ pub async fn apply_all(
     let mut pending_crds: Vec<String> = Vec::new();
     for o in &objs {
         let is_crd = o["kind"] == "CustomResourceDefinition";
-        if !is_crd && !pending_crds.is_empty() {
+        let group = object_group(o);
+        if !is_crd && pending_crds.iter().any(|c| crd_group(c) == group) {
             wait_crds(client, &pending_crds, poll).await?;
             pending_crds.clear();
             disc = Discovery::run(client).await?;
@@ -364,6 +387,18 @@ mod tests {
                 workload: "eth1".into()
             }
         );
+    }
+
+    #[test]
+    fn only_objects_of_a_pending_crd_group_wait_for_it() {
+        let crd = "ipaddresspools.metallb.io";
+        assert_eq!(crd_group(crd), "metallb.io");
+        let pool = json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool"});
+        let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment"});
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap"});
+        assert_eq!(object_group(&pool), crd_group(crd));
+        assert_ne!(object_group(&deploy), crd_group(crd));
+        assert_eq!(object_group(&cm), "");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use ipnet::Ipv4Net;
 use serde_json::{Value, json};
 
 use super::AddonError;
-use crate::kube::{Client, Poll};
+use crate::kube::{Client, KubeError, Poll};
 use crate::plan::Plan;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,7 @@ pub async fn assign(client: &Client, plan: &Plan, poll: &Poll) -> Result<Vec<Str
         .until("every node to register", || async {
             let nodes = client.list("/api/v1/nodes").await?;
             let mut missing = Vec::new();
+            let mut to_patch = Vec::new();
             for n in &plan.nodes {
                 let Some(node) = nodes
                     .iter()
@@ -70,16 +71,21 @@ pub async fn assign(client: &Client, plan: &Plan, poll: &Poll) -> Result<Vec<Str
                 };
                 match decide(node, n.pod_cidr) {
                     Ok(Action::Unchanged) => {}
-                    Ok(Action::Patch) => {
-                        client
-                            .merge_patch(&format!("/api/v1/nodes/{}", n.name), &patch(n.pod_cidr))
-                            .await?;
-                        tracing::info!(node = %n.name, cidr = %n.pod_cidr, "pod CIDR set");
-                        patched.lock().expect("patched lock").push(n.name.clone());
-                    }
+                    Ok(Action::Patch) => to_patch.push(n),
                     Err(e) => return Ok(Ok(Err(e))),
                 }
             }
+            // Independent objects: patch them together (Cilium waits for the last one).
+            let patched = &patched;
+            futures_util::future::try_join_all(to_patch.iter().map(|n| async move {
+                client
+                    .merge_patch(&format!("/api/v1/nodes/{}", n.name), &patch(n.pod_cidr))
+                    .await?;
+                tracing::info!(node = %n.name, cidr = %n.pod_cidr, "pod CIDR set");
+                patched.lock().expect("patched lock").push(n.name.clone());
+                Ok::<(), KubeError>(())
+            }))
+            .await?;
             Ok(if missing.is_empty() {
                 Ok(Ok(()))
             } else {

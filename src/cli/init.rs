@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::args::Global;
-use crate::wizard::{self, Access, Connect, Discovery, DiscoveryError, Inventory};
+use crate::net::AddressBook;
+use crate::proxmox::discovery::LiveConnect;
+use crate::proxmox::settings::env_insecure;
+use crate::wizard::{self, Connect, Inventory};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,22 +25,11 @@ pub struct Args {
     pub discovery_file: Option<PathBuf>,
 }
 
-/// Stand-in until the Proxmox client provides discovery: says how to proceed offline.
-pub(super) struct NoLiveDiscovery;
-
-/// Discovery from the Proxmox API.
-pub(super) fn live_discovery() -> NoLiveDiscovery {
-    NoLiveDiscovery
-}
-
-impl Connect for NoLiveDiscovery {
-    fn connect(&self, access: &Access) -> Result<Box<dyn Discovery + '_>, DiscoveryError> {
-        Err(DiscoveryError::Remote {
-            endpoint: access.endpoint.clone(),
-            message: "live discovery from Proxmox is not available in this build".into(),
-            fix: "describe the hosts in a file and pass --discovery-file FILE (docs/discovery-file.md)".into(),
-        })
-    }
+/// Discovery from the Proxmox API, trusting what `PROXMOX_VE_INSECURE` says when the
+/// wizard gets no fingerprint.
+pub(super) fn live_discovery() -> LiveConnect {
+    let insecure = env_insecure(&|k| std::env::var(k).ok());
+    LiveConnect::new(AddressBook::direct(), insecure)
 }
 
 pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
@@ -45,9 +37,10 @@ pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         Some(f) => Some(Inventory::load(f)?),
         None => None,
     };
+    let live = live_discovery();
     let connect: &dyn Connect = match &inventory {
         Some(i) => i,
-        None => &NoLiveDiscovery,
+        None => &live,
     };
     match wizard::guided(&a.out, connect, &|p| crate::lint::lint(p).error_lines())? {
         Some(_) => Ok(ExitCode::SUCCESS),

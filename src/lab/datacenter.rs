@@ -127,26 +127,38 @@ impl Datacenter {
         profile: &Profile,
         opts: &LabOptions,
     ) -> Result<Self, DatacenterError> {
+        let timings = (
+            proxmox_config(opts),
+            talos_config(profile, opts),
+            kube_config(opts),
+        );
+        Self::open_with(dir, profile, timings, &opts.faults.disasters).await
+    }
+
+    /// As `open`, with every simulated latency given explicitly (benchmarks pin them
+    /// instead of deriving them from `LabOptions::speed`).
+    pub async fn open_with(
+        dir: &Path,
+        profile: &Profile,
+        (pve_cfg, talos_cfg, kube_cfg): (LabProxmoxConfig, LabTalosConfig, KubeSimConfig),
+        disasters: &[Disaster],
+    ) -> Result<Self, DatacenterError> {
         crate::tls::install_provider();
         let state_path = dir.join("datacenter.json");
         let mut saved = load(&state_path)?;
-        if !opts.faults.disasters.is_empty() {
+        if !disasters.is_empty() {
             let s = saved.as_mut().ok_or_else(|| DatacenterError::State {
                 path: state_path.clone(),
                 detail: "lab disasters act on an existing lab datacenter, and there is none yet"
                     .into(),
             })?;
-            strike(s, profile, &opts.faults.disasters).map_err(|detail| {
-                DatacenterError::State {
-                    path: state_path.clone(),
-                    detail,
-                }
+            strike(s, profile, disasters).map_err(|detail| DatacenterError::State {
+                path: state_path.clone(),
+                detail,
             })?;
         }
         let fabric = Fabric::new();
-        let pve_cfg = proxmox_config(opts);
-        let talos_cfg = talos_config(profile, opts);
-        let kube = LabKube::spawn(&fabric, kube_config(opts));
+        let kube = LabKube::spawn(&fabric, kube_cfg);
         let (proxmox, talos) = match saved {
             Some(s) => {
                 let bytes = base64::engine::general_purpose::STANDARD

@@ -2,7 +2,7 @@
 //!
 //! `client` speaks the wire protocol; `propstr`/`upid` parse what PVE returns;
 //! `vm` derives the VM configuration a node needs and compares read-backs;
-//! `inventory` reads what exists; `preflight`, `provision` and `destroy` are the
+//! `inventory` reads what exists; `discovery` feeds the wizard; `preflight`, `provision` and `destroy` are the
 //! operations the CLI exposes; `settings` turns profile + environment + flags
 //! into a client.
 //!
@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod destroy;
+pub mod discovery;
 pub mod error;
 pub mod factory;
 pub mod inventory;

@@ -2,8 +2,9 @@
 //!
 //! Idempotent and adoptive: the cluster inventory decides per VM whether to
 //! create, adopt (our marker), refuse (someone else's VM on a planned VMID) or
-//! leave alone. Hosts work in parallel; the VMs of one host, and every step on
-//! one VM, run in order. A run that stopped half-way resumes from what exists.
+//! leave alone. Hosts work in parallel; on one host the ISO comes first, then its
+//! VMs in parallel; every step on one VM runs in order. A run that stopped
+//! half-way resumes from what exists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -253,9 +254,16 @@ async fn provision_host(
         let iso = ensure_iso(pve, profile, plan, host, r).await?;
         r.isos.push(iso);
     }
-    for (node, step) in nodes {
-        let vm = provision_vm(pve, profile, plan, &node, step, opts, r).await?;
-        r.vms.push(vm);
+    // VMs are independent (each has its own lock on the host): create them together.
+    let done = futures_util::future::join_all(nodes.into_iter().map(|(node, step)| async move {
+        let mut own = ProvisionReport::default();
+        let vm = provision_vm(pve, profile, plan, &node, step, opts, &mut own).await;
+        (own.writes, vm)
+    }))
+    .await;
+    for (writes, vm) in done {
+        r.writes += writes;
+        r.vms.push(vm?);
     }
     Ok(())
 }
@@ -329,7 +337,7 @@ async fn provision_vm(
     let (action, running, differences) = match step {
         Step::Create => {
             create(pve, host, &want, r).await?;
-            (VmAction::Created, false, Vec::new())
+            (VmAction::Created, true, Vec::new())
         }
         Step::Adopt {
             differences,
@@ -351,7 +359,7 @@ async fn provision_vm(
             if unsafe_diff {
                 remove(pve, &on, vmid, running, r).await?;
                 create(pve, host, &want, r).await?;
-                (VmAction::Recreated, false, describe(&differences))
+                (VmAction::Recreated, true, describe(&differences))
             } else if differences.is_empty() {
                 (VmAction::UpToDate, running, Vec::new())
             } else {
@@ -369,7 +377,8 @@ async fn provision_vm(
             }
         }
     };
-    let mut started = false;
+    // A created VM was started by its create task.
+    let mut started = matches!(action, VmAction::Created | VmAction::Recreated);
     if !running {
         start(pve, host, vmid, r).await?;
         started = true;
@@ -384,6 +393,8 @@ async fn provision_vm(
     })
 }
 
+/// Create the VM and start it in the same task (`start=1`): one request and one
+/// task to wait for instead of two.
 async fn create(
     pve: &Client,
     host: &str,
@@ -391,11 +402,13 @@ async fn create(
     r: &mut ProvisionReport,
 ) -> Result<(), ProvisionError> {
     r.writes += 1;
+    let mut body = want.to_vec();
+    body.push(("start".into(), "1".into()));
     pve.run_task(
         Method::POST,
         &format!("/nodes/{host}/qemu"),
-        want,
-        CREATE_DEADLINE,
+        &body,
+        CREATE_DEADLINE + START_DEADLINE,
     )
     .await?;
     Ok(())

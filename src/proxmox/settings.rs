@@ -43,9 +43,7 @@ pub fn client_config(
         .clone()
         .or_else(|| env(ENV_FINGERPRINT).filter(|f| !f.is_empty()))
         .or_else(|| px.fingerprint.clone());
-    let insecure = o.insecure
-        || env(ENV_INSECURE)
-            .is_some_and(|v| matches!(v.to_lowercase().as_str(), "1" | "true" | "yes"));
+    let insecure = o.insecure || env_insecure(env);
     let trust = match (fingerprint, insecure) {
         (Some(f), _) => {
             Trust::Fingerprint(parse_fingerprint(&f).ok_or(PveError::BadFingerprint(f))?)
@@ -54,6 +52,11 @@ pub fn client_config(
         (None, false) => Trust::Verify,
     };
     Ok(ClientConfig::new(&endpoint, credentials, trust))
+}
+
+/// `PROXMOX_VE_INSECURE` is set to a yes.
+pub fn env_insecure(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    env(ENV_INSECURE).is_some_and(|v| matches!(v.to_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
 fn credentials(

@@ -16,6 +16,14 @@ use crate::proxmox::settings::{self, Overrides};
 use crate::proxmox::{Client, ClientConfig, Credentials, PollPolicy, PveError, RetryPolicy, Trust};
 use crate::talos::api::{Stages, Timeouts};
 
+/// Longest pause between two readiness checks of a Talos node or a Kubernetes object.
+/// Each check is one cheap call; a wait ends at most this long after what it waits
+/// for (the lab scales it with its speed, like every latency).
+const TALOS_POLL_MAX: Duration = Duration::from_millis(250);
+const KUBE_POLL_MAX: Duration = Duration::from_millis(250);
+/// Longest pause before applying again while an admission webhook is not serving yet.
+const WEBHOOK_RETRY_MAX: Duration = Duration::from_secs(1);
+
 pub struct Env {
     pub book: AddressBook,
     pub pve: Client,
@@ -55,11 +63,20 @@ impl Env {
         Ok(Self {
             pve: Client::new(cfg, &book)?,
             factory,
-            talos: Stages::new(book.clone(), Timeouts::default()),
-            kube_poll: Poll::standard(Duration::from_secs(900)),
+            talos: Stages::new(
+                book.clone(),
+                Timeouts {
+                    poll_max: TALOS_POLL_MAX,
+                    ..Timeouts::default()
+                },
+            ),
+            kube_poll: Poll {
+                max: KUBE_POLL_MAX,
+                ..Poll::standard(Duration::from_secs(900))
+            },
             webhook_retry: Poll {
-                min: Duration::from_secs(2),
-                max: Duration::from_secs(10),
+                min: Duration::from_millis(250),
+                max: WEBHOOK_RETRY_MAX,
                 timeout: Duration::from_secs(180),
             },
             manifests,
@@ -90,7 +107,7 @@ impl Env {
         let d = Timeouts::default();
         let timeouts = Timeouts {
             poll_min: fine,
-            poll_max: o.scaled(Duration::from_secs(2)).max(fine),
+            poll_max: o.scaled(TALOS_POLL_MAX).max(fine),
             maintenance: scale(d.maintenance),
             apply: scale(d.apply),
             install: scale(d.install),
@@ -107,12 +124,12 @@ impl Env {
             talos: Stages::new(book.clone(), timeouts),
             kube_poll: Poll {
                 min: fine,
-                max: o.scaled(Duration::from_secs(3)).max(fine),
+                max: o.scaled(KUBE_POLL_MAX).max(fine),
                 timeout: scale(Duration::from_secs(900)),
             },
             webhook_retry: Poll {
                 min: fine,
-                max: o.scaled(Duration::from_secs(10)).max(fine),
+                max: o.scaled(WEBHOOK_RETRY_MAX).max(fine),
                 timeout: scale(Duration::from_secs(180)),
             },
             manifests: ManifestSource::Embedded,

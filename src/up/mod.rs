@@ -1,8 +1,10 @@
 //! The bring-up pipeline: from a lint-clean profile to a working cluster.
 //!
-//! secrets + configs → VMs (Proxmox) → per node, concurrently: maintenance mode →
-//! identity check → apply → install → etcd bootstrap on the endpoint node → etcd
-//! members → kubeconfig → pod CIDRs → Cilium → MetalLB → summary.
+//! secrets + configs (while the VMs are created and started) → per node,
+//! concurrently: maintenance mode → identity check → apply → install; as soon as the
+//! endpoint node runs: etcd bootstrap → kubeconfig → pod CIDRs → Cilium → MetalLB,
+//! while the other control planes join etcd → summary. Steps overlap only where
+//! neither needs the other's result.
 //!
 //! Every step is idempotent against the real systems (an identical config is not
 //! re-applied, a bootstrapped etcd answers AlreadyExists, an up-to-date VM is not
@@ -92,9 +94,16 @@ pub async fn bring_up(
     rep: &Reporter,
     opts: &Options,
 ) -> Result<Summary, UpError> {
-    stage(env, rep, state, None, "secrets", Step::Secrets, || async {
-        let g = artifacts::generate(dir, profile, plan, &SecretsSource::Existing)
-            .map_err(UpError::Artifacts)?;
+    // Key generation (CPU, up to seconds) overlaps with creating and booting the VMs:
+    // the configs are needed only once the nodes reach maintenance mode.
+    let secrets = stage(env, rep, state, None, "secrets", Step::Secrets, || async {
+        let (dir, profile, plan) = (dir.clone(), profile.clone(), plan.clone());
+        let g = tokio::task::spawn_blocking(move || {
+            artifacts::generate(&dir, &profile, &plan, &SecretsSource::Existing)
+        })
+        .await
+        .map_err(|e| UpError::Artifacts(anyhow::anyhow!("secrets generation stopped: {e}")))?
+        .map_err(UpError::Artifacts)?;
         mark(
             env,
             state,
@@ -102,10 +111,77 @@ pub async fn bring_up(
             Some(&format!("Talos 1.{} contract", g.contract.minor())),
         )?;
         Ok(g.origin.as_str().to_owned())
-    })
-    .await?;
+    });
+    let (secrets, provisioned) =
+        tokio::join!(secrets, provision_vms(env, profile, plan, state, rep, opts));
+    secrets?;
+    provisioned?;
     let creds = Talosconfig::load(&dir.talosconfig())?.credentials;
 
+    let identity = ProxmoxIdentity {
+        pve: &env.pve,
+        plan,
+    };
+    // etcd is bootstrapped as soon as its node runs, while the others still install.
+    // Every other node runs to its own end (each failure is reported with its node
+    // and stage, and its progress recorded for the next run); then the first failure
+    // stops the bring-up.
+    let boot = bootstrap_target(plan);
+    let others = join_all(
+        plan.nodes
+            .iter()
+            .filter(|n| n.name != boot.node)
+            .map(|n| configure_node(env, n, dir, state, rep, &creds, &identity)),
+    );
+    let cluster = async {
+        if let Some(n) = plan.node(&boot.node) {
+            configure_node(env, n, dir, state, rep, &creds, &identity).await?;
+        }
+        stage(
+            env,
+            rep,
+            state,
+            Some(&boot.node),
+            "bootstrap",
+            Step::Bootstrapped,
+            || async {
+                Ok(match env.talos.bootstrap(&boot, &creds).await? {
+                    BootstrapOutcome::Bootstrapped => "etcd bootstrapped".to_owned(),
+                    BootstrapOutcome::AlreadyBootstrapped => "already bootstrapped".to_owned(),
+                })
+            },
+        )
+        .await?;
+        let members: Vec<String> = plan.control_planes().map(|n| n.name.clone()).collect();
+        // The other control planes join etcd while the Kubernetes add-ons install: the
+        // API needs only the bootstrapped member, so neither waits for the other.
+        let etcd = stage(env, rep, state, None, "etcd", Step::EtcdHealthy, || async {
+            env.talos.wait_etcd_members(&boot, &creds, &members).await?;
+            Ok(format!("{} members", members.len()))
+        });
+        let kube = async {
+            fetch_kubeconfig(env, dir, state, rep, &boot, &creds).await?;
+            install_addons(env, profile, plan, dir, state, rep).await
+        };
+        tokio::try_join!(etcd, kube)?;
+        Ok::<(), UpError>(())
+    };
+    let (others, cluster) = tokio::join!(others, cluster);
+    others.into_iter().collect::<Result<Vec<()>, _>>()?;
+    cluster?;
+    mark(env, state, Step::Healthy, None)?;
+    Ok(Summary::new(profile, plan, dir))
+}
+
+/// Every planned VM exists, matches the plan and runs; progress per VM.
+async fn provision_vms(
+    env: &Env,
+    profile: &Profile,
+    plan: &Plan,
+    state: &State,
+    rep: &Reporter,
+    opts: &Options,
+) -> Result<(), UpError> {
     rep.started(None, "provision");
     let report = provision(
         &env.pve,
@@ -152,45 +228,18 @@ pub async fn bring_up(
         );
     }
     rep.done(None, "provision");
+    Ok(())
+}
 
-    let identity = ProxmoxIdentity {
-        pve: &env.pve,
-        plan,
-    };
-    // Every node runs to its own end (each failure is reported with its node and
-    // stage, and the others' progress is recorded for the next run), then the
-    // first failure stops the bring-up.
-    join_all(
-        plan.nodes
-            .iter()
-            .map(|n| configure_node(env, n, dir, state, rep, &creds, &identity)),
-    )
-    .await
-    .into_iter()
-    .collect::<Result<Vec<()>, _>>()?;
-
-    let boot = bootstrap_target(plan);
-    stage(
-        env,
-        rep,
-        state,
-        Some(&boot.node),
-        "bootstrap",
-        Step::Bootstrapped,
-        || async {
-            Ok(match env.talos.bootstrap(&boot, &creds).await? {
-                BootstrapOutcome::Bootstrapped => "etcd bootstrapped".to_owned(),
-                BootstrapOutcome::AlreadyBootstrapped => "already bootstrapped".to_owned(),
-            })
-        },
-    )
-    .await?;
-    let members: Vec<String> = plan.control_planes().map(|n| n.name.clone()).collect();
-    stage(env, rep, state, None, "etcd", Step::EtcdHealthy, || async {
-        env.talos.wait_etcd_members(&boot, &creds, &members).await?;
-        Ok(format!("{} members", members.len()))
-    })
-    .await?;
+/// The node's kubeconfig replaces the generated one: it is the cluster's word.
+async fn fetch_kubeconfig(
+    env: &Env,
+    dir: &ClusterDir,
+    state: &State,
+    rep: &Reporter,
+    boot: &Target,
+    creds: &Credentials,
+) -> Result<(), UpError> {
     stage(
         env,
         rep,
@@ -202,9 +251,8 @@ pub async fn bring_up(
             let local = std::fs::read(dir.kubeconfig()).ok();
             let fetched = env
                 .talos
-                .fetch_kubeconfig(&boot, &creds, local.as_deref())
+                .fetch_kubeconfig(boot, creds, local.as_deref())
                 .await?;
-            // The node's kubeconfig is the cluster's word; keep it.
             files::write_atomic(&dir.kubeconfig(), &fetched.bytes, SECRET_MODE).map_err(
                 |source| UpError::Write {
                     path: dir.kubeconfig().display().to_string(),
@@ -218,8 +266,18 @@ pub async fn bring_up(
             })
         },
     )
-    .await?;
+    .await
+}
 
+/// Pod CIDRs, Cilium, MetalLB through the Kubernetes API.
+async fn install_addons(
+    env: &Env,
+    profile: &Profile,
+    plan: &Plan,
+    dir: &ClusterDir,
+    state: &State,
+    rep: &Reporter,
+) -> Result<(), UpError> {
     rep.started(None, "addons");
     let client = async {
         let kc = Kubeconfig::load(&dir.kubeconfig())?;
@@ -270,8 +328,7 @@ pub async fn bring_up(
         )?;
     }
     rep.done(None, "addons");
-    mark(env, state, Step::Healthy, None)?;
-    Ok(Summary::new(profile, plan, dir))
+    Ok(())
 }
 
 /// One node: maintenance mode (or already configured) → apply → installed and answering mTLS.

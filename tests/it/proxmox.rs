@@ -293,7 +293,8 @@ async fn transient_errors_are_retried_and_the_run_completes() {
             2,
             FaultEffect::LockTimeout,
         ),
-        Fault::new("POST", "/status/start", 1, FaultEffect::NoWorker),
+        // Creates start their VM in the same task (`start=1`).
+        Fault::new("POST", "/nodes/pve-ms01-02/qemu", 1, FaultEffect::NoWorker),
     ]);
     let report = l.provision(false).await.unwrap();
     assert!(report.vms.iter().all(|v| v.started));

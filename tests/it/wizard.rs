@@ -78,7 +78,7 @@ fn t(s: &str) -> Answer {
 
 /// The answers a person gives to rebuild profiles/homelab.yaml: mostly Enter (the seed
 /// layout is the default), the inventory lists typed, and two typos that get re-asked.
-fn homelab_answers() -> Vec<Answer> {
+pub(super) fn homelab_answers() -> Vec<Answer> {
     let mut a = vec![
         d(),                                                 // cluster name
         t("Proxmox homelab, three Talos control-plane VMs"), // description

@@ -103,6 +103,8 @@ pub struct Lab {
     /// Hostnames whose VM is stopped or destroyed: their kubelet posts no status.
     down: Mutex<HashSet<String>>,
     timers: Mutex<HashMap<String, Instant>>,
+    /// The earliest pending timer, so the controllers wake exactly when it is due.
+    next_due: Mutex<Option<Instant>>,
 }
 
 /// Handle of the running lab API; dropping it stops the server.
@@ -224,6 +226,7 @@ impl LabKube {
             nodes: Mutex::default(),
             down: Mutex::default(),
             timers: Mutex::default(),
+            next_due: Mutex::default(),
         });
         let (tx, addr) = watch::channel(None);
         let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
@@ -242,6 +245,7 @@ impl LabKube {
                         let mut n = lab2.nodes.lock().expect("nodes lock");
                         n.retain(|x| x.hostname != info.hostname);
                         n.push(info);
+                        lab2.store.nudge();
                     }
                     LabEvent::VmStopped { vmid } | LabEvent::VmDestroyed { vmid } => {
                         let nodes = lab2.nodes.lock().expect("nodes lock");
@@ -358,10 +362,20 @@ async fn serve(
             });
         }
     });
+    // Controllers step on every change and when a timer is due (at the latest each
+    // tick), like informer-driven controllers; 1 ms apart at least, so a controller
+    // that rewrites an object cannot spin.
     let controllers = tokio::spawn(async move {
         loop {
             sim::step(&lab);
-            tokio::time::sleep(lab.cfg.tick).await;
+            let due = lab.next_due.lock().expect("next due lock").take();
+            let tick = Instant::now() + lab.cfg.tick;
+            let until = due.map_or(tick, |d| d.min(tick));
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => {}
+                () = lab.store.changed() => {}
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     });
     tasks

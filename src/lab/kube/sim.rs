@@ -128,8 +128,13 @@ fn save(lab: &Lab, obj: Value) {
 /// Has `what` been pending for `delay` (counting from the first time it was asked)?
 fn elapsed(lab: &Lab, what: &str, delay: Duration) -> bool {
     let mut t = lab.timers.lock().expect("timers lock");
-    let since = *t.entry(what.to_owned()).or_insert_with(Instant::now);
-    since.elapsed() >= delay
+    let due = *t.entry(what.to_owned()).or_insert_with(Instant::now) + delay;
+    if Instant::now() >= due {
+        return true;
+    }
+    let mut next = lab.next_due.lock().expect("next due lock");
+    *next = Some(next.map_or(due, |n| n.min(due)));
+    false
 }
 
 pub fn step(lab: &Lab) {

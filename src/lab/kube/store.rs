@@ -31,6 +31,8 @@ pub fn prefix(group: &str, plural: &str, ns: Option<&str>) -> String {
 pub struct Store {
     pub etcd: EtcdStore,
     writes: AtomicU64,
+    /// Signalled on every change, so the controllers react at once, as informers do.
+    changed: tokio::sync::Notify,
 }
 
 pub fn now() -> String {
@@ -46,7 +48,23 @@ impl Store {
         Self {
             etcd,
             writes: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Completes after the next change (or at once if one happened since the last wait).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Wake the controllers without a write (e.g. a kubelet came up).
+    pub fn nudge(&self) {
+        self.changed.notify_one();
+    }
+
+    fn touch(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_one();
     }
 
     /// Writes that changed an object since start (no-op applies do not count).
@@ -104,14 +122,14 @@ impl Store {
         obj["metadata"]["generation"] = json!(if spec_changed { gen_ + 1 } else { gen_.max(1) });
         obj["metadata"]["resourceVersion"] = json!(self.next_rv());
         self.etcd.put(key, obj.clone());
-        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.touch();
         obj
     }
 
     pub fn delete(&self, key: &str) -> Option<Value> {
         let v = self.etcd.delete(key);
         if v.is_some() {
-            self.writes.fetch_add(1, Ordering::SeqCst);
+            self.touch();
         }
         v
     }

@@ -787,6 +787,10 @@ impl Lab {
 
     fn spawn_settle(self: &std::sync::Arc<Self>, kind: &str) {
         let (_, dur) = self.latency(kind);
+        self.spawn_settle_after(dur);
+    }
+
+    fn spawn_settle_after(self: &std::sync::Arc<Self>, dur: u64) {
         let lab = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(dur + 1)).await;
@@ -926,8 +930,17 @@ impl Lab {
             TaskEffect::Create { vmid, start },
             injected.map(|e| format!("unable to create VM {vmid} - {e}")),
         );
+        // With `start=1` PVE starts the VM inside the same task, after creating it.
+        let mut duration = self.latency("qmcreate").1;
+        if start {
+            let boot = self.latency("qmstart").1;
+            duration += boot;
+            if let Some(t) = st.tasks.iter_mut().find(|t| t.upid == upid) {
+                t.done_at_ms += boot;
+            }
+        }
         drop(st);
-        self.spawn_settle("qmcreate");
+        self.spawn_settle_after(duration);
         Reply::data(json!(upid))
     }
 

@@ -1,0 +1,317 @@
+//! Benchmark for `up` against the lab (run in release mode; prints the figures for
+//! docs/benchmarks.md):
+//!
+//! ```sh
+//! cargo run --release --example bench_up              # BENCH_VERBOSE=1 adds a stage timeline
+//! ```
+//!
+//! The whole bring-up runs in-process (`Datacenter::open_with` + `Env::lab` +
+//! preflight + `up::bring_up`, fresh cluster directory) for the 3-node homelab and for
+//! a generated 30-node / 10-host variant, with every simulated latency pinned below.
+//! Reported: wall time against the critical path those latencies imply (a lower bound
+//! no client can beat, see `critical_path`), their ratio, Proxmox API requests per
+//! node (the lab records every request) and the process's peak RSS (VmHWM).
+//! Targets: wall ≤ 1.02 × critical path, ≤ 25 Proxmox requests per node, RSS < 64 MiB.
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use talos_pve::cluster_dir::ClusterDir;
+use talos_pve::lab::kube::KubeSimConfig;
+use talos_pve::lab::proxmox::LabProxmoxConfig;
+use talos_pve::lab::talos::LabTalosConfig;
+use talos_pve::lab::{Datacenter, LabOptions};
+use talos_pve::plan::Plan;
+use talos_pve::profile::{NodeLink, Profile, Role};
+use talos_pve::progress::{Event, Kind, Render, Reporter, SystemClock};
+use talos_pve::proxmox::preflight::preflight;
+use talos_pve::state::State;
+use talos_pve::up::{self, Env};
+use time::OffsetDateTime;
+
+/// Lab time runs this many times faster than the real-world latencies below; the
+/// clients' polling is scaled by the same factor (`Env::lab`), so ratios carry over.
+const SPEED: f64 = 20.0;
+
+/// Real-world phase latencies (seconds), pinned for the benchmark.
+mod real {
+    pub const REQUEST: f64 = 0.02;
+    pub const DOWNLOAD: f64 = 40.0;
+    pub const QMCREATE: f64 = 3.0;
+    pub const QMSTART: f64 = 2.0;
+    pub const OTHER_TASK: f64 = 1.0;
+    pub const BOOT: f64 = 45.0;
+    pub const INSTALL: f64 = 90.0;
+    pub const ETCD_READY: f64 = 20.0;
+    pub const JOIN: f64 = 20.0;
+    pub const KUBE_TICK: f64 = 0.5;
+    pub const NODE_REGISTER: f64 = 10.0;
+    pub const CRD_ESTABLISHED: f64 = 1.0;
+    pub const JOB_RUN: f64 = 20.0;
+    pub const ROLLOUT: f64 = 30.0;
+    pub const WEBHOOK_ENDPOINT: f64 = 5.0;
+    pub const WEBHOOK_GRACE: f64 = 5.0;
+}
+
+fn lab(real_secs: f64) -> Duration {
+    Duration::from_secs_f64(real_secs / SPEED)
+}
+
+fn lab_ms(real_secs: f64) -> u64 {
+    lab(real_secs).as_millis() as u64
+}
+
+fn timings(p: &Profile) -> (LabProxmoxConfig, LabTalosConfig, KubeSimConfig) {
+    let pve = LabProxmoxConfig {
+        request_latency_ms: lab_ms(real::REQUEST),
+        task_ms: [
+            ("qmcreate", real::QMCREATE),
+            ("qmstart", real::QMSTART),
+            ("download", real::DOWNLOAD),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), lab_ms(v)))
+        .collect(),
+        default_task_ms: lab_ms(real::OTHER_TASK),
+        ..LabProxmoxConfig::default()
+    };
+    let talos = LabTalosConfig {
+        talos_version: p.talos.version.clone(),
+        boot: lab(real::BOOT),
+        install: lab(real::INSTALL),
+        etcd_ready: lab(real::ETCD_READY),
+        join: lab(real::JOIN),
+        faults: Default::default(),
+    };
+    let kube = KubeSimConfig {
+        tick: lab(real::KUBE_TICK),
+        node_register: lab(real::NODE_REGISTER),
+        crd_established: lab(real::CRD_ESTABLISHED),
+        slow_crds: Vec::new(),
+        job_run: lab(real::JOB_RUN),
+        rollout: lab(real::ROLLOUT),
+        webhook_endpoint: lab(real::WEBHOOK_ENDPOINT),
+        webhook_grace: lab(real::WEBHOOK_GRACE),
+        node_labels: Default::default(),
+    };
+    (pve, talos, kube)
+}
+
+/// The lower bound the latencies imply, whatever the client does:
+///
+/// ```text
+/// download ISO (each host, in parallel) → qmcreate → qmstart      (ISO must exist first)
+///   → boot → install → etcd_ready   (bootstrap node; Bootstrap is accepted from here)
+///   → node_register (kubelets register once the API serves)
+///   → job_run      (the Cilium install Job; its pod needs a registered node)
+///   → rollout      (Cilium DaemonSet: needs every node's pod CIDR)
+///   → rollout      (MetalLB controller: needs the CNI)
+///   → webhook_endpoint → webhook_grace (the MetalLB webhook answers; pool applied)
+/// ```
+///
+/// etcd joins of the other control planes (`join`) and the worker installs run in
+/// parallel with the Kubernetes phases and are shorter, so they are not on the path.
+fn critical_path() -> Duration {
+    lab(real::DOWNLOAD
+        + real::QMCREATE
+        + real::QMSTART
+        + real::BOOT
+        + real::INSTALL
+        + real::ETCD_READY
+        + real::NODE_REGISTER
+        + real::JOB_RUN
+        + real::ROLLOUT
+        + real::ROLLOUT
+        + real::WEBHOOK_ENDPOINT
+        + real::WEBHOOK_GRACE)
+}
+
+/// 30 nodes (3 control planes, 27 workers) on 10 hosts, from the homelab.
+fn thirty_nodes(mut p: Profile) -> Profile {
+    let host = p.proxmox.hosts[0].clone();
+    p.proxmox.hosts = (0..10u8)
+        .map(|i| {
+            let mut h = host.clone();
+            h.name = format!("pve-bench-{:02}", i + 1);
+            h.address = Ipv4Addr::new(10, 8, 16, 10 + i);
+            if let Some(s) = h.storage.as_mut() {
+                s.address = Ipv4Addr::new(10, 8, 48, 10 + i);
+            }
+            h.oob.clear();
+            h
+        })
+        .collect();
+    p.proxmox.endpoint = "https://10.8.16.10:8006".into();
+    p.kubernetes.pod_subnet = "10.8.64.0/19".parse().expect("net");
+    p.addons.cilium.native_routing_cidr = Some("10.8.64.0/19".parse().expect("net"));
+    let template = p.nodes[0].clone();
+    p.nodes = (0..30u8)
+        .map(|i| {
+            let mut n = template.clone();
+            n.name = format!("talos-bench-{:02}", i + 1);
+            n.host = p.proxmox.hosts[usize::from(i % 10)].name.clone();
+            n.vmid = 200 + u32::from(i);
+            n.role = if i < 3 {
+                Role::Controlplane
+            } else {
+                Role::Worker
+            };
+            n.management = NodeLink::new(Ipv4Addr::new(10, 8, 16, 20 + i));
+            n.workload = NodeLink::new(Ipv4Addr::new(10, 8, 28, 20 + i));
+            n.pod_cidr = None;
+            n
+        })
+        .collect();
+    p
+}
+
+/// Stage events with their time since the run started (for BENCH_VERBOSE).
+struct Timeline {
+    start: Instant,
+    lines: Arc<Mutex<Vec<(Duration, String)>>>,
+}
+
+impl Render for Timeline {
+    fn event(&mut self, _at: OffsetDateTime, ev: &Event) {
+        if ev.kind == Kind::Done {
+            let who = ev.node.as_deref().unwrap_or("cluster");
+            let mut l = self.lines.lock().expect("timeline");
+            l.push((self.start.elapsed(), format!("{who} {}", ev.stage)));
+        }
+    }
+}
+
+struct Figures {
+    wall: Duration,
+    requests: usize,
+    nodes: usize,
+}
+
+async fn run(name: &str, profile: &Profile, verbose: bool) -> Figures {
+    let report = talos_pve::lint::lint(profile);
+    assert_eq!(
+        report.errors,
+        0,
+        "{name}: the profile must lint clean:\n{}",
+        report.error_lines().join("\n")
+    );
+    let plan = Plan::build(profile).expect("plan");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = ClusterDir {
+        root: tmp.path().join(&profile.metadata.name),
+    };
+    let dc = Datacenter::open_with(&dir.lab(), profile, timings(profile), &[])
+        .await
+        .expect("lab datacenter");
+    let opts = LabOptions {
+        speed: SPEED,
+        ..LabOptions::default()
+    };
+    let env = Env::lab(&dc, profile, &opts).expect("lab env");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let rep = Reporter::new(
+        Box::new(Timeline {
+            start,
+            lines: lines.clone(),
+        }),
+        Arc::new(SystemClock::default()),
+    );
+    let pf = preflight(&env.pve, profile, &plan)
+        .await
+        .expect("preflight");
+    assert!(pf.passed(), "{name}: preflight failed");
+    lines
+        .lock()
+        .expect("timeline")
+        .push((start.elapsed(), "cluster preflight".into()));
+    let state = State::open(&dir, profile, &plan).expect("state");
+    up::bring_up(
+        &env,
+        profile,
+        &plan,
+        &dir,
+        &state,
+        &rep,
+        &up::Options::default(),
+    )
+    .await
+    .expect("bring-up");
+    let wall = start.elapsed();
+    let recorded = dc.proxmox.requests();
+    let requests = recorded.len();
+    dc.shutdown();
+    if verbose {
+        let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+        for r in &recorded {
+            let shape: Vec<&str> = r
+                .path
+                .split('/')
+                .map(|seg| match seg {
+                    s if s.starts_with("UPID:") => "{upid}",
+                    s if s.parse::<u32>().is_ok() => "{vmid}",
+                    s if s.starts_with("pve-") => "{host}",
+                    s => s,
+                })
+                .collect();
+            *kinds
+                .entry(format!("{} {}", r.method, shape.join("/")))
+                .or_default() += 1;
+        }
+        for (k, n) in kinds {
+            println!("  {n:>5}  {k}");
+        }
+        let mut l = lines.lock().expect("timeline").clone();
+        l.sort();
+        for (t, what) in l {
+            println!("  {:>8.3} s  {what}", t.as_secs_f64());
+        }
+    }
+    Figures {
+        wall,
+        requests,
+        nodes: plan.nodes.len(),
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() {
+    let verbose = std::env::var("BENCH_VERBOSE").is_ok_and(|v| v == "1");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let homelab =
+        talos_pve::profile::load(&root.join("profiles/homelab.yaml")).expect("homelab profile");
+    let big = thirty_nodes(homelab.clone());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let crit = critical_path();
+    println!(
+        "## up benchmark (lab speed {SPEED}x: real-world latencies / {SPEED}; critical path {:.3} s)",
+        crit.as_secs_f64()
+    );
+    println!("| profile | wall | critical path | ratio | Proxmox requests/node |");
+    println!("|---|---|---|---|---|");
+    for (name, p) in [
+        ("homelab: 3 nodes, 3 hosts", &homelab),
+        ("30 nodes (3 cp + 27 workers), 10 hosts", &big),
+    ] {
+        let f = rt.block_on(run(name, p, verbose));
+        println!(
+            "| {name} | {:.3} s | {:.3} s | {:.4}x | {:.1} ({} requests) |",
+            f.wall.as_secs_f64(),
+            crit.as_secs_f64(),
+            f.wall.as_secs_f64() / crit.as_secs_f64(),
+            f.requests as f64 / f.nodes as f64,
+            f.requests
+        );
+    }
+    match peak_rss_kib() {
+        Some(k) => println!("peak RSS (VmHWM): {:.1} MiB", k as f64 / 1024.0),
+        None => println!("peak RSS: /proc/self/status not readable"),
+    }
+}
