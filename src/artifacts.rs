@@ -98,6 +98,25 @@ pub fn machineconfig_path(dir: &ClusterDir, node: &str) -> PathBuf {
     dir.machineconfigs().join(format!("{node}.yaml"))
 }
 
+/// Did a run of this cluster already use its secrets? (The state file records the
+/// secrets step, or a node got a config.) A state file alone is not enough: `up`
+/// provisions VMs while the secrets are being generated, and a run killed then has
+/// a state file but never had a bundle. An unreadable state file counts as "used".
+fn secrets_were_used(dir: &ClusterDir) -> bool {
+    match crate::state::State::read(&dir.state()) {
+        Ok(None) => false,
+        Ok(Some(rec)) => rec.steps.iter().any(|r| {
+            matches!(
+                r.step,
+                crate::state::Step::Secrets
+                    | crate::state::Step::Configs
+                    | crate::state::Step::Applied(_)
+            )
+        }),
+        Err(_) => true,
+    }
+}
+
 /// Load and validate the directory's bundle (rebuilds: never generate).
 pub fn existing_secrets(dir: &ClusterDir) -> anyhow::Result<SecretsBundle> {
     let path = dir.secrets();
@@ -225,7 +244,7 @@ fn secrets(
         std::fs::rename(&path, &backup)
             .with_context(|| format!("moving {} to {}", path.display(), backup.display()))?;
         tracing::warn!(backup = %backup.display(), "moved the old secrets bundle aside");
-    } else if dir.state().exists() && !matches!(source, SecretsSource::ForceNew) {
+    } else if secrets_were_used(dir) && !matches!(source, SecretsSource::ForceNew) {
         bail!(
             "{} is missing, but {} says this cluster exists; generating new secrets would lock you out of it\n  fix: restore secrets.yaml from a backup (or --import-secrets FILE); to start over on purpose use --force-new-secrets",
             path.display(),

@@ -12,7 +12,7 @@
 //! | `pve-lock` | count | N VM operations fail with `can't lock file … got timeout` |
 //! | `pve-595` | count | N reads fail with 595 (connection to the node lost) |
 //! | `pve-500` | count | N writes fail with a 500 before doing anything |
-//! | `pve-task-error` | task type (`qmcreate`, `qmstart`, `download`) | that task ends in `TASK ERROR` once |
+//! | `pve-task-error` | task type (`qmcreate`, `qmstart`, `download`) | that task ends in `TASK ERROR` once (`qmstart`: an explicit start of an existing stopped VM; new VMs start inside `qmcreate`) |
 //! | `slow-crd` | `NAME:duration` | that CRD takes that long (in real time) to become Established |
 //! | `destroy-vm` | node name | disaster: that node's VM (and its disks) is gone; its etcd member stays listed |
 //! | `corrupt-etcd` | node name | disaster: that control plane's etcd data is broken; it stays a listed member but serves nothing |

@@ -448,7 +448,7 @@ fn proxmox_faults_are_survived_or_reported() {
     }
     for spec in [
         "pve-task-error=qmcreate",
-        "pve-task-error=qmstart",
+        "pve-task-error=download",
         "pve-500=1",
         // A host that never answers: the preflight reports it.
         "pve-595=1000",
