@@ -44,8 +44,42 @@ fn ok(r: (i32, String, String)) -> String {
     r.1
 }
 
+/// Assert the run failed (exit 1) and its stderr says every one of `needles`.
+fn refused(r: &(i32, String, String), needles: &[&str]) {
+    assert_eq!(r.0, 1, "{}", r.2);
+    said(r, needles);
+}
+
+/// Assert the run's stderr says every one of `needles`.
+fn said(r: &(i32, String, String), needles: &[&str]) {
+    for n in needles {
+        assert!(r.2.contains(n), "expected `{n}` in:\n{}", r.2);
+    }
+}
+
 fn up(dir: &Path) {
     ok(lab(dir, &["up", "--yes", "--progress", "plain"]));
+}
+
+/// A fresh temporary directory holding a lab cluster brought up by `up`.
+fn lab_cluster() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    up(d.path());
+    d
+}
+
+/// `rebuild node NODE --yes` plus `extra`, in the lab.
+fn rebuild_node(dir: &Path, node: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["rebuild", "node", node, "--yes"];
+    args.extend(extra);
+    lab(dir, &args)
+}
+
+/// `rebuild cluster --from FROM --yes` plus `extra`, in the lab.
+fn rebuild_cluster(dir: &Path, from: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["rebuild", "cluster", "--from", from, "--yes"];
+    args.extend(extra);
+    lab(dir, &args)
 }
 
 fn backup(dir: &Path, extra: &[&str]) -> PathBuf {
@@ -85,20 +119,16 @@ const ALL: [&str; 3] = ["talos-k8s-01", "talos-k8s-02", "talos-k8s-03"];
 
 #[test]
 fn lost_node_is_rebuilt_with_its_identity() {
-    let d = tempfile::tempdir().unwrap();
+    let d = lab_cluster();
     let dir = d.path();
-    up(dir);
     let b = backup(dir, &[]);
     ok(run(&["backup", "verify", b.to_str().unwrap()]));
     let before = vm_config(dir, 121).expect("VM 121 exists");
 
-    let r = lab(
+    let r = rebuild_node(
         dir,
+        "talos-k8s-02",
         &[
-            "rebuild",
-            "node",
-            "talos-k8s-02",
-            "--yes",
             "--progress",
             "plain",
             "--lab-faults",
@@ -112,7 +142,7 @@ fn lost_node_is_rebuilt_with_its_identity() {
         "the plan names the re-created VM: {}",
         r.2
     );
-    assert!(r.2.contains("stale member removed"), "{}", r.2);
+    said(&r, &["stale member removed"]);
     let after = vm_config(dir, 121).expect("VM 121 re-created");
     for k in ["net0", "net1", "ipconfig0", "ipconfig1", "name"] {
         assert_eq!(after[k], before[k], "{k} keeps its identity");
@@ -120,61 +150,49 @@ fn lost_node_is_rebuilt_with_its_identity() {
     assert_eq!(member_names(dir), ALL);
 
     // Healthy now: a second rebuild refuses without --force.
-    let r = lab(dir, &["rebuild", "node", "talos-k8s-02", "--yes"]);
-    assert_eq!(r.0, 1, "{}", r.2);
-    assert!(r.2.contains("node talos-k8s-02 is healthy"), "{}", r.2);
-    assert!(r.2.contains("--force"), "{}", r.2);
+    let r = rebuild_node(dir, "talos-k8s-02", &[]);
+    refused(&r, &["node talos-k8s-02 is healthy", "--force"]);
 }
 
 #[test]
 fn node_with_corrupt_etcd_is_reset_and_rejoins() {
-    let d = tempfile::tempdir().unwrap();
+    let d = lab_cluster();
     let dir = d.path();
-    up(dir);
-    let r = lab(
+    let r = rebuild_node(
         dir,
-        &[
-            "rebuild",
-            "node",
-            "talos-k8s-03",
-            "--yes",
-            "--lab-faults",
-            "corrupt-etcd=talos-k8s-03",
-        ],
+        "talos-k8s-03",
+        &["--lab-faults", "corrupt-etcd=talos-k8s-03"],
     );
     ok(r.clone());
-    assert!(
-        r.2.contains("reset talos-k8s-03: wipe its EPHEMERAL"),
-        "{}",
-        r.2
+    said(
+        &r,
+        &[
+            "reset talos-k8s-03: wipe its EPHEMERAL",
+            "keep the existing VM 122",
+        ],
     );
-    assert!(r.2.contains("keep the existing VM 122"), "{}", r.2);
     assert_eq!(member_names(dir), ALL);
 }
 
 #[test]
 fn removing_a_member_without_a_majority_is_refused() {
-    let d = tempfile::tempdir().unwrap();
+    let d = lab_cluster();
     let dir = d.path();
-    up(dir);
-    let r = lab(
+    let r = rebuild_node(
         dir,
+        "talos-k8s-02",
         &[
-            "rebuild",
-            "node",
-            "talos-k8s-02",
-            "--yes",
             "--lab-faults",
             "destroy-vm=talos-k8s-02,destroy-vm=talos-k8s-03",
         ],
     );
-    assert_eq!(r.0, 1, "{}", r.2);
-    assert!(
-        r.2.contains("removing talos-k8s-02's etcd member would leave 2 members, of which 1 is healthy; etcd needs 2"),
-        "{}",
-        r.2
+    refused(
+        &r,
+        &[
+            "removing talos-k8s-02's etcd member would leave 2 members, of which 1 is healthy; etcd needs 2",
+            "rebuild cluster --from BACKUP",
+        ],
     );
-    assert!(r.2.contains("rebuild cluster --from BACKUP"), "{}", r.2);
     // Nothing was changed: the member is still listed, the VM still gone.
     assert_eq!(member_names(dir), ALL);
     assert!(vm_config(dir, 121).is_none());
@@ -182,9 +200,8 @@ fn removing_a_member_without_a_majority_is_refused() {
 
 #[test]
 fn no_terminal_and_no_yes_changes_nothing() {
-    let d = tempfile::tempdir().unwrap();
+    let d = lab_cluster();
     let dir = d.path();
-    up(dir);
     let r = lab(
         dir,
         &[
@@ -195,57 +212,51 @@ fn no_terminal_and_no_yes_changes_nothing() {
             "destroy-vm=talos-k8s-02",
         ],
     );
-    assert_eq!(r.0, 1, "{}", r.2);
-    assert!(
-        r.2.contains("Rebuild plan for node talos-k8s-02"),
-        "{}",
-        r.2
+    refused(
+        &r,
+        &["Rebuild plan for node talos-k8s-02", "not a terminal"],
     );
-    assert!(r.2.contains("not a terminal"), "{}", r.2);
     assert!(vm_config(dir, 121).is_none(), "the VM was not re-created");
     assert_eq!(member_names(dir), ALL, "the member was not removed");
 }
 
-#[test]
-fn missing_secrets_are_a_refusal_never_regenerated() {
-    let d = tempfile::tempdir().unwrap();
-    let dir = d.path();
-    up(dir);
-    let b = backup(dir, &[]);
-    std::fs::remove_file(dir.join("secrets.yaml")).unwrap();
-    let r = lab(dir, &["rebuild", "node", "talos-k8s-02", "--yes"]);
-    assert_eq!(r.0, 1, "{}", r.2);
-    assert!(r.2.contains("secrets.yaml is missing"), "{}", r.2);
-    assert!(r.2.contains("fix: restore secrets.yaml"), "{}", r.2);
-    assert!(
-        !dir.join("secrets.yaml").exists(),
-        "no bundle was generated"
-    );
-    let r = lab(
-        dir,
-        &["rebuild", "cluster", "--from", b.to_str().unwrap(), "--yes"],
-    );
-    assert_eq!(r.0, 1, "{}", r.2);
-    assert!(r.2.contains("a rebuild never generates secrets"), "{}", r.2);
-    let fix = format!("`install -m 600 {}/secrets.yaml", b.display());
-    assert!(r.2.contains(&fix), "{}", r.2);
-    assert!(
-        !dir.join("secrets.yaml").exists(),
-        "no bundle was generated"
-    );
-
-    // Another cluster's bundle in the directory: refused before anything is rendered.
+/// Put another cluster's secrets bundle into `dir` (a fresh `gen` elsewhere).
+fn swap_in_foreign_secrets(dir: &Path) {
     let other = tempfile::tempdir().unwrap();
     ok(cmd(other.path(), &["gen"]));
     std::fs::copy(other.path().join("secrets.yaml"), dir.join("secrets.yaml")).unwrap();
+}
+
+#[test]
+fn missing_secrets_are_a_refusal_never_regenerated() {
+    let d = lab_cluster();
+    let dir = d.path();
+    let b = backup(dir, &[]);
+    let bs = b.to_str().unwrap();
+    let no_bundle = || {
+        assert!(
+            !dir.join("secrets.yaml").exists(),
+            "no bundle was generated"
+        )
+    };
+    std::fs::remove_file(dir.join("secrets.yaml")).unwrap();
+    let r = rebuild_node(dir, "talos-k8s-02", &[]);
+    refused(
+        &r,
+        &["secrets.yaml is missing", "fix: restore secrets.yaml"],
+    );
+    no_bundle();
+    let r = rebuild_cluster(dir, bs, &[]);
+    let fix = format!("`install -m 600 {}/secrets.yaml", b.display());
+    refused(&r, &["a rebuild never generates secrets", &fix]);
+    no_bundle();
+
+    // Another cluster's bundle in the directory: refused before anything is rendered.
+    swap_in_foreign_secrets(dir);
     let config = dir.join("machineconfigs/talos-k8s-01.yaml");
     let before = std::fs::read(&config).unwrap();
-    let r = lab(
-        dir,
-        &["rebuild", "cluster", "--from", b.to_str().unwrap(), "--yes"],
-    );
-    assert_eq!(r.0, 1, "{}", r.2);
-    assert!(r.2.contains("differs from"), "{}", r.2);
+    let r = rebuild_cluster(dir, bs, &[]);
+    refused(&r, &["differs from"]);
     assert_eq!(
         std::fs::read(&config).unwrap(),
         before,
@@ -255,36 +266,21 @@ fn missing_secrets_are_a_refusal_never_regenerated() {
 
 #[test]
 fn healthy_cluster_is_not_recovered_without_force() {
-    let d = tempfile::tempdir().unwrap();
+    let d = lab_cluster();
     let dir = d.path();
-    up(dir);
     let b = backup(dir, &[]);
-    let r = lab(
-        dir,
-        &["rebuild", "cluster", "--from", b.to_str().unwrap(), "--yes"],
-    );
-    assert_eq!(r.0, 1, "{}", r.2);
-    assert!(r.2.contains("cluster homelab is healthy"), "{}", r.2);
+    let bs = b.to_str().unwrap();
+    let r = rebuild_cluster(dir, bs, &[]);
+    refused(&r, &["cluster homelab is healthy"]);
     // One node lost, etcd still running elsewhere: rebuild node is the answer.
-    let r = lab(
-        dir,
+    let r = rebuild_cluster(dir, bs, &["--lab-faults", "destroy-vm=talos-k8s-03"]);
+    refused(
+        &r,
         &[
-            "rebuild",
-            "cluster",
-            "--from",
-            b.to_str().unwrap(),
-            "--yes",
-            "--lab-faults",
-            "destroy-vm=talos-k8s-03",
+            "refusing to recover etcd from a backup while it still runs on talos-k8s-01, talos-k8s-02",
+            "rebuild node NAME",
         ],
     );
-    assert_eq!(r.0, 1, "{}", r.2);
-    assert!(
-        r.2.contains("refusing to recover etcd from a backup while it still runs on talos-k8s-01, talos-k8s-02"),
-        "{}",
-        r.2
-    );
-    assert!(r.2.contains("rebuild node NAME"), "{}", r.2);
 }
 
 /// Run `f` against the lab Kubernetes API of the saved datacenter in `dir`,
@@ -334,12 +330,8 @@ async fn get_configmap(c: &kube::Client, name: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_cluster_is_recovered_from_a_backup_with_its_objects() {
-    let d = tempfile::tempdir().unwrap();
+    let d = tokio::task::spawn_blocking(lab_cluster).await.unwrap();
     let dir = d.path().to_owned();
-    let dir2 = dir.clone();
-    tokio::task::spawn_blocking(move || up(&dir2))
-        .await
-        .unwrap();
     let kubeconfig = std::fs::read(dir.join("kubeconfig")).unwrap();
     let talosconfig = std::fs::read(dir.join("talosconfig")).unwrap();
     with_api(&dir, &kubeconfig, async |c| {
@@ -358,19 +350,10 @@ async fn lost_cluster_is_recovered_from_a_backup_with_its_objects() {
 
     let (dir2, b2) = (dir.clone(), b.clone());
     let r = tokio::task::spawn_blocking(move || {
-        lab(
+        rebuild_cluster(
             &dir2,
-            &[
-                "rebuild",
-                "cluster",
-                "--from",
-                b2.to_str().unwrap(),
-                "--yes",
-                "--progress",
-                "plain",
-                "--lab-faults",
-                "lose-control-planes",
-            ],
+            b2.to_str().unwrap(),
+            &["--progress", "plain", "--lab-faults", "lose-control-planes"],
         )
     })
     .await
@@ -407,22 +390,16 @@ async fn lost_cluster_is_recovered_from_a_backup_with_its_objects() {
 
     // Resuming a finished recovery: etcd runs, so it is refused as healthy.
     let dir2 = dir.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        lab(
-            &dir2,
-            &["rebuild", "cluster", "--from", b.to_str().unwrap(), "--yes"],
-        )
-    })
-    .await
-    .unwrap();
-    assert!(r.2.contains("cluster homelab is healthy"), "{}", r.2);
+    let r = tokio::task::spawn_blocking(move || rebuild_cluster(&dir2, b.to_str().unwrap(), &[]))
+        .await
+        .unwrap();
+    said(&r, &["cluster homelab is healthy"]);
 }
 
 #[test]
 fn encrypted_backup_round_trips_and_damage_is_caught() {
-    let d = tempfile::tempdir().unwrap();
+    let d = lab_cluster();
     let dir = d.path();
-    up(dir);
     let id = age::x25519::Identity::generate();
     let recipient = id.to_public().to_string();
     let key = dir.join("age-key.txt");
@@ -480,28 +457,10 @@ fn encrypted_backup_round_trips_and_damage_is_caught() {
 
     // rebuild cluster decrypts the bundle to compare it with the directory's.
     let keys = key.to_str().unwrap();
-    let rebuild = |dir: &Path| {
-        lab(
-            dir,
-            &[
-                "rebuild",
-                "cluster",
-                "--from",
-                bs,
-                "--age-identity",
-                keys,
-                "--yes",
-            ],
-        )
-    };
-    let r = rebuild(dir);
-    assert!(r.2.contains("cluster homelab is healthy"), "{}", r.2);
-    let other = tempfile::tempdir().unwrap();
-    ok(cmd(other.path(), &["gen"]));
-    std::fs::copy(other.path().join("secrets.yaml"), dir.join("secrets.yaml")).unwrap();
-    let r = rebuild(dir);
-    assert_eq!(r.0, 1, "{}", r.2);
-    assert!(r.2.contains("differs from"), "{}", r.2);
+    let rebuild = || rebuild_cluster(dir, bs, &["--age-identity", keys]);
+    said(&rebuild(), &["cluster homelab is healthy"]);
+    swap_in_foreign_secrets(dir);
+    refused(&rebuild(), &["differs from"]);
 
     // One changed byte in the snapshot: the checksum says so.
     let snap = b.join("etcd.snapshot");
@@ -626,53 +585,29 @@ fn real_etcd_snapshot_passes_and_truncation_is_rejected() {
 /// (the member is already gone, a VM already exists) instead of repeating blindly.
 #[test]
 fn interrupted_rebuilds_resume() {
-    let d = tempfile::tempdir().unwrap();
+    let d = lab_cluster();
     let dir = d.path();
-    up(dir);
     let b = backup(dir, &[]);
-    let node = |faults: Option<&str>| {
-        let mut args = vec![
-            "rebuild",
-            "node",
-            "talos-k8s-02",
-            "--yes",
-            "--progress",
-            "plain",
-        ];
-        if let Some(f) = faults {
-            args.extend(["--lab-faults", f]);
-        }
-        lab(dir, &args)
+    // `--progress plain`, then `--lab-faults F` when given.
+    let with_faults = |faults: Option<&'static str>| {
+        let mut args = vec!["--progress", "plain"];
+        args.extend(faults.map(|f| ["--lab-faults", f]).into_iter().flatten());
+        args
     };
+    let node = |faults| rebuild_node(dir, "talos-k8s-02", &with_faults(faults));
     let r = node(Some("destroy-vm=talos-k8s-02,pve-task-error=qmcreate"));
-    assert_eq!(r.0, 1, "{}", r.2);
-    assert!(r.2.contains("injected qmcreate failure"), "{}", r.2);
+    refused(&r, &["injected qmcreate failure"]);
     assert!(!member_names(dir).contains(&"talos-k8s-02".to_owned()));
     let r = node(None);
     ok(r.clone());
     assert!(!r.2.contains("remove etcd member"), "{}", r.2);
-    assert!(r.2.contains("create VM 121"), "{}", r.2);
+    said(&r, &["create VM 121"]);
     assert_eq!(member_names(dir), ALL);
 
     let bs = b.to_str().unwrap();
-    let cluster = |faults: Option<&str>| {
-        let mut args = vec![
-            "rebuild",
-            "cluster",
-            "--from",
-            bs,
-            "--yes",
-            "--progress",
-            "plain",
-        ];
-        if let Some(f) = faults {
-            args.extend(["--lab-faults", f]);
-        }
-        lab(dir, &args)
-    };
+    let cluster = |faults| rebuild_cluster(dir, bs, &with_faults(faults));
     let r = cluster(Some("lose-control-planes,pve-task-error=qmcreate"));
-    assert_eq!(r.0, 1, "{}", r.2);
-    assert!(r.2.contains("injected qmcreate failure"), "{}", r.2);
+    refused(&r, &["injected qmcreate failure"]);
     let r = cluster(None);
     ok(r.clone());
     assert_eq!(member_names(dir), ALL);
@@ -680,38 +615,25 @@ fn interrupted_rebuilds_resume() {
 
 #[test]
 fn node_rebuild_without_any_etcd_points_to_the_backup() {
-    let d = tempfile::tempdir().unwrap();
+    let d = lab_cluster();
     let dir = d.path();
-    up(dir);
-    let r = lab(
+    let r = rebuild_node(
         dir,
-        &[
-            "rebuild",
-            "node",
-            "talos-k8s-02",
-            "--yes",
-            "--lab-faults",
-            "lose-control-planes",
-        ],
+        "talos-k8s-02",
+        &["--lab-faults", "lose-control-planes"],
     );
-    assert_eq!(r.0, 1, "{}", r.2);
-    assert!(r.2.contains("quorum is lost"), "{}", r.2);
-    assert!(r.2.contains("rebuild cluster --from BACKUP"), "{}", r.2);
+    refused(&r, &["quorum is lost", "rebuild cluster --from BACKUP"]);
     assert!(vm_config(dir, 121).is_none(), "nothing was created");
 }
 
 #[test]
 fn hung_node_is_power_cycled_wiped_and_rejoins() {
-    let d = tempfile::tempdir().unwrap();
+    let d = lab_cluster();
     let dir = d.path();
-    up(dir);
-    let r = lab(
+    let r = rebuild_node(
         dir,
+        "talos-k8s-02",
         &[
-            "rebuild",
-            "node",
-            "talos-k8s-02",
-            "--yes",
             "--progress",
             "plain",
             "--lab-faults",
@@ -719,11 +641,16 @@ fn hung_node_is_power_cycled_wiped_and_rejoins() {
         ],
     );
     ok(r.clone());
-    assert!(r.2.contains("power-cycle VM 121 on pve-ms01-02"), "{}", r.2);
     // It came back with its old config, so its etcd data was wiped before it rejoined.
-    assert!(r.2.contains("power cycle: configured"), "{}", r.2);
-    assert!(r.2.contains("talos-k8s-02 wipe: done"), "{}", r.2);
-    assert!(r.2.contains("stale member removed"), "{}", r.2);
+    said(
+        &r,
+        &[
+            "power-cycle VM 121 on pve-ms01-02",
+            "power cycle: configured",
+            "talos-k8s-02 wipe: done",
+            "stale member removed",
+        ],
+    );
     assert_eq!(member_names(dir), ALL);
 }
 
@@ -731,42 +658,24 @@ fn hung_node_is_power_cycled_wiped_and_rejoins() {
 /// and the user is warned.
 #[test]
 fn raw_db_recovers_only_with_skip_hash_check() {
-    let d = tempfile::tempdir().unwrap();
+    let d = lab_cluster();
     let dir = d.path();
-    up(dir);
     let b = backup(dir, &[]);
     let snap = std::fs::read(b.join("etcd.snapshot")).unwrap();
     let raw = dir.join("db");
     std::fs::write(&raw, &snap[..snap.len() - 32]).unwrap();
     let raws = raw.to_str().unwrap();
-    let r = lab(
-        dir,
-        &[
-            "rebuild",
-            "cluster",
-            "--from",
-            raws,
-            "--yes",
-            "--lab-faults",
-            "lose-control-planes",
-        ],
-    );
-    assert_eq!(r.0, 1, "{}", r.2);
-    assert!(r.2.contains("pass --skip-hash-check"), "{}", r.2);
-    let r = lab(
-        dir,
-        &[
-            "rebuild",
-            "cluster",
-            "--from",
-            raws,
-            "--skip-hash-check",
-            "--yes",
-        ],
-    );
+    let r = rebuild_cluster(dir, raws, &["--lab-faults", "lose-control-planes"]);
+    refused(&r, &["pass --skip-hash-check"]);
+    let r = rebuild_cluster(dir, raws, &["--skip-hash-check"]);
     ok(r.clone());
-    assert!(r.2.contains("warning:"), "{}", r.2);
-    assert!(r.2.contains("may be inconsistent"), "{}", r.2);
-    assert!(r.2.contains("(skipping the hash check)"), "{}", r.2);
+    said(
+        &r,
+        &[
+            "warning:",
+            "may be inconsistent",
+            "(skipping the hash check)",
+        ],
+    );
     assert_eq!(member_names(dir), ALL);
 }
