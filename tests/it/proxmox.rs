@@ -69,6 +69,26 @@ async fn lab() -> Lab {
     lab_with(LabProxmoxConfig::default(), true).await
 }
 
+/// A fault answering `times` matching requests with HTTP `code` and `message`.
+fn status_fault(method: &str, path: &str, times: u32, code: u16, message: &str) -> Fault {
+    let message = message.into();
+    Fault::new(method, path, times, FaultEffect::Status { code, message })
+}
+
+/// A fault failing the first matching request's task with `message`.
+fn task_error(method: &str, path: &str, message: &str) -> Fault {
+    let message = message.into();
+    Fault::new(method, path, 1, FaultEffect::TaskError { message })
+}
+
+/// A VM config from `(key, value)` pairs.
+fn strings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 impl Lab {
     async fn provision(
         &self,
@@ -239,13 +259,10 @@ async fn full_provision_stays_within_the_request_budget() {
 #[tokio::test]
 async fn an_interrupted_run_resumes() {
     let l = lab().await;
-    l.pve.set_faults(vec![Fault::new(
+    l.pve.set_faults(vec![task_error(
         "POST",
         "/nodes/pve-ms01-02/qemu",
-        1,
-        FaultEffect::TaskError {
-            message: "simulated crash while allocating".into(),
-        },
+        "simulated crash while allocating",
     )]);
     let err = l.provision(false).await.unwrap_err();
     let msg = err.to_string();
@@ -276,16 +293,12 @@ async fn an_interrupted_run_resumes() {
 async fn transient_errors_are_retried_and_the_run_completes() {
     let l = lab().await;
     l.pve.set_faults(vec![
-        Fault::new(
+        status_fault(
             "GET",
             "/cluster/resources",
             1,
-            FaultEffect::Status {
-                code: 595,
-                message:
-                    "Errors during connection establishment, proxy handshake: No route to host"
-                        .into(),
-            },
+            595,
+            "Errors during connection establishment, proxy handshake: No route to host",
         ),
         Fault::new(
             "POST",
@@ -312,13 +325,10 @@ async fn transient_errors_are_retried_and_the_run_completes() {
 #[tokio::test]
 async fn a_failed_task_stops_the_run_with_its_own_message() {
     let l = lab().await;
-    l.pve.set_faults(vec![Fault::new(
+    l.pve.set_faults(vec![task_error(
         "POST",
         "/download-url",
-        1,
-        FaultEffect::TaskError {
-            message: "download failed: 502 Bad Gateway".into(),
-        },
+        "download failed: 502 Bad Gateway",
     )]);
     let err = l.provision(false).await.unwrap_err();
     match &err {
@@ -392,10 +402,8 @@ async fn adopted_vms_are_compared_and_only_safe_drift_is_fixed() {
 #[tokio::test]
 async fn a_foreign_vm_on_a_planned_vmid_is_an_error_naming_it() {
     let l = lab().await;
-    let cfg: BTreeMap<String, String> = [("name", "grafana"), ("description", "hand-made")]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    let cfg: BTreeMap<String, String> =
+        strings(&[("name", "grafana"), ("description", "hand-made")]);
     l.pve.insert_vm("pve-ms01-02", 121, cfg, true);
     let err = l.provision(false).await.unwrap_err();
     let msg = err.to_string();
@@ -416,14 +424,11 @@ async fn a_foreign_vm_on_a_planned_vmid_is_an_error_naming_it() {
 async fn destroy_removes_exactly_this_clusters_vms() {
     let l = lab().await;
     l.provision(false).await.unwrap();
-    let other: BTreeMap<String, String> = [
+    let other: BTreeMap<String, String> = strings(&[
         ("name", "talos-other-01"),
         ("tags", "talos;talos-pve"),
         ("description", "talos-pve:cluster=other;node=talos-other-01"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    ]);
     l.pve.insert_vm("pve-ms01-01", 500, other, true);
     l.pve.insert_vm(
         "pve-ms01-02",
@@ -514,14 +519,12 @@ async fn the_token_secret_never_leaks() {
     let l = lab().await;
     let token = l.pve.api_token();
     let secret = token.expose_secret().split_once('=').unwrap().1.to_owned();
-    l.pve.set_faults(vec![Fault::new(
+    l.pve.set_faults(vec![status_fault(
         "GET",
         "/cluster/resources",
         1,
-        FaultEffect::Status {
-            code: 596,
-            message: "Broken pipe".into(),
-        },
+        596,
+        "Broken pipe",
     )]);
     l.provision(false).await.unwrap();
     // A wrong secret: 401, and the error does not echo what was sent.
@@ -1170,15 +1173,8 @@ async fn a_vm_still_locked_by_an_interrupted_create_is_waited_for_then_adopted()
 async fn errors_without_a_body_take_the_reason_phrase_and_reads_give_up_after_the_cap() {
     let l = lab().await;
     let msg = "Errors during connection establishment, proxy handshake: No route to host";
-    l.pve.set_faults(vec![Fault::new(
-        "GET",
-        "/version",
-        10,
-        FaultEffect::Status {
-            code: 595,
-            message: msg.into(),
-        },
-    )]);
+    l.pve
+        .set_faults(vec![status_fault("GET", "/version", 10, 595, msg)]);
     let e = l
         .client
         .get::<serde_json::Value>("/version", &[])
@@ -1192,15 +1188,8 @@ async fn errors_without_a_body_take_the_reason_phrase_and_reads_give_up_after_th
         "retried up to the attempt cap, then gave up"
     );
     // Writes are not retried on 595: the proxy may have forwarded them.
-    l.pve.set_faults(vec![Fault::new(
-        "PUT",
-        "/config",
-        10,
-        FaultEffect::Status {
-            code: 595,
-            message: msg.into(),
-        },
-    )]);
+    l.pve
+        .set_faults(vec![status_fault("PUT", "/config", 10, 595, msg)]);
     l.pve.clear_requests();
     let e = l
         .client
