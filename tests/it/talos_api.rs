@@ -221,18 +221,24 @@ async fn bring_up(
     (outcomes, b, k)
 }
 
-async fn running_cluster(
-    n: usize,
-    vmid: u32,
-    cfg: LabTalosConfig,
-) -> (Cluster, Fabric, LabTalos, Stages) {
+/// `n` nodes from `vmid` on, booted into maintenance in a fresh lab, with fast stages.
+fn started(n: usize, vmid: u32, cfg: LabTalosConfig) -> (Cluster, Fabric, LabTalos, Stages) {
     let c = cluster(n, vmid);
     let fabric = Fabric::new();
     let lab = LabTalos::start(&fabric, cfg);
     c.start(&fabric);
     let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
-    bring_up(&c, &stages).await;
     (c, fabric, lab, stages)
+}
+
+async fn running_cluster(
+    n: usize,
+    vmid: u32,
+    cfg: LabTalosConfig,
+) -> (Cluster, Fabric, LabTalos, Stages) {
+    let up = started(n, vmid, cfg);
+    bring_up(&up.0, &up.3).await;
+    up
 }
 
 // ---------------------------------------------------------------- bring-up
@@ -408,11 +414,7 @@ async fn per_node_errors_in_fan_out_metadata_name_the_node() {
 
 #[tokio::test]
 async fn config_with_foreign_macs_is_rejected_with_the_reason() {
-    let c = cluster(1, 230);
-    let fabric = Fabric::new();
-    let lab = LabTalos::start(&fabric, LabTalosConfig::fast());
-    c.start(&fabric);
-    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    let (c, _fabric, lab, stages) = started(1, 230, LabTalosConfig::fast());
     let n = &c.nodes[0];
     let bad = c.config_with_macs(n, &["BC:24:11:00:00:01", &n.vm.nics[1].mac]);
     let e = stages
@@ -432,11 +434,7 @@ async fn config_with_foreign_macs_is_rejected_with_the_reason() {
 
 #[tokio::test]
 async fn unconfirmed_identity_sends_no_config() {
-    let c = cluster(2, 240);
-    let fabric = Fabric::new();
-    let lab = LabTalos::start(&fabric, LabTalosConfig::fast());
-    c.start(&fabric);
-    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    let (c, _fabric, lab, stages) = started(2, 240, LabTalosConfig::fast());
     // The agent facts of node 2 are presented for node 1's address: a MAC mismatch.
     let mut facts = AgentFacts::of(&c.nodes);
     let swapped = facts.0["talos-k8s-02"].clone();
@@ -492,11 +490,7 @@ async fn node_that_never_boots_times_out_in_maintenance_stage() {
 }
 
 async fn applied(cfg: LabTalosConfig, vmid: u32) -> (Cluster, LabTalos, Fabric) {
-    let c = cluster(1, vmid);
-    let fabric = Fabric::new();
-    let lab = LabTalos::start(&fabric, cfg);
-    c.start(&fabric);
-    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    let (c, fabric, lab, stages) = started(1, vmid, cfg);
     let n = &c.nodes[0];
     stages
         .apply_config(
