@@ -174,6 +174,16 @@ fn failed_in(e: TalosError, stage: Stage) -> String {
     msg
 }
 
+/// The message of a `StageTimeout` error of `stage` (any other error fails the test).
+fn timed_out_in(e: TalosError, stage: Stage) -> String {
+    let msg = e.to_string();
+    assert!(
+        matches!(&e, TalosError::StageTimeout { stage: s, .. } if *s == stage),
+        "expected a {stage:?} stage timeout: {msg}"
+    );
+    msg
+}
+
 fn fast_timeouts() -> Timeouts {
     Timeouts::uniform(
         Duration::from_secs(10),
@@ -464,17 +474,7 @@ async fn node_that_never_boots_times_out_in_maintenance_stage() {
         .wait_maintenance(&c.nodes[0].target())
         .await
         .unwrap_err();
-    let msg = e.to_string();
-    assert!(
-        matches!(
-            e,
-            TalosError::StageTimeout {
-                stage: Stage::Maintenance,
-                ..
-            }
-        ),
-        "{msg}"
-    );
+    let msg = timed_out_in(e, Stage::Maintenance);
     assert!(
         msg.starts_with("node talos-k8s-01: stage `wait for maintenance mode` did not finish"),
         "{msg}"
@@ -517,17 +517,7 @@ async fn reboot_loop_times_out_in_install_stage_with_a_hint() {
         .wait_installed(&c.nodes[0].target(), &c.admin)
         .await
         .unwrap_err();
-    let msg = e.to_string();
-    assert!(
-        matches!(
-            e,
-            TalosError::StageTimeout {
-                stage: Stage::Install,
-                ..
-            }
-        ),
-        "{msg}"
-    );
+    let msg = timed_out_in(e, Stage::Install);
     assert!(
         msg.contains("node talos-k8s-01: stage `wait for install and reboot`"),
         "{msg}"
@@ -551,16 +541,7 @@ async fn slow_install_outlasts_a_short_deadline_but_not_a_longer_one() {
         short_timeouts(Duration::from_millis(150)),
     );
     let e = short.wait_installed(&t, &c.admin).await.unwrap_err();
-    assert!(
-        matches!(
-            e,
-            TalosError::StageTimeout {
-                stage: Stage::Install,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    timed_out_in(e, Stage::Install);
     let long = Stages::new(fabric.addresses.clone(), fast_timeouts());
     assert_eq!(long.wait_installed(&t, &c.admin).await.unwrap(), "v1.13.9");
     lab.shutdown();
@@ -599,17 +580,7 @@ async fn clock_that_never_syncs_times_out_naming_ntp() {
         short_timeouts(Duration::from_millis(1000)),
     );
     let e = stages.bootstrap(&t, &c.admin).await.unwrap_err();
-    let msg = e.to_string();
-    assert!(
-        matches!(
-            e,
-            TalosError::StageTimeout {
-                stage: Stage::Bootstrap,
-                ..
-            }
-        ),
-        "{msg}"
-    );
+    let msg = timed_out_in(e, Stage::Bootstrap);
     assert!(msg.contains("time is not in sync yet"), "{msg}");
     assert!(msg.contains("time is synced"), "{msg}");
     assert_eq!(lab.counters().bootstraps, 0);
