@@ -9,7 +9,7 @@ use talos_pve::lab::Fabric;
 use talos_pve::lab::proxmox::{LabProxmox, LabProxmoxConfig, LabProxmoxHandle};
 use talos_pve::profile::{self, Profile};
 use talos_pve::proxmox::discovery::LiveConnect;
-use talos_pve::wizard::{self, Access, Answer, Connect, Options, ScriptedPrompter};
+use talos_pve::wizard::{self, Access, Answer, Connect, ScriptedPrompter};
 
 use super::support;
 use super::wizard::homelab_answers;
@@ -141,15 +141,9 @@ async fn the_wizard_with_live_discovery_writes_a_lint_clean_profile() {
     let (outcome, remaining, questions) = off_runtime(move || {
         let connect = LiveConnect::new(book, false);
         let mut p = ScriptedPrompter::new(answers);
-        let out = wizard::run(
-            &mut p,
-            &connect,
-            Options {
-                draft: wizard::seed_draft(),
-                token_dir: "/nonexistent".into(),
-                check: &|p| talos_pve::lint::lint(p).error_lines(),
-            },
-        );
+        let out = super::wizard::run_with(&mut p, &connect, &|p| {
+            talos_pve::lint::lint(p).error_lines()
+        });
         (out, p.remaining(), p.questions.clone())
     })
     .await;

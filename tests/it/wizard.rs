@@ -6,8 +6,8 @@ use std::process::Command;
 
 use talos_pve::profile::{self, Profile};
 use talos_pve::wizard::{
-    self, Answer, Bond, Bridge, HostInfo, Inventory, Options, Outcome, ScriptedPrompter, Storage,
-    WizardError,
+    self, Answer, Bond, Bridge, Connect, HostInfo, Inventory, Options, Outcome, ScriptedPrompter,
+    Storage, WizardError,
 };
 
 use super::support;
@@ -162,21 +162,27 @@ fn no_problems(_: &Profile) -> Vec<String> {
     Vec::new()
 }
 
+/// The wizard from the seed draft, answered by `p`, discovering through `connect`.
+pub fn run_with(
+    p: &mut ScriptedPrompter,
+    connect: &dyn Connect,
+    check: wizard::Check<'_>,
+) -> Result<Outcome, WizardError> {
+    let opts = Options {
+        draft: wizard::seed_draft(),
+        token_dir: "/nonexistent".into(),
+        check,
+    };
+    wizard::run(p, connect, opts)
+}
+
 fn run_scripted(
     answers: Vec<Answer>,
     check: wizard::Check<'_>,
 ) -> (Result<Outcome, WizardError>, ScriptedPrompter) {
     let inv = seed_inventory();
     let mut p = ScriptedPrompter::new(answers);
-    let out = wizard::run(
-        &mut p,
-        &inv,
-        Options {
-            draft: wizard::seed_draft(),
-            token_dir: "/nonexistent".into(),
-            check,
-        },
-    );
+    let out = run_with(&mut p, &inv, check);
     (out, p)
 }
 
@@ -429,15 +435,7 @@ fn a_storage_missing_on_one_host_is_reported_not_guessed() {
     let mut inv = seed_inventory();
     inv.hosts[2].storages.retain(|s| s.name != "local-lvm");
     let mut p = ScriptedPrompter::new(homelab_answers());
-    let out = wizard::run(
-        &mut p,
-        &inv,
-        Options {
-            draft: wizard::seed_draft(),
-            token_dir: "/nonexistent".into(),
-            check: &no_problems,
-        },
-    );
+    let out = run_with(&mut p, &inv, &no_problems);
     let e = out.err().expect("no common disk storage");
     assert!(
         e.to_string()
@@ -451,16 +449,7 @@ fn a_storage_missing_on_one_host_is_reported_not_guessed() {
     let third_node = answers.len() - 15 - 6;
     answers.drain(third_node..third_node + 6);
     let mut p = ScriptedPrompter::new(answers);
-    let out = wizard::run(
-        &mut p,
-        &inv,
-        Options {
-            draft: wizard::seed_draft(),
-            token_dir: "/nonexistent".into(),
-            check: &no_problems,
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let out = run_with(&mut p, &inv, &no_problems).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(p.remaining(), 0);
     let hosts: Vec<&str> = out
         .profile
@@ -518,16 +507,7 @@ fn a_failed_connection_is_shown_and_asked_again() {
         tries: std::cell::Cell::new(0),
     };
     let mut p = ScriptedPrompter::new(answers);
-    let out = wizard::run(
-        &mut p,
-        &connect,
-        Options {
-            draft: wizard::seed_draft(),
-            token_dir: "/nonexistent".into(),
-            check: &no_problems,
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let out = run_with(&mut p, &connect, &no_problems).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(connect.tries.get(), 2);
     assert_eq!(out.profile, homelab());
     assert!(
