@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 
 use super::args::{Global, LabArgs, Output};
+use super::common::{close_lab, open_lab};
 use super::preflight::runtime;
-use super::rebuild::{close_lab, open_lab};
 use crate::cluster_dir::ClusterDir;
 use crate::net::AddressBook;
 use crate::plan::Plan;

@@ -1,9 +1,16 @@
-//! Helpers every subcommand shares: logging set-up, loading the profile, exit codes.
+//! Helpers every subcommand shares: logging set-up, loading the profile, opening
+//! the lab or the real hosts and saving the lab afterwards, exit codes.
 
 use std::path::Path;
 
-use super::args::Global;
+use super::args::{Global, LabArgs};
+use super::preflight::PveArgs;
+use crate::addons::ManifestSource;
+use crate::cluster_dir::ClusterDir;
+use crate::lab::{Datacenter, LabOptions};
 use crate::profile::{self, Profile, ProfileError};
+use crate::proxmox::settings::Overrides;
+use crate::up::Env;
 
 pub fn init_tracing(g: &Global) {
     let level = match g.verbose {
@@ -26,6 +33,55 @@ pub fn init_tracing(g: &Global) {
 
 pub fn load_profile(path: &Path) -> anyhow::Result<Profile> {
     profile::load(path).map_err(anyhow::Error::new)
+}
+
+/// The saved lab datacenter (with `--lab`), disasters applied.
+pub async fn open_lab(
+    dir: &ClusterDir,
+    profile: &Profile,
+    lab: Option<&LabOptions>,
+) -> anyhow::Result<Option<Datacenter>> {
+    Ok(match lab {
+        Some(o) => Some(Datacenter::open(&dir.lab(), profile, o).await?),
+        None => None,
+    })
+}
+
+/// Persist the lab for the next command (also after a failure), write the report.
+pub fn close_lab(dc: Option<Datacenter>, a: &LabArgs) -> anyhow::Result<()> {
+    if let Some(dc) = dc {
+        dc.save()?;
+        if let Some(out) = &a.lab_report {
+            let n = dc.report(out)?;
+            eprintln!("lab report: {n} files in {}", out.display());
+        }
+        dc.shutdown();
+    }
+    Ok(())
+}
+
+/// The hosts a command acts on: the lab's simulated ones in `dc` (with `--lab`),
+/// or the real ones the profile names, reached and trusted as `pve` says.
+pub fn hosts(
+    dc: Option<&Datacenter>,
+    lab: Option<&LabOptions>,
+    profile: &Profile,
+    profile_path: &Path,
+    pve: &PveArgs,
+    manifests: ManifestSource,
+) -> anyhow::Result<Env> {
+    Ok(match (dc, lab) {
+        (Some(dc), Some(o)) => Env::lab(dc, profile, o)?,
+        _ => Env::real(
+            profile,
+            profile_path.parent(),
+            &Overrides {
+                fingerprint: pve.fingerprint.clone(),
+                insecure: pve.insecure,
+            },
+            manifests,
+        )?,
+    })
 }
 
 /// Marker error: the command ran, but its verdict is negative (lint errors).

@@ -8,17 +8,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::args::{Global, LabArgs, Output, ProfileArgs};
+use super::common::{close_lab, hosts, open_lab};
 use super::preflight::{PveArgs, runtime};
 use super::up::confirm;
 use crate::addons::ManifestSource;
 use crate::cluster_dir::ClusterDir;
-use crate::lab::{Datacenter, LabOptions};
 use crate::plan::Plan;
-use crate::profile::Profile;
 use crate::progress::{ProgressMode, Reporter};
-use crate::proxmox::settings::Overrides;
 use crate::rebuild::{self, Ctx, cluster, node, render_steps};
-use crate::up::Env;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -88,18 +85,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let dc = open_lab(&dir, &profile, lab.as_ref()).await?;
         let result = async {
-            let env = match (&dc, &lab) {
-                (Some(dc), Some(o)) => Env::lab(dc, &profile, o)?,
-                _ => Env::real(
-                    &profile,
-                    c.profile.profile.parent(),
-                    &Overrides {
-                        fingerprint: c.pve.fingerprint.clone(),
-                        insecure: c.pve.insecure,
-                    },
-                    ManifestSource::from_arg(None),
-                )?,
-            };
+            let env = hosts(
+                dc.as_ref(),
+                lab.as_ref(),
+                &profile,
+                &c.profile.profile,
+                &c.pve,
+                ManifestSource::from_arg(None),
+            )?;
             let rep = Reporter::select(g.output == Output::Json, c.progress);
             let ctx = Ctx {
                 env: &env,
@@ -179,29 +172,4 @@ async fn rebuild_cluster(
         src.origin,
         ctx.dir.root.display()
     ))
-}
-
-/// The saved lab datacenter (with `--lab`), disasters applied.
-pub(super) async fn open_lab(
-    dir: &ClusterDir,
-    profile: &Profile,
-    lab: Option<&LabOptions>,
-) -> anyhow::Result<Option<Datacenter>> {
-    Ok(match lab {
-        Some(o) => Some(Datacenter::open(&dir.lab(), profile, o).await?),
-        None => None,
-    })
-}
-
-/// Persist the lab for the next command (also after a failure), write the report.
-pub(super) fn close_lab(dc: Option<Datacenter>, a: &LabArgs) -> anyhow::Result<()> {
-    if let Some(dc) = dc {
-        dc.save()?;
-        if let Some(out) = &a.lab_report {
-            let n = dc.report(out)?;
-            eprintln!("lab report: {n} files in {}", out.display());
-        }
-        dc.shutdown();
-    }
-    Ok(())
 }

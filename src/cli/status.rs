@@ -7,13 +7,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::args::{Global, LabArgs, Output, ProfileArgs};
+use super::common::{hosts, open_lab};
 use super::preflight::{PveArgs, runtime};
 use crate::addons::ManifestSource;
 use crate::cluster_dir::ClusterDir;
-use crate::lab::Datacenter;
 use crate::plan::Plan;
-use crate::proxmox::settings::Overrides;
-use crate::up::{self, Env};
+use crate::up;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -33,22 +32,15 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         .map_err(anyhow::Error::msg)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let dc = match &lab {
-            Some(o) => Some(Datacenter::open(&dir.lab(), &profile, o).await?),
-            None => None,
-        };
-        let env = match (&dc, &lab) {
-            (Some(dc), Some(o)) => Env::lab(dc, &profile, o)?,
-            _ => Env::real(
-                &profile,
-                a.profile.profile.parent(),
-                &Overrides {
-                    fingerprint: a.pve.fingerprint.clone(),
-                    insecure: a.pve.insecure,
-                },
-                ManifestSource::Embedded,
-            )?,
-        };
+        let dc = open_lab(&dir, &profile, lab.as_ref()).await?;
+        let env = hosts(
+            dc.as_ref(),
+            lab.as_ref(),
+            &profile,
+            &a.profile.profile,
+            &a.pve,
+            ManifestSource::Embedded,
+        )?;
         let status = up::status(&env, &plan, &dir).await;
         if let Some(dc) = dc {
             dc.shutdown();

@@ -8,15 +8,14 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 
 use super::args::{Global, LabArgs, Output};
+use super::common::{close_lab, hosts, open_lab};
 use super::preflight::{PveArgs, print_preflight, runtime};
 use crate::addons::ManifestSource;
 use crate::cluster_dir::ClusterDir;
-use crate::lab::Datacenter;
 use crate::plan::{self, Plan};
 use crate::profile::Profile;
 use crate::progress::{ProgressMode, Reporter};
 use crate::proxmox::preflight::preflight;
-use crate::proxmox::settings::Overrides;
 use crate::state::State;
 use crate::up::{self, Env, Summary};
 
@@ -61,25 +60,15 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     eprintln!("cluster directory: {}", dir.root.display());
     let rt = runtime()?;
     rt.block_on(async {
-        let dc = match &lab {
-            Some(o) => Some(Datacenter::open(&dir.lab(), &profile, o).await?),
-            None => None,
-        };
-        let env = match (&dc, &lab) {
-            (Some(dc), Some(o)) => Env::lab(dc, &profile, o)?,
-            _ => {
-                let manifests = ManifestSource::from_arg(a.manifests.as_deref());
-                Env::real(
-                    &profile,
-                    source.parent(),
-                    &Overrides {
-                        fingerprint: a.pve.fingerprint.clone(),
-                        insecure: a.pve.insecure,
-                    },
-                    manifests,
-                )?
-            }
-        };
+        let dc = open_lab(&dir, &profile, lab.as_ref()).await?;
+        let env = hosts(
+            dc.as_ref(),
+            lab.as_ref(),
+            &profile,
+            &source,
+            &a.pve,
+            ManifestSource::from_arg(a.manifests.as_deref()),
+        )?;
         // Between recorded steps the simulated hosts keep changing (tasks, installs):
         // save them often, so a killed run leaves them where real hosts would be.
         let autosave = dc.as_ref().map(|dc| {
@@ -99,14 +88,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             // Wait for a save in progress, so the final one below is the last.
             let _ = t.await;
         }
-        if let Some(dc) = dc {
-            dc.save()?;
-            if let Some(out) = &a.lab.lab_report {
-                let n = dc.report(out)?;
-                eprintln!("lab report: {n} files in {}", out.display());
-            }
-            dc.shutdown();
-        }
+        close_lab(dc, &a.lab)?;
         let summary = result?;
         match g.output {
             Output::Json => println!(
