@@ -55,6 +55,39 @@ pub enum Pin {
     Any,
 }
 
+/// The handshake-signature half of a `ServerCertVerifier`, the same for every
+/// verifier here: checked with the `provider` field's algorithms (what the chain
+/// check does not cover, a peer proving it holds the certificate's key).
+macro_rules! handshake_signatures_by_provider {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let algs = &self.provider.signature_verification_algorithms;
+            verify_tls12_signature(message, cert, dss, algs)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let algs = &self.provider.signature_verification_algorithms;
+            verify_tls13_signature(message, cert, dss, algs)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    };
+}
+
 #[derive(Debug)]
 pub struct PinnedVerifier {
     pin: Pin,
@@ -94,39 +127,7 @@ impl ServerCertVerifier for PinnedVerifier {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    handshake_signatures_by_provider!();
 }
 
 /// Verifies the server against a private CA for a fixed name, whatever address was
@@ -136,6 +137,7 @@ impl ServerCertVerifier for PinnedVerifier {
 pub struct NameOverrideVerifier {
     name: ServerName<'static>,
     inner: Arc<rustls::client::WebPkiServerVerifier>,
+    provider: Arc<CryptoProvider>,
 }
 
 impl NameOverrideVerifier {
@@ -143,12 +145,17 @@ impl NameOverrideVerifier {
         roots: rustls::RootCertStore,
         name: ServerName<'static>,
     ) -> Result<Arc<Self>, rustls::client::VerifierBuilderError> {
+        let provider = provider();
         let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
             Arc::new(roots),
-            provider(),
+            provider.clone(),
         )
         .build()?;
-        Ok(Arc::new(Self { name, inner }))
+        Ok(Arc::new(Self {
+            name,
+            inner,
+            provider,
+        }))
     }
 }
 
@@ -165,27 +172,7 @@ impl ServerCertVerifier for NameOverrideVerifier {
             .verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    handshake_signatures_by_provider!();
 }
 
 #[cfg(test)]
