@@ -26,6 +26,19 @@ pub use datacenter::{Datacenter, DatacenterError, LabOptions, LabSaver};
 pub use etcd::{EtcdStore, SnapshotError, validate_snapshot};
 pub use faults::{FaultSpecError, LabFaults};
 
+/// 32 hex digits in a UUID's 8-4-4-4-12 groups, so simulated ids look like real ones.
+pub(crate) fn uuid_text(hex: &str) -> String {
+    let g = |a: usize, b: usize| hex.get(a..b).unwrap_or_default();
+    format!(
+        "{}-{}-{}-{}-{}",
+        g(0, 8),
+        g(8, 12),
+        g(12, 16),
+        g(16, 20),
+        g(20, 32)
+    )
+}
+
 /// What happened in the simulated datacenter; each simulator reacts to the others'.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum LabEvent {
@@ -112,5 +125,14 @@ impl Fabric {
 impl Default for Fabric {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod uuid_tests {
+    #[test]
+    fn uuid_text_groups_32_hex_digits() {
+        let h = "00112233445566778899aabbccddeeff";
+        assert_eq!(super::uuid_text(h), "00112233-4455-6677-8899-aabbccddeeff");
     }
 }

@@ -137,15 +137,7 @@ impl Store {
 
 fn uid(key: &str, rv: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, format!("{key}#{rv}").as_bytes());
-    let h = hex::encode(&d.as_ref()[..16]);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    crate::lab::uuid_text(&hex::encode(&d.as_ref()[..16]))
 }
 
 /// Equal apart from bookkeeping (resource version, managed-field timestamps).

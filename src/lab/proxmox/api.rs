@@ -1343,15 +1343,7 @@ fn normalise_new(
 }
 
 fn uuid_like() -> String {
-    let h = random_hex(16);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    crate::lab::uuid_text(&random_hex(16))
 }
 
 /// Re-print a value as PVE stores it: NICs re-printed with their MAC (filled in,
