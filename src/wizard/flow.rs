@@ -316,28 +316,17 @@ impl Flow<'_> {
                 ));
             }
         }
-        let pick = |p: &mut dyn Prompter, q: &str, list: &[String], cur: &str| {
+        let px = &mut self.d.proxmox;
+        let choices: [(&str, &[String], &mut String); 3] = [
+            ("Bridge for the VM NICs", &bridges, &mut px.bridge),
+            ("Storage for the Talos ISO", &iso, &mut px.iso_storage),
+            ("Storage for the VM disks", &images, &mut px.disk_storage),
+        ];
+        // The current value is the default, so a re-run keeps the earlier choice.
+        for (q, list, cur) in choices {
             let def = list.iter().position(|x| x == cur).unwrap_or(0);
-            p.select(q, list, def).map(|i| list[i].clone())
-        };
-        self.d.proxmox.bridge = pick(
-            self.p,
-            "Bridge for the VM NICs",
-            &bridges,
-            &self.d.proxmox.bridge,
-        )?;
-        self.d.proxmox.iso_storage = pick(
-            self.p,
-            "Storage for the Talos ISO",
-            &iso,
-            &self.d.proxmox.iso_storage,
-        )?;
-        self.d.proxmox.disk_storage = pick(
-            self.p,
-            "Storage for the VM disks",
-            &images,
-            &self.d.proxmox.disk_storage,
-        )?;
+            *cur = list[self.p.select(q, list, def)?].clone();
+        }
         let bridge = self.d.proxmox.bridge.clone();
         let old = std::mem::take(&mut self.d.proxmox.hosts);
         self.d.proxmox.hosts = chosen
