@@ -194,6 +194,29 @@ pub fn initial_state(px: &Proxmox) -> anyhow::Result<LabPveState> {
     })
 }
 
+/// PVE's answer for a VMID that has no VM on `node`.
+fn no_such_vm(node: &str, vmid: impl std::fmt::Display) -> Reply {
+    Reply::err(
+        500,
+        format!("Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"),
+    )
+}
+
+/// The VM `vmid` on `node`, or PVE's answer for a missing VMID (400) or VM (500).
+fn vm_on<'s>(
+    st: &'s LabPveState,
+    node: &str,
+    vmid: Option<u32>,
+) -> Result<(u32, &'s LabVmState), Reply> {
+    let Some(vmid) = vmid else {
+        return Err(Reply::err(400, "bad vmid"));
+    };
+    match st.vms.get(&vmid).filter(|vm| vm.node == node) {
+        Some(vm) => Ok((vmid, vm)),
+        None => Err(no_such_vm(node, vmid)),
+    }
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("system RNG");
@@ -953,24 +976,16 @@ impl Lab {
             .filter(|vm| vm.node == node)
         {
             Some(vm) => f(vm),
-            None => Reply::err(
-                500,
-                format!("Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"),
-            ),
+            None => no_such_vm(node, vmid),
         }
     }
 
     fn update(&self, node: &str, vmid: Option<u32>, mut p: BTreeMap<String, String>) -> Reply {
-        let Some(vmid) = vmid else {
-            return Reply::err(400, "bad vmid");
-        };
         let mut st = self.state.lock().expect("lab state");
-        if st.vms.get(&vmid).is_none_or(|vm| vm.node != node) {
-            return Reply::err(
-                500,
-                format!("Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"),
-            );
-        }
+        let vmid = match vm_on(&st, node, vmid) {
+            Ok((vmid, _)) => vmid,
+            Err(reply) => return reply,
+        };
         if self.vm_running_task(&st, vmid) {
             return Reply::err(500, lock_msg(vmid));
         }
@@ -1014,15 +1029,10 @@ impl Lab {
         user: &str,
         injected: Option<String>,
     ) -> Reply {
-        let Some(vmid) = vmid else {
-            return Reply::err(400, "bad vmid");
-        };
         let mut st = self.state.lock().expect("lab state");
-        let Some(vm) = st.vms.get(&vmid).filter(|vm| vm.node == node) else {
-            return Reply::err(
-                500,
-                format!("Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"),
-            );
+        let (vmid, vm) = match vm_on(&st, node, vmid) {
+            Ok(found) => found,
+            Err(reply) => return reply,
         };
         let running = vm.running;
         let locked = vm.config.get("lock").cloned();
@@ -1059,15 +1069,10 @@ impl Lab {
         user: &str,
         injected: Option<String>,
     ) -> Reply {
-        let Some(vmid) = vmid else {
-            return Reply::err(400, "bad vmid");
-        };
         let mut st = self.state.lock().expect("lab state");
-        let Some(vm) = st.vms.get(&vmid).filter(|vm| vm.node == node) else {
-            return Reply::err(
-                500,
-                format!("Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"),
-            );
+        let (vmid, vm) = match vm_on(&st, node, vmid) {
+            Ok(found) => found,
+            Err(reply) => return reply,
         };
         if vm.running {
             return Reply::err(500, format!("VM {vmid} is running - destroy failed"));
