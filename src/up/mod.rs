@@ -94,9 +94,10 @@ pub async fn bring_up(
     rep: &Reporter,
     opts: &Options,
 ) -> Result<Summary, UpError> {
+    let rec = Record { env, state, rep };
     // Key generation (CPU, up to seconds) overlaps with creating and booting the VMs:
     // the configs are needed only once the nodes reach maintenance mode.
-    let secrets = stage(env, rep, state, None, "secrets", Step::Secrets, || async {
+    let secrets = rec.stage(None, "secrets", Step::Secrets, || async {
         let (dir, profile, plan) = (dir.clone(), profile.clone(), plan.clone());
         let g = tokio::task::spawn_blocking(move || {
             artifacts::generate(&dir, &profile, &plan, &SecretsSource::Existing)
@@ -104,9 +105,7 @@ pub async fn bring_up(
         .await
         .map_err(|e| UpError::Artifacts(anyhow::anyhow!("secrets generation stopped: {e}")))?
         .map_err(UpError::Artifacts)?;
-        mark(
-            env,
-            state,
+        rec.mark(
             Step::Configs,
             Some(&format!("Talos 1.{} contract", g.contract.minor())),
         )?;
@@ -137,10 +136,7 @@ pub async fn bring_up(
         if let Some(n) = plan.node(&boot.node) {
             configure_node(env, n, dir, state, rep, &creds, &identity).await?;
         }
-        stage(
-            env,
-            rep,
-            state,
+        rec.stage(
             Some(&boot.node),
             "bootstrap",
             Step::Bootstrapped,
@@ -155,7 +151,7 @@ pub async fn bring_up(
         let members: Vec<String> = plan.control_planes().map(|n| n.name.clone()).collect();
         // The other control planes join etcd while the Kubernetes add-ons install: the
         // API needs only the bootstrapped member, so neither waits for the other.
-        let etcd = stage(env, rep, state, None, "etcd", Step::EtcdHealthy, || async {
+        let etcd = rec.stage(None, "etcd", Step::EtcdHealthy, || async {
             env.talos.wait_etcd_members(&boot, &creds, &members).await?;
             Ok(format!("{} members", members.len()))
         });
@@ -169,7 +165,7 @@ pub async fn bring_up(
     let (others, cluster) = tokio::join!(others, cluster);
     others.into_iter().collect::<Result<Vec<()>, _>>()?;
     cluster?;
-    mark(env, state, Step::Healthy, None)?;
+    rec.mark(Step::Healthy, None)?;
     Ok(Summary::new(profile, plan, dir))
 }
 
@@ -182,6 +178,7 @@ async fn provision_vms(
     rep: &Reporter,
     opts: &Options,
 ) -> Result<(), UpError> {
+    let rec = Record { env, state, rep };
     rep.started(None, "provision");
     let report = provision(
         &env.pve,
@@ -220,7 +217,7 @@ async fn provision_vms(
             VmAction::Updated => "updated",
             VmAction::NeedsRecreate => "needs --recreate",
         };
-        mark(env, state, Step::Vm(vm.node.clone()), Some(what))?;
+        rec.mark(Step::Vm(vm.node.clone()), Some(what))?;
         rep.progress(
             Some(&vm.node),
             "provision",
@@ -240,32 +237,25 @@ async fn fetch_kubeconfig(
     boot: &Target,
     creds: &Credentials,
 ) -> Result<(), UpError> {
-    stage(
-        env,
-        rep,
-        state,
-        Some(&boot.node),
-        "kubeconfig",
-        Step::Kubeconfig,
-        || async {
-            let local = std::fs::read(dir.kubeconfig()).ok();
-            let fetched = env
-                .talos
-                .fetch_kubeconfig(boot, creds, local.as_deref())
-                .await?;
-            files::write_atomic(&dir.kubeconfig(), &fetched.bytes, SECRET_MODE).map_err(
-                |source| UpError::Write {
-                    path: dir.kubeconfig().display().to_string(),
-                    source,
-                },
-            )?;
-            Ok(if fetched.differences.is_empty() {
-                "matches the generated one".into()
-            } else {
-                format!("kept the node's ({})", fetched.differences.join("; "))
-            })
-        },
-    )
+    let rec = Record { env, state, rep };
+    rec.stage(Some(&boot.node), "kubeconfig", Step::Kubeconfig, || async {
+        let local = std::fs::read(dir.kubeconfig()).ok();
+        let fetched = env
+            .talos
+            .fetch_kubeconfig(boot, creds, local.as_deref())
+            .await?;
+        files::write_atomic(&dir.kubeconfig(), &fetched.bytes, SECRET_MODE).map_err(|source| {
+            UpError::Write {
+                path: dir.kubeconfig().display().to_string(),
+                source,
+            }
+        })?;
+        Ok(if fetched.differences.is_empty() {
+            "matches the generated one".into()
+        } else {
+            format!("kept the node's ({})", fetched.differences.join("; "))
+        })
+    })
     .await
 }
 
@@ -278,6 +268,7 @@ async fn install_addons(
     state: &State,
     rep: &Reporter,
 ) -> Result<(), UpError> {
+    let rec = Record { env, state, rep };
     rep.started(None, "addons");
     let client = async {
         let kc = Kubeconfig::load(&dir.kubeconfig())?;
@@ -302,16 +293,12 @@ async fn install_addons(
     })?;
     for n in &plan.nodes {
         let patched = r.pod_cidrs_patched.contains(&n.name);
-        mark(
-            env,
-            state,
+        rec.mark(
             Step::PodCidr(n.name.clone()),
             Some(if patched { "set" } else { "already set" }),
         )?;
     }
-    mark(
-        env,
-        state,
+    rec.mark(
         Step::Cilium,
         Some(if r.cilium_job_created {
             "installed"
@@ -320,9 +307,7 @@ async fn install_addons(
         }),
     )?;
     if profile.addons.metallb.is_some() {
-        mark(
-            env,
-            state,
+        rec.mark(
             Step::Metallb,
             Some(&format!("{} objects", r.metallb_objects)),
         )?;
@@ -341,26 +326,21 @@ pub async fn configure_node(
     creds: &Credentials,
     identity: &ProxmoxIdentity<'_>,
 ) -> Result<(), UpError> {
+    let rec = Record { env, state, rep };
     let t = Target::new(n.name.clone(), IpAddr::V4(n.management.address.addr()));
     let path = artifacts::machineconfig_path(dir, &n.name);
     let config = std::fs::read(&path).map_err(|source| UpError::Write {
         path: path.display().to_string(),
         source,
     })?;
-    stage(
-        env,
-        rep,
-        state,
+    rec.stage(
         Some(&n.name),
         "maintenance",
         Step::Maintenance(n.name.clone()),
         || async { Ok(format!("{:?}", env.talos.wait_maintenance(&t).await?).to_lowercase()) },
     )
     .await?;
-    stage(
-        env,
-        rep,
-        state,
+    rec.stage(
         Some(&n.name),
         "apply",
         Step::Applied(n.name.clone()),
@@ -376,10 +356,7 @@ pub async fn configure_node(
         },
     )
     .await?;
-    stage(
-        env,
-        rep,
-        state,
+    rec.stage(
         Some(&n.name),
         "install",
         Step::Installed(n.name.clone()),
@@ -403,38 +380,47 @@ fn remedy(message: &str, kubeconfig: &str) -> String {
     )
 }
 
-/// Record `step` in the state file, then let the lab save its hosts to match.
-fn mark(env: &Env, state: &State, step: Step, detail: Option<&str>) -> Result<(), UpError> {
-    state.mark_done(step, detail)?;
-    env.checkpoint();
-    Ok(())
+/// Where progress goes: the state file (then a lab checkpoint) and the reporter.
+#[derive(Clone, Copy)]
+struct Record<'a> {
+    env: &'a Env,
+    state: &'a State,
+    rep: &'a Reporter,
 }
 
-/// Run one stage with progress events, recording it in the state file when done.
-async fn stage<F, Fut>(
-    env: &Env,
-    rep: &Reporter,
-    state: &State,
-    node: Option<&str>,
-    name: &'static str,
-    step: Step,
-    f: F,
-) -> Result<(), UpError>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<String, UpError>>,
-{
-    rep.started(node, name);
-    match f().await {
-        Ok(detail) => {
-            mark(env, state, step, Some(&detail))?;
-            rep.progress(node, name, &detail);
-            rep.done(node, name);
-            Ok(())
-        }
-        Err(e) => {
-            rep.failed(node, name, &e);
-            Err(e)
+impl Record<'_> {
+    /// Record `step` in the state file, then let the lab save its hosts to match.
+    fn mark(&self, step: Step, detail: Option<&str>) -> Result<(), UpError> {
+        self.state.mark_done(step, detail)?;
+        self.env.checkpoint();
+        Ok(())
+    }
+
+    /// Run one stage with progress events, recording it in the state file when done.
+    async fn stage<F, Fut>(
+        &self,
+        node: Option<&str>,
+        name: &'static str,
+        step: Step,
+        f: F,
+    ) -> Result<(), UpError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<String, UpError>>,
+    {
+        let rep = self.rep;
+        rep.started(node, name);
+        match f().await {
+            Ok(detail) => {
+                self.mark(step, Some(&detail))?;
+                rep.progress(node, name, &detail);
+                rep.done(node, name);
+                Ok(())
+            }
+            Err(e) => {
+                rep.failed(node, name, &e);
+                Err(e)
+            }
         }
     }
 }
