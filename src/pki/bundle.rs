@@ -345,7 +345,7 @@ mod tests {
         assert_eq!(b.to_yaml().as_str(), text, "byte-stable round trip");
         // The older contract's EC service-account key loads.
         let sa = decode_text(b.certs.k8sserviceaccount.key.expose(), "sa").unwrap();
-        assert!(sa.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        assert!(sa.starts_with(&crate::pki::pem::tests::begin("EC PRIVATE KEY")));
         let debug = format!("{b:?}");
         for secret in [
             b.certs.os.key.expose(),

