@@ -12,9 +12,7 @@ use anyhow::{Context, bail};
 use super::args::{Global, LabArgs, Output};
 use super::common::{close_lab, open_lab};
 use super::preflight::runtime;
-use crate::cluster_dir::ClusterDir;
 use crate::net::AddressBook;
-use crate::plan::Plan;
 use crate::rebuild::backup::{self, Contents};
 use crate::rebuild::health;
 use crate::talos::api::{Stages, Talosconfig, Target, Timeouts};
@@ -68,8 +66,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     }
     let lab = a.lab.options()?;
     let profile = super::common::load_profile(&profile_path)?;
-    let plan = Plan::build(&profile).context("deriving the plan")?;
-    let dir = ClusterDir::resolve(a.dir.as_deref(), &plan.cluster).map_err(anyhow::Error::msg)?;
+    let (plan, dir) = super::common::plan_and_dir(&profile, a.dir.as_deref())?;
     let read = |p: PathBuf, fix: &str| {
         std::fs::read(&p).with_context(|| format!("reading {}\n  fix: {fix}", p.display()))
     };

@@ -8,6 +8,7 @@ use super::preflight::PveArgs;
 use crate::addons::ManifestSource;
 use crate::cluster_dir::ClusterDir;
 use crate::lab::{Datacenter, LabOptions};
+use crate::plan::Plan;
 use crate::profile::{self, Profile, ProfileError};
 use crate::proxmox::settings::Overrides;
 use crate::up::Env;
@@ -33,6 +34,15 @@ pub fn init_tracing(g: &Global) {
 
 pub fn load_profile(path: &Path) -> anyhow::Result<Profile> {
     profile::load(path).map_err(anyhow::Error::new)
+}
+
+/// The plan of a loaded profile and the cluster directory it lives in (`--dir`,
+/// `TALOS_PVE_DIR`, else the XDG default): what every cluster command starts from.
+pub fn plan_and_dir(profile: &Profile, dir: Option<&Path>) -> anyhow::Result<(Plan, ClusterDir)> {
+    use anyhow::Context;
+    let plan = Plan::build(profile).context("deriving the plan from the profile")?;
+    let dir = ClusterDir::resolve(dir, &plan.cluster).map_err(anyhow::Error::msg)?;
+    Ok((plan, dir))
 }
 
 /// The saved lab datacenter (with `--lab`), disasters applied.

@@ -13,12 +13,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use super::args::{Global, Output, ProfileArgs};
 use crate::artifacts::{self, SecretsSource};
-use crate::cluster_dir::ClusterDir;
-use crate::plan::Plan;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -40,9 +36,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let profile = super::common::load_profile(&a.profile.profile)?;
     // Configs from an unsound plan would boot nodes that cannot reach each other.
     super::lint::gate_warn_on_stderr(&profile, &a.profile.profile)?;
-    let plan = Plan::build(&profile).context("deriving the plan from the profile")?;
     let explicit = a.out.as_deref().or(a.profile.dir.as_deref());
-    let dir = ClusterDir::resolve(explicit, &profile.metadata.name).map_err(anyhow::Error::msg)?;
+    let (plan, dir) = super::common::plan_and_dir(&profile, explicit)?;
     let source = match (a.import_secrets, a.force_new_secrets) {
         (Some(f), _) => SecretsSource::Import(f),
         (None, true) => SecretsSource::ForceNew,

@@ -5,15 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use super::args::{Global, LabArgs, Output, ProfileArgs};
 use super::common::{close_lab, hosts, open_lab};
 use super::preflight::{PveArgs, runtime};
 use super::up::confirm;
 use crate::addons::ManifestSource;
-use crate::cluster_dir::ClusterDir;
-use crate::plan::Plan;
 use crate::progress::{ProgressMode, Reporter};
 use crate::rebuild::{self, Ctx, cluster, node, render_steps};
 
@@ -78,9 +74,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     };
     let lab = c.lab.options()?;
     let profile = super::common::load_profile(&c.profile.profile)?;
-    let plan = Plan::build(&profile).context("deriving the plan from the profile")?;
-    let dir =
-        ClusterDir::resolve(c.profile.dir.as_deref(), &plan.cluster).map_err(anyhow::Error::msg)?;
+    let (plan, dir) = super::common::plan_and_dir(&profile, c.profile.dir.as_deref())?;
     eprintln!("cluster directory: {}", dir.root.display());
     runtime()?.block_on(async {
         let dc = open_lab(&dir, &profile, lab.as_ref()).await?;

@@ -4,14 +4,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use super::args::{Global, LabArgs, Output, ProfileArgs};
 use super::common::{hosts, open_lab};
 use super::preflight::{PveArgs, runtime};
 use crate::addons::ManifestSource;
-use crate::cluster_dir::ClusterDir;
-use crate::plan::Plan;
 use crate::up;
 
 #[derive(Debug, clap::Args)]
@@ -27,9 +23,7 @@ pub struct Args {
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let lab = a.lab.options()?;
     let profile = super::common::load_profile(&a.profile.profile)?;
-    let plan = Plan::build(&profile).context("deriving the plan from the profile")?;
-    let dir = ClusterDir::resolve(a.profile.dir.as_deref(), &profile.metadata.name)
-        .map_err(anyhow::Error::msg)?;
+    let (plan, dir) = super::common::plan_and_dir(&profile, a.profile.dir.as_deref())?;
     let rt = runtime()?;
     rt.block_on(async {
         let dc = open_lab(&dir, &profile, lab.as_ref()).await?;

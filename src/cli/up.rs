@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use super::args::{Global, LabArgs, Output};
 use super::common::{close_lab, hosts, open_lab};
@@ -54,9 +54,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let lab = a.lab.options()?;
     let (profile, source) = profile_or_wizard(a.profile.as_deref())?;
     let report = super::lint::gate(&profile, &source)?;
-    let plan = Plan::build(&profile).context("deriving the plan from the profile")?;
-    let dir = ClusterDir::resolve(a.dir.as_deref(), &profile.metadata.name)
-        .map_err(anyhow::Error::msg)?;
+    let (plan, dir) = super::common::plan_and_dir(&profile, a.dir.as_deref())?;
     eprintln!("cluster directory: {}", dir.root.display());
     let rt = runtime()?;
     rt.block_on(async {
