@@ -41,6 +41,11 @@ pub struct Args {
     /// Delete and re-create VMs whose disks, firmware or NICs differ from the plan.
     #[arg(long)]
     pub recreate: bool,
+    /// DANGER: bootstrap a new, empty etcd although this cluster was bootstrapped
+    /// before (all its Kubernetes objects are lost). Restore from a backup instead:
+    /// `talos-pve rebuild cluster --from BACKUP`.
+    #[arg(long)]
+    pub bootstrap_empty_etcd: bool,
     /// Progress display: bars on a terminal, plain timestamped lines otherwise.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
@@ -148,8 +153,15 @@ async fn converge(
         state.adopt()?;
     }
     let rep = Reporter::select(g.output == Output::Json, a.progress);
+    if a.bootstrap_empty_etcd {
+        eprintln!(
+            "WARNING: --bootstrap-empty-etcd: if cluster {} was bootstrapped before, a NEW EMPTY etcd is bootstrapped; every Kubernetes object of the old cluster is lost. Restoring a backup (`talos-pve rebuild cluster --from BACKUP`) keeps them.",
+            plan.cluster
+        );
+    }
     let opts = up::Options {
         recreate: a.recreate,
+        bootstrap_empty_etcd: a.bootstrap_empty_etcd,
     };
     Ok(up::bring_up(env, profile, plan, dir, &state, &rep, &opts).await?)
 }

@@ -13,6 +13,7 @@
 //! (see `talos::api::Stages`, `kube::Poll`).
 
 mod blame;
+pub mod bootstrap_guard;
 mod env;
 mod identity;
 mod status;
@@ -71,6 +72,8 @@ pub enum UpError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    SecondBootstrap(#[from] bootstrap_guard::SecondBootstrap),
     #[error("writing {path}: {source}")]
     Write {
         path: String,
@@ -82,6 +85,9 @@ pub enum UpError {
 pub struct Options {
     /// Delete and re-create VMs whose differences cannot be fixed in place.
     pub recreate: bool,
+    /// Bootstrap etcd even though this cluster was bootstrapped before (its
+    /// Kubernetes objects are lost): only after a loud warning.
+    pub bootstrap_empty_etcd: bool,
 }
 
 /// The whole bring-up. Assumes lint passed and the user confirmed.
@@ -95,6 +101,20 @@ pub async fn bring_up(
     opts: &Options,
 ) -> Result<Summary, UpError> {
     let rec = Record { env, state, rep };
+    // Before anything is created: a bootstrapped cluster whose control planes are
+    // all gone is restored from a backup, never bootstrapped again.
+    let bootstrapped = bootstrap_guard::evidence(dir, state);
+    if let Some(evidence) = &bootstrapped
+        && !opts.bootstrap_empty_etcd
+    {
+        let vms = crate::proxmox::inventory::vms(&env.pve)
+            .await
+            .map_err(|e| UpError::Provision(Box::new(e.into())))?;
+        bootstrap_guard::check(dir, plan, evidence, &vms).inspect_err(|e| {
+            rep.failed(None, "bootstrap", e);
+        })?;
+    }
+    let bootstrap_again = bootstrapped.is_none() || opts.bootstrap_empty_etcd;
     // Key generation (CPU, up to seconds) overlaps with creating and booting the VMs:
     // the configs are needed only once the nodes reach maintenance mode.
     let secrets = rec.stage(None, "secrets", Step::Secrets, || async {
@@ -141,6 +161,11 @@ pub async fn bring_up(
             "bootstrap",
             Step::Bootstrapped,
             || async {
+                if !bootstrap_again {
+                    // Recorded: its etcd holds data, and the etcd stage below waits
+                    // for it. Bootstrap is never called twice for one cluster.
+                    return Ok("bootstrapped before (recorded); not bootstrapped again".into());
+                }
                 Ok(match env.talos.bootstrap(&boot, &creds).await? {
                     BootstrapOutcome::Bootstrapped => "etcd bootstrapped".to_owned(),
                     BootstrapOutcome::AlreadyBootstrapped => "already bootstrapped".to_owned(),

@@ -679,3 +679,66 @@ fn raw_db_recovers_only_with_skip_hash_check() {
     );
     assert_eq!(member_names(dir), ALL);
 }
+
+/// How often the lab's Talos nodes started an etcd (fresh or recovered).
+fn bootstraps(dir: &Path) -> u64 {
+    saved(dir)["talos"]["counters"]["bootstraps"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Every control plane lost: `up` must not bootstrap an empty etcd over the cluster
+/// the state records; the backup brings the objects back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_after_losing_every_control_plane_refuses_a_second_bootstrap() {
+    let d = tokio::task::spawn_blocking(lab_cluster).await.unwrap();
+    let dir = d.path().to_owned();
+    let kubeconfig = std::fs::read(dir.join("kubeconfig")).unwrap();
+    with_api(&dir, &kubeconfig, async |c| {
+        put_configmap(c, "precious").await
+    })
+    .await;
+    let dir2 = dir.clone();
+    let b = tokio::task::spawn_blocking(move || backup(&dir2, &[]))
+        .await
+        .unwrap();
+    let before = bootstraps(&dir);
+
+    let dir2 = dir.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        lab(
+            &dir2,
+            &[
+                "up",
+                "--yes",
+                "--progress",
+                "plain",
+                "--lab-faults",
+                "lose-control-planes",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    refused(
+        &r,
+        &[
+            "cluster `homelab` was bootstrapped before",
+            "rebuild cluster --from",
+            "talos-k8s-01 (VM 120)",
+        ],
+    );
+    assert_eq!(bootstraps(&dir), before, "etcd was not bootstrapped again");
+    assert!(vm_config(&dir, 120).is_none(), "nothing was provisioned");
+
+    let dir2 = dir.clone();
+    let r = tokio::task::spawn_blocking(move || rebuild_cluster(&dir2, b.to_str().unwrap(), &[]))
+        .await
+        .unwrap();
+    ok(r);
+    let kept = with_api(&dir, &kubeconfig, async |c| {
+        get_configmap(c, "precious").await
+    })
+    .await;
+    assert_eq!(kept.expect("restored")["data"]["kept"], "precious");
+}
