@@ -2,9 +2,13 @@
 //! never silently replaced), one machine config per node, talosconfig and kubeconfig.
 //! Shared by `talos-pve gen`, `up` and `rebuild`.
 //!
-//! Secrets are never lost: an existing bundle is reused; `ForceNew` first moves it to
-//! `backups/secrets-<UTC timestamp>.yaml`; a cluster whose state file exists but whose
-//! bundle is missing is an error. Logs name files, never contents.
+//! Secrets are never lost: an existing bundle is reused; `ForceNew` generates the new
+//! bundle first, then keeps the old one as `backups/secrets-<UTC timestamp>.yaml` and
+//! swaps the new one in atomically (`secrets.yaml` always holds one of the two); a
+//! cluster whose state file exists but whose bundle is missing is an error. Logs name
+//! files, never contents. A new bundle carries the cluster's identity (`cluster.id`,
+//! see `cluster_id`): the pending one when VMs were made before it, the old bundle's
+//! on `ForceNew`.
 //!
 //! Re-runs are byte-stable: machine configs are a pure function of profile and bundle,
 //! and the admin certificates of existing talosconfig/kubeconfig files are kept while
@@ -19,6 +23,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::cluster_dir::ClusterDir;
+use crate::cluster_id;
 use crate::files::{self, SECRET_MODE};
 use crate::pki::SecretsBundle;
 use crate::plan::Plan;
@@ -32,7 +37,7 @@ pub enum SecretsSource {
     Existing,
     /// Adopt a bundle written by `talosctl gen secrets`.
     Import(PathBuf),
-    /// Move the existing bundle to backups/ and generate a new one.
+    /// Generate a new bundle and swap it in (the old one kept in backups/).
     ForceNew,
 }
 
@@ -218,7 +223,18 @@ fn secrets(
             tracing::info!(path = %path.display(), "imported bundle equals the existing one");
             return Ok((current, Origin::Reused));
         }
+        if let Some(pending) = cluster_id::pending(dir)?
+            && pending != imported.cluster.id.expose()
+        {
+            bail!(
+                "VMs of this cluster directory were made with the cluster identity in {}, and {} has another `cluster.id`; importing it would disown them\n  fix: destroy those VMs first (`talos-pve destroy`), then delete {} and import again",
+                dir.root.join("cluster-id").display(),
+                src.display(),
+                dir.root.join("cluster-id").display()
+            );
+        }
         write_bundle(&path, &imported)?;
+        cluster_id::settle(dir);
         tracing::info!(from = %src.display(), to = %path.display(), "imported secrets bundle");
         return Ok((imported, Origin::Imported));
     }
@@ -226,34 +242,40 @@ fn secrets(
         tracing::info!(path = %path.display(), "reusing the existing secrets bundle");
         return Ok((load_bundle(&path, now)?, Origin::Reused));
     }
-    if exists {
-        let stamp = now
-            .format(time::macros::format_description!(
-                "[year][month][day]T[hour][minute][second]Z"
-            ))
-            .unwrap_or_default();
-        let backup = dir.backups().join(format!("secrets-{stamp}.yaml"));
-        std::fs::create_dir_all(dir.backups())
-            .with_context(|| format!("creating {}", dir.backups().display()))?;
-        if backup.exists() {
-            bail!(
-                "backup {} already exists; wait a second and retry",
-                backup.display()
-            );
-        }
-        std::fs::rename(&path, &backup)
-            .with_context(|| format!("moving {} to {}", path.display(), backup.display()))?;
-        tracing::warn!(backup = %backup.display(), "moved the old secrets bundle aside");
-    } else if secrets_were_used(dir) && !matches!(source, SecretsSource::ForceNew) {
+    if !exists && secrets_were_used(dir) && !matches!(source, SecretsSource::ForceNew) {
         bail!(
             "{} is missing, but {} says this cluster exists; generating new secrets would lock you out of it\n  fix: restore secrets.yaml from a backup (or --import-secrets FILE); to start over on purpose use --force-new-secrets",
             path.display(),
             dir.state().display()
         );
     }
+    // The cluster keeps its identity: the VMs already carry it.
+    let id = if exists {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        );
+        match SecretsBundle::parse(&text) {
+            Ok(old) => Some(old.cluster.id.expose().to_owned()),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "the old bundle does not parse; the new one gets a new cluster identity");
+                None
+            }
+        }
+    } else {
+        cluster_id::pending(dir)?
+    };
     tracing::info!("generating a new secrets bundle (RSA-4096 takes a moment)");
-    let b = SecretsBundle::generate(now)?;
-    write_bundle(&path, &b)?;
+    let b = match id {
+        Some(id) => SecretsBundle::generate_with_id(now, id)?,
+        None => SecretsBundle::generate(now)?,
+    };
+    if exists {
+        swap_in(dir, &path, &b, now)?;
+    } else {
+        write_bundle(&path, &b)?;
+        cluster_id::settle(dir);
+    }
     tracing::info!(path = %path.display(), "wrote the secrets bundle");
     let origin = if exists {
         Origin::Replaced
@@ -261,4 +283,33 @@ fn secrets(
         Origin::Generated
     };
     Ok((b, origin))
+}
+
+/// Replace the bundle at `path` with `new`: the old one is first hard-linked into
+/// backups/ (so it is never lost), then the new one replaces it in one rename.
+fn swap_in(
+    dir: &ClusterDir,
+    path: &Path,
+    new: &SecretsBundle,
+    now: OffsetDateTime,
+) -> anyhow::Result<()> {
+    let stamp = now
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_default();
+    let backup = dir.backups().join(format!("secrets-{stamp}.yaml"));
+    std::fs::create_dir_all(dir.backups())
+        .with_context(|| format!("creating {}", dir.backups().display()))?;
+    std::fs::hard_link(path, &backup).with_context(|| {
+        format!(
+            "keeping {} as {} (if it exists: wait a second and retry)",
+            path.display(),
+            backup.display()
+        )
+    })?;
+    files::write_atomic(path, new.to_yaml().as_bytes(), SECRET_MODE)
+        .with_context(|| format!("replacing {}", path.display()))?;
+    tracing::warn!(backup = %backup.display(), "the old secrets bundle is kept in backups/");
+    Ok(())
 }

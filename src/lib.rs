@@ -10,6 +10,7 @@ pub mod addons;
 pub mod artifacts;
 pub mod cli;
 pub mod cluster_dir;
+pub mod cluster_id;
 pub mod docs;
 pub mod files;
 pub mod jsonschema;

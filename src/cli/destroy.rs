@@ -1,11 +1,14 @@
-//! `talos-pve destroy`: stop and delete the VMs carrying this cluster's marker,
-//! after a confirmation naming them.
+//! `talos-pve destroy`: stop and delete the VMs carrying this cluster's marker (the
+//! ID of the cluster directory's secrets), after a confirmation naming them; the
+//! candidates left alone are named with the reason.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use super::args::{Global, ProfileArgs};
 use super::preflight::{PveArgs, runtime, session};
+use crate::cluster_dir::ClusterDir;
+use crate::cluster_id;
 use crate::proxmox::destroy::{destroy, owned_vms};
 
 #[derive(Debug, clap::Args)]
@@ -21,19 +24,33 @@ pub struct Args {
 
 pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let s = session(&a.profile, &a.pve)?;
+    let dir = ClusterDir::resolve(a.profile.dir.as_deref(), &s.plan.cluster)
+        .map_err(anyhow::Error::msg)?;
+    let Some(owner) = cluster_id::owner(&dir, &s.plan.cluster, false)? else {
+        anyhow::bail!(
+            "{} holds no cluster ID (no secrets.yaml, no cluster-id), so no VM is provably this cluster's; nothing was destroyed\n  fix: pass the cluster's directory with --dir (or TALOS_PVE_DIR)",
+            dir.root.display()
+        );
+    };
     let rt = runtime()?;
     let planned: Vec<u32> = s.plan.nodes.iter().map(|n| n.vmid).collect();
-    let vms = rt.block_on(owned_vms(&s.client, &s.plan.cluster, &planned))?;
+    let (vms, skipped) = rt.block_on(owned_vms(&s.client, &owner, &planned))?;
+    for v in &skipped {
+        println!(
+            "Skipping VM {} {} on {}: {}.",
+            v.vmid, v.name, v.host, v.why
+        );
+    }
     if vms.is_empty() {
         println!(
-            "No VM carries the marker of cluster `{}`; nothing to destroy.",
-            s.plan.cluster
+            "No VM carries the marker of cluster `{}` (ID {}); nothing to destroy.",
+            s.plan.cluster, owner.id
         );
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "These VMs of cluster `{}` will be stopped and deleted with their disks:",
-        s.plan.cluster
+        "These VMs of cluster `{}` (ID {}) will be stopped and deleted with their disks:",
+        s.plan.cluster, owner.id
     );
     for v in &vms {
         let state = if v.running { "running" } else { "stopped" };

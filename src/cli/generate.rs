@@ -1,7 +1,8 @@
 //! `talos-pve gen`: secrets bundle, machine configs, talosconfig and kubeconfig.
 //!
-//! Secrets are never lost: an existing bundle is reused; `--force-new-secrets` first
-//! moves it to `backups/secrets-<UTC timestamp>.yaml`; a cluster whose state file
+//! Secrets are never lost: an existing bundle is reused; `--force-new-secrets`
+//! generates a new one, keeps the old one as `backups/secrets-<UTC timestamp>.yaml`
+//! and swaps the new one in atomically; a cluster whose state file
 //! exists but whose bundle is missing is an error. Logs name files, never contents.
 //!
 //! Re-runs are byte-stable: machine configs are a pure function of profile and bundle,
@@ -23,8 +24,8 @@ pub struct Args {
     /// Output directory (same as --dir; default: the cluster directory).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Replace the existing secrets bundle with a new one (the old one is moved to
-    /// DIR/backups/ first). Nodes configured with the old bundle stop trusting you.
+    /// Replace the existing secrets bundle with a new one (the old one is kept in
+    /// DIR/backups/). Nodes configured with the old bundle stop trusting you.
     #[arg(long, conflicts_with = "import_secrets")]
     pub force_new_secrets: bool,
     /// Adopt a bundle written by `talosctl gen secrets` (validated first).

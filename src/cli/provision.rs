@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use super::args::{Global, Output, ProfileArgs};
 use super::preflight::{PveArgs, print_preflight, runtime, session};
+use crate::cluster_dir::ClusterDir;
+use crate::cluster_id;
 use crate::net::AddressBook;
 use crate::proxmox::Trust;
 use crate::proxmox::factory::Factory;
@@ -46,8 +48,12 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         print_preflight(&pf);
         anyhow::bail!("preflight failed; fix the items marked FAIL and run again");
     }
+    // The VMs carry the cluster directory's ID (made now for a new cluster).
+    let dir = ClusterDir::resolve(a.profile.dir.as_deref(), &s.plan.cluster)
+        .map_err(anyhow::Error::msg)?;
     let opts = ProvisionOptions {
         recreate: a.recreate,
+        owner: cluster_id::owner_making(&dir, &s.plan.cluster)?,
     };
     let report = rt.block_on(provision(&s.client, &factory, &s.profile, &s.plan, opts))?;
     if g.output == Output::Json {

@@ -156,6 +156,18 @@ impl SecretsBundle {
         })
     }
 
+    /// A fresh `cluster.id` value, as `generate` makes one.
+    pub fn new_cluster_id() -> Result<String, PkiError> {
+        rng::b64_secret(true)
+    }
+
+    /// `generate`, keeping `cluster_id`: the cluster's identity outlives its keys.
+    pub fn generate_with_id(now: OffsetDateTime, cluster_id: String) -> Result<Self, PkiError> {
+        let mut b = Self::generate(now)?;
+        b.cluster.id = Sensitive::new(cluster_id);
+        Ok(b)
+    }
+
     /// Parse `secrets.yaml` text. Errors never quote key material.
     pub fn parse(text: &str) -> Result<Self, PkiError> {
         serde_saphyr::from_str::<SecretsBundle>(text).map_err(|e| {

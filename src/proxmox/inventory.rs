@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::client::{Client, int, params, text};
 use super::error::PveError;
+use super::ownership::Marker;
 use super::propstr::split_tags;
-use super::vm::read_marker;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmResource {
@@ -93,7 +93,7 @@ pub async fn wait_unlocked(
     }
 }
 
-/// `(cluster, node)` from a config's description marker.
-pub fn owner(config: &BTreeMap<String, String>) -> Option<(String, String)> {
-    config.get("description").and_then(|d| read_marker(d))
+/// The marker in a config's description.
+pub fn marker(config: &BTreeMap<String, String>) -> Option<Marker> {
+    config.get("description").and_then(|d| Marker::read(d))
 }

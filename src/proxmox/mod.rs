@@ -2,11 +2,13 @@
 //!
 //! `client` speaks the wire protocol; `propstr`/`upid` parse what PVE returns;
 //! `vm` derives the VM configuration a node needs and compares read-backs;
-//! `inventory` reads what exists; `discovery` feeds the wizard; `preflight`, `provision` and `destroy` are the
+//! `inventory` reads what exists; `ownership` says which VMs are ours (cluster ID
+//! markers); `discovery` feeds the wizard; `preflight`, `provision` and `destroy` are the
 //! operations the CLI exposes; `settings` turns profile + environment + flags
 //! into a client.
 //!
-//! It must never modify a VM that does not carry this cluster's marker, and the API
+//! It must never modify a VM that does not carry this cluster's marker (its ID, not
+//! only its name), and the API
 //! token never appears in logs, errors or process arguments.
 
 pub mod client;
@@ -15,6 +17,7 @@ pub mod discovery;
 pub mod error;
 pub mod factory;
 pub mod inventory;
+pub mod ownership;
 pub mod preflight;
 pub mod propstr;
 pub mod provision;

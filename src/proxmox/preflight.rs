@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::client::{Client, boolean, int, params, text};
 use super::error::PveError;
-use super::inventory::{self, owner};
+use super::inventory::{self, marker};
 use crate::plan::Plan;
 use crate::profile::{NetworkRole, Profile};
 
@@ -226,11 +226,14 @@ pub async fn preflight(
             None => checks.push(check(Level::Ok, what, "free", None)),
             Some(vm) => {
                 let cfg = inventory::config(pve, &vm.node, vm.vmid).await?;
-                match owner(&cfg) {
-                    Some((c, node)) if c == plan.cluster && node == n.name => checks.push(check(
+                match marker(&cfg) {
+                    Some(m) if m.cluster == plan.cluster && m.node == n.name => checks.push(check(
                         Level::Ok,
                         what,
-                        format!("already ours on {} (will be adopted)", vm.node),
+                        format!(
+                            "carries the marker of {} on {} (adopted when its cluster ID is this directory's)",
+                            n.name, vm.node
+                        ),
                         None,
                     )),
                     _ => checks.push(check(

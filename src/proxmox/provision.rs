@@ -1,8 +1,9 @@
 //! Provisioning: make each planned node's VM exist, match the plan and run.
 //!
 //! Idempotent and adoptive: the cluster inventory decides per VM whether to
-//! create, adopt (our marker), refuse (someone else's VM on a planned VMID) or
-//! leave alone. Hosts work in parallel; on one host the ISO comes first, then its
+//! create, adopt (our marker: this cluster's ID, see `ownership`), refuse (someone
+//! else's VM on a planned VMID, or this node's VM found at another VMID) or leave
+//! alone. Hosts work in parallel; on one host the ISO comes first, then its
 //! VMs in parallel; every step on one VM runs in order. A run that stopped
 //! half-way resumes from what exists.
 
@@ -16,8 +17,9 @@ use thiserror::Error;
 use super::client::{Client, params};
 use super::error::PveError;
 use super::factory::Factory;
-use super::inventory::{self, VmResource, owner};
-use super::vm::{Difference, create_params, diff};
+use super::inventory::{self, VmResource};
+use super::ownership::{self, Claim, Marker, Owner};
+use super::vm::{Difference, OWNER_TAG, create_params, diff};
 use crate::plan::{NodePlan, Plan, schematic_yaml};
 use crate::profile::Profile;
 
@@ -41,6 +43,25 @@ pub enum ProvisionError {
         host: String,
         cluster: String,
         owner: String,
+    },
+    #[error(
+        "the VM of {node} is VM {found} on host {host} (it carries this cluster's marker), not the planned VMID {planned}; creating another would give two VMs the same MACs and addresses\n  fix: set `vmid: {found}` for {node} in the profile again; moving a node to another VMID is deliberate: `talos-pve rebuild node {node}` after deleting VM {found} yourself"
+    )]
+    Moved {
+        node: String,
+        found: u32,
+        host: String,
+        planned: u32,
+    },
+    #[error(
+        "VMID {vmid} on host {host} carries the old name-only marker of `{cluster}`/{node}, and nothing in this cluster directory records creating it; a name proves nothing (another directory made from the same profile has it too)\n  fix: if it is this cluster's VM, run from the cluster directory that created it; to claim it on purpose, add the tags `{tags}` to VM {vmid} (`qm set {vmid} --tags ...`, keeping its others) and run again"
+    )]
+    Unproven {
+        vmid: u32,
+        host: String,
+        cluster: String,
+        node: String,
+        tags: String,
     },
     #[error("{node}: {detail}")]
     Node { node: String, detail: String },
@@ -95,10 +116,12 @@ impl ProvisionReport {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone)]
 pub struct ProvisionOptions {
     /// Delete and re-create VMs whose differences cannot be fixed in place.
     pub recreate: bool,
+    /// Whose VMs these are: the marker written and the one adopted.
+    pub owner: Owner,
 }
 
 /// What to do with one node, decided from the inventory before any write.
@@ -125,7 +148,7 @@ pub async fn provision(
     let vms = inventory::vms(pve).await?;
     let mut steps = BTreeMap::new();
     for node in &plan.nodes {
-        let step = decide(pve, profile, plan, node, vms.get(&node.vmid)).await?;
+        let step = decide(pve, profile, plan, &opts.owner, node, &vms).await?;
         steps.insert(node.name.clone(), step);
     }
     let needs_iso: BTreeSet<&str> = plan
@@ -161,12 +184,12 @@ pub async fn provision(
         if nodes.is_empty() {
             continue;
         }
-        let (pve, profile, plan) = (pve.clone(), profile.clone(), plan.clone());
+        let (pve, profile, plan, opts) = (pve.clone(), profile.clone(), plan.clone(), opts.clone());
         let iso = needs_iso.contains(host.name.as_str());
         let host = host.name.clone();
         set.spawn(async move {
             let mut r = ProvisionReport::default();
-            let res = provision_host(&pve, &profile, &plan, &host, iso, nodes, opts, &mut r).await;
+            let res = provision_host(&pve, &profile, &plan, &host, iso, nodes, &opts, &mut r).await;
             (r, res)
         });
     }
@@ -191,38 +214,103 @@ pub async fn provision(
     }
 }
 
+/// The create parameters of `node`, marked as `owner`'s.
+fn wanted(profile: &Profile, plan: &Plan, owner: &Owner, node: &NodePlan) -> Vec<(String, String)> {
+    let mut p = create_params(profile, plan, node);
+    ownership::stamp(&mut p, &Marker::new(owner, &node.name));
+    p
+}
+
+/// What `vm`'s marker says, for `owner` (reads its description).
+pub async fn claim_of(pve: &Client, owner: &Owner, vm: &VmResource) -> Result<Claim, PveError> {
+    let config = inventory::config(pve, &vm.node, vm.vmid).await?;
+    Ok(ownership::claim(
+        owner,
+        &vm.tags,
+        config.get("description").map(String::as_str),
+    ))
+}
+
+/// This node's VM at another VMID: tagged with our ID (readable while its host is
+/// offline), or a legacy VM of ours by name.
+async fn elsewhere(
+    pve: &Client,
+    plan: &Plan,
+    owner: &Owner,
+    node: &NodePlan,
+    vms: &BTreeMap<u32, VmResource>,
+) -> Result<Option<VmResource>, PveError> {
+    for vm in vms.values().filter(|v| v.vmid != node.vmid) {
+        if ownership::tagged_for(owner, &vm.tags, &node.name) {
+            return Ok(Some(vm.clone()));
+        }
+        let legacy_candidate =
+            vm.name == node.name && vm.tags.iter().any(|t| t.eq_ignore_ascii_case(OWNER_TAG));
+        if legacy_candidate
+            && matches!(claim_of(pve, owner, vm).await?,
+                Claim::Legacy { cluster, node: n } if cluster == plan.cluster && n == node.name)
+        {
+            return Ok(Some(vm.clone()));
+        }
+    }
+    Ok(None)
+}
+
 async fn decide(
     pve: &Client,
     profile: &Profile,
     plan: &Plan,
+    owner: &Owner,
     node: &NodePlan,
-    existing: Option<&VmResource>,
+    vms: &BTreeMap<u32, VmResource>,
 ) -> Result<Step, ProvisionError> {
-    let Some(vm) = existing else {
+    if let Some(vm) = elsewhere(pve, plan, owner, node, vms).await? {
+        return Err(ProvisionError::Moved {
+            node: node.name.clone(),
+            found: vm.vmid,
+            host: vm.node,
+            planned: node.vmid,
+        });
+    }
+    let Some(vm) = vms.get(&node.vmid) else {
         return Ok(Step::Create);
     };
     let mut config = inventory::config(pve, &vm.node, vm.vmid).await?;
-    if config.contains_key("lock") && owner(&config).is_some_and(|(c, _)| c == plan.cluster) {
+    let description = |c: &BTreeMap<String, String>| c.get("description").cloned();
+    let mut claim = ownership::claim(owner, &vm.tags, description(&config).as_deref());
+    // A legacy marker is adopted once: this directory's state recorded this VM.
+    let proven = |claim: &Claim| owner.proves(claim, &node.name, vm.vmid);
+    if config.contains_key("lock") && proven(&claim) {
         // Left locked by an operation still running (e.g. an interrupted create).
         inventory::wait_unlocked(pve, &vm.node, vm.vmid, UNLOCK_DEADLINE).await?;
         config = inventory::config(pve, &vm.node, vm.vmid).await?;
+        claim = ownership::claim(owner, &vm.tags, description(&config).as_deref());
     }
-    match owner(&config) {
-        Some((cluster, n)) if cluster == plan.cluster && n == node.name => {}
-        other => {
-            return Err(ProvisionError::Foreign {
+    if !proven(&claim) {
+        return Err(match claim {
+            Claim::Legacy { cluster, node: n } if cluster == plan.cluster && n == node.name => {
+                ProvisionError::Unproven {
+                    vmid: vm.vmid,
+                    host: vm.node.clone(),
+                    cluster,
+                    node: n,
+                    tags: Marker::new(owner, &node.name).tags().join(";"),
+                }
+            }
+            other => ProvisionError::Foreign {
                 vmid: vm.vmid,
                 node: node.name.clone(),
                 name: vm.name.clone(),
                 host: vm.node.clone(),
-                cluster: plan.cluster.clone(),
-                owner: other
-                    .map(|(c, n)| format!(" (it belongs to cluster `{c}`, node `{n}`)"))
-                    .unwrap_or_default(),
-            });
-        }
+                cluster: format!("{} (ID {})", plan.cluster, owner.id),
+                owner: match other {
+                    Claim::Unmarked => String::new(),
+                    c => format!(" (it carries {c})"),
+                },
+            },
+        });
     }
-    let mut differences = diff(&create_params(profile, plan, node), &config);
+    let mut differences = diff(&wanted(profile, plan, owner, node), &config);
     if vm.node != node.host {
         differences.push(Difference {
             key: "host".into(),
@@ -247,7 +335,7 @@ async fn provision_host(
     host: &str,
     need_iso: bool,
     nodes: Vec<(NodePlan, Step)>,
-    opts: ProvisionOptions,
+    opts: &ProvisionOptions,
     r: &mut ProvisionReport,
 ) -> Result<(), ProvisionError> {
     if need_iso {
@@ -315,10 +403,10 @@ async fn provision_vm(
     plan: &Plan,
     node: &NodePlan,
     step: Step,
-    opts: ProvisionOptions,
+    opts: &ProvisionOptions,
     r: &mut ProvisionReport,
 ) -> Result<VmReport, ProvisionError> {
-    let want = create_params(profile, plan, node);
+    let want = wanted(profile, plan, &opts.owner, node);
     let host = node.host.as_str();
     let vmid = node.vmid;
     let describe = |d: &[Difference]| -> Vec<String> {

@@ -12,24 +12,12 @@ use std::net::Ipv4Addr;
 use crate::plan::{NicPlan, NodePlan, Plan};
 use crate::profile::{NetworkRole, Profile};
 
-use super::propstr::{NetDevice, PropString, parse_size, split_tags};
+use super::ownership;
+use super::propstr::{NetDevice, PropString, parse_size};
 
-/// Tag every VM of talos-pve carries (with `talos` and its role).
+/// Tag every VM of talos-pve carries (with `talos` and its role); the ownership
+/// marker (`ownership`) is added beside it.
 pub const OWNER_TAG: &str = "talos-pve";
-const MARKER_PREFIX: &str = "talos-pve:cluster=";
-
-/// The ownership marker written into the VM description.
-pub fn marker(cluster: &str, node: &str) -> String {
-    format!("{MARKER_PREFIX}{cluster};node={node}")
-}
-
-/// Who owns a VM, read from its description: `(cluster, node)`.
-pub fn read_marker(description: &str) -> Option<(String, String)> {
-    let start = description.find(MARKER_PREFIX)? + MARKER_PREFIX.len();
-    let token = description[start..].split_whitespace().next()?;
-    let (cluster, rest) = token.split_once(";node=")?;
-    Some((cluster.to_owned(), rest.to_owned()))
-}
 
 /// The create body for one node, in a stable order.
 pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(String, String)> {
@@ -42,13 +30,6 @@ pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(St
         ("vmid", node.vmid.to_string()),
         ("name", node.name.clone()),
         ("tags", format!("talos;{OWNER_TAG};{}", node.role.as_str())),
-        (
-            "description",
-            format!(
-                "Talos node managed by talos-pve; do not edit the marker. {}",
-                marker(&plan.cluster, &node.name)
-            ),
-        ),
         ("ostype", "l26".into()),
         ("machine", "q35".into()),
         ("bios", "ovmf".into()),
@@ -144,11 +125,20 @@ pub fn diff(want: &[(String, String)], got: &BTreeMap<String, String>) -> Vec<Di
         .filter(|(k, v)| !same(k, v, got.get(k.as_str()).map(String::as_str)))
         .map(|(k, v)| Difference {
             key: k.clone(),
-            want: v.clone(),
+            want: merged(k, v, got.get(k.as_str())),
             got: got.get(k.as_str()).cloned(),
             safe: !UNSAFE.contains(&k.as_str()),
         })
         .collect()
+}
+
+/// The value to write: ours, except that the user's own tags and Notes text stay.
+fn merged(key: &str, want: &str, got: Option<&String>) -> String {
+    match (key, got) {
+        ("tags", Some(got)) => ownership::merge_tags(want, got),
+        ("description", Some(got)) => ownership::merge_description(want, got),
+        _ => want.to_owned(),
+    }
 }
 
 fn same(key: &str, want: &str, got: Option<&str>) -> bool {
@@ -166,15 +156,8 @@ fn same(key: &str, want: &str, got: Option<&str>) -> bool {
                 .is_some_and(|f| f.starts_with(&format!("{storage}:")) && f.contains("cloudinit"))
         }
         "ide" | "ipconfig" | "boot" => same_props(want, got, "file", &["size"]),
-        "tags" => {
-            let norm = |s: &str| {
-                let mut t: Vec<String> = split_tags(s).iter().map(|t| t.to_lowercase()).collect();
-                t.sort();
-                t.dedup();
-                t
-            };
-            norm(want) == norm(got)
-        }
+        "tags" => ownership::same_tags(want, got),
+        "description" => ownership::same_description(want, got),
         "memory" => same_props(want, got, "current", &[]),
         "agent" => {
             let a = PropString::parse(want, "enabled");
@@ -263,10 +246,6 @@ mod tests {
         assert_eq!(m["ipconfig1"], "ip=10.8.28.20/22");
         assert!(m["net1"].contains("tag=28"));
         assert_eq!(m["boot"], "order=scsi0;ide2");
-        assert_eq!(
-            read_marker(&m["description"]),
-            Some(("homelab".into(), "talos-k8s-01".into()))
-        );
     }
 
     #[test]

@@ -248,7 +248,10 @@ pub async fn run(
         &env.factory,
         ctx.profile,
         plan,
-        ProvisionOptions::default(),
+        ProvisionOptions {
+            recreate: false,
+            owner: super::owner(ctx)?,
+        },
     )
     .await
     .inspect_err(|e| rep.failed(None, "provision", e))?;

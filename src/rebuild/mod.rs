@@ -71,6 +71,15 @@ pub enum RebuildError {
         "refusing to recover etcd from a backup while it still runs on {nodes}:\n{health}\n  fix: if a majority still runs, rebuild the broken nodes with `talos-pve rebuild node NAME`; to replace the live data with the backup, pass --force (their etcd data is wiped)"
     )]
     EtcdStillRunning { nodes: String, health: String },
+    #[error(
+        "refusing to rebuild {node}: VM {vmid} on {host} does not carry this cluster's marker (it reads {claim}), so it is not power-cycled, wiped or replaced\n  fix: run from the cluster directory whose secrets made it (`--dir`); if that VM is not this cluster's, give {node} another `vmid`"
+    )]
+    NotOurs {
+        node: String,
+        vmid: u32,
+        host: String,
+        claim: String,
+    },
     #[error("{0:#}")]
     Secrets(anyhow::Error),
     #[error(
@@ -159,6 +168,11 @@ pub fn prepare(ctx: &Ctx<'_>) -> Result<(Credentials, State), RebuildError> {
     let creds = Talosconfig::load(&ctx.dir.talosconfig())?.credentials;
     let state = State::open(ctx.dir, ctx.profile, ctx.plan)?;
     Ok((creds, state))
+}
+
+/// The cluster a rebuild acts for: the ID of the directory's secrets bundle.
+fn owner(ctx: &Ctx<'_>) -> Result<crate::proxmox::ownership::Owner, RebuildError> {
+    crate::cluster_id::owner_making(ctx.dir, &ctx.plan.cluster).map_err(RebuildError::Secrets)
 }
 
 /// A node as the plan makes it: the identity a rebuilt VM keeps.

@@ -15,7 +15,7 @@ use reqwest::Method;
 use crate::plan::NodePlan;
 use crate::profile::Role;
 use crate::proxmox::inventory;
-use crate::proxmox::provision::{ProvisionOptions, provision};
+use crate::proxmox::provision::{ProvisionOptions, claim_of, provision};
 use crate::state::State;
 use crate::talos::api::{Credentials, NodeMode, Target};
 use crate::up::{ProxmoxIdentity, UpError, configure_node};
@@ -77,6 +77,19 @@ pub async fn assess(
         (None, None)
     };
     let vm = inventory::vms(&ctx.env.pve).await?.remove(&node.vmid);
+    if let Some(v) = &vm {
+        // Power-cycling or re-creating acts on this cluster's VM only.
+        let owner = super::owner(ctx)?;
+        let claim = claim_of(&ctx.env.pve, &owner, v).await?;
+        if !owner.proves(&claim, name, v.vmid) {
+            return Err(RebuildError::NotOurs {
+                node: name.to_owned(),
+                vmid: v.vmid,
+                host: v.node.clone(),
+                claim: claim.to_string(),
+            });
+        }
+    }
     let silent = !answers && !h.node(name).is_some_and(|n| n.maintenance);
     let power_cycle = vm
         .as_ref()
@@ -249,7 +262,10 @@ async fn provision_one(ctx: &Ctx<'_>, n: &NodePlan) -> Result<(), RebuildError> 
         &env.factory,
         ctx.profile,
         &one,
-        ProvisionOptions::default(),
+        ProvisionOptions {
+            recreate: false,
+            owner: super::owner(ctx)?,
+        },
     )
     .await
     .inspect_err(|e| rep.failed(Some(&n.name), "provision", e))?;

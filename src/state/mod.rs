@@ -235,6 +235,19 @@ pub struct Recorded {
     pub steps: Vec<Record>,
 }
 
+impl Recorded {
+    /// Node → VMID of every VM this state recorded as made or adopted for the node.
+    pub fn vms(&self) -> BTreeMap<String, u32> {
+        self.steps
+            .iter()
+            .filter_map(|r| match &r.step {
+                Step::Vm(node) => Some((node.clone(), self.identities.get(node)?.vmid)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// How the current profile differs from the one the state was written for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Drift {

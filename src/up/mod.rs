@@ -32,6 +32,7 @@ use crate::kube::{self, KubeError, Kubeconfig};
 use crate::plan::{NodePlan, Plan};
 use crate::profile::Profile;
 use crate::progress::Reporter;
+use crate::proxmox::ownership::Owner;
 use crate::proxmox::provision::{ProvisionError, ProvisionOptions, VmAction, provision};
 use crate::state::{State, StateError, Step};
 use crate::talos::api::{
@@ -115,6 +116,8 @@ pub async fn bring_up(
         })?;
     }
     let bootstrap_again = bootstrapped.is_none() || opts.bootstrap_empty_etcd;
+    // Every VM carries the cluster's ID, so it exists before the first one does.
+    let owner = crate::cluster_id::owner_making(dir, &plan.cluster).map_err(UpError::Artifacts)?;
     // Key generation (CPU, up to seconds) overlaps with creating and booting the VMs:
     // the configs are needed only once the nodes reach maintenance mode.
     let secrets = rec.stage(None, "secrets", Step::Secrets, || async {
@@ -131,8 +134,10 @@ pub async fn bring_up(
         )?;
         Ok(g.origin.as_str().to_owned())
     });
-    let (secrets, provisioned) =
-        tokio::join!(secrets, provision_vms(env, profile, plan, state, rep, opts));
+    let (secrets, provisioned) = tokio::join!(
+        secrets,
+        provision_vms(env, profile, plan, state, rep, opts, owner)
+    );
     secrets?;
     provisioned?;
     let creds = Talosconfig::load(&dir.talosconfig())?.credentials;
@@ -202,6 +207,7 @@ async fn provision_vms(
     state: &State,
     rep: &Reporter,
     opts: &Options,
+    owner: Owner,
 ) -> Result<(), UpError> {
     let rec = Record { env, state, rep };
     rep.started(None, "provision");
@@ -212,6 +218,7 @@ async fn provision_vms(
         plan,
         ProvisionOptions {
             recreate: opts.recreate,
+            owner,
         },
     )
     .await;

@@ -629,7 +629,7 @@ fn gen_verbose_never_prints_key_material() {
 }
 
 #[test]
-fn existing_bundle_is_kept_and_force_moves_it_to_a_backup() {
+fn existing_bundle_is_kept_and_force_swaps_in_a_new_one_keeping_the_old() {
     let d = tempfile::tempdir().unwrap();
     gen_ok(d.path(), &[]);
     let original = std::fs::read(d.path().join("secrets.yaml")).unwrap();
@@ -640,9 +640,18 @@ fn existing_bundle_is_kept_and_force_moves_it_to_a_backup() {
     );
     let old_talosconfig = std::fs::read(d.path().join("talosconfig")).unwrap();
 
+    let dir = talos_pve::cluster_dir::ClusterDir {
+        root: d.path().to_owned(),
+    };
+    let id = talos_pve::cluster_id::read(&dir).unwrap().unwrap();
     gen_ok(d.path(), &["--force-new-secrets"]);
     let new = std::fs::read(d.path().join("secrets.yaml")).unwrap();
     assert_ne!(new, original);
+    assert_eq!(
+        talos_pve::cluster_id::read(&dir).unwrap(),
+        Some(id),
+        "new keys, same cluster identity: its VMs stay its own"
+    );
     let backups: Vec<_> = std::fs::read_dir(d.path().join("backups"))
         .unwrap()
         .map(|e| e.unwrap().path())

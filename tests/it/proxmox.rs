@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
+use talos_pve::cluster_id::ClusterId;
 use talos_pve::lab::proxmox::{Fault, FaultEffect, LabProxmox, LabProxmoxConfig, LabProxmoxHandle};
 use talos_pve::lab::{Fabric, LabEvent};
 use talos_pve::plan::Plan;
 use talos_pve::profile::Profile;
 use talos_pve::proxmox::destroy::{destroy, owned_vms};
 use talos_pve::proxmox::factory::Factory;
+use talos_pve::proxmox::ownership::{Marker, Owner};
 use talos_pve::proxmox::preflight::{Level, preflight};
 use talos_pve::proxmox::provision::{ProvisionError, ProvisionOptions, VmAction, provision};
 use talos_pve::proxmox::{
@@ -28,6 +30,17 @@ struct Lab {
     factory: Factory,
     profile: Profile,
     plan: Plan,
+    /// The cluster this test's provisioning acts for.
+    owner: Owner,
+}
+
+/// An owner of the homelab cluster with the ID made from `seed`.
+fn owner(seed: &str) -> Owner {
+    Owner {
+        cluster: "homelab".into(),
+        id: ClusterId::of(seed),
+        recorded: BTreeMap::new(),
+    }
 }
 
 async fn lab_with(config: LabProxmoxConfig, fast: bool) -> Lab {
@@ -62,6 +75,7 @@ async fn lab_with(config: LabProxmoxConfig, fast: bool) -> Lab {
         factory,
         profile,
         plan,
+        owner: owner("a"),
     }
 }
 
@@ -94,14 +108,18 @@ impl Lab {
         &self,
         recreate: bool,
     ) -> Result<talos_pve::proxmox::provision::ProvisionReport, ProvisionError> {
-        provision(
-            &self.client,
-            &self.factory,
-            &self.profile,
-            &self.plan,
-            ProvisionOptions { recreate },
-        )
-        .await
+        self.provision_as(&self.owner, recreate).await
+    }
+    async fn provision_as(
+        &self,
+        owner: &Owner,
+        recreate: bool,
+    ) -> Result<talos_pve::proxmox::provision::ProvisionReport, ProvisionError> {
+        let opts = ProvisionOptions {
+            recreate,
+            owner: owner.clone(),
+        };
+        provision(&self.client, &self.factory, &self.profile, &self.plan, opts).await
     }
     fn writes(&self) -> Vec<String> {
         self.pve
@@ -162,13 +180,16 @@ async fn provision_homelab_matches_the_plan_and_a_rerun_writes_nothing() {
         assert!(
             c["efidisk0"].contains("efitype=4m") && c["efidisk0"].contains("pre-enrolled-keys=0")
         );
-        assert_eq!(c["tags"], "controlplane;talos;talos-pve");
+        assert_eq!(
+            c["tags"],
+            format!(
+                "controlplane;talos;talos-pve;talos-pve-cluster.{};talos-pve-node.{}",
+                l.owner.id, n.name
+            )
+        );
         assert_eq!(c["nameserver"], "10.0.1.1 1.1.1.1 8.8.8.8");
         assert_eq!(c["searchdomain"], "lab.local");
-        assert_eq!(
-            inventory::owner(&c),
-            Some((l.plan.cluster.clone(), n.name.clone()))
-        );
+        assert_eq!(inventory::marker(&c), Some(Marker::new(&l.owner, &n.name)));
         let st: serde_json::Value = l
             .client
             .get(
@@ -437,7 +458,7 @@ async fn destroy_removes_exactly_this_clusters_vms() {
         false,
     );
     let mut events = l.fabric.events.subscribe();
-    let owned = owned_vms(&l.client, &l.plan.cluster, &[120, 121, 122])
+    let (owned, _) = owned_vms(&l.client, &l.owner, &[120, 121, 122])
         .await
         .unwrap();
     let ids: Vec<u32> = owned.iter().map(|v| v.vmid).collect();
@@ -641,7 +662,10 @@ async fn lab_state_round_trips_through_serde() {
         &l.factory,
         &l.profile,
         &l.plan,
-        ProvisionOptions::default(),
+        ProvisionOptions {
+            recreate: false,
+            owner: l.owner.clone(),
+        },
     )
     .await
     .unwrap();
@@ -682,7 +706,7 @@ async fn every_request_the_client_sends_conforms_to_the_pve_schema() {
         .unwrap();
     l.provision(false).await.unwrap();
     l.provision(true).await.unwrap();
-    let owned = owned_vms(&l.client, &l.plan.cluster, &[]).await.unwrap();
+    let (owned, _) = owned_vms(&l.client, &l.owner, &[]).await.unwrap();
     destroy(&l.client, &owned).await.unwrap();
 
     let reqs = l.pve.requests();
@@ -1001,6 +1025,8 @@ async fn cli_provision_preflight_and_destroy_against_the_lab() {
             .env("PROXMOX_VE_API_TOKEN", token.expose_secret())
             .env("PROXMOX_VE_FINGERPRINT", &l.pve.fingerprint)
             .env("TALOS_PVE_LOOPBACK_ONLY", "1")
+            // The cluster directory (its ID) stays in the test's temporary directory.
+            .env("TALOS_PVE_DIR", dir.path().join("cluster"))
             .env("TALOS_PVE_IMAGE_FACTORY", l.pve.factory_url())
             .env("TALOS_PVE_IMAGE_FACTORY_FINGERPRINT", &l.pve.fingerprint)
             .env_remove("PROXMOX_VE_ENDPOINT")
@@ -1301,4 +1327,138 @@ async fn the_lab_behaves_like_pve_where_the_client_depends_on_it() {
 
 fn create_body(l: &Lab) -> Vec<(String, String)> {
     talos_pve::proxmox::vm::create_params(&l.profile, &l.plan, &l.plan.nodes[0])
+}
+
+/// Two cluster directories made from one profile share the name `homelab`, never
+/// the ID: the second neither adopts nor destroys the first's VMs, and a node moved
+/// to another VMID is refused instead of created twice with the same MACs.
+#[tokio::test]
+async fn two_clusters_of_one_name_never_claim_each_others_vms() {
+    let l = lab().await;
+    l.provision(false).await.unwrap();
+    let writes = l.writes().len();
+    let second = owner("b");
+    let err = l.provision_as(&second, false).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, ProvisionError::Foreign { vmid: 120, .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("cluster `homelab` with ID {}", l.owner.id)),
+        "{msg}"
+    );
+    assert_eq!(l.writes().len(), writes, "nothing written");
+
+    let (owned, skipped) = owned_vms(&l.client, &second, &[120, 121, 122])
+        .await
+        .unwrap();
+    assert!(owned.is_empty(), "{owned:?}");
+    assert_eq!(skipped.len(), 3);
+    for s in &skipped {
+        assert!(
+            s.why.contains("another cluster of the same name"),
+            "{}",
+            s.why
+        );
+    }
+    destroy(&l.client, &owned).await.unwrap();
+    assert_eq!(
+        l.pve.state().vms.len(),
+        3,
+        "none of the first's VMs is gone"
+    );
+
+    // The node's VMID changed in the profile: its VM is found by marker, not duplicated.
+    let mut moved = l.profile.clone();
+    moved.nodes[0].vmid = 130;
+    let plan = Plan::build(&moved).unwrap();
+    for recreate in [false, true] {
+        let opts = ProvisionOptions {
+            recreate,
+            owner: l.owner.clone(),
+        };
+        let err = provision(&l.client, &l.factory, &moved, &plan, opts)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProvisionError::Moved {
+                    found: 120,
+                    planned: 130,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    let vms = l.pve.state().vms;
+    assert!(!vms.contains_key(&130));
+    let macs: std::collections::BTreeSet<String> =
+        vms.values().map(|v| v.config["net0"].clone()).collect();
+    assert_eq!(macs.len(), vms.len(), "one VM per MAC");
+}
+
+/// VMs marked by talos-pve before cluster IDs carry only the cluster's name: adopted
+/// (and re-marked, keeping the user's tags and notes) only when this directory's
+/// state recorded them.
+#[tokio::test]
+async fn old_name_only_markers_are_adopted_once_with_proof() {
+    let l = lab().await;
+    l.provision(false).await.unwrap();
+    for n in &l.plan.nodes {
+        let desc = format!(
+            "Talos node managed by talos-pve; do not edit the marker. talos-pve:cluster=homelab;node={}\nrack 2",
+            n.name
+        );
+        l.client
+            .put(
+                &format!("/nodes/{}/qemu/{}/config", n.host, n.vmid),
+                &[
+                    ("tags".into(), "talos;talos-pve;controlplane;ups-b".into()),
+                    ("description".into(), desc),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let err = l.provision(false).await.unwrap_err();
+    assert!(
+        matches!(err, ProvisionError::Unproven { vmid: 120, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("talos-pve-cluster."), "{err}");
+    let (owned, skipped) = owned_vms(&l.client, &l.owner, &[]).await.unwrap();
+    assert!(owned.is_empty());
+    assert!(
+        skipped[0].why.contains("old name-only marker"),
+        "{skipped:?}"
+    );
+
+    let mut proven = l.owner.clone();
+    proven.recorded = l
+        .plan
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.vmid))
+        .collect();
+    let r = l.provision_as(&proven, false).await.unwrap();
+    assert!(r.vms.iter().all(|v| v.action == VmAction::Updated), "{r:?}");
+    let c = inventory::config(&l.client, "pve-ms01-01", 120)
+        .await
+        .unwrap();
+    assert!(c["tags"].contains("ups-b"), "{}", c["tags"]);
+    assert!(c["tags"].contains(&format!("talos-pve-cluster.{}", l.owner.id)));
+    assert!(
+        c["description"].starts_with("rack 2\n"),
+        "{}",
+        c["description"]
+    );
+    assert_eq!(
+        inventory::marker(&c),
+        Some(Marker::new(&l.owner, "talos-k8s-01"))
+    );
+    // From now on the ID proves it: no record needed, nothing to change.
+    assert!(l.provision(false).await.unwrap().up_to_date());
 }
