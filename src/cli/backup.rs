@@ -67,6 +67,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let lab = a.lab.options()?;
     let profile = super::common::load_profile(&profile_path)?;
     let (plan, dir) = super::common::plan_and_dir(&profile, a.dir.as_deref())?;
+    crate::dir_lock::hold(&dir)?;
     let read = |p: PathBuf, fix: &str| {
         std::fs::read(&p).with_context(|| format!("reading {}\n  fix: {fix}", p.display()))
     };

@@ -52,7 +52,11 @@ pub async fn open_lab(
     lab: Option<&LabOptions>,
 ) -> anyhow::Result<Option<Datacenter>> {
     Ok(match lab {
-        Some(o) => Some(Datacenter::open(&dir.lab(), profile, o).await?),
+        Some(o) => {
+            // The saved datacenter is shared state: one command at a time.
+            crate::dir_lock::hold(dir)?;
+            Some(Datacenter::open(&dir.lab(), profile, o).await?)
+        }
         None => None,
     })
 }

@@ -26,6 +26,7 @@ pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let s = session(&a.profile, &a.pve)?;
     let dir = ClusterDir::resolve(a.profile.dir.as_deref(), &s.plan.cluster)
         .map_err(anyhow::Error::msg)?;
+    crate::dir_lock::hold(&dir)?;
     let Some(owner) = cluster_id::owner(&dir, &s.plan.cluster, false)? else {
         anyhow::bail!(
             "{} holds no cluster ID (no secrets.yaml, no cluster-id), so no VM is provably this cluster's; nothing was destroyed\n  fix: pass the cluster's directory with --dir (or TALOS_PVE_DIR)",

@@ -39,6 +39,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     super::lint::gate_warn_on_stderr(&profile, &a.profile.profile)?;
     let explicit = a.out.as_deref().or(a.profile.dir.as_deref());
     let (plan, dir) = super::common::plan_and_dir(&profile, explicit)?;
+    crate::dir_lock::hold(&dir)?;
     let source = match (a.import_secrets, a.force_new_secrets) {
         (Some(f), _) => SecretsSource::Import(f),
         (None, true) => SecretsSource::ForceNew,

@@ -51,6 +51,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     // The VMs carry the cluster directory's ID (made now for a new cluster).
     let dir = ClusterDir::resolve(a.profile.dir.as_deref(), &s.plan.cluster)
         .map_err(anyhow::Error::msg)?;
+    crate::dir_lock::hold(&dir)?;
     let opts = ProvisionOptions {
         recreate: a.recreate,
         owner: cluster_id::owner_making(&dir, &s.plan.cluster)?,

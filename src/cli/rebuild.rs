@@ -75,6 +75,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let lab = c.lab.options()?;
     let profile = super::common::load_profile(&c.profile.profile)?;
     let (plan, dir) = super::common::plan_and_dir(&profile, c.profile.dir.as_deref())?;
+    crate::dir_lock::hold(&dir)?;
     eprintln!("cluster directory: {}", dir.root.display());
     runtime()?.block_on(async {
         let dc = open_lab(&dir, &profile, lab.as_ref()).await?;

@@ -60,6 +60,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let (profile, source) = profile_or_wizard(a.profile.as_deref())?;
     let report = super::lint::gate(&profile, &source)?;
     let (plan, dir) = super::common::plan_and_dir(&profile, a.dir.as_deref())?;
+    crate::dir_lock::hold(&dir)?;
     eprintln!("cluster directory: {}", dir.root.display());
     let rt = runtime()?;
     rt.block_on(async {

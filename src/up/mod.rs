@@ -169,7 +169,10 @@ pub async fn bring_up(
                 if !bootstrap_again {
                     // Recorded: its etcd holds data, and the etcd stage below waits
                     // for it. Bootstrap is never called twice for one cluster.
-                    return Ok("bootstrapped before (recorded); not bootstrapped again".into());
+                    return Ok(
+                        "already bootstrapped (recorded in the state); not bootstrapped again"
+                            .into(),
+                    );
                 }
                 Ok(match env.talos.bootstrap(&boot, &creds).await? {
                     BootstrapOutcome::Bootstrapped => "etcd bootstrapped".to_owned(),

@@ -943,3 +943,39 @@ fn kubectl_parses_the_kubeconfig() {
         "admin@homelab https://10.8.16.20:6443"
     );
 }
+
+/// A second command on a locked cluster directory waits briefly, then refuses
+/// naming the holder; nothing is written meanwhile.
+#[test]
+fn a_locked_cluster_directory_is_refused_naming_the_holder() {
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    let mut lock = std::fs::File::create(d.path().join(".lock")).unwrap();
+    lock.lock().unwrap();
+    lock.write_all(b"talos-pve PID 4242 (`talos-pve up`)\n")
+        .unwrap();
+    let out = run_gen(d.path(), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is in use by talos-pve PID 4242 (`talos-pve up`)") && err.contains("fix:"),
+        "{err}"
+    );
+    assert!(!d.path().join("secrets.yaml").exists());
+    drop(lock);
+    gen_ok(d.path(), &[]);
+}
+
+/// `kill -9` during `files::write_atomic` leaves `.NAME.tmp-PID` (maybe key
+/// material): the next command removes those of dead processes.
+#[test]
+fn temporary_files_of_a_killed_run_are_removed_by_the_next() {
+    let d = tempfile::tempdir().unwrap();
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = d.path().join(format!(".secrets.yaml.tmp-{dead}"));
+    std::fs::write(&stale, "half a key").unwrap();
+    gen_ok(d.path(), &[]);
+    assert!(!stale.exists(), "removed");
+}

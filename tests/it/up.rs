@@ -519,3 +519,35 @@ fn json_output_is_json_lines_ending_with_the_summary() {
     );
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+/// Two `up`s on one directory at once: the second waits for the first or refuses
+/// naming it, never races it; the cluster ends healthy.
+#[test]
+fn two_ups_at_once_take_turns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let d = dir.display().to_string();
+    let args = up_args(&d, &[]);
+    let spawn = || {
+        Command::new(support::bin())
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let pids = [a.id(), b.id()];
+    let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    for (i, o) in outs.iter().enumerate() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        let other = pids[1 - i];
+        assert!(
+            o.status.success() || err.contains(&format!("is in use by talos-pve PID {other}")),
+            "{err}"
+        );
+    }
+    assert!(outs.iter().any(|o| o.status.success()));
+    assert_healthy(&dir);
+}
