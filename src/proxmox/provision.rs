@@ -221,14 +221,15 @@ fn wanted(profile: &Profile, plan: &Plan, owner: &Owner, node: &NodePlan) -> Vec
     p
 }
 
-/// What `vm`'s marker says, for `owner` (reads its description).
+/// What `vm`'s marker says, for `owner`: tags and description; tags alone while
+/// its host cannot be reached (59x: the cluster still lists the tags).
 pub async fn claim_of(pve: &Client, owner: &Owner, vm: &VmResource) -> Result<Claim, PveError> {
-    let config = inventory::config(pve, &vm.node, vm.vmid).await?;
-    Ok(ownership::claim(
-        owner,
-        &vm.tags,
-        config.get("description").map(String::as_str),
-    ))
+    let description = match inventory::config(pve, &vm.node, vm.vmid).await {
+        Ok(mut c) => c.remove("description"),
+        Err(e) if e.status().is_some_and(|s| (595..=599).contains(&s)) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(ownership::claim(owner, &vm.tags, description.as_deref()))
 }
 
 /// This node's VM at another VMID: tagged with our ID (readable while its host is

@@ -180,6 +180,12 @@ pub async fn assess(
         });
     }
     let vms = inventory::vms(&ctx.env.pve).await?;
+    let owner = super::owner(ctx)?;
+    for n in &plan.nodes {
+        if let Some(vm) = vms.get(&n.vmid) {
+            super::ensure_ours(ctx, &owner, &n.name, vm).await?;
+        }
+    }
     let boot = bootstrap_target(plan);
     let mut steps = Vec::new();
     if !running.is_empty() {

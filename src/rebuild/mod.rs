@@ -175,6 +175,25 @@ fn owner(ctx: &Ctx<'_>) -> Result<crate::proxmox::ownership::Owner, RebuildError
     crate::cluster_id::owner_making(ctx.dir, &ctx.plan.cluster).map_err(RebuildError::Secrets)
 }
 
+/// Refuse unless `vm` carries this cluster's marker for `node`.
+async fn ensure_ours(
+    ctx: &Ctx<'_>,
+    owner: &crate::proxmox::ownership::Owner,
+    node: &str,
+    vm: &crate::proxmox::inventory::VmResource,
+) -> Result<(), RebuildError> {
+    let claim = crate::proxmox::provision::claim_of(&ctx.env.pve, owner, vm).await?;
+    if owner.proves(&claim, node, vm.vmid) {
+        return Ok(());
+    }
+    Err(RebuildError::NotOurs {
+        node: node.to_owned(),
+        vmid: vm.vmid,
+        host: vm.node.clone(),
+        claim: claim.to_string(),
+    })
+}
+
 /// A node as the plan makes it: the identity a rebuilt VM keeps.
 fn identity(n: &NodePlan) -> String {
     format!(

@@ -15,7 +15,7 @@ use reqwest::Method;
 use crate::plan::NodePlan;
 use crate::profile::Role;
 use crate::proxmox::inventory;
-use crate::proxmox::provision::{ProvisionOptions, claim_of, provision};
+use crate::proxmox::provision::{ProvisionOptions, provision};
 use crate::state::State;
 use crate::talos::api::{Credentials, NodeMode, Target};
 use crate::up::{ProxmoxIdentity, UpError, configure_node};
@@ -79,16 +79,7 @@ pub async fn assess(
     let vm = inventory::vms(&ctx.env.pve).await?.remove(&node.vmid);
     if let Some(v) = &vm {
         // Power-cycling or re-creating acts on this cluster's VM only.
-        let owner = super::owner(ctx)?;
-        let claim = claim_of(&ctx.env.pve, &owner, v).await?;
-        if !owner.proves(&claim, name, v.vmid) {
-            return Err(RebuildError::NotOurs {
-                node: name.to_owned(),
-                vmid: v.vmid,
-                host: v.node.clone(),
-                claim: claim.to_string(),
-            });
-        }
+        super::ensure_ours(ctx, &super::owner(ctx)?, name, v).await?;
     }
     let silent = !answers && !h.node(name).is_some_and(|n| n.maintenance);
     let power_cycle = vm

@@ -5,8 +5,8 @@
 //! Evidence that etcd was bootstrapped comes from the cluster directory only (the
 //! nodes may be gone): the state records `bootstrapped`, or a step that needs a
 //! running etcd (etcd healthy, kubeconfig, add-ons, healthy), or the directory holds
-//! a backup (`backup` takes an etcd snapshot, which needs a running etcd). A state
-//! file that cannot be read counts as evidence too.
+//! a backup (`backup` takes an etcd snapshot, which needs a running etcd). (A
+//! damaged state file stops `up` before this is asked.)
 //!
 //! Pure: the caller reads the inventory and decides what to do with the verdict.
 

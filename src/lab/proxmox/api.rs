@@ -1352,8 +1352,11 @@ fn uuid_like() -> String {
 }
 
 /// Re-print a value as PVE stores it: NICs re-printed with their MAC (filled in,
-/// upper case) first and the other keys sorted; tags de-duplicated and sorted.
-/// Everything else is stored as written.
+/// upper case) first and the other keys sorted; tags lowercased, de-duplicated and
+/// sorted (default datacenter `tag-style`: pve-guest-common src/PVE/GuestHelpers.pm
+/// 349-378); the description without trailing whitespace, since it is kept as
+/// comment lines and read back joined and trimmed (qemu-server src/PVE/QemuServer.pm
+/// 1969-1975); both per proxmox-semantics.md §7.3. Everything else as written.
 fn normalise_value(k: &str, v: &str) -> String {
     let base = k.trim_end_matches(|c: char| c.is_ascii_digit());
     match base {
@@ -1386,6 +1389,7 @@ fn normalise_value(k: &str, v: &str) -> String {
             t.dedup();
             t.join(";")
         }
+        "description" => v.trim_end().into(),
         _ => v.into(),
     }
 }
