@@ -91,26 +91,13 @@ pub fn hold(dir: &ClusterDir) -> Result<(), LockError> {
     Ok(())
 }
 
-#[cfg(unix)]
+/// The lock file, created 0600 when missing, never truncated (it names the holder).
 fn open(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(crate::files::SECRET_MODE)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn open(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, crate::files::SECRET_MODE);
+    o.open(path)
 }
 
 /// The PID in a `write_atomic` temporary name (`.NAME.tmp-PID`).

@@ -328,21 +328,24 @@ async fn get_configmap(c: &kube::Client, name: &str) -> Option<Value> {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_cluster_is_recovered_from_a_backup_with_its_objects() {
+/// A lab cluster holding the ConfigMap `name`, then backed up: the temporary
+/// directory, the cluster directory, its kubeconfig and the backup.
+async fn backed_up_cluster(name: &str) -> (tempfile::TempDir, PathBuf, Vec<u8>, PathBuf) {
     let d = tokio::task::spawn_blocking(lab_cluster).await.unwrap();
     let dir = d.path().to_owned();
     let kubeconfig = std::fs::read(dir.join("kubeconfig")).unwrap();
-    let talosconfig = std::fs::read(dir.join("talosconfig")).unwrap();
-    with_api(&dir, &kubeconfig, async |c| {
-        put_configmap(c, "before-backup").await
-    })
-    .await;
-
+    with_api(&dir, &kubeconfig, async |c| put_configmap(c, name).await).await;
     let dir2 = dir.clone();
     let b = tokio::task::spawn_blocking(move || backup(&dir2, &[]))
         .await
         .unwrap();
+    (d, dir, kubeconfig, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_cluster_is_recovered_from_a_backup_with_its_objects() {
+    let (_d, dir, kubeconfig, b) = backed_up_cluster("before-backup").await;
+    let talosconfig = std::fs::read(dir.join("talosconfig")).unwrap();
     with_api(&dir, &kubeconfig, async |c| {
         put_configmap(c, "after-backup").await
     })
@@ -691,17 +694,7 @@ fn bootstraps(dir: &Path) -> u64 {
 /// the state records; the backup brings the objects back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_after_losing_every_control_plane_refuses_a_second_bootstrap() {
-    let d = tokio::task::spawn_blocking(lab_cluster).await.unwrap();
-    let dir = d.path().to_owned();
-    let kubeconfig = std::fs::read(dir.join("kubeconfig")).unwrap();
-    with_api(&dir, &kubeconfig, async |c| {
-        put_configmap(c, "precious").await
-    })
-    .await;
-    let dir2 = dir.clone();
-    let b = tokio::task::spawn_blocking(move || backup(&dir2, &[]))
-        .await
-        .unwrap();
+    let (_d, dir, kubeconfig, b) = backed_up_cluster("precious").await;
     let before = bootstraps(&dir);
 
     let dir2 = dir.clone();
