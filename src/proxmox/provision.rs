@@ -34,7 +34,7 @@ pub enum ProvisionError {
     #[error(transparent)]
     Pve(#[from] PveError),
     #[error(
-        "VMID {vmid} (planned for {node}) is taken by `{name}` on host {host}, which is not a VM of cluster `{cluster}`{owner}\n  fix: pick another `vmid` for {node} in the profile, or remove that VM yourself"
+        "VMID {vmid} (planned for {node}) is taken by `{name}` on host {host}, which is not a VM of cluster `{cluster}` (ID {id}){owner}\n  fix: pick another `vmid` for {node} in the profile, or remove that VM yourself"
     )]
     Foreign {
         vmid: u32,
@@ -42,6 +42,7 @@ pub enum ProvisionError {
         name: String,
         host: String,
         cluster: String,
+        id: String,
         owner: String,
     },
     #[error(
@@ -303,7 +304,8 @@ async fn decide(
                 node: node.name.clone(),
                 name: vm.name.clone(),
                 host: vm.node.clone(),
-                cluster: format!("{} (ID {})", plan.cluster, owner.id),
+                cluster: plan.cluster.clone(),
+                id: owner.id.to_string(),
                 owner: match other {
                     Claim::Unmarked => String::new(),
                     c => format!(" (it carries {c})"),
