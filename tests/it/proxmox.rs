@@ -1091,6 +1091,35 @@ async fn cli_provision_preflight_and_destroy_against_the_lab() {
     );
     assert_eq!(l.pve.state().vms.len(), 4, "nothing was touched");
 
+    // A second cluster directory made from the same profile has its own ID: its
+    // provision refuses the first's VMs, its destroy deletes none of them.
+    let other = dir.path().join("other");
+    talos_pve::cluster_id::establish(&talos_pve::cluster_dir::ClusterDir {
+        root: other.clone(),
+    })
+    .unwrap();
+    let o = other.to_str().unwrap();
+    let out = run(vec!["provision", "--dir", o]).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("not a VM of cluster `homelab` (ID"),
+        "{stderr}"
+    );
+    let out = run(vec!["destroy", "--yes", "--dir", o]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("Skipping VM 120 talos-k8s-01 on pve-ms01-01: it belongs to another cluster of the same name")
+            && stdout.contains("nothing to destroy"),
+        "{stdout}"
+    );
+    assert_eq!(
+        l.pve.state().vms.len(),
+        4,
+        "none of the first's VMs is gone"
+    );
+
     let out = run(vec!["destroy", "--yes"]).await.unwrap();
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
