@@ -735,3 +735,39 @@ async fn up_after_losing_every_control_plane_refuses_a_second_bootstrap() {
     .await;
     assert_eq!(kept.expect("restored")["data"]["kept"], "precious");
 }
+
+/// A VM at the node's VMID marked with another cluster ID (same name) is not
+/// power-cycled, wiped or replaced by `rebuild node`.
+#[test]
+fn rebuild_acts_only_on_vms_with_this_clusters_id() {
+    let d = lab_cluster();
+    let dir = d.path();
+    let path = dir.join("lab/datacenter.json");
+    let mut lab = saved(dir);
+    let cfg = &mut lab["proxmox"]["vms"]["121"]["config"];
+    let ours = cfg["tags"]
+        .as_str()
+        .unwrap()
+        .split(';')
+        .find_map(|t| t.strip_prefix("talos-pve-cluster."))
+        .expect("the VM carries the cluster ID")
+        .to_owned();
+    for k in ["tags", "description"] {
+        let v = cfg[k].as_str().unwrap().replace(&ours, "0123456789abcdef");
+        cfg[k] = Value::String(v);
+    }
+    std::fs::write(&path, serde_json::to_vec(&lab).unwrap()).unwrap();
+    let r = rebuild_node(
+        dir,
+        "talos-k8s-02",
+        &["--lab-faults", "hang-node=talos-k8s-02"],
+    );
+    refused(
+        &r,
+        &[
+            "VM 121 on pve-ms01-02 does not carry this cluster's marker",
+            "ID 0123456789abcdef",
+        ],
+    );
+    assert!(!r.2.contains("power cycle"), "{}", r.2);
+}
