@@ -979,3 +979,31 @@ fn temporary_files_of_a_killed_run_are_removed_by_the_next() {
     gen_ok(d.path(), &[]);
     assert!(!stale.exists(), "removed");
 }
+
+/// `--force-new-secrets` killed while it generates: the directory still holds a
+/// complete bundle (the old one), never none.
+#[test]
+fn force_new_secrets_killed_mid_generation_keeps_a_bundle() {
+    let d = tempfile::tempdir().unwrap();
+    gen_ok(d.path(), &[]);
+    let original = std::fs::read(d.path().join("secrets.yaml")).unwrap();
+    let mut child = Command::new(bin())
+        .args(["gen", "--force-new-secrets", "--profile"])
+        .arg(profile("homelab.yaml"))
+        .arg("--out")
+        .arg(d.path())
+        .env_remove("TALOS_PVE_DIR")
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Mid RSA-4096 generation (seconds in a debug build).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = child.kill();
+    let finished = child.wait().unwrap().success();
+    let now = std::fs::read(d.path().join("secrets.yaml")).expect("a bundle is in place");
+    SecretsBundle::parse(std::str::from_utf8(&now).unwrap()).expect("a complete bundle");
+    if !finished {
+        assert_eq!(now, original, "the old bundle, untouched");
+    }
+}
