@@ -7,8 +7,9 @@
 //! the kernel's (`File::try_lock`), so a killed holder releases it.
 //!
 //! Under the lock: temporary files of `files::write_atomic` left by a killed run
-//! (`.NAME.tmp-PID`, possibly holding key material) are removed when their PID is
-//! not a live process.
+//! (`.NAME.tmp-PID`, possibly holding key material) and half-built backups
+//! (`.NAME.partial-PID/`, `rebuild::backup`) are removed when their PID is not a
+//! live process.
 
 use std::collections::BTreeMap;
 use std::fs::{File, TryLockError};
@@ -100,12 +101,13 @@ fn open(path: &Path) -> std::io::Result<File> {
     o.open(path)
 }
 
-/// The PID in a `write_atomic` temporary name (`.NAME.tmp-PID`).
-fn temp_pid(name: &str) -> Option<u32> {
+/// The PID in a temporary name: `.NAME.tmp-PID` for files, `.NAME.partial-PID`
+/// for directories.
+fn temp_pid(name: &str, dir: bool) -> Option<u32> {
     if !name.starts_with('.') {
         return None;
     }
-    let (_, pid) = name.rsplit_once(".tmp-")?;
+    let (_, pid) = name.rsplit_once(if dir { ".partial-" } else { ".tmp-" })?;
     pid.parse().ok()
 }
 
@@ -121,22 +123,26 @@ fn remove_stale_temps(dir: &Path, depth: u32) {
         return;
     };
     for e in entries.flatten() {
+        // `file_type` does not follow symlinks: a link is neither a file nor a dir here.
         let Ok(t) = e.file_type() else { continue };
         let path = e.path();
-        if t.is_dir() && depth > 0 {
-            remove_stale_temps(&path, depth - 1);
-        } else if t.is_file()
-            && let Some(pid) = temp_pid(&e.file_name().to_string_lossy())
-            && pid != std::process::id()
-            && !alive(pid)
-        {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "removed a temporary file a killed run left")
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "could not remove a stale temporary file")
-                }
+        let stale = temp_pid(&e.file_name().to_string_lossy(), t.is_dir())
+            .is_some_and(|pid| pid != std::process::id() && !alive(pid));
+        let removed = match (stale, t.is_dir(), t.is_file()) {
+            (true, true, _) => std::fs::remove_dir_all(&path),
+            (true, _, true) => std::fs::remove_file(&path),
+            (false, true, _) if depth > 0 => {
+                remove_stale_temps(&path, depth - 1);
+                continue;
+            }
+            _ => continue,
+        };
+        match removed {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed what a killed run left half-written")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a stale temporary file")
             }
         }
     }
@@ -148,9 +154,11 @@ mod tests {
 
     #[test]
     fn temp_names_are_recognised() {
-        assert_eq!(temp_pid(".secrets.yaml.tmp-4242"), Some(4242));
-        assert_eq!(temp_pid("secrets.yaml.tmp-4242"), None);
-        assert_eq!(temp_pid(".a.tmp-x"), None);
+        assert_eq!(temp_pid(".secrets.yaml.tmp-4242", false), Some(4242));
+        assert_eq!(temp_pid("secrets.yaml.tmp-4242", false), None);
+        assert_eq!(temp_pid(".a.tmp-x", false), None);
+        assert_eq!(temp_pid(".homelab-1Z.partial-7", true), Some(7));
+        assert_eq!(temp_pid(".homelab-1Z.partial-7", false), None);
         assert!(alive(std::process::id()));
     }
 
@@ -170,8 +178,11 @@ mod tests {
         for p in [&stale, &live, &other] {
             std::fs::write(p, "x").unwrap();
         }
+        let backup = d.path().join(format!("backups/.homelab-1Z.partial-{dead}"));
+        std::fs::create_dir_all(&backup).unwrap();
+        std::fs::write(backup.join("secrets.yaml"), "x").unwrap();
         remove_stale_temps(d.path(), 3);
-        assert!(!stale.exists());
+        assert!(!stale.exists() && !backup.exists());
         assert!(live.exists() && other.exists());
     }
 }
