@@ -76,7 +76,7 @@ pub enum Routing {
 
 pub struct TalosClient {
     target: Target,
-    grpc: tonic::client::Grpc<Channel>,
+    pub(super) grpc: tonic::client::Grpc<Channel>,
     routing: Routing,
 }
 
@@ -125,13 +125,13 @@ impl TalosClient {
         self
     }
 
-    fn request<M>(&self, m: M) -> Request<M> {
+    pub(super) fn request<M>(&self, m: M) -> Request<M> {
         let mut r = Request::new(m);
         apply_routing(&self.routing, r.metadata_mut());
         r
     }
 
-    async fn unary<Q, R>(
+    pub(super) async fn unary<Q, R>(
         &mut self,
         rpc: &'static str,
         path: &'static str,
@@ -155,14 +155,14 @@ impl TalosClient {
         Ok(resp.into_inner())
     }
 
-    async fn ready(&mut self, rpc: &'static str) -> Result<(), TalosError> {
+    pub(super) async fn ready(&mut self, rpc: &'static str) -> Result<(), TalosError> {
         self.grpc
             .ready()
             .await
             .map_err(|e| classify(&self.target, rpc, Status::from_error(Box::new(e))))
     }
 
-    async fn stream_bytes<Q>(
+    pub(super) async fn stream_bytes<Q>(
         &mut self,
         rpc: &'static str,
         path: &'static str,
