@@ -97,7 +97,7 @@ pub struct LabArgs {
     pub lab_speed: f64,
     /// Faults to inject, e.g. `time-not-in-sync=2,pve-lock=3` (names: slow-install,
     /// reboot-loops, time-not-in-sync, drop-streams, lost-apply, pve-lock, pve-595,
-    /// pve-500, pve-task-error, slow-crd; see docs/lab.md). Disasters, applied to the
+    /// pve-500, pve-task-error, slow-crd, upgrade-fails=NODE; see docs/lab.md). Disasters, applied to the
     /// saved lab when the command starts: destroy-vm=NODE, corrupt-etcd=NODE,
     /// hang-node=NODE, lose-control-planes.
     #[arg(long, value_name = "SPEC", requires = "lab")]

@@ -95,6 +95,9 @@ pub struct LabNodeInfo {
     pub kubernetes_ca_crt: String,
     /// `cluster.ca.key` (PEM); present on control planes only.
     pub kubernetes_ca_key: String,
+    /// From `machine.kubelet.image`, as `Node.status.nodeInfo.kubeletVersion` (`v1.36.3`).
+    #[serde(default)]
+    pub kubelet_version: String,
 }
 
 /// The shared fabric of one simulated datacenter.

@@ -154,8 +154,15 @@ fn register_nodes(lab: &Lab) {
     let infos = lab.nodes.lock().expect("nodes lock").clone();
     for info in infos {
         let k = key("", "nodes", None, &info.hostname);
-        if lab.store.get(&k).is_some()
-            || !elapsed(
+        if let Some(mut node) = lab.store.get(&k) {
+            // A restarted kubelet (new image) reports its version at once.
+            if node["status"]["nodeInfo"]["kubeletVersion"] != info.kubelet_version.as_str() {
+                node["status"]["nodeInfo"]["kubeletVersion"] = json!(info.kubelet_version);
+                save(lab, node);
+            }
+            continue;
+        }
+        if !elapsed(
                 lab,
                 &format!("kubelet/{}", info.hostname),
                 lab.cfg.node_register,
@@ -179,6 +186,7 @@ fn register_nodes(lab: &Lab) {
             "status": {
                 "addresses": [{"type": "InternalIP", "address": info.internal_ip.to_string()},
                               {"type": "Hostname", "address": info.hostname}],
+                "nodeInfo": {"kubeletVersion": info.kubelet_version},
                 "conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
                     "message": "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized"}]}}),
         );

@@ -10,6 +10,7 @@ use ipnet::Ipv4Net;
 use serde_json::Value;
 
 use crate::lab::LabNic;
+use crate::talos::compat;
 
 /// The facts a node takes from its applied config.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +28,10 @@ pub struct MachineConfig {
     pub cert_sans: Vec<String>,
     /// `machine.kubelet.nodeIP.validSubnets` (entries starting with `!` exclude).
     pub node_ip_subnets: Vec<String>,
+    /// Kubernetes images whose version the node checks against its Talos release:
+    /// `(field, image)` for the kubelet and, on control planes, the API server,
+    /// controller manager and scheduler (`v1alpha1_validation.go` @v1.13.9 L1014-1079).
+    pub kubernetes_images: Vec<(String, String)>,
 }
 
 /// Parse and validate `text` for a VM with these NICs. The error is what the node
@@ -82,6 +87,18 @@ pub fn parse(text: &str, nics: &[LabNic]) -> Result<MachineConfig, String> {
         Ok(text)
     };
     let cp = machine_type == "controlplane";
+    let mut image_fields = vec![["machine", "kubelet", "image"]];
+    if cp {
+        image_fields.extend([
+            ["cluster", "apiServer", "image"],
+            ["cluster", "controllerManager", "image"],
+            ["cluster", "scheduler", "image"],
+        ]);
+    }
+    let kubernetes_images = image_fields
+        .iter()
+        .filter_map(|f| s(f).map(|img| (f.join("."), img)))
+        .collect();
     let cfg = MachineConfig {
         cluster_name: req(&["cluster", "clusterName"])?,
         endpoint,
@@ -95,10 +112,41 @@ pub fn parse(text: &str, nics: &[LabNic]) -> Result<MachineConfig, String> {
         k8s_ca_key: pem(&["cluster", "ca", "key"], !cp)?,
         cert_sans: strings(v1, &["machine", "certSANs"]),
         node_ip_subnets: strings(v1, &["machine", "kubelet", "nodeIP", "validSubnets"]),
+        kubernetes_images,
         machine_type,
     };
     check_link_aliases(&docs, nics)?;
     Ok(cfg)
+}
+
+impl MachineConfig {
+    /// The kubelet's Kubernetes version as `Node.status.nodeInfo.kubeletVersion` shows
+    /// it (`v1.36.3`); empty when the config names no kubelet image.
+    pub fn kubelet_version(&self) -> String {
+        self.kubernetes_images
+            .iter()
+            .find(|(f, _)| f == "machine.kubelet.image")
+            .and_then(|(_, img)| compat::image_version(img))
+            .map(|v| format!("v{v}"))
+            .unwrap_or_default()
+    }
+
+    /// The node refuses a config whose Kubernetes images its Talos release cannot run
+    /// (`RuntimeValidate`, the text after "configuration validation failed: ").
+    pub fn check_kubernetes(&self, talos: &str) -> Result<(), String> {
+        let Some(t) = compat::Version::parse(talos) else {
+            return Ok(());
+        };
+        for (field, image) in &self.kubernetes_images {
+            let k = compat::image_version(image)
+                .ok_or_else(|| format!("{field} `{image}` has no version tag"))?;
+            compat::check_kubernetes(t, k).map_err(|e| {
+                let what = field.rsplit('.').nth(1).unwrap_or(field);
+                format!("{what} image is not valid: {e}")
+            })?;
+        }
+        Ok(())
+    }
 }
 
 fn kind(d: &Value) -> Option<&str> {

@@ -12,6 +12,7 @@
 mod certs;
 mod machine;
 mod server;
+mod upgrade;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -43,6 +44,9 @@ pub struct Faults {
     /// reboots into the install before replying).
     #[serde(default)]
     pub lost_apply_answers: u32,
+    /// Hostnames whose next OS upgrade fails in the installer (once each).
+    #[serde(default)]
+    pub upgrade_fails: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +114,22 @@ pub struct NodeState {
     pub etcd_member: bool,
     pub member_id: u64,
     pub reboot_loops_done: u32,
+    /// The Talos release installed on the disk (`Version`'s tag); `None` in states
+    /// saved before versions were tracked: the configured release.
+    #[serde(default)]
+    pub talos_version: Option<String>,
+    /// The release an upgrade wrote to disk, booted at the next power-on or reboot.
+    #[serde(default)]
+    pub staged_version: Option<String>,
+    /// Images pulled into the system containerd (`ImageService/Pull`).
+    #[serde(default)]
+    pub pulled: Vec<String>,
+    /// Boots so far: the boot id changes with each.
+    #[serde(default)]
+    pub boots: u64,
+    /// A `LifecycleService/Upgrade` is running (not saved: it ends with the process).
+    #[serde(skip)]
+    pub installing_upgrade: bool,
 }
 
 impl fmt::Debug for NodeState {
@@ -382,6 +402,11 @@ fn vm_started(shared: &Arc<Shared>, vm: LabVm) {
             etcd_member: false,
             member_id: 0,
             reboot_loops_done: 0,
+            talos_version: None,
+            staged_version: None,
+            pulled: Vec::new(),
+            boots: 0,
+            installing_upgrade: false,
         };
         let Some(n) = new_node(shared, state) else {
             return;
@@ -480,9 +505,14 @@ fn boot(shared: &Arc<Shared>, vmid: u32) {
         set_phase(n, Phase::Booting)
     };
     after(shared, vmid, generation, shared.cfg.boot, |s, vmid| {
-        let installed = lock(&s.nodes)
-            .get(&vmid)
-            .is_some_and(|n| n.state.config.is_some());
+        let installed = lock(&s.nodes).get_mut(&vmid).is_some_and(|n| {
+            n.state.boots += 1;
+            // The bootloader boots what an upgrade wrote (docs `upgrading-talos.mdx`).
+            if let Some(v) = n.state.staged_version.take() {
+                n.state.talos_version = Some(v);
+            }
+            n.state.config.is_some()
+        });
         if installed {
             enter_running(s, vmid);
         } else if let Some(n) = lock(&s.nodes).get_mut(&vmid) {
@@ -498,6 +528,8 @@ fn install(shared: &Arc<Shared>, vmid: u32) {
         let Some(n) = nodes.get_mut(&vmid) else {
             return;
         };
+        // The ISO's release is what gets installed.
+        n.state.talos_version = Some(running_version(shared, n));
         set_phase(n, Phase::Installing)
     };
     let delay = shared.cfg.install + lock(&shared.faults_left).slow_install;
@@ -568,26 +600,7 @@ fn enter_running(shared: &Arc<Shared>, vmid: u32) {
             }
         }
         let generation = set_phase(n, Phase::Running);
-        let mgmt = n.management().unwrap_or(Ipv4Addr::LOCALHOST);
-        let workload = n
-            .state
-            .vm
-            .nics
-            .iter()
-            .find(|x| x.index == 1)
-            .and_then(|x| x.address.map(|a| a.addr()));
-        let info = LabNodeInfo {
-            vmid,
-            hostname,
-            machine_type: cfg.machine_type.clone(),
-            cluster_name: cfg.cluster_name.clone(),
-            management: mgmt,
-            internal_ip: machine::internal_ip(&cfg.node_ip_subnets, mgmt, workload),
-            endpoint: cfg.endpoint.clone(),
-            kubernetes_ca_crt: cfg.k8s_ca_crt.clone(),
-            kubernetes_ca_key: cfg.k8s_ca_key.clone(),
-        };
-        (generation, info)
+        (generation, node_info(n, &cfg))
     };
     shared.fabric.emit(LabEvent::NodeRunning(info));
     after(
@@ -607,6 +620,38 @@ fn enter_running(shared: &Arc<Shared>, vmid: u32) {
             try_join(s, vmid, generation);
         },
     );
+}
+
+/// The release a node runs: what it installed, or (older saved states) the configured one.
+fn running_version(shared: &Shared, n: &Node) -> String {
+    n.state
+        .talos_version
+        .clone()
+        .unwrap_or_else(|| shared.cfg.talos_version.clone())
+}
+
+/// What the Kubernetes side learns when the node (or its kubelet) starts.
+fn node_info(n: &Node, cfg: &MachineConfig) -> LabNodeInfo {
+    let mgmt = n.management().unwrap_or(Ipv4Addr::LOCALHOST);
+    let workload = n
+        .state
+        .vm
+        .nics
+        .iter()
+        .find(|x| x.index == 1)
+        .and_then(|x| x.address.map(|a| a.addr()));
+    LabNodeInfo {
+        vmid: n.state.vm.vmid,
+        hostname: n.hostname(),
+        machine_type: cfg.machine_type.clone(),
+        cluster_name: cfg.cluster_name.clone(),
+        management: mgmt,
+        internal_ip: machine::internal_ip(&cfg.node_ip_subnets, mgmt, workload),
+        endpoint: cfg.endpoint.clone(),
+        kubernetes_ca_crt: cfg.k8s_ca_crt.clone(),
+        kubernetes_ca_key: cfg.k8s_ca_key.clone(),
+        kubelet_version: cfg.kubelet_version(),
+    }
 }
 
 /// A control plane whose etcd is ready joins once the cluster is bootstrapped and
