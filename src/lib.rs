@@ -31,4 +31,5 @@ pub mod talos;
 mod test_support;
 pub mod tls;
 pub mod up;
+pub mod upgrade;
 pub mod wizard;
