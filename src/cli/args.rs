@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use super::{
-    backup, destroy, docs, generate, init, lint, plan, preflight, provision, rebuild, status, up,
+    backup, destroy, docs, generate, init, lint, plan, preflight, provision, rebuild, status, up, upgrade,
 };
 
 #[derive(Debug, Parser)]
@@ -70,6 +70,8 @@ pub enum Command {
     Destroy(destroy::Args),
     /// The whole bring-up, from bare Proxmox hosts to a working cluster.
     Up(up::Args),
+    /// Upgrade a running cluster to the profile's Talos and Kubernetes versions.
+    Upgrade(upgrade::Args),
     /// Show where a cluster stands.
     Status(status::Args),
     /// Take an etcd snapshot and save it with the profile and secrets.

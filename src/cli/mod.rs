@@ -20,6 +20,7 @@ mod provision;
 mod rebuild;
 mod status;
 mod up;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -63,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Provision(a) => provision::run(g, a),
         Command::Destroy(a) => destroy::run(g, a),
         Command::Up(a) => up::run(g, a),
+        Command::Upgrade(a) => upgrade::run(g, a),
         Command::Status(a) => status::run(g, a),
         Command::Backup(a) => backup::run(g, a),
         Command::Rebuild(a) => rebuild::run(g, a),

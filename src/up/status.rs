@@ -39,6 +39,9 @@ pub struct NodeStatus {
     pub vmid: u32,
     pub vm: VmStatus,
     pub talos: TalosStatus,
+    /// The kubelet's version as its Node reports it (`status.nodeInfo.kubeletVersion`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubelet: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -108,7 +111,10 @@ pub async fn status(env: &Env, plan: &Plan, dir: &ClusterDir) -> anyhow::Result<
         .nodes
         .iter()
         .map(|n| talos_stage(env, n, creds.as_ref()));
-    let talos = futures_util::future::join_all(probes).await;
+    let (talos, kubelets) = tokio::join!(
+        futures_util::future::join_all(probes),
+        kubelets(env, dir)
+    );
     let nodes = plan
         .nodes
         .iter()
@@ -123,6 +129,7 @@ pub async fn status(env: &Env, plan: &Plan, dir: &ClusterDir) -> anyhow::Result<
                     running: vm.is_some_and(|v| v.running),
                     host: vm.map(|v| v.node.clone()),
                 },
+                kubelet: kubelets.get(&n.name).cloned(),
                 talos,
             }
         })
@@ -189,6 +196,27 @@ async fn talos_stage(env: &Env, n: &NodePlan, creds: Option<&Credentials>) -> Ta
         Ok(Err(e)) => state("unreachable", None, Some(first_line(&e.to_string()))),
         Err(_) => state("unreachable", None, Some(no_answer())),
     }
+}
+
+/// Node name → kubelet version; empty when the API does not answer (the add-ons
+/// part of the status says why).
+async fn kubelets(env: &Env, dir: &ClusterDir) -> std::collections::BTreeMap<String, String> {
+    let nodes = async {
+        let kc = Kubeconfig::load(&dir.kubeconfig()).map_err(|e| e.to_string())?;
+        let c = bounded(kube::Client::new(&kc, &env.book)).await?;
+        bounded(c.list("/api/v1/nodes")).await
+    };
+    nodes
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| {
+            Some((
+                n["metadata"]["name"].as_str()?.to_owned(),
+                n["status"]["nodeInfo"]["kubeletVersion"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
 }
 
 async fn etcd(env: &Env, plan: &Plan, creds: Option<&Credentials>) -> EtcdStatus {
@@ -295,8 +323,8 @@ impl Status {
             o += &format!("  Proxmox did not answer: {e}\n");
         }
         o += &format!(
-            "\n  {:<14} {:>5}  {:<24} {}\n",
-            "node", "VMID", "VM", "Talos"
+            "\n  {:<14} {:>5}  {:<24} {:<22} {}\n",
+            "node", "VMID", "VM", "Talos", "kubelet"
         );
         for n in &self.nodes {
             let vm = match (&n.vm.host, n.vm.running) {
@@ -309,7 +337,11 @@ impl Status {
                 (None, Some(d)) => format!("{} ({d})", n.talos.stage),
                 (None, None) => n.talos.stage.to_owned(),
             };
-            o += &format!("  {:<14} {:>5}  {:<24} {talos}\n", n.name, n.vmid, vm);
+            let kubelet = n.kubelet.as_deref().unwrap_or("-");
+            o += &format!(
+                "  {:<14} {:>5}  {:<24} {talos:<22} {kubelet}\n",
+                n.name, n.vmid, vm
+            );
         }
         o += &match &self.etcd.error {
             None => format!(
@@ -368,6 +400,7 @@ mod tests {
                 version: (stage == "running").then(|| "v1.13.9".into()),
                 detail: (stage == "unreachable").then(|| "rebooting".into()),
             },
+            kubelet: host.map(|_| "v1.36.3".into()),
         }
     }
 
@@ -404,6 +437,7 @@ mod tests {
         let text = s.render();
         assert!(text.contains("running on pve-1"), "{text}");
         assert!(text.contains("running v1.13.9"), "{text}");
+        assert!(text.contains("v1.36.3"), "{text}");
         assert!(text.contains("absent"), "{text}");
         assert!(text.contains("unreachable (rebooting)"), "{text}");
         assert!(text.contains("etcd members: unknown (no answer"), "{text}");
@@ -412,6 +446,8 @@ mod tests {
         assert!(text.contains("bootstrapped: etcd bootstrapped"), "{text}");
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["nodes"][1]["vm"]["exists"], false);
+        assert_eq!(json["nodes"][0]["kubelet"], "v1.36.3");
+        assert_eq!(json["nodes"][0]["talos"]["version"], "v1.13.9");
         assert!(json.get("proxmox_error").is_none());
     }
 }

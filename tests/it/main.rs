@@ -11,4 +11,5 @@ mod rebuild;
 mod support;
 mod talos_api;
 mod up;
+mod upgrade;
 mod wizard;
