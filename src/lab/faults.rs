@@ -137,7 +137,9 @@ impl LabFaults {
                         .ok_or_else(|| err("expects NAME:duration, e.g. crds.x.io:30s"))?;
                     f.slow_crds.push((crd.to_owned(), d));
                 }
-                "destroy-vm" | "corrupt-etcd" | "hang-node" | "upgrade-fails" if value.is_empty() => {
+                "destroy-vm" | "corrupt-etcd" | "hang-node" | "upgrade-fails"
+                    if value.is_empty() =>
+                {
                     return Err(err("expects a node name, e.g. =talos-k8s-02"));
                 }
                 "upgrade-fails" => f.talos.upgrade_fails.push(value.to_owned()),

@@ -168,21 +168,41 @@ mod tests {
             "version of Kubernetes 1.36.3 is too new to be used with Talos 1.12.11"
         );
         assert!(check_kubernetes(v("1.13.9"), v("1.36.3")).is_ok());
-        assert!(check_kubernetes(v("1.13.9"), v("1.30.1")).unwrap_err().contains("too old"));
+        assert!(
+            check_kubernetes(v("1.13.9"), v("1.30.1"))
+                .unwrap_err()
+                .contains("too old")
+        );
         assert!(check_kubernetes(v("1.14.0"), v("1.36.3")).is_err());
     }
 
     #[test]
     fn installer_table_and_one_minor_rule() {
         assert!(check_installer(v("1.12.11"), v("1.13.9")).is_ok());
-        assert!(check_installer(v("1.10.3"), v("1.13.9")).unwrap_err().contains("too old"));
-        assert!(check_installer(v("1.12.0"), v("1.14.0")).unwrap_err().contains("not supported"));
+        assert!(
+            check_installer(v("1.10.3"), v("1.13.9"))
+                .unwrap_err()
+                .contains("too old")
+        );
+        assert!(
+            check_installer(v("1.12.0"), v("1.14.0"))
+                .unwrap_err()
+                .contains("not supported")
+        );
         // The installer would take 1.11 → 1.13; talos-pve goes one minor at a time.
         assert!(check_installer(v("1.11.5"), v("1.13.9")).is_ok());
-        assert!(check_talos_path(v("1.11.5"), v("1.13.9")).unwrap_err().contains("skips a minor"));
+        assert!(
+            check_talos_path(v("1.11.5"), v("1.13.9"))
+                .unwrap_err()
+                .contains("skips a minor")
+        );
         assert!(check_talos_path(v("1.12.11"), v("1.13.9")).is_ok());
         assert!(check_talos_path(v("1.13.9"), v("1.13.9")).is_ok());
-        assert!(check_talos_path(v("1.13.9"), v("1.12.11")).unwrap_err().contains("downgrade"));
+        assert!(
+            check_talos_path(v("1.13.9"), v("1.12.11"))
+                .unwrap_err()
+                .contains("downgrade")
+        );
     }
 
     #[test]

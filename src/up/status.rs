@@ -111,10 +111,8 @@ pub async fn status(env: &Env, plan: &Plan, dir: &ClusterDir) -> anyhow::Result<
         .nodes
         .iter()
         .map(|n| talos_stage(env, n, creds.as_ref()));
-    let (talos, kubelets) = tokio::join!(
-        futures_util::future::join_all(probes),
-        kubelets(env, dir)
-    );
+    let (talos, kubelets) =
+        tokio::join!(futures_util::future::join_all(probes), kubelets(env, dir));
     let nodes = plan
         .nodes
         .iter()
@@ -213,7 +211,9 @@ async fn kubelets(env: &Env, dir: &ClusterDir) -> std::collections::BTreeMap<Str
         .filter_map(|n| {
             Some((
                 n["metadata"]["name"].as_str()?.to_owned(),
-                n["status"]["nodeInfo"]["kubeletVersion"].as_str()?.to_owned(),
+                n["status"]["nodeInfo"]["kubeletVersion"]
+                    .as_str()?
+                    .to_owned(),
             ))
         })
         .collect()

@@ -118,7 +118,10 @@ pub async fn observe(env: &Env, plan: &Plan, c: &Clients) -> Vec<Running> {
     };
     let talos = plan.nodes.iter().map(|n| async move {
         let mut client = c.talos(env, n).map_err(|e| e.to_string())?;
-        let v = client.version().await.map_err(|e| first_line(&e.to_string()))?;
+        let v = client
+            .version()
+            .await
+            .map_err(|e| first_line(&e.to_string()))?;
         v.first()
             .and_then(|v| v.version.as_ref())
             .map(|i| i.tag.clone())
@@ -157,19 +160,25 @@ impl Upgrade<'_> {
     /// first failure, with the node and what to do.
     pub async fn execute(&self, u: &UpgradePlan) -> Result<(), UpgradeError> {
         for s in &u.talos_steps {
-            self.stage(&s.node, "talos-upgrade", Step::TalosUpgraded(s.node.clone()), || {
-                self.os(s, &u.installer)
-            })
+            self.stage(
+                &s.node,
+                "talos-upgrade",
+                Step::TalosUpgraded(s.node.clone()),
+                || self.os(s, &u.installer),
+            )
             .await?;
         }
         let secrets = artifacts::existing_secrets(self.dir).map_err(UpgradeError::Artifacts)?;
-        let contract =
-            Contract::from_talos_version(&self.profile.talos.version).map_err(|e| {
-                UpgradeError::Artifacts(anyhow::anyhow!(e))
-            })?;
+        let contract = Contract::from_talos_version(&self.profile.talos.version)
+            .map_err(|e| UpgradeError::Artifacts(anyhow::anyhow!(e)))?;
         let kubelet = format!("v{}", u.kubernetes);
         let mut order: Vec<&NodePlan> = self.plan.control_planes().collect();
-        order.extend(self.plan.nodes.iter().filter(|n| n.role != Role::Controlplane));
+        order.extend(
+            self.plan
+                .nodes
+                .iter()
+                .filter(|n| n.role != Role::Controlplane),
+        );
         for n in order {
             let config = tc::render_node(self.profile, self.plan, n, &secrets, contract);
             self.stage(
@@ -291,7 +300,9 @@ impl Upgrade<'_> {
         kubelet: &str,
     ) -> Result<String, UpgradeError> {
         let mut c = self.clients.talos(self.env, n)?;
-        let dry = c.apply_configuration(config, ApplyMode::NoReboot, true).await?;
+        let dry = c
+            .apply_configuration(config, ApplyMode::NoReboot, true)
+            .await?;
         let changed = !dry.mode_details.trim_end().ends_with("No changes.");
         if changed {
             c.apply_configuration(config, ApplyMode::NoReboot, false)
@@ -375,14 +386,21 @@ impl Upgrade<'_> {
 
     /// The Node is Ready (and its kubelet reports `kubelet`, if given).
     async fn wait_node(&self, node: &str, kubelet: Option<&str>) -> Result<(), UpgradeError> {
-        let what = format!("Node {node} Ready{}", kubelet.map(|k| format!(" with kubelet {k}")).unwrap_or_default());
+        let what = format!(
+            "Node {node} Ready{}",
+            kubelet
+                .map(|k| format!(" with kubelet {k}"))
+                .unwrap_or_default()
+        );
         self.env
             .kube_poll
             .until(&what, || async {
                 let Some(n) = self.clients.kube.get(&node_path(node)).await? else {
                     return Ok(Err("no Node object".into()));
                 };
-                let version = n["status"]["nodeInfo"]["kubeletVersion"].as_str().unwrap_or("");
+                let version = n["status"]["nodeInfo"]["kubeletVersion"]
+                    .as_str()
+                    .unwrap_or("");
                 Ok(match kubelet {
                     Some(k) if version != k => Err(format!("kubelet reports {version:?}")),
                     _ => node_ready(&n),

@@ -31,11 +31,17 @@ pub enum PlanError {
         what: &'static str,
         detail: String,
     },
-    #[error("{node}: {detail}\n  fix: set `talos.version` in the profile to the next minor's latest patch (one minor per upgrade), run `talos-pve upgrade`, then bump again")]
+    #[error(
+        "{node}: {detail}\n  fix: set `talos.version` in the profile to the next minor's latest patch (one minor per upgrade), run `talos-pve upgrade`, then bump again"
+    )]
     TalosPath { node: String, detail: String },
-    #[error("kubernetes: {detail}\n  fix: set `kubernetes.version` to a release of the next minor at most (e.g. 1.{next}.x), upgrade, then bump again")]
+    #[error(
+        "kubernetes: {detail}\n  fix: set `kubernetes.version` to a release of the next minor at most (e.g. 1.{next}.x), upgrade, then bump again"
+    )]
     KubernetesPath { detail: String, next: u32 },
-    #[error("kubernetes {k8s} cannot run on Talos {talos}: {detail}\n  fix: upgrade Talos first (its own `talos-pve upgrade` with the Kubernetes version unchanged), or pick a Kubernetes release that Talos {talos} supports")]
+    #[error(
+        "kubernetes {k8s} cannot run on Talos {talos}: {detail}\n  fix: upgrade Talos first (its own `talos-pve upgrade` with the Kubernetes version unchanged), or pick a Kubernetes release that Talos {talos} supports"
+    )]
     Unsupported {
         talos: String,
         k8s: String,
@@ -89,7 +95,10 @@ impl UpgradePlan {
         if self.talos_steps.is_empty() {
             o += "\n  Talos OS: every node already runs it\n";
         } else {
-            o += &format!("\n  Talos OS, one node at a time, installer {}:\n", self.installer);
+            o += &format!(
+                "\n  Talos OS, one node at a time, installer {}:\n",
+                self.installer
+            );
             for (i, s) in self.talos_steps.iter().enumerate() {
                 let extra = if s.control_plane {
                     "etcd healthy before and after; "
@@ -144,7 +153,11 @@ fn target(field: &'static str, value: &str, example: &'static str) -> Result<Ver
 }
 
 /// Decide the steps, or refuse with the rule that forbids them.
-pub fn decide(profile: &Profile, plan: &Plan, running: &[Running]) -> Result<UpgradePlan, PlanError> {
+pub fn decide(
+    profile: &Profile,
+    plan: &Plan,
+    running: &[Running],
+) -> Result<UpgradePlan, PlanError> {
     let talos = target("talos.version", &profile.talos.version, "v1.13.9")?;
     let k8s = target("kubernetes.version", &profile.kubernetes.version, "1.36.3")?;
     compat::check_kubernetes(talos, k8s).map_err(|detail| PlanError::Unsupported {
@@ -255,9 +268,14 @@ mod tests {
         let names: Vec<&str> = u.talos_steps.iter().map(|s| s.node.as_str()).collect();
         let planned: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, planned, "plan order, control planes first");
-        assert!(u.talos_steps.iter().all(|s| s.from == "v1.12.11" && s.to == "v1.13.9"));
         assert!(
-            u.installer.starts_with("factory.talos.dev/nocloud-installer/")
+            u.talos_steps
+                .iter()
+                .all(|s| s.from == "v1.12.11" && s.to == "v1.13.9")
+        );
+        assert!(
+            u.installer
+                .starts_with("factory.talos.dev/nocloud-installer/")
                 && u.installer.ends_with(":v1.13.9"),
             "{}",
             u.installer
@@ -277,13 +295,25 @@ mod tests {
         let e = decide(&p, &plan, &running(&plan, "v1.11.5", "v1.35.4")).unwrap_err();
         assert!(matches!(e, PlanError::TalosPath { .. }), "{e}");
         let e = decide(&p, &plan, &running(&plan, "v1.12.11", "v1.34.2")).unwrap_err();
-        assert!(e.to_string().contains("unsupported upgrade path 1.34->1.36"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("unsupported upgrade path 1.34->1.36"),
+            "{e}"
+        );
         let (p12, plan12) = fixture("v1.12.11", "1.36.3");
         let e = decide(&p12, &plan12, &running(&plan12, "v1.12.11", "v1.35.4")).unwrap_err();
-        assert!(e.to_string().contains("too new to be used with Talos 1.12.11"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("too new to be used with Talos 1.12.11"),
+            "{e}"
+        );
         let mut r = running(&plan, "v1.12.11", "v1.35.4");
         r[0].talos = Err("unreachable".into());
         let e = decide(&p, &plan, &r).unwrap_err();
-        assert!(e.to_string().contains("running Talos version is unknown (unreachable)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("running Talos version is unknown (unreachable)"),
+            "{e}"
+        );
     }
 }

@@ -26,7 +26,14 @@ fn profile_at(dir: &Path, talos: &str, k8s: &str) -> String {
 fn run(cmd: &str, profile: &str, dir: &Path, extra: &[&str]) -> (i32, String, String) {
     let d = dir.display().to_string();
     let mut args = vec![
-        cmd, "--profile", profile, "--dir", &d, "--lab", "--lab-speed", SPEED,
+        cmd,
+        "--profile",
+        profile,
+        "--dir",
+        &d,
+        "--lab",
+        "--lab-speed",
+        SPEED,
     ];
     if cmd != "status" {
         args.extend(["--yes", "--progress", "plain"]);
@@ -36,7 +43,11 @@ fn run(cmd: &str, profile: &str, dir: &Path, extra: &[&str]) -> (i32, String, St
 }
 
 fn ok(r: (i32, String, String), what: &str) -> (String, String) {
-    assert_eq!(r.0, 0, "{what} failed\n--- stdout\n{}\n--- stderr\n{}", r.1, r.2);
+    assert_eq!(
+        r.0, 0,
+        "{what} failed\n--- stdout\n{}\n--- stderr\n{}",
+        r.1, r.2
+    );
     (r.1, r.2)
 }
 
@@ -45,7 +56,14 @@ fn versions(profile: &str, dir: &Path) -> Vec<(String, String, String)> {
     let d = dir.display().to_string();
     let (out, _) = ok(
         support::run(&[
-            "status", "--profile", profile, "--dir", &d, "--lab", "--output", "json",
+            "status",
+            "--profile",
+            profile,
+            "--dir",
+            &d,
+            "--lab",
+            "--output",
+            "json",
         ]),
         "status",
     );
@@ -78,7 +96,12 @@ fn lab_nodes(dir: &Path) -> Value {
         .unwrap()
         .iter()
         .map(|n| {
-            serde_json::json!([n["talos_version"], n["staged_version"], n["boots"], n["config_sha256"]])
+            serde_json::json!([
+                n["talos_version"],
+                n["staged_version"],
+                n["boots"],
+                n["config_sha256"]
+            ])
         })
         .collect();
     serde_json::json!({"nodes": nodes, "counters": lab["talos"]["counters"]})
@@ -92,26 +115,45 @@ fn a_1_12_cluster_is_upgraded_to_1_13_and_kubernetes_1_36_resuming_after_a_fault
     ok(run("up", &old, &dir, &[]), "up at v1.12.11");
     let before = versions(&old, &dir);
     assert!(
-        before.iter().all(|(_, t, k)| t == "v1.12.11" && k == "v1.35.4"),
+        before
+            .iter()
+            .all(|(_, t, k)| t == "v1.12.11" && k == "v1.35.4"),
         "{before:?}"
     );
     let secrets = std::fs::read(dir.join("secrets.yaml")).unwrap();
 
     let new = profile_at(tmp.path(), "v1.13.9", "1.36.3");
     // Kubernetes 1.36 on Talos 1.12 is refused by the nodes: OS first.
-    let (code, _, err) = run("upgrade", &profile_at(tmp.path(), "v1.12.11", "1.36.3"), &dir, &[]);
+    let (code, _, err) = run(
+        "upgrade",
+        &profile_at(tmp.path(), "v1.12.11", "1.36.3"),
+        &dir,
+        &[],
+    );
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("too new to be used with Talos 1.12.11"), "{err}");
+    assert!(
+        err.contains("too new to be used with Talos 1.12.11"),
+        "{err}"
+    );
 
     // A dry run prints every step and changes nothing, not even the saved lab.
     let lab_before = lab_nodes(&dir);
     let state_before = std::fs::read(dir.join("state.json")).unwrap();
     let (_, err) = ok(run("upgrade", &new, &dir, &["--dry-run"]), "dry run");
     for (name, _, _) in &before {
-        assert!(err.contains(&format!("{name} (control plane) v1.12.11 → v1.13.9")), "{err}");
-        assert!(err.contains(&format!("{name} (control plane) v1.35.4 → v1.36.3")), "{err}");
+        assert!(
+            err.contains(&format!("{name} (control plane) v1.12.11 → v1.13.9")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("{name} (control plane) v1.35.4 → v1.36.3")),
+            "{err}"
+        );
     }
-    assert!(err.contains("factory.talos.dev/nocloud-installer/"), "{err}");
+    assert!(
+        err.contains("factory.talos.dev/nocloud-installer/"),
+        "{err}"
+    );
     assert_eq!(lab_nodes(&dir), lab_before, "the dry run changed the lab");
     assert_eq!(std::fs::read(dir.join("state.json")).unwrap(), state_before);
 
@@ -135,25 +177,75 @@ fn a_1_12_cluster_is_upgraded_to_1_13_and_kubernetes_1_36_resuming_after_a_fault
 
     // Running it again finishes: every node on 1.13.9 and Kubernetes 1.36.3.
     let (_, err) = ok(run("upgrade", &new, &dir, &[]), "resumed upgrade");
-    assert!(err.contains("runs Talos v1.13.9 and Kubernetes 1.36.3"), "{err}");
+    assert!(
+        err.contains("runs Talos v1.13.9 and Kubernetes 1.36.3"),
+        "{err}"
+    );
     let after = versions(&new, &dir);
     assert!(
-        after.iter().all(|(_, t, k)| t == "v1.13.9" && k == "v1.36.3"),
+        after
+            .iter()
+            .all(|(_, t, k)| t == "v1.13.9" && k == "v1.36.3"),
         "{after:?}"
     );
     let (text, _) = ok(run("status", &new, &dir, &[]), "status");
-    assert!(text.contains("running v1.13.9") && text.contains("v1.36.3"), "{text}");
+    assert!(
+        text.contains("running v1.13.9") && text.contains("v1.36.3"),
+        "{text}"
+    );
     assert_eq!(
         std::fs::read(dir.join("secrets.yaml")).unwrap(),
         secrets,
         "secrets unchanged"
     );
     let config = std::fs::read_to_string(dir.join("machineconfigs/talos-k8s-01.yaml")).unwrap();
-    assert!(config.contains("ghcr.io/siderolabs/kubelet:v1.36.3"), "local configs follow");
+    assert!(
+        config.contains("ghcr.io/siderolabs/kubelet:v1.36.3"),
+        "local configs follow"
+    );
 
     // Nothing left to do: a third run changes no node.
     let lab_done = lab_nodes(&dir);
     let (_, err) = ok(run("upgrade", &new, &dir, &[]), "no-op upgrade");
     assert!(err.contains("every node already runs it"), "{err}");
     assert_eq!(lab_nodes(&dir)["nodes"], lab_done["nodes"]);
+}
+
+#[test]
+fn a_patch_upgrade_of_1_13_nodes_pulls_the_factory_installer_reboots_and_uncordons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let old = profile_at(tmp.path(), "v1.13.8", "1.36.3");
+    ok(run("up", &old, &dir, &[]), "up at v1.13.8");
+    let new = support::profile("homelab.yaml").display().to_string();
+    let report = tmp.path().join("report");
+    let r = report.display().to_string();
+    let (_, err) = ok(run("upgrade", &new, &dir, &["--lab-report", &r]), "upgrade");
+    assert!(
+        err.contains("Kubernetes: every kubelet already runs it"),
+        "{err}"
+    );
+    assert!(
+        versions(&new, &dir).iter().all(|(_, t, _)| t == "v1.13.9"),
+        "{err}"
+    );
+    let lab: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("lab/datacenter.json")).unwrap()).unwrap();
+    for n in lab["talos"]["nodes"].as_array().unwrap() {
+        // The new API path: the node pulled the schematic's installer (extensions kept).
+        let pulled = n["pulled"].to_string();
+        assert!(
+            pulled.contains("factory.talos.dev/nocloud-installer/") && pulled.contains(":v1.13.9"),
+            "{pulled}"
+        );
+    }
+    for name in ["talos-k8s-01", "talos-k8s-02", "talos-k8s-03"] {
+        let node =
+            std::fs::read_to_string(report.join(format!("kubernetes/core/nodes/{name}.yaml")))
+                .unwrap();
+        assert!(
+            !node.contains("unschedulable: true"),
+            "{name} left cordoned:\n{node}"
+        );
+    }
 }

@@ -163,11 +163,10 @@ fn register_nodes(lab: &Lab) {
             continue;
         }
         if !elapsed(
-                lab,
-                &format!("kubelet/{}", info.hostname),
-                lab.cfg.node_register,
-            )
-        {
+            lab,
+            &format!("kubelet/{}", info.hostname),
+            lab.cfg.node_register,
+        ) {
             continue;
         }
         let mut labels = json!({"kubernetes.io/hostname": info.hostname, "kubernetes.io/os": "linux",

@@ -236,8 +236,9 @@ async fn dispatch(ctx: Ctx, req: http::Request<hyper::body::Incoming>) -> http::
         }
         other => match super::upgrade::dispatch(ctx, other, req).await {
             Some(resp) => resp,
-            None => Status::unimplemented(format!("lab Talos does not implement {other}"))
-                .into_http(),
+            None => {
+                Status::unimplemented(format!("lab Talos does not implement {other}")).into_http()
+            }
         },
     }
 }

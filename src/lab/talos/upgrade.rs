@@ -85,7 +85,12 @@ fn installer_release(image: &str) -> Result<Version, String> {
 }
 
 /// Why the installer run on `hostname` ends non-zero, if it does.
-fn installer_failure(shared: &Shared, hostname: &str, host: &str, target: Version) -> Option<String> {
+fn installer_failure(
+    shared: &Shared,
+    hostname: &str,
+    host: &str,
+    target: Version,
+) -> Option<String> {
     if let Some(h) = Version::parse(host)
         && let Err(e) = compat::check_installer(h, target)
     {
@@ -157,12 +162,14 @@ impl Ctx {
             return Err(Status::failed_precondition("Talos is not installed"));
         }
         let target = installer_release(&q.image).map_err(|e| {
-            Status::unknown(format!("error validating installer image {:?}: {e}", q.image))
+            Status::unknown(format!(
+                "error validating installer image {:?}: {e}",
+                q.image
+            ))
         })?;
         if cp && !q.force && !q.preserve {
-            self.etcd_precheck().map_err(|e| {
-                Status::unknown(format!("error validating etcd for upgrade: {e}"))
-            })?;
+            self.etcd_precheck()
+                .map_err(|e| Status::unknown(format!("error validating etcd for upgrade: {e}")))?;
         }
         let failure = installer_failure(&self.shared, &hostname, &release, target);
         let generation = {
@@ -202,7 +209,11 @@ impl Ctx {
         format!("lab-{what}-{}-{boots}", self.vmid)
     }
 
-    fn pull(&self, fan_out: bool, image: &str) -> Result<Response<Frames<ImageServicePullResponse>>, Status> {
+    fn pull(
+        &self,
+        fan_out: bool,
+        image: &str,
+    ) -> Result<Response<Frames<ImageServicePullResponse>>, Status> {
         self.allow("ImageService.Pull", OPERATOR)?;
         let (_, release, _, _) = self.me()?;
         self.needs_113("ImageService", &release)?;
@@ -269,14 +280,17 @@ impl Ctx {
             .get(&self.vmid)
             .is_some_and(|n| n.state.pulled.contains(&image));
         let outcome = if !pulled {
-            Err(format!("image {image:?} not found in the system containerd"))
+            Err(format!(
+                "image {image:?} not found in the system containerd"
+            ))
         } else {
             installer_release(&image).and_then(|target| {
-                installer_failure(&self.shared, &hostname, &release, target)
-                    .map_or(Ok(target), Err)
+                installer_failure(&self.shared, &hostname, &release, target).map_or(Ok(target), Err)
             })
         };
-        let mut frames = vec![format!("lab installer: upgrading {hostname} from {release}")];
+        let mut frames = vec![format!(
+            "lab installer: upgrading {hostname} from {release}"
+        )];
         let code = {
             let mut nodes = lock(&self.shared.nodes);
             let n = nodes
@@ -321,7 +335,10 @@ impl Ctx {
         })
     }
 
-    fn read(&self, path: &str) -> Result<Response<Frames<crate::talos::api::messages::Data>>, Status> {
+    fn read(
+        &self,
+        path: &str,
+    ) -> Result<Response<Frames<crate::talos::api::messages::Data>>, Status> {
         self.allow("Read", ADMIN)?;
         if path != BOOT_ID_PATH {
             return Err(Status::not_found(format!(

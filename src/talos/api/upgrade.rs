@@ -211,7 +211,11 @@ impl TalosClient {
             .map_err(|s| classify(&target, rpc, s))?
             .into_inner();
         let mut out = Vec::new();
-        while let Some(m) = stream.message().await.map_err(|s| classify(&target, rpc, s))? {
+        while let Some(m) = stream
+            .message()
+            .await
+            .map_err(|s| classify(&target, rpc, s))?
+        {
             out.push(m);
         }
         Ok(out)
