@@ -11,6 +11,7 @@ pub mod artifacts;
 pub mod cli;
 pub mod cluster_dir;
 pub mod cluster_id;
+pub mod diff;
 pub mod dir_lock;
 pub mod docs;
 pub mod files;

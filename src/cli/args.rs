@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use super::{
-    backup, destroy, docs, generate, init, lint, plan, preflight, provision, rebuild, status, up,
+    backup, destroy, diff, docs, generate, init, lint, plan, preflight, provision, rebuild, status, up,
     upgrade,
 };
 
@@ -71,6 +71,8 @@ pub enum Command {
     Destroy(destroy::Args),
     /// The whole bring-up, from bare Proxmox hosts to a working cluster.
     Up(up::Args),
+    /// Show how the live cluster differs from the profile (exit 0 none, 1 differences, 2 error).
+    Diff(diff::Args),
     /// Upgrade a running cluster to the profile's Talos and Kubernetes versions.
     Upgrade(upgrade::Args),
     /// Show where a cluster stands.

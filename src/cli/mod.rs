@@ -9,6 +9,7 @@ mod common;
 
 mod backup;
 mod destroy;
+mod diff;
 mod docs;
 
 mod generate;
@@ -63,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Preflight(a) => preflight::run(g, a),
         Command::Provision(a) => provision::run(g, a),
         Command::Destroy(a) => destroy::run(g, a),
+        Command::Diff(a) => diff::run(g, a),
         Command::Up(a) => up::run(g, a),
         Command::Upgrade(a) => upgrade::run(g, a),
         Command::Status(a) => status::run(g, a),

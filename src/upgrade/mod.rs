@@ -92,6 +92,14 @@ impl Clients {
         Ok(Self { creds, kube })
     }
 
+    pub fn kube(&self) -> &kube::Client {
+        &self.kube
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.creds
+    }
+
     fn talos(&self, env: &Env, n: &NodePlan) -> Result<TalosClient, TalosError> {
         env.talos
             .client(&Target::of(n), &TlsMode::Mutual(self.creds.clone()))
