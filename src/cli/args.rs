@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use super::{
-    backup, destroy, diff, docs, generate, init, lint, plan, preflight, provision, rebuild, status, up,
-    upgrade,
+    backup, destroy, diff, docs, generate, init, lint, plan, preflight, provision, rebuild, status,
+    up, upgrade,
 };
 
 #[derive(Debug, Parser)]

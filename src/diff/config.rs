@@ -18,7 +18,13 @@ pub struct Change {
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let side = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".into());
-        write!(f, "{}: {} → {}", self.path, side(&self.from), side(&self.to))
+        write!(
+            f,
+            "{}: {} → {}",
+            self.path,
+            side(&self.from),
+            side(&self.to)
+        )
     }
 }
 
@@ -42,7 +48,10 @@ fn documents(text: &str) -> Result<Vec<(String, Value)>, String> {
         .into_iter()
         .filter(|d| !d.is_null())
         .map(|d| {
-            let key = match (d.get("kind").and_then(Value::as_str), d.get("name").and_then(Value::as_str)) {
+            let key = match (
+                d.get("kind").and_then(Value::as_str),
+                d.get("name").and_then(Value::as_str),
+            ) {
                 (Some(k), Some(n)) => format!("{k}/{n}"),
                 (Some(k), None) => k.to_owned(),
                 // The v1alpha1 document has `version`, no `kind`.
@@ -169,7 +178,10 @@ mod tests {
         .replace("  ca: {crt: AAA, key: BBB}\n", "");
         let d = diff(OLD, &new).unwrap();
         let lines: Vec<String> = d.iter().map(ToString::to_string).collect();
-        assert!(lines.contains(&"v1alpha1 machine.ca: <redacted> → (absent)".to_owned()), "{lines:?}");
+        assert!(
+            lines.contains(&"v1alpha1 machine.ca: <redacted> → (absent)".to_owned()),
+            "{lines:?}"
+        );
         assert!(
             lines.contains(&"LinkAliasConfig/mgmt: (absent) → {\"apiVersion\":\"v1alpha1\",\"kind\":\"LinkAliasConfig\",\"name\":\"mgmt\",\"selector\":{\"match\":\"x\"}}".to_owned()),
             "{lines:?}"

@@ -22,7 +22,7 @@ use crate::profile::Profile;
 use crate::proxmox::ownership::{self, Claim};
 use crate::proxmox::{inventory, provision, vm};
 use crate::talos::api::messages::ApplyMode;
-use crate::talos::api::{TlsMode, Target};
+use crate::talos::api::{Target, TlsMode};
 use crate::talos::compat;
 use crate::talos::config::{self as tc, Contract};
 use crate::up::Env;
@@ -166,7 +166,10 @@ impl Diff {
 }
 
 fn unknown(e: impl std::fmt::Display) -> String {
-    format!("unknown ({})", e.to_string().lines().next().unwrap_or_default())
+    format!(
+        "unknown ({})",
+        e.to_string().lines().next().unwrap_or_default()
+    )
 }
 
 /// Compare the live cluster with the profile. Errors only when nothing can be
@@ -241,11 +244,17 @@ pub async fn diff(
 }
 
 /// Whether the node runs `held`: a dry run answers "No changes." when it does.
-async fn runs(env: &Env, clients: &Clients, n: &crate::plan::NodePlan, held: &[u8]) -> Option<String> {
+async fn runs(
+    env: &Env,
+    clients: &Clients,
+    n: &crate::plan::NodePlan,
+    held: &[u8],
+) -> Option<String> {
     let check = async {
-        let mut c = env
-            .talos
-            .client(&Target::of(n), &TlsMode::Mutual(clients.credentials().clone()))?;
+        let mut c = env.talos.client(
+            &Target::of(n),
+            &TlsMode::Mutual(clients.credentials().clone()),
+        )?;
         c.apply_configuration(held, ApplyMode::Auto, true).await
     };
     match check.await {
@@ -284,7 +293,11 @@ async fn vm_changes(
         let mut details: Vec<String> = vm::diff(&provision::wanted(profile, plan, owner, n), &got)
             .iter()
             .map(|d| {
-                let how = if d.safe { "in place" } else { "needs --recreate" };
+                let how = if d.safe {
+                    "in place"
+                } else {
+                    "needs --recreate"
+                };
                 format!(
                     "{}: {} → {} ({how})",
                     d.key,

@@ -216,7 +216,12 @@ pub async fn provision(
 }
 
 /// The create parameters of `node`, marked as `owner`'s.
-pub fn wanted(profile: &Profile, plan: &Plan, owner: &Owner, node: &NodePlan) -> Vec<(String, String)> {
+pub fn wanted(
+    profile: &Profile,
+    plan: &Plan,
+    owner: &Owner,
+    node: &NodePlan,
+) -> Vec<(String, String)> {
     let mut p = create_params(profile, plan, node);
     ownership::stamp(&mut p, &Marker::new(owner, &node.name));
     p
