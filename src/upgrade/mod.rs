@@ -19,7 +19,6 @@
 mod plan;
 
 use std::future::Future;
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use thiserror::Error;
@@ -58,14 +57,9 @@ pub enum UpgradeError {
         detail: String,
     },
     #[error(
-        "{node}: {what} did not happen within {secs}s (last: {last})\n  fix: check the node's console and `talos-pve status`, then run `talos-pve upgrade` again"
+        "{cause}\n  fix: check {node}'s console and `talos-pve status`, then run `talos-pve upgrade` again: finished nodes are skipped"
     )]
-    Timeout {
-        node: String,
-        what: &'static str,
-        secs: u64,
-        last: String,
-    },
+    Stalled { node: String, cause: KubeError },
     #[error(transparent)]
     Talos(#[from] TalosError),
     #[error(transparent)]
@@ -414,40 +408,37 @@ impl Upgrade<'_> {
                     _ => node_ready(&n),
                 })
             })
-            .await?;
+            .await
+            .map_err(|e| stalled(node)(UpgradeError::Kube(e)))?;
         Ok(())
     }
 
-    /// Poll `check` (Ok(Err(state)) = not yet) within the Talos install deadline.
-    async fn until<T, F, Fut>(
-        &self,
-        node: &str,
-        what: &'static str,
-        mut check: F,
-    ) -> Result<T, UpgradeError>
+    /// Poll `check` (`Ok(Err(state))` = not yet) within the Talos install deadline.
+    async fn until<T, F, Fut>(&self, node: &str, what: &str, check: F) -> Result<T, UpgradeError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Result<T, String>, UpgradeError>>,
     {
         let t = &self.env.talos.timeouts;
-        let start = Instant::now();
-        let mut delay = t.poll_min;
-        loop {
-            let last = match check().await? {
-                Ok(v) => return Ok(v),
-                Err(state) => state,
-            };
-            if start.elapsed() >= t.install {
-                return Err(UpgradeError::Timeout {
-                    node: node.into(),
-                    what,
-                    secs: t.install.as_secs(),
-                    last,
-                });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(t.poll_max).max(Duration::from_millis(1));
-        }
+        let poll = kube::Poll {
+            min: t.poll_min,
+            max: t.poll_max,
+            timeout: t.install,
+        };
+        poll.until_with(&format!("{node}: {what}"), check)
+            .await
+            .map_err(stalled(node))
+    }
+}
+
+/// A wait that ran out of time names the node and the way on.
+fn stalled(node: &str) -> impl FnOnce(UpgradeError) -> UpgradeError + '_ {
+    move |e| match e {
+        UpgradeError::Kube(cause @ KubeError::Timeout { .. }) => UpgradeError::Stalled {
+            node: node.to_owned(),
+            cause,
+        },
+        e => e,
     }
 }
 
