@@ -72,6 +72,9 @@ pub enum UpgradeError {
     Artifacts(anyhow::Error),
 }
 
+/// Longest wait for the Kubernetes API to answer at the start of a command.
+const API_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The cluster's clients: Talos with the directory's talosconfig, Kubernetes with its kubeconfig.
 pub struct Clients {
     creds: Credentials,
@@ -82,7 +85,19 @@ impl Clients {
     pub async fn open(env: &Env, dir: &ClusterDir) -> Result<Self, UpgradeError> {
         let creds = Talosconfig::load(&dir.talosconfig())?.credentials;
         let kc = Kubeconfig::load(&dir.kubeconfig())?;
-        let kube = kube::Client::new(&kc, &env.book).await?;
+        // The API may be coming back (a restarted API server, a lab just reopened):
+        // a short wait, not a fifteen-minute one.
+        let poll = kube::Poll {
+            timeout: env.kube_poll.timeout.min(API_WAIT),
+            ..env.kube_poll
+        };
+        let kube = poll
+            .until("the Kubernetes API", || async {
+                Ok(kube::Client::new(&kc, &env.book)
+                    .await
+                    .map_err(|e| e.to_string()))
+            })
+            .await?;
         Ok(Self { creds, kube })
     }
 
