@@ -87,12 +87,28 @@ mod tests {
 
     #[test]
     fn the_cluster_directory_never_leaves_its_parent() {
-        for bad in ["", "..", ".", "../../escaped", "/tmp/abs", "a/b", "a/", "x\\y"] {
+        for bad in [
+            "",
+            "..",
+            ".",
+            "../../escaped",
+            "/tmp/abs",
+            "a/b",
+            "a/",
+            "x\\y",
+        ] {
             let e = ClusterDir::resolve(None, bad).unwrap_err();
-            assert!(e.contains("metadata.name") && e.contains("\n  fix: "), "{bad}: {e}");
+            assert!(
+                e.contains("metadata.name") && e.contains("\n  fix: "),
+                "{bad}: {e}"
+            );
         }
         let d = ClusterDir::resolve(None, "homelab").unwrap();
-        assert!(d.root.ends_with("talos-pve/homelab"), "{}", d.root.display());
+        assert!(
+            d.root.ends_with("talos-pve/homelab"),
+            "{}",
+            d.root.display()
+        );
         // An explicit directory is the user's choice and needs no name check.
         let d = ClusterDir::resolve(Some(Path::new("/tmp/x")), "..").unwrap();
         assert_eq!(d.root, Path::new("/tmp/x"));
