@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde::Serialize;
 use thiserror::Error;
 
-use super::client::{Client, params};
+use super::client::{Client, api_path, node_path, params, vm_path};
 use super::error::PveError;
 use super::factory::Factory;
 use super::inventory::{self, VmResource, owner};
@@ -222,7 +222,8 @@ async fn decide(
             });
         }
     }
-    let mut differences = diff(&create_params(profile, plan, node), &config);
+    let want = create_params(profile, plan, node).map_err(PveError::from)?;
+    let mut differences = diff(&want, &config);
     if vm.node != node.host {
         differences.push(Difference {
             key: "host".into(),
@@ -278,9 +279,10 @@ async fn ensure_iso(
 ) -> Result<IsoReport, ProvisionError> {
     let storage = &profile.proxmox.iso_storage;
     let volid = format!("{storage}:iso/{}", plan.iso_file);
+    let base = api_path(&[&"nodes", &host, &"storage", storage])?;
     let content: Vec<serde_json::Value> = pve
         .get(
-            &format!("/nodes/{host}/storage/{storage}/content"),
+            &format!("{base}/content"),
             &params([("content", "iso".into())]),
         )
         .await?;
@@ -292,7 +294,7 @@ async fn ensure_iso(
         r.writes += 1;
         pve.run_task(
             Method::POST,
-            &format!("/nodes/{host}/storage/{storage}/download-url"),
+            &format!("{base}/download-url"),
             &params([
                 ("url", plan.iso_url.clone()),
                 ("filename", plan.iso_file.clone()),
@@ -318,7 +320,7 @@ async fn provision_vm(
     opts: ProvisionOptions,
     r: &mut ProvisionReport,
 ) -> Result<VmReport, ProvisionError> {
-    let want = create_params(profile, plan, node);
+    let want = create_params(profile, plan, node).map_err(PveError::from)?;
     let host = node.host.as_str();
     let vmid = node.vmid;
     let describe = |d: &[Difference]| -> Vec<String> {
@@ -371,7 +373,7 @@ async fn provision_vm(
                     body.push(("digest".into(), d));
                 }
                 r.writes += 1;
-                pve.put(&format!("/nodes/{host}/qemu/{vmid}/config"), &body)
+                pve.put(&format!("{}/config", vm_path(host, vmid)?), &body)
                     .await?;
                 (VmAction::Updated, running, describe(&differences))
             }
@@ -406,7 +408,7 @@ async fn create(
     body.push(("start".into(), "1".into()));
     pve.run_task(
         Method::POST,
-        &format!("/nodes/{host}/qemu"),
+        &format!("{}/qemu", node_path(host)?),
         &body,
         CREATE_DEADLINE + START_DEADLINE,
     )
@@ -424,7 +426,7 @@ async fn start(
     match pve
         .run_task(
             Method::POST,
-            &format!("/nodes/{host}/qemu/{vmid}/status/start"),
+            &format!("{}/status/start", vm_path(host, vmid)?),
             &[],
             START_DEADLINE,
         )
@@ -447,7 +449,7 @@ pub async fn remove(
         r.writes += 1;
         pve.run_task(
             Method::POST,
-            &format!("/nodes/{host}/qemu/{vmid}/status/stop"),
+            &format!("{}/status/stop", vm_path(host, vmid)?),
             &[],
             STOP_DEADLINE,
         )
@@ -456,7 +458,7 @@ pub async fn remove(
     r.writes += 1;
     pve.run_task(
         Method::DELETE,
-        &format!("/nodes/{host}/qemu/{vmid}"),
+        &vm_path(host, vmid)?,
         &params([
             ("purge", "1".into()),
             ("destroy-unreferenced-disks", "1".into()),

@@ -1300,5 +1300,5 @@ async fn the_lab_behaves_like_pve_where_the_client_depends_on_it() {
 }
 
 fn create_body(l: &Lab) -> Vec<(String, String)> {
-    talos_pve::proxmox::vm::create_params(&l.profile, &l.plan, &l.plan.nodes[0])
+    talos_pve::proxmox::vm::create_params(&l.profile, &l.plan, &l.plan.nodes[0]).unwrap()
 }
