@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::lab::LabNic;
 
 /// The facts a node takes from its applied config.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct MachineConfig {
     pub machine_type: String,
     pub cluster_name: String,
@@ -27,6 +27,20 @@ pub struct MachineConfig {
     pub cert_sans: Vec<String>,
     /// `machine.kubelet.nodeIP.validSubnets` (entries starting with `!` exclude).
     pub node_ip_subnets: Vec<String>,
+}
+
+/// Without the CA keys, like every type that holds them.
+impl std::fmt::Debug for MachineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MachineConfig")
+            .field("machine_type", &self.machine_type)
+            .field("cluster_name", &self.cluster_name)
+            .field("endpoint", &self.endpoint)
+            .field("hostname", &self.hostname)
+            .field("cert_sans", &self.cert_sans)
+            .field("node_ip_subnets", &self.node_ip_subnets)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Parse and validate `text` for a VM with these NICs. The error is what the node
