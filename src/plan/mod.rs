@@ -440,7 +440,7 @@ mod tests {
     /// and paths are refused by the plan itself.
     #[test]
     fn interpolated_values_are_refused_without_lint() {
-        let cases: [(&str, fn(&mut Profile)); 6] = [
+        let cases: [crate::test_support::Mutation; 6] = [
             ("metadata.name", |p| {
                 p.metadata.name = "../../escaped".into()
             }),

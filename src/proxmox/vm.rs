@@ -279,7 +279,7 @@ mod tests {
     /// string is refused, never pasted (it used to yield `…,link_down=1,…`).
     #[test]
     fn profile_values_cannot_add_property_string_keys() {
-        let cases: [(&str, fn(&mut Profile)); 4] = [
+        let cases: [crate::test_support::Mutation; 4] = [
             ("bridge", |p| p.proxmox.bridge = "vmbr0,link_down=1".into()),
             ("storage", |p| {
                 p.proxmox.disk_storage = "local-lvm,cache=unsafe".into()
