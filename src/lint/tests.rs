@@ -243,19 +243,25 @@ fn has(report: &Report, code: &str, path: &str) -> bool {
     report.with_code(code).any(|f| f.path == path)
 }
 
+/// homelab.yaml changed by `mutate`, and its report, which must have `code` at `path`.
+fn fires(code: &str, path: &str, mutate: fn(&mut Profile)) -> (Profile, Report) {
+    let mut p = profile("homelab.yaml");
+    mutate(&mut p);
+    let report = lint(&p);
+    assert!(
+        has(&report, code, path),
+        "{code} at {path} expected; got:\n{}",
+        render_text(&report, "mutated homelab")
+    );
+    (p, report)
+}
+
 #[test]
 fn every_rule_fires_on_its_failing_profile() {
     let homelab = profile("homelab.yaml");
     let base = lint(&homelab);
     for &(code, path, mutate) in CASES {
-        let mut p = profile("homelab.yaml");
-        mutate(&mut p);
-        let report = lint(&p);
-        assert!(
-            has(&report, code, path),
-            "{code} at {path} expected; got:\n{}",
-            render_text(&report, "mutated homelab")
-        );
+        let (p, report) = fires(code, path, mutate);
         let f = report.with_code(code).next().unwrap();
         assert!(
             !f.message.is_empty() && !f.fix.is_empty(),
@@ -493,14 +499,7 @@ fn values_the_receiving_system_refuses_are_errors() {
         }),
     ];
     for &(code, path, mutate) in cases {
-        let mut p = profile("homelab.yaml");
-        mutate(&mut p);
-        let report = lint(&p);
-        assert!(
-            has(&report, code, path),
-            "{code} at {path} expected; got:\n{}",
-            render_text(&report, "mutated homelab")
-        );
+        fires(code, path, mutate);
     }
     // A well-formed value of every kind stays silent.
     let mut p = profile("homelab.yaml");

@@ -124,6 +124,11 @@ fn patched_profiles_fail_with_code_and_path() {
         ),
         ("vmid: 122", "vmid: 121", "NET311", "nodes[2].vmid"),
     ];
+    fail_with_code_and_path(&cases);
+}
+
+/// Each `(from, to, code, path)` patch of homelab.yaml fails lint with `code` at `path`.
+fn fail_with_code_and_path(cases: &[(&str, &str, &str, &str)]) {
     for (from, to, code, path) in cases {
         let (_dir, file) = patched(from, to);
         let (rc, out, _) = lint(&file, false);
@@ -393,15 +398,7 @@ fn values_in_the_wrong_format_fail_lint_with_code_and_path() {
         ),
         ("disk: 64}", "disk: 0}", "NET508", "nodeDefaults.disk"),
     ];
-    for (from, to, code, path) in cases {
-        let (_dir, file) = patched(from, to);
-        let (rc, out, _) = lint(&file, false);
-        assert_eq!(rc, 1, "{code}: {out}");
-        assert!(
-            out.contains(&format!("error[{code}] {path}:")),
-            "{code} at {path} missing:\n{out}"
-        );
-    }
+    fail_with_code_and_path(&cases);
 }
 
 /// Issue 11 §5: a name that is a path never leaves the data directory: `gen` refuses
