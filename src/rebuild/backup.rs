@@ -301,9 +301,11 @@ fn verify_with_snapshot(
         if sha256(&bytes) != f.sha256 {
             return Err(invalid(
                 format!(
-                    "{} has SHA-256 {}, the manifest says {}",
+                    "{} is {} bytes with SHA-256 {}, the manifest says {} bytes, {}",
                     f.name,
+                    bytes.len(),
                     sha256(&bytes),
+                    f.bytes,
                     f.sha256
                 ),
                 "the file was changed or damaged after the backup; use another backup",
@@ -379,13 +381,39 @@ fn read(dir: &Path, m: &Manifest, name: &str) -> Result<Vec<u8>, BackupError> {
     open_bounded(dir, name, Some(entry.bytes))
 }
 
-/// Read `dir/name`, a plain name the format defines, refusing anything but a regular
-/// file: the final component is opened with `O_NOFOLLOW` (a symlink fails instead
-/// of leading outside the backup) and `O_NONBLOCK` (a FIFO cannot hang the open);
-/// the type and size come from the opened handle, so what is checked is what is
-/// read. The size must be `expected` (the manifest's) and under the cap *before*
-/// reading, and the read is bounded by it (a file growing meanwhile is refused).
+/// Read `dir/name`, a plain name the format defines. The final component is opened
+/// with `O_NOFOLLOW`: a symlink fails instead of leading outside the backup.
 fn open_bounded(dir: &Path, name: &str, expected: Option<u64>) -> Result<Vec<u8>, BackupError> {
+    let cap = if name == SNAPSHOT {
+        MAX_SNAPSHOT
+    } else {
+        MAX_SMALL_FILE
+    };
+    read_regular(dir, name, libc::O_NOFOLLOW, cap, expected)
+}
+
+/// An etcd snapshot given as a file (`rebuild cluster --from FILE`): the user's
+/// path, so a symlink is followed, but only to a regular file of a snapshot's size.
+pub fn read_snapshot_file(path: &Path) -> Result<Vec<u8>, BackupError> {
+    let (dir, name) = match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+        (Some(d), Some(n)) => (d, n),
+        _ => (Path::new("."), path.to_str().unwrap_or_default()),
+    };
+    read_regular(dir, name, 0, MAX_SNAPSHOT, None)
+}
+
+/// Read `dir/name` refusing anything but a regular file: opened with `O_NONBLOCK`
+/// (a FIFO cannot hang the open) plus `flags`; the type and size come from the
+/// opened handle, so what is checked is what is read. The size must be under `cap`
+/// and equal `expected` (the manifest's) *before* reading, and the read is bounded
+/// by it (a file growing meanwhile is refused).
+fn read_regular(
+    dir: &Path,
+    name: &str,
+    flags: i32,
+    cap: u64,
+    expected: Option<u64>,
+) -> Result<Vec<u8>, BackupError> {
     let p = dir.join(name);
     let refuse = |detail: String, fix: &'static str| BackupError::Invalid {
         dir: dir.to_owned(),
@@ -396,7 +424,7 @@ fn open_bounded(dir: &Path, name: &str, expected: Option<u64>) -> Result<Vec<u8>
         "the backup was altered: restore the file from a backup written by `talos-pve backup`";
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(flags | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(&p)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ELOOP) => refuse(
@@ -415,11 +443,6 @@ fn open_bounded(dir: &Path, name: &str, expected: Option<u64>) -> Result<Vec<u8>
             altered,
         ));
     }
-    let cap = if name == SNAPSHOT {
-        MAX_SNAPSHOT
-    } else {
-        MAX_SMALL_FILE
-    };
     let size = meta.len();
     if size > cap {
         return Err(refuse(
