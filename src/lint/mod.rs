@@ -242,6 +242,7 @@ pub const RULES: &[Rule] = &[
     values::ADDON_VERSION,
     values::OBJECT_NAME,
     values::INTERFACE,
+    values::NETWORK_SUBNET,
 ];
 
 /// Check a profile's network plan against every rule.

@@ -230,6 +230,9 @@ const CASES: &[Case] = &[
     ("NET521", "addons.metallb.poolName", |p| {
         p.addons.metallb.as_mut().unwrap().pool_name = "Default Pool".into()
     }),
+    ("NET523", "networks[3].subnet", |p| {
+        p.networks[3].subnet = net("224.0.48.0/24")
+    }),
     ("NET522", "proxmox.hosts[0].uplink", |p| {
         p.proxmox.hosts[0].uplink = Some("enp87s0/../x".into())
     }),

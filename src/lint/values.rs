@@ -118,6 +118,11 @@ pub const INTERFACE: Rule = Rule::new(
     Severity::Error,
     "host interface is not a Linux interface name",
 );
+pub const NETWORK_SUBNET: Rule = Rule::new(
+    "NET523",
+    Severity::Error,
+    "network subnet is a loopback, multicast or other special-purpose range",
+);
 
 /// PVE's `cores` minimum is 1 (qemu-server schema); beyond the host's CPU count
 /// the VM does not start. No host has this many: a typo, not a plan.
@@ -441,12 +446,14 @@ fn dns(f: &Facts, out: &mut Vec<Finding>) {
             ));
         }
     };
+    // The local zone's names are case-insensitive DNS; Kubernetes' domain is not.
+    let dns_name = |s: &str| is_dns_subdomain(&s.to_ascii_lowercase());
     if let Some(d) = &p.dns.domain {
-        name("dns.domain".into(), d, is_dns_subdomain(d), "DNS domain");
+        name("dns.domain".into(), d, dns_name(d), "DNS domain");
     }
     for (i, r) in p.dns.records.iter().enumerate() {
         let path = format!("dns.records[{i}].name");
-        name(path, &r.name, is_dns_subdomain(&r.name), "DNS record name");
+        name(path, &r.name, dns_name(&r.name), "DNS record name");
     }
     let d = &p.kubernetes.dns_domain;
     let what = "Kubernetes cluster domain";
@@ -492,6 +499,15 @@ fn ranges(f: &Facts, out: &mut Vec<Finding>) {
             format!("service subnet {svc} is /{}; kube-apiserver accepts /12 at the widest and the cluster DNS service needs the 10th address", svc.prefix_len()),
             "use a /12../28 range, e.g. the default 10.96.0.0/12",
         ));
+    }
+    for (i, n) in f.p.networks.iter().enumerate() {
+        if let Some(what) = reserved(&n.subnet) {
+            out.push(NETWORK_SUBNET.at(
+                format!("networks[{i}].subnet"),
+                format!("subnet {} of network `{}` lies in {what}; hosts cannot use those addresses on a VLAN", n.subnet, n.name),
+                "use the VLAN's real subnet (a private range such as 10.8.16.0/24)",
+            ));
+        }
     }
     let cilium = f.p.addons.cilium.native_routing_cidr;
     let blocks = [("kubernetes.podSubnet".to_string(), Some(k.pod_subnet))]
