@@ -5,8 +5,6 @@
 //! pasted, where it is used; this rule set is what tells the user *which field* to
 //! change before anything reaches a host.
 
-use std::net::Ipv4Addr;
-
 use ipnet::Ipv4Net;
 
 use super::facts::Facts;
@@ -429,7 +427,7 @@ fn talos(f: &Facts, out: &mut Vec<Finding>) {
 fn dns(f: &Facts, out: &mut Vec<Finding>) {
     let p = f.p;
     for (i, s) in p.dns.servers.iter().enumerate() {
-        if !usable_unicast(*s) || *s == Ipv4Addr::BROADCAST {
+        if !usable_unicast(*s) {
             out.push(DNS_SERVER.at(
                 format!("dns.servers[{i}]"),
                 format!("{s} is not a unicast address a node can query (0.0.0.0/8, loopback, multicast, broadcast and 240.0.0.0/4 are not)"),

@@ -1309,7 +1309,8 @@ fn create_body(l: &Lab) -> Vec<(String, String)> {
 /// lab refuses as PVE does. No VM is created in any case.
 #[tokio::test]
 async fn injected_profile_values_never_reach_a_vm_config_or_another_path() {
-    let cases: [(fn(&mut Profile), &str); 4] = [
+    type Injection = (fn(&mut Profile), &'static str);
+    let cases: [Injection; 4] = [
         (
             |p| p.proxmox.bridge = "vmbr0,link_down=1".into(),
             "cannot be the `bridge` of a Proxmox property string",
