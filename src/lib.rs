@@ -14,6 +14,7 @@ pub mod cluster_id;
 pub mod dir_lock;
 pub mod docs;
 pub mod files;
+pub mod formats;
 pub mod jsonschema;
 pub mod kube;
 pub mod lab;

@@ -78,7 +78,7 @@ pub struct LabNic {
 }
 
 /// What the Kubernetes side needs to know about a running Talos node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabNodeInfo {
     pub vmid: u32,
     pub hostname: String,
@@ -95,6 +95,21 @@ pub struct LabNodeInfo {
     pub kubernetes_ca_crt: String,
     /// `cluster.ca.key` (PEM); present on control planes only.
     pub kubernetes_ca_key: String,
+}
+
+/// Without the CA key: every `LabEvent` is logged at debug level (`Fabric::emit`).
+impl std::fmt::Debug for LabNodeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabNodeInfo")
+            .field("vmid", &self.vmid)
+            .field("hostname", &self.hostname)
+            .field("machine_type", &self.machine_type)
+            .field("cluster_name", &self.cluster_name)
+            .field("management", &self.management)
+            .field("internal_ip", &self.internal_ip)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The shared fabric of one simulated datacenter.

@@ -34,7 +34,8 @@ pub fn codes_markdown() -> String {
          Generated from `src/lint` (`RULES`); `cargo test lint::tests::codes_doc` checks it,\n\
          `UPDATE_GOLDEN=1` rewrites it. Codes are stable and never reused.\n\n\
          Ranges: NET0xx static addresses, NET1xx pod CIDRs, NET2xx MetalLB pool,\n\
-         NET3xx topology (networks, VLANs, MTUs, names, VMIDs), NET4xx cluster and routing.\n\n\
+         NET3xx topology (networks, VLANs, MTUs, names, VMIDs), NET4xx cluster and routing,\n\
+         NET5xx value formats (what Proxmox, Talos and Kubernetes accept).\n\n\
          Each finding carries the profile path of the offending field (e.g.\n\
          `nodes[0].workload.address`), a one-sentence reason and a fix. Errors make\n\
          `talos-pve lint` exit 1 and `talos-pve plan`/`docs` refuse; an unreadable or\n\

@@ -278,6 +278,49 @@ fn sensitive(v: String) -> Result<HeaderValue, PveError> {
     Ok(h)
 }
 
+/// An API path below `/api2/json` from its segments, each percent-encoded (only
+/// RFC 3986 unreserved bytes stay as they are), so a profile value can never add a
+/// segment or a query. `/`, `.`, `..` and empty segments are refused rather than
+/// encoded: servers that decode the path before routing (the lab does, as URL
+/// normalisation does for `%2E%2E`) would still see a separator or a step up.
+pub fn api_path(segments: &[&dyn fmt::Display]) -> Result<String, PveError> {
+    let mut path = String::new();
+    for seg in segments {
+        let seg = seg.to_string();
+        let why = match seg.as_str() {
+            "" => Some("it is empty"),
+            "." | ".." => Some("it would step through the path"),
+            s if s.contains('/') => Some("it contains `/`"),
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Err(PveError::PathSegment {
+                segment: seg.escape_debug().to_string(),
+                why,
+            });
+        }
+        path.push('/');
+        for b in seg.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                path.push(char::from(b));
+            } else {
+                path.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    Ok(path)
+}
+
+/// `/nodes/{node}`, encoded; callers append constant tails.
+pub fn node_path(node: &str) -> Result<String, PveError> {
+    api_path(&[&"nodes", &node])
+}
+
+/// `/nodes/{node}/qemu/{vmid}`, encoded; callers append constant tails.
+pub fn vm_path(node: &str, vmid: u32) -> Result<String, PveError> {
+    api_path(&[&"nodes", &node, &"qemu", &vmid])
+}
+
 /// Form/query encoding; PVE wants every value percent-encoded.
 pub fn encode(params: &[(String, String)]) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());
@@ -564,11 +607,7 @@ impl Client {
             path: "(task)".into(),
             detail: format!("`{upid}` is not a UPID"),
         })?;
-        let path = format!(
-            "/nodes/{}/tasks/{}/status",
-            parsed.node,
-            form_urlencoded::byte_serialize(upid.as_bytes()).collect::<String>()
-        );
+        let path = api_path(&[&"nodes", &parsed.node, &"tasks", &upid, &"status"])?;
         let start = Instant::now();
         let mut wait = if parsed.kind == "download" {
             self.poll.first * 4
@@ -658,6 +697,24 @@ mod tests {
         assert!(boolean(&serde_json::json!("1")));
         assert!(boolean(&serde_json::json!(true)));
         assert!(!boolean(&serde_json::json!(0)));
+    }
+
+    #[test]
+    fn api_paths_encode_every_segment_and_refuse_traversal() {
+        let upid = "UPID:pve-1:0000:0001:6740:qmstart:120:root@pam!t:";
+        assert_eq!(
+            api_path(&[&"nodes", &"pve-1", &"tasks", &upid, &"status"]).unwrap(),
+            "/nodes/pve-1/tasks/UPID%3Apve-1%3A0000%3A0001%3A6740%3Aqmstart%3A120%3Aroot%40pam%21t%3A/status"
+        );
+        assert_eq!(
+            api_path(&[&"storage", &"local;x y?z#"]).unwrap(),
+            "/storage/local%3Bx%20y%3Fz%23"
+        );
+        for bad in ["", ".", "..", "local/../../x", "/abs"] {
+            let e = api_path(&[&"nodes", &bad, &"storage"]).unwrap_err();
+            assert!(matches!(e, PveError::PathSegment { .. }), "{bad}: {e}");
+            assert!(e.to_string().contains("\n  fix: "), "{e}");
+        }
     }
 
     #[test]

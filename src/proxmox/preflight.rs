@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::client::{Client, boolean, int, params, text};
+use super::client::{Client, boolean, int, node_path, params, text};
 use super::error::PveError;
 use super::inventory::{self, marker};
 use crate::plan::Plan;
@@ -268,7 +268,9 @@ async fn host_checks(
     checks: &mut Vec<Check>,
 ) -> Result<(), PveError> {
     let px = &profile.proxmox;
-    let net: Vec<Value> = pve.get(&format!("/nodes/{}/network", h.name), &[]).await?;
+    let net: Vec<Value> = pve
+        .get(&format!("{}/network", node_path(&h.name)?), &[])
+        .await?;
     let iface = |name: &str| {
         net.iter()
             .find(|i| i.get("iface").and_then(Value::as_str) == Some(name))
@@ -378,7 +380,7 @@ async fn host_checks(
     }
     let storages: Vec<Value> = pve
         .get(
-            &format!("/nodes/{}/storage", h.name),
+            &format!("{}/storage", node_path(&h.name)?),
             &params([("enabled", "1".into())]),
         )
         .await?;

@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde::Serialize;
 use thiserror::Error;
 
-use super::client::{Client, params};
+use super::client::{Client, api_path, node_path, params, vm_path};
 use super::error::PveError;
 use super::factory::Factory;
 use super::inventory::{self, VmResource};
@@ -216,10 +216,15 @@ pub async fn provision(
 }
 
 /// The create parameters of `node`, marked as `owner`'s.
-fn wanted(profile: &Profile, plan: &Plan, owner: &Owner, node: &NodePlan) -> Vec<(String, String)> {
-    let mut p = create_params(profile, plan, node);
+fn wanted(
+    profile: &Profile,
+    plan: &Plan,
+    owner: &Owner,
+    node: &NodePlan,
+) -> Result<Vec<(String, String)>, PveError> {
+    let mut p = create_params(profile, plan, node).map_err(PveError::from)?;
     ownership::stamp(&mut p, &Marker::new(owner, &node.name));
-    p
+    Ok(p)
 }
 
 /// What `vm`'s marker says, for `owner`: tags and description; tags alone while
@@ -313,7 +318,7 @@ async fn decide(
             },
         });
     }
-    let mut differences = diff(&wanted(profile, plan, owner, node), &config);
+    let mut differences = diff(&wanted(profile, plan, owner, node)?, &config);
     if vm.node != node.host {
         differences.push(Difference {
             key: "host".into(),
@@ -369,9 +374,10 @@ async fn ensure_iso(
 ) -> Result<IsoReport, ProvisionError> {
     let storage = &profile.proxmox.iso_storage;
     let volid = format!("{storage}:iso/{}", plan.iso_file);
+    let base = api_path(&[&"nodes", &host, &"storage", storage])?;
     let content: Vec<serde_json::Value> = pve
         .get(
-            &format!("/nodes/{host}/storage/{storage}/content"),
+            &format!("{base}/content"),
             &params([("content", "iso".into())]),
         )
         .await?;
@@ -383,7 +389,7 @@ async fn ensure_iso(
         r.writes += 1;
         pve.run_task(
             Method::POST,
-            &format!("/nodes/{host}/storage/{storage}/download-url"),
+            &format!("{base}/download-url"),
             &params([
                 ("url", plan.iso_url.clone()),
                 ("filename", plan.iso_file.clone()),
@@ -409,7 +415,7 @@ async fn provision_vm(
     opts: &ProvisionOptions,
     r: &mut ProvisionReport,
 ) -> Result<VmReport, ProvisionError> {
-    let want = wanted(profile, plan, &opts.owner, node);
+    let want = wanted(profile, plan, &opts.owner, node)?;
     let host = node.host.as_str();
     let vmid = node.vmid;
     let describe = |d: &[Difference]| -> Vec<String> {
@@ -462,7 +468,7 @@ async fn provision_vm(
                     body.push(("digest".into(), d));
                 }
                 r.writes += 1;
-                pve.put(&format!("/nodes/{host}/qemu/{vmid}/config"), &body)
+                pve.put(&format!("{}/config", vm_path(host, vmid)?), &body)
                     .await?;
                 (VmAction::Updated, running, describe(&differences))
             }
@@ -497,7 +503,7 @@ async fn create(
     body.push(("start".into(), "1".into()));
     pve.run_task(
         Method::POST,
-        &format!("/nodes/{host}/qemu"),
+        &format!("{}/qemu", node_path(host)?),
         &body,
         CREATE_DEADLINE + START_DEADLINE,
     )
@@ -515,7 +521,7 @@ async fn start(
     match pve
         .run_task(
             Method::POST,
-            &format!("/nodes/{host}/qemu/{vmid}/status/start"),
+            &format!("{}/status/start", vm_path(host, vmid)?),
             &[],
             START_DEADLINE,
         )
@@ -538,7 +544,7 @@ pub async fn remove(
         r.writes += 1;
         pve.run_task(
             Method::POST,
-            &format!("/nodes/{host}/qemu/{vmid}/status/stop"),
+            &format!("{}/status/stop", vm_path(host, vmid)?),
             &[],
             STOP_DEADLINE,
         )
@@ -547,7 +553,7 @@ pub async fn remove(
     r.writes += 1;
     pve.run_task(
         Method::DELETE,
-        &format!("/nodes/{host}/qemu/{vmid}"),
+        &vm_path(host, vmid)?,
         &params([
             ("purge", "1".into()),
             ("destroy-unreferenced-disks", "1".into()),

@@ -13,14 +13,19 @@ use crate::plan::{NicPlan, NodePlan, Plan};
 use crate::profile::{NetworkRole, Profile};
 
 use super::ownership;
-use super::propstr::{NetDevice, PropString, parse_size};
+use super::propstr::{NetDevice, PropError, PropString, PropWriter, bridge, parse_size, volume};
 
 /// Tag every VM of talos-pve carries (with `talos` and its role); the ownership
 /// marker (`ownership`) is added beside it.
 pub const OWNER_TAG: &str = "talos-pve";
 
-/// The create body for one node, in a stable order.
-pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(String, String)> {
+/// The create body for one node, in a stable order. Profile values go into property
+/// strings through [`PropWriter`], which refuses what would change their structure.
+pub fn create_params(
+    profile: &Profile,
+    plan: &Plan,
+    node: &NodePlan,
+) -> Result<Vec<(String, String)>, PropError> {
     let px = &profile.proxmox;
     let disk = &px.disk_storage;
     let mgmt_gw = profile
@@ -35,7 +40,10 @@ pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(St
         ("bios", "ovmf".into()),
         (
             "efidisk0",
-            format!("{disk}:1,efitype=4m,pre-enrolled-keys=0"),
+            PropWriter::first(volume(disk, 1)?)?
+                .with("efitype", "4m")?
+                .with("pre-enrolled-keys", 0)?
+                .finish(),
         ),
         ("cpu", "host".into()),
         ("sockets", "1".into()),
@@ -45,21 +53,24 @@ pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(St
         ("scsihw", "virtio-scsi-pci".into()),
         (
             "scsi0",
-            format!(
-                "{disk}:{},discard=on,ssd=1,cache=writethrough",
-                node.disk_gib
-            ),
+            PropWriter::first(volume(disk, node.disk_gib)?)?
+                .with("discard", "on")?
+                .with("ssd", 1)?
+                .with("cache", "writethrough")?
+                .finish(),
         ),
         (
             "ide2",
-            format!("{}:iso/{},media=cdrom", px.iso_storage, plan.iso_file),
+            PropWriter::first(volume(&px.iso_storage, format!("iso/{}", plan.iso_file))?)?
+                .with("media", "cdrom")?
+                .finish(),
         ),
-        ("ide0", format!("{disk}:cloudinit")),
+        ("ide0", volume(disk, "cloudinit")?),
         ("citype", "nocloud".into()),
-        ("ipconfig0", ipconfig(&node.management, mgmt_gw)),
-        ("ipconfig1", ipconfig(&node.workload, None)),
-        ("net0", net(&node.management)),
-        ("net1", net(&node.workload)),
+        ("ipconfig0", ipconfig(&node.management, mgmt_gw)?),
+        ("ipconfig1", ipconfig(&node.workload, None)?),
+        ("net0", net(&node.management)?),
+        ("net1", net(&node.workload)?),
         ("boot", "order=scsi0;ide2".into()),
         ("serial0", "socket".into()),
         ("vga", "std".into()),
@@ -75,6 +86,14 @@ pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(St
         p.push(("nameserver", ns.join(" ")));
     }
     if let Some(d) = &profile.dns.domain {
+        // A plain parameter, but cloud-init writes it into the guest's resolver config.
+        if !crate::formats::is_dns_subdomain(d) {
+            return Err(PropError {
+                key: "searchdomain".into(),
+                value: d.escape_debug().to_string(),
+                why: "it is not a DNS name",
+            });
+        }
         p.push(("searchdomain", d.clone()));
     }
     if profile
@@ -86,21 +105,24 @@ pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(St
     {
         p.push(("agent", "enabled=1".into()));
     }
-    p.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    Ok(p.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
-fn ipconfig(nic: &NicPlan, gw: Option<Ipv4Addr>) -> String {
-    match gw {
-        Some(gw) => format!("ip={},gw={gw}", nic.address),
-        None => format!("ip={}", nic.address),
+fn ipconfig(nic: &NicPlan, gw: Option<Ipv4Addr>) -> Result<String, PropError> {
+    let w = PropWriter::new("ip", nic.address)?;
+    Ok(match gw {
+        Some(gw) => w.with("gw", gw)?,
+        None => w,
     }
+    .finish())
 }
 
-fn net(nic: &NicPlan) -> String {
-    format!(
-        "virtio={},bridge={},tag={},firewall=0",
-        nic.mac, nic.bridge, nic.vlan
-    )
+fn net(nic: &NicPlan) -> Result<String, PropError> {
+    Ok(PropWriter::new("virtio", &nic.mac)?
+        .with("bridge", bridge(&nic.bridge)?)?
+        .with("tag", nic.vlan)?
+        .with("firewall", 0)?
+        .finish())
 }
 
 /// One config key that differs from the plan.
@@ -234,10 +256,33 @@ mod tests {
         v.iter().cloned().collect()
     }
 
+    /// Issue 11 §4: with lint skipped, a value that would add keys to a property
+    /// string is refused, never pasted (it used to yield `…,link_down=1,…`).
+    #[test]
+    fn profile_values_cannot_add_property_string_keys() {
+        let cases: [crate::test_support::Mutation; 4] = [
+            ("bridge", |p| p.proxmox.bridge = "vmbr0,link_down=1".into()),
+            ("storage", |p| {
+                p.proxmox.disk_storage = "local-lvm,cache=unsafe".into()
+            }),
+            ("storage", |p| p.proxmox.iso_storage = "local;x".into()),
+            ("searchdomain", |p| {
+                p.dns.domain = Some("lab.local\nnameserver 6.6.6.6".into())
+            }),
+        ];
+        for (key, mutate) in cases {
+            let (mut p, _) = homelab();
+            mutate(&mut p);
+            let plan = Plan::build(&p).unwrap();
+            let e = create_params(&p, &plan, &plan.nodes[0]).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
+    }
+
     #[test]
     fn create_body_follows_the_talos_guidance_and_decision_4() {
         let (p, plan) = homelab();
-        let m = as_map(&create_params(&p, &plan, &plan.nodes[0]));
+        let m = as_map(&create_params(&p, &plan, &plan.nodes[0]).unwrap());
         assert_eq!(m["scsihw"], "virtio-scsi-pci");
         assert_eq!(m["cpu"], "host");
         assert_eq!(m["balloon"], "0");
@@ -251,7 +296,7 @@ mod tests {
     #[test]
     fn normalised_read_back_is_equal_and_real_changes_are_classified() {
         let (p, plan) = homelab();
-        let want = create_params(&p, &plan, &plan.nodes[0]);
+        let want = create_params(&p, &plan, &plan.nodes[0]).unwrap();
         let mut got = as_map(&want);
         let mac = &plan.nodes[0].management.mac;
         got.insert(

@@ -62,10 +62,7 @@ pub fn load_source(from: &Path, skip_hash_check: bool) -> Result<Source, Rebuild
             warnings: Vec::new(),
         });
     }
-    let snapshot = std::fs::read(from).map_err(|source| RebuildError::Read {
-        path: from.display().to_string(),
-        cause: source,
-    })?;
+    let snapshot = backup::read_snapshot_file(from)?;
     let mut warnings = Vec::new();
     match validate_snapshot(&snapshot) {
         Ok(()) => {}

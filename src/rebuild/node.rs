@@ -14,6 +14,7 @@ use reqwest::Method;
 
 use crate::plan::NodePlan;
 use crate::profile::Role;
+use crate::proxmox::client::vm_path;
 use crate::proxmox::inventory;
 use crate::proxmox::provision::{ProvisionOptions, provision};
 use crate::state::State;
@@ -180,7 +181,7 @@ pub async fn run(
         env.pve
             .run_task(
                 Method::POST,
-                &format!("/nodes/{host}/qemu/{}/status/stop", n.vmid),
+                &format!("{}/status/stop", vm_path(host, n.vmid)?),
                 &[],
                 STOP_DEADLINE,
             )

@@ -15,6 +15,7 @@ use std::pin::Pin;
 use serde_json::Value;
 
 use crate::plan::Plan;
+use crate::proxmox::client::vm_path;
 use crate::proxmox::{Client, PveError};
 use crate::talos::api::{GuestInterface, IdentityCheck, check_identity};
 
@@ -38,7 +39,7 @@ impl IdentityCheck for ProxmoxIdentity<'_> {
                 .into_iter()
                 .find(|nic| IpAddr::V4(nic.address.addr()) == addr)
                 .ok_or_else(|| format!("{addr} is not one of {node}'s planned addresses"))?;
-            let base = format!("/nodes/{}/qemu/{}", n.host, n.vmid);
+            let base = vm_path(&n.host, n.vmid).map_err(|e| e.to_string())?;
             match self
                 .pve
                 .get::<Value>(&format!("{base}/agent/network-get-interfaces"), &[])

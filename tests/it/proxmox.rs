@@ -1355,7 +1355,49 @@ async fn the_lab_behaves_like_pve_where_the_client_depends_on_it() {
 }
 
 fn create_body(l: &Lab) -> Vec<(String, String)> {
-    talos_pve::proxmox::vm::create_params(&l.profile, &l.plan, &l.plan.nodes[0])
+    talos_pve::proxmox::vm::create_params(&l.profile, &l.plan, &l.plan.nodes[0]).unwrap()
+}
+
+/// Issue 11 §4 with lint skipped: a profile value that would add property-string
+/// keys or path segments is refused before it reaches Proxmox, and one that is
+/// merely not a PVE ID reaches it only as one encoded path segment, which the
+/// lab refuses as PVE does. No VM is created in any case.
+#[tokio::test]
+async fn injected_profile_values_never_reach_a_vm_config_or_another_path() {
+    type Injection = (fn(&mut Profile), &'static str);
+    let cases: [Injection; 4] = [
+        (
+            |p| p.proxmox.bridge = "vmbr0,link_down=1".into(),
+            "cannot be the `bridge` of a Proxmox property string",
+        ),
+        (
+            |p| p.proxmox.disk_storage = "local-lvm,cache=unsafe".into(),
+            "cannot be the `storage` of a Proxmox property string",
+        ),
+        (
+            |p| p.proxmox.iso_storage = "local/../../x".into(),
+            "cannot be part of a Proxmox API path",
+        ),
+        (
+            |p| p.proxmox.iso_storage = "lo cal;x".into(),
+            "storage ID 'lo cal;x' contains illegal characters",
+        ),
+    ];
+    for (mutate, want) in cases {
+        let mut l = lab().await;
+        mutate(&mut l.profile);
+        l.plan = Plan::build(&l.profile).unwrap();
+        let e = l.provision(false).await.unwrap_err().to_string();
+        assert!(e.contains(want), "{want}: {e}");
+        let writes = l.writes();
+        assert!(
+            !writes.iter().any(|w| w.ends_with("/qemu")),
+            "{want}: {writes:?}"
+        );
+        for r in l.pve.requests() {
+            assert!(!r.path.contains(".."), "{want}: {}", r.path);
+        }
+    }
 }
 
 /// Two cluster directories made from one profile share the name `homelab`, never

@@ -513,6 +513,9 @@ impl Lab {
         if let Err(e) = schema::validate(&params, spec) {
             return Reply::params(e);
         }
+        if let Err(e) = schema::validate_path(&seg) {
+            return Reply::params(e);
+        }
         // Path parameters: node names, VMIDs.
         if seg.len() >= 2 && seg[0] == "nodes" {
             let st = self.state.lock().expect("lab state");

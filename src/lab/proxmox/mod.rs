@@ -158,7 +158,7 @@ pub struct LabTask {
 
 /// The simulated datacenter, persisted between `--lab` commands. It holds the
 /// lab's token secret and TLS key: persist it with `files::write_atomic` (0600).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct LabPveState {
     /// The profile's `proxmox.endpoint` address.
     pub endpoint: SocketAddr,
@@ -173,6 +173,19 @@ pub struct LabPveState {
     /// Schematic ids the fake Image Factory has seen.
     pub schematics: BTreeSet<String>,
     pub clock_ms: u64,
+}
+
+/// Without the token secret and the TLS key.
+impl std::fmt::Debug for LabPveState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabPveState")
+            .field("endpoint", &self.endpoint)
+            .field("token_id", &self.token_id)
+            .field("nodes", &self.nodes)
+            .field("vms", &self.vms.keys().collect::<Vec<_>>())
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A running lab Proxmox.

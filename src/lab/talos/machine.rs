@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::lab::LabNic;
 
 /// The facts a node takes from its applied config.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct MachineConfig {
     pub machine_type: String,
     pub cluster_name: String,
@@ -27,6 +27,23 @@ pub struct MachineConfig {
     pub cert_sans: Vec<String>,
     /// `machine.kubelet.nodeIP.validSubnets` (entries starting with `!` exclude).
     pub node_ip_subnets: Vec<String>,
+    /// The Kubernetes images the node checks against its release: the kubelet's, and
+    /// on control planes the apiserver's, controller-manager's and scheduler's.
+    pub kubernetes_images: Vec<(&'static str, String)>,
+}
+
+/// Without the CA keys, like every type that holds them.
+impl std::fmt::Debug for MachineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MachineConfig")
+            .field("machine_type", &self.machine_type)
+            .field("cluster_name", &self.cluster_name)
+            .field("endpoint", &self.endpoint)
+            .field("hostname", &self.hostname)
+            .field("cert_sans", &self.cert_sans)
+            .field("node_ip_subnets", &self.node_ip_subnets)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Parse and validate `text` for a VM with these NICs. The error is what the node
@@ -95,10 +112,63 @@ pub fn parse(text: &str, nics: &[LabNic]) -> Result<MachineConfig, String> {
         k8s_ca_key: pem(&["cluster", "ca", "key"], !cp)?,
         cert_sans: strings(v1, &["machine", "certSANs"]),
         node_ip_subnets: strings(v1, &["machine", "kubelet", "nodeIP", "validSubnets"]),
+        kubernetes_images: [
+            ("kubelet", &["machine", "kubelet", "image"][..], true),
+            ("kube-apiserver", &["cluster", "apiServer", "image"], cp),
+            (
+                "kube-controller-manager",
+                &["cluster", "controllerManager", "image"],
+                cp,
+            ),
+            ("kube-scheduler", &["cluster", "scheduler", "image"], cp),
+        ]
+        .into_iter()
+        .filter(|(_, _, checked)| *checked)
+        .map(|(name, path, _)| (name, s(path).unwrap_or_default()))
+        .collect(),
         machine_type,
     };
     check_link_aliases(&docs, nics)?;
     Ok(cfg)
+}
+
+/// What Talos's `RuntimeValidate` says about the Kubernetes images of a config on a
+/// node running `talos_version` (siderolabs/talos v1.13.9
+/// `pkg/machinery/config/types/v1alpha1/v1alpha1_validation.go`
+/// `ValidateKubernetesImageTag`, `compatibility/kubernetes_version.go` `SupportedWith`):
+/// the tag after the last `:v` must be a Kubernetes version the release runs.
+pub fn check_kubernetes_images(cfg: &MachineConfig, talos_version: &str) -> Result<(), String> {
+    use crate::formats::{kubernetes_minors, semver};
+    let talos = talos_version.trim_start_matches('v');
+    let range = semver(talos).and_then(|(_, minor, _)| kubernetes_minors(minor));
+    // An unset image is the release's default (`KubeletConfig.Image()` and friends),
+    // which it always runs.
+    for (name, image) in cfg.kubernetes_images.iter().filter(|(_, i)| !i.is_empty()) {
+        let tag = image.rfind(":v").map(|i| &image[i + 2..]);
+        let tag = tag.map(|t| t.split('@').next().unwrap_or(t));
+        let Some((major, minor, _)) = tag.and_then(semver) else {
+            return Err(format!(
+                "{name} image is not valid: failed to parse Kubernetes version from image reference \"{image}\""
+            ));
+        };
+        let Some((lo, hi)) = range else {
+            return Err(format!(
+                "compatibility with version {talos} is not supported"
+            ));
+        };
+        let k8s = tag.unwrap_or_default();
+        if (major, minor) < (1, lo) {
+            return Err(format!(
+                "{name} image is not valid: version of Kubernetes {k8s} is too old to be used with Talos {talos}"
+            ));
+        }
+        if (major, minor) > (1, hi) {
+            return Err(format!(
+                "{name} image is not valid: version of Kubernetes {k8s} is too new to be used with Talos {talos}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn kind(d: &Value) -> Option<&str> {
@@ -218,6 +288,34 @@ mod tests {
             (w.machine_type.as_str(), w.os_ca_key.as_str()),
             ("worker", "")
         );
+    }
+
+    /// A node refuses Kubernetes images its Talos release does not run, as
+    /// `RuntimeValidate` does: Kubernetes 1.36 needs Talos 1.13.
+    #[test]
+    fn kubernetes_images_outside_the_releases_range_are_refused() {
+        let Some(cp) = golden("v1.13-base-controlplane.yaml") else {
+            return;
+        };
+        let mut c = parse(&cp, &[]).unwrap();
+        assert_eq!(c.kubernetes_images.len(), 4);
+        for (_, image) in &mut c.kubernetes_images {
+            *image = image.rsplit_once(":v").unwrap().0.to_owned() + ":v1.36.3";
+        }
+        assert_eq!(check_kubernetes_images(&c, "v1.13.9"), Ok(()));
+        let e = check_kubernetes_images(&c, "v1.12.11").unwrap_err();
+        assert_eq!(
+            e,
+            "kubelet image is not valid: version of Kubernetes 1.36.3 is too new to be used with Talos 1.12.11"
+        );
+        c.kubernetes_images[0].1 = "ghcr.io/siderolabs/kubelet:v1.29.0".into();
+        let e = check_kubernetes_images(&c, "v1.13.9").unwrap_err();
+        assert!(
+            e.contains("1.29.0 is too old to be used with Talos 1.13.9"),
+            "{e}"
+        );
+        c.kubernetes_images[0].1 = "ghcr.io/siderolabs/kubelet:latest".into();
+        assert!(check_kubernetes_images(&c, "v1.13.9").is_err());
     }
 
     #[test]

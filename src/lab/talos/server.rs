@@ -425,9 +425,13 @@ impl Ctx {
                 );
             }
         }
-        let parsed = machine::parse(&text, &n.state.vm.nics).map_err(|e| {
-            Status::invalid_argument(format!("configuration validation failed: {e}"))
-        })?;
+        let parsed = machine::parse(&text, &n.state.vm.nics)
+            .and_then(|c| {
+                machine::check_kubernetes_images(&c, &self.shared.cfg.talos_version).map(|()| c)
+            })
+            .map_err(|e| {
+                Status::invalid_argument(format!("configuration validation failed: {e}"))
+            })?;
         if let Some(old) = &n.parsed
             && old.machine_type != parsed.machine_type
         {
