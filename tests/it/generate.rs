@@ -278,6 +278,10 @@ const INTENDED: &[(&str, &str)] = &[
         "etcd on the management subnet",
     ),
     (
+        "cluster.etcd.listenSubnets",
+        "etcd also listens on the workload subnet: joiners find members at their node IPs",
+    ),
+    (
         "cluster.allowSchedulingOnControlPlanes",
         "all nodes are control planes",
     ),

@@ -27,6 +27,10 @@ pub struct MachineConfig {
     pub cert_sans: Vec<String>,
     /// `machine.kubelet.nodeIP.validSubnets` (entries starting with `!` exclude).
     pub node_ip_subnets: Vec<String>,
+    /// Where etcd listens: `cluster.etcd.listenSubnets`, else `advertisedSubnets`
+    /// (Talos v1.13.9 `pkg/machinery/config/types/v1alpha1/v1alpha1_etcdconfig.go`
+    /// `ListenSubnets`); empty means every address.
+    pub etcd_listen_subnets: Vec<String>,
 }
 
 /// Parse and validate `text` for a VM with these NICs. The error is what the node
@@ -95,6 +99,7 @@ pub fn parse(text: &str, nics: &[LabNic]) -> Result<MachineConfig, String> {
         k8s_ca_key: pem(&["cluster", "ca", "key"], !cp)?,
         cert_sans: strings(v1, &["machine", "certSANs"]),
         node_ip_subnets: strings(v1, &["machine", "kubelet", "nodeIP", "validSubnets"]),
+        etcd_listen_subnets: etcd_listen_subnets(v1),
         machine_type,
     };
     check_link_aliases(&docs, nics)?;
@@ -161,30 +166,49 @@ fn selected_mac(expr: &str) -> Option<String> {
 /// The kubelet node IP: the workload NIC's address when `validSubnets` selects it,
 /// else the management address.
 pub fn internal_ip(subnets: &[String], mgmt: Ipv4Addr, workload: Option<Ipv4Addr>) -> Ipv4Addr {
-    let selects = |ip: Ipv4Addr| {
-        let mut hit = false;
-        for s in subnets {
-            let (neg, cidr) = match s.strip_prefix('!') {
-                Some(c) => (true, c),
-                None => (false, s.as_str()),
-            };
-            let net: Option<Ipv4Net> = cidr
-                .parse()
-                .ok()
-                .or_else(|| cidr.parse::<Ipv4Addr>().ok().map(Ipv4Net::from));
-            if net.is_some_and(|n| n.contains(&ip)) {
-                if neg {
-                    return false;
-                }
-                hit = true;
-            }
-        }
-        hit
-    };
     match workload {
-        Some(w) if selects(w) => w,
+        Some(w) if selects(subnets, w) => w,
         _ => mgmt,
     }
+}
+
+/// `cluster.etcd.listenSubnets`, defaulting to `advertisedSubnets`.
+fn etcd_listen_subnets(v1: &Value) -> Vec<String> {
+    let listen = strings(v1, &["cluster", "etcd", "listenSubnets"]);
+    if listen.is_empty() {
+        strings(v1, &["cluster", "etcd", "advertisedSubnets"])
+    } else {
+        listen
+    }
+}
+
+/// Whether etcd, configured with these listen subnets, accepts connections on `ip`
+/// (Talos v1.13.9 `internal/app/machined/pkg/controllers/etcd/spec.go`: no subnets
+/// means `0.0.0.0`).
+pub fn etcd_listens_on(listen_subnets: &[String], ip: Ipv4Addr) -> bool {
+    listen_subnets.is_empty() || selects(listen_subnets, ip)
+}
+
+/// Talos' subnet filter: `ip` is in a listed subnet and in no `!`-excluded one.
+fn selects(subnets: &[String], ip: Ipv4Addr) -> bool {
+    let mut hit = false;
+    for s in subnets {
+        let (neg, cidr) = match s.strip_prefix('!') {
+            Some(c) => (true, c),
+            None => (false, s.as_str()),
+        };
+        let net: Option<Ipv4Net> = cidr
+            .parse()
+            .ok()
+            .or_else(|| cidr.parse::<Ipv4Addr>().ok().map(Ipv4Net::from));
+        if net.is_some_and(|n| n.contains(&ip)) {
+            if neg {
+                return false;
+            }
+            hit = true;
+        }
+    }
+    hit
 }
 
 #[cfg(test)]
@@ -259,5 +283,26 @@ mod tests {
             internal_ip(&["10.8.0.0/16".into(), "!10.8.28.20/32".into()], m, Some(w)),
             m
         );
+    }
+
+    #[test]
+    fn etcd_listens_where_listen_or_advertised_subnets_say() {
+        let w: Ipv4Addr = "10.8.28.20".parse().unwrap();
+        let listen = |etcd: &str| {
+            let v: Value = serde_saphyr::from_str(&format!("cluster: {{etcd: {etcd}}}")).unwrap();
+            etcd_listen_subnets(&v)
+        };
+        // advertisedSubnets alone also limits where etcd listens.
+        assert!(!etcd_listens_on(
+            &listen("{advertisedSubnets: [10.8.16.0/24]}"),
+            w
+        ));
+        assert!(etcd_listens_on(
+            &listen(
+                "{advertisedSubnets: [10.8.16.0/24], listenSubnets: [10.8.16.0/24, 10.8.28.0/22]}"
+            ),
+            w
+        ));
+        assert!(etcd_listens_on(&listen("{}"), w));
     }
 }

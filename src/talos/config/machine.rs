@@ -220,7 +220,11 @@ fn v1alpha1(profile: &Profile, plan: &Plan, node: &NodePlan, s: &SecretsBundle) 
                 "etcd",
                 Yaml::map()
                     .with("ca", SecretsBundle::ca_yaml(&s.certs.etcd, true))
-                    .with("advertisedSubnets", strs([&mgmt_subnet])),
+                    .with("advertisedSubnets", strs([&mgmt_subnet]))
+                    // advertisedSubnets alone also limits where etcd listens, but
+                    // a joiner without the discovery service finds members at the
+                    // API server endpoints: their kubelet node IPs (workload).
+                    .with("listenSubnets", strs([&mgmt_subnet, &work_subnet])),
             );
         let allow = profile
             .kubernetes
