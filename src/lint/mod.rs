@@ -3,7 +3,8 @@
 //!
 //! `lint(&Profile)` is pure. Rules are small functions grouped by theme:
 //! `addresses` (NET0xx), `pods` (NET1xx), `metallb` (NET2xx), `topology` (NET3xx) and
-//! `kubernetes` (NET4xx, endpoint/roles/routing). Each rule's code, severity and title
+//! `kubernetes` (NET4xx, endpoint/roles/routing) and `routing` (NET6xx, the routing
+//! rehearsal of the generated configs). Each rule's code, severity and title
 //! live in one `Rule` constant beside the rule; [`RULES`] lists them all and
 //! `docs/lint-codes.md` is generated from that list (a test keeps them in sync).
 //! Codes are stable: a retired rule's code is never reused.
@@ -16,6 +17,7 @@ mod kubernetes;
 mod metallb;
 mod pods;
 mod render;
+mod routing;
 mod topology;
 
 #[cfg(test)]
@@ -218,6 +220,10 @@ pub const RULES: &[Rule] = &[
     kubernetes::SERVICE_ON_LINK,
     kubernetes::ASYMMETRIC_MANAGEMENT,
     kubernetes::NO_CONTROL_PLANE,
+    routing::ASYMMETRIC,
+    routing::BYPASSES_GATEWAY,
+    routing::DETOUR,
+    routing::UNREACHABLE,
 ];
 
 /// Check a profile's network plan against every rule.
@@ -229,5 +235,8 @@ pub fn lint(p: &Profile) -> Report {
     metallb::check(&facts, &mut out);
     topology::check(&facts, &mut out);
     kubernetes::check(&facts, &mut out);
+    if !out.iter().any(|f| f.severity == Severity::Error) {
+        routing::check(p, &mut out);
+    }
     Report::new(out)
 }

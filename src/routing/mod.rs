@@ -24,7 +24,8 @@ use crate::profile::{NetworkRole, Profile};
 use crate::talos::config::{Contract, network_config};
 
 pub use fib::{
-    Decision, Fib, Link, Query, Route, Rule, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN, table_name,
+    Decision, Fib, Link, Query, Route, Rule, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN, parse_table,
+    table_name,
 };
 pub use flows::{Expect, FlowKind, FlowPath, Hop, NodeDecision};
 pub use node::{CILIUM_HOST, NodeNet, POD_IIF};

@@ -103,6 +103,7 @@ pub fn parse(text: &str, nics: &[LabNic]) -> Result<MachineConfig, String> {
         machine_type,
     };
     check_link_aliases(&docs, nics)?;
+    check_routing_rules(&docs)?;
     Ok(cfg)
 }
 
@@ -146,6 +147,45 @@ fn check_link_aliases(docs: &[Value], nics: &[LabNic]) -> Result<(), String> {
                 macs.join(", ")
             ));
         }
+    }
+    Ok(())
+}
+
+/// `RoutingRuleConfig` as Talos validates it (v1.13.9
+/// `pkg/machinery/config/types/network/routing_rule.go` `Validate`): the name is the
+/// priority, an unsigned integer other than the reserved 0, 32500 (KubeSpan), 32766
+/// and 32767; a table is required for a unicast rule; `fwMask` needs `fwMark`; and a
+/// document name is unique per kind.
+fn check_routing_rules(docs: &[Value]) -> Result<(), String> {
+    const RESERVED: [u64; 4] = [0, 32500, 32766, 32767];
+    let mut seen = Vec::new();
+    for d in docs.iter().filter(|d| kind(d) == Some("RoutingRuleConfig")) {
+        let name = d.get("name").and_then(Value::as_str).unwrap_or_default();
+        let bad = |why: &str| format!("RoutingRuleConfig `{name}`: {why}");
+        let priority: u64 = name
+            .parse()
+            .ok()
+            .filter(|p| *p <= u64::from(u32::MAX))
+            .ok_or_else(|| bad("invalid name: must be priority parsable unsigned integer"))?;
+        if RESERVED.contains(&priority) {
+            return Err(bad(
+                "priority must be between 1 and 32765 (excluding reserved priorities [0 32500 32766 32767])",
+            ));
+        }
+        let action = d.get("action").and_then(Value::as_u64).unwrap_or(0);
+        let table = d.get("table").and_then(Value::as_str).unwrap_or_default();
+        if crate::routing::parse_table(table).is_none() && action <= 1 {
+            return Err(bad(
+                "either table or a non-unicast action must be specified",
+            ));
+        }
+        if d.get("fwMask").is_some() && d.get("fwMark").is_none() {
+            return Err(bad("fwMask requires fwMark to be set"));
+        }
+        if seen.contains(&priority) {
+            return Err(bad("duplicate document"));
+        }
+        seen.push(priority);
     }
     Ok(())
 }
@@ -282,6 +322,34 @@ mod tests {
         assert_eq!(
             internal_ip(&["10.8.0.0/16".into(), "!10.8.28.20/32".into()], m, Some(w)),
             m
+        );
+    }
+
+    #[test]
+    fn routing_rules_are_validated_as_talos_does() {
+        let rule = |body: &str| {
+            let docs: Vec<Value> = serde_saphyr::from_str_multiple(&format!(
+                "apiVersion: v1alpha1\nkind: RoutingRuleConfig\n{body}"
+            ))
+            .unwrap();
+            check_routing_rules(&docs)
+        };
+        assert!(rule("name: \"900\"\nsrc: 10.8.32.0/22\ntable: \"101\"\n").is_ok());
+        assert!(
+            rule("name: \"32766\"\ntable: \"100\"\n")
+                .unwrap_err()
+                .contains("reserved")
+        );
+        assert!(
+            rule("name: main\ntable: \"100\"\n")
+                .unwrap_err()
+                .contains("unsigned integer")
+        );
+        assert!(rule("name: \"10\"\n").unwrap_err().contains("either table"));
+        assert!(
+            rule("name: \"10\"\ntable: \"100\"\n---\napiVersion: v1alpha1\nkind: RoutingRuleConfig\nname: \"10\"\ntable: \"101\"\n")
+                .unwrap_err()
+                .contains("duplicate")
         );
     }
 
