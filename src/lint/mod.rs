@@ -222,7 +222,6 @@ pub const RULES: &[Rule] = &[
     kubernetes::NO_CONTROL_PLANE,
     routing::ASYMMETRIC,
     routing::BYPASSES_GATEWAY,
-    routing::DETOUR,
     routing::UNREACHABLE,
 ];
 

@@ -168,6 +168,13 @@ const CASES: &[Case] = &[
     ("NET411", "nodes", |p| {
         p.nodes.iter_mut().for_each(|n| n.role = Role::Worker)
     }),
+    ("NET601", "talos.version", |p| {
+        p.talos.version = "v1.12.11".into()
+    }),
+    ("NET602", "routing.defaultRoute", |p| {
+        p.routing.default_route = crate::profile::LinkRole::Management
+    }),
+    ("NET603", "routing", |p| p.networks[1].routed = false),
 ];
 
 fn set_pool(p: &mut Profile, range: &str) {
