@@ -8,6 +8,7 @@ mod docs;
 mod generate;
 mod proxmox;
 mod rebuild;
+mod routing;
 mod support;
 mod talos_api;
 mod up;
