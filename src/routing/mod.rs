@@ -288,9 +288,25 @@ fn node_flows(
     out
 }
 
-/// The flow table as text: per node, each flow with its request and reply path.
-pub fn render_text(r: &Rehearsal) -> String {
-    let mut s = format!(
+/// `a ─[VLAN, table]→ b …`, or `local` for a flow that never leaves the node.
+fn path_text(hops: &[Hop]) -> String {
+    let Some(first) = hops.first() else {
+        return "local".into();
+    };
+    let mut t = first.from.clone();
+    for h in hops {
+        let table = h
+            .table
+            .as_ref()
+            .map(|t| format!(", table {t}"))
+            .unwrap_or_default();
+        t.push_str(&format!(" ─[{}{table}]→ {}", h.segment, h.to));
+    }
+    t
+}
+
+fn header(r: &Rehearsal) -> String {
+    format!(
         "Routing rehearsal (Talos {}, pods {}): machine-config routes and rules, the cloud-init\ndefault route and Cilium's native routes, traced through each node's kernel model and the gateway.\n",
         r.talos_version,
         if r.masquerade {
@@ -298,22 +314,12 @@ pub fn render_text(r: &Rehearsal) -> String {
         } else {
             "routed, not masqueraded"
         }
-    );
-    let path = |hops: &[Hop]| -> String {
-        if hops.is_empty() {
-            return "local".into();
-        }
-        let mut t = hops[0].from.clone();
-        for h in hops {
-            let table = h
-                .table
-                .as_ref()
-                .map(|t| format!(", table {t}"))
-                .unwrap_or_default();
-            t.push_str(&format!(" ─[{}{table}]→ {}", h.segment, h.to));
-        }
-        t
-    };
+    )
+}
+
+/// The flow table as text: per node, each flow with its request and reply path.
+pub fn render_text(r: &Rehearsal) -> String {
+    let mut s = header(r);
     let mut node = "";
     for f in &r.flows {
         if f.node != node {
@@ -323,8 +329,30 @@ pub fn render_text(r: &Rehearsal) -> String {
         s.push_str(&format!(
             "  {}\n    request: {}\n    reply:   {}\n    verdict: {}\n",
             f.label,
-            path(&f.request),
-            path(&f.reply),
+            path_text(&f.request),
+            path_text(&f.reply),
+            f.verdict()
+        ));
+    }
+    s
+}
+
+/// The flow table as Markdown (`talos-pve docs`): one table per node.
+pub fn render_markdown(r: &Rehearsal) -> String {
+    let mut s = header(r);
+    let mut node = "";
+    for f in &r.flows {
+        if f.node != node {
+            node = &f.node;
+            s.push_str(&format!(
+                "\n#### {node}\n\n| flow | request | reply | verdict |\n|---|---|---|---|\n"
+            ));
+        }
+        s.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            f.label,
+            path_text(&f.request),
+            path_text(&f.reply),
             f.verdict()
         ));
     }

@@ -254,3 +254,39 @@ fn variants_match_the_kernel() {
     assert!(r.nodes[0].fib.links().iter().any(|l| l.name == "stor"));
     model_matches_kernel(&r);
 }
+
+#[test]
+fn plan_paths_prints_the_flow_table_as_text_and_json() {
+    let path = super::support::profile("homelab.yaml");
+    let run = |args: &[&str]| {
+        let out = Command::new(super::support::bin())
+            .args(args)
+            .args(["plan", "--paths", "--profile"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(&[]);
+    assert!(text.contains("talos-k8s-03\n"), "{text}");
+    assert!(
+        text.contains("talos-k8s-01 ─[workload (VLAN 28), table 101]→ gateway ─[management (VLAN 16)]→ 10.8.16.10"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ASYMMETRIC") && !text.contains("BYPASSES"),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&run(&["--output", "json"])).unwrap();
+    let flows = v["flows"].as_array().unwrap();
+    assert!(flows.len() > 60);
+    assert!(flows.iter().all(|f| f["symmetric"] == true));
+    assert!(flows.iter().any(|f| f["kind"] == "pod-management"
+        && f["requestViaGateway"] == true
+        && f["replyViaGateway"] == true));
+}
