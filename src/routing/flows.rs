@@ -159,6 +159,13 @@ enum Delivered {
     Internet,
 }
 
+/// Where a packet is and what the next lookup sees.
+struct Leg {
+    at: Actor,
+    iif: Option<String>,
+    src: Ipv4Addr,
+}
+
 struct Trace {
     hops: Vec<Hop>,
     delivered: Delivered,
@@ -259,15 +266,17 @@ impl World<'_> {
     /// Follow one direction. `log` collects every node decision.
     fn trace(
         &self,
-        start: Actor,
-        mut iif: Option<String>,
-        mut src: Ipv4Addr,
+        leg: Leg,
         dst: Ipv4Addr,
         lb_node: usize,
         snat: Option<(usize, Ipv4Addr)>,
         log: &mut Vec<NodeDecision>,
     ) -> Result<Trace, String> {
-        let mut at = start;
+        let Leg {
+            mut at,
+            mut iif,
+            mut src,
+        } = leg;
         let mut hops = Vec::new();
         let done = |hops, delivered, src| {
             Ok(Trace {
@@ -407,13 +416,14 @@ impl World<'_> {
         Err(format!("more than {MAX_HOPS} hops (a routing loop)"))
     }
 
-    fn start(&self, s: &Start) -> (Actor, Option<String>, Ipv4Addr) {
-        match s {
+    fn start(&self, s: &Start) -> Leg {
+        let (at, iif, src) = match s {
             Start::Pod(i) => (Actor::Node(*i), Some(POD_IIF.into()), self.pod_ip(*i)),
             Start::Node(i, a) => (Actor::Node(*i), None, *a),
             Start::Host(ip) if self.segment_of(*ip).is_some() => (Actor::Host(*ip), None, *ip),
             Start::Host(ip) => (Actor::Internet, None, *ip),
-        }
+        };
+        Leg { at, iif, src }
     }
 
     /// Trace the request and its reply. `lb_node` announces the LoadBalancer address.
@@ -426,7 +436,8 @@ impl World<'_> {
         dst: Ipv4Addr,
         log: &mut Vec<NodeDecision>,
     ) -> FlowPath {
-        let (actor, iif, src) = self.start(&from);
+        let leg = self.start(&from);
+        let src = leg.src;
         let expect = self.expect(src, dst);
         let mut path = FlowPath {
             node: self.nodes[node].name.clone(),
@@ -446,7 +457,7 @@ impl World<'_> {
             Start::Pod(i) => Some(*i),
             _ => None,
         };
-        let req = match self.trace(actor, iif, src, dst, node, None, log) {
+        let req = match self.trace(leg, dst, node, None, log) {
             Ok(t) => t,
             Err(e) => {
                 path.unreachable = Some(e);
@@ -454,14 +465,15 @@ impl World<'_> {
             }
         };
         let snat = snat_node.filter(|_| req.src != src).map(|i| (i, req.src));
-        let (back, back_iif) = match req.delivered {
+        let (at, iif) = match req.delivered {
             Delivered::Pod(i) | Delivered::Lb(i) => (Actor::Node(i), Some(POD_IIF.to_owned())),
             Delivered::Node(i) => (Actor::Node(i), None),
             Delivered::Host(ip) => (Actor::Host(ip), None),
             Delivered::Internet => (Actor::Internet, None),
         };
         path.request = req.hops;
-        match self.trace(back, back_iif, dst, req.src, node, snat, log) {
+        let back = Leg { at, iif, src: dst };
+        match self.trace(back, req.src, node, snat, log) {
             Ok(t) => path.reply = t.hops,
             Err(e) => {
                 path.unreachable = Some(format!("reply: {e}"));
