@@ -317,46 +317,46 @@ fn header(r: &Rehearsal) -> String {
     )
 }
 
-/// The flow table as text: per node, each flow with its request and reply path.
-pub fn render_text(r: &Rehearsal) -> String {
+/// The flow table, grouped by node: `heading` opens a node, `row` prints a flow
+/// (label, request, reply, verdict).
+fn render(
+    r: &Rehearsal,
+    heading: impl Fn(&str) -> String,
+    row: impl Fn([&str; 4]) -> String,
+) -> String {
     let mut s = header(r);
     let mut node = "";
     for f in &r.flows {
         if f.node != node {
             node = &f.node;
-            s.push_str(&format!("\n{node}\n"));
+            s.push_str(&heading(node));
         }
-        s.push_str(&format!(
-            "  {}\n    request: {}\n    reply:   {}\n    verdict: {}\n",
-            f.label,
-            path_text(&f.request),
-            path_text(&f.reply),
-            f.verdict()
-        ));
+        let (req, rep, verdict) = (path_text(&f.request), path_text(&f.reply), f.verdict());
+        s.push_str(&row([&f.label, &req, &rep, &verdict]));
     }
     s
 }
 
+/// The flow table as text: per node, each flow with its request and reply path.
+pub fn render_text(r: &Rehearsal) -> String {
+    render(
+        r,
+        |node| format!("\n{node}\n"),
+        |[label, req, rep, verdict]| {
+            format!("  {label}\n    request: {req}\n    reply:   {rep}\n    verdict: {verdict}\n")
+        },
+    )
+}
+
 /// The flow table as Markdown (`talos-pve docs`): one table per node.
 pub fn render_markdown(r: &Rehearsal) -> String {
-    let mut s = header(r);
-    let mut node = "";
-    for f in &r.flows {
-        if f.node != node {
-            node = &f.node;
-            s.push_str(&format!(
-                "\n#### {node}\n\n| flow | request | reply | verdict |\n|---|---|---|---|\n"
-            ));
-        }
-        s.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
-            f.label,
-            path_text(&f.request),
-            path_text(&f.reply),
-            f.verdict()
-        ));
-    }
-    s
+    render(
+        r,
+        |node| {
+            format!("\n#### {node}\n\n| flow | request | reply | verdict |\n|---|---|---|---|\n")
+        },
+        |[label, req, rep, verdict]| format!("| {label} | {req} | {rep} | {verdict} |\n"),
+    )
 }
 
 #[cfg(test)]

@@ -187,27 +187,23 @@ impl Node {
             .collect()
     }
 
-    fn management(&self) -> Option<Ipv4Addr> {
+    /// The address of NIC `index` (0: management, 1: workload).
+    fn nic_address(&self, index: u8) -> Option<Ipv4Addr> {
         self.state
             .vm
             .nics
             .iter()
-            .find(|n| n.index == 0)
+            .find(|n| n.index == index)
             .and_then(|n| n.address.map(|a| a.addr()))
     }
 
-    fn workload(&self) -> Option<Ipv4Addr> {
-        self.state
-            .vm
-            .nics
-            .iter()
-            .find(|n| n.index == 1)
-            .and_then(|n| n.address.map(|a| a.addr()))
+    fn management(&self) -> Option<Ipv4Addr> {
+        self.nic_address(0)
     }
 
     fn internal_ip(&self, cfg: &MachineConfig) -> Ipv4Addr {
         let mgmt = self.management().unwrap_or(Ipv4Addr::LOCALHOST);
-        machine::internal_ip(&cfg.node_ip_subnets, mgmt, self.workload())
+        machine::internal_ip(&cfg.node_ip_subnets, mgmt, self.nic_address(1))
     }
 
     /// A running etcd member that a joiner can reach at the address the API server
