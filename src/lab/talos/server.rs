@@ -425,9 +425,10 @@ impl Ctx {
                 );
             }
         }
-        let parsed = machine::parse(&text, &n.state.vm.nics).map_err(|e| {
-            Status::invalid_argument(format!("configuration validation failed: {e}"))
-        })?;
+        let parsed = machine::parse_on(&text, &n.state.vm.nics, &self.shared.cfg.talos_version)
+            .map_err(|e| {
+                Status::invalid_argument(format!("configuration validation failed: {e}"))
+            })?;
         if let Some(old) = &n.parsed
             && old.machine_type != parsed.machine_type
         {
