@@ -127,13 +127,10 @@ impl FlowPath {
         if self.detours() {
             v.push("DETOURS THROUGH THE GATEWAY");
         }
-        if v.is_empty() {
-            match (self.request_via_gateway, self.expect) {
-                (true, _) => "symmetric, via the gateway both ways".into(),
-                (false, _) => "symmetric, on-link".into(),
-            }
-        } else {
-            v.join(", ")
+        match (v.is_empty(), self.request_via_gateway) {
+            (true, true) => "symmetric, via the gateway both ways".into(),
+            (true, false) => "symmetric, on-link".into(),
+            (false, _) => v.join(", "),
         }
     }
 }
