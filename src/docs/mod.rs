@@ -71,7 +71,7 @@ fn routing_section(p: &Profile, plan: &Plan) -> String {
         "Each node has one default route, via the workload gateway, with a metric below the \
 cloud-init default's 1024. On Talos 1.13 two policy-routing tables complete it: table 100 \
 (rule 1000, from the node's management address) sends management replies back through the \
-management gateway; table 101 (rules 900 and 901, from the pod block and from the workload \
+management gateway (rule 999 keeps replies to the node's own pods local); table 101 (rules 900 and 901, from the pod block and from the workload \
 subnet to the management subnet) sends pods, LoadBalancer replies and the workload address \
 to the management VLAN through the workload gateway, so the gateway sees both directions \
 and its firewall can enforce what pods may reach there. Node-to-node management traffic \

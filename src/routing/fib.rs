@@ -153,8 +153,13 @@ impl Fib {
             .any(|l| l.addresses.iter().any(|a| a.addr() == ip))
     }
 
-    /// The forwarding decision, or `None` when no rule finds a route (unreachable).
+    /// The forwarding decision, or `None` when no rule finds a route (unreachable) or
+    /// the packet arrives with one of this node's own addresses as its source (a
+    /// martian: `ip route get … iif` answers "Invalid argument").
     pub fn lookup(&self, q: &Query) -> Option<Decision> {
+        if q.iif.is_some() && q.src.is_some_and(|s| self.is_local(s)) {
+            return None;
+        }
         let src = q.src.unwrap_or(Ipv4Addr::UNSPECIFIED);
         let iif = q.iif.as_deref().unwrap_or("lo");
         for rule in self.rules() {

@@ -128,6 +128,9 @@ impl FlowPath {
             v.push("DETOURS THROUGH THE GATEWAY");
         }
         match (v.is_empty(), self.request_via_gateway) {
+            _ if v.is_empty() && self.request.is_empty() && self.reply.is_empty() => {
+                "local, never leaves the node".into()
+            }
             (true, true) => "symmetric, via the gateway both ways".into(),
             (true, false) => "symmetric, on-link".into(),
             (false, _) => v.join(", "),
@@ -301,7 +304,13 @@ impl World<'_> {
                         query,
                         decision: d.clone(),
                     });
-                    let d = d.ok_or_else(|| format!("{} has no route to {dst}", n.name))?;
+                    let d = d.ok_or_else(|| {
+                        if iif.is_some() && n.fib.is_local(src) {
+                            format!("{} drops a packet from its own address {src} that comes back to it", n.name)
+                        } else {
+                            format!("{} has no route to {dst}", n.name)
+                        }
+                    })?;
                     if d.local {
                         return match snat {
                             Some((s, addr)) if s == i && addr == dst => {
@@ -469,6 +478,10 @@ impl World<'_> {
             Delivered::Internet => (Actor::Internet, None),
         };
         path.request = req.hops;
+        // Delivered on the node it started from: the reply must stay there too.
+        if path.request.is_empty() {
+            path.expect = Expect::Direct;
+        }
         let back = Leg { at, iif, src: dst };
         match self.trace(back, req.src, node, snat, log) {
             Ok(t) => path.reply = t.hops,

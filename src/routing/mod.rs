@@ -236,12 +236,14 @@ fn node_flows(
         )
         .filter(|(_, a)| mgmt_net.is_some_and(|m| m.contains(a)))
         .collect();
-    protected.extend(
-        plan.nodes
-            .iter()
-            .filter(|m| m.name != me.name)
-            .map(|m| (format!("{} API", m.name), m.management.address.addr())),
-    );
+    protected.extend(plan.nodes.iter().map(|m| {
+        let whose = if m.name == me.name {
+            "own node".to_owned()
+        } else {
+            m.name.clone()
+        };
+        (format!("{whose} API"), m.management.address.addr())
+    }));
     for (name, a) in protected {
         flow(
             FlowKind::PodManagement,

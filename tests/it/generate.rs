@@ -428,6 +428,16 @@ fn network_documents_follow_the_decided_routing() {
     let rule = kind("RoutingRuleConfig", "1000");
     assert_eq!(rule["src"], "10.8.16.20/32");
     assert_eq!(rule["table"], "100");
+    // Replies from the management address to the node's own pods stay local.
+    let own = kind("RoutingRuleConfig", "999");
+    assert_eq!(
+        (&own["src"], &own["dst"], &own["table"]),
+        (
+            &"10.8.16.20/32".into(),
+            &"10.8.32.0/24".into(),
+            &"main".into()
+        )
+    );
     for (name, src) in [("900", "10.8.32.0/22"), ("901", "10.8.28.0/22")] {
         let r = kind("RoutingRuleConfig", name);
         assert_eq!(

@@ -16,6 +16,10 @@ use crate::profile::{Profile, Role};
 const REPLY_TABLE: &str = "100";
 /// Priority of the rule that selects it: before `main` (32766).
 const REPLY_RULE_PRIORITY: &str = "1000";
+/// Priority of the rule that keeps replies to the node's own pods local: before the
+/// reply rule, whose table would send them out to the gateway and back, where the
+/// node drops its own address as a martian source.
+const OWN_PODS_RULE_PRIORITY: &str = "999";
 /// Routing table that sends the cluster's traffic for the management subnet through
 /// the workload gateway (1.13, default route on workload).
 const VIA_GATEWAY_TABLE: &str = "101";
@@ -376,6 +380,13 @@ fn network_documents(profile: &Profile, node: &NodePlan, contract: Contract) -> 
     }
     if reply_gateway.is_some() {
         let other = node.nic(other_role);
+        docs.push(
+            doc("RoutingRuleConfig")
+                .with("name", OWN_PODS_RULE_PRIORITY)
+                .with("src", format!("{}/32", other.address.addr()))
+                .with("dst", node.pod_cidr.to_string())
+                .with("table", "main"),
+        );
         docs.push(
             doc("RoutingRuleConfig")
                 .with("name", REPLY_RULE_PRIORITY)
