@@ -193,6 +193,8 @@ pub enum Start {
     Pod(usize),
     /// Node `i` itself, from this address.
     Node(usize, Ipv4Addr),
+    /// Node `i` itself, from the address its kernel selects for the destination.
+    NodeAuto(usize),
     /// A host on a segment (or the internet when in none).
     Host(Ipv4Addr),
 }
@@ -422,10 +424,26 @@ impl World<'_> {
         Err(format!("more than {MAX_HOPS} hops (a routing loop)"))
     }
 
-    fn start(&self, s: &Start) -> Leg {
+    fn start(&self, s: &Start, dst: Ipv4Addr, log: &mut Vec<NodeDecision>) -> Leg {
         let (at, iif, src) = match s {
             Start::Pod(i) => (Actor::Node(*i), Some(POD_IIF.into()), self.pod_ip(*i)),
             Start::Node(i, a) => (Actor::Node(*i), None, *a),
+            Start::NodeAuto(i) => {
+                let n = &self.nodes[*i];
+                let query = Query {
+                    dst,
+                    src: None,
+                    iif: None,
+                };
+                let decision = n.fib.lookup(&query);
+                let src = decision.as_ref().and_then(|d| d.src);
+                log.push(NodeDecision {
+                    node: n.name.clone(),
+                    query,
+                    decision,
+                });
+                (Actor::Node(*i), None, src.unwrap_or(Ipv4Addr::UNSPECIFIED))
+            }
             Start::Host(ip) if self.segment_of(*ip).is_some() => (Actor::Host(*ip), None, *ip),
             Start::Host(ip) => (Actor::Internet, None, *ip),
         };
@@ -442,7 +460,7 @@ impl World<'_> {
         dst: Ipv4Addr,
         log: &mut Vec<NodeDecision>,
     ) -> FlowPath {
-        let leg = self.start(&from);
+        let leg = self.start(&from, dst, log);
         let src = leg.src;
         let expect = self.expect(src, dst);
         let mut path = FlowPath {

@@ -286,7 +286,24 @@ fn node_flows(
             Start::Pod(i),
             world.pod_ip(j),
         );
+        flow(
+            FlowKind::NodeNode,
+            format!(
+                "host network (e.g. API server → webhook) → pod on {} {}",
+                m.name,
+                world.pod_ip(j)
+            ),
+            Start::NodeAuto(i),
+            world.pod_ip(j),
+        );
     }
+    let work = me.workload.address.addr();
+    flow(
+        FlowKind::NodeNode,
+        format!("pod → own node workload address {work} (kubelet)"),
+        Start::Pod(i),
+        work,
+    );
     out
 }
 

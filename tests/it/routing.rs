@@ -130,7 +130,7 @@ fn parse(line: &str) -> Option<Decision> {
         local,
         dev: after("dev").unwrap_or_default(),
         via: after("via").and_then(|v| v.parse().ok()),
-        src: None,
+        src: after("src").and_then(|v| v.parse().ok()),
     })
 }
 
@@ -171,16 +171,24 @@ fn model_matches_kernel(r: &Rehearsal) -> usize {
         for d in &queries {
             let block = answers.next().expect("one answer per query");
             let line = block.lines().nth(1).unwrap_or("");
-            let kernel = parse(line);
-            let model = d.decision.clone().map(|m| Decision { src: None, ..m });
+            // The kernel prints the source only when it selected one.
+            let selected = |x: Option<Decision>| {
+                x.map(|x| Decision {
+                    src: x.src.filter(|_| d.query.src.is_none()),
+                    ..x
+                })
+            };
+            let kernel = selected(parse(line));
+            let model = selected(d.decision.clone());
             let show = |x: &Option<Decision>| match x {
                 None => "no route".to_owned(),
                 Some(d) if d.local => "local".to_owned(),
                 Some(d) => format!(
-                    "dev {} via {:?} table {}",
+                    "dev {} via {:?} table {} src {:?}",
                     d.dev,
                     d.via,
-                    table_name(d.table)
+                    table_name(d.table),
+                    d.src
                 ),
             };
             assert_eq!(
