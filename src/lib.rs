@@ -26,6 +26,7 @@ pub mod profile;
 pub mod progress;
 pub mod proxmox;
 pub mod rebuild;
+pub mod routing;
 pub mod state;
 pub mod talos;
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! `lint(&Profile)` is pure. Rules are small functions grouped by theme:
 //! `addresses` (NET0xx), `pods` (NET1xx), `metallb` (NET2xx), `topology` (NET3xx) and
 //! `kubernetes` (NET4xx, endpoint/roles/routing), `values` (NET5xx, each value in
-//! the format of the system that receives it). Each rule's code, severity and title
+//! the format of the system that receives it) and `routing` (NET6xx, the routing
+//! rehearsal of the generated configs). Each rule's code, severity and title
 //! live in one `Rule` constant beside the rule; [`RULES`] lists them all and
 //! `docs/lint-codes.md` is generated from that list (a test keeps them in sync).
 //! Codes are stable: a retired rule's code is never reused.
@@ -17,6 +18,7 @@ mod kubernetes;
 mod metallb;
 mod pods;
 mod render;
+mod routing;
 mod topology;
 mod values;
 
@@ -243,6 +245,9 @@ pub const RULES: &[Rule] = &[
     values::OBJECT_NAME,
     values::INTERFACE,
     values::NETWORK_SUBNET,
+    routing::ASYMMETRIC,
+    routing::BYPASSES_GATEWAY,
+    routing::UNREACHABLE,
 ];
 
 /// Check a profile's network plan against every rule.
@@ -255,5 +260,8 @@ pub fn lint(p: &Profile) -> Report {
     topology::check(&facts, &mut out);
     kubernetes::check(&facts, &mut out);
     values::check(&facts, &mut out);
+    if !out.iter().any(|f| f.severity == Severity::Error) {
+        routing::check(p, &mut out);
+    }
     Report::new(out)
 }

@@ -41,6 +41,8 @@ pub fn codes_markdown() -> String {
          `talos-pve lint` exit 1 and `talos-pve plan`/`docs` refuse; an unreadable or\n\
          invalid profile exits 2. NET307 takes the uplink MTU from the `infrastructure`\n\
          network (untagged on the same trunk), 1500 when there is none.\n\n\
+         NET6xx come from the routing rehearsal (`talos-pve plan --paths`, docs/routing.md):\n\
+         the flows the seed cares about, traced through the generated configs.\n\n\
          | code | severity | rule |\n|---|---|---|\n",
     );
     for r in RULES {

@@ -236,6 +236,14 @@ const CASES: &[Case] = &[
     ("NET522", "proxmox.hosts[0].uplink", |p| {
         p.proxmox.hosts[0].uplink = Some("enp87s0/../x".into())
     }),
+    ("NET601", "talos.version", |p| {
+        p.talos.version = "v1.12.11".into();
+        p.kubernetes.version = "1.35.0".into();
+    }),
+    ("NET602", "routing.defaultRoute", |p| {
+        p.routing.default_route = crate::profile::LinkRole::Management
+    }),
+    ("NET603", "routing", |p| p.networks[1].routed = false),
 ];
 
 fn set_pool(p: &mut Profile, range: &str) {

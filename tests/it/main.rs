@@ -8,6 +8,7 @@ mod docs;
 mod generate;
 mod proxmox;
 mod rebuild;
+mod routing;
 mod secrets_in_logs;
 mod support;
 mod talos_api;

@@ -314,6 +314,8 @@ fn install_cilium(lab: &Lab, version: &str, v: &Value) {
         "ipam": s(&v["ipam"]["mode"]),
         "kube-proxy-replacement": s(&v["kubeProxyReplacement"]),
         "enable-ipv4-masquerade": s(&v["enableIPv4Masquerade"]),
+        "enable-bpf-masquerade": s(&v["bpf"]["masquerade"]),
+        "enable-host-legacy-routing": s(&v["bpf"]["hostLegacyRouting"]),
         "k8s-service-host": s(&v["k8sServiceHost"]),
         "k8s-service-port": s(&v["k8sServicePort"]),
         "default-lb-service-ipam": s(&v["defaultLBServiceIPAM"]),

@@ -30,6 +30,10 @@ pub struct MachineConfig {
     /// The Kubernetes images the node checks against its release: the kubelet's, and
     /// on control planes the apiserver's, controller-manager's and scheduler's.
     pub kubernetes_images: Vec<(&'static str, String)>,
+    /// Where etcd listens: `cluster.etcd.listenSubnets`, else `advertisedSubnets`
+    /// (Talos v1.13.9 `pkg/machinery/config/types/v1alpha1/v1alpha1_etcdconfig.go`
+    /// `ListenSubnets`); empty means every address.
+    pub etcd_listen_subnets: Vec<String>,
 }
 
 /// Without the CA keys, like every type that holds them.
@@ -126,9 +130,40 @@ pub fn parse(text: &str, nics: &[LabNic]) -> Result<MachineConfig, String> {
         .filter(|(_, _, checked)| *checked)
         .map(|(name, path, _)| (name, s(path).unwrap_or_default()))
         .collect(),
+        etcd_listen_subnets: etcd_listen_subnets(v1),
         machine_type,
     };
     check_link_aliases(&docs, nics)?;
+    check_routing_rules(&docs)?;
+    Ok(cfg)
+}
+
+/// Document kinds Talos 1.13 added: a 1.12 node does not know them (v1.12.11
+/// `pkg/machinery/config/internal/registry/registry.go`: `"<kind>" "v1alpha1": not
+/// registered`; the list is the difference of the two releases' config schemas).
+const KINDS_SINCE_1_13: [&str; 7] = [
+    "BlackholeRouteConfig",
+    "EnvironmentConfig",
+    "ExternalVolumeConfig",
+    "KubeSpanConfig",
+    "RoutingRuleConfig",
+    "TCPProbeConfig",
+    "VRFConfig",
+];
+
+/// `parse` on a node running `talos_version`: a 1.12 node refuses 1.13-only kinds.
+pub fn parse_on(text: &str, nics: &[LabNic], talos_version: &str) -> Result<MachineConfig, String> {
+    let cfg = parse(text, nics)?;
+    if talos_version.trim_start_matches('v').starts_with("1.12.") {
+        let docs: Vec<Value> = serde_saphyr::from_str_multiple(text).unwrap_or_default();
+        if let Some(k) = docs
+            .iter()
+            .filter_map(kind)
+            .find(|k| KINDS_SINCE_1_13.contains(k))
+        {
+            return Err(format!("\"{k}\" \"v1alpha1\": not registered"));
+        }
+    }
     Ok(cfg)
 }
 
@@ -215,6 +250,45 @@ fn check_link_aliases(docs: &[Value], nics: &[LabNic]) -> Result<(), String> {
     Ok(())
 }
 
+/// `RoutingRuleConfig` as Talos validates it (v1.13.9
+/// `pkg/machinery/config/types/network/routing_rule.go` `Validate`): the name is the
+/// priority, an unsigned integer other than the reserved 0, 32500 (KubeSpan), 32766
+/// and 32767; a table is required for a unicast rule; `fwMask` needs `fwMark`; and a
+/// document name is unique per kind.
+fn check_routing_rules(docs: &[Value]) -> Result<(), String> {
+    const RESERVED: [u64; 4] = [0, 32500, 32766, 32767];
+    let mut seen = Vec::new();
+    for d in docs.iter().filter(|d| kind(d) == Some("RoutingRuleConfig")) {
+        let name = d.get("name").and_then(Value::as_str).unwrap_or_default();
+        let bad = |why: &str| format!("RoutingRuleConfig `{name}`: {why}");
+        let priority: u64 = name
+            .parse()
+            .ok()
+            .filter(|p| *p <= u64::from(u32::MAX))
+            .ok_or_else(|| bad("invalid name: must be priority parsable unsigned integer"))?;
+        if RESERVED.contains(&priority) {
+            return Err(bad(
+                "priority must be between 1 and 32765 (excluding reserved priorities [0 32500 32766 32767])",
+            ));
+        }
+        let action = d.get("action").and_then(Value::as_u64).unwrap_or(0);
+        let table = d.get("table").and_then(Value::as_str).unwrap_or_default();
+        if crate::routing::parse_table(table).is_none() && action <= 1 {
+            return Err(bad(
+                "either table or a non-unicast action must be specified",
+            ));
+        }
+        if d.get("fwMask").is_some() && d.get("fwMark").is_none() {
+            return Err(bad("fwMask requires fwMark to be set"));
+        }
+        if seen.contains(&priority) {
+            return Err(bad("duplicate document"));
+        }
+        seen.push(priority);
+    }
+    Ok(())
+}
+
 /// The MAC in `mac(link.permanent_addr) == "…"` (or `hardware_addr`).
 fn selected_mac(expr: &str) -> Option<String> {
     let (lhs, rhs) = expr.split_once("==")?;
@@ -231,30 +305,49 @@ fn selected_mac(expr: &str) -> Option<String> {
 /// The kubelet node IP: the workload NIC's address when `validSubnets` selects it,
 /// else the management address.
 pub fn internal_ip(subnets: &[String], mgmt: Ipv4Addr, workload: Option<Ipv4Addr>) -> Ipv4Addr {
-    let selects = |ip: Ipv4Addr| {
-        let mut hit = false;
-        for s in subnets {
-            let (neg, cidr) = match s.strip_prefix('!') {
-                Some(c) => (true, c),
-                None => (false, s.as_str()),
-            };
-            let net: Option<Ipv4Net> = cidr
-                .parse()
-                .ok()
-                .or_else(|| cidr.parse::<Ipv4Addr>().ok().map(Ipv4Net::from));
-            if net.is_some_and(|n| n.contains(&ip)) {
-                if neg {
-                    return false;
-                }
-                hit = true;
-            }
-        }
-        hit
-    };
     match workload {
-        Some(w) if selects(w) => w,
+        Some(w) if selects(subnets, w) => w,
         _ => mgmt,
     }
+}
+
+/// `cluster.etcd.listenSubnets`, defaulting to `advertisedSubnets`.
+fn etcd_listen_subnets(v1: &Value) -> Vec<String> {
+    let listen = strings(v1, &["cluster", "etcd", "listenSubnets"]);
+    if listen.is_empty() {
+        strings(v1, &["cluster", "etcd", "advertisedSubnets"])
+    } else {
+        listen
+    }
+}
+
+/// Whether etcd, configured with these listen subnets, accepts connections on `ip`
+/// (Talos v1.13.9 `internal/app/machined/pkg/controllers/etcd/spec.go`: no subnets
+/// means `0.0.0.0`).
+pub fn etcd_listens_on(listen_subnets: &[String], ip: Ipv4Addr) -> bool {
+    listen_subnets.is_empty() || selects(listen_subnets, ip)
+}
+
+/// Talos' subnet filter: `ip` is in a listed subnet and in no `!`-excluded one.
+fn selects(subnets: &[String], ip: Ipv4Addr) -> bool {
+    let mut hit = false;
+    for s in subnets {
+        let (neg, cidr) = match s.strip_prefix('!') {
+            Some(c) => (true, c),
+            None => (false, s.as_str()),
+        };
+        let net: Option<Ipv4Net> = cidr
+            .parse()
+            .ok()
+            .or_else(|| cidr.parse::<Ipv4Addr>().ok().map(Ipv4Net::from));
+        if net.is_some_and(|n| n.contains(&ip)) {
+            if neg {
+                return false;
+            }
+            hit = true;
+        }
+    }
+    hit
 }
 
 #[cfg(test)]
@@ -357,5 +450,76 @@ mod tests {
             internal_ip(&["10.8.0.0/16".into(), "!10.8.28.20/32".into()], m, Some(w)),
             m
         );
+    }
+
+    #[test]
+    fn routing_rules_are_validated_as_talos_does() {
+        let rule = |body: &str| {
+            let docs: Vec<Value> = serde_saphyr::from_str_multiple(&format!(
+                "apiVersion: v1alpha1\nkind: RoutingRuleConfig\n{body}"
+            ))
+            .unwrap();
+            check_routing_rules(&docs)
+        };
+        assert!(rule("name: \"900\"\nsrc: 10.8.32.0/22\ntable: \"101\"\n").is_ok());
+        assert!(
+            rule("name: \"32766\"\ntable: \"100\"\n")
+                .unwrap_err()
+                .contains("reserved")
+        );
+        assert!(
+            rule("name: main\ntable: \"100\"\n")
+                .unwrap_err()
+                .contains("unsigned integer")
+        );
+        assert!(rule("name: \"10\"\n").unwrap_err().contains("either table"));
+        assert!(
+            rule("name: \"10\"\ntable: \"100\"\n---\napiVersion: v1alpha1\nkind: RoutingRuleConfig\nname: \"10\"\ntable: \"101\"\n")
+                .unwrap_err()
+                .contains("duplicate")
+        );
+    }
+
+    #[test]
+    fn a_1_12_node_does_not_know_routing_rules() {
+        let doc = "version: v1alpha1\n---\napiVersion: v1alpha1\nkind: RoutingRuleConfig\nname: \"900\"\ntable: \"101\"\n";
+        // The v1alpha1 document is incomplete: parse fails first on both versions,
+        // so check the kind filter on its own.
+        let docs: Vec<Value> = serde_saphyr::from_str_multiple(doc).unwrap();
+        assert!(
+            docs.iter()
+                .filter_map(kind)
+                .any(|k| KINDS_SINCE_1_13.contains(&k))
+        );
+        let Some(cp) = golden("v1.13-base-controlplane.yaml") else {
+            return;
+        };
+        let with_rule = format!(
+            "{cp}\n---\napiVersion: v1alpha1\nkind: RoutingRuleConfig\nname: \"900\"\ntable: \"101\"\n"
+        );
+        assert!(parse_on(&with_rule, &[], "v1.13.9").is_ok());
+        let e = parse_on(&with_rule, &[], "v1.12.11").unwrap_err();
+        assert_eq!(e, "\"RoutingRuleConfig\" \"v1alpha1\": not registered");
+    }
+
+    #[test]
+    fn etcd_listens_where_listen_or_advertised_subnets_say() {
+        let w: Ipv4Addr = "10.8.28.20".parse().unwrap();
+        let listen = |etcd: &str| {
+            let v: Value = serde_saphyr::from_str(&format!("cluster: {{etcd: {etcd}}}")).unwrap();
+            etcd_listen_subnets(&v)
+        };
+        // advertisedSubnets alone also limits where etcd listens.
+        assert!(!etcd_listens_on(
+            &listen("{advertisedSubnets: [10.8.16.0/24]}"),
+            w
+        ));
+        assert!(etcd_listens_on(
+            &listen(
+                "{advertisedSubnets: [10.8.16.0/24], listenSubnets: [10.8.16.0/24, 10.8.28.0/22]}"
+            ),
+            w
+        ));
+        assert!(etcd_listens_on(&listen("{}"), w));
     }
 }

@@ -187,13 +187,33 @@ impl Node {
             .collect()
     }
 
-    fn management(&self) -> Option<Ipv4Addr> {
+    /// The address of NIC `index` (0: management, 1: workload).
+    fn nic_address(&self, index: u8) -> Option<Ipv4Addr> {
         self.state
             .vm
             .nics
             .iter()
-            .find(|n| n.index == 0)
+            .find(|n| n.index == index)
             .and_then(|n| n.address.map(|a| a.addr()))
+    }
+
+    fn management(&self) -> Option<Ipv4Addr> {
+        self.nic_address(0)
+    }
+
+    fn internal_ip(&self, cfg: &MachineConfig) -> Ipv4Addr {
+        let mgmt = self.management().unwrap_or(Ipv4Addr::LOCALHOST);
+        machine::internal_ip(&cfg.node_ip_subnets, mgmt, self.nic_address(1))
+    }
+
+    /// A running etcd member that a joiner can reach at the address the API server
+    /// endpoints give for it (its kubelet node IP).
+    fn serves_etcd_at_endpoint(&self) -> bool {
+        self.state.phase == Phase::Running
+            && self.state.etcd_member
+            && self.parsed.as_ref().is_some_and(|c| {
+                machine::etcd_listens_on(&c.etcd_listen_subnets, self.internal_ip(c))
+            })
     }
 
     fn is_control_plane(&self) -> bool {
@@ -569,20 +589,13 @@ fn enter_running(shared: &Arc<Shared>, vmid: u32) {
         }
         let generation = set_phase(n, Phase::Running);
         let mgmt = n.management().unwrap_or(Ipv4Addr::LOCALHOST);
-        let workload = n
-            .state
-            .vm
-            .nics
-            .iter()
-            .find(|x| x.index == 1)
-            .and_then(|x| x.address.map(|a| a.addr()));
         let info = LabNodeInfo {
             vmid,
             hostname,
             machine_type: cfg.machine_type.clone(),
             cluster_name: cfg.cluster_name.clone(),
             management: mgmt,
-            internal_ip: machine::internal_ip(&cfg.node_ip_subnets, mgmt, workload),
+            internal_ip: n.internal_ip(&cfg),
             endpoint: cfg.endpoint.clone(),
             kubernetes_ca_crt: cfg.k8s_ca_crt.clone(),
             kubernetes_ca_key: cfg.k8s_ca_key.clone(),
@@ -609,11 +622,19 @@ fn enter_running(shared: &Arc<Shared>, vmid: u32) {
     );
 }
 
-/// A control plane whose etcd is ready joins once the cluster is bootstrapped and
-/// no stale member holds its name.
+/// A control plane whose etcd is ready joins once the cluster is bootstrapped, a
+/// member's etcd is reachable, and no stale member holds its name.
+///
+/// The lab has no discovery service (nothing beyond the datacenter is reachable), so
+/// a joiner finds etcd only through the API server endpoints, which are the
+/// members' kubelet node IPs (Talos v1.13.9 `internal/pkg/etcd/endpoints.go`
+/// `GetEndpoints`; the API server advertises `$(POD_IP)`,
+/// `internal/app/machined/pkg/controllers/k8s/control_plane.go`). A member whose etcd
+/// listens only on another subnet is never reached: the join retries forever.
 fn try_join(shared: &Arc<Shared>, vmid: u32, generation: u64) {
     after(shared, vmid, generation, shared.cfg.join, |s, vmid| {
         let mut nodes = lock(&s.nodes);
+        let reachable = nodes.values().any(Node::serves_etcd_at_endpoint);
         let Some(n) = nodes.get_mut(&vmid) else {
             return;
         };
@@ -622,7 +643,7 @@ fn try_join(shared: &Arc<Shared>, vmid: u32, generation: u64) {
         }
         let mut members = lock(&s.members);
         let hostname = n.hostname();
-        if !members.is_empty() && !members.iter().any(|m| m.hostname == hostname) {
+        if reachable && !members.is_empty() && !members.iter().any(|m| m.hostname == hostname) {
             add_member(&mut members, n);
         } else {
             let g = n.generation;

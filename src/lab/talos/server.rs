@@ -425,7 +425,7 @@ impl Ctx {
                 );
             }
         }
-        let parsed = machine::parse(&text, &n.state.vm.nics)
+        let parsed = machine::parse_on(&text, &n.state.vm.nics, &self.shared.cfg.talos_version)
             .and_then(|c| {
                 machine::check_kubernetes_images(&c, &self.shared.cfg.talos_version).map(|()| c)
             })
