@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cluster_dir;
 pub mod docs;
 pub mod files;
+pub mod iso9660;
 pub mod jsonschema;
 pub mod kube;
 pub mod lab;

@@ -11,6 +11,7 @@
 
 mod certs;
 mod machine;
+mod nocloud;
 mod server;
 
 use std::collections::BTreeMap;
