@@ -227,7 +227,15 @@ fn descriptor(kind: u8, label: &[u8], root: usize, total: usize, joliet: bool) -
     d[140..144].copy_from_slice(&(l as u32).to_le_bytes());
     d[148..152].copy_from_slice(&(m as u32).to_be_bytes());
     d[156..190].copy_from_slice(&record(root, SECTOR, true, &[0]));
-    for r in [190..318, 318..446, 446..574, 574..702, 702..739, 739..776, 776..813] {
+    for r in [
+        190..318,
+        318..446,
+        446..574,
+        574..702,
+        702..739,
+        739..776,
+        776..813,
+    ] {
         pad(&mut d, r, b"");
     }
     // Dates "not specified": sixteen ASCII zeros and a zero offset.
@@ -259,9 +267,14 @@ mod tests {
         assert_eq!(&img[SVD * SECTOR + 88..SVD * SECTOR + 91], b"%/E");
         assert_eq!(
             &img[SVD * SECTOR + 40..SVD * SECTOR + 54],
-            &[0, b'c', 0, b'i', 0, b'd', 0, b'a', 0, b't', 0, b'a', 0, b' ']
+            &[
+                0, b'c', 0, b'i', 0, b'd', 0, b'a', 0, b't', 0, b'a', 0, b' '
+            ]
         );
-        assert_eq!(&img[TERMINATOR * SECTOR..TERMINATOR * SECTOR + 6], b"\xffCD001");
+        assert_eq!(
+            &img[TERMINATOR * SECTOR..TERMINATOR * SECTOR + 6],
+            b"\xffCD001"
+        );
         assert_eq!(&img[25 * SECTOR..25 * SECTOR + 5], b"hello");
         // The primary tree spells the name in d-characters.
         let root = &img[ROOT_PRIMARY * SECTOR..];

@@ -18,6 +18,7 @@
 //! | `corrupt-etcd` | node name | disaster: that control plane's etcd data is broken; it stays a listed member but serves nothing |
 //! | `hang-node` | node name | disaster: that node's VM runs but the node answers nothing (hung) until it is power-cycled |
 //! | `lose-control-planes` | — | disaster: every control-plane VM and the etcd data are gone |
+//! | `impostor` | node name | disaster: a foreign machine answers at that node's management address with the node's MACs, in maintenance mode (takes any config; `--lab-report` writes what it got to `talos/impostor-<node>.yaml`) |
 //!
 //! Disasters act on a saved lab datacenter once, when the command opens it (the
 //! next command sees their result, as it would on real hosts).
@@ -59,6 +60,8 @@ pub enum Disaster {
     CorruptEtcd(String),
     HangNode(String),
     LoseControlPlanes,
+    /// Needs no saved datacenter: the machine is there from the start.
+    Impostor(String),
 }
 
 impl LabFaults {
@@ -136,13 +139,14 @@ impl LabFaults {
                         .ok_or_else(|| err("expects NAME:duration, e.g. crds.x.io:30s"))?;
                     f.slow_crds.push((crd.to_owned(), d));
                 }
-                "destroy-vm" | "corrupt-etcd" | "hang-node" if value.is_empty() => {
+                "destroy-vm" | "corrupt-etcd" | "hang-node" | "impostor" if value.is_empty() => {
                     return Err(err("expects a node name, e.g. =talos-k8s-02"));
                 }
                 "destroy-vm" => f.disasters.push(Disaster::DestroyVm(value.to_owned())),
                 "corrupt-etcd" => f.disasters.push(Disaster::CorruptEtcd(value.to_owned())),
                 "hang-node" => f.disasters.push(Disaster::HangNode(value.to_owned())),
                 "lose-control-planes" => f.disasters.push(Disaster::LoseControlPlanes),
+                "impostor" => f.disasters.push(Disaster::Impostor(value.to_owned())),
                 _ => return Err(err("unknown fault")),
             }
         }

@@ -62,7 +62,11 @@ pub fn file_name(cluster: &str, node: &str, vmid: u32) -> String {
             })
             .collect()
     };
-    format!("talos-pve-cidata-{}-{vmid}-{}.iso", clean(cluster), clean(node))
+    format!(
+        "talos-pve-cidata-{}-{vmid}-{}.iso",
+        clean(cluster),
+        clean(node)
+    )
 }
 
 /// What stays on the storage when the volume cannot be deleted: the same name,
@@ -81,10 +85,7 @@ mod tests {
             file_name("homelab", "talos-k8s-01", 120),
             "talos-pve-cidata-homelab-120-talos-k8s-01.iso"
         );
-        assert_eq!(
-            file_name("a b/c", "n", 1),
-            "talos-pve-cidata-a_b_c-1-n.iso"
-        );
+        assert_eq!(file_name("a b/c", "n", 1), "talos-pve-cidata-a_b_c-1-n.iso");
     }
 
     #[test]

@@ -519,3 +519,37 @@ fn json_output_is_json_lines_ending_with_the_summary() {
     );
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+/// Issue 11 §1: a foreign machine answers at talos-k8s-02's management address
+/// with its MACs. It must receive no machine config (and so no CA key), whatever
+/// `up` does; if `up` reaches it, it refuses and names the node and the address.
+#[test]
+fn an_impostor_at_a_node_address_never_receives_a_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let report = tmp.path().join("report");
+    let (code, out, err) = up(
+        &dir,
+        &[
+            "--lab-faults",
+            "impostor=talos-k8s-02",
+            "--lab-report",
+            report.to_str().unwrap(),
+        ],
+    );
+    let leaked = report.join("talos/impostor-talos-k8s-02.yaml");
+    assert!(
+        !leaked.exists(),
+        "the impostor received a machine config (exit {code})\n--- stderr\n{err}"
+    );
+    assert_ne!(
+        code, 0,
+        "up must not call this cluster healthy\n{out}\n{err}"
+    );
+    assert!(
+        err.contains("talos-k8s-02") && err.contains("10.8.16.21"),
+        "the refusal names the node and its address\n{err}"
+    );
+    // The real nodes got their configs from their cidata volumes.
+    assert!(report.join("talos/talos-k8s-01.yaml").exists());
+}

@@ -207,6 +207,9 @@ impl Node {
 struct Shared {
     fabric: Fabric,
     cfg: LabTalosConfig,
+    /// Addresses a foreign machine answers at (`impostor=NODE`): the real node
+    /// does not get them mapped.
+    claimed: Mutex<Vec<SocketAddr>>,
     /// Lock order: `nodes` before `members`.
     nodes: Mutex<BTreeMap<u32, Node>>,
     members: Mutex<Vec<Member>>,
@@ -237,6 +240,7 @@ impl LabTalos {
         let shared = Arc::new(Shared {
             fabric: fabric.clone(),
             cfg,
+            claimed: Mutex::default(),
             nodes: Mutex::default(),
             members: Mutex::new(state.members),
             faults_left: Mutex::new(state.faults_left),
@@ -282,12 +286,13 @@ impl LabTalos {
         *lock(&self.shared.faults_left) = faults;
     }
 
-    /// Serializable state of every node.
+    /// Serializable state of every node (impostors are not ours to keep).
     pub fn state(&self) -> LabTalosState {
         LabTalosState {
             nodes: lock(&self.shared.nodes)
-                .values()
-                .map(|n| n.state.clone())
+                .iter()
+                .filter(|(vmid, _)| **vmid < IMPOSTOR_VMIDS)
+                .map(|(_, n)| n.state.clone())
                 .collect(),
             members: lock(&self.shared.members).clone(),
             faults_left: lock(&self.shared.faults_left).clone(),
@@ -301,9 +306,49 @@ impl LabTalos {
         let mut nodes = lock(&self.shared.nodes);
         for n in nodes.values() {
             n.accept.abort();
-            unmap(&self.shared.fabric, n);
+            unmap(&self.shared, n);
         }
         nodes.clear();
+    }
+}
+
+/// Impostors live above every VMID PVE can assign (≤ 999999999).
+const IMPOSTOR_VMIDS: u32 = 1_000_000_000;
+
+impl LabTalos {
+    /// Disaster `impostor=NODE`: a foreign machine on the management VLAN answers
+    /// at `vm`'s management address (its NIC 0) with `vm`'s MACs, in maintenance
+    /// mode: it takes any config it is sent and then runs it, as the reproduced
+    /// incident's machine did.
+    pub fn impostor(&self, vm: LabVm) {
+        let vmid = IMPOSTOR_VMIDS + vm.vmid;
+        let state = NodeState {
+            vm,
+            phase: Phase::Maintenance,
+            config: None,
+            config_sha256: None,
+            etcd_ready: false,
+            etcd_member: false,
+            member_id: 0,
+            reboot_loops_done: 0,
+        };
+        let Some(n) = new_node(&self.shared, vmid, state) else {
+            return;
+        };
+        for a in n.addresses() {
+            let at = SocketAddr::new(a.into(), APID_PORT);
+            lock(&self.shared.claimed).push(at);
+            self.shared.fabric.addresses.map(at, n.listener);
+        }
+        lock(&self.shared.nodes).insert(vmid, n);
+    }
+
+    /// What each impostor was sent: `(node it impersonates, machine config)`.
+    pub fn impostor_configs(&self) -> Vec<(String, String)> {
+        lock(&self.shared.nodes)
+            .range(IMPOSTOR_VMIDS..)
+            .filter_map(|(_, n)| Some((n.state.vm.name.clone(), n.state.config.clone()?)))
+            .collect()
     }
 }
 
@@ -312,17 +357,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn map(fabric: &Fabric, n: &Node) {
+fn map(shared: &Shared, n: &Node) {
+    let claimed = lock(&shared.claimed);
     for a in n.addresses() {
-        fabric
-            .addresses
-            .map(SocketAddr::new(a.into(), APID_PORT), n.listener);
+        let at = SocketAddr::new(a.into(), APID_PORT);
+        if !claimed.contains(&at) {
+            shared.fabric.addresses.map(at, n.listener);
+        }
     }
 }
 
-fn unmap(fabric: &Fabric, n: &Node) {
+fn unmap(shared: &Shared, n: &Node) {
+    let claimed = lock(&shared.claimed);
     for a in n.addresses() {
-        fabric.addresses.unmap(SocketAddr::new(a.into(), APID_PORT));
+        let at = SocketAddr::new(a.into(), APID_PORT);
+        if !claimed.contains(&at) {
+            shared.fabric.addresses.unmap(at);
+        }
     }
 }
 
@@ -337,7 +388,8 @@ fn names(vm: &LabVm, extra: &[String]) -> Vec<String> {
     v
 }
 
-fn new_node(shared: &Arc<Shared>, state: NodeState) -> Option<Node> {
+/// A node served under `key` (its VMID, or an impostor's).
+fn new_node(shared: &Arc<Shared>, key: u32, state: NodeState) -> Option<Node> {
     let maintenance = certs::maintenance(&names(&state.vm, &[]))
         .and_then(server::maintenance_tls)
         .map_err(|e| tracing::error!(vmid = state.vm.vmid, error = %e, "lab talos: no maintenance certificate"))
@@ -348,8 +400,7 @@ fn new_node(shared: &Arc<Shared>, state: NodeState) -> Option<Node> {
         .ok()?;
     let listener = std_listener.local_addr().ok()?;
     let tcp = TcpListener::from_std(std_listener).ok()?;
-    let vmid = state.vm.vmid;
-    let accept = tokio::spawn(server::accept_loop(Arc::downgrade(shared), vmid, tcp));
+    let accept = tokio::spawn(server::accept_loop(Arc::downgrade(shared), key, tcp));
     let parsed = state
         .config
         .as_deref()
@@ -372,7 +423,7 @@ fn vm_started(shared: &Arc<Shared>, vm: LabVm) {
     if let Some(n) = nodes.get_mut(&vmid) {
         // A power-on of a known VM: it boots from disk if Talos was installed.
         n.state.vm = vm;
-        map(&shared.fabric, n);
+        map(shared, n);
     } else {
         let state = NodeState {
             vm,
@@ -384,10 +435,10 @@ fn vm_started(shared: &Arc<Shared>, vm: LabVm) {
             member_id: 0,
             reboot_loops_done: 0,
         };
-        let Some(n) = new_node(shared, state) else {
+        let Some(n) = new_node(shared, vmid, state) else {
             return;
         };
-        map(&shared.fabric, &n);
+        map(shared, &n);
         nodes.insert(vmid, n);
     }
     drop(nodes);
@@ -399,7 +450,7 @@ fn vm_stopped(shared: &Arc<Shared>, vmid: u32, destroyed: bool) {
     if let Some(n) = nodes.get_mut(&vmid) {
         set_phase(n, Phase::Stopped);
         n.state.etcd_ready = false;
-        unmap(&shared.fabric, n);
+        unmap(shared, n);
         if destroyed {
             n.accept.abort();
             nodes.remove(&vmid);
@@ -413,11 +464,11 @@ fn restore_node(shared: &Arc<Shared>, mut state: NodeState) {
     if resume != Phase::Stopped {
         state.phase = Phase::Booting;
     }
-    let Some(n) = new_node(shared, state) else {
+    let Some(n) = new_node(shared, vmid, state) else {
         return;
     };
     if resume != Phase::Stopped {
-        map(&shared.fabric, &n);
+        map(shared, &n);
     }
     lock(&shared.nodes).insert(vmid, n);
     match resume {

@@ -50,9 +50,8 @@ pub fn read(img: &[u8]) -> Result<Volume, String> {
         Some(s) => trim(utf16be(&s[40..72])),
         None => trim(String::from_utf8_lossy(&pvd[40..72]).into_owned()),
     };
-    let joliet = supplementary.filter(|s| {
-        s[88] == 0x25 && s[89] == 0x2f && matches!(s[90], 0x40 | 0x43 | 0x45)
-    });
+    let joliet = supplementary
+        .filter(|s| s[88] == 0x25 && s[89] == 0x2f && matches!(s[90], 0x40 | 0x43 | 0x45));
     let (tree, is_joliet) = match joliet {
         Some(s) => (s, true),
         None => (pvd, false),
