@@ -316,6 +316,7 @@ fn impostor_vm(profile: &Profile, name: &str) -> Result<LabVm, String> {
             nic(0, &n.management, Some(n.management.address)),
             nic(1, &n.workload, None),
         ],
+        media: Vec::new(),
     })
 }
 

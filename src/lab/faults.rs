@@ -8,11 +8,10 @@
 //! | `reboot-loops` | count | nodes loop install → reboot that many times before running |
 //! | `time-not-in-sync` | count | the first N Bootstrap calls fail with "time is not in sync yet" |
 //! | `drop-streams` | count | the first N snapshot/kubeconfig streams are cut short |
-//! | `lost-apply` | count | the first N maintenance applies lose their answer |
 //! | `pve-lock` | count | N VM operations fail with `can't lock file … got timeout` |
 //! | `pve-595` | count | N reads fail with 595 (connection to the node lost) |
 //! | `pve-500` | count | N writes fail with a 500 before doing anything |
-//! | `pve-task-error` | task type (`qmcreate`, `qmstart`, `download`) | that task ends in `TASK ERROR` once (`qmstart`: an explicit start of an existing stopped VM; new VMs start inside `qmcreate`) |
+//! | `pve-task-error` | task type (`qmcreate`, `qmstart`, `download`) | that task ends in `TASK ERROR` once (`qmstart`: the start that boots a VM with its `cidata`) |
 //! | `slow-crd` | `NAME:duration` | that CRD takes that long (in real time) to become Established |
 //! | `destroy-vm` | node name | disaster: that node's VM (and its disks) is gone; its etcd member stays listed |
 //! | `corrupt-etcd` | node name | disaster: that control plane's etcd data is broken; it stays a listed member but serves nothing |
@@ -88,7 +87,6 @@ impl LabFaults {
                 "reboot-loops" => f.talos.reboot_loops = count()?,
                 "time-not-in-sync" => f.talos.time_not_in_sync = count()?,
                 "drop-streams" => f.talos.drop_streams = count()?,
-                "lost-apply" => f.talos.lost_apply_answers = count()?,
                 "pve-lock" => f.proxmox.push(Fault::new(
                     "POST",
                     "/qemu",

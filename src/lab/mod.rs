@@ -55,7 +55,7 @@ pub enum LabEvent {
     EtcdBootstrapped { node: String, endpoint: Ipv4Addr },
 }
 
-/// A VM as the lab Proxmox started it: what its cloud-init drive says.
+/// A VM as the lab Proxmox started it: its NICs and what its drives hold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabVm {
     pub vmid: u32,
@@ -63,6 +63,10 @@ pub struct LabVm {
     pub host: String,
     pub name: String,
     pub nics: Vec<LabNic>,
+    /// Contents of the ISO volumes in its CD-ROM drives at power-on (not kept:
+    /// a node reads its `cidata` once, at boot).
+    #[serde(skip)]
+    pub media: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,13 +2,14 @@
 //!
 //! `client` speaks the wire protocol; `propstr`/`upid` parse what PVE returns;
 //! `vm` derives the VM configuration a node needs and compares read-backs;
-//! `inventory` reads what exists; `discovery` feeds the wizard; `preflight`, `provision` and `destroy` are the
+//! `inventory` reads what exists; `cidata` carries a node's machine config to its VM; `discovery` feeds the wizard; `preflight`, `provision` and `destroy` are the
 //! operations the CLI exposes; `settings` turns profile + environment + flags
 //! into a client.
 //!
 //! It must never modify a VM that does not carry this cluster's marker, and the API
 //! token never appears in logs, errors or process arguments.
 
+pub mod cidata;
 pub mod client;
 pub mod destroy;
 pub mod discovery;

@@ -2,21 +2,28 @@
 //! comparison of a read-back config with it.
 //!
 //! Pure: no I/O. The values follow the Talos Proxmox guidance (q35, OVMF with a
-//! 4m EFI disk without enrolled keys, `cpu=host`, no balloon, `virtio-scsi-pci`)
-//! and the network review's decision that cloud-init puts the gateway on the
-//! management link, so a node in maintenance mode is reachable from anywhere.
+//! 4m EFI disk without enrolled keys, `cpu=host`, no balloon, `virtio-scsi-pci`).
+//! There is no Proxmox-generated cloud-init drive (and so no `ipconfigN`,
+//! `citype`, `nameserver`, `searchdomain`: they feed only that drive): `ide0` is an
+//! empty CD-ROM drive that holds the node's own `cidata` volume (its machine
+//! config, with every address) only until the node runs (`proxmox::cidata`); two
+//! volumes labelled `cidata` would make the nocloud lookup ambiguous.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 
 use crate::plan::{NicPlan, NodePlan, Plan};
-use crate::profile::{NetworkRole, Profile};
+use crate::profile::Profile;
 
 use super::propstr::{NetDevice, PropString, parse_size, split_tags};
 
 /// Tag every VM of talos-pve carries (with `talos` and its role).
 pub const OWNER_TAG: &str = "talos-pve";
 const MARKER_PREFIX: &str = "talos-pve:cluster=";
+
+/// The drive that carries a node's `cidata` volume while it boots.
+pub const CIDATA_DRIVE: &str = "ide0";
+/// `CIDATA_DRIVE` with no volume: how VMs are created and left.
+pub const CIDATA_DRIVE_EMPTY: &str = "none,media=cdrom";
 
 /// The ownership marker written into the VM description.
 pub fn marker(cluster: &str, node: &str) -> String {
@@ -35,9 +42,6 @@ pub fn read_marker(description: &str) -> Option<(String, String)> {
 pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(String, String)> {
     let px = &profile.proxmox;
     let disk = &px.disk_storage;
-    let mgmt_gw = profile
-        .network(NetworkRole::Management)
-        .and_then(|n| n.gateway);
     let mut p: Vec<(&str, String)> = vec![
         ("vmid", node.vmid.to_string()),
         ("name", node.name.clone()),
@@ -73,10 +77,7 @@ pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(St
             "ide2",
             format!("{}:iso/{},media=cdrom", px.iso_storage, plan.iso_file),
         ),
-        ("ide0", format!("{disk}:cloudinit")),
-        ("citype", "nocloud".into()),
-        ("ipconfig0", ipconfig(&node.management, mgmt_gw)),
-        ("ipconfig1", ipconfig(&node.workload, None)),
+        ("ide0", CIDATA_DRIVE_EMPTY.into()),
         ("net0", net(&node.management)),
         ("net1", net(&node.workload)),
         ("boot", "order=scsi0;ide2".into()),
@@ -84,18 +85,6 @@ pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(St
         ("vga", "std".into()),
         ("onboot", "1".into()),
     ];
-    if !profile.dns.servers.is_empty() {
-        let ns: Vec<String> = profile
-            .dns
-            .servers
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        p.push(("nameserver", ns.join(" ")));
-    }
-    if let Some(d) = &profile.dns.domain {
-        p.push(("searchdomain", d.clone()));
-    }
     if profile
         .talos
         .schematic
@@ -106,13 +95,6 @@ pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(St
         p.push(("agent", "enabled=1".into()));
     }
     p.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
-}
-
-fn ipconfig(nic: &NicPlan, gw: Option<Ipv4Addr>) -> String {
-    match gw {
-        Some(gw) => format!("ip={},gw={gw}", nic.address),
-        None => format!("ip={}", nic.address),
-    }
 }
 
 fn net(nic: &NicPlan) -> String {
@@ -134,7 +116,7 @@ pub struct Difference {
 
 /// Keys that change the VM's disks, firmware or network identity.
 const UNSAFE: &[&str] = &[
-    "machine", "bios", "efidisk0", "scsihw", "scsi0", "ide0", "net0", "net1",
+    "machine", "bios", "efidisk0", "scsihw", "scsi0", "net0", "net1",
 ];
 
 /// Compare a read-back config with the create parameters, semantically.
@@ -159,12 +141,10 @@ fn same(key: &str, want: &str, got: Option<&str>) -> bool {
             NetDevice::parse(want).is_some() && NetDevice::parse(want) == NetDevice::parse(got)
         }
         "scsi" | "efidisk" => same_disk(want, got, base == "scsi"),
-        "ide" if want.ends_with(":cloudinit") => {
-            let storage = want.trim_end_matches(":cloudinit");
-            PropString::parse(got, "file")
-                .and_then(|p| p.get("file").map(str::to_owned))
-                .is_some_and(|f| f.starts_with(&format!("{storage}:")) && f.contains("cloudinit"))
-        }
+        // Any CD-ROM here is fine: `proxmox::cidata` puts the node's volume in and
+        // takes it out again; provisioning must not undo that mid-boot.
+        _ if key == CIDATA_DRIVE => PropString::parse(got, "file")
+            .is_some_and(|p| p.get("media") == Some("cdrom") && !p.get("file").is_some_and(|f| f.contains("cloudinit"))),
         "ide" | "ipconfig" | "boot" => same_props(want, got, "file", &["size"]),
         "tags" => {
             let norm = |s: &str| {
@@ -259,8 +239,8 @@ mod tests {
         assert_eq!(m["cpu"], "host");
         assert_eq!(m["balloon"], "0");
         assert_eq!(m["efidisk0"], "local-lvm:1,efitype=4m,pre-enrolled-keys=0");
-        assert_eq!(m["ipconfig0"], "ip=10.8.16.20/24,gw=10.8.16.1");
-        assert_eq!(m["ipconfig1"], "ip=10.8.28.20/22");
+        assert!(!m.contains_key("ipconfig0") && !m.contains_key("citype"));
+        assert_eq!(m["ide0"], "none,media=cdrom");
         assert!(m["net1"].contains("tag=28"));
         assert_eq!(m["boot"], "order=scsi0;ide2");
         assert_eq!(
@@ -289,7 +269,7 @@ mod tests {
         );
         got.insert(
             "ide0".into(),
-            "local-lvm:vm-120-cloudinit,media=cdrom".into(),
+            "local:iso/talos-pve-cidata-homelab-120-talos-k8s-01.iso,media=cdrom".into(),
         );
         got.insert("tags".into(), "controlplane;talos;talos-pve".into());
         got.insert("agent".into(), "1".into());

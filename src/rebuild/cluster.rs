@@ -13,7 +13,7 @@ use crate::proxmox::provision::{ProvisionOptions, VmAction, provision};
 use crate::state::State;
 use crate::talos::api::snapshot::validate_snapshot;
 use crate::talos::api::{Credentials, Target, TlsMode};
-use crate::up::{ProxmoxIdentity, UpError, bootstrap_target, configure_node};
+use crate::up::{Progress, UpError, bootstrap_target, configure_node};
 
 use super::backup::{self, Manifest};
 use super::health;
@@ -272,15 +272,17 @@ pub async fn run(
         );
     }
     rep.done(None, "provision");
-    let identity = ProxmoxIdentity {
-        pve: &env.pve,
-        plan,
-    };
-    try_join_all(
-        plan.nodes
-            .iter()
-            .map(|n| configure_node(env, n, ctx.dir, state, rep, creds, &identity)),
-    )
+    try_join_all(plan.nodes.iter().map(|n| {
+        configure_node(
+            env,
+            ctx.profile,
+            plan,
+            n,
+            ctx.dir,
+            Progress { state, rep },
+            creds,
+        )
+    }))
     .await?;
 
     let boot = bootstrap_target(plan);

@@ -1,10 +1,13 @@
 //! The bring-up pipeline: from a lint-clean profile to a working cluster.
 //!
-//! secrets + configs (while the VMs are created and started) → per node,
-//! concurrently: maintenance mode → identity check → apply → install; as soon as the
-//! endpoint node runs: etcd bootstrap → kubeconfig → pod CIDRs → Cilium → MetalLB,
-//! while the other control planes join etcd → summary. Steps overlap only where
-//! neither needs the other's result.
+//! secrets + configs (while the VMs are created, powered off) → per node,
+//! concurrently: its config on a `cidata` volume uploaded through the Proxmox API
+//! and attached → VM booted → installed and answering mutual TLS with this
+//! cluster's CA → volume removed; as soon as the endpoint node runs: etcd bootstrap
+//! → kubeconfig → pod CIDRs → Cilium → MetalLB, while the other control planes join
+//! etcd → summary. Steps overlap only where neither needs the other's result. No
+//! machine config is ever sent to a network address: whatever answers there must
+//! prove it holds our config before anything else talks to it.
 //!
 //! Every step is idempotent against the real systems (an identical config is not
 //! re-applied, a bootstrapped etcd answers AlreadyExists, an up-to-date VM is not
@@ -14,7 +17,6 @@
 
 mod blame;
 mod env;
-mod identity;
 mod status;
 mod summary;
 
@@ -31,14 +33,14 @@ use crate::kube::{self, KubeError, Kubeconfig};
 use crate::plan::{NodePlan, Plan};
 use crate::profile::Profile;
 use crate::progress::Reporter;
+use crate::proxmox::PveError;
+use crate::proxmox::cidata::{self as pve_cidata, Delivery, Retired, Volume};
 use crate::proxmox::provision::{ProvisionError, ProvisionOptions, VmAction, provision};
 use crate::state::{State, StateError, Step};
-use crate::talos::api::{
-    ApplyOutcome, BootstrapOutcome, Credentials, TalosError, Talosconfig, Target,
-};
+use crate::talos::api::{BootstrapOutcome, Credentials, TalosError, Talosconfig, Target};
+use crate::talos::cidata;
 
 pub use env::Env;
-pub use identity::ProxmoxIdentity;
 pub use status::{Status, status};
 pub use summary::Summary;
 
@@ -60,6 +62,14 @@ pub enum UpError {
         "VM of {node} differs from the plan in ways that need re-creating it: {differences}\n  fix: re-run with --recreate (the VM is deleted and created again), or change the profile to match"
     )]
     NeedsRecreate { node: String, differences: String },
+    #[error(
+        "{node}: its cidata volume (machine config) on Proxmox: {source}\n  check: the token's Datastore.AllocateTemplate on the ISO storage and VM.Config.CDROM/VM.PowerMgmt on the VM; then run again"
+    )]
+    Cidata {
+        node: String,
+        #[source]
+        source: Box<PveError>,
+    },
     #[error(transparent)]
     Talos(#[from] TalosError),
     #[error(transparent)]
@@ -95,8 +105,8 @@ pub async fn bring_up(
     opts: &Options,
 ) -> Result<Summary, UpError> {
     let rec = Record { env, state, rep };
-    // Key generation (CPU, up to seconds) overlaps with creating and booting the VMs:
-    // the configs are needed only once the nodes reach maintenance mode.
+    // Key generation (CPU, up to seconds) overlaps with creating the VMs, which stay
+    // powered off: a VM boots only with its config's cidata volume attached.
     let secrets = rec.stage(None, "secrets", Step::Secrets, || async {
         let (dir, profile, plan) = (dir.clone(), profile.clone(), plan.clone());
         let g = tokio::task::spawn_blocking(move || {
@@ -116,11 +126,6 @@ pub async fn bring_up(
     secrets?;
     provisioned?;
     let creds = Talosconfig::load(&dir.talosconfig())?.credentials;
-
-    let identity = ProxmoxIdentity {
-        pve: &env.pve,
-        plan,
-    };
     // etcd is bootstrapped as soon as its node runs, while the others still install.
     // Every other node runs to its own end (each failure is reported with its node
     // and stage, and its progress recorded for the next run); then the first failure
@@ -130,11 +135,11 @@ pub async fn bring_up(
         plan.nodes
             .iter()
             .filter(|n| n.name != boot.node)
-            .map(|n| configure_node(env, n, dir, state, rep, &creds, &identity)),
+            .map(|n| configure_node(env, profile, plan, n, dir, Progress { state, rep }, &creds)),
     );
     let cluster = async {
         if let Some(n) = plan.node(&boot.node) {
-            configure_node(env, n, dir, state, rep, &creds, &identity).await?;
+            configure_node(env, profile, plan, n, dir, Progress { state, rep }, &creds).await?;
         }
         rec.stage(
             Some(&boot.node),
@@ -316,42 +321,63 @@ async fn install_addons(
     Ok(())
 }
 
-/// One node: maintenance mode (or already configured) → apply → installed and answering mTLS.
+/// Where a node's progress goes.
+#[derive(Clone, Copy)]
+pub struct Progress<'a> {
+    pub state: &'a State,
+    pub rep: &'a Reporter,
+}
+
+/// One node: its config delivered on its `cidata` volume (unless it already runs
+/// it) → installed and answering mutual TLS with this cluster's CA → volume removed.
 pub async fn configure_node(
     env: &Env,
+    profile: &Profile,
+    plan: &Plan,
     n: &NodePlan,
     dir: &ClusterDir,
-    state: &State,
-    rep: &Reporter,
+    p: Progress<'_>,
     creds: &Credentials,
-    identity: &ProxmoxIdentity<'_>,
 ) -> Result<(), UpError> {
-    let rec = Record { env, state, rep };
-    let t = Target::new(n.name.clone(), IpAddr::V4(n.management.address.addr()));
-    let path = artifacts::machineconfig_path(dir, &n.name);
-    let config = std::fs::read(&path).map_err(|source| UpError::Write {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let rec = Record {
+        env,
+        state: p.state,
+        rep: p.rep,
+    };
+    let t = Target::of(n);
+    let vol = Volume::of(&plan.cluster, &profile.proxmox.iso_storage, n);
+    let instance = format!("{}-{}", plan.cluster, n.vmid);
+    let pve_err = |e: PveError| UpError::Cidata {
+        node: n.name.clone(),
+        source: Box::new(e),
+    };
+    let iso_err = |e: crate::iso9660::IsoError| UpError::Artifacts(anyhow::Error::new(e));
     rec.stage(
         Some(&n.name),
-        "maintenance",
-        Step::Maintenance(n.name.clone()),
-        || async { Ok(format!("{:?}", env.talos.wait_maintenance(&t).await?).to_lowercase()) },
-    )
-    .await?;
-    rec.stage(
-        Some(&n.name),
-        "apply",
-        Step::Applied(n.name.clone()),
+        "cidata",
+        Step::Cidata(n.name.clone()),
         || async {
+            // Only a machine holding this cluster's config answers mutual TLS with
+            // our CA: such a node needs nothing; any other answer is refused here.
+            if let Some(version) = env.talos.our_node(&t, creds).await? {
+                return Ok(format!("already runs its config ({version})"));
+            }
+            let path = artifacts::machineconfig_path(dir, &n.name);
+            let config = std::fs::read(&path).map_err(|source| UpError::Write {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let image = cidata::image(&n.name, &instance, &config).map_err(iso_err)?;
             Ok(
-                match env.talos.apply_config(&t, &config, identity, creds).await? {
-                    ApplyOutcome::Applied => "applied",
-                    ApplyOutcome::Unchanged => "unchanged",
-                    ApplyOutcome::Updated => "updated",
-                }
-                .to_owned(),
+                match pve_cidata::deliver(&env.pve, &vol, &image)
+                    .await
+                    .map_err(pve_err)?
+                {
+                    Delivery::Booted => format!("{} attached, VM booted", vol.volid()),
+                    Delivery::AlreadyBooting => {
+                        format!("{} attached before, VM booting", vol.volid())
+                    }
+                },
             )
         },
     )
@@ -365,6 +391,35 @@ pub async fn configure_node(
                 "running {}",
                 env.talos.wait_installed(&t, creds).await?
             ))
+        },
+    )
+    .await?;
+    rec.stage(
+        Some(&n.name),
+        "cidata removed",
+        Step::CidataRemoved(n.name.clone()),
+        || async {
+            let scrubbed = cidata::scrubbed(&n.name, &instance).map_err(iso_err)?;
+            Ok(
+                match pve_cidata::retire(&env.pve, &vol, &scrubbed)
+                    .await
+                    .map_err(pve_err)?
+                {
+                    Retired::Deleted => "detached and deleted".to_owned(),
+                    Retired::Gone => "nothing left on Proxmox".to_owned(),
+                    Retired::Scrubbed => {
+                        tracing::warn!(
+                            node = %n.name,
+                            volume = %vol.volid(),
+                            "the token may not delete volumes (Datastore.Allocate): the cidata volume was overwritten with one without key material; delete it by hand"
+                        );
+                        format!(
+                            "detached; deleting {} was refused (Datastore.Allocate), overwritten without keys",
+                            vol.volid()
+                        )
+                    }
+                },
+            )
         },
     )
     .await

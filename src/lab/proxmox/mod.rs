@@ -98,6 +98,10 @@ pub struct LabStorage {
     pub total: u64,
     /// Volume id → size in bytes.
     pub volumes: BTreeMap<String, u64>,
+    /// Contents of uploaded volumes (volume id → base64), so a VM that boots
+    /// with one attached reads what was uploaded.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
 }
 
 /// A network interface of one node (`/nodes/{node}/network`).
@@ -137,6 +141,9 @@ pub enum TaskEffect {
     Stop { vmid: u32 },
     Destroy { vmid: u32 },
     Download { storage: String, volid: String },
+    /// `bytes`: base64 of the uploaded file.
+    Upload { storage: String, volid: String, bytes: String },
+    DeleteVolume { storage: String, volid: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -272,12 +279,11 @@ impl LabProxmoxHandle {
 
     /// The VMs powered on now, as they booted (to bring up their guests after a restore).
     pub fn running_vms(&self) -> Vec<super::LabVm> {
-        self.lab
-            .state()
-            .vms
+        let st = self.lab.state();
+        st.vms
             .values()
             .filter(|vm| vm.running)
-            .map(api::lab_vm)
+            .map(|vm| api::lab_vm(&st, vm))
             .collect()
     }
 

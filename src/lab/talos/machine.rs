@@ -27,6 +27,10 @@ pub struct MachineConfig {
     pub cert_sans: Vec<String>,
     /// `machine.kubelet.nodeIP.validSubnets` (entries starting with `!` exclude).
     pub node_ip_subnets: Vec<String>,
+    /// Static addresses per link MAC (lower case): `LinkConfig.addresses` of the
+    /// link a `LinkAliasConfig` selects by MAC. This is how the node gets its
+    /// addresses when nothing else (a cloud-init `network-config`) gives them.
+    pub link_addresses: Vec<(String, Ipv4Net)>,
 }
 
 /// Parse and validate `text` for a VM with these NICs. The error is what the node
@@ -95,6 +99,7 @@ pub fn parse(text: &str, nics: &[LabNic]) -> Result<MachineConfig, String> {
         k8s_ca_key: pem(&["cluster", "ca", "key"], !cp)?,
         cert_sans: strings(v1, &["machine", "certSANs"]),
         node_ip_subnets: strings(v1, &["machine", "kubelet", "nodeIP", "validSubnets"]),
+        link_addresses: link_addresses(&docs),
         machine_type,
     };
     check_link_aliases(&docs, nics)?;
@@ -143,6 +148,31 @@ fn check_link_aliases(docs: &[Value], nics: &[LabNic]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn link_addresses(docs: &[Value]) -> Vec<(String, Ipv4Net)> {
+    let alias_mac = |alias: &str| {
+        docs.iter()
+            .filter(|d| kind(d) == Some("LinkAliasConfig"))
+            .find(|d| d.get("name").and_then(Value::as_str) == Some(alias))
+            .and_then(|d| d.get("selector")?.get("match")?.as_str())
+            .and_then(selected_mac)
+    };
+    docs.iter()
+        .filter(|d| kind(d) == Some("LinkConfig"))
+        .filter_map(|d| {
+            let mac = alias_mac(d.get("name")?.as_str()?)?;
+            let addrs = d.get("addresses")?.as_array()?;
+            Some(
+                addrs
+                    .iter()
+                    .filter_map(|a| a.get("address")?.as_str()?.parse().ok())
+                    .map(|net| (mac.clone(), net))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect()
 }
 
 /// The MAC in `mac(link.permanent_addr) == "…"` (or `hardware_addr`).

@@ -40,10 +40,6 @@ pub struct Faults {
     pub time_not_in_sync: u32,
     /// The first N snapshot/kubeconfig streams are cut short.
     pub drop_streams: u32,
-    /// The first N accepted maintenance-mode applies lose their answer (the node
-    /// reboots into the install before replying).
-    #[serde(default)]
-    pub lost_apply_answers: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,6 +153,9 @@ pub struct Counters {
     pub kubeconfigs: u64,
     /// Calls refused for a missing role.
     pub denied: u64,
+    /// Configs a node took from its `cidata` volume at boot.
+    #[serde(default)]
+    pub cidata_configs: u64,
 }
 
 struct Node {
@@ -405,7 +404,7 @@ fn new_node(shared: &Arc<Shared>, key: u32, state: NodeState) -> Option<Node> {
         .config
         .as_deref()
         .and_then(|c| machine::parse(c, &state.vm.nics).ok());
-    Some(Node {
+    let mut n = Node {
         state,
         parsed,
         listener,
@@ -414,7 +413,9 @@ fn new_node(shared: &Arc<Shared>, key: u32, state: NodeState) -> Option<Node> {
         maintenance_tls: maintenance,
         mutual_tls: None,
         recover_upload: None,
-    })
+    };
+    configure_links(&mut n);
+    Some(n)
 }
 
 fn vm_started(shared: &Arc<Shared>, vm: LabVm) {
@@ -423,6 +424,7 @@ fn vm_started(shared: &Arc<Shared>, vm: LabVm) {
     if let Some(n) = nodes.get_mut(&vmid) {
         // A power-on of a known VM: it boots from disk if Talos was installed.
         n.state.vm = vm;
+        configure_links(n);
         map(shared, n);
     } else {
         let state = NodeState {
@@ -522,7 +524,62 @@ fn after(
     });
 }
 
-/// Power-on: maintenance mode without an installed config, else straight to running.
+/// Give each NIC the static addresses the running config assigns to its MAC.
+fn configure_links(n: &mut Node) {
+    let Some(cfg) = &n.parsed else { return };
+    for nic in &mut n.state.vm.nics {
+        let mac = nic.mac.to_ascii_lowercase();
+        if let Some((_, net)) = cfg.link_addresses.iter().find(|(m, _)| *m == mac) {
+            nic.address = Some(*net);
+        }
+    }
+}
+
+/// The nocloud platform at first boot (talos v1.13.9 `platform/nocloud/metadata.go`
+/// `configFromCD`): the first CD-ROM volume labelled `cidata`/`CIDATA` whose
+/// `user-data` is a machine config (a `#cloud-config` one is no config source).
+fn cidata_config(vm: &LabVm) -> Option<String> {
+    vm.media
+        .iter()
+        .filter_map(|img| nocloud::read(img).ok())
+        .filter(|v| v.label == "cidata" || v.label == "CIDATA")
+        .find_map(|v| v.files.get("user-data").cloned())
+        .filter(|u| !u.starts_with(b"#cloud-config"))
+        .and_then(|u| String::from_utf8(u).ok())
+}
+
+/// Take a config read from `cidata`, as the node would: validate, configure its
+/// links, install. An invalid one leaves the node in maintenance mode.
+fn take_cidata(shared: &Arc<Shared>, vmid: u32, text: String) {
+    {
+        let mut nodes = lock(&shared.nodes);
+        let Some(n) = nodes.get_mut(&vmid) else {
+            return;
+        };
+        match machine::parse(&text, &n.state.vm.nics) {
+            Ok(parsed) => {
+                n.state.config_sha256 = Some(hex::encode(ring::digest::digest(
+                    &ring::digest::SHA256,
+                    text.as_bytes(),
+                )));
+                n.state.config = Some(text);
+                n.parsed = Some(parsed);
+                configure_links(n);
+                map(shared, n);
+            }
+            Err(e) => {
+                tracing::warn!(vmid, error = %e, "lab talos: the cidata machine config does not validate; staying in maintenance mode");
+                set_phase(n, Phase::Maintenance);
+                return;
+            }
+        }
+    }
+    lock(&shared.counters).cidata_configs += 1;
+    install(shared, vmid);
+}
+
+/// Power-on: an installed config runs from disk; else the `cidata` volume's
+/// config is installed; else maintenance mode.
 fn boot(shared: &Arc<Shared>, vmid: u32) {
     let generation = {
         let mut nodes = lock(&shared.nodes);
@@ -532,11 +589,14 @@ fn boot(shared: &Arc<Shared>, vmid: u32) {
         set_phase(n, Phase::Booting)
     };
     after(shared, vmid, generation, shared.cfg.boot, |s, vmid| {
-        let installed = lock(&s.nodes)
-            .get(&vmid)
-            .is_some_and(|n| n.state.config.is_some());
+        let (installed, cidata) = match lock(&s.nodes).get(&vmid) {
+            Some(n) => (n.state.config.is_some(), cidata_config(&n.state.vm)),
+            None => return,
+        };
         if installed {
             enter_running(s, vmid);
+        } else if let Some(text) = cidata {
+            take_cidata(s, vmid, text);
         } else if let Some(n) = lock(&s.nodes).get_mut(&vmid) {
             set_phase(n, Phase::Maintenance);
         }
