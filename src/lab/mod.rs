@@ -63,10 +63,11 @@ pub struct LabVm {
     pub host: String,
     pub name: String,
     pub nics: Vec<LabNic>,
-    /// Contents of the ISO volumes in its CD-ROM drives at power-on (not kept:
-    /// a node reads its `cidata` once, at boot).
-    #[serde(skip)]
-    pub media: Vec<Vec<u8>>,
+    /// Contents (base64) of the ISO volumes in its CD-ROM drives at power-on. Kept
+    /// with the node until it installed a config, so a node still booting when a
+    /// command ends reads them when the next one resumes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

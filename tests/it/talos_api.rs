@@ -134,7 +134,8 @@ impl Cluster {
 
     fn with_cidata(&self, n: &NodeFx, config: &[u8]) -> LabVm {
         let mut vm = n.vm.clone();
-        vm.media = vec![cidata::image(&n.name, &vm.vmid.to_string(), config).unwrap()];
+        let img = cidata::image(&n.name, &vm.vmid.to_string(), config).unwrap();
+        vm.media = vec![STANDARD.encode(img)];
         vm
     }
 }

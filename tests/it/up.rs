@@ -268,7 +268,16 @@ fn fresh_run_is_healthy_and_a_rerun_changes_nothing() {
         assert_eq!(counter(&before, c), counter(&after, c), "{c} on a re-run");
     }
     assert_eq!(err.matches(": up to date").count(), 3, "{err}");
-    assert_eq!(err.matches("apply: unchanged").count(), 3, "{err}");
+    assert_eq!(
+        err.matches("cidata: already runs its config").count(),
+        3,
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("cidata removed: nothing left on Proxmox").count(),
+        3,
+        "{err}"
+    );
     assert!(err.contains("already bootstrapped"), "{err}");
 }
 
@@ -301,7 +310,8 @@ fn kill_chain(points: &[(&str, Duration)]) -> PathBuf {
 fn killed_at_stage_boundaries_then_resumed() {
     let dir = kill_chain(&[
         ("provision: started", Duration::ZERO),
-        ("apply: started", Duration::ZERO),
+        ("cidata: started", Duration::ZERO),
+        ("install: started", Duration::ZERO),
         ("bootstrap: done", Duration::ZERO),
         ("addons: started", Duration::ZERO),
     ]);
@@ -325,12 +335,13 @@ fn killed_mid_stage_then_resumed_and_status_tells_where_it_stands() {
         !vmids(&lab).is_empty() || !lab["proxmox"]["tasks"].as_array().unwrap().is_empty(),
         "the lab kept what the killed run did on Proxmox"
     );
-    // Mid install: configs applied, nodes installing.
+    // Mid install: cidata attached, nodes booting or installing from it.
     up_killed(&dir, "install: started", Duration::from_millis(50), &[]);
     let lab = lab_state(&dir);
     assert!(
-        counter(&lab, "applies") >= 1,
-        "the applied config survives the kill"
+        counter(&lab, "cidata_configs") >= 1
+            || lab["proxmox"]["vms"].to_string().contains("talos-pve-cidata"),
+        "the delivered config survives the kill"
     );
     let (code, out, err) = status(&dir, true);
     assert_eq!(code, 0, "status after a kill: {err}");

@@ -1463,8 +1463,8 @@ pub(super) fn lab_vm(st: &LabPveState, vm: &LabVmState) -> LabVm {
             }
             let volid = p.get("file")?;
             let (sid, _) = volid.split_once(':')?;
-            let b64 = st.nodes.get(&vm.node)?.storages.iter().find(|s| s.id == sid)?.files.get(volid)?;
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok()
+            let s = st.nodes.get(&vm.node)?.storages.iter().find(|s| s.id == sid)?;
+            s.files.get(volid).cloned()
         })
         .collect();
     LabVm {

@@ -541,7 +541,8 @@ fn configure_links(n: &mut Node) {
 fn cidata_config(vm: &LabVm) -> Option<String> {
     vm.media
         .iter()
-        .filter_map(|img| nocloud::read(img).ok())
+        .filter_map(|b64| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok())
+        .filter_map(|img| nocloud::read(&img).ok())
         .filter(|v| v.label == "cidata" || v.label == "CIDATA")
         .find_map(|v| v.files.get("user-data").cloned())
         .filter(|u| !u.starts_with(b"#cloud-config"))
@@ -564,6 +565,8 @@ fn take_cidata(shared: &Arc<Shared>, vmid: u32, text: String) {
                 )));
                 n.state.config = Some(text);
                 n.parsed = Some(parsed);
+                // Installed configs win on every later boot (acquire.go `stateDisk`).
+                n.state.vm.media.clear();
                 configure_links(n);
                 map(shared, n);
             }
