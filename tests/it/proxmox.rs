@@ -90,6 +90,22 @@ fn strings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 impl Lab {
+    /// Power every planned VM on (provision leaves them off; `up` boots them with
+    /// their cidata).
+    async fn start_all(&self) {
+        for n in &self.plan.nodes {
+            self.client
+                .run_task(
+                    Method::POST,
+                    &format!("/nodes/{}/qemu/{}/status/start", n.host, n.vmid),
+                    &[],
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
     async fn provision(
         &self,
         recreate: bool,
@@ -618,7 +634,7 @@ async fn lab_state_round_trips_through_serde() {
     .await
     .unwrap();
     assert!(r.up_to_date(), "{r:?}");
-    assert!(again.state().vms.values().all(|v| v.running));
+    assert!(again.state().vms.values().all(|v| !v.running));
 }
 
 /// Every request the client sent in a broad run, checked against the PVE 9.1 schema.
@@ -930,7 +946,11 @@ fn check_named_format(name: &str, v: &str) -> Result<(), String> {
             .split(',')
             .enumerate()
             .all(|(i, kv)| i == 0 && !kv.contains('=') || kv.contains('=')),
-        "pve-volume-id-or-qm-path" | "pve-volume-id" => v.contains(':') || v.starts_with('/'),
+        // qemu-server `verify_volume_id_or_qm_path` also takes `none` and `cdrom`.
+        "pve-volume-id-or-qm-path" => {
+            v == "none" || v == "cdrom" || v.contains(':') || v.starts_with('/')
+        }
+        "pve-volume-id" => v.contains(':') || v.starts_with('/'),
         _ => true,
     };
     if ok {
@@ -1114,6 +1134,7 @@ async fn a_vm_still_locked_by_an_interrupted_create_is_waited_for_then_adopted()
     };
     let l = lab_with(cfg, true).await;
     l.provision(false).await.unwrap();
+    l.start_all().await;
     // Someone (an earlier, killed run) dispatched a create that is still running.
     l.client
         .delete("/nodes/pve-ms01-01/qemu/120", &[])
@@ -1180,6 +1201,7 @@ async fn errors_without_a_body_take_the_reason_phrase_and_reads_give_up_after_th
 async fn the_lab_behaves_like_pve_where_the_client_depends_on_it() {
     let l = lab().await;
     l.provision(false).await.unwrap();
+    l.start_all().await;
     let node = &l.plan.nodes[0];
     let create = create_body(&l);
     // A taken VMID fails synchronously, naming the node.

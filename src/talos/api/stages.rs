@@ -106,7 +106,6 @@ fn transient(e: &TalosError) -> bool {
         e,
         TalosError::Unreachable { .. }
             | TalosError::Address { .. }
-            | TalosError::ServerUntrusted { .. }
             | TalosError::CertificateRejected { .. } // Cancelled: the node dropped the connection mid-call (a reboot, apid restarting).
     ) || matches!(
         e.code(),
@@ -187,31 +186,37 @@ impl Stages {
         }
     }
 
-    /// One mutual-TLS `Version` call: the node's Talos version when it runs a
-    /// config of this cluster (only a machine holding our config has a server
-    /// certificate that chains to our OS CA, for its address); `None` while
-    /// nothing answers. A machine that answers with any other certificate is not
-    /// our node: `NotOurNode`.
-    pub async fn our_node(
-        &self,
-        t: &Target,
-        creds: &Credentials,
-    ) -> Result<Option<String>, TalosError> {
+    /// One mutual-TLS `Version` call. Only a machine holding this cluster's config
+    /// has a server certificate that chains to our OS CA for its address; a machine
+    /// that answers with any other certificate is not our node (`NotOurNode`).
+    async fn our_version(&self, t: &Target, creds: &Credentials) -> Result<String, TalosError> {
         let mtls = TlsMode::Mutual(creds.clone());
         let r = async { self.client(t, &mtls)?.version().await }.await;
         match r {
-            Ok(v) => Ok(Some(
-                v.into_iter()
-                    .next()
-                    .and_then(|v| v.version)
-                    .map(|v| v.tag)
-                    .unwrap_or_default(),
-            )),
+            Ok(v) => Ok(v
+                .into_iter()
+                .next()
+                .and_then(|v| v.version)
+                .map(|v| v.tag)
+                .unwrap_or_default()),
             Err(TalosError::ServerUntrusted { detail, .. }) => Err(TalosError::NotOurNode {
                 node: t.node.clone(),
                 addr: t.addr,
                 seen: detail,
             }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One look: the node's Talos version when it runs this cluster's config,
+    /// `None` while nothing answers; another machine at its address is an error.
+    pub async fn our_node(
+        &self,
+        t: &Target,
+        creds: &Credentials,
+    ) -> Result<Option<String>, TalosError> {
+        match self.our_version(t, creds).await {
+            Ok(v) => Ok(Some(v)),
             Err(e) if transient(&e) => Ok(None),
             Err(e) => Err(e),
         }
@@ -226,15 +231,7 @@ impl Stages {
         creds: &Credentials,
     ) -> Result<String, TalosError> {
         self.poll(t, Stage::Install, || async {
-            match self.our_node(t, creds).await {
-                Ok(Some(version)) => Attempt::Done(version),
-                Ok(None) => Attempt::Retry(TalosError::Unreachable {
-                    node: t.node.clone(),
-                    addr: t.addr,
-                    detail: "no answer yet (booting or installing)".into(),
-                }),
-                Err(e) => Attempt::Fail(e),
-            }
+            sort(self.our_version(t, creds).await)
         })
         .await
     }
