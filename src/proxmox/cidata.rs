@@ -156,7 +156,10 @@ pub async fn retire(pve: &Client, v: &Volume, scrubbed: &[u8]) -> Result<Retired
 /// Is the node's volume in the VM's drive?
 async fn attached(pve: &Client, v: &Volume) -> Result<bool, PveError> {
     let config: Value = pve.get(&format!("{}/config", v.vm()), &[]).await?;
-    let drive = config.get(CIDATA_DRIVE).and_then(Value::as_str).unwrap_or("");
+    let drive = config
+        .get(CIDATA_DRIVE)
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let volid = v.volid();
     Ok(PropString::parse(drive, "file").is_some_and(|p| p.get("file") == Some(volid.as_str())))
 }

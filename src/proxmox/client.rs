@@ -610,11 +610,13 @@ impl Client {
             .body(body);
         tracing::debug!(path, file_name, size = bytes.len(), "proxmox upload");
         let v = self.send(req, "POST", path).await?;
-        v.as_str().map(str::to_owned).ok_or_else(|| PveError::Decode {
-            method: "POST".into(),
-            path: path.into(),
-            detail: format!("expected a task id (UPID), got {v}"),
-        })
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| PveError::Decode {
+                method: "POST".into(),
+                path: path.into(),
+                detail: format!("expected a task id (UPID), got {v}"),
+            })
     }
 
     /// Dispatch a task-returning call and wait for it to stop.

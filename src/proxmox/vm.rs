@@ -143,8 +143,10 @@ fn same(key: &str, want: &str, got: Option<&str>) -> bool {
         "scsi" | "efidisk" => same_disk(want, got, base == "scsi"),
         // Any CD-ROM here is fine: `proxmox::cidata` puts the node's volume in and
         // takes it out again; provisioning must not undo that mid-boot.
-        _ if key == CIDATA_DRIVE => PropString::parse(got, "file")
-            .is_some_and(|p| p.get("media") == Some("cdrom") && !p.get("file").is_some_and(|f| f.contains("cloudinit"))),
+        _ if key == CIDATA_DRIVE => PropString::parse(got, "file").is_some_and(|p| {
+            p.get("media") == Some("cdrom")
+                && !p.get("file").is_some_and(|f| f.contains("cloudinit"))
+        }),
         "ide" | "ipconfig" | "boot" => same_props(want, got, "file", &["size"]),
         "tags" => {
             let norm = |s: &str| {

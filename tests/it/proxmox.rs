@@ -136,10 +136,7 @@ async fn provision_homelab_matches_the_plan_and_a_rerun_writes_nothing() {
     let report = l.provision(false).await.unwrap();
     assert_eq!(report.vms.len(), 3);
     assert!(
-        report
-            .vms
-            .iter()
-            .all(|v| v.action == VmAction::Created),
+        report.vms.iter().all(|v| v.action == VmAction::Created),
         "{report:?}"
     );
     assert!(report.isos.iter().all(|i| i.downloaded));
@@ -161,7 +158,13 @@ async fn provision_homelab_matches_the_plan_and_a_rerun_writes_nothing() {
         );
         // No generated cloud-init drive: the node's own cidata volume goes into
         // this empty CD-ROM drive when `up` boots it.
-        for k in ["ipconfig0", "ipconfig1", "citype", "nameserver", "searchdomain"] {
+        for k in [
+            "ipconfig0",
+            "ipconfig1",
+            "citype",
+            "nameserver",
+            "searchdomain",
+        ] {
             assert!(!c.contains_key(k), "{k} is set: {c:?}");
         }
         assert_eq!(c["ide0"], "none,media=cdrom");
@@ -196,18 +199,16 @@ async fn provision_homelab_matches_the_plan_and_a_rerun_writes_nothing() {
         assert_eq!(st["status"], "stopped");
     }
     while let Ok(e) = events.try_recv() {
-        assert!(!matches!(e, LabEvent::VmStarted(_)), "provision started a VM");
+        assert!(
+            !matches!(e, LabEvent::VmStarted(_)),
+            "provision started a VM"
+        );
     }
 
     l.pve.clear_requests();
     let again = l.provision(false).await.unwrap();
     assert!(again.up_to_date(), "{again:?}");
-    assert!(
-        again
-            .vms
-            .iter()
-            .all(|v| v.action == VmAction::UpToDate)
-    );
+    assert!(again.vms.iter().all(|v| v.action == VmAction::UpToDate));
     assert_eq!(l.writes(), Vec::<String>::new(), "a re-run must not write");
     assert!(l.pve.factory_requests().is_empty());
 }
@@ -1295,4 +1296,160 @@ async fn the_lab_behaves_like_pve_where_the_client_depends_on_it() {
 
 fn create_body(l: &Lab) -> Vec<(String, String)> {
     talos_pve::proxmox::vm::create_params(&l.profile, &l.plan, &l.plan.nodes[0])
+}
+
+// ---------------------------------------------------------------- cidata volumes
+
+fn storage_text(l: &Lab) -> String {
+    serde_json::to_string(&l.pve.state().nodes).unwrap()
+}
+
+/// A node's cidata volume goes up through the API, into the VM's CD-ROM drive,
+/// boots with the VM, and is detached and deleted again; every request conforms.
+#[tokio::test]
+async fn cidata_is_uploaded_attached_booted_then_detached_and_deleted() {
+    use talos_pve::proxmox::cidata::{Delivery, Retired, Volume, deliver, retire};
+    let l = lab().await;
+    l.provision(false).await.unwrap();
+    let n = &l.plan.nodes[0];
+    let v = Volume::of(&l.plan.cluster, &l.profile.proxmox.iso_storage, n);
+    assert_eq!(
+        v.volid(),
+        "local:iso/talos-pve-cidata-homelab-120-talos-k8s-01.iso"
+    );
+    let config = b"version: v1alpha1\n# SECRET-MARKER\n";
+    let img = talos_pve::talos::cidata::image(&n.name, "homelab-120", config).unwrap();
+    let mut events = l.fabric.events.subscribe();
+    assert_eq!(
+        deliver(&l.client, &v, &img).await.unwrap(),
+        Delivery::Booted
+    );
+    let st = l.pve.state();
+    assert!(st.vms[&120].running);
+    assert_eq!(
+        st.vms[&120].config["ide0"],
+        format!("{},media=cdrom", v.volid())
+    );
+    let mut booted_with = None;
+    while let Ok(e) = events.try_recv() {
+        if let LabEvent::VmStarted(vm) = e {
+            booted_with = Some(vm.media);
+        }
+    }
+    let media = booted_with.expect("the VM was started");
+    assert_eq!(media.len(), 1, "the VM boots with its cidata in the drive");
+    let got = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &media[0]);
+    assert_eq!(got.unwrap(), img, "byte-identical after the upload");
+    // Resumed run: the VM already boots from it; nothing is uploaded again.
+    l.pve.clear_requests();
+    assert_eq!(
+        deliver(&l.client, &v, &img).await.unwrap(),
+        Delivery::AlreadyBooting
+    );
+    assert_eq!(l.writes(), Vec::<String>::new());
+
+    assert_eq!(
+        retire(&l.client, &v, b"unused").await.unwrap(),
+        Retired::Deleted
+    );
+    assert!(!storage_text(&l).contains("talos-pve-cidata"));
+    assert_eq!(l.pve.state().vms[&120].config["ide0"], "none,media=cdrom");
+    assert_eq!(
+        retire(&l.client, &v, b"unused").await.unwrap(),
+        Retired::Gone
+    );
+    let paths: Vec<String> = l.pve.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.contains("/storage/local/content/local:iso/talos-pve-cidata")),
+        "{paths:?}"
+    );
+}
+
+/// Without `Datastore.Allocate` the volume is overwritten with one holding no key
+/// material; without `Datastore.AllocateTemplate` nothing is uploaded at all.
+#[tokio::test]
+async fn cidata_permissions_are_enforced_and_a_refused_delete_scrubs() {
+    use talos_pve::proxmox::cidata::{Retired, Volume, deliver, retire};
+    let all: Vec<String> = [
+        "VM.Allocate",
+        "VM.Audit",
+        "VM.PowerMgmt",
+        "VM.Config.CDROM",
+        "VM.Config.CPU",
+        "VM.Config.Disk",
+        "VM.Config.HWType",
+        "VM.Config.Memory",
+        "VM.Config.Network",
+        "VM.Config.Options",
+        "Datastore.AllocateSpace",
+        "Datastore.AllocateTemplate",
+        "Datastore.Audit",
+        "SDN.Use",
+        "Sys.Audit",
+        "Sys.AccessNetwork",
+    ]
+    .map(String::from)
+    .to_vec();
+    let l = lab_with(
+        LabProxmoxConfig {
+            token_privileges: Some(all.clone()),
+            ..Default::default()
+        },
+        true,
+    )
+    .await;
+    l.provision(false).await.unwrap();
+    let r = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    let cleanup = r
+        .checks
+        .iter()
+        .find(|c| c.what == "cidata cleanup")
+        .unwrap();
+    assert_eq!(cleanup.level, Level::Warn, "{cleanup:?}");
+    assert!(r.passed(), "deleting is optional: {r:?}");
+
+    let n = &l.plan.nodes[0];
+    let v = Volume::of(&l.plan.cluster, &l.profile.proxmox.iso_storage, n);
+    let img = talos_pve::talos::cidata::image(&n.name, "i", b"SECRET-MARKER").unwrap();
+    deliver(&l.client, &v, &img).await.unwrap();
+    let scrubbed = talos_pve::talos::cidata::scrubbed(&n.name, "i").unwrap();
+    assert_eq!(
+        retire(&l.client, &v, &scrubbed).await.unwrap(),
+        Retired::Scrubbed
+    );
+    let files = storage_text(&l);
+    assert!(files.contains("talos-pve-cidata"), "still there, scrubbed");
+    let st = l.pve.state();
+    let stored = st.nodes["pve-ms01-01"]
+        .storages
+        .iter()
+        .find_map(|s| s.files.get(&v.volid()))
+        .unwrap();
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, stored).unwrap();
+    assert_eq!(bytes, scrubbed);
+    assert!(!bytes.windows(13).any(|w| w == b"SECRET-MARKER"));
+
+    l.pve.set_config(|c| {
+        c.token_privileges = Some(
+            all.iter()
+                .filter(|p| *p != "Datastore.AllocateTemplate")
+                .cloned()
+                .collect(),
+        )
+    });
+    let e = deliver(
+        &l.client,
+        &Volume::of(&l.plan.cluster, "local", &l.plan.nodes[1]),
+        &img,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    assert!(
+        e.to_string()
+            .contains("/storage/local, Datastore.AllocateTemplate"),
+        "{e}"
+    );
 }

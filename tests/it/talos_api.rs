@@ -246,7 +246,12 @@ async fn three_nodes_from_cidata_to_etcd_and_kubeconfig_then_rerun_is_a_noop() {
     assert!(text.contains(&STANDARD.encode(&c.k8s.crt)));
     let first = lab.counters();
     assert_eq!(
-        (first.cidata_configs, first.applies, first.bootstraps, first.kubeconfigs),
+        (
+            first.cidata_configs,
+            first.applies,
+            first.bootstraps,
+            first.kubeconfigs
+        ),
         (3, 0, 1, 3),
         "each node took its config from cidata; nothing was applied over the network"
     );
@@ -392,7 +397,10 @@ async fn cidata_config_with_foreign_macs_is_not_taken_and_the_node_is_refused() 
     fabric.emit(LabEvent::VmStarted(c.with_cidata(n, &bad)));
     let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
     // It stays in maintenance mode, where it presents a self-signed certificate.
-    let e = stages.wait_installed(&n.target(), &c.admin).await.unwrap_err();
+    let e = stages
+        .wait_installed(&n.target(), &c.admin)
+        .await
+        .unwrap_err();
     let msg = failed_in(e, Stage::Install);
     assert!(msg.contains("is not this cluster's node"), "{msg}");
     assert_eq!(lab.phase(n.vm.vmid), Some(Phase::Maintenance));
@@ -412,7 +420,10 @@ async fn a_machine_without_our_ca_is_refused_naming_node_address_and_remedy() {
     let msg = e.to_string();
     assert!(msg.contains("talos-k8s-01"), "{msg}");
     assert!(msg.contains(&t.addr.to_string()), "{msg}");
-    assert!(msg.contains("does not chain to the cluster's OS CA"), "{msg}");
+    assert!(
+        msg.contains("does not chain to the cluster's OS CA"),
+        "{msg}"
+    );
     assert!(msg.contains("fix: find the machine that holds"), "{msg}");
     // The one-shot probe `up` uses before delivering anything says the same.
     let e = stages.our_node(&t, &c.admin).await.unwrap_err();

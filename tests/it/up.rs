@@ -179,7 +179,11 @@ fn assert_healthy(dir: &Path) {
     // Each node took its config from its cidata volume; none is left on any
     // storage, nor in any VM's drive.
     assert_eq!(counter(&lab, "cidata_configs"), 3);
-    assert_eq!(counter(&lab, "applies"), 0, "a config went over the network");
+    assert_eq!(
+        counter(&lab, "applies"),
+        0,
+        "a config went over the network"
+    );
     let storages = lab["proxmox"]["nodes"].to_string();
     assert!(
         !storages.contains("talos-pve-cidata"),
@@ -274,7 +278,8 @@ fn fresh_run_is_healthy_and_a_rerun_changes_nothing() {
         "{err}"
     );
     assert_eq!(
-        err.matches("cidata removed: nothing left on Proxmox").count(),
+        err.matches("cidata removed: nothing left on Proxmox")
+            .count(),
         3,
         "{err}"
     );
@@ -340,7 +345,9 @@ fn killed_mid_stage_then_resumed_and_status_tells_where_it_stands() {
     let lab = lab_state(&dir);
     assert!(
         counter(&lab, "cidata_configs") >= 1
-            || lab["proxmox"]["vms"].to_string().contains("talos-pve-cidata"),
+            || lab["proxmox"]["vms"]
+                .to_string()
+                .contains("talos-pve-cidata"),
         "the delivered config survives the kill"
     );
     let (code, out, err) = status(&dir, true);

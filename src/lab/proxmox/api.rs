@@ -538,7 +538,10 @@ impl Lab {
         if let Some((privilege, path)) = needs
             && !self.has_privilege(privilege)
         {
-            return Reply::err(403, format!("Permission check failed ({path}, {privilege})"));
+            return Reply::err(
+                403,
+                format!("Permission check failed ({path}, {privilege})"),
+            );
         }
         if let Err(e) = schema::validate(&params, spec) {
             return Reply::params(e);
@@ -769,7 +772,10 @@ impl Lab {
             format!("{storage}:{volume}")
         };
         if volid.split_once(':').map(|(s, _)| s) != Some(storage) {
-            return Reply::err(400, format!("volume '{volid}' is not on storage '{storage}'"));
+            return Reply::err(
+                400,
+                format!("volume '{volid}' is not on storage '{storage}'"),
+            );
         }
         let mut st = self.state.lock().expect("lab state");
         if !st.nodes[node].storages.iter().any(|s| s.id == storage) {
@@ -1434,7 +1440,10 @@ fn start_vm(st: &mut LabPveState, vmid: u32, events: &mut Vec<LabEvent>) {
 /// drive gives them (only when it has one: `ipconfigN` feed nothing else), and
 /// the contents of the ISO volumes in its CD-ROM drives.
 pub(super) fn lab_vm(st: &LabPveState, vm: &LabVmState) -> LabVm {
-    let cloudinit = vm.config.values().any(|v| v.contains(":cloudinit") || v.contains("-cloudinit"));
+    let cloudinit = vm
+        .config
+        .values()
+        .any(|v| v.contains(":cloudinit") || v.contains("-cloudinit"));
     let nics = (0u8..32)
         .filter_map(|i| {
             let net = NetDevice::parse(vm.config.get(&format!("net{i}"))?)?;
@@ -1463,7 +1472,12 @@ pub(super) fn lab_vm(st: &LabPveState, vm: &LabVmState) -> LabVm {
             }
             let volid = p.get("file")?;
             let (sid, _) = volid.split_once(':')?;
-            let s = st.nodes.get(&vm.node)?.storages.iter().find(|s| s.id == sid)?;
+            let s = st
+                .nodes
+                .get(&vm.node)?
+                .storages
+                .iter()
+                .find(|s| s.id == sid)?;
             s.files.get(volid).cloned()
         })
         .collect();

@@ -136,14 +136,33 @@ pub struct LabVmState {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TaskEffect {
-    Create { vmid: u32, start: bool },
-    Start { vmid: u32 },
-    Stop { vmid: u32 },
-    Destroy { vmid: u32 },
-    Download { storage: String, volid: String },
+    Create {
+        vmid: u32,
+        start: bool,
+    },
+    Start {
+        vmid: u32,
+    },
+    Stop {
+        vmid: u32,
+    },
+    Destroy {
+        vmid: u32,
+    },
+    Download {
+        storage: String,
+        volid: String,
+    },
     /// `bytes`: base64 of the uploaded file.
-    Upload { storage: String, volid: String, bytes: String },
-    DeleteVolume { storage: String, volid: String },
+    Upload {
+        storage: String,
+        volid: String,
+        bytes: String,
+    },
+    DeleteVolume {
+        storage: String,
+        volid: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

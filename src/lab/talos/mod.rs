@@ -541,7 +541,9 @@ fn configure_links(n: &mut Node) {
 fn cidata_config(vm: &LabVm) -> Option<String> {
     vm.media
         .iter()
-        .filter_map(|b64| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok())
+        .filter_map(|b64| {
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok()
+        })
         .filter_map(|img| nocloud::read(&img).ok())
         .filter(|v| v.label == "cidata" || v.label == "CIDATA")
         .find_map(|v| v.files.get("user-data").cloned())

@@ -584,5 +584,4 @@ mod tests {
             "bootstrap can only be performed on a control plane node"
         )));
     }
-
 }
