@@ -1336,6 +1336,17 @@ async fn cidata_is_uploaded_attached_booted_then_detached_and_deleted() {
             booted_with = Some(vm.media);
         }
     }
+    // Booting (in real life: in maintenance mode or installing), no guest agent runs.
+    let agent = format!(
+        "/nodes/{}/qemu/{}/agent/network-get-interfaces",
+        n.host, n.vmid
+    );
+    let e = l
+        .client
+        .get::<serde_json::Value>(&agent, &[])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("guest agent is not running"), "{e}");
     let media = booted_with.expect("the VM was started");
     assert_eq!(media.len(), 1, "the VM boots with its cidata in the drive");
     let got = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &media[0]);

@@ -191,6 +191,8 @@ fn assert_healthy(dir: &Path) {
     );
     for vm in lab["proxmox"]["vms"].as_object().expect("vms").values() {
         assert_eq!(vm["config"]["ide0"], "none,media=cdrom", "{vm}");
+        // Talos runs from disk, so its qemu-guest-agent extension answers.
+        assert!(vm["guest"].is_array(), "no guest agent: {vm}");
     }
 }
 

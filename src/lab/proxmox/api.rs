@@ -294,6 +294,14 @@ impl Lab {
     pub fn with_config(&self, f: impl FnOnce(&mut LabProxmoxConfig)) {
         f(&mut self.config.lock().expect("lab config"));
     }
+    pub fn guest_running(&self, vmid: u32, mgmt: std::net::Ipv4Addr, kubelet: std::net::Ipv4Addr) {
+        guest_running(
+            &mut self.state.lock().expect("lab state"),
+            vmid,
+            mgmt,
+            kubelet,
+        );
+    }
     pub fn insert_vm(&self, vm: LabVmState) {
         self.state
             .lock()
@@ -1113,6 +1121,7 @@ impl Lab {
         st.vms.insert(
             vmid,
             LabVmState {
+                guest: None,
                 vmid,
                 node: node.into(),
                 config,
@@ -1365,6 +1374,7 @@ fn apply(st: &mut LabPveState, task: &LabTask, events: &mut Vec<LabEvent>) -> Re
                 && vm.running
             {
                 vm.running = false;
+                vm.guest = None;
                 events.push(LabEvent::VmStopped { vmid: *vmid });
             }
             Ok(())
@@ -1432,6 +1442,7 @@ fn start_vm(st: &mut LabPveState, vmid: u32, events: &mut Vec<LabEvent>) {
         return;
     }
     vm.running = true;
+    vm.guest = None;
     let vm = vm.clone();
     events.push(LabEvent::VmStarted(lab_vm(st, &vm)));
 }
@@ -1688,6 +1699,9 @@ fn status_current(vm: &LabVmState) -> Reply {
     Reply::data(o)
 }
 
+/// `agent/network-get-interfaces`: answered only by a guest agent that runs, i.e.
+/// the VM has `agent` enabled (talos-pve sets it only with the qemu-guest-agent
+/// extension) and Talos runs from disk (`LabEvent::NodeRunning`).
 fn agent_interfaces(vm: &LabVmState) -> Reply {
     if !vm.running {
         return Reply::err(500, format!("VM {} not running", vm.vmid));
@@ -1700,6 +1714,9 @@ fn agent_interfaces(vm: &LabVmState) -> Reply {
     {
         return Reply::err(500, "No QEMU guest agent configured");
     }
+    let Some((mgmt, kubelet)) = vm.guest else {
+        return Reply::err(500, "QEMU guest agent is not running");
+    };
     let mut ifaces = vec![
         json!({"name": "lo", "hardware-address": "00:00:00:00:00:00",
         "ip-addresses": [{"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8}]}),
@@ -1712,16 +1729,31 @@ fn agent_interfaces(vm: &LabVmState) -> Reply {
         else {
             continue;
         };
-        let addrs: Vec<Value> = vm
-            .config
-            .get(&format!("ipconfig{i}"))
-            .and_then(|c| PropString::parse(c, "ip"))
-            .and_then(|p| p.get("ip")?.parse::<ipnet::Ipv4Net>().ok())
-            .map(|n| vec![json!({"ip-address": n.addr().to_string(), "ip-address-type": "ipv4", "prefix": n.prefix_len()})])
+        let addr = match i {
+            0 => Some(mgmt),
+            1 if kubelet != mgmt => Some(kubelet),
+            _ => None,
+        };
+        let addrs: Vec<Value> = addr
+            .map(|a| vec![json!({"ip-address": a.to_string(), "ip-address-type": "ipv4"})])
             .unwrap_or_default();
         ifaces.push(json!({"name": format!("eth{i}"), "hardware-address": net.mac.unwrap_or_default().to_lowercase(), "ip-addresses": addrs}));
     }
     Reply::data(json!({ "result": ifaces }))
+}
+
+/// A guest reported running: its agent (if any) answers from now on.
+pub(super) fn guest_running(
+    st: &mut LabPveState,
+    vmid: u32,
+    mgmt: std::net::Ipv4Addr,
+    kubelet: std::net::Ipv4Addr,
+) {
+    if let Some(vm) = st.vms.get_mut(&vmid)
+        && vm.running
+    {
+        vm.guest = Some((mgmt, kubelet));
+    }
 }
 
 #[cfg(test)]

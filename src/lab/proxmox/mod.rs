@@ -132,6 +132,11 @@ pub struct LabVmState {
     /// The config as PVE would return it (normalised), without `digest`.
     pub config: BTreeMap<String, String>,
     pub running: bool,
+    /// The guest's addresses (management, kubelet) once Talos runs from disk:
+    /// only then does a qemu-guest-agent (a Talos system extension) answer. Real
+    /// Talos in maintenance mode runs no agent (siderolabs/talos#11651).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -336,6 +341,7 @@ impl LabProxmoxHandle {
         running: bool,
     ) {
         self.lab.insert_vm(LabVmState {
+            guest: None,
             vmid,
             node: node.into(),
             config,

@@ -33,12 +33,24 @@ pub(super) async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let fabric_events = fabric.events.clone();
     let lab = Arc::new(Lab::new(fabric, config, state));
     *lab.listen.lock().expect("lab listen") = Some(addr);
     let app = axum::Router::new().fallback(handle).with_state(lab.clone());
+    let mut events = fabric_events.subscribe();
+    let guests = lab.clone();
     let server = tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                e = events.recv() => {
+                    if let Ok(crate::lab::LabEvent::NodeRunning(i)) = e {
+                        guests.guest_running(i.vmid, i.management, i.internal_ip);
+                    }
+                    continue;
+                }
+            };
+            let Ok((tcp, _)) = accepted else {
                 continue;
             };
             let acceptor = acceptor.clone();
