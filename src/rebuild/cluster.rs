@@ -13,7 +13,7 @@ use crate::proxmox::provision::{ProvisionOptions, VmAction, provision};
 use crate::state::State;
 use crate::talos::api::snapshot::validate_snapshot;
 use crate::talos::api::{Credentials, Target, TlsMode};
-use crate::up::{Progress, UpError, bootstrap_target, configure_node};
+use crate::up::{Progress, UpError, bootstrap_target, configure_node, remove_cidata};
 
 use super::backup::{self, Manifest};
 use super::health;
@@ -272,16 +272,10 @@ pub async fn run(
         );
     }
     rep.done(None, "provision");
-    try_join_all(plan.nodes.iter().map(|n| {
-        configure_node(
-            env,
-            ctx.profile,
-            plan,
-            n,
-            ctx.dir,
-            Progress { state, rep },
-            creds,
-        )
+    let progress = Progress { state, rep };
+    try_join_all(plan.nodes.iter().map(|n| async move {
+        configure_node(env, ctx.profile, plan, n, ctx.dir, progress, creds).await?;
+        remove_cidata(env, ctx.profile, plan, n, progress).await
     }))
     .await?;
 

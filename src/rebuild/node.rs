@@ -18,7 +18,7 @@ use crate::proxmox::inventory;
 use crate::proxmox::provision::{ProvisionOptions, provision};
 use crate::state::State;
 use crate::talos::api::{Credentials, Target};
-use crate::up::{Progress, UpError, configure_node};
+use crate::up::{Progress, UpError, configure_node, remove_cidata};
 
 use super::health::{self, Health, Member};
 use super::{Ctx, RebuildError, identity, reconcile_kube};
@@ -227,16 +227,9 @@ pub async fn run(
         rep.done(Some(&n.name), "etcd member");
     }
     provision_one(ctx, n).await?;
-    configure_node(
-        env,
-        ctx.profile,
-        ctx.plan,
-        n,
-        ctx.dir,
-        Progress { state, rep },
-        creds,
-    )
-    .await?;
+    let progress = Progress { state, rep };
+    configure_node(env, ctx.profile, ctx.plan, n, ctx.dir, progress, creds).await?;
+    remove_cidata(env, ctx.profile, ctx.plan, n, progress).await?;
     if let Some(via) = &job.via {
         rep.started(Some(&n.name), "etcd");
         let members: Vec<String> = ctx.plan.control_planes().map(|c| c.name.clone()).collect();

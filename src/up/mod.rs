@@ -131,40 +131,56 @@ pub async fn bring_up(
     // and stage, and its progress recorded for the next run); then the first failure
     // stops the bring-up.
     let boot = bootstrap_target(plan);
+    let progress = Progress { state, rep };
     let others = join_all(
         plan.nodes
             .iter()
             .filter(|n| n.name != boot.node)
-            .map(|n| configure_node(env, profile, plan, n, dir, Progress { state, rep }, &creds)),
+            .map(|n| async {
+                configure_node(env, profile, plan, n, dir, progress, &creds).await?;
+                remove_cidata(env, profile, plan, n, progress).await
+            }),
     );
     let cluster = async {
-        if let Some(n) = plan.node(&boot.node) {
-            configure_node(env, profile, plan, n, dir, Progress { state, rep }, &creds).await?;
+        let boot_node = plan.node(&boot.node);
+        if let Some(n) = boot_node {
+            configure_node(env, profile, plan, n, dir, progress, &creds).await?;
         }
-        rec.stage(
-            Some(&boot.node),
-            "bootstrap",
-            Step::Bootstrapped,
-            || async {
-                Ok(match env.talos.bootstrap(&boot, &creds).await? {
-                    BootstrapOutcome::Bootstrapped => "etcd bootstrapped".to_owned(),
-                    BootstrapOutcome::AlreadyBootstrapped => "already bootstrapped".to_owned(),
-                })
-            },
-        )
-        .await?;
-        let members: Vec<String> = plan.control_planes().map(|n| n.name.clone()).collect();
-        // The other control planes join etcd while the Kubernetes add-ons install: the
-        // API needs only the bootstrapped member, so neither waits for the other.
-        let etcd = rec.stage(None, "etcd", Step::EtcdHealthy, || async {
-            env.talos.wait_etcd_members(&boot, &creds, &members).await?;
-            Ok(format!("{} members", members.len()))
-        });
-        let kube = async {
-            fetch_kubeconfig(env, dir, state, rep, &boot, &creds).await?;
-            install_addons(env, profile, plan, dir, state, rep).await
+        // Taking the volume away is nobody's prerequisite: beside the bootstrap.
+        let cleanup = async {
+            match boot_node {
+                Some(n) => remove_cidata(env, profile, plan, n, progress).await,
+                None => Ok(()),
+            }
         };
-        tokio::try_join!(etcd, kube)?;
+        let cluster = async {
+            rec.stage(
+                Some(&boot.node),
+                "bootstrap",
+                Step::Bootstrapped,
+                || async {
+                    Ok(match env.talos.bootstrap(&boot, &creds).await? {
+                        BootstrapOutcome::Bootstrapped => "etcd bootstrapped".to_owned(),
+                        BootstrapOutcome::AlreadyBootstrapped => "already bootstrapped".to_owned(),
+                    })
+                },
+            )
+            .await?;
+            let members: Vec<String> = plan.control_planes().map(|n| n.name.clone()).collect();
+            // The other control planes join etcd while the Kubernetes add-ons install:
+            // the API needs only the bootstrapped member, so neither waits for the other.
+            let etcd = rec.stage(None, "etcd", Step::EtcdHealthy, || async {
+                env.talos.wait_etcd_members(&boot, &creds, &members).await?;
+                Ok(format!("{} members", members.len()))
+            });
+            let kube = async {
+                fetch_kubeconfig(env, dir, state, rep, &boot, &creds).await?;
+                install_addons(env, profile, plan, dir, state, rep).await
+            };
+            tokio::try_join!(etcd, kube)?;
+            Ok::<(), UpError>(())
+        };
+        tokio::try_join!(cleanup, cluster)?;
         Ok::<(), UpError>(())
     };
     let (others, cluster) = tokio::join!(others, cluster);
@@ -329,7 +345,8 @@ pub struct Progress<'a> {
 }
 
 /// One node: its config delivered on its `cidata` volume (unless it already runs
-/// it) → installed and answering mutual TLS with this cluster's CA → volume removed.
+/// it) → installed and answering mutual TLS with this cluster's CA. Then
+/// `remove_cidata`, which nothing else waits for.
 pub async fn configure_node(
     env: &Env,
     profile: &Profile,
@@ -345,13 +362,7 @@ pub async fn configure_node(
         rep: p.rep,
     };
     let t = Target::of(n);
-    let vol = Volume::of(&plan.cluster, &profile.proxmox.iso_storage, n);
-    let instance = format!("{}-{}", plan.cluster, n.vmid);
-    let pve_err = |e: PveError| UpError::Cidata {
-        node: n.name.clone(),
-        source: Box::new(e),
-    };
-    let iso_err = |e: crate::iso9660::IsoError| UpError::Artifacts(anyhow::Error::new(e));
+    let (vol, instance) = volume(profile, plan, n);
     rec.stage(
         Some(&n.name),
         "cidata",
@@ -371,7 +382,7 @@ pub async fn configure_node(
             Ok(
                 match pve_cidata::deliver(&env.pve, &vol, &image)
                     .await
-                    .map_err(pve_err)?
+                    .map_err(|e| pve_err(n, e))?
                 {
                     Delivery::Booted => format!("{} attached, VM booted", vol.volid()),
                     Delivery::AlreadyBooting => {
@@ -393,7 +404,24 @@ pub async fn configure_node(
             ))
         },
     )
-    .await?;
+    .await
+}
+
+/// A running node's `cidata` volume out of its drive and off the storage (or, when
+/// deleting is not allowed, overwritten without key material, with a warning).
+pub async fn remove_cidata(
+    env: &Env,
+    profile: &Profile,
+    plan: &Plan,
+    n: &NodePlan,
+    p: Progress<'_>,
+) -> Result<(), UpError> {
+    let rec = Record {
+        env,
+        state: p.state,
+        rep: p.rep,
+    };
+    let (vol, instance) = volume(profile, plan, n);
     rec.stage(
         Some(&n.name),
         "cidata removed",
@@ -403,7 +431,7 @@ pub async fn configure_node(
             Ok(
                 match pve_cidata::retire(&env.pve, &vol, &scrubbed)
                     .await
-                    .map_err(pve_err)?
+                    .map_err(|e| pve_err(n, e))?
                 {
                     Retired::Deleted => "detached and deleted".to_owned(),
                     Retired::Gone => "nothing left on Proxmox".to_owned(),
@@ -423,6 +451,25 @@ pub async fn configure_node(
         },
     )
     .await
+}
+
+/// A node's volume on Proxmox and the instance id in its `meta-data`.
+fn volume(profile: &Profile, plan: &Plan, n: &NodePlan) -> (Volume, String) {
+    (
+        Volume::of(&plan.cluster, &profile.proxmox.iso_storage, n),
+        format!("{}-{}", plan.cluster, n.vmid),
+    )
+}
+
+fn pve_err(n: &NodePlan, e: PveError) -> UpError {
+    UpError::Cidata {
+        node: n.name.clone(),
+        source: Box::new(e),
+    }
+}
+
+fn iso_err(e: crate::iso9660::IsoError) -> UpError {
+    UpError::Artifacts(anyhow::Error::new(e))
 }
 
 /// The generic next step for an add-on failure that does not name its own.
