@@ -120,6 +120,22 @@ impl fmt::Debug for NodeState {
     }
 }
 
+impl NodeState {
+    /// A machine that has never run a config.
+    fn fresh(vm: LabVm, phase: Phase) -> Self {
+        Self {
+            vm,
+            phase,
+            config: None,
+            config_sha256: None,
+            etcd_ready: false,
+            etcd_member: false,
+            member_id: 0,
+            reboot_loops_done: 0,
+        }
+    }
+}
+
 /// An etcd cluster member. Membership is the cluster's view: a node whose data was
 /// wiped stays listed until it is removed by ID, and cannot rejoin before that.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -321,16 +337,7 @@ impl LabTalos {
     /// incident's machine did.
     pub fn impostor(&self, vm: LabVm) {
         let vmid = IMPOSTOR_VMIDS + vm.vmid;
-        let state = NodeState {
-            vm,
-            phase: Phase::Maintenance,
-            config: None,
-            config_sha256: None,
-            etcd_ready: false,
-            etcd_member: false,
-            member_id: 0,
-            reboot_loops_done: 0,
-        };
+        let state = NodeState::fresh(vm, Phase::Maintenance);
         let Some(n) = new_node(&self.shared, vmid, state) else {
             return;
         };
@@ -427,16 +434,7 @@ fn vm_started(shared: &Arc<Shared>, vm: LabVm) {
         configure_links(n);
         map(shared, n);
     } else {
-        let state = NodeState {
-            vm,
-            phase: Phase::Booting,
-            config: None,
-            config_sha256: None,
-            etcd_ready: false,
-            etcd_member: false,
-            member_id: 0,
-            reboot_loops_done: 0,
-        };
+        let state = NodeState::fresh(vm, Phase::Booting);
         let Some(n) = new_node(shared, vmid, state) else {
             return;
         };
