@@ -56,7 +56,7 @@ pub enum LabEvent {
 }
 
 /// A VM as the lab Proxmox started it: its NICs and what its drives hold.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabVm {
     pub vmid: u32,
     /// Proxmox host (node) name.
@@ -68,6 +68,20 @@ pub struct LabVm {
     /// command ends reads them when the next one resumes it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub media: Vec<String>,
+}
+
+/// Without the CD-ROM contents: a `cidata` volume holds the cluster's CA keys, and
+/// lab events are logged.
+impl std::fmt::Debug for LabVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabVm")
+            .field("vmid", &self.vmid)
+            .field("host", &self.host)
+            .field("name", &self.name)
+            .field("nics", &self.nics)
+            .field("media", &format_args!("{} volume(s)", self.media.len()))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

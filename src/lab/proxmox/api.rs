@@ -349,6 +349,11 @@ impl Lab {
                     vm.config.remove("lock");
                 }
                 let t = &mut st.tasks[i];
+                // The uploaded bytes now live in the storage (or nowhere): a
+                // finished task keeps no copy of them (they may hold CA keys).
+                if let TaskEffect::Upload { bytes, .. } = &mut t.effect {
+                    bytes.clear();
+                }
                 match result {
                     Ok(()) => {
                         t.log.push("TASK OK".into());
