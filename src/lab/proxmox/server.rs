@@ -214,3 +214,43 @@ fn multipart(body: &[u8], boundary: &str) -> (Vec<(String, String)>, Option<(Str
     }
     (fields, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::multipart;
+    use crate::proxmox::client::multipart as client_multipart;
+
+    #[test]
+    fn the_clients_upload_body_parses_field_by_field_and_the_file_is_intact() {
+        // Bytes that look like a boundary line must not end the part early.
+        let file: Vec<u8> = b"\r\n--not-the-boundary\r\n\x00\xff".repeat(50);
+        let body = client_multipart(
+            "b0undary",
+            &[
+                ("content", "iso"),
+                ("checksum-algorithm", "sha256"),
+                ("checksum", "ab"),
+            ],
+            "x.iso",
+            &file,
+        );
+        let (fields, upload) = multipart(&body, "b0undary");
+        assert_eq!(
+            fields,
+            [
+                ("content".to_owned(), "iso".to_owned()),
+                ("checksum-algorithm".to_owned(), "sha256".to_owned()),
+                ("checksum".to_owned(), "ab".to_owned()),
+            ]
+        );
+        assert_eq!(upload, Some(("x.iso".to_owned(), file)));
+    }
+
+    #[test]
+    fn fields_after_the_file_part_are_swallowed() {
+        let body = b"--b\r\nContent-Disposition: form-data; name=\"filename\"; filename=\"a.iso\"\r\n\r\nDATA\r\n--b\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\niso\r\n--b--\r\n";
+        let (fields, upload) = multipart(body, "b");
+        assert!(fields.is_empty(), "{fields:?}");
+        assert_eq!(upload.unwrap().1, b"DATA");
+    }
+}
