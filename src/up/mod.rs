@@ -141,51 +141,51 @@ pub async fn bring_up(
                 remove_cidata(env, profile, plan, n, progress).await
             }),
     );
+    // The bootstrap node's volume goes once it runs, beside (and whatever becomes of)
+    // the bootstrap: it is nobody's prerequisite.
+    let boot_node = plan.node(&boot.node);
+    let (installed, runs) = tokio::sync::oneshot::channel::<()>();
+    let cleanup = async {
+        match (boot_node, runs.await) {
+            (Some(n), Ok(())) => remove_cidata(env, profile, plan, n, progress).await,
+            _ => Ok(()),
+        }
+    };
     let cluster = async {
-        let boot_node = plan.node(&boot.node);
         if let Some(n) = boot_node {
             configure_node(env, profile, plan, n, dir, progress, &creds).await?;
+            let _ = installed.send(());
         }
-        // Taking the volume away is nobody's prerequisite: beside the bootstrap.
-        let cleanup = async {
-            match boot_node {
-                Some(n) => remove_cidata(env, profile, plan, n, progress).await,
-                None => Ok(()),
-            }
+        rec.stage(
+            Some(&boot.node),
+            "bootstrap",
+            Step::Bootstrapped,
+            || async {
+                Ok(match env.talos.bootstrap(&boot, &creds).await? {
+                    BootstrapOutcome::Bootstrapped => "etcd bootstrapped".to_owned(),
+                    BootstrapOutcome::AlreadyBootstrapped => "already bootstrapped".to_owned(),
+                })
+            },
+        )
+        .await?;
+        let members: Vec<String> = plan.control_planes().map(|n| n.name.clone()).collect();
+        // The other control planes join etcd while the Kubernetes add-ons install: the
+        // API needs only the bootstrapped member, so neither waits for the other.
+        let etcd = rec.stage(None, "etcd", Step::EtcdHealthy, || async {
+            env.talos.wait_etcd_members(&boot, &creds, &members).await?;
+            Ok(format!("{} members", members.len()))
+        });
+        let kube = async {
+            fetch_kubeconfig(env, dir, state, rep, &boot, &creds).await?;
+            install_addons(env, profile, plan, dir, state, rep).await
         };
-        let cluster = async {
-            rec.stage(
-                Some(&boot.node),
-                "bootstrap",
-                Step::Bootstrapped,
-                || async {
-                    Ok(match env.talos.bootstrap(&boot, &creds).await? {
-                        BootstrapOutcome::Bootstrapped => "etcd bootstrapped".to_owned(),
-                        BootstrapOutcome::AlreadyBootstrapped => "already bootstrapped".to_owned(),
-                    })
-                },
-            )
-            .await?;
-            let members: Vec<String> = plan.control_planes().map(|n| n.name.clone()).collect();
-            // The other control planes join etcd while the Kubernetes add-ons install:
-            // the API needs only the bootstrapped member, so neither waits for the other.
-            let etcd = rec.stage(None, "etcd", Step::EtcdHealthy, || async {
-                env.talos.wait_etcd_members(&boot, &creds, &members).await?;
-                Ok(format!("{} members", members.len()))
-            });
-            let kube = async {
-                fetch_kubeconfig(env, dir, state, rep, &boot, &creds).await?;
-                install_addons(env, profile, plan, dir, state, rep).await
-            };
-            tokio::try_join!(etcd, kube)?;
-            Ok::<(), UpError>(())
-        };
-        tokio::try_join!(cleanup, cluster)?;
+        tokio::try_join!(etcd, kube)?;
         Ok::<(), UpError>(())
     };
-    let (others, cluster) = tokio::join!(others, cluster);
+    let (others, cluster, cleanup) = tokio::join!(others, cluster, cleanup);
     others.into_iter().collect::<Result<Vec<()>, _>>()?;
     cluster?;
+    cleanup?;
     rec.mark(Step::Healthy, None)?;
     Ok(Summary::new(profile, plan, dir))
 }
