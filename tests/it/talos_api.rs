@@ -409,6 +409,59 @@ async fn cidata_config_with_foreign_macs_is_not_taken_and_the_node_is_refused() 
 }
 
 #[tokio::test]
+async fn cloud_config_or_an_unlabelled_volume_leaves_the_node_in_maintenance() {
+    let c = cluster(2, 235);
+    let fabric = Fabric::new();
+    let lab = LabTalos::start(&fabric, LabTalosConfig::fast());
+    // What Proxmox's generated drive holds: `#cloud-config` is no machine config.
+    fabric.emit(LabEvent::VmStarted(
+        c.with_cidata(&c.nodes[0], b"#cloud-config\nhostname: x\n"),
+    ));
+    // The right files on a volume with another label: not the nocloud volume.
+    let mut vm = c.nodes[1].vm.clone();
+    let config = c.config(&c.nodes[1]);
+    let img = talos_pve::iso9660::image(
+        "config2",
+        &[talos_pve::iso9660::File {
+            name: "user-data",
+            data: &config,
+        }],
+    )
+    .unwrap();
+    vm.media = vec![STANDARD.encode(img)];
+    fabric.emit(LabEvent::VmStarted(vm));
+    for n in &c.nodes {
+        for _ in 0..200 {
+            if lab.phase(n.vm.vmid) == Some(Phase::Maintenance) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(lab.phase(n.vm.vmid), Some(Phase::Maintenance), "{}", n.name);
+    }
+    assert_eq!(lab.counters().cidata_configs, 0);
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn a_node_of_another_cluster_is_not_ours() {
+    let (c, fabric, lab, stages) = running_cluster(1, 245, LabTalosConfig::fast()).await;
+    // Our credentials, but we expect the server certificate from another OS CA.
+    let other = test_ca(KeyAlg::Ed25519, "talos");
+    let creds = Credentials {
+        ca_pem: other.crt.clone(),
+        ..c.admin.clone()
+    };
+    let e = stages
+        .our_node(&c.nodes[0].target(), &creds)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, TalosError::NotOurNode { .. }), "{e}");
+    drop(fabric);
+    lab.shutdown();
+}
+
+#[tokio::test]
 async fn a_machine_without_our_ca_is_refused_naming_node_address_and_remedy() {
     let c = cluster(1, 240);
     let fabric = Fabric::new();
