@@ -750,13 +750,27 @@ impl Lab {
             }
         }
         let volid = format!("{storage}:{content}/{filename}");
+        // Uploads are never proxied: the `imgcopy` task runs on the node that
+        // received the request (the endpoint's host) and copies the file to `node`
+        // (pve-manager `PVE/HTTPServer.pm` 185, pve-storage `Status.pm` 638-666).
+        let endpoint_ip = st.endpoint.ip().to_string();
+        let receiving = st
+            .nodes
+            .values()
+            .find(|n| {
+                n.network.iter().any(|i| {
+                    i.cidr.as_deref().and_then(|c| c.split('/').next()) == Some(&endpoint_ip)
+                })
+            })
+            .map_or_else(|| node.to_owned(), |n| n.name.clone());
         let upid = self.new_task(
             &mut st,
-            node,
+            &receiving,
             "imgcopy",
             "",
             user,
             TaskEffect::Upload {
+                node: node.into(),
                 storage: storage.into(),
                 volid,
                 bytes: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes),
@@ -1402,11 +1416,12 @@ fn apply(st: &mut LabPveState, task: &LabTask, events: &mut Vec<LabEvent>) -> Re
             Ok(())
         }
         TaskEffect::Upload {
+            node,
             storage,
             volid,
             bytes,
         } => {
-            let s = storage_mut(st, &task.node, storage)?;
+            let s = storage_mut(st, node, storage)?;
             let size = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, bytes)
                 .map_err(|e| e.to_string())?
                 .len() as u64;

@@ -158,8 +158,10 @@ pub enum TaskEffect {
         storage: String,
         volid: String,
     },
-    /// `bytes`: base64 of the uploaded file.
+    /// Stored on `node`'s `storage` (the task itself runs on the node that received
+    /// the upload); `bytes`: base64 of the file.
     Upload {
+        node: String,
         storage: String,
         volid: String,
         bytes: String,
