@@ -113,7 +113,7 @@ pub enum TalosError {
         detail: String,
     },
     #[error(
-        "node {node}: the machine answering at {addr} is not this cluster's node: it presented a certificate that does not chain to the cluster's OS CA ({seen})\n  fix: find the machine that holds {addr} on the management network (ARP/switch tables) and remove it, or fix the profile's address for {node}; no machine config was sent to it (configs travel only on the VM's cidata volume), then run again"
+        "node {node}: the machine answering at {addr} is not this cluster's node: it presented a certificate that does not chain to the cluster's OS CA ({seen})\n  fix: find the machine that holds {addr} on the management network (ARP/switch tables) and remove it, or fix the profile's address for {node}; if it is {node}'s own VM in maintenance mode, it did not read its cidata volume (see the VM console). No machine config was sent to it (configs travel only on the VM's cidata volume); then run again"
     )]
     NotOurNode {
         node: String,

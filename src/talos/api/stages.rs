@@ -113,6 +113,17 @@ fn transient(e: &TalosError) -> bool {
     )
 }
 
+/// An error chain's parts without the repeats transport layers add.
+fn once_each(chain: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in chain.split(": ") {
+        if !parts.contains(&p) {
+            parts.push(p);
+        }
+    }
+    parts.join(": ")
+}
+
 fn sort<T>(r: Result<T, TalosError>) -> Attempt<T> {
     match r {
         Ok(v) => Attempt::Done(v),
@@ -202,7 +213,7 @@ impl Stages {
             Err(TalosError::ServerUntrusted { detail, .. }) => Err(TalosError::NotOurNode {
                 node: t.node.clone(),
                 addr: t.addr,
-                seen: detail,
+                seen: once_each(&detail),
             }),
             Err(e) => Err(e),
         }
@@ -547,6 +558,16 @@ fn kubeconfig_differences(local: &[u8], node: &[u8]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_error_parts_are_said_once() {
+        assert_eq!(
+            once_each(
+                "invalid peer certificate: UnknownIssuer: transport error: invalid peer certificate: UnknownIssuer"
+            ),
+            "invalid peer certificate: UnknownIssuer: transport error"
+        );
+    }
 
     #[test]
     fn kubeconfig_comparison_ignores_credentials() {
