@@ -81,7 +81,7 @@ pub enum Retired {
     /// Deleting was refused (no `Datastore.Allocate`): the file was overwritten
     /// with a volume holding no key material.
     Scrubbed,
-    /// Neither attached nor on the storage.
+    /// Not (or no longer) on the storage.
     Gone,
 }
 
@@ -109,8 +109,7 @@ pub async fn deliver(pve: &Client, v: &Volume, image: &[u8]) -> Result<Delivery,
 /// Take the volume out of the drive and off the storage. When deleting is not
 /// allowed, overwrite it with `scrubbed` (same name, no key material).
 pub async fn retire(pve: &Client, v: &Volume, scrubbed: &[u8]) -> Result<Retired, PveError> {
-    let was_attached = attached(pve, v).await?;
-    if was_attached {
+    if attached(pve, v).await? {
         pve.put(
             &format!("{}/config", v.vm()),
             &[(CIDATA_DRIVE.into(), CIDATA_DRIVE_EMPTY.into())],
@@ -128,11 +127,7 @@ pub async fn retire(pve: &Client, v: &Volume, scrubbed: &[u8]) -> Result<Retired
         .iter()
         .any(|c| c.get("volid").and_then(Value::as_str) == Some(volid.as_str()));
     if !stored {
-        return Ok(if was_attached {
-            Retired::Deleted
-        } else {
-            Retired::Gone
-        });
+        return Ok(Retired::Gone);
     }
     let encoded: String = form_urlencoded::byte_serialize(volid.as_bytes()).collect();
     match pve
