@@ -15,6 +15,7 @@ pub mod dir_lock;
 pub mod docs;
 pub mod files;
 pub mod formats;
+pub mod iso9660;
 pub mod jsonschema;
 pub mod kube;
 pub mod lab;

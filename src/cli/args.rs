@@ -96,10 +96,11 @@ pub struct LabArgs {
     #[arg(long, value_name = "N", default_value_t = 60.0, requires = "lab")]
     pub lab_speed: f64,
     /// Faults to inject, e.g. `time-not-in-sync=2,pve-lock=3` (names: slow-install,
-    /// reboot-loops, time-not-in-sync, drop-streams, lost-apply, pve-lock, pve-595,
-    /// pve-500, pve-task-error, slow-crd; see docs/lab.md). Disasters, applied to the
-    /// saved lab when the command starts: destroy-vm=NODE, corrupt-etcd=NODE,
-    /// hang-node=NODE, lose-control-planes.
+    /// reboot-loops, time-not-in-sync, drop-streams, pve-lock, pve-595, pve-500,
+    /// pve-task-error, slow-crd; see docs/lab.md). Disasters, applied to the saved
+    /// lab when the command starts: destroy-vm=NODE, corrupt-etcd=NODE,
+    /// hang-node=NODE, lose-control-planes; impostor=NODE (a foreign machine at the
+    /// node's management address) needs no saved lab.
     #[arg(long, value_name = "SPEC", requires = "lab")]
     pub lab_faults: Option<String>,
     /// Dump the lab's final state here: VM configs, applied machine configs, every

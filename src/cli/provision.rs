@@ -76,8 +76,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                 VmAction::Updated => "updated",
                 VmAction::NeedsRecreate => "differs (not changed)",
             };
-            let started = if v.started { ", started" } else { "" };
-            println!("VM {} {} on {}: {action}{started}", v.vmid, v.node, v.host);
+            println!("VM {} {} on {}: {action}", v.vmid, v.node, v.host);
             for d in &v.differences {
                 println!("    {d}");
             }

@@ -55,14 +55,33 @@ pub enum LabEvent {
     EtcdBootstrapped { node: String, endpoint: Ipv4Addr },
 }
 
-/// A VM as the lab Proxmox started it: what its cloud-init drive says.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A VM as the lab Proxmox started it: its NICs and what its drives hold.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabVm {
     pub vmid: u32,
     /// Proxmox host (node) name.
     pub host: String,
     pub name: String,
     pub nics: Vec<LabNic>,
+    /// Contents (base64) of the ISO volumes in its CD-ROM drives at power-on. Kept
+    /// with the node until it installed a config, so a node still booting when a
+    /// command ends reads them when the next one resumes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<String>,
+}
+
+/// Without the CD-ROM contents: a `cidata` volume holds the cluster's CA keys, and
+/// lab events are logged.
+impl std::fmt::Debug for LabVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabVm")
+            .field("vmid", &self.vmid)
+            .field("host", &self.host)
+            .field("name", &self.name)
+            .field("nics", &self.nics)
+            .field("media", &format_args!("{} volume(s)", self.media.len()))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,4 +1,6 @@
-//! Provisioning: make each planned node's VM exist, match the plan and run.
+//! Provisioning: make each planned node's VM exist and match the plan. It does not
+//! power VMs on: a VM must not boot before its `cidata` volume (its machine
+//! config) is attached, which needs the configs (`proxmox::cidata`, run by `up`).
 //!
 //! Idempotent and adoptive: the cluster inventory decides per VM whether to
 //! create, adopt (our marker: this cluster's ID, see `ownership`), refuse (someone
@@ -24,7 +26,6 @@ use crate::plan::{NodePlan, Plan, schematic_yaml};
 use crate::profile::Profile;
 
 const CREATE_DEADLINE: Duration = Duration::from_secs(300);
-const START_DEADLINE: Duration = Duration::from_secs(120);
 const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(900);
 const STOP_DEADLINE: Duration = Duration::from_secs(120);
 const UNLOCK_DEADLINE: Duration = Duration::from_secs(300);
@@ -87,7 +88,6 @@ pub struct VmReport {
     pub host: String,
     pub vmid: u32,
     pub action: VmAction,
-    pub started: bool,
     pub differences: Vec<String>,
 }
 
@@ -138,7 +138,7 @@ enum Step {
     },
 }
 
-/// Bring every planned VM into existence and running.
+/// Bring every planned VM into existence, as planned (powered on or not).
 pub async fn provision(
     pve: &Client,
     factory: &Factory,
@@ -431,10 +431,10 @@ async fn provision_vm(
             })
             .collect()
     };
-    let (action, running, differences) = match step {
+    let (action, differences) = match step {
         Step::Create => {
             create(pve, host, &want, r).await?;
-            (VmAction::Created, true, Vec::new())
+            (VmAction::Created, Vec::new())
         }
         Step::Adopt {
             differences,
@@ -449,16 +449,15 @@ async fn provision_vm(
                     host: on,
                     vmid,
                     action: VmAction::NeedsRecreate,
-                    started: false,
                     differences: describe(&differences),
                 });
             }
             if unsafe_diff {
                 remove(pve, &on, vmid, running, r).await?;
                 create(pve, host, &want, r).await?;
-                (VmAction::Recreated, true, describe(&differences))
+                (VmAction::Recreated, describe(&differences))
             } else if differences.is_empty() {
-                (VmAction::UpToDate, running, Vec::new())
+                (VmAction::UpToDate, Vec::new())
             } else {
                 let mut body: Vec<(String, String)> = differences
                     .iter()
@@ -470,28 +469,21 @@ async fn provision_vm(
                 r.writes += 1;
                 pve.put(&format!("{}/config", vm_path(host, vmid)?), &body)
                     .await?;
-                (VmAction::Updated, running, describe(&differences))
+                (VmAction::Updated, describe(&differences))
             }
         }
     };
-    // A created VM was started by its create task.
-    let mut started = matches!(action, VmAction::Created | VmAction::Recreated);
-    if !running {
-        start(pve, host, vmid, r).await?;
-        started = true;
-    }
     Ok(VmReport {
         node: node.name.clone(),
         host: host.into(),
         vmid,
         action,
-        started,
         differences,
     })
 }
 
-/// Create the VM and start it in the same task (`start=1`): one request and one
-/// task to wait for instead of two.
+/// Create the VM, powered off (no `start=1`): it boots only once its `cidata`
+/// volume is attached.
 async fn create(
     pve: &Client,
     host: &str,
@@ -499,37 +491,14 @@ async fn create(
     r: &mut ProvisionReport,
 ) -> Result<(), ProvisionError> {
     r.writes += 1;
-    let mut body = want.to_vec();
-    body.push(("start".into(), "1".into()));
     pve.run_task(
         Method::POST,
         &format!("{}/qemu", node_path(host)?),
-        &body,
-        CREATE_DEADLINE + START_DEADLINE,
+        want,
+        CREATE_DEADLINE,
     )
     .await?;
     Ok(())
-}
-
-async fn start(
-    pve: &Client,
-    host: &str,
-    vmid: u32,
-    r: &mut ProvisionReport,
-) -> Result<(), ProvisionError> {
-    r.writes += 1;
-    match pve
-        .run_task(
-            Method::POST,
-            &format!("{}/status/start", vm_path(host, vmid)?),
-            &[],
-            START_DEADLINE,
-        )
-        .await
-    {
-        Err(PveError::TaskFailed { message, .. }) if message.ends_with("already running") => Ok(()),
-        other => other.map(|_| ()).map_err(Into::into),
-    }
 }
 
 /// Stop (if running) and delete a VM with its disks.

@@ -2,15 +2,17 @@
 //! comparison of a read-back config with it.
 //!
 //! Pure: no I/O. The values follow the Talos Proxmox guidance (q35, OVMF with a
-//! 4m EFI disk without enrolled keys, `cpu=host`, no balloon, `virtio-scsi-pci`)
-//! and the network review's decision that cloud-init puts the gateway on the
-//! management link, so a node in maintenance mode is reachable from anywhere.
+//! 4m EFI disk without enrolled keys, `cpu=host`, no balloon, `virtio-scsi-pci`).
+//! There is no Proxmox-generated cloud-init drive (and so no `ipconfigN`,
+//! `citype`, `nameserver`, `searchdomain`: they feed only that drive): `ide0` is an
+//! empty CD-ROM drive that holds the node's own `cidata` volume (its machine
+//! config, with every address) only until the node runs (`proxmox::cidata`); two
+//! volumes labelled `cidata` would make the nocloud lookup ambiguous.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 
 use crate::plan::{NicPlan, NodePlan, Plan};
-use crate::profile::{NetworkRole, Profile};
+use crate::profile::Profile;
 
 use super::ownership;
 use super::propstr::{NetDevice, PropError, PropString, PropWriter, bridge, parse_size, volume};
@@ -18,6 +20,11 @@ use super::propstr::{NetDevice, PropError, PropString, PropWriter, bridge, parse
 /// Tag every VM of talos-pve carries (with `talos` and its role); the ownership
 /// marker (`ownership`) is added beside it.
 pub const OWNER_TAG: &str = "talos-pve";
+
+/// The drive that carries a node's `cidata` volume while it boots.
+pub const CIDATA_DRIVE: &str = "ide0";
+/// `CIDATA_DRIVE` with no volume: how VMs are created and left.
+pub const CIDATA_DRIVE_EMPTY: &str = "none,media=cdrom";
 
 /// The create body for one node, in a stable order. Profile values go into property
 /// strings through [`PropWriter`], which refuses what would change their structure.
@@ -28,9 +35,6 @@ pub fn create_params(
 ) -> Result<Vec<(String, String)>, PropError> {
     let px = &profile.proxmox;
     let disk = &px.disk_storage;
-    let mgmt_gw = profile
-        .network(NetworkRole::Management)
-        .and_then(|n| n.gateway);
     let mut p: Vec<(&str, String)> = vec![
         ("vmid", node.vmid.to_string()),
         ("name", node.name.clone()),
@@ -65,10 +69,7 @@ pub fn create_params(
                 .with("media", "cdrom")?
                 .finish(),
         ),
-        ("ide0", volume(disk, "cloudinit")?),
-        ("citype", "nocloud".into()),
-        ("ipconfig0", ipconfig(&node.management, mgmt_gw)?),
-        ("ipconfig1", ipconfig(&node.workload, None)?),
+        ("ide0", CIDATA_DRIVE_EMPTY.into()),
         ("net0", net(&node.management)?),
         ("net1", net(&node.workload)?),
         ("boot", "order=scsi0;ide2".into()),
@@ -76,26 +77,6 @@ pub fn create_params(
         ("vga", "std".into()),
         ("onboot", "1".into()),
     ];
-    if !profile.dns.servers.is_empty() {
-        let ns: Vec<String> = profile
-            .dns
-            .servers
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        p.push(("nameserver", ns.join(" ")));
-    }
-    if let Some(d) = &profile.dns.domain {
-        // A plain parameter, but cloud-init writes it into the guest's resolver config.
-        if !crate::formats::is_dns_subdomain(d) {
-            return Err(PropError {
-                key: "searchdomain".into(),
-                value: d.escape_debug().to_string(),
-                why: "it is not a DNS name",
-            });
-        }
-        p.push(("searchdomain", d.clone()));
-    }
     if profile
         .talos
         .schematic
@@ -106,15 +87,6 @@ pub fn create_params(
         p.push(("agent", "enabled=1".into()));
     }
     Ok(p.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
-}
-
-fn ipconfig(nic: &NicPlan, gw: Option<Ipv4Addr>) -> Result<String, PropError> {
-    let w = PropWriter::new("ip", nic.address)?;
-    Ok(match gw {
-        Some(gw) => w.with("gw", gw)?,
-        None => w,
-    }
-    .finish())
 }
 
 fn net(nic: &NicPlan) -> Result<String, PropError> {
@@ -137,7 +109,7 @@ pub struct Difference {
 
 /// Keys that change the VM's disks, firmware or network identity.
 const UNSAFE: &[&str] = &[
-    "machine", "bios", "efidisk0", "scsihw", "scsi0", "ide0", "net0", "net1",
+    "machine", "bios", "efidisk0", "scsihw", "scsi0", "net0", "net1",
 ];
 
 /// Compare a read-back config with the create parameters, semantically.
@@ -171,12 +143,12 @@ fn same(key: &str, want: &str, got: Option<&str>) -> bool {
             NetDevice::parse(want).is_some() && NetDevice::parse(want) == NetDevice::parse(got)
         }
         "scsi" | "efidisk" => same_disk(want, got, base == "scsi"),
-        "ide" if want.ends_with(":cloudinit") => {
-            let storage = want.trim_end_matches(":cloudinit");
-            PropString::parse(got, "file")
-                .and_then(|p| p.get("file").map(str::to_owned))
-                .is_some_and(|f| f.starts_with(&format!("{storage}:")) && f.contains("cloudinit"))
-        }
+        // Any CD-ROM here is fine: `proxmox::cidata` puts the node's volume in and
+        // takes it out again; provisioning must not undo that mid-boot.
+        _ if key == CIDATA_DRIVE => PropString::parse(got, "file").is_some_and(|p| {
+            p.get("media") == Some("cdrom")
+                && !p.get("file").is_some_and(|f| f.contains("cloudinit"))
+        }),
         "ide" | "ipconfig" | "boot" => same_props(want, got, "file", &["size"]),
         "tags" => ownership::same_tags(want, got),
         "description" => ownership::same_description(want, got),
@@ -260,15 +232,12 @@ mod tests {
     /// string is refused, never pasted (it used to yield `…,link_down=1,…`).
     #[test]
     fn profile_values_cannot_add_property_string_keys() {
-        let cases: [crate::test_support::Mutation; 4] = [
+        let cases: [crate::test_support::Mutation; 3] = [
             ("bridge", |p| p.proxmox.bridge = "vmbr0,link_down=1".into()),
             ("storage", |p| {
                 p.proxmox.disk_storage = "local-lvm,cache=unsafe".into()
             }),
             ("storage", |p| p.proxmox.iso_storage = "local;x".into()),
-            ("searchdomain", |p| {
-                p.dns.domain = Some("lab.local\nnameserver 6.6.6.6".into())
-            }),
         ];
         for (key, mutate) in cases {
             let (mut p, _) = homelab();
@@ -287,8 +256,8 @@ mod tests {
         assert_eq!(m["cpu"], "host");
         assert_eq!(m["balloon"], "0");
         assert_eq!(m["efidisk0"], "local-lvm:1,efitype=4m,pre-enrolled-keys=0");
-        assert_eq!(m["ipconfig0"], "ip=10.8.16.20/24,gw=10.8.16.1");
-        assert_eq!(m["ipconfig1"], "ip=10.8.28.20/22");
+        assert!(!m.contains_key("ipconfig0") && !m.contains_key("citype"));
+        assert_eq!(m["ide0"], "none,media=cdrom");
         assert!(m["net1"].contains("tag=28"));
         assert_eq!(m["boot"], "order=scsi0;ide2");
     }
@@ -313,7 +282,7 @@ mod tests {
         );
         got.insert(
             "ide0".into(),
-            "local-lvm:vm-120-cloudinit,media=cdrom".into(),
+            "local:iso/talos-pve-cidata-homelab-120-talos-k8s-01.iso,media=cdrom".into(),
         );
         got.insert("tags".into(), "controlplane;talos;talos-pve".into());
         got.insert("agent".into(), "1".into());

@@ -2,6 +2,7 @@
 //! library against the lab on loopback. One module per area.
 
 mod addons;
+mod cidata;
 mod cli_lint;
 mod discovery;
 mod docs;

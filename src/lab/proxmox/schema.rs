@@ -286,6 +286,18 @@ pub const DOWNLOAD: &[Param] = &[
     opt("verify-certificates", Kind::Bool),
 ];
 
+/// `upload`: `filename` comes from the file part, `tmpfilename` only from the
+/// trusted local port (pve-http-server AnyEvent.pm 1695), so it is refused here.
+pub const UPLOAD: &[Param] = &[
+    req("content", Kind::Enum(&["iso", "vztmpl", "import"])),
+    opt("checksum", Kind::Str(1024)),
+    opt(
+        "checksum-algorithm",
+        Kind::Enum(&["md5", "sha1", "sha224", "sha256", "sha384", "sha512"]),
+    ),
+];
+pub const CONTENT_DELETE: &[Param] = &[opt("delay", Kind::Int(1, 30))];
+
 pub const START: &[Param] = &[
     opt("timeout", Kind::Int(0, 86400)),
     opt("skiplock", Kind::Bool),
@@ -491,9 +503,13 @@ pub fn check(kind: Kind, v: &str, top: bool) -> Result<(), String> {
             v == "dhcp" || v.parse::<ipnet::Ipv4Net>().is_ok(),
             "value does not look like a valid IPv4 network configuration",
         ),
+        // `none` (an empty drive) and `cdrom` (the host's drive) are accepted as
+        // is (qemu-server 9.2.6 `QemuServer.pm` `verify_volume_id_or_qm_path`).
         Kind::Volume => ok(
-            v.split_once(':')
-                .is_some_and(|(s, rest)| is_pve_storage_id(s) && !rest.is_empty())
+            v == "none"
+                || v == "cdrom"
+                || v.split_once(':')
+                    .is_some_and(|(s, rest)| is_pve_storage_id(s) && !rest.is_empty())
                 || v.starts_with('/'),
             &format!("unable to parse volume ID '{v}'"),
         ),

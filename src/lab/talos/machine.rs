@@ -34,6 +34,10 @@ pub struct MachineConfig {
     /// (Talos v1.13.9 `pkg/machinery/config/types/v1alpha1/v1alpha1_etcdconfig.go`
     /// `ListenSubnets`); empty means every address.
     pub etcd_listen_subnets: Vec<String>,
+    /// Static addresses per link MAC (lower case): `LinkConfig.addresses` of the
+    /// link a `LinkAliasConfig` selects by MAC. This is how the node gets its
+    /// addresses when nothing else (a cloud-init `network-config`) gives them.
+    pub link_addresses: Vec<(String, Ipv4Net)>,
 }
 
 /// Without the CA keys, like every type that holds them.
@@ -131,6 +135,7 @@ pub fn parse(text: &str, nics: &[LabNic]) -> Result<MachineConfig, String> {
         .map(|(name, path, _)| (name, s(path).unwrap_or_default()))
         .collect(),
         etcd_listen_subnets: etcd_listen_subnets(v1),
+        link_addresses: link_addresses(&docs),
         machine_type,
     };
     check_link_aliases(&docs, nics)?;
@@ -287,6 +292,31 @@ fn check_routing_rules(docs: &[Value]) -> Result<(), String> {
         seen.push(priority);
     }
     Ok(())
+}
+
+fn link_addresses(docs: &[Value]) -> Vec<(String, Ipv4Net)> {
+    let alias_mac = |alias: &str| {
+        docs.iter()
+            .filter(|d| kind(d) == Some("LinkAliasConfig"))
+            .find(|d| d.get("name").and_then(Value::as_str) == Some(alias))
+            .and_then(|d| d.get("selector")?.get("match")?.as_str())
+            .and_then(selected_mac)
+    };
+    docs.iter()
+        .filter(|d| kind(d) == Some("LinkConfig"))
+        .filter_map(|d| {
+            let mac = alias_mac(d.get("name")?.as_str()?)?;
+            let addrs = d.get("addresses")?.as_array()?;
+            Some(
+                addrs
+                    .iter()
+                    .filter_map(|a| a.get("address")?.as_str()?.parse().ok())
+                    .map(|net| (mac.clone(), net))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect()
 }
 
 /// The MAC in `mac(link.permanent_addr) == "…"` (or `hardware_addr`).

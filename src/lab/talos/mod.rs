@@ -11,6 +11,7 @@
 
 mod certs;
 mod machine;
+mod nocloud;
 mod server;
 
 use std::collections::BTreeMap;
@@ -39,10 +40,6 @@ pub struct Faults {
     pub time_not_in_sync: u32,
     /// The first N snapshot/kubeconfig streams are cut short.
     pub drop_streams: u32,
-    /// The first N accepted maintenance-mode applies lose their answer (the node
-    /// reboots into the install before replying).
-    #[serde(default)]
-    pub lost_apply_answers: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +120,22 @@ impl fmt::Debug for NodeState {
     }
 }
 
+impl NodeState {
+    /// A machine that has never run a config.
+    fn fresh(vm: LabVm, phase: Phase) -> Self {
+        Self {
+            vm,
+            phase,
+            config: None,
+            config_sha256: None,
+            etcd_ready: false,
+            etcd_member: false,
+            member_id: 0,
+            reboot_loops_done: 0,
+        }
+    }
+}
+
 /// An etcd cluster member. Membership is the cluster's view: a node whose data was
 /// wiped stays listed until it is removed by ID, and cannot rejoin before that.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,6 +169,9 @@ pub struct Counters {
     pub kubeconfigs: u64,
     /// Calls refused for a missing role.
     pub denied: u64,
+    /// Configs a node took from its `cidata` volume at boot.
+    #[serde(default)]
+    pub cidata_configs: u64,
 }
 
 struct Node {
@@ -226,6 +242,9 @@ impl Node {
 struct Shared {
     fabric: Fabric,
     cfg: LabTalosConfig,
+    /// Addresses a foreign machine answers at (`impostor=NODE`): the real node
+    /// does not get them mapped.
+    claimed: Mutex<Vec<SocketAddr>>,
     /// Lock order: `nodes` before `members`.
     nodes: Mutex<BTreeMap<u32, Node>>,
     members: Mutex<Vec<Member>>,
@@ -256,6 +275,7 @@ impl LabTalos {
         let shared = Arc::new(Shared {
             fabric: fabric.clone(),
             cfg,
+            claimed: Mutex::default(),
             nodes: Mutex::default(),
             members: Mutex::new(state.members),
             faults_left: Mutex::new(state.faults_left),
@@ -301,12 +321,13 @@ impl LabTalos {
         *lock(&self.shared.faults_left) = faults;
     }
 
-    /// Serializable state of every node.
+    /// Serializable state of every node (impostors are not ours to keep).
     pub fn state(&self) -> LabTalosState {
         LabTalosState {
             nodes: lock(&self.shared.nodes)
-                .values()
-                .map(|n| n.state.clone())
+                .iter()
+                .filter(|(vmid, _)| **vmid < IMPOSTOR_VMIDS)
+                .map(|(_, n)| n.state.clone())
                 .collect(),
             members: lock(&self.shared.members).clone(),
             faults_left: lock(&self.shared.faults_left).clone(),
@@ -320,9 +341,40 @@ impl LabTalos {
         let mut nodes = lock(&self.shared.nodes);
         for n in nodes.values() {
             n.accept.abort();
-            unmap(&self.shared.fabric, n);
+            unmap(&self.shared, n);
         }
         nodes.clear();
+    }
+}
+
+/// Impostors live above every VMID PVE can assign (≤ 999999999).
+const IMPOSTOR_VMIDS: u32 = 1_000_000_000;
+
+impl LabTalos {
+    /// Disaster `impostor=NODE`: a foreign machine on the management VLAN answers
+    /// at `vm`'s management address (its NIC 0) with `vm`'s MACs, in maintenance
+    /// mode: it takes any config it is sent and then runs it, as the reproduced
+    /// incident's machine did.
+    pub fn impostor(&self, vm: LabVm) {
+        let vmid = IMPOSTOR_VMIDS + vm.vmid;
+        let state = NodeState::fresh(vm, Phase::Maintenance);
+        let Some(n) = new_node(&self.shared, vmid, state) else {
+            return;
+        };
+        for a in n.addresses() {
+            let at = SocketAddr::new(a.into(), APID_PORT);
+            lock(&self.shared.claimed).push(at);
+            self.shared.fabric.addresses.map(at, n.listener);
+        }
+        lock(&self.shared.nodes).insert(vmid, n);
+    }
+
+    /// What each impostor was sent: `(node it impersonates, machine config)`.
+    pub fn impostor_configs(&self) -> Vec<(String, String)> {
+        lock(&self.shared.nodes)
+            .range(IMPOSTOR_VMIDS..)
+            .filter_map(|(_, n)| Some((n.state.vm.name.clone(), n.state.config.clone()?)))
+            .collect()
     }
 }
 
@@ -331,17 +383,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn map(fabric: &Fabric, n: &Node) {
+fn map(shared: &Shared, n: &Node) {
+    let claimed = lock(&shared.claimed);
     for a in n.addresses() {
-        fabric
-            .addresses
-            .map(SocketAddr::new(a.into(), APID_PORT), n.listener);
+        let at = SocketAddr::new(a.into(), APID_PORT);
+        if !claimed.contains(&at) {
+            shared.fabric.addresses.map(at, n.listener);
+        }
     }
 }
 
-fn unmap(fabric: &Fabric, n: &Node) {
+fn unmap(shared: &Shared, n: &Node) {
+    let claimed = lock(&shared.claimed);
     for a in n.addresses() {
-        fabric.addresses.unmap(SocketAddr::new(a.into(), APID_PORT));
+        let at = SocketAddr::new(a.into(), APID_PORT);
+        if !claimed.contains(&at) {
+            shared.fabric.addresses.unmap(at);
+        }
     }
 }
 
@@ -356,7 +414,8 @@ fn names(vm: &LabVm, extra: &[String]) -> Vec<String> {
     v
 }
 
-fn new_node(shared: &Arc<Shared>, state: NodeState) -> Option<Node> {
+/// A node served under `key` (its VMID, or an impostor's).
+fn new_node(shared: &Arc<Shared>, key: u32, state: NodeState) -> Option<Node> {
     let maintenance = certs::maintenance(&names(&state.vm, &[]))
         .and_then(server::maintenance_tls)
         .map_err(|e| tracing::error!(vmid = state.vm.vmid, error = %e, "lab talos: no maintenance certificate"))
@@ -367,13 +426,12 @@ fn new_node(shared: &Arc<Shared>, state: NodeState) -> Option<Node> {
         .ok()?;
     let listener = std_listener.local_addr().ok()?;
     let tcp = TcpListener::from_std(std_listener).ok()?;
-    let vmid = state.vm.vmid;
-    let accept = tokio::spawn(server::accept_loop(Arc::downgrade(shared), vmid, tcp));
+    let accept = tokio::spawn(server::accept_loop(Arc::downgrade(shared), key, tcp));
     let parsed = state
         .config
         .as_deref()
         .and_then(|c| machine::parse(c, &state.vm.nics).ok());
-    Some(Node {
+    let mut n = Node {
         state,
         parsed,
         listener,
@@ -382,7 +440,9 @@ fn new_node(shared: &Arc<Shared>, state: NodeState) -> Option<Node> {
         maintenance_tls: maintenance,
         mutual_tls: None,
         recover_upload: None,
-    })
+    };
+    configure_links(&mut n);
+    Some(n)
 }
 
 fn vm_started(shared: &Arc<Shared>, vm: LabVm) {
@@ -391,22 +451,14 @@ fn vm_started(shared: &Arc<Shared>, vm: LabVm) {
     if let Some(n) = nodes.get_mut(&vmid) {
         // A power-on of a known VM: it boots from disk if Talos was installed.
         n.state.vm = vm;
-        map(&shared.fabric, n);
+        configure_links(n);
+        map(shared, n);
     } else {
-        let state = NodeState {
-            vm,
-            phase: Phase::Booting,
-            config: None,
-            config_sha256: None,
-            etcd_ready: false,
-            etcd_member: false,
-            member_id: 0,
-            reboot_loops_done: 0,
-        };
-        let Some(n) = new_node(shared, state) else {
+        let state = NodeState::fresh(vm, Phase::Booting);
+        let Some(n) = new_node(shared, vmid, state) else {
             return;
         };
-        map(&shared.fabric, &n);
+        map(shared, &n);
         nodes.insert(vmid, n);
     }
     drop(nodes);
@@ -418,7 +470,7 @@ fn vm_stopped(shared: &Arc<Shared>, vmid: u32, destroyed: bool) {
     if let Some(n) = nodes.get_mut(&vmid) {
         set_phase(n, Phase::Stopped);
         n.state.etcd_ready = false;
-        unmap(&shared.fabric, n);
+        unmap(shared, n);
         if destroyed {
             n.accept.abort();
             nodes.remove(&vmid);
@@ -432,11 +484,11 @@ fn restore_node(shared: &Arc<Shared>, mut state: NodeState) {
     if resume != Phase::Stopped {
         state.phase = Phase::Booting;
     }
-    let Some(n) = new_node(shared, state) else {
+    let Some(n) = new_node(shared, vmid, state) else {
         return;
     };
     if resume != Phase::Stopped {
-        map(&shared.fabric, &n);
+        map(shared, &n);
     }
     lock(&shared.nodes).insert(vmid, n);
     match resume {
@@ -490,7 +542,67 @@ fn after(
     });
 }
 
-/// Power-on: maintenance mode without an installed config, else straight to running.
+/// Give each NIC the static addresses the running config assigns to its MAC.
+fn configure_links(n: &mut Node) {
+    let Some(cfg) = &n.parsed else { return };
+    for nic in &mut n.state.vm.nics {
+        let mac = nic.mac.to_ascii_lowercase();
+        if let Some((_, net)) = cfg.link_addresses.iter().find(|(m, _)| *m == mac) {
+            nic.address = Some(*net);
+        }
+    }
+}
+
+/// The nocloud platform at first boot (talos v1.13.9 `platform/nocloud/metadata.go`
+/// `configFromCD`): the first CD-ROM volume labelled `cidata`/`CIDATA` whose
+/// `user-data` is a machine config (a `#cloud-config` one is no config source).
+fn cidata_config(vm: &LabVm) -> Option<String> {
+    vm.media
+        .iter()
+        .filter_map(|b64| {
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok()
+        })
+        .filter_map(|img| nocloud::read(&img).ok())
+        .filter(|v| v.label == "cidata" || v.label == "CIDATA")
+        .find_map(|v| v.files.get("user-data").cloned())
+        .filter(|u| !u.starts_with(b"#cloud-config"))
+        .and_then(|u| String::from_utf8(u).ok())
+}
+
+/// Take a config read from `cidata`, as the node would: validate, configure its
+/// links, install. An invalid one leaves the node in maintenance mode.
+fn take_cidata(shared: &Arc<Shared>, vmid: u32, text: String) {
+    {
+        let mut nodes = lock(&shared.nodes);
+        let Some(n) = nodes.get_mut(&vmid) else {
+            return;
+        };
+        match machine::parse(&text, &n.state.vm.nics) {
+            Ok(parsed) => {
+                n.state.config_sha256 = Some(hex::encode(ring::digest::digest(
+                    &ring::digest::SHA256,
+                    text.as_bytes(),
+                )));
+                n.state.config = Some(text);
+                n.parsed = Some(parsed);
+                // Installed configs win on every later boot (acquire.go `stateDisk`).
+                n.state.vm.media.clear();
+                configure_links(n);
+                map(shared, n);
+            }
+            Err(e) => {
+                tracing::warn!(vmid, error = %e, "lab talos: the cidata machine config does not validate; staying in maintenance mode");
+                set_phase(n, Phase::Maintenance);
+                return;
+            }
+        }
+    }
+    lock(&shared.counters).cidata_configs += 1;
+    install(shared, vmid);
+}
+
+/// Power-on: an installed config runs from disk; else the `cidata` volume's
+/// config is installed; else maintenance mode.
 fn boot(shared: &Arc<Shared>, vmid: u32) {
     let generation = {
         let mut nodes = lock(&shared.nodes);
@@ -500,11 +612,14 @@ fn boot(shared: &Arc<Shared>, vmid: u32) {
         set_phase(n, Phase::Booting)
     };
     after(shared, vmid, generation, shared.cfg.boot, |s, vmid| {
-        let installed = lock(&s.nodes)
-            .get(&vmid)
-            .is_some_and(|n| n.state.config.is_some());
+        let (installed, cidata) = match lock(&s.nodes).get(&vmid) {
+            Some(n) => (n.state.config.is_some(), cidata_config(&n.state.vm)),
+            None => return,
+        };
         if installed {
             enter_running(s, vmid);
+        } else if let Some(text) = cidata {
+            take_cidata(s, vmid, text);
         } else if let Some(n) = lock(&s.nodes).get_mut(&vmid) {
             set_phase(n, Phase::Maintenance);
         }

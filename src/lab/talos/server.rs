@@ -461,16 +461,12 @@ impl Ctx {
         n.state.config = Some(text);
         n.state.config_sha256 = Some(hash);
         n.parsed = Some(parsed);
+        super::configure_links(n);
+        super::map(&self.shared, n);
         let fresh = self.peer.maintenance;
         drop(nodes);
         if fresh {
             super::install(&self.shared, self.vmid);
-            let mut f = lock(&self.shared.faults_left);
-            if f.lost_apply_answers > 0 {
-                f.lost_apply_answers -= 1;
-                return Err(Status::unavailable("connection reset (injected fault)"));
-            }
-            drop(f);
             reply(
                 "Applied configuration; installing and rebooting.".into(),
                 ApplyMode::Reboot,

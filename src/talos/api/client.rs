@@ -227,29 +227,6 @@ impl TalosClient {
         Ok(r.messages.into_iter().flat_map(|m| m.members).collect())
     }
 
-    pub async fn apply_configuration(
-        &mut self,
-        data: &[u8],
-        mode: ApplyMode,
-        dry_run: bool,
-    ) -> Result<ApplyConfiguration, TalosError> {
-        let q = ApplyConfigurationRequest {
-            data: data.to_vec(),
-            mode: mode as i32,
-            dry_run,
-            try_mode_timeout: None,
-        };
-        let r: ApplyConfigurationResponse = self
-            .unary(
-                "ApplyConfiguration",
-                "/machine.MachineService/ApplyConfiguration",
-                q,
-            )
-            .await?;
-        check(&self.target, "ApplyConfiguration", &r)?;
-        first(&self.target, "ApplyConfiguration", r.messages)
-    }
-
     pub async fn bootstrap(&mut self, q: BootstrapRequest) -> Result<(), TalosError> {
         let r: BootstrapResponse = self
             .unary("Bootstrap", "/machine.MachineService/Bootstrap", q)
@@ -380,14 +357,6 @@ fn apply_routing(routing: &Routing, md: &mut tonic::metadata::MetadataMap) {
             }
         }
     }
-}
-
-fn first<T>(target: &Target, rpc: &'static str, v: Vec<T>) -> Result<T, TalosError> {
-    v.into_iter().next().ok_or_else(|| TalosError::BadResponse {
-        node: target.node.clone(),
-        rpc,
-        detail: "no messages in the response".into(),
-    })
 }
 
 fn node_error(target: &Target, rpc: &'static str, md: Option<&Metadata>) -> Result<(), TalosError> {
