@@ -13,6 +13,7 @@ mod docs;
 
 mod generate;
 mod init;
+mod lab;
 mod lint;
 mod plan;
 mod preflight;
@@ -64,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Destroy(a) => destroy::run(g, a),
         Command::Up(a) => up::run(g, a),
         Command::Status(a) => status::run(g, a),
+        Command::Lab(a) => lab::run(g, a),
         Command::Backup(a) => backup::run(g, a),
         Command::Rebuild(a) => rebuild::run(g, a),
         Command::Completions { shell } => {

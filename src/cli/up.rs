@@ -12,6 +12,7 @@ use super::common::{close_lab, hosts, open_lab};
 use super::preflight::{PveArgs, print_preflight, runtime};
 use crate::addons::ManifestSource;
 use crate::cluster_dir::ClusterDir;
+use crate::lab::Datacenter;
 use crate::plan::{self, Plan};
 use crate::profile::Profile;
 use crate::progress::{ProgressMode, Reporter};
@@ -67,25 +68,16 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             &a.pve,
             ManifestSource::from_arg(a.manifests.as_deref()),
         )?;
-        // Between recorded steps the simulated hosts keep changing (tasks, installs):
-        // save them often, so a killed run leaves them where real hosts would be.
-        let autosave = dc.as_ref().map(|dc| {
-            let saver = dc.saver();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(AUTOSAVE).await;
-                    if let Err(e) = saver.save() {
-                        tracing::warn!(error = %e, "lab: could not save the simulated datacenter");
-                    }
-                }
-            })
-        });
-        let result = converge(g, &a, &env, &profile, &plan, &dir, report.warnings).await;
-        if let Some(t) = autosave {
-            t.abort();
-            // Wait for a save in progress, so the final one below is the last.
-            let _ = t.await;
-        }
+        let knobs = Converge {
+            yes: a.yes,
+            recreate: a.recreate,
+            progress: a.progress,
+        };
+        let result = autosaving(
+            dc.as_ref(),
+            converge(g, &knobs, &env, &profile, &plan, &dir, report.warnings),
+        )
+        .await;
         close_lab(dc, &a.lab)?;
         let summary = result?;
         match g.output {
@@ -99,9 +91,40 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn converge(
+/// Between recorded steps the simulated hosts keep changing (tasks, installs): save
+/// them often while `work` runs, so a killed run leaves them where real hosts would be.
+pub(super) async fn autosaving<T>(dc: Option<&Datacenter>, work: impl Future<Output = T>) -> T {
+    let autosave = dc.map(|dc| {
+        let saver = dc.saver();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(AUTOSAVE).await;
+                if let Err(e) = saver.save() {
+                    tracing::warn!(error = %e, "lab: could not save the simulated datacenter");
+                }
+            }
+        })
+    });
+    let out = work.await;
+    if let Some(t) = autosave {
+        t.abort();
+        // Wait for a save in progress, so the caller's final one is the last.
+        let _ = t.await;
+    }
+    out
+}
+
+/// How `converge` asks and shows progress.
+pub(super) struct Converge {
+    pub yes: bool,
+    pub recreate: bool,
+    pub progress: ProgressMode,
+}
+
+/// Preflight, plan, confirmation, then the bring-up (idempotent).
+pub(super) async fn converge(
     g: &Global,
-    a: &Args,
+    a: &Converge,
     env: &Env,
     profile: &Profile,
     plan: &Plan,

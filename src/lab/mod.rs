@@ -7,6 +7,7 @@
 //! runs its config, etcd was bootstrapped) and the simulated etcd (`EtcdStore`),
 //! which backs the Kubernetes API and is what snapshots save and recover.
 
+mod access;
 mod datacenter;
 mod etcd;
 mod faults;
@@ -22,6 +23,7 @@ use tokio::sync::broadcast;
 
 use crate::net::AddressBook;
 
+pub use access::{Access, AccessError, write as write_access};
 pub use datacenter::{Datacenter, DatacenterError, LabOptions, LabSaver};
 pub use etcd::{EtcdStore, SnapshotError, validate_snapshot};
 pub use faults::{FaultSpecError, LabFaults};
