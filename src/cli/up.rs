@@ -78,8 +78,12 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             converge(g, &knobs, &env, &profile, &plan, &dir, report.warnings),
         )
         .await;
+        let in_lab = dc.is_some();
         close_lab(dc, &a.lab)?;
-        let summary = result?;
+        let mut summary = result?;
+        if in_lab {
+            summary.lab = Some(up::LabHints::new(&source, &dir));
+        }
         match g.output {
             Output::Json => println!(
                 "{}",

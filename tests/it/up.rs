@@ -185,7 +185,10 @@ fn fresh_run_is_healthy_and_a_rerun_changes_nothing() {
     let report = tmp.path().join("report");
     let (out, err) = up_ok(&dir, &["--lab-report", report.to_str().unwrap()]);
     assert!(out.contains("Cluster homelab is up"), "{out}");
-    assert!(out.contains("kubectl get nodes"), "{out}");
+    // The lab's addresses exist only inside it: the summary says so and how to reach it.
+    assert!(out.contains("This was the lab"), "{out}");
+    assert!(out.contains("talos-pve lab serve --profile"), "{out}");
+    assert!(out.contains("--lab-report DIR"), "{out}");
     for f in [
         "secrets.yaml",
         "talosconfig",
