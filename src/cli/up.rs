@@ -32,6 +32,10 @@ pub struct Args {
     /// Default: $XDG_DATA_HOME/talos-pve/<cluster>.
     #[arg(long, env = "TALOS_PVE_DIR", value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Without --profile: the wizard takes hosts, bridges, storages and used VMIDs from
+    /// this YAML or JSON file (docs/discovery-file.md) instead of asking Proxmox.
+    #[arg(long, value_name = "FILE", conflicts_with = "profile")]
+    pub discovery_file: Option<PathBuf>,
     #[command(flatten)]
     pub lab: LabArgs,
     #[command(flatten)]
@@ -53,7 +57,8 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let lab = a.lab.options()?;
-    let (profile, source) = profile_or_wizard(a.profile.as_deref())?;
+    let (profile, source) =
+        profile_or_wizard(a.profile.as_deref(), a.discovery_file.as_deref(), a.lab.lab)?;
     let report = super::lint::gate(&profile, &source)?;
     let (plan, dir) = super::common::plan_and_dir(&profile, a.dir.as_deref())?;
     eprintln!("cluster directory: {}", dir.root.display());
@@ -201,7 +206,11 @@ pub(super) fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn profile_or_wizard(path: Option<&Path>) -> anyhow::Result<(Profile, PathBuf)> {
+fn profile_or_wizard(
+    path: Option<&Path>,
+    discovery_file: Option<&Path>,
+    lab: bool,
+) -> anyhow::Result<(Profile, PathBuf)> {
     if let Some(p) = path {
         return Ok((super::common::load_profile(p)?, p.to_owned()));
     }
@@ -211,8 +220,11 @@ fn profile_or_wizard(path: Option<&Path>) -> anyhow::Result<(Profile, PathBuf)> 
         );
     }
     let out = PathBuf::from("talos-pve.yaml");
-    let connect = super::init::live_discovery();
-    match crate::wizard::guided(&out, &connect, &|p| crate::lint::lint(p).error_lines())? {
+    // With --lab the wizard discovers the lab, never a real Proxmox.
+    let facts = super::init::Source::open(discovery_file, lab)?;
+    match crate::wizard::guided(&out, facts.connect(), &|p| {
+        crate::lint::lint(p).error_lines()
+    })? {
         Some(profile) => Ok((profile, out)),
         None => bail!(
             "stopped: {} was kept and no profile was written",

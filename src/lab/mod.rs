@@ -9,6 +9,7 @@
 
 mod access;
 mod datacenter;
+mod discovery;
 mod etcd;
 mod faults;
 pub mod kube;
@@ -25,6 +26,7 @@ use crate::net::AddressBook;
 
 pub use access::{Access, AccessError, write as write_access};
 pub use datacenter::{Datacenter, DatacenterError, LabOptions, LabSaver};
+pub use discovery::LabDiscovery;
 pub use etcd::{EtcdStore, SnapshotError, validate_snapshot};
 pub use faults::{FaultSpecError, LabFaults};
 

@@ -179,11 +179,16 @@ mod tests {
         };
         let mut s = Summary::new(&profile, &plan, &dir);
         assert!(!s.render().contains("This was the lab"), "{}", s.render());
-        s.lab = Some(LabHints::new(std::path::Path::new("profiles/homelab.yaml"), &dir));
+        s.lab = Some(LabHints::new(
+            std::path::Path::new("profiles/homelab.yaml"),
+            &dir,
+        ));
         let text = s.render();
         assert!(text.contains("This was the lab"), "{text}");
         assert!(
-            text.contains("talos-pve lab serve --profile profiles/homelab.yaml --dir '/tmp/my lab'"),
+            text.contains(
+                "talos-pve lab serve --profile profiles/homelab.yaml --dir '/tmp/my lab'"
+            ),
             "{text}"
         );
         assert!(text.contains("status --profile"), "{text}");

@@ -6,6 +6,7 @@ mod cli_lint;
 mod discovery;
 mod docs;
 mod generate;
+mod lab_cli;
 mod lab_serve;
 mod proxmox;
 mod rebuild;

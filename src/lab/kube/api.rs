@@ -346,6 +346,14 @@ pub fn handle(lab: &Lab, req: &Request) -> Reply {
         );
     };
     let ns = ns.filter(|_| res.namespaced);
+    if matches!(q("watch").as_deref(), Some("true" | "1")) {
+        // Said plainly rather than answered with a list the client would misread.
+        return status(
+            405,
+            "MethodNotAllowed",
+            format!("the talos-pve lab does not serve watches ({path}); list again instead"),
+        );
+    }
     match (method, name) {
         ("GET", None) => {
             let selectors = (

@@ -1,0 +1,78 @@
+//! `--lab` on every command that talks to Proxmox, Talos or Kubernetes: the wizard
+//! discovers the lab (never a real Proxmox), and teardown can be rehearsed.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support;
+
+fn lab_vms(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("lab/datacenter.json")).unwrap();
+    let lab: Value = serde_json::from_str(&text).unwrap();
+    lab["proxmox"]["vms"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// `up --lab` without a profile: the wizard's discovery asks the lab's Proxmox, the
+/// defaults make a profile, and the bring-up runs in the lab. Direct connections are
+/// refused (`TALOS_PVE_LOOPBACK_ONLY=1`), so a real Proxmox could not have been asked.
+#[cfg(unix)]
+#[test]
+fn up_lab_without_a_profile_discovers_the_lab() {
+    use rexpect::session::spawn_command;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let mut cmd = Command::new(support::bin());
+    cmd.current_dir(tmp.path())
+        .args([
+            "up",
+            "--lab",
+            "--yes",
+            "--lab-speed",
+            "600",
+            "--progress",
+            "plain",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .env("NO_COLOR", "1")
+        .env("TERM", "dumb")
+        .env("TALOS_PVE_LOOPBACK_ONLY", "1");
+    let mut s = spawn_command(cmd, Some(150)).unwrap();
+    let mut seen = String::new();
+    let mut done = false;
+    for _ in 0..600 {
+        match s.exp_string("Cluster homelab is up") {
+            Ok(before) => {
+                seen.push_str(&before);
+                done = true;
+                break;
+            }
+            Err(_) => {
+                s.send_line("").unwrap();
+            }
+        }
+    }
+    assert!(done, "the lab bring-up never finished");
+    assert!(
+        seen.contains("lab: discovery asks a simulated Proxmox"),
+        "{seen}"
+    );
+    let rest = s.exp_eof().unwrap_or_default();
+    assert!(rest.contains("This was the lab"), "{rest}");
+    let profile = talos_pve::profile::load(&tmp.path().join("talos-pve.yaml")).unwrap();
+    assert_eq!(profile.proxmox.endpoint, "https://10.8.16.10:8006");
+    assert_eq!(lab_vms(&dir).len(), profile.nodes.len());
+}
+
+#[test]
+fn init_lab_conflicts_with_a_discovery_file() {
+    let (code, _, err) = support::run(&["init", "--lab", "--discovery-file", "x.yaml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+}
