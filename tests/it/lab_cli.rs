@@ -76,3 +76,49 @@ fn init_lab_conflicts_with_a_discovery_file() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot be used with"), "{err}");
 }
+
+fn lab_cmd(cmd: &str, dir: &Path, extra: &[&str]) -> (i32, String, String) {
+    let p = support::profile("homelab.yaml").display().to_string();
+    let d = dir.display().to_string();
+    let mut args = vec![
+        cmd,
+        "--profile",
+        &p,
+        "--dir",
+        &d,
+        "--lab",
+        "--lab-speed",
+        "600",
+    ];
+    args.extend(extra);
+    support::run(&args)
+}
+
+/// A newcomer can rehearse the whole life cycle in the lab, teardown included.
+#[test]
+fn preflight_provision_and_destroy_take_lab() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let (code, out, err) = lab_cmd("up", &dir, &["--yes", "--progress", "plain"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(lab_vms(&dir).len(), 3);
+
+    let (code, out, err) = lab_cmd("preflight", &dir, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("[ok  ]"), "{out}");
+    let (code, out, err) = lab_cmd("provision", &dir, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("Everything is up to date"), "{out}");
+
+    let (code, out, err) = lab_cmd("destroy", &dir, &["--yes"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("Destroyed 3 VMs"), "{out}");
+    assert_eq!(
+        lab_vms(&dir),
+        Vec::<String>::new(),
+        "no VM is left in the lab"
+    );
+    let (code, out, _) = lab_cmd("destroy", &dir, &["--yes"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to destroy"), "{out}");
+}
