@@ -40,7 +40,7 @@ use crate::talos::api::{
 pub use env::Env;
 pub use identity::ProxmoxIdentity;
 pub use status::{Status, status};
-pub use summary::{LabHints, Summary};
+pub use summary::{LabHints, Summary, cluster_args};
 
 #[derive(Debug, Error)]
 pub enum UpError {

@@ -46,13 +46,18 @@ fn shell_word(word: &str) -> String {
     }
 }
 
+/// `--profile FILE --dir DIR`, as shell words: how advice names the cluster again.
+pub fn cluster_args(profile: &std::path::Path, dir: &ClusterDir) -> String {
+    format!(
+        "--profile {} --dir {}",
+        shell_word(&profile.display().to_string()),
+        shell_word(&dir.root.display().to_string())
+    )
+}
+
 impl LabHints {
     pub fn new(profile: &std::path::Path, dir: &ClusterDir) -> Self {
-        let args = format!(
-            "--profile {} --dir {}",
-            shell_word(&profile.display().to_string()),
-            shell_word(&dir.root.display().to_string())
-        );
+        let args = cluster_args(profile, dir);
         Self {
             serve: format!("talos-pve lab serve {args}"),
             status: format!("talos-pve status {args} --lab"),

@@ -110,6 +110,36 @@ fn preflight_provision_and_destroy_take_lab() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("Everything is up to date"), "{out}");
 
+    let (code, out, err) = lab_cmd("status", &dir, &[]);
+    assert_eq!(code, 0, "healthy\n{out}\n{err}");
+    assert!(out.starts_with("Cluster homelab: healthy"), "{out}");
+    assert!(out.contains("Kubernetes"), "a Ready column:\n{out}");
+    // A VM gone (the lab's disaster, applied to what this command sees): non-zero,
+    // the verdict says why and names the rebuild.
+    let (code, out, err) = lab_cmd("status", &dir, &["--lab-faults", "destroy-vm=talos-k8s-02"]);
+    assert_eq!(code, 3, "degraded\n{out}\n{err}");
+    assert!(out.contains("talos-k8s-02: VM 121 is gone"), "{out}");
+    assert!(
+        out.contains("talos-pve rebuild node talos-k8s-02 --profile"),
+        "{out}"
+    );
+    let (code, out, _) = lab_cmd(
+        "status",
+        &dir,
+        &[
+            "--lab-faults",
+            "destroy-vm=talos-k8s-02",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(code, 3);
+    let s: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (s["format"].as_u64(), s["verdict"].as_str()),
+        (Some(1), Some("degraded"))
+    );
+
     let (code, out, err) = lab_cmd("destroy", &dir, &["--yes"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("Destroyed 3 VMs"), "{out}");

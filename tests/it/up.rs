@@ -324,7 +324,7 @@ fn killed_mid_stage_then_resumed_and_status_tells_where_it_stands() {
         "the applied config survives the kill"
     );
     let (code, out, err) = status(&dir, true);
-    assert_eq!(code, 0, "status after a kill: {err}");
+    assert_eq!(code, 3, "status after a kill: degraded\n{err}");
     let s: Value = serde_json::from_str(out.trim()).expect("status JSON");
     assert_eq!(s["nodes"].as_array().unwrap().len(), 3, "{s}");
     assert!(s["nodes"][0]["vm"]["exists"].as_bool().unwrap(), "{s}");
@@ -372,8 +372,9 @@ fn status_of_a_cluster_that_does_not_exist_yet() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
     let (code, out, err) = status(&dir, true);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 4, "not built yet\n{err}");
     let s: Value = serde_json::from_str(out.trim()).expect("status JSON");
+    assert_eq!(s["verdict"], "not-built", "{s}");
     for n in s["nodes"].as_array().unwrap() {
         assert_eq!(n["vm"]["exists"], false, "{n}");
         assert_eq!(n["talos"]["stage"], "unreachable", "{n}");
