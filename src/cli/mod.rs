@@ -8,6 +8,7 @@ mod args;
 mod common;
 
 mod backup;
+mod completions;
 mod destroy;
 mod docs;
 
@@ -69,8 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(a) => backup::run(g, a),
         Command::Rebuild(a) => rebuild::run(g, a),
         Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "talos-pve", &mut std::io::stdout());
+            completions::print(shell)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Man => {

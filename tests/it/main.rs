@@ -3,6 +3,7 @@
 
 mod addons;
 mod cli_lint;
+mod completions;
 mod discovery;
 mod docs;
 mod generate;
