@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use super::{
-    backup, destroy, docs, generate, init, lab, lint, plan, preflight, provision, rebuild, status,
-    up,
+    backup, destroy, docs, generate, init, lab, lint, man, plan, preflight, provision, rebuild,
+    status, up,
 };
 
 #[derive(Debug, Parser)]
@@ -84,8 +84,8 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    Man,
+    /// Print the man page (roff), or write every subcommand's page with --out DIR.
+    Man(man::Args),
 }
 
 /// `--lab` and its knobs, shared by every command that can act on the simulated datacenter.

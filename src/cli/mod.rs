@@ -16,6 +16,7 @@ mod generate;
 mod init;
 mod lab;
 mod lint;
+mod man;
 mod plan;
 mod preflight;
 mod provision;
@@ -73,10 +74,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             completions::print(shell)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Man(a) => man::run(a),
     }
 }
