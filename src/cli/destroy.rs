@@ -59,8 +59,7 @@ fn teardown(rt: &tokio::runtime::Runtime, s: &Session, yes: bool) -> anyhow::Res
             .default(false)
             .interact()?;
         if !ok {
-            println!("Nothing was changed.");
-            return Ok(ExitCode::from(1));
+            return Err(super::up::Declined.into());
         }
     }
     rt.block_on(destroy(&s.client, &vms))?;

@@ -47,6 +47,14 @@ pub fn main() -> ExitCode {
     common::init_tracing(&cli.global);
     match run(cli) {
         Ok(code) => code,
+        Err(e) if e.is::<up::Declined>() => {
+            eprintln!("{e}");
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.is::<up::Interrupted>() => {
+            eprintln!("{e}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(common::exit_code(&e))

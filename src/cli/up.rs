@@ -80,7 +80,15 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         };
         let result = autosaving(
             dc.as_ref(),
-            converge(g, &knobs, &env, &profile, &plan, &dir, report.warnings),
+            interruptible(converge(
+                g,
+                &knobs,
+                &env,
+                &profile,
+                &plan,
+                &dir,
+                report.warnings,
+            )),
         )
         .await;
         let in_lab = dc.is_some();
@@ -92,7 +100,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         match g.output {
             Output::Json => println!(
                 "{}",
-                serde_json::json!({"event": "summary", "summary": summary})
+                serde_json::json!({"format": crate::progress::EVENTS_FORMAT,
+                    "ts": crate::progress::timestamp(time::OffsetDateTime::now_utc()),
+                    "event": "summary", "summary": summary})
             ),
             Output::Text => print!("{}", summary.render()),
         }
@@ -122,6 +132,22 @@ pub(super) async fn autosaving<T>(dc: Option<&Datacenter>, work: impl Future<Out
     }
     out
 }
+
+/// Ctrl-C ends the run at its next await; every finished step is recorded (and the
+/// lab saved by the caller), so the same command resumes where this one stopped.
+async fn interruptible<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::select! {
+        r = work => r,
+        Ok(()) = tokio::signal::ctrl_c() => Err(Interrupted.into()),
+    }
+}
+
+/// Ctrl-C during `up` (exit 130, as shells report an interrupted command).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted (Ctrl-C); the steps already done are recorded: run the same command again to resume"
+)]
+pub struct Interrupted;
 
 /// How `converge` asks and shows progress.
 pub(super) struct Converge {
@@ -201,10 +227,15 @@ pub(super) fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
         .default(false)
         .interact()?;
     if !ok {
-        bail!("stopped: nothing was changed after the confirmation question");
+        return Err(Declined.into());
     }
     Ok(())
 }
+
+/// The person answered no: nothing was changed, which is not a failure (exit 0).
+#[derive(Debug, thiserror::Error)]
+#[error("stopped at the confirmation question; nothing was changed")]
+pub struct Declined;
 
 fn profile_or_wizard(
     path: Option<&Path>,

@@ -152,3 +152,47 @@ fn preflight_provision_and_destroy_take_lab() {
     assert_eq!(code, 0);
     assert!(out.contains("nothing to destroy"), "{out}");
 }
+
+/// Ctrl-C during `up` says how to resume, exits 130, and the next run resumes.
+#[test]
+fn ctrl_c_during_up_says_run_again_to_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let p = support::profile("homelab.yaml");
+    let child = Command::new(support::bin())
+        .args([
+            "up",
+            "--lab",
+            "--yes",
+            "--lab-speed",
+            "60",
+            "--progress",
+            "plain",
+        ])
+        .arg("--profile")
+        .arg(&p)
+        .arg("--dir")
+        .arg(&dir)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("run the same command again to resume"),
+        "{err}"
+    );
+    assert!(!err.contains("error:"), "{err}");
+    let (code, out, err) = lab_cmd("up", &dir, &["--yes", "--progress", "plain"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("already done"), "the re-run resumes:\n{err}");
+}

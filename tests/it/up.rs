@@ -517,6 +517,12 @@ fn json_output_is_json_lines_ending_with_the_summary() {
     assert!(events.len() > 10, "{out}");
     let last = events.last().unwrap();
     assert_eq!(last["event"], "summary", "{last}");
+    assert_eq!(last["format"], 1, "{last}");
+    assert!(
+        last["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{last}"
+    );
+    assert!(last["summary"]["lab"]["serve"].is_string(), "{last}");
     assert!(
         events.iter().any(|e| e["stage"] == "bootstrap"),
         "stage events on stdout: {out}"
