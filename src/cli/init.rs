@@ -40,7 +40,7 @@ pub(super) fn live_discovery() -> LiveConnect {
 /// Proxmox API (in that order of the flags).
 pub(super) enum Source {
     File(Inventory),
-    Lab(LabDiscovery),
+    Lab(Box<LabDiscovery>),
     Live(LiveConnect),
 }
 
@@ -54,7 +54,7 @@ impl Source {
                     "lab: discovery asks a simulated Proxmox at {} (the seed's hosts, on loopback); the token you type is not used",
                     l.endpoint()
                 );
-                Source::Lab(l)
+                Source::Lab(Box::new(l))
             }
             (None, false) => Source::Live(live_discovery()),
         })
@@ -63,7 +63,7 @@ impl Source {
     pub(super) fn connect(&self) -> &dyn Connect {
         match self {
             Source::File(i) => i,
-            Source::Lab(l) => l,
+            Source::Lab(l) => l.as_ref(),
             Source::Live(l) => l,
         }
     }

@@ -89,5 +89,6 @@ mod tests {
                 );
             }
         }
+        assert!(seen > 20, "the pages refer to each other ({seen} references)");
     }
 }
