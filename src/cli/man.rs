@@ -89,6 +89,9 @@ mod tests {
                 );
             }
         }
-        assert!(seen > 20, "the pages refer to each other ({seen} references)");
+        assert!(
+            seen > 10,
+            "the pages refer to each other ({seen} references)"
+        );
     }
 }
