@@ -196,3 +196,32 @@ fn ctrl_c_during_up_says_run_again_to_resume() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(err.contains("already done"), "the re-run resumes:\n{err}");
 }
+
+/// "no" at the confirmation is an answer, not a failure: exit 0, no `error:`.
+#[cfg(unix)]
+#[test]
+fn no_at_the_confirmation_exits_0_without_error() {
+    use rexpect::session::spawn_command;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let mut cmd = Command::new(support::bin());
+    cmd.args(["up", "--lab", "--lab-speed", "600", "--progress", "plain"])
+        .arg("--profile")
+        .arg(support::profile("homelab.yaml"))
+        .arg("--dir")
+        .arg(&dir)
+        .env("NO_COLOR", "1")
+        .env("TERM", "dumb");
+    let mut s = spawn_command(cmd, Some(30_000)).unwrap();
+    s.exp_string("Build cluster homelab (3 VMs)?").unwrap();
+    s.exp_string("[y/N]").unwrap();
+    s.send_line("n").unwrap();
+    let rest = s.exp_eof().unwrap();
+    assert!(rest.contains("nothing was changed"), "{rest}");
+    assert!(!rest.contains("error"), "{rest}");
+    match s.process().wait().unwrap() {
+        rexpect::process::WaitStatus::Exited(_, code) => assert_eq!(code, 0, "{rest}"),
+        other => panic!("{other:?}"),
+    }
+}

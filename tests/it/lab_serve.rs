@@ -160,6 +160,9 @@ fn kubectl_works_against_lab_serve() {
     let first = pool.to_string();
     let first = first.split(['-', '/']).next().unwrap();
     assert!(pools.contains(first), "{pools}");
+    // `autoAssign` was not applied: the CRD schema's default shows, as on a real server.
+    let row = pools.lines().nth(1).unwrap_or_default();
+    assert!(row.contains("true"), "AUTO ASSIGN defaulted:\n{pools}");
 
     let node = &plan.nodes[0].name;
     let described = kubectl_ok(&s, &home, &["describe", "node", node]);

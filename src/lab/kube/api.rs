@@ -597,6 +597,39 @@ fn validate(
     Ok(())
 }
 
+/// A custom resource gets its schema's `default`s for absent fields on every write,
+/// as the API server defaults structural schemas (apiextensions-apiserver
+/// `pkg/apiserver/schema/defaulting`): recursively, into objects that are present.
+fn default_fields(lab: &Lab, res: &Resource, obj: &mut Value) {
+    fn walk(schema: &Value, v: &mut Value) {
+        let Some(props) = schema["properties"].as_object() else {
+            return;
+        };
+        let Some(map) = v.as_object_mut() else {
+            return;
+        };
+        for (k, sub) in props {
+            if !map.contains_key(k)
+                && let Some(d) = sub.get("default")
+            {
+                map.insert(k.clone(), d.clone());
+            }
+            if let Some(child) = map.get_mut(k) {
+                walk(sub, child);
+            }
+        }
+    }
+    if BUILTIN.iter().any(|b| b.0 == res.group) {
+        return;
+    }
+    if let Some(schema) = crd_schema(lab, res) {
+        // metadata is the server's, never defaulted from a CRD schema.
+        if let Some(spec) = obj.get_mut("spec") {
+            walk(&schema["properties"]["spec"], spec);
+        }
+    }
+}
+
 fn crd_schema(lab: &Lab, res: &Resource) -> Option<Value> {
     crd_version(lab, res).map(|v| v["schema"]["openAPIV3Schema"].clone())
 }
@@ -714,6 +747,7 @@ fn server_side_apply(
     if let Some(ns) = ns {
         obj["metadata"]["namespace"] = json!(ns);
     }
+    default_fields(lab, res, &mut obj);
     if let Err(r) = validate(lab, res, ns, name, old.as_ref(), &obj) {
         return r;
     }
@@ -737,6 +771,7 @@ fn merge(
     let mut obj = old.clone();
     store::merge_patch(&mut obj, patch);
     store::record_update(&mut obj, patch, manager);
+    default_fields(lab, res, &mut obj);
     if let Err(r) = validate(lab, res, ns, name, Some(&old), &obj) {
         return r;
     }
