@@ -125,6 +125,25 @@ fn kubectl_works_against_lab_serve() {
         tc.endpoints
     );
 
+    // The talosconfig works as written: mutual TLS to the loopback endpoint, whose
+    // certificate is valid for 127.0.0.1 (what talosctl checks too).
+    talos_pve::tls::install_provider();
+    let version = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use talos_pve::talos::api::{RpcLimits, TalosClient, Target, TlsMode};
+        let target = Target {
+            node: plan.nodes[0].name.clone(),
+            addr: tc.endpoints[0].parse().unwrap(),
+        };
+        let mode = TlsMode::Mutual(tc.credentials.clone());
+        let book = talos_pve::net::AddressBook::direct();
+        let mut c = TalosClient::connect(&book, &target, &mode, RpcLimits::default()).unwrap();
+        c.version().await
+    });
+    assert!(
+        version.is_ok(),
+        "Version over the lab talosconfig: {version:?}"
+    );
+
     let nodes = kubectl_ok(&s, &home, &["get", "nodes", "-o", "wide"]);
     assert!(nodes.starts_with("NAME"), "a server-side Table:\n{nodes}");
     assert!(nodes.contains("INTERNAL-IP"), "{nodes}");
