@@ -9,7 +9,7 @@ use clap::Subcommand;
 use super::args::{Global, LabArgs, ProfileArgs};
 use super::common::close_lab;
 use super::preflight::runtime;
-use super::up::{Converge, autosaving, converge};
+use super::up::{Converge, autosaving, converge, interruptible};
 use crate::lab::Datacenter;
 use crate::progress::ProgressMode;
 use crate::up::Env;
@@ -92,7 +92,7 @@ async fn serve_until_stopped(
     // A no-op when the saved lab cluster is up already (`up` is idempotent).
     autosaving(
         Some(dc),
-        converge(g, &knobs, &env, profile, plan, dir, warnings),
+        interruptible(converge(g, &knobs, &env, profile, plan, dir, warnings)),
     )
     .await?;
     let access = crate::lab::write_access(dc, plan, dir).await?;

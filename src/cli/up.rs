@@ -135,7 +135,9 @@ pub(super) async fn autosaving<T>(dc: Option<&Datacenter>, work: impl Future<Out
 
 /// Ctrl-C ends the run at its next await; every finished step is recorded (and the
 /// lab saved by the caller), so the same command resumes where this one stopped.
-async fn interruptible<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub(super) async fn interruptible<T>(
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     tokio::select! {
         r = work => r,
         Ok(()) = tokio::signal::ctrl_c() => Err(Interrupted.into()),

@@ -203,12 +203,21 @@ fn short_names(lab: &Lab, r: &Resource) -> Value {
         .map_or(json!([]), |crd| crd["spec"]["names"]["shortNames"].clone())
 }
 
+/// The `all` category (`kubectl get all`), as the built-in registries declare it.
+fn categories(r: &Resource) -> Value {
+    let all = matches!(
+        r.plural.as_str(),
+        "pods" | "services" | "deployments" | "daemonsets" | "statefulsets" | "jobs" | "cronjobs"
+    ) && BUILTIN.iter().any(|b| b.0 == r.group);
+    if all { json!(["all"]) } else { json!([]) }
+}
+
 fn resource_list(lab: &Lab, gv: &str, rs: &[&Resource]) -> Value {
     let items: Vec<Value> = rs
         .iter()
         .map(|r| json!({"name": r.plural, "singularName": r.kind.to_lowercase(), "namespaced": r.namespaced,
             "kind": r.kind, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
-            "shortNames": short_names(lab, r)}))
+            "shortNames": short_names(lab, r), "categories": categories(r)}))
         .collect();
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": items})
 }

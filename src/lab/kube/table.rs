@@ -203,6 +203,56 @@ fn pod_cells(p: &Value, age: String) -> Vec<Value> {
     ]
 }
 
+/// printers.go `printService`: LoadBalancer ingress (or `<pending>`), ports as
+/// `port[:nodePort]/protocol`.
+fn service_cells(o: &Value, name: Value, age: String) -> Vec<Value> {
+    let spec = &o["spec"];
+    let type_ = spec["type"].as_str().unwrap_or("ClusterIP");
+    let external = match type_ {
+        "LoadBalancer" => {
+            let ips: Vec<String> = o["status"]["loadBalancer"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| s(&i["ip"]))
+                .collect();
+            if ips.is_empty() {
+                "<pending>".into()
+            } else {
+                ips.join(",")
+            }
+        }
+        _ => "<none>".into(),
+    };
+    let ports: Vec<String> = spec["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let proto = p["protocol"].as_str().unwrap_or("TCP");
+            match p["nodePort"].as_i64() {
+                Some(np) => format!("{}:{np}/{proto}", p["port"]),
+                None => format!("{}/{proto}", p["port"]),
+            }
+        })
+        .collect();
+    let selector: Vec<String> = spec["selector"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", s(v)))
+        .collect();
+    vec![
+        name,
+        json!(type_),
+        json!(or_none(s(&spec["clusterIP"]))),
+        json!(external),
+        json!(or_none(ports.join(","))),
+        json!(age),
+        json!(or_none(selector.join(","))),
+    ]
+}
+
 fn int(v: &Value) -> i64 {
     v.as_i64().unwrap_or(0)
 }
@@ -277,6 +327,15 @@ fn columns(kind: &str, crd: Option<&[CrdColumn]>) -> Vec<Value> {
             wide("Readiness Gates"),
         ],
         ("Namespace", _) => vec![name, col("Status", "string", 0), age],
+        ("Service", _) => vec![
+            name,
+            col("Type", "string", 0),
+            col("Cluster-IP", "string", 0),
+            col("External-IP", "string", 0),
+            col("Port(s)", "string", 0),
+            age,
+            wide("Selector"),
+        ],
         ("ConfigMap", _) => vec![name, col("Data", "integer", 0), age],
         ("Deployment", _) => vec![
             name,
@@ -321,6 +380,7 @@ fn cells(kind: &str, crd: Option<&[CrdColumn]>, o: &Value, now: OffsetDateTime) 
                 json!(a),
             ]
         }
+        ("Service", _) => service_cells(o, name, a),
         ("ConfigMap", _) => {
             let n = o["data"].as_object().map_or(0, |m| m.len())
                 + o["binaryData"].as_object().map_or(0, |m| m.len());
@@ -447,6 +507,26 @@ mod tests {
         assert_eq!(
             t["columnDefinitions"].as_array().unwrap().len(),
             cells.as_array().unwrap().len()
+        );
+    }
+
+    #[test]
+    fn service_rows_show_type_ports_and_pending_load_balancers() {
+        let svc = json!({"metadata": {"name": "traefik"}, "spec": {"type": "LoadBalancer",
+            "clusterIP": "10.96.0.10", "ports": [{"port": 443, "nodePort": 30443, "protocol": "TCP"}],
+            "selector": {"app": "traefik"}}});
+        let t = table("Service", None, &[svc], "1", Include::None);
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "traefik",
+                "LoadBalancer",
+                "10.96.0.10",
+                "<pending>",
+                "443:30443/TCP",
+                "<unknown>",
+                "app=traefik"
+            ])
         );
     }
 
