@@ -56,6 +56,14 @@ pub fn cluster_args(profile: &std::path::Path, dir: &ClusterDir) -> String {
 }
 
 impl LabHints {
+    /// The "Next" block of every command that acted on the lab.
+    pub fn render(&self) -> String {
+        format!(
+            "\nNext, to poke the lab cluster:\n  {}\n      keeps it running and prints `export KUBECONFIG=…` for kubectl (Ctrl-C stops it)\n  {}\n  {}\n      dumps VMs, machine configs and Kubernetes objects as files\n",
+            self.serve, self.status, self.report
+        )
+    }
+
     pub fn new(profile: &std::path::Path, dir: &ClusterDir) -> Self {
         let args = cluster_args(profile, dir);
         Self {
@@ -152,13 +160,7 @@ impl Summary {
             }
         }
         match &self.lab {
-            Some(l) => {
-                let _ = writeln!(
-                    s,
-                    "\nNext, to poke the lab cluster:\n  {}\n      keeps it running and prints `export KUBECONFIG=…` for kubectl (Ctrl-C stops it)\n  {}\n  {}\n      dumps VMs, machine configs and Kubernetes objects as files",
-                    l.serve, l.status, l.report
-                );
-            }
+            Some(l) => s.push_str(&l.render()),
             None => {
                 let _ = writeln!(
                     s,
