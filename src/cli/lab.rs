@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::args::{Global, LabArgs, ProfileArgs};
+use super::args::{Global, LabArgs, Output, ProfileArgs};
 use super::common::close_lab;
 use super::preflight::runtime;
 use super::up::{Converge, autosaving, converge, interruptible};
@@ -88,6 +88,12 @@ async fn serve_until_stopped(
         yes: true,
         recreate: false,
         progress: a.progress,
+    };
+    // stdout carries only the exports: the bring-up reports on stderr whatever
+    // `--output` says.
+    let g = &Global {
+        output: Output::Text,
+        ..g.clone()
     };
     // A no-op when the saved lab cluster is up already (`up` is idempotent).
     autosaving(
