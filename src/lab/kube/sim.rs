@@ -467,7 +467,8 @@ fn pod(w: &Value, owner: (&str, String), name: String, node: &Value, i: usize) -
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner.0, "name": owner.1,
                 "controller": true, "blockOwnerDeletion": true}]},
         "spec": spec,
-        "status": {"phase": "Running", "hostIP": node_ip, "podIP": pod_ip, "qosClass": "BestEffort",
+        "status": {"phase": "Running", "hostIP": node_ip, "hostIPs": [{"ip": node_ip}],
+            "podIP": pod_ip, "podIPs": [{"ip": pod_ip}], "qosClass": "BestEffort",
             "conditions": [cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")],
             "containerStatuses": statuses}})
 }
