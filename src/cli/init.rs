@@ -31,7 +31,7 @@ pub struct Args {
 
 /// Discovery from the Proxmox API, trusting what `PROXMOX_VE_INSECURE` says when the
 /// wizard gets no fingerprint.
-pub(super) fn live_discovery() -> LiveConnect {
+fn live_discovery() -> LiveConnect {
     let insecure = env_insecure(&|k| std::env::var(k).ok());
     LiveConnect::new(AddressBook::direct(), insecure)
 }

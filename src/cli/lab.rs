@@ -10,7 +10,7 @@ use super::args::{Global, LabArgs, Output, ProfileArgs};
 use super::common::close_lab;
 use super::preflight::runtime;
 use super::up::{Converge, autosaving, converge, interruptible};
-use crate::lab::Datacenter;
+use crate::lab::{Access, Datacenter};
 use crate::progress::ProgressMode;
 use crate::up::Env;
 
@@ -58,10 +58,30 @@ fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<ExitCode> {
     let report = super::lint::gate(&profile, source)?;
     let (plan, dir) = super::common::plan_and_dir(&profile, a.profile.dir.as_deref())?;
     eprintln!("cluster directory: {}", dir.root.display());
+    // stdout carries only the exports: the bring-up reports on stderr whatever
+    // `--output` says.
+    let g = &Global {
+        output: Output::Text,
+        ..g.clone()
+    };
+    let knobs = Converge {
+        yes: true,
+        recreate: false,
+        progress: a.progress,
+    };
     runtime()?.block_on(async {
         let dc = Datacenter::open(&dir.lab(), &profile, &lab).await?;
-        let served =
-            serve_until_stopped(g, &a, &dc, &lab, &profile, &plan, &dir, report.warnings).await;
+        let served = async {
+            let env = Env::lab(&dc, &profile, &lab)?;
+            // A no-op when the saved lab cluster is up already (`up` is idempotent).
+            let work = converge(g, &knobs, &env, &profile, &plan, &dir, report.warnings);
+            autosaving(Some(&dc), interruptible(work)).await?;
+            let access = crate::lab::write_access(&dc, &plan, &dir).await?;
+            announce(&access, &crate::up::cluster_args(source, &dir))?;
+            // Objects kubectl writes live in the lab etcd: keep saving while serving.
+            autosaving(Some(&dc), stopped()).await
+        }
+        .await;
         close_lab(Some(dc), &lab_args)?;
         served?;
         eprintln!(
@@ -72,50 +92,19 @@ fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_until_stopped(
-    g: &Global,
-    a: &ServeArgs,
-    dc: &Datacenter,
-    lab: &crate::lab::LabOptions,
-    profile: &crate::profile::Profile,
-    plan: &crate::plan::Plan,
-    dir: &crate::cluster_dir::ClusterDir,
-    warnings: usize,
-) -> anyhow::Result<()> {
-    let env = Env::lab(dc, profile, lab)?;
-    let knobs = Converge {
-        yes: true,
-        recreate: false,
-        progress: a.progress,
-    };
-    // stdout carries only the exports: the bring-up reports on stderr whatever
-    // `--output` says.
-    let g = &Global {
-        output: Output::Text,
-        ..g.clone()
-    };
-    // A no-op when the saved lab cluster is up already (`up` is idempotent).
-    autosaving(
-        Some(dc),
-        interruptible(converge(g, &knobs, &env, profile, plan, dir, warnings)),
-    )
-    .await?;
-    let access = crate::lab::write_access(dc, plan, dir).await?;
+/// The exports first on stdout (scripts read them), the rest on stderr.
+fn announce(access: &Access, args: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "export KUBECONFIG={}", access.kubeconfig.display())?;
     writeln!(out, "export TALOSCONFIG={}", access.talosconfig.display())?;
     out.flush()?;
-    drop(out);
     let talos: Vec<String> = access.talos.iter().map(|t| t.to_string()).collect();
     eprintln!(
-        "lab serving on loopback: Kubernetes API https://{}, Talos API {}\n  try: kubectl get nodes -o wide; kubectl get pods -A\n  Ctrl-C stops it; `talos-pve status -p {} --lab` works while it is stopped",
+        "lab serving on loopback: Kubernetes API https://{}, Talos API {}\n  try: kubectl get nodes -o wide; kubectl get pods -A\n  Ctrl-C stops it; `talos-pve status {args} --lab` works while it is stopped",
         access.api,
         talos.join(", "),
-        a.profile.profile.display()
     );
-    // Objects kubectl writes live in the lab etcd: keep saving while serving.
-    autosaving(Some(dc), stopped()).await
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.
