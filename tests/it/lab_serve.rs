@@ -222,6 +222,24 @@ fn kubectl_works_against_lab_serve() {
     assert_ne!(code, 0);
     assert!(err.contains("NotFound"), "{err}");
 
+    // kubectl asks for strict field validation: a typo in a custom resource is refused.
+    let pool = tmp.path().join("pool.yaml");
+    std::fs::write(
+        &pool,
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: extra\n  namespace: metallb-system\nspec:\n  addresses: [10.8.31.201-10.8.31.210]\n  autoAsign: false\n",
+    )
+    .unwrap();
+    let (code, _, err) = kubectl(
+        &s,
+        &home,
+        &["apply", "--server-side", "-f", &pool.display().to_string()],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(".spec.autoAsign: field not declared in schema"),
+        "{err}"
+    );
+
     // SIGTERM stops it cleanly and keeps the lab for the next command.
     let pid = s.child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();

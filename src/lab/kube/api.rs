@@ -355,6 +355,7 @@ pub fn handle(lab: &Lab, req: &Request) -> Reply {
         );
     };
     let ns = ns.filter(|_| res.namespaced);
+    let strict = q("fieldValidation").as_deref() == Some("Strict");
     if matches!(q("watch").as_deref(), Some("true" | "1")) {
         // Said plainly rather than answered with a list the client would misread.
         return status(
@@ -423,6 +424,9 @@ pub fn handle(lab: &Lab, req: &Request) -> Reply {
                     "the request body is not valid JSON or YAML".into(),
                 );
             };
+            if strict && let Err(r) = strict_fields(lab, res, n, &patch) {
+                return r;
+            }
             if ctype.starts_with("application/apply-patch+yaml") {
                 let Some(manager) = q("fieldManager") else {
                     return status(
@@ -469,6 +473,9 @@ pub fn handle(lab: &Lab, req: &Request) -> Reply {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
+            if strict && let Err(r) = strict_fields(lab, res, &n, &obj) {
+                return r;
+            }
             if lab.store.get(&store::key(group, plural, ns, &n)).is_some() {
                 return status(
                     409,
@@ -604,6 +611,36 @@ fn validate(
         }
     }
     Ok(())
+}
+
+/// `fieldValidation=Strict` (kubectl apply and create send it): a field the CRD
+/// schema does not declare is refused with 400 instead of pruned (KEP-2885
+/// server-side field validation; the message as the apply path words it).
+fn strict_fields(lab: &Lab, res: &Resource, name: &str, body: &Value) -> Result<(), Reply> {
+    if BUILTIN.iter().any(|b| b.0 == res.group) {
+        return Ok(());
+    }
+    let Some(schema) = crd_schema(lab, res) else {
+        return Ok(());
+    };
+    let unknown: Vec<String> = jsonschema::validate(&schema, body)
+        .into_iter()
+        .filter(|i| i.unknown && !i.path.starts_with("metadata"))
+        .map(|i| format!(".{}: field not declared in schema", i.path))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(status(
+        400,
+        "BadRequest",
+        format!(
+            "failed to create typed patch object ({}, Kind={}) /{name}: {}",
+            res.api_version(),
+            res.kind,
+            unknown.join(", ")
+        ),
+    ))
 }
 
 /// A custom resource gets its schema's `default`s for absent fields on every write,
