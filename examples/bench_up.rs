@@ -94,6 +94,9 @@ fn timings(p: &Profile) -> (LabProxmoxConfig, LabTalosConfig, KubeSimConfig) {
         webhook_endpoint: lab(real::WEBHOOK_ENDPOINT),
         webhook_grace: lab(real::WEBHOOK_GRACE),
         node_labels: Default::default(),
+        kubernetes_version: p.kubernetes.version.clone(),
+        talos_version: p.talos.version.clone(),
+        node_sizes: Default::default(),
     };
     (pve, talos, kube)
 }

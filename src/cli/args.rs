@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use super::{
-    backup, destroy, docs, generate, init, lint, plan, preflight, provision, rebuild, status, up,
+    backup, destroy, docs, generate, init, lab, lint, man, plan, preflight, provision, rebuild,
+    status, up,
 };
 
 #[derive(Debug, Parser)]
@@ -72,6 +73,8 @@ pub enum Command {
     Up(up::Args),
     /// Show where a cluster stands.
     Status(status::Args),
+    /// The simulated datacenter: `lab serve` keeps it running for kubectl and talosctl.
+    Lab(lab::Args),
     /// Take an etcd snapshot and save it with the profile and secrets.
     Backup(backup::Args),
     /// Rebuild one node or the whole cluster after a disaster.
@@ -81,8 +84,8 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    Man,
+    /// Print the man page (roff), or write every subcommand's page with --out DIR.
+    Man(man::Args),
 }
 
 /// `--lab` and its knobs, shared by every command that can act on the simulated datacenter.
@@ -114,6 +117,11 @@ impl LabArgs {
         if !self.lab {
             return Ok(None);
         }
+        self.lab_options().map(Some)
+    }
+
+    /// The lab's pace and faults, validated (whether or not `--lab` was given).
+    pub fn lab_options(&self) -> anyhow::Result<crate::lab::LabOptions> {
         if !(self.lab_speed.is_finite() && self.lab_speed >= 1.0) {
             anyhow::bail!(
                 "--lab-speed {} must be a number ≥ 1 (60 = a minute becomes a second)\n  fix: pass e.g. --lab-speed 60, or leave it out",
@@ -121,9 +129,9 @@ impl LabArgs {
             );
         }
         let faults = crate::lab::LabFaults::parse(self.lab_faults.as_deref().unwrap_or(""))?;
-        Ok(Some(crate::lab::LabOptions {
+        Ok(crate::lab::LabOptions {
             speed: self.lab_speed,
             faults,
-        }))
+        })
     }
 }

@@ -103,7 +103,15 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         let done = result?;
         match g.output {
             Output::Json => println!("{}", serde_json::json!({"event": "rebuilt", "what": done})),
-            Output::Text => println!("{done}"),
+            Output::Text => {
+                println!("{done}");
+                if lab.is_some() {
+                    print!(
+                        "{}",
+                        crate::up::LabHints::new(&c.profile.profile, &dir).render()
+                    );
+                }
+            }
         }
         Ok(ExitCode::SUCCESS)
     })

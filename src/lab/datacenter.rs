@@ -130,7 +130,7 @@ impl Datacenter {
         let timings = (
             proxmox_config(opts),
             talos_config(profile, opts),
-            kube_config(opts),
+            kube_config(profile, opts),
         );
         Self::open_with(dir, profile, timings, &opts.faults.disasters).await
     }
@@ -428,7 +428,7 @@ fn talos_config(p: &Profile, o: &LabOptions) -> LabTalosConfig {
     }
 }
 
-fn kube_config(o: &LabOptions) -> KubeSimConfig {
+fn kube_config(p: &Profile, o: &LabOptions) -> KubeSimConfig {
     let r = KubeSimConfig::realistic();
     let s = |d: Duration| o.scaled(d);
     KubeSimConfig {
@@ -446,5 +446,15 @@ fn kube_config(o: &LabOptions) -> KubeSimConfig {
         webhook_endpoint: s(r.webhook_endpoint),
         webhook_grace: s(r.webhook_grace),
         node_labels: r.node_labels,
+        kubernetes_version: p.kubernetes.version.clone(),
+        talos_version: p.talos.version.clone(),
+        node_sizes: crate::plan::Plan::build(p)
+            .map(|plan| {
+                plan.nodes
+                    .iter()
+                    .map(|n| (n.name.clone(), (n.cores, n.memory_mib)))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }

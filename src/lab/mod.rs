@@ -7,7 +7,9 @@
 //! runs its config, etcd was bootstrapped) and the simulated etcd (`EtcdStore`),
 //! which backs the Kubernetes API and is what snapshots save and recover.
 
+mod access;
 mod datacenter;
+mod discovery;
 mod etcd;
 mod faults;
 pub mod kube;
@@ -22,7 +24,9 @@ use tokio::sync::broadcast;
 
 use crate::net::AddressBook;
 
+pub use access::{Access, AccessError, write as write_access};
 pub use datacenter::{Datacenter, DatacenterError, LabOptions, LabSaver};
+pub use discovery::LabDiscovery;
 pub use etcd::{EtcdStore, SnapshotError, validate_snapshot};
 pub use faults::{FaultSpecError, LabFaults};
 

@@ -44,7 +44,7 @@ use crate::talos::cidata;
 
 pub use env::Env;
 pub use status::{Status, status};
-pub use summary::Summary;
+pub use summary::{LabHints, Summary, cluster_args};
 
 #[derive(Debug, Error)]
 pub enum UpError {

@@ -4,9 +4,12 @@
 mod addons;
 mod cidata;
 mod cli_lint;
+mod completions;
 mod discovery;
 mod docs;
 mod generate;
+mod lab_cli;
+mod lab_serve;
 mod proxmox;
 mod rebuild;
 mod routing;

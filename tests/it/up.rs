@@ -203,7 +203,10 @@ fn fresh_run_is_healthy_and_a_rerun_changes_nothing() {
     let report = tmp.path().join("report");
     let (out, err) = up_ok(&dir, &["--lab-report", report.to_str().unwrap()]);
     assert!(out.contains("Cluster homelab is up"), "{out}");
-    assert!(out.contains("kubectl get nodes"), "{out}");
+    // The lab's addresses exist only inside it: the summary says so and how to reach it.
+    assert!(out.contains("This was the lab"), "{out}");
+    assert!(out.contains("talos-pve lab serve --profile"), "{out}");
+    assert!(out.contains("--lab-report DIR"), "{out}");
     for f in [
         "secrets.yaml",
         "talosconfig",
@@ -353,7 +356,7 @@ fn killed_mid_stage_then_resumed_and_status_tells_where_it_stands() {
         "the delivered config survives the kill"
     );
     let (code, out, err) = status(&dir, true);
-    assert_eq!(code, 0, "status after a kill: {err}");
+    assert_eq!(code, 3, "status after a kill: degraded\n{err}");
     let s: Value = serde_json::from_str(out.trim()).expect("status JSON");
     assert_eq!(s["nodes"].as_array().unwrap().len(), 3, "{s}");
     assert!(s["nodes"][0]["vm"]["exists"].as_bool().unwrap(), "{s}");
@@ -401,8 +404,9 @@ fn status_of_a_cluster_that_does_not_exist_yet() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
     let (code, out, err) = status(&dir, true);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 4, "not built yet\n{err}");
     let s: Value = serde_json::from_str(out.trim()).expect("status JSON");
+    assert_eq!(s["verdict"], "not-built", "{s}");
     for n in s["nodes"].as_array().unwrap() {
         assert_eq!(n["vm"]["exists"], false, "{n}");
         assert_eq!(n["talos"]["stage"], "unreachable", "{n}");
@@ -544,6 +548,12 @@ fn json_output_is_json_lines_ending_with_the_summary() {
     assert!(events.len() > 10, "{out}");
     let last = events.last().unwrap();
     assert_eq!(last["event"], "summary", "{last}");
+    assert_eq!(last["format"], 1, "{last}");
+    assert!(
+        last["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{last}"
+    );
+    assert!(last["summary"]["lab"]["serve"].is_string(), "{last}");
     assert!(
         events.iter().any(|e| e["stage"] == "bootstrap"),
         "stage events on stdout: {out}"

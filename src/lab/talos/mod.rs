@@ -410,6 +410,8 @@ fn names(vm: &LabVm, extra: &[String]) -> Vec<String> {
         .filter_map(|n| n.address.map(|a| a.addr().to_string()))
         .collect();
     v.push(vm.name.clone());
+    // Lab only: `lab serve` hands talosctl the loopback listener as the endpoint.
+    v.push("127.0.0.1".into());
     v.extend(extra.iter().cloned());
     v
 }
