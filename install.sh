@@ -34,6 +34,8 @@ mv -f "$tmp" "$bindir/talos-pve"
 trap - EXIT
 
 echo "==> installed $("$bindir/talos-pve" --version) to $bindir/talos-pve"
+mandir="$prefix/share/man/man1"
+"$bindir/talos-pve" man --out "$mandir" || die "cannot write the man pages into $mandir"
 case ":${PATH}:" in
   *":$bindir:"*) ;;
   *)

@@ -94,6 +94,9 @@ fn timings(p: &Profile) -> (LabProxmoxConfig, LabTalosConfig, KubeSimConfig) {
         webhook_endpoint: lab(real::WEBHOOK_ENDPOINT),
         webhook_grace: lab(real::WEBHOOK_GRACE),
         node_labels: Default::default(),
+        kubernetes_version: p.kubernetes.version.clone(),
+        talos_version: p.talos.version.clone(),
+        node_sizes: Default::default(),
     };
     (pve, talos, kube)
 }
@@ -101,7 +104,9 @@ fn timings(p: &Profile) -> (LabProxmoxConfig, LabTalosConfig, KubeSimConfig) {
 /// The lower bound the latencies imply, whatever the client does:
 ///
 /// ```text
-/// download ISO (each host, in parallel) → qmcreate → qmstart      (ISO must exist first)
+/// download ISO (each host, in parallel) → qmcreate → imgcopy → qmstart
+///   (ISO must exist first; the VM boots only once its cidata volume is uploaded
+///   and attached)
 ///   → boot → install → etcd_ready   (bootstrap node; Bootstrap is accepted from here)
 ///   → node_register (kubelets register once the API serves)
 ///   → job_run      (the Cilium install Job; its pod needs a registered node)
@@ -115,6 +120,7 @@ fn timings(p: &Profile) -> (LabProxmoxConfig, LabTalosConfig, KubeSimConfig) {
 fn critical_path() -> Duration {
     lab(real::DOWNLOAD
         + real::QMCREATE
+        + real::OTHER_TASK // imgcopy: the cidata upload
         + real::QMSTART
         + real::BOOT
         + real::INSTALL

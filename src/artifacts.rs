@@ -115,7 +115,7 @@ fn secrets_were_used(dir: &ClusterDir) -> bool {
                 r.step,
                 crate::state::Step::Secrets
                     | crate::state::Step::Configs
-                    | crate::state::Step::Applied(_)
+                    | crate::state::Step::Cidata(_)
             )
         }),
         Err(_) => true,

@@ -15,6 +15,8 @@ pub mod diff;
 pub mod dir_lock;
 pub mod docs;
 pub mod files;
+pub mod formats;
+pub mod iso9660;
 pub mod jsonschema;
 pub mod kube;
 pub mod lab;
@@ -26,6 +28,7 @@ pub mod profile;
 pub mod progress;
 pub mod proxmox;
 pub mod rebuild;
+pub mod routing;
 pub mod state;
 pub mod talos;
 #[cfg(test)]

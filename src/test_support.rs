@@ -6,6 +6,9 @@ use std::path::Path;
 
 use crate::profile::Profile;
 
+/// A named change to a profile: what a table-driven refusal test applies.
+pub type Mutation = (&'static str, fn(&mut Profile));
+
 /// `profiles/homelab.yaml`, loaded.
 pub fn homelab() -> Profile {
     crate::profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/homelab.yaml"))

@@ -92,6 +92,11 @@ pub fn values(plan: &Plan, cilium: &Cilium, links: &Links) -> Result<Value, Addo
         "ipv4NativeRoutingCIDR": cidr.to_string(),
         "enableIPv4Masquerade": plan.masquerade,
         "devices": [links.management, links.workload],
+        // Talos forwards CoreDNS to the host resolver (`forwardKubeDNSToHost`), which
+        // BPF host routing breaks (Cilium docs `installation/k8s-install-talos-linux.rst`);
+        // BPF host routing stays on with kube-proxy replacement and no iptables
+        // masquerading, so turn it off: pods resolve external names through the node.
+        "bpf": {"hostLegacyRouting": true},
         "defaultLBServiceIPAM": "none",
         "l2announcements": {"enabled": false},
         "image": {"useDigest": true, "digest": pin.agent_digest},

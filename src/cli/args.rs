@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use super::{
-    backup, destroy, diff, docs, generate, init, lint, plan, preflight, provision, rebuild, status,
-    up, upgrade,
+    backup, destroy, diff, docs, generate, init, lab, lint, man, plan, preflight, provision,
+    rebuild, status, up, upgrade,
 };
 
 #[derive(Debug, Parser)]
@@ -77,6 +77,8 @@ pub enum Command {
     Upgrade(upgrade::Args),
     /// Show where a cluster stands.
     Status(status::Args),
+    /// The simulated datacenter: `lab serve` keeps it running for kubectl and talosctl.
+    Lab(lab::Args),
     /// Take an etcd snapshot and save it with the profile and secrets.
     Backup(backup::Args),
     /// Rebuild one node or the whole cluster after a disaster.
@@ -86,8 +88,8 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    Man,
+    /// Print the man page (roff), or write every subcommand's page with --out DIR.
+    Man(man::Args),
 }
 
 /// `--lab` and its knobs, shared by every command that can act on the simulated datacenter.
@@ -101,10 +103,11 @@ pub struct LabArgs {
     #[arg(long, value_name = "N", default_value_t = 60.0, requires = "lab")]
     pub lab_speed: f64,
     /// Faults to inject, e.g. `time-not-in-sync=2,pve-lock=3` (names: slow-install,
-    /// reboot-loops, time-not-in-sync, drop-streams, lost-apply, pve-lock, pve-595,
-    /// pve-500, pve-task-error, slow-crd, upgrade-fails=NODE; see docs/lab.md). Disasters, applied to the
-    /// saved lab when the command starts: destroy-vm=NODE, corrupt-etcd=NODE,
-    /// hang-node=NODE, lose-control-planes.
+    /// reboot-loops, time-not-in-sync, drop-streams, pve-lock, pve-595, pve-500,
+    /// pve-task-error, slow-crd, upgrade-fails=NODE; see docs/lab.md). Disasters, applied to the saved
+    /// lab when the command starts: destroy-vm=NODE, corrupt-etcd=NODE,
+    /// hang-node=NODE, lose-control-planes; impostor=NODE (a foreign machine at the
+    /// node's management address) needs no saved lab.
     #[arg(long, value_name = "SPEC", requires = "lab")]
     pub lab_faults: Option<String>,
     /// Dump the lab's final state here: VM configs, applied machine configs, every
@@ -118,6 +121,11 @@ impl LabArgs {
         if !self.lab {
             return Ok(None);
         }
+        self.lab_options().map(Some)
+    }
+
+    /// The lab's pace and faults, validated (whether or not `--lab` was given).
+    pub fn lab_options(&self) -> anyhow::Result<crate::lab::LabOptions> {
         if !(self.lab_speed.is_finite() && self.lab_speed >= 1.0) {
             anyhow::bail!(
                 "--lab-speed {} must be a number ≥ 1 (60 = a minute becomes a second)\n  fix: pass e.g. --lab-speed 60, or leave it out",
@@ -125,9 +133,9 @@ impl LabArgs {
             );
         }
         let faults = crate::lab::LabFaults::parse(self.lab_faults.as_deref().unwrap_or(""))?;
-        Ok(Some(crate::lab::LabOptions {
+        Ok(crate::lab::LabOptions {
             speed: self.lab_speed,
             faults,
-        }))
+        })
     }
 }

@@ -5,8 +5,8 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use super::args::{Global, ProfileArgs};
-use super::preflight::{PveArgs, runtime, session};
+use super::args::{Global, LabArgs, ProfileArgs};
+use super::preflight::{PveArgs, Session, runtime, session};
 use crate::cluster_dir::ClusterDir;
 use crate::cluster_id;
 use crate::proxmox::destroy::{destroy, owned_vms};
@@ -16,6 +16,8 @@ pub struct Args {
     #[command(flatten)]
     pub profile: ProfileArgs,
     #[command(flatten)]
+    pub lab: LabArgs,
+    #[command(flatten)]
     pub pve: PveArgs,
     /// Do not ask for confirmation (for scripts).
     #[arg(long)]
@@ -23,7 +25,15 @@ pub struct Args {
 }
 
 pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
-    let s = session(&a.profile, &a.pve)?;
+    let lab = a.lab.options()?;
+    let rt = runtime()?;
+    let s = rt.block_on(session(&a.profile, &a.pve, lab.as_ref()))?;
+    let result = teardown(&rt, &s, &a);
+    rt.block_on(async { s.close(&a.lab) })?;
+    result
+}
+
+fn teardown(rt: &tokio::runtime::Runtime, s: &Session, a: &Args) -> anyhow::Result<ExitCode> {
     let dir = ClusterDir::resolve(a.profile.dir.as_deref(), &s.plan.cluster)
         .map_err(anyhow::Error::msg)?;
     crate::dir_lock::hold(&dir)?;
@@ -33,7 +43,6 @@ pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             dir.root.display()
         );
     };
-    let rt = runtime()?;
     let planned: Vec<u32> = s.plan.nodes.iter().map(|n| n.vmid).collect();
     let (vms, skipped) = rt.block_on(owned_vms(&s.client, &owner, &planned))?;
     for v in &skipped {
@@ -68,8 +77,7 @@ pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             .default(false)
             .interact()?;
         if !ok {
-            println!("Nothing was changed.");
-            return Ok(ExitCode::from(1));
+            return Err(super::up::Declined.into());
         }
     }
     rt.block_on(destroy(&s.client, &vms))?;

@@ -8,13 +8,16 @@ mod args;
 mod common;
 
 mod backup;
+mod completions;
 mod destroy;
 mod diff;
 mod docs;
 
 mod generate;
 mod init;
+mod lab;
 mod lint;
+mod man;
 mod plan;
 mod preflight;
 mod provision;
@@ -46,6 +49,14 @@ pub fn main() -> ExitCode {
     common::init_tracing(&cli.global);
     match run(cli) {
         Ok(code) => code,
+        Err(e) if e.is::<up::Declined>() => {
+            eprintln!("{e}");
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.is::<up::Interrupted>() => {
+            eprintln!("{e}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(common::exit_code(&e))
@@ -68,17 +79,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(a) => up::run(g, a),
         Command::Upgrade(a) => upgrade::run(g, a),
         Command::Status(a) => status::run(g, a),
+        Command::Lab(a) => lab::run(g, a),
         Command::Backup(a) => backup::run(g, a),
         Command::Rebuild(a) => rebuild::run(g, a),
         Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "talos-pve", &mut std::io::stdout());
+            completions::print(shell)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Man(a) => man::run(a),
     }
 }

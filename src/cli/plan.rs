@@ -1,5 +1,6 @@
 //! `talos-pve plan`: what will exist, as tables or as the JSON of `plan::Plan`
-//! (fields documented in docs/plan-json.md). Refuses (exit 1) when lint has errors.
+//! (fields documented in docs/plan-json.md); with `--paths`, the routing rehearsal's
+//! flow table instead (docs/routing.md). Refuses (exit 1) when lint has errors.
 
 use std::process::ExitCode;
 
@@ -7,11 +8,16 @@ use super::args::{Global, Output, ProfileArgs};
 use super::common::load_profile;
 use crate::lint::render_text as render_findings;
 use crate::plan::{Plan, render_text};
+use crate::routing::{self, Rehearsal};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub profile: ProfileArgs,
+    /// Print, per node, the path each flow takes (request and reply) and whether it
+    /// is symmetric and crosses the gateway, instead of the plan.
+    #[arg(long)]
+    pub paths: bool,
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
@@ -19,9 +25,17 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let profile = load_profile(path)?;
     let report = super::lint::gate(&profile, path)?;
     let plan = Plan::build(&profile)?;
+    let paths = if a.paths {
+        Some(Rehearsal::of_profile(&profile, &plan)?)
+    } else {
+        None
+    };
     match g.output {
         Output::Text => {
-            print!("{}", render_text(&plan));
+            match &paths {
+                Some(r) => print!("{}", routing::render_text(r)),
+                None => print!("{}", render_text(&plan)),
+            }
             if !report.findings.is_empty() {
                 println!("\nLint");
                 print!("{}", render_findings(&report, &path.display().to_string()));
@@ -32,7 +46,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             if !report.findings.is_empty() {
                 eprint!("{}", render_findings(&report, &path.display().to_string()));
             }
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            match &paths {
+                Some(r) => println!("{}", serde_json::to_string_pretty(r)?),
+                None => println!("{}", serde_json::to_string_pretty(&plan)?),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -5,18 +5,24 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::args::{Global, Output, ProfileArgs};
+use super::args::{Global, LabArgs, Output, ProfileArgs};
+use super::common::close_lab;
+use crate::lab::{Datacenter, LabOptions};
 use crate::net::AddressBook;
 use crate::plan::Plan;
 use crate::profile::Profile;
+use crate::proxmox::factory::Factory;
 use crate::proxmox::preflight::{Level, PreflightReport, preflight};
 use crate::proxmox::settings::{self, Overrides};
 use crate::proxmox::{Client, Trust};
+use crate::up::Env;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub profile: ProfileArgs,
+    #[command(flatten)]
+    pub lab: LabArgs,
     #[command(flatten)]
     pub pve: PveArgs,
 }
@@ -38,9 +44,42 @@ pub(super) struct Session {
     pub profile: Profile,
     pub plan: Plan,
     pub client: Client,
+    /// With `--lab`: the simulated datacenter (saved by `close`) and its Image Factory.
+    pub lab: Option<(Datacenter, Factory)>,
 }
 
-pub(super) fn session(p: &ProfileArgs, a: &PveArgs) -> anyhow::Result<Session> {
+impl Session {
+    /// Persist the lab (with `--lab`) for the next command; call after success and failure.
+    pub fn close(self, a: &LabArgs) -> anyhow::Result<()> {
+        close_lab(self.lab.map(|(dc, _)| dc), a)
+    }
+}
+
+/// The Proxmox side a command acts on: the lab's (with `--lab`, reopened from the
+/// cluster directory) or the real API the profile names.
+pub(super) async fn session(
+    p: &ProfileArgs,
+    a: &PveArgs,
+    lab: Option<&LabOptions>,
+) -> anyhow::Result<Session> {
+    let Some(o) = lab else {
+        return real_session(p, a);
+    };
+    let profile = super::common::load_profile(&p.profile)?;
+    let (plan, dir) = super::common::plan_and_dir(&profile, p.dir.as_deref())?;
+    // The saved datacenter is shared state: one command at a time.
+    crate::dir_lock::hold(&dir)?;
+    let dc = Datacenter::open(&dir.lab(), &profile, o).await?;
+    let env = Env::lab(&dc, &profile, o)?;
+    Ok(Session {
+        profile,
+        plan,
+        client: env.pve,
+        lab: Some((dc, env.factory)),
+    })
+}
+
+fn real_session(p: &ProfileArgs, a: &PveArgs) -> anyhow::Result<Session> {
     let mut profile = super::common::load_profile(&p.profile)?;
     let env = |k: &str| std::env::var(k).ok();
     profile.talos.image_factory = settings::factory_url(&profile, &env);
@@ -64,6 +103,7 @@ pub(super) fn session(p: &ProfileArgs, a: &PveArgs) -> anyhow::Result<Session> {
         profile,
         plan,
         client,
+        lab: None,
     })
 }
 
@@ -99,8 +139,12 @@ pub(super) fn print_preflight(r: &PreflightReport) {
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
-    let s = session(&a.profile, &a.pve)?;
-    let report = runtime()?.block_on(preflight(&s.client, &s.profile, &s.plan))?;
+    let lab = a.lab.options()?;
+    let rt = runtime()?;
+    let s = rt.block_on(session(&a.profile, &a.pve, lab.as_ref()))?;
+    let report = rt.block_on(preflight(&s.client, &s.profile, &s.plan));
+    rt.block_on(async { s.close(&a.lab) })?;
+    let report = report?;
     match g.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Text => print_preflight(&report),

@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use super::args::{Global, Output, ProfileArgs};
-use super::preflight::{PveArgs, print_preflight, runtime, session};
+use super::args::{Global, LabArgs, Output, ProfileArgs};
+use super::preflight::{PveArgs, Session, print_preflight, runtime, session};
 use crate::cluster_dir::ClusterDir;
 use crate::cluster_id;
 use crate::net::AddressBook;
@@ -16,6 +16,8 @@ use crate::proxmox::provision::{ProvisionOptions, VmAction, provision};
 pub struct Args {
     #[command(flatten)]
     pub profile: ProfileArgs,
+    #[command(flatten)]
+    pub lab: LabArgs,
     #[command(flatten)]
     pub pve: PveArgs,
     /// Delete and re-create this cluster's VMs whose disks, firmware or NICs differ from the plan.
@@ -31,18 +33,37 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
-    let s = session(&a.profile, &a.pve)?;
-    // The public factory has a CA-signed certificate; a self-hosted one may be pinned.
-    let trust = match &a.factory_fingerprint {
-        Some(f) => Trust::Fingerprint(f.clone()),
-        None => Trust::Verify,
-    };
-    let factory = Factory::new(
-        &s.profile.talos.image_factory,
-        &trust,
-        &AddressBook::direct(),
-    )?;
+    let lab = a.lab.options()?;
     let rt = runtime()?;
+    let s = rt.block_on(session(&a.profile, &a.pve, lab.as_ref()))?;
+    let result = create(g, &a, &rt, &s);
+    rt.block_on(async { s.close(&a.lab) })?;
+    result
+}
+
+fn create(
+    g: &Global,
+    a: &Args,
+    rt: &tokio::runtime::Runtime,
+    s: &Session,
+) -> anyhow::Result<ExitCode> {
+    let real_factory;
+    let factory = match &s.lab {
+        Some((_, f)) => f,
+        None => {
+            // The public factory has a CA-signed certificate; a self-hosted one may be pinned.
+            let trust = match &a.factory_fingerprint {
+                Some(f) => Trust::Fingerprint(f.clone()),
+                None => Trust::Verify,
+            };
+            real_factory = Factory::new(
+                &s.profile.talos.image_factory,
+                &trust,
+                &AddressBook::direct(),
+            )?;
+            &real_factory
+        }
+    };
     let pf = rt.block_on(preflight(&s.client, &s.profile, &s.plan))?;
     if !pf.passed() {
         print_preflight(&pf);
@@ -56,7 +77,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         recreate: a.recreate,
         owner: cluster_id::owner_making(&dir, &s.plan.cluster)?,
     };
-    let report = rt.block_on(provision(&s.client, &factory, &s.profile, &s.plan, opts))?;
+    let report = rt.block_on(provision(&s.client, factory, &s.profile, &s.plan, opts))?;
     if g.output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -76,8 +97,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                 VmAction::Updated => "updated",
                 VmAction::NeedsRecreate => "differs (not changed)",
             };
-            let started = if v.started { ", started" } else { "" };
-            println!("VM {} {} on {}: {action}{started}", v.vmid, v.node, v.host);
+            println!("VM {} {} on {}: {action}", v.vmid, v.node, v.host);
             for d in &v.differences {
                 println!("    {d}");
             }

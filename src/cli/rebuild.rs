@@ -22,16 +22,16 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum What {
     /// Rebuild one lost or broken node: remove its stale etcd member, recreate its VM
-    /// with the same VMID, MACs and addresses (or reset it), apply its config from
-    /// the existing secrets, and wait until it rejoins.
+    /// with the same VMID, MACs and addresses (or reset it), boot it with its config
+    /// from the existing secrets on its cidata volume, and wait until it rejoins.
     Node {
         /// The node (as named in the profile).
         name: String,
         #[command(flatten)]
         common: Common,
     },
-    /// All control planes lost: recreate the VMs, apply configs from the same
-    /// secrets, recover etcd from a backup on the endpoint node, let the others join.
+    /// All control planes lost: recreate the VMs, boot them with configs from the
+    /// same secrets (cidata volumes), recover etcd from a backup on the endpoint node, let the others join.
     Cluster {
         /// A backup directory written by `talos-pve backup`, or an etcd snapshot file.
         #[arg(long, value_name = "BACKUP")]
@@ -103,7 +103,15 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         let done = result?;
         match g.output {
             Output::Json => println!("{}", serde_json::json!({"event": "rebuilt", "what": done})),
-            Output::Text => println!("{done}"),
+            Output::Text => {
+                println!("{done}");
+                if lab.is_some() {
+                    print!(
+                        "{}",
+                        crate::up::LabHints::new(&c.profile.profile, &dir).render()
+                    );
+                }
+            }
         }
         Ok(ExitCode::SUCCESS)
     })

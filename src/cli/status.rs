@@ -1,6 +1,7 @@
 //! `talos-pve status`: where a cluster stands (VMs, Talos stages, etcd, add-ons,
 //! recorded steps). Read-only: it probes, never changes a host; in the lab it does
-//! not save the simulated datacenter either.
+//! not save the simulated datacenter either. Its exit code is the verdict's
+//! (0 healthy, 3 degraded, 4 not built, 5 unknown; docs/architecture.md).
 
 use std::process::ExitCode;
 
@@ -39,11 +40,20 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         if let Some(dc) = dc {
             dc.shutdown();
         }
-        let status = status?;
+        let mut status = status?;
+        let lab_flag = if a.lab.lab { " --lab" } else { "" };
+        status.advise(&(up::cluster_args(&a.profile.profile, &dir) + lab_flag));
         match g.output {
             Output::Json => println!("{}", serde_json::to_string(&status)?),
-            Output::Text => print!("{}", status.render()),
+            Output::Text => print!("{}", status.render(terminal_width())),
         }
-        Ok(ExitCode::SUCCESS)
+        Ok(ExitCode::from(status.verdict.exit_code()))
     })
+}
+
+/// The terminal's width when stdout is one (nothing is cut in pipes and files).
+fn terminal_width() -> Option<usize> {
+    dialoguer::console::Term::stdout()
+        .size_checked()
+        .map(|(_, cols)| usize::from(cols))
 }

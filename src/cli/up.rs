@@ -12,6 +12,7 @@ use super::common::{close_lab, hosts, open_lab};
 use super::preflight::{PveArgs, print_preflight, runtime};
 use crate::addons::ManifestSource;
 use crate::cluster_dir::ClusterDir;
+use crate::lab::Datacenter;
 use crate::plan::{self, Plan};
 use crate::profile::Profile;
 use crate::progress::{ProgressMode, Reporter};
@@ -31,6 +32,10 @@ pub struct Args {
     /// Default: $XDG_DATA_HOME/talos-pve/<cluster>.
     #[arg(long, env = "TALOS_PVE_DIR", value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Without --profile: the wizard takes hosts, bridges, storages and used VMIDs from
+    /// this YAML or JSON file (docs/discovery-file.md) instead of asking Proxmox.
+    #[arg(long, value_name = "FILE", conflicts_with = "profile")]
+    pub discovery_file: Option<PathBuf>,
     #[command(flatten)]
     pub lab: LabArgs,
     #[command(flatten)]
@@ -57,7 +62,8 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let lab = a.lab.options()?;
-    let (profile, source) = profile_or_wizard(a.profile.as_deref())?;
+    let (profile, source) =
+        profile_or_wizard(a.profile.as_deref(), a.discovery_file.as_deref(), a.lab.lab)?;
     let report = super::lint::gate(&profile, &source)?;
     let (plan, dir) = super::common::plan_and_dir(&profile, a.dir.as_deref())?;
     crate::dir_lock::hold(&dir)?;
@@ -73,31 +79,37 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             &a.pve,
             ManifestSource::from_arg(a.manifests.as_deref()),
         )?;
-        // Between recorded steps the simulated hosts keep changing (tasks, installs):
-        // save them often, so a killed run leaves them where real hosts would be.
-        let autosave = dc.as_ref().map(|dc| {
-            let saver = dc.saver();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(AUTOSAVE).await;
-                    if let Err(e) = saver.save() {
-                        tracing::warn!(error = %e, "lab: could not save the simulated datacenter");
-                    }
-                }
-            })
-        });
-        let result = converge(g, &a, &env, &profile, &plan, &dir, report.warnings).await;
-        if let Some(t) = autosave {
-            t.abort();
-            // Wait for a save in progress, so the final one below is the last.
-            let _ = t.await;
-        }
+        let knobs = Converge {
+            yes: a.yes,
+            recreate: a.recreate,
+            progress: a.progress,
+            bootstrap_empty_etcd: a.bootstrap_empty_etcd,
+        };
+        let result = autosaving(
+            dc.as_ref(),
+            interruptible(converge(
+                g,
+                &knobs,
+                &env,
+                &profile,
+                &plan,
+                &dir,
+                report.warnings,
+            )),
+        )
+        .await;
+        let in_lab = dc.is_some();
         close_lab(dc, &a.lab)?;
-        let summary = result?;
+        let mut summary = result?;
+        if in_lab {
+            summary.lab = Some(up::LabHints::new(&source, &dir));
+        }
         match g.output {
             Output::Json => println!(
                 "{}",
-                serde_json::json!({"event": "summary", "summary": summary})
+                serde_json::json!({"format": crate::progress::EVENTS_FORMAT,
+                    "ts": crate::progress::timestamp(time::OffsetDateTime::now_utc()),
+                    "event": "summary", "summary": summary})
             ),
             Output::Text => print!("{}", summary.render()),
         }
@@ -105,9 +117,60 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn converge(
+/// Between recorded steps the simulated hosts keep changing (tasks, installs): save
+/// them often while `work` runs, so a killed run leaves them where real hosts would be.
+pub(super) async fn autosaving<T>(dc: Option<&Datacenter>, work: impl Future<Output = T>) -> T {
+    let autosave = dc.map(|dc| {
+        let saver = dc.saver();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(AUTOSAVE).await;
+                if let Err(e) = saver.save() {
+                    tracing::warn!(error = %e, "lab: could not save the simulated datacenter");
+                }
+            }
+        })
+    });
+    let out = work.await;
+    if let Some(t) = autosave {
+        t.abort();
+        // Wait for a save in progress, so the caller's final one is the last.
+        let _ = t.await;
+    }
+    out
+}
+
+/// Ctrl-C ends the run at its next await; every finished step is recorded (and the
+/// lab saved by the caller), so the same command resumes where this one stopped.
+pub(super) async fn interruptible<T>(
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        r = work => r,
+        Ok(()) = tokio::signal::ctrl_c() => Err(Interrupted.into()),
+    }
+}
+
+/// Ctrl-C during `up` (exit 130, as shells report an interrupted command).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted (Ctrl-C); the steps already done are recorded: run the same command again to resume"
+)]
+pub struct Interrupted;
+
+/// How `converge` asks and shows progress.
+pub(super) struct Converge {
+    pub yes: bool,
+    pub recreate: bool,
+    pub progress: ProgressMode,
+    /// Bootstrap etcd although the state says this cluster was bootstrapped.
+    pub bootstrap_empty_etcd: bool,
+}
+
+/// Preflight, plan, confirmation, then the bring-up (idempotent).
+pub(super) async fn converge(
     g: &Global,
-    a: &Args,
+    a: &Converge,
     env: &Env,
     profile: &Profile,
     plan: &Plan,
@@ -182,12 +245,21 @@ pub(super) fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
         .default(false)
         .interact()?;
     if !ok {
-        bail!("stopped: nothing was changed after the confirmation question");
+        return Err(Declined.into());
     }
     Ok(())
 }
 
-fn profile_or_wizard(path: Option<&Path>) -> anyhow::Result<(Profile, PathBuf)> {
+/// The person answered no: nothing was changed, which is not a failure (exit 0).
+#[derive(Debug, thiserror::Error)]
+#[error("stopped at the confirmation question; nothing was changed")]
+pub struct Declined;
+
+fn profile_or_wizard(
+    path: Option<&Path>,
+    discovery_file: Option<&Path>,
+    lab: bool,
+) -> anyhow::Result<(Profile, PathBuf)> {
     if let Some(p) = path {
         return Ok((super::common::load_profile(p)?, p.to_owned()));
     }
@@ -197,8 +269,11 @@ fn profile_or_wizard(path: Option<&Path>) -> anyhow::Result<(Profile, PathBuf)> 
         );
     }
     let out = PathBuf::from("talos-pve.yaml");
-    let connect = super::init::live_discovery();
-    match crate::wizard::guided(&out, &connect, &|p| crate::lint::lint(p).error_lines())? {
+    // With --lab the wizard discovers the lab, never a real Proxmox.
+    let facts = super::init::Source::open(discovery_file, lab)?;
+    match crate::wizard::guided(&out, facts.connect(), &|p| {
+        crate::lint::lint(p).error_lines()
+    })? {
         Some(profile) => Ok((profile, out)),
         None => bail!(
             "stopped: {} was kept and no profile was written",

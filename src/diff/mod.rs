@@ -290,7 +290,8 @@ async fn vm_changes(
         };
         let Some(owner) = &owner else { continue };
         let got = inventory::config(&env.pve, &found.node, found.vmid).await?;
-        let mut details: Vec<String> = vm::diff(&provision::wanted(profile, plan, owner, n), &got)
+        let wanted = provision::wanted(profile, plan, owner, n)?;
+        let mut details: Vec<String> = vm::diff(&wanted, &got)
             .iter()
             .map(|d| {
                 let how = if d.safe {

@@ -49,6 +49,7 @@ pub fn render(p: &Profile, plan: &Plan, source: &str) -> String {
         "Recommended inter-VLAN firewall rules",
         firewall::section(p, plan),
     );
+    section("Routing rehearsal", routing_section(p, plan));
     section(
         "Diagrams",
         format!(
@@ -62,6 +63,34 @@ pub fn render(p: &Profile, plan: &Plan, source: &str) -> String {
         s.pop();
     }
     s
+}
+
+/// What the routing tables and rules are for, and the flow table that checks them.
+fn routing_section(p: &Profile, plan: &Plan) -> String {
+    let tables = if p.routing.default_route == crate::profile::LinkRole::Workload {
+        "Each node has one default route, via the workload gateway, with a metric below the \
+cloud-init default's 1024. On Talos 1.13 two policy-routing tables complete it: table 100 \
+(rule 1000, from the node's management address) sends management replies back through the \
+management gateway (rule 999 keeps replies to the node's own pods local); table 101 (rules 900 and 901, from the pod block and from the workload \
+subnet to the management subnet) sends pods, LoadBalancer replies and the workload address \
+to the management VLAN through the workload gateway, so the gateway sees both directions \
+and its firewall can enforce what pods may reach there. Node-to-node management traffic \
+stays on-link. Talos 1.12 has no routing rules: `lint` (NET601/NET602) says which flows \
+then do not hold."
+    } else {
+        "The default route is on the management link: pods and LoadBalancer replies leave \
+there, so `lint` (NET601/NET602) lists the flows that are asymmetric or skip the gateway."
+    };
+    let intro = format!(
+        "{tables} `talos-pve plan --paths` prints the same table; docs/routing.md explains \
+it.\n\nCilium runs with `bpf.hostLegacyRouting=true`: Talos forwards CoreDNS to the host \
+resolver (`forwardKubeDNSToHost`), which Cilium's BPF host routing breaks, so pods could not \
+resolve external names otherwise.\n\n"
+    );
+    match crate::routing::Rehearsal::of_profile(p, plan) {
+        Ok(r) => format!("{intro}{}", crate::routing::render_markdown(&r)),
+        Err(e) => format!("{intro}The rehearsal could not run: {e}\n"),
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use super::faults::{Disaster, LabFaults};
 use super::kube::{KubeSimConfig, LabKube};
 use super::proxmox::{LabProxmox, LabProxmoxConfig, LabProxmoxHandle, LabPveState, free_volumes};
 use super::talos::{LabTalos, LabTalosConfig, LabTalosState, NodeState, Phase};
-use super::{EtcdStore, Fabric, LabEvent};
+use super::{EtcdStore, Fabric, LabEvent, LabNic, LabVm};
 use crate::files::{self, SECRET_MODE};
 use crate::profile::{Profile, Role};
 
@@ -130,7 +130,7 @@ impl Datacenter {
         let timings = (
             proxmox_config(opts),
             talos_config(profile, opts),
-            kube_config(opts),
+            kube_config(profile, opts),
         );
         Self::open_with(dir, profile, timings, &opts.faults.disasters).await
     }
@@ -146,13 +146,16 @@ impl Datacenter {
         crate::tls::install_provider();
         let state_path = dir.join("datacenter.json");
         let mut saved = load(&state_path)?;
+        let (impostors, disasters): (Vec<&Disaster>, Vec<&Disaster>) = disasters
+            .iter()
+            .partition(|d| matches!(d, Disaster::Impostor(_)));
         if !disasters.is_empty() {
             let s = saved.as_mut().ok_or_else(|| DatacenterError::State {
                 path: state_path.clone(),
                 detail: "lab disasters act on an existing lab datacenter, and there is none yet"
                     .into(),
             })?;
-            strike(s, profile, disasters).map_err(|detail| DatacenterError::State {
+            strike(s, profile, &disasters).map_err(|detail| DatacenterError::State {
                 path: state_path.clone(),
                 detail,
             })?;
@@ -204,6 +207,15 @@ impl Datacenter {
             }
         };
         let proxmox = proxmox.map_err(|e| DatacenterError::Start(format!("{e:#}")))?;
+        for d in impostors {
+            if let Disaster::Impostor(name) = d {
+                let vm = impostor_vm(profile, name).map_err(|detail| DatacenterError::State {
+                    path: state_path.clone(),
+                    detail,
+                })?;
+                talos.impostor(vm);
+            }
+        }
         let saver = LabSaver {
             path: state_path,
             talos: talos.clone(),
@@ -258,6 +270,13 @@ impl Datacenter {
                 n += 1;
             }
         }
+        for (node, cfg) in self.talos.impostor_configs() {
+            w(
+                out.join("talos").join(format!("impostor-{node}.yaml")),
+                cfg.as_bytes(),
+            )?;
+            n += 1;
+        }
         let kube_dir = out.join("kubernetes");
         n += self
             .kube
@@ -276,9 +295,34 @@ impl Datacenter {
     }
 }
 
+/// The foreign machine of `impostor=NODE`: the node's MACs and management address.
+fn impostor_vm(profile: &Profile, name: &str) -> Result<LabVm, String> {
+    let plan = crate::plan::Plan::build(profile).map_err(|e| format!("lab impostor: {e}"))?;
+    let n = plan.node(name).ok_or_else(|| {
+        format!("lab disaster names `{name}`, which is not a node of the profile")
+    })?;
+    let nic = |index: u8, p: &crate::plan::NicPlan, address| LabNic {
+        index,
+        mac: p.mac.to_ascii_uppercase(),
+        vlan: Some(p.vlan),
+        address,
+        gateway: None,
+    };
+    Ok(LabVm {
+        vmid: n.vmid,
+        host: "(not a Proxmox VM)".into(),
+        name: n.name.clone(),
+        nics: vec![
+            nic(0, &n.management, Some(n.management.address)),
+            nic(1, &n.workload, None),
+        ],
+        media: Vec::new(),
+    })
+}
+
 /// Apply disasters to the saved datacenter before anything starts from it, so the
 /// simulators resume into the aftermath.
-fn strike(s: &mut Saved, profile: &Profile, disasters: &[Disaster]) -> Result<(), String> {
+fn strike(s: &mut Saved, profile: &Profile, disasters: &[&Disaster]) -> Result<(), String> {
     let vmid = |name: &str| {
         profile
             .nodes
@@ -315,6 +359,8 @@ fn strike(s: &mut Saved, profile: &Profile, disasters: &[Disaster]) -> Result<()
                 // etcd lived only on the control planes.
                 s.etcd.clear();
             }
+            // Set up after the simulators start (`impostor_vm`).
+            Disaster::Impostor(_) => {}
         }
     }
     Ok(())
@@ -382,7 +428,7 @@ fn talos_config(p: &Profile, o: &LabOptions) -> LabTalosConfig {
     }
 }
 
-fn kube_config(o: &LabOptions) -> KubeSimConfig {
+fn kube_config(p: &Profile, o: &LabOptions) -> KubeSimConfig {
     let r = KubeSimConfig::realistic();
     let s = |d: Duration| o.scaled(d);
     KubeSimConfig {
@@ -400,5 +446,15 @@ fn kube_config(o: &LabOptions) -> KubeSimConfig {
         webhook_endpoint: s(r.webhook_endpoint),
         webhook_grace: s(r.webhook_grace),
         node_labels: r.node_labels,
+        kubernetes_version: p.kubernetes.version.clone(),
+        talos_version: p.talos.version.clone(),
+        node_sizes: crate::plan::Plan::build(p)
+            .map(|plan| {
+                plan.nodes
+                    .iter()
+                    .map(|n| (n.name.clone(), (n.cores, n.memory_mib)))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }

@@ -8,17 +8,17 @@
 //! | `reboot-loops` | count | nodes loop install → reboot that many times before running |
 //! | `time-not-in-sync` | count | the first N Bootstrap calls fail with "time is not in sync yet" |
 //! | `drop-streams` | count | the first N snapshot/kubeconfig streams are cut short |
-//! | `lost-apply` | count | the first N maintenance applies lose their answer |
 //! | `pve-lock` | count | N VM operations fail with `can't lock file … got timeout` |
 //! | `pve-595` | count | N reads fail with 595 (connection to the node lost) |
 //! | `pve-500` | count | N writes fail with a 500 before doing anything |
-//! | `pve-task-error` | task type (`qmcreate`, `qmstart`, `download`) | that task ends in `TASK ERROR` once (`qmstart`: an explicit start of an existing stopped VM; new VMs start inside `qmcreate`) |
+//! | `pve-task-error` | task type (`qmcreate`, `qmstart`, `download`) | that task ends in `TASK ERROR` once (`qmstart`: the start that boots a VM with its `cidata`) |
 //! | `slow-crd` | `NAME:duration` | that CRD takes that long (in real time) to become Established |
 //! | `upgrade-fails` | node name | that node's next OS upgrade fails in the installer; it stays on its release |
 //! | `destroy-vm` | node name | disaster: that node's VM (and its disks) is gone; its etcd member stays listed |
 //! | `corrupt-etcd` | node name | disaster: that control plane's etcd data is broken; it stays a listed member but serves nothing |
 //! | `hang-node` | node name | disaster: that node's VM runs but the node answers nothing (hung) until it is power-cycled |
 //! | `lose-control-planes` | — | disaster: every control-plane VM and the etcd data are gone |
+//! | `impostor` | node name | disaster: a foreign machine answers at that node's management address with the node's MACs, in maintenance mode (takes any config; `--lab-report` writes what it got to `talos/impostor-<node>.yaml`) |
 //!
 //! Disasters act on a saved lab datacenter once, when the command opens it (the
 //! next command sees their result, as it would on real hosts).
@@ -60,6 +60,8 @@ pub enum Disaster {
     CorruptEtcd(String),
     HangNode(String),
     LoseControlPlanes,
+    /// Needs no saved datacenter: the machine is there from the start.
+    Impostor(String),
 }
 
 impl LabFaults {
@@ -86,7 +88,6 @@ impl LabFaults {
                 "reboot-loops" => f.talos.reboot_loops = count()?,
                 "time-not-in-sync" => f.talos.time_not_in_sync = count()?,
                 "drop-streams" => f.talos.drop_streams = count()?,
-                "lost-apply" => f.talos.lost_apply_answers = count()?,
                 "pve-lock" => f.proxmox.push(Fault::new(
                     "POST",
                     "/qemu",
@@ -137,7 +138,7 @@ impl LabFaults {
                         .ok_or_else(|| err("expects NAME:duration, e.g. crds.x.io:30s"))?;
                     f.slow_crds.push((crd.to_owned(), d));
                 }
-                "destroy-vm" | "corrupt-etcd" | "hang-node" | "upgrade-fails"
+                "destroy-vm" | "corrupt-etcd" | "hang-node" | "impostor" | "upgrade-fails"
                     if value.is_empty() =>
                 {
                     return Err(err("expects a node name, e.g. =talos-k8s-02"));
@@ -147,6 +148,7 @@ impl LabFaults {
                 "corrupt-etcd" => f.disasters.push(Disaster::CorruptEtcd(value.to_owned())),
                 "hang-node" => f.disasters.push(Disaster::HangNode(value.to_owned())),
                 "lose-control-planes" => f.disasters.push(Disaster::LoseControlPlanes),
+                "impostor" => f.disasters.push(Disaster::Impostor(value.to_owned())),
                 _ => return Err(err("unknown fault")),
             }
         }

@@ -7,7 +7,9 @@
 //! runs its config, etcd was bootstrapped) and the simulated etcd (`EtcdStore`),
 //! which backs the Kubernetes API and is what snapshots save and recover.
 
+mod access;
 mod datacenter;
+mod discovery;
 mod etcd;
 mod faults;
 pub mod kube;
@@ -22,7 +24,9 @@ use tokio::sync::broadcast;
 
 use crate::net::AddressBook;
 
+pub use access::{Access, AccessError, write as write_access};
 pub use datacenter::{Datacenter, DatacenterError, LabOptions, LabSaver};
+pub use discovery::LabDiscovery;
 pub use etcd::{EtcdStore, SnapshotError, validate_snapshot};
 pub use faults::{FaultSpecError, LabFaults};
 
@@ -55,14 +59,33 @@ pub enum LabEvent {
     EtcdBootstrapped { node: String, endpoint: Ipv4Addr },
 }
 
-/// A VM as the lab Proxmox started it: what its cloud-init drive says.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A VM as the lab Proxmox started it: its NICs and what its drives hold.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabVm {
     pub vmid: u32,
     /// Proxmox host (node) name.
     pub host: String,
     pub name: String,
     pub nics: Vec<LabNic>,
+    /// Contents (base64) of the ISO volumes in its CD-ROM drives at power-on. Kept
+    /// with the node until it installed a config, so a node still booting when a
+    /// command ends reads them when the next one resumes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<String>,
+}
+
+/// Without the CD-ROM contents: a `cidata` volume holds the cluster's CA keys, and
+/// lab events are logged.
+impl std::fmt::Debug for LabVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabVm")
+            .field("vmid", &self.vmid)
+            .field("host", &self.host)
+            .field("name", &self.name)
+            .field("nics", &self.nics)
+            .field("media", &format_args!("{} volume(s)", self.media.len()))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,7 +101,7 @@ pub struct LabNic {
 }
 
 /// What the Kubernetes side needs to know about a running Talos node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabNodeInfo {
     pub vmid: u32,
     pub hostname: String,
@@ -98,6 +121,21 @@ pub struct LabNodeInfo {
     /// From `machine.kubelet.image`, as `Node.status.nodeInfo.kubeletVersion` (`v1.36.3`).
     #[serde(default)]
     pub kubelet_version: String,
+}
+
+/// Without the CA key: every `LabEvent` is logged at debug level (`Fabric::emit`).
+impl std::fmt::Debug for LabNodeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabNodeInfo")
+            .field("vmid", &self.vmid)
+            .field("hostname", &self.hostname)
+            .field("machine_type", &self.machine_type)
+            .field("cluster_name", &self.cluster_name)
+            .field("management", &self.management)
+            .field("internal_ip", &self.internal_ip)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The shared fabric of one simulated datacenter.

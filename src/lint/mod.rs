@@ -3,7 +3,9 @@
 //!
 //! `lint(&Profile)` is pure. Rules are small functions grouped by theme:
 //! `addresses` (NET0xx), `pods` (NET1xx), `metallb` (NET2xx), `topology` (NET3xx) and
-//! `kubernetes` (NET4xx, endpoint/roles/routing). Each rule's code, severity and title
+//! `kubernetes` (NET4xx, endpoint/roles/routing), `values` (NET5xx, each value in
+//! the format of the system that receives it) and `routing` (NET6xx, the routing
+//! rehearsal of the generated configs). Each rule's code, severity and title
 //! live in one `Rule` constant beside the rule; [`RULES`] lists them all and
 //! `docs/lint-codes.md` is generated from that list (a test keeps them in sync).
 //! Codes are stable: a retired rule's code is never reused.
@@ -16,7 +18,9 @@ mod kubernetes;
 mod metallb;
 mod pods;
 mod render;
+mod routing;
 mod topology;
+mod values;
 
 #[cfg(test)]
 mod tests;
@@ -218,6 +222,32 @@ pub const RULES: &[Rule] = &[
     kubernetes::SERVICE_ON_LINK,
     kubernetes::ASYMMETRIC_MANAGEMENT,
     kubernetes::NO_CONTROL_PLANE,
+    values::CLUSTER_NAME,
+    values::ENDPOINT_FORMAT,
+    values::TOKEN_ID,
+    values::FINGERPRINT,
+    values::BRIDGE,
+    values::STORAGE,
+    values::HOST_NAME,
+    values::RESOURCES,
+    values::TALOS_TAG,
+    values::KUBERNETES_VERSION,
+    values::KUBERNETES_RANGE,
+    values::INSTALL_DISK,
+    values::KERNEL_ARG,
+    values::EXTENSION,
+    values::TIME_SERVER,
+    values::DNS_SERVER,
+    values::DNS_NAME,
+    values::SERVICE_SUBNET,
+    values::POD_RANGE,
+    values::ADDON_VERSION,
+    values::OBJECT_NAME,
+    values::INTERFACE,
+    values::NETWORK_SUBNET,
+    routing::ASYMMETRIC,
+    routing::BYPASSES_GATEWAY,
+    routing::UNREACHABLE,
 ];
 
 /// Check a profile's network plan against every rule.
@@ -229,5 +259,9 @@ pub fn lint(p: &Profile) -> Report {
     metallb::check(&facts, &mut out);
     topology::check(&facts, &mut out);
     kubernetes::check(&facts, &mut out);
+    values::check(&facts, &mut out);
+    if !out.iter().any(|f| f.severity == Severity::Error) {
+        routing::check(p, &mut out);
+    }
     Report::new(out)
 }

@@ -34,12 +34,15 @@ pub fn codes_markdown() -> String {
          Generated from `src/lint` (`RULES`); `cargo test lint::tests::codes_doc` checks it,\n\
          `UPDATE_GOLDEN=1` rewrites it. Codes are stable and never reused.\n\n\
          Ranges: NET0xx static addresses, NET1xx pod CIDRs, NET2xx MetalLB pool,\n\
-         NET3xx topology (networks, VLANs, MTUs, names, VMIDs), NET4xx cluster and routing.\n\n\
+         NET3xx topology (networks, VLANs, MTUs, names, VMIDs), NET4xx cluster and routing,\n\
+         NET5xx value formats (what Proxmox, Talos and Kubernetes accept).\n\n\
          Each finding carries the profile path of the offending field (e.g.\n\
          `nodes[0].workload.address`), a one-sentence reason and a fix. Errors make\n\
          `talos-pve lint` exit 1 and `talos-pve plan`/`docs` refuse; an unreadable or\n\
          invalid profile exits 2. NET307 takes the uplink MTU from the `infrastructure`\n\
          network (untagged on the same trunk), 1500 when there is none.\n\n\
+         NET6xx come from the routing rehearsal (`talos-pve plan --paths`, docs/routing.md):\n\
+         the flows the seed cares about, traced through the generated configs.\n\n\
          | code | severity | rule |\n|---|---|---|\n",
     );
     for r in RULES {

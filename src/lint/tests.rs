@@ -168,6 +168,82 @@ const CASES: &[Case] = &[
     ("NET411", "nodes", |p| {
         p.nodes.iter_mut().for_each(|n| n.role = Role::Worker)
     }),
+    ("NET501", "metadata.name", |p| {
+        p.metadata.name = "../../escaped".into()
+    }),
+    ("NET502", "proxmox.endpoint", |p| {
+        p.proxmox.endpoint = "https://10.8.16.10:99999".into()
+    }),
+    ("NET503", "proxmox.tokenId", |p| {
+        p.proxmox.token_id = "root@pam".into()
+    }),
+    ("NET504", "proxmox.fingerprint", |p| {
+        p.proxmox.fingerprint = Some("AB:CD".into())
+    }),
+    ("NET505", "proxmox.bridge", |p| {
+        p.proxmox.bridge = "vmbr0,link_down=1".into()
+    }),
+    ("NET506", "proxmox.diskStorage", |p| {
+        p.proxmox.disk_storage = "local-lvm,cache=unsafe".into()
+    }),
+    ("NET507", "proxmox.hosts[1].name", |p| {
+        p.proxmox.hosts[1].name = "pve/../x".into();
+        p.nodes[1].host = "pve/../x".into();
+    }),
+    ("NET508", "nodeDefaults.disk", |p| p.node_defaults.disk = 0),
+    ("NET509", "talos.version", |p| {
+        p.talos.version = "v1.13.9 ".into()
+    }),
+    ("NET510", "kubernetes.version", |p| {
+        p.kubernetes.version = "latest".into()
+    }),
+    ("NET511", "kubernetes.version", |p| {
+        p.talos.version = "v1.12.11".into()
+    }),
+    ("NET512", "talos.installDisk", |p| {
+        p.talos.install_disk = "/dev/../etc/passwd".into()
+    }),
+    ("NET513", "talos.schematic.extraKernelArgs[0]", |p| {
+        p.talos.schematic.extra_kernel_args = vec!["console=ttyS0 init=/bin/sh".into()]
+    }),
+    ("NET514", "talos.schematic.extensions[0]", |p| {
+        p.talos.schematic.extensions = vec!["siderolabs/../../x".into()]
+    }),
+    ("NET515", "timeServers[0]", |p| {
+        p.time_servers = vec!["".into()]
+    }),
+    ("NET516", "dns.servers[1]", |p| {
+        p.dns.servers[1] = ip("255.255.255.255")
+    }),
+    ("NET517", "dns.records[0].name", |p| {
+        p.dns.records[0].name = "k8s api".into()
+    }),
+    ("NET518", "kubernetes.serviceSubnet", |p| {
+        p.kubernetes.service_subnet = net("127.0.0.0/16")
+    }),
+    ("NET519", "nodes[0].podCIDR", |p| {
+        p.nodes[0].pod_cidr = Some(net("10.8.32.0/32"))
+    }),
+    ("NET520", "addons.cilium.version", |p| {
+        p.addons.cilium.version = "stable".into()
+    }),
+    ("NET521", "addons.metallb.poolName", |p| {
+        p.addons.metallb.as_mut().unwrap().pool_name = "Default Pool".into()
+    }),
+    ("NET523", "networks[3].subnet", |p| {
+        p.networks[3].subnet = net("224.0.48.0/24")
+    }),
+    ("NET522", "proxmox.hosts[0].uplink", |p| {
+        p.proxmox.hosts[0].uplink = Some("enp87s0/../x".into())
+    }),
+    ("NET601", "talos.version", |p| {
+        p.talos.version = "v1.12.11".into();
+        p.kubernetes.version = "1.35.0".into();
+    }),
+    ("NET602", "routing.defaultRoute", |p| {
+        p.routing.default_route = crate::profile::LinkRole::Management
+    }),
+    ("NET603", "routing", |p| p.networks[1].routed = false),
 ];
 
 fn set_pool(p: &mut Profile, range: &str) {
@@ -178,19 +254,25 @@ fn has(report: &Report, code: &str, path: &str) -> bool {
     report.with_code(code).any(|f| f.path == path)
 }
 
+/// homelab.yaml changed by `mutate`, and its report, which must have `code` at `path`.
+fn fires(code: &str, path: &str, mutate: fn(&mut Profile)) -> (Profile, Report) {
+    let mut p = profile("homelab.yaml");
+    mutate(&mut p);
+    let report = lint(&p);
+    assert!(
+        has(&report, code, path),
+        "{code} at {path} expected; got:\n{}",
+        render_text(&report, "mutated homelab")
+    );
+    (p, report)
+}
+
 #[test]
 fn every_rule_fires_on_its_failing_profile() {
     let homelab = profile("homelab.yaml");
     let base = lint(&homelab);
     for &(code, path, mutate) in CASES {
-        let mut p = profile("homelab.yaml");
-        mutate(&mut p);
-        let report = lint(&p);
-        assert!(
-            has(&report, code, path),
-            "{code} at {path} expected; got:\n{}",
-            render_text(&report, "mutated homelab")
-        );
+        let (p, report) = fires(code, path, mutate);
         let f = report.with_code(code).next().unwrap();
         assert!(
             !f.message.is_empty() && !f.fix.is_empty(),
@@ -345,4 +427,98 @@ fn findings_sort_indices_numerically() {
         .collect();
     assert_eq!(paths.first(), Some(&"nodes[3].podCIDR"));
     assert_eq!(paths.last(), Some(&"nodes[11].podCIDR"));
+}
+
+/// Issue 11 §8: values that pass the network rules but that the receiving system
+/// refuses, or that make it do something else.
+#[test]
+fn values_the_receiving_system_refuses_are_errors() {
+    let cases: &[Case] = &[
+        ("NET501", "metadata.name", |p| {
+            p.metadata.name = String::new()
+        }),
+        ("NET501", "metadata.name", |p| {
+            p.metadata.name = "/tmp/abs".into()
+        }),
+        ("NET508", "nodeDefaults.cores", |p| {
+            p.node_defaults.cores = 0
+        }),
+        ("NET508", "nodeDefaults.memory", |p| {
+            p.node_defaults.memory = 0
+        }),
+        ("NET508", "nodes[2].disk", |p| p.nodes[2].disk = Some(0)),
+        ("NET508", "nodes[1].memory", |p| {
+            p.nodes[1].memory = Some(1024)
+        }),
+        ("NET512", "talos.installDisk", |p| {
+            p.talos.install_disk = "/".into()
+        }),
+        ("NET510", "kubernetes.version", |p| {
+            p.kubernetes.version = String::new()
+        }),
+        ("NET510", "kubernetes.version", |p| {
+            p.kubernetes.version = "v1.36.3".into()
+        }),
+        ("NET511", "kubernetes.version", |p| {
+            p.kubernetes.version = "1.30.2".into()
+        }),
+        ("NET518", "kubernetes.serviceSubnet", |p| {
+            p.kubernetes.service_subnet = net("224.0.0.0/4")
+        }),
+        ("NET518", "kubernetes.serviceSubnet", |p| {
+            p.kubernetes.service_subnet = net("10.96.0.0/30")
+        }),
+        ("NET519", "kubernetes.nodePodPrefix", |p| {
+            p.nodes.iter_mut().for_each(|n| n.pod_cidr = None);
+            p.kubernetes.node_pod_prefix = 32;
+        }),
+        ("NET519", "kubernetes.podSubnet", |p| {
+            p.kubernetes.pod_subnet = net("127.8.32.0/22")
+        }),
+        ("NET502", "kubernetes.endpoint", |p| {
+            p.kubernetes.endpoint = "https://10.8.16.20:0".into()
+        }),
+        ("NET502", "talos.imageFactory", |p| {
+            p.talos.image_factory = "factory.talos.dev".into()
+        }),
+        ("NET516", "dns.servers[0]", |p| {
+            p.dns.servers[0] = ip("0.0.0.0")
+        }),
+        ("NET515", "timeServers[1]", |p| {
+            p.time_servers = vec!["time.cloudflare.com".into(), "pool.ntp.org ".into()]
+        }),
+        ("NET513", "talos.schematic.extraKernelArgs[1]", |p| {
+            p.talos.schematic.extra_kernel_args = vec!["console=ttyS0".into(), String::new()]
+        }),
+        ("NET514", "talos.schematic.extensions[0]", |p| {
+            p.talos.schematic.extensions = vec!["../qemu-guest-agent".into()]
+        }),
+        ("NET503", "proxmox.tokenId", |p| {
+            p.proxmox.token_id = "root@pam!talos pve".into()
+        }),
+        ("NET506", "proxmox.isoStorage", |p| {
+            p.proxmox.iso_storage = "local/../../x".into()
+        }),
+        ("NET506", "proxmox.isoStorage", |p| {
+            p.proxmox.iso_storage = "local;rm".into()
+        }),
+        ("NET517", "kubernetes.certSans[0]", |p| {
+            p.kubernetes.cert_sans = vec!["api example".into()]
+        }),
+        ("NET509", "talos.version", |p| {
+            p.talos.version = "1.13.9".into()
+        }),
+    ];
+    for &(code, path, mutate) in cases {
+        fires(code, path, mutate);
+    }
+    // A well-formed value of every kind stays silent.
+    let mut p = profile("homelab.yaml");
+    p.time_servers = vec!["time.cloudflare.com".into(), "10.0.1.1".into()];
+    p.talos.schematic.extra_kernel_args = vec!["console=ttyS0,115200".into()];
+    p.kubernetes.cert_sans = vec!["*.lab.local".into(), "10.8.16.20".into()];
+    p.proxmox.fingerprint = Some(["AB"; 32].join(":"));
+    let report = lint(&p);
+    let codes: Vec<&str> = report.findings.iter().map(|f| f.code).collect();
+    assert!(!codes.iter().any(|c| c.starts_with("NET5")), "{codes:?}");
 }

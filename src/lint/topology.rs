@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use super::facts::{Facts, is_network_or_broadcast, net_label};
 use super::pods::overlaps;
 use super::{Finding, Rule, Severity};
+use crate::formats::is_dns_label;
 use crate::profile::NetworkRole;
 
 pub const NETWORK_ROLES: Rule = Rule::new(
@@ -204,14 +205,6 @@ fn mtu_above_uplink(f: &Facts, out: &mut Vec<Finding>) {
             ));
         }
     }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    (1..=63).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 fn node_names(f: &Facts, out: &mut Vec<Finding>) {

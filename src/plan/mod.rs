@@ -48,6 +48,65 @@ pub enum PlanError {
         link: &'static str,
         mac: String,
     },
+    #[error(
+        "`{field}` = `{value}` {why}; it is interpolated into names, URLs, image references or paths\n  fix: correct it (`talos-pve lint` reports the NET5xx finding with an example)"
+    )]
+    Value {
+        field: String,
+        value: String,
+        why: &'static str,
+    },
+}
+
+/// The values the plan interpolates into URL paths, image references, file names
+/// and Kubernetes API paths, in the formats lint's NET5xx asks for. Checked here as
+/// well so that a skipped lint cannot turn them into extra path segments or tags.
+fn interpolated_values(p: &Profile) -> Result<(), PlanError> {
+    use crate::formats::{https_origin, is_device_path, is_dns_label, semver};
+    let bad = |field: String, value: &str, why| PlanError::Value {
+        field,
+        value: value.escape_debug().to_string(),
+        why,
+    };
+    if !is_dns_label(&p.metadata.name) {
+        return Err(bad(
+            "metadata.name".into(),
+            &p.metadata.name,
+            "is not a DNS label",
+        ));
+    }
+    if let Some((i, n)) = p
+        .nodes
+        .iter()
+        .enumerate()
+        .find(|(_, n)| !is_dns_label(&n.name))
+    {
+        return Err(bad(
+            format!("nodes[{i}].name"),
+            &n.name,
+            "is not a DNS label",
+        ));
+    }
+    if semver(&p.kubernetes.version).is_none() {
+        let why = "is not a version X.Y.Z";
+        return Err(bad("kubernetes.version".into(), &p.kubernetes.version, why));
+    }
+    let t = &p.talos;
+    if t.version.strip_prefix('v').and_then(semver).is_none() {
+        return Err(bad(
+            "talos.version".into(),
+            &t.version,
+            "is not a release tag vX.Y.Z",
+        ));
+    }
+    if let Err(why) = https_origin(&t.image_factory) {
+        return Err(bad("talos.imageFactory".into(), &t.image_factory, why));
+    }
+    if !is_device_path(&t.install_disk) {
+        let why = "is not a device path under /dev/";
+        return Err(bad("talos.installDisk".into(), &t.install_disk, why));
+    }
+    Ok(())
 }
 
 /// Schema version of the JSON form of the plan (`plan --output json`).
@@ -140,6 +199,7 @@ impl NodePlan {
 
 impl Plan {
     pub fn build(p: &Profile) -> Result<Plan, PlanError> {
+        interpolated_values(p)?;
         let mgmt = p
             .network(NetworkRole::Management)
             .ok_or(PlanError::MissingNetwork("management"))?;
@@ -374,6 +434,35 @@ mod tests {
             pod_cidrs(&p),
             Err(PlanError::PodSubnetTooSmall { .. })
         ));
+    }
+
+    /// Issue 11 §5/§8 with lint skipped: values interpolated into URLs, image tags
+    /// and paths are refused by the plan itself.
+    #[test]
+    fn interpolated_values_are_refused_without_lint() {
+        let cases: [crate::test_support::Mutation; 6] = [
+            ("metadata.name", |p| {
+                p.metadata.name = "../../escaped".into()
+            }),
+            ("nodes[1].name", |p| p.nodes[1].name = "a/b".into()),
+            ("kubernetes.version", |p| {
+                p.kubernetes.version = "1.36.3@sha256:0".into()
+            }),
+            ("talos.version", |p| p.talos.version = "v1.13.9 ".into()),
+            ("talos.imageFactory", |p| {
+                p.talos.image_factory = "https://f.example/x?y=".into()
+            }),
+            ("talos.installDisk", |p| p.talos.install_disk = "/".into()),
+        ];
+        for (field, mutate) in cases {
+            let mut p = crate::test_support::homelab();
+            mutate(&mut p);
+            let e = Plan::build(&p).unwrap_err();
+            assert!(
+                matches!(&e, PlanError::Value { field: f, .. } if f == field),
+                "{field}: {e}"
+            );
+        }
     }
 
     #[test]

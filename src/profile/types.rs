@@ -212,7 +212,7 @@ impl Default for Talos {
     }
 }
 
-fn default_talos_version() -> String {
+pub(crate) fn default_talos_version() -> String {
     "v1.13.9".into()
 }
 fn default_install_disk() -> String {
@@ -268,7 +268,7 @@ pub struct Kubernetes {
     pub cert_sans: Vec<String>,
 }
 
-fn default_k8s_version() -> String {
+pub(crate) fn default_k8s_version() -> String {
     "1.36.3".into()
 }
 fn default_service_subnet() -> Ipv4Net {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-pub use render::{Bars, Json, Plain, Render};
+pub use render::{Bars, EVENTS_FORMAT, Json, Plain, Render, timestamp};
 
 /// What happened to a stage.
 #[derive(Debug, Clone, PartialEq, Eq)]

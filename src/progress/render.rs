@@ -22,9 +22,15 @@ pub trait Render: Send {
     }
 }
 
-fn timestamp(at: OffsetDateTime) -> String {
+pub fn timestamp(at: OffsetDateTime) -> String {
     at.format(&Rfc3339)
         .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+/// A failure's first line: its row shows what failed; the full text with its
+/// `fix:` line is printed once, as the command's error.
+fn headline(e: &str) -> &str {
+    e.lines().next().unwrap_or_default()
 }
 
 fn secs(d: Duration) -> String {
@@ -52,7 +58,7 @@ impl Render for Plain {
             Kind::Started => "started".to_owned(),
             Kind::Progress(m) => m.clone(),
             Kind::Done => format!("done in {}", secs(ev.elapsed)),
-            Kind::Failed(e) => format!("FAILED after {}: {e}", secs(ev.elapsed)),
+            Kind::Failed(e) => format!("FAILED after {}: {}", secs(ev.elapsed), headline(e)),
             Kind::Skipped(r) => format!("skipped: {r}"),
         };
         // A closed stderr must not abort the run it reports on.
@@ -180,7 +186,7 @@ impl Render for Bars {
                 return;
             }
             Kind::Done => ("✓", "done".to_owned()),
-            Kind::Failed(e) => ("✗", format!("failed: {e}")),
+            Kind::Failed(e) => ("✗", format!("failed: {}", headline(e))),
             Kind::Skipped(r) => ("-", format!("skipped: {r}")),
         };
         b.set_style(self.style(mark));

@@ -84,6 +84,27 @@ fn plain_lines_are_timestamped_with_elapsed_times() {
     );
 }
 
+/// The error printed at the end carries the fix; the failed row shows only its
+/// first line, so the fix is not printed twice.
+#[test]
+fn a_failed_row_shows_the_first_line_only() {
+    let clock = Arc::new(FakeClock::default());
+    let buf = Buf::default();
+    let r = Reporter::new(Box::new(Plain::new(Box::new(buf.clone()))), clock.clone());
+    r.started(Some("n1"), "vm");
+    r.failed(
+        Some("n1"),
+        "vm",
+        &"VMID 121 exists\n  fix: pick another VMID",
+    );
+    let text = buf.text();
+    assert!(
+        text.ends_with("vm: FAILED after 0.0s: VMID 121 exists\n"),
+        "{text}"
+    );
+    assert!(!text.contains("fix:"), "{text}");
+}
+
 #[test]
 fn json_lines_have_stable_fields() {
     let clock = Arc::new(FakeClock::default());

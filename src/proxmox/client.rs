@@ -278,6 +278,82 @@ fn sensitive(v: String) -> Result<HeaderValue, PveError> {
     Ok(h)
 }
 
+/// An API path below `/api2/json` from its segments, each percent-encoded (only
+/// RFC 3986 unreserved bytes stay as they are), so a profile value can never add a
+/// segment or a query. `/`, `.`, `..` and empty segments are refused rather than
+/// encoded: servers that decode the path before routing (the lab does, as URL
+/// normalisation does for `%2E%2E`) would still see a separator or a step up.
+pub fn api_path(segments: &[&dyn fmt::Display]) -> Result<String, PveError> {
+    let mut path = String::new();
+    for seg in segments {
+        let seg = seg.to_string();
+        let why = match seg.as_str() {
+            "" => Some("it is empty"),
+            "." | ".." => Some("it would step through the path"),
+            s if s.contains('/') => Some("it contains `/`"),
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Err(PveError::PathSegment {
+                segment: seg.escape_debug().to_string(),
+                why,
+            });
+        }
+        path.push('/');
+        for b in seg.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                path.push(char::from(b));
+            } else {
+                path.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    Ok(path)
+}
+
+/// `/nodes/{node}`, encoded; callers append constant tails.
+pub fn node_path(node: &str) -> Result<String, PveError> {
+    api_path(&[&"nodes", &node])
+}
+
+/// `/nodes/{node}/qemu/{vmid}`, encoded; callers append constant tails.
+pub fn vm_path(node: &str, vmid: u32) -> Result<String, PveError> {
+    api_path(&[&"nodes", &node, &"qemu", &vmid])
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("system RNG");
+    hex::encode(b)
+}
+
+/// A `multipart/form-data` body (RFC 7578): `fields` in order, then the file as
+/// the part named `filename`. Field values are ours (fixed words, hex), the file
+/// name is a PVE-safe volume name, so neither needs quoting.
+pub fn multipart(
+    boundary: &str,
+    fields: &[(&str, &str)],
+    file_name: &str,
+    bytes: &[u8],
+) -> Vec<u8> {
+    let mut b = Vec::with_capacity(bytes.len() + 512);
+    for (k, v) in fields {
+        b.extend(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    b.extend(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"filename\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    b.extend_from_slice(bytes);
+    b.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+    b
+}
+
 /// Form/query encoding; PVE wants every value percent-encoded.
 pub fn encode(params: &[(String, String)]) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());
@@ -539,6 +615,53 @@ impl Client {
         })
     }
 
+    /// `POST …/storage/{s}/upload`: one file as `multipart/form-data`, in the field
+    /// order pve-http-server parses (`content`, `checksum-algorithm`, `checksum`,
+    /// then the file part; pve-http-server `AnyEvent.pm` 1280-1375). The SHA-256
+    /// makes PVE verify the bytes inside the task. Returns the `imgcopy` UPID,
+    /// which runs on the node that received the request (pve-storage
+    /// `API2/Storage/Status.pm` 519-734). Not retried: a repeated upload of the
+    /// same name simply overwrites the file.
+    pub async fn upload(
+        &self,
+        path: &str,
+        content: &str,
+        file_name: &str,
+        bytes: &[u8],
+    ) -> Result<String, PveError> {
+        let boundary = format!("talos-pve-{}", random_hex(16));
+        let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes));
+        let body = multipart(
+            &boundary,
+            &[
+                ("content", content),
+                ("checksum-algorithm", "sha256"),
+                ("checksum", &sha),
+            ],
+            file_name,
+            bytes,
+        );
+        let headers = self.auth_headers(&Method::POST).await?;
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .headers(headers)
+            .body(body);
+        tracing::debug!(path, file_name, size = bytes.len(), "proxmox upload");
+        let v = self.send(req, "POST", path).await?;
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| PveError::Decode {
+                method: "POST".into(),
+                path: path.into(),
+                detail: format!("expected a task id (UPID), got {v}"),
+            })
+    }
+
     /// Dispatch a task-returning call and wait for it to stop.
     pub async fn run_task(
         &self,
@@ -564,11 +687,7 @@ impl Client {
             path: "(task)".into(),
             detail: format!("`{upid}` is not a UPID"),
         })?;
-        let path = format!(
-            "/nodes/{}/tasks/{}/status",
-            parsed.node,
-            form_urlencoded::byte_serialize(upid.as_bytes()).collect::<String>()
-        );
+        let path = api_path(&[&"nodes", &parsed.node, &"tasks", &upid, &"status"])?;
         let start = Instant::now();
         let mut wait = if parsed.kind == "download" {
             self.poll.first * 4
@@ -658,6 +777,24 @@ mod tests {
         assert!(boolean(&serde_json::json!("1")));
         assert!(boolean(&serde_json::json!(true)));
         assert!(!boolean(&serde_json::json!(0)));
+    }
+
+    #[test]
+    fn api_paths_encode_every_segment_and_refuse_traversal() {
+        let upid = "UPID:pve-1:0000:0001:6740:qmstart:120:root@pam!t:";
+        assert_eq!(
+            api_path(&[&"nodes", &"pve-1", &"tasks", &upid, &"status"]).unwrap(),
+            "/nodes/pve-1/tasks/UPID%3Apve-1%3A0000%3A0001%3A6740%3Aqmstart%3A120%3Aroot%40pam%21t%3A/status"
+        );
+        assert_eq!(
+            api_path(&[&"storage", &"local;x y?z#"]).unwrap(),
+            "/storage/local%3Bx%20y%3Fz%23"
+        );
+        for bad in ["", ".", "..", "local/../../x", "/abs"] {
+            let e = api_path(&[&"nodes", &bad, &"storage"]).unwrap_err();
+            assert!(matches!(e, PveError::PathSegment { .. }), "{bad}: {e}");
+            assert!(e.to_string().contains("\n  fix: "), "{e}");
+        }
     }
 
     #[test]

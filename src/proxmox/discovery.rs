@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-use super::client::{Client, ClientConfig, Credentials, Trust, int, params, text};
+use super::client::{Client, ClientConfig, Credentials, Trust, int, node_path, params, text};
 use super::error::PveError;
 use crate::net::AddressBook;
 use crate::wizard::{Access, Bond, Bridge, Connect, Discovery, DiscoveryError, HostInfo, Storage};
@@ -80,6 +80,11 @@ fn remote(endpoint: &str, e: &PveError) -> DiscoveryError {
 }
 
 impl LiveDiscovery {
+    /// `/nodes/{host}`: host names come from the server, and are encoded too.
+    fn node(&self, host: &str) -> Result<String, DiscoveryError> {
+        node_path(host).map_err(|e| remote(self.client.endpoint(), &e))
+    }
+
     fn get<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -95,7 +100,7 @@ impl LiveDiscovery {
         if let Some(n) = cache.get(host) {
             return Ok(n.clone());
         }
-        let n: Vec<Value> = self.get(&format!("/nodes/{host}/network"), &[])?;
+        let n: Vec<Value> = self.get(&format!("{}/network", self.node(host)?), &[])?;
         cache.insert(host.to_owned(), n.clone());
         Ok(n)
     }
@@ -226,7 +231,7 @@ impl Discovery for LiveDiscovery {
     }
 
     fn storages(&self, host: &str) -> Result<Vec<Storage>, DiscoveryError> {
-        let list: Vec<Value> = self.get(&format!("/nodes/{host}/storage"), &[])?;
+        let list: Vec<Value> = self.get(&format!("{}/storage", self.node(host)?), &[])?;
         Ok(storages(&list))
     }
 

@@ -16,6 +16,12 @@ pub enum PveError {
         "Proxmox endpoint `{0}` is not a URL like https://10.8.16.10:8006\n  fix: set `proxmox.endpoint` in the profile or PROXMOX_VE_ENDPOINT"
     )]
     BadEndpoint(String),
+    #[error(transparent)]
+    Value(#[from] super::propstr::PropError),
+    #[error(
+        "`{segment}` cannot be part of a Proxmox API path: {why}\n  fix: correct the profile value it comes from (`talos-pve lint` names the field: host names NET507, storages NET506)"
+    )]
+    PathSegment { segment: String, why: &'static str },
     #[error("Proxmox endpoint {endpoint}: {source}")]
     Resolve {
         endpoint: String,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::client::{Client, int, params, text};
+use super::client::{Client, int, params, text, vm_path};
 use super::error::PveError;
 use super::ownership::Marker;
 use super::propstr::split_tags;
@@ -53,7 +53,7 @@ pub async fn config(
     vmid: u32,
 ) -> Result<BTreeMap<String, String>, PveError> {
     let v: BTreeMap<String, Value> = pve
-        .get(&format!("/nodes/{node}/qemu/{vmid}/config"), &[])
+        .get(&format!("{}/config", vm_path(node, vmid)?), &[])
         .await?;
     Ok(v.iter()
         .filter_map(|(k, v)| Some((k.clone(), text(v)?)))
@@ -69,17 +69,16 @@ pub async fn wait_unlocked(
 ) -> Result<(), PveError> {
     let start = std::time::Instant::now();
     let mut wait = std::time::Duration::from_millis(250);
+    let path = format!("{}/status/current", vm_path(node, vmid)?);
     loop {
-        let st: Value = pve
-            .get(&format!("/nodes/{node}/qemu/{vmid}/status/current"), &[])
-            .await?;
+        let st: Value = pve.get(&path, &[]).await?;
         let Some(lock) = st.get("lock").and_then(Value::as_str) else {
             return Ok(());
         };
         if start.elapsed() > deadline {
             return Err(PveError::Api {
                 method: "GET".into(),
-                path: format!("/nodes/{node}/qemu/{vmid}/status/current"),
+                path: path.clone(),
                 status: 500,
                 message: format!(
                     "VM {vmid} on {node} is still locked ({lock}) after {}s; check its running tasks, or `qm unlock {vmid}` if none",

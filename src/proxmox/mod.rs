@@ -3,7 +3,8 @@
 //! `client` speaks the wire protocol; `propstr`/`upid` parse what PVE returns;
 //! `vm` derives the VM configuration a node needs and compares read-backs;
 //! `inventory` reads what exists; `ownership` says which VMs are ours (cluster ID
-//! markers); `discovery` feeds the wizard; `preflight`, `provision` and `destroy` are the
+//! markers); `cidata` carries a node's machine config to its VM; `discovery` feeds
+//! the wizard; `preflight`, `provision` and `destroy` are the
 //! operations the CLI exposes; `settings` turns profile + environment + flags
 //! into a client.
 //!
@@ -11,6 +12,7 @@
 //! only its name), and the API
 //! token never appears in logs, errors or process arguments.
 
+pub mod cidata;
 pub mod client;
 pub mod destroy;
 pub mod discovery;

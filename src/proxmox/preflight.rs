@@ -6,20 +6,30 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::client::{Client, boolean, int, params, text};
+use super::client::{Client, boolean, int, node_path, params, text};
 use super::error::PveError;
 use super::inventory::{self, marker};
 use crate::plan::Plan;
 use crate::profile::{NetworkRole, Profile};
 
+/// Deleting a node's cidata volume once it runs (on the ISO storage). Without it
+/// the volume is overwritten with one holding no key material, and a warning says
+/// to delete it by hand.
+pub const DELETE_PRIVILEGE: &str = "Datastore.Allocate";
+
 /// Privileges the installer token needs, and why.
 pub const REQUIRED_PRIVILEGES: &[(&str, &str)] = &[
     ("VM.Allocate", "create and delete the VMs"),
     ("VM.Audit", "read VM configs and status"),
-    ("VM.PowerMgmt", "start and stop the VMs"),
-    ("VM.Config.CDROM", "attach the Talos ISO"),
+    (
+        "VM.PowerMgmt",
+        "start the VMs once their cidata is attached, stop them",
+    ),
+    (
+        "VM.Config.CDROM",
+        "attach the Talos ISO and each node's cidata volume",
+    ),
     ("VM.Config.CPU", "set cpu=host and cores"),
-    ("VM.Config.Cloudinit", "write ipconfig/nameserver"),
     ("VM.Config.Disk", "allocate the system and EFI disks"),
     ("VM.Config.HWType", "set machine, bios, scsihw"),
     ("VM.Config.Memory", "set memory and balloon"),
@@ -29,16 +39,12 @@ pub const REQUIRED_PRIVILEGES: &[(&str, &str)] = &[
         "set name, tags, description, boot order",
     ),
     (
-        "VM.GuestAgent.Audit",
-        "read guest addresses (qemu-guest-agent)",
-    ),
-    (
         "Datastore.AllocateSpace",
         "allocate disks on the disk storage",
     ),
     (
         "Datastore.AllocateTemplate",
-        "download the ISO into the ISO storage",
+        "download the ISO and upload each node's cidata volume into the ISO storage",
     ),
     ("Datastore.Audit", "list storage content"),
     ("SDN.Use", "attach NICs to the bridge and VLANs"),
@@ -141,6 +147,9 @@ pub async fn preflight(
     for (privilege, why) in REQUIRED_PRIVILEGES {
         let path = match privilege.split('.').next() {
             Some("VM") => "/vms".to_owned(),
+            _ if *privilege == "Datastore.AllocateTemplate" => {
+                format!("/storage/{}", px.iso_storage)
+            }
             Some("Datastore") => format!("/storage/{}", px.disk_storage),
             Some("SDN") => format!("/sdn/zones/localnetwork/{}", px.bridge),
             _ => format!(
@@ -150,9 +159,7 @@ pub async fn preflight(
         };
         let ok = granted(&perms, &path, privilege)
             // PVE 8 has no Sys.AccessNetwork; Sys.Modify on / also allows download-url.
-            || (*privilege == "Sys.AccessNetwork" && granted(&perms, "/", "Sys.Modify"))
-            // VM.GuestAgent.Audit is PVE 9's name; PVE 8 used VM.Monitor.
-            || (*privilege == "VM.GuestAgent.Audit" && granted(&perms, &path, "VM.Monitor"));
+            || (*privilege == "Sys.AccessNetwork" && granted(&perms, "/", "Sys.Modify"));
         if !ok {
             missing.push(format!("{privilege} ({why})"));
         }
@@ -168,6 +175,29 @@ pub async fn preflight(
             Some(format!(
                 "on a Proxmox host run:\n    pveum role add TalosPVE -privs \"{}\"\n    pveum acl modify / -token '{}' -role TalosPVE",
                 privs.join(" "),
+                px.token_id
+            )),
+        )
+    });
+
+    let iso_path = format!("/storage/{}", px.iso_storage);
+    checks.push(if granted(&perms, &iso_path, DELETE_PRIVILEGE) {
+        check(
+            Level::Ok,
+            "cidata cleanup",
+            format!("{} may delete each node's cidata volume once it runs", px.token_id),
+            None,
+        )
+    } else {
+        check(
+            Level::Warn,
+            "cidata cleanup",
+            format!(
+                "{} lacks {DELETE_PRIVILEGE} on {iso_path}: each node's cidata volume (its machine config) will be overwritten with one without key material instead of deleted",
+                px.token_id
+            ),
+            Some(format!(
+                "grant {DELETE_PRIVILEGE} on {iso_path} only (`pveum acl modify {iso_path} -token '{}' -role PVEDatastoreAdmin`), or delete the talos-pve-cidata-*.iso files by hand after `up`",
                 px.token_id
             )),
         )
@@ -268,7 +298,9 @@ async fn host_checks(
     checks: &mut Vec<Check>,
 ) -> Result<(), PveError> {
     let px = &profile.proxmox;
-    let net: Vec<Value> = pve.get(&format!("/nodes/{}/network", h.name), &[]).await?;
+    let net: Vec<Value> = pve
+        .get(&format!("{}/network", node_path(&h.name)?), &[])
+        .await?;
     let iface = |name: &str| {
         net.iter()
             .find(|i| i.get("iface").and_then(Value::as_str) == Some(name))
@@ -378,7 +410,7 @@ async fn host_checks(
     }
     let storages: Vec<Value> = pve
         .get(
-            &format!("/nodes/{}/storage", h.name),
+            &format!("{}/storage", node_path(&h.name)?),
             &params([("enabled", "1".into())]),
         )
         .await?;

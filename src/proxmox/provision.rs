@@ -1,4 +1,6 @@
-//! Provisioning: make each planned node's VM exist, match the plan and run.
+//! Provisioning: make each planned node's VM exist and match the plan. It does not
+//! power VMs on: a VM must not boot before its `cidata` volume (its machine
+//! config) is attached, which needs the configs (`proxmox::cidata`, run by `up`).
 //!
 //! Idempotent and adoptive: the cluster inventory decides per VM whether to
 //! create, adopt (our marker: this cluster's ID, see `ownership`), refuse (someone
@@ -14,7 +16,7 @@ use reqwest::Method;
 use serde::Serialize;
 use thiserror::Error;
 
-use super::client::{Client, params};
+use super::client::{Client, api_path, node_path, params, vm_path};
 use super::error::PveError;
 use super::factory::Factory;
 use super::inventory::{self, VmResource};
@@ -24,7 +26,6 @@ use crate::plan::{NodePlan, Plan, schematic_yaml};
 use crate::profile::Profile;
 
 const CREATE_DEADLINE: Duration = Duration::from_secs(300);
-const START_DEADLINE: Duration = Duration::from_secs(120);
 const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(900);
 const STOP_DEADLINE: Duration = Duration::from_secs(120);
 const UNLOCK_DEADLINE: Duration = Duration::from_secs(300);
@@ -87,7 +88,6 @@ pub struct VmReport {
     pub host: String,
     pub vmid: u32,
     pub action: VmAction,
-    pub started: bool,
     pub differences: Vec<String>,
 }
 
@@ -138,7 +138,7 @@ enum Step {
     },
 }
 
-/// Bring every planned VM into existence and running.
+/// Bring every planned VM into existence, as planned (powered on or not).
 pub async fn provision(
     pve: &Client,
     factory: &Factory,
@@ -221,10 +221,10 @@ pub fn wanted(
     plan: &Plan,
     owner: &Owner,
     node: &NodePlan,
-) -> Vec<(String, String)> {
-    let mut p = create_params(profile, plan, node);
+) -> Result<Vec<(String, String)>, PveError> {
+    let mut p = create_params(profile, plan, node).map_err(PveError::from)?;
     ownership::stamp(&mut p, &Marker::new(owner, &node.name));
-    p
+    Ok(p)
 }
 
 /// What `vm`'s marker says, for `owner`: tags and description; tags alone while
@@ -318,7 +318,7 @@ async fn decide(
             },
         });
     }
-    let mut differences = diff(&wanted(profile, plan, owner, node), &config);
+    let mut differences = diff(&wanted(profile, plan, owner, node)?, &config);
     if vm.node != node.host {
         differences.push(Difference {
             key: "host".into(),
@@ -374,9 +374,10 @@ async fn ensure_iso(
 ) -> Result<IsoReport, ProvisionError> {
     let storage = &profile.proxmox.iso_storage;
     let volid = format!("{storage}:iso/{}", plan.iso_file);
+    let base = api_path(&[&"nodes", &host, &"storage", storage])?;
     let content: Vec<serde_json::Value> = pve
         .get(
-            &format!("/nodes/{host}/storage/{storage}/content"),
+            &format!("{base}/content"),
             &params([("content", "iso".into())]),
         )
         .await?;
@@ -388,7 +389,7 @@ async fn ensure_iso(
         r.writes += 1;
         pve.run_task(
             Method::POST,
-            &format!("/nodes/{host}/storage/{storage}/download-url"),
+            &format!("{base}/download-url"),
             &params([
                 ("url", plan.iso_url.clone()),
                 ("filename", plan.iso_file.clone()),
@@ -414,7 +415,7 @@ async fn provision_vm(
     opts: &ProvisionOptions,
     r: &mut ProvisionReport,
 ) -> Result<VmReport, ProvisionError> {
-    let want = wanted(profile, plan, &opts.owner, node);
+    let want = wanted(profile, plan, &opts.owner, node)?;
     let host = node.host.as_str();
     let vmid = node.vmid;
     let describe = |d: &[Difference]| -> Vec<String> {
@@ -430,10 +431,10 @@ async fn provision_vm(
             })
             .collect()
     };
-    let (action, running, differences) = match step {
+    let (action, differences) = match step {
         Step::Create => {
             create(pve, host, &want, r).await?;
-            (VmAction::Created, true, Vec::new())
+            (VmAction::Created, Vec::new())
         }
         Step::Adopt {
             differences,
@@ -448,16 +449,15 @@ async fn provision_vm(
                     host: on,
                     vmid,
                     action: VmAction::NeedsRecreate,
-                    started: false,
                     differences: describe(&differences),
                 });
             }
             if unsafe_diff {
                 remove(pve, &on, vmid, running, r).await?;
                 create(pve, host, &want, r).await?;
-                (VmAction::Recreated, true, describe(&differences))
+                (VmAction::Recreated, describe(&differences))
             } else if differences.is_empty() {
-                (VmAction::UpToDate, running, Vec::new())
+                (VmAction::UpToDate, Vec::new())
             } else {
                 let mut body: Vec<(String, String)> = differences
                     .iter()
@@ -467,30 +467,23 @@ async fn provision_vm(
                     body.push(("digest".into(), d));
                 }
                 r.writes += 1;
-                pve.put(&format!("/nodes/{host}/qemu/{vmid}/config"), &body)
+                pve.put(&format!("{}/config", vm_path(host, vmid)?), &body)
                     .await?;
-                (VmAction::Updated, running, describe(&differences))
+                (VmAction::Updated, describe(&differences))
             }
         }
     };
-    // A created VM was started by its create task.
-    let mut started = matches!(action, VmAction::Created | VmAction::Recreated);
-    if !running {
-        start(pve, host, vmid, r).await?;
-        started = true;
-    }
     Ok(VmReport {
         node: node.name.clone(),
         host: host.into(),
         vmid,
         action,
-        started,
         differences,
     })
 }
 
-/// Create the VM and start it in the same task (`start=1`): one request and one
-/// task to wait for instead of two.
+/// Create the VM, powered off (no `start=1`): it boots only once its `cidata`
+/// volume is attached.
 async fn create(
     pve: &Client,
     host: &str,
@@ -498,37 +491,14 @@ async fn create(
     r: &mut ProvisionReport,
 ) -> Result<(), ProvisionError> {
     r.writes += 1;
-    let mut body = want.to_vec();
-    body.push(("start".into(), "1".into()));
     pve.run_task(
         Method::POST,
-        &format!("/nodes/{host}/qemu"),
-        &body,
-        CREATE_DEADLINE + START_DEADLINE,
+        &format!("{}/qemu", node_path(host)?),
+        want,
+        CREATE_DEADLINE,
     )
     .await?;
     Ok(())
-}
-
-async fn start(
-    pve: &Client,
-    host: &str,
-    vmid: u32,
-    r: &mut ProvisionReport,
-) -> Result<(), ProvisionError> {
-    r.writes += 1;
-    match pve
-        .run_task(
-            Method::POST,
-            &format!("/nodes/{host}/qemu/{vmid}/status/start"),
-            &[],
-            START_DEADLINE,
-        )
-        .await
-    {
-        Err(PveError::TaskFailed { message, .. }) if message.ends_with("already running") => Ok(()),
-        other => other.map(|_| ()).map_err(Into::into),
-    }
 }
 
 /// Stop (if running) and delete a VM with its disks.
@@ -543,7 +513,7 @@ pub async fn remove(
         r.writes += 1;
         pve.run_task(
             Method::POST,
-            &format!("/nodes/{host}/qemu/{vmid}/status/stop"),
+            &format!("{}/status/stop", vm_path(host, vmid)?),
             &[],
             STOP_DEADLINE,
         )
@@ -552,7 +522,7 @@ pub async fn remove(
     r.writes += 1;
     pve.run_task(
         Method::DELETE,
-        &format!("/nodes/{host}/qemu/{vmid}"),
+        &vm_path(host, vmid)?,
         &params([
             ("purge", "1".into()),
             ("destroy-unreferenced-disks", "1".into()),

@@ -2,30 +2,39 @@
 //! comparison of a read-back config with it.
 //!
 //! Pure: no I/O. The values follow the Talos Proxmox guidance (q35, OVMF with a
-//! 4m EFI disk without enrolled keys, `cpu=host`, no balloon, `virtio-scsi-pci`)
-//! and the network review's decision that cloud-init puts the gateway on the
-//! management link, so a node in maintenance mode is reachable from anywhere.
+//! 4m EFI disk without enrolled keys, `cpu=host`, no balloon, `virtio-scsi-pci`).
+//! There is no Proxmox-generated cloud-init drive (and so no `ipconfigN`,
+//! `citype`, `nameserver`, `searchdomain`: they feed only that drive): `ide0` is an
+//! empty CD-ROM drive that holds the node's own `cidata` volume (its machine
+//! config, with every address) only until the node runs (`proxmox::cidata`); two
+//! volumes labelled `cidata` would make the nocloud lookup ambiguous.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 
 use crate::plan::{NicPlan, NodePlan, Plan};
-use crate::profile::{NetworkRole, Profile};
+use crate::profile::Profile;
 
 use super::ownership;
-use super::propstr::{NetDevice, PropString, parse_size};
+use super::propstr::{NetDevice, PropError, PropString, PropWriter, bridge, parse_size, volume};
 
 /// Tag every VM of talos-pve carries (with `talos` and its role); the ownership
 /// marker (`ownership`) is added beside it.
 pub const OWNER_TAG: &str = "talos-pve";
 
-/// The create body for one node, in a stable order.
-pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(String, String)> {
+/// The drive that carries a node's `cidata` volume while it boots.
+pub const CIDATA_DRIVE: &str = "ide0";
+/// `CIDATA_DRIVE` with no volume: how VMs are created and left.
+pub const CIDATA_DRIVE_EMPTY: &str = "none,media=cdrom";
+
+/// The create body for one node, in a stable order. Profile values go into property
+/// strings through [`PropWriter`], which refuses what would change their structure.
+pub fn create_params(
+    profile: &Profile,
+    plan: &Plan,
+    node: &NodePlan,
+) -> Result<Vec<(String, String)>, PropError> {
     let px = &profile.proxmox;
     let disk = &px.disk_storage;
-    let mgmt_gw = profile
-        .network(NetworkRole::Management)
-        .and_then(|n| n.gateway);
     let mut p: Vec<(&str, String)> = vec![
         ("vmid", node.vmid.to_string()),
         ("name", node.name.clone()),
@@ -35,7 +44,10 @@ pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(St
         ("bios", "ovmf".into()),
         (
             "efidisk0",
-            format!("{disk}:1,efitype=4m,pre-enrolled-keys=0"),
+            PropWriter::first(volume(disk, 1)?)?
+                .with("efitype", "4m")?
+                .with("pre-enrolled-keys", 0)?
+                .finish(),
         ),
         ("cpu", "host".into()),
         ("sockets", "1".into()),
@@ -45,38 +57,26 @@ pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(St
         ("scsihw", "virtio-scsi-pci".into()),
         (
             "scsi0",
-            format!(
-                "{disk}:{},discard=on,ssd=1,cache=writethrough",
-                node.disk_gib
-            ),
+            PropWriter::first(volume(disk, node.disk_gib)?)?
+                .with("discard", "on")?
+                .with("ssd", 1)?
+                .with("cache", "writethrough")?
+                .finish(),
         ),
         (
             "ide2",
-            format!("{}:iso/{},media=cdrom", px.iso_storage, plan.iso_file),
+            PropWriter::first(volume(&px.iso_storage, format!("iso/{}", plan.iso_file))?)?
+                .with("media", "cdrom")?
+                .finish(),
         ),
-        ("ide0", format!("{disk}:cloudinit")),
-        ("citype", "nocloud".into()),
-        ("ipconfig0", ipconfig(&node.management, mgmt_gw)),
-        ("ipconfig1", ipconfig(&node.workload, None)),
-        ("net0", net(&node.management)),
-        ("net1", net(&node.workload)),
+        ("ide0", CIDATA_DRIVE_EMPTY.into()),
+        ("net0", net(&node.management)?),
+        ("net1", net(&node.workload)?),
         ("boot", "order=scsi0;ide2".into()),
         ("serial0", "socket".into()),
         ("vga", "std".into()),
         ("onboot", "1".into()),
     ];
-    if !profile.dns.servers.is_empty() {
-        let ns: Vec<String> = profile
-            .dns
-            .servers
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        p.push(("nameserver", ns.join(" ")));
-    }
-    if let Some(d) = &profile.dns.domain {
-        p.push(("searchdomain", d.clone()));
-    }
     if profile
         .talos
         .schematic
@@ -86,21 +86,15 @@ pub fn create_params(profile: &Profile, plan: &Plan, node: &NodePlan) -> Vec<(St
     {
         p.push(("agent", "enabled=1".into()));
     }
-    p.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    Ok(p.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
-fn ipconfig(nic: &NicPlan, gw: Option<Ipv4Addr>) -> String {
-    match gw {
-        Some(gw) => format!("ip={},gw={gw}", nic.address),
-        None => format!("ip={}", nic.address),
-    }
-}
-
-fn net(nic: &NicPlan) -> String {
-    format!(
-        "virtio={},bridge={},tag={},firewall=0",
-        nic.mac, nic.bridge, nic.vlan
-    )
+fn net(nic: &NicPlan) -> Result<String, PropError> {
+    Ok(PropWriter::new("virtio", &nic.mac)?
+        .with("bridge", bridge(&nic.bridge)?)?
+        .with("tag", nic.vlan)?
+        .with("firewall", 0)?
+        .finish())
 }
 
 /// One config key that differs from the plan.
@@ -115,7 +109,7 @@ pub struct Difference {
 
 /// Keys that change the VM's disks, firmware or network identity.
 const UNSAFE: &[&str] = &[
-    "machine", "bios", "efidisk0", "scsihw", "scsi0", "ide0", "net0", "net1",
+    "machine", "bios", "efidisk0", "scsihw", "scsi0", "net0", "net1",
 ];
 
 /// Compare a read-back config with the create parameters, semantically.
@@ -149,12 +143,12 @@ fn same(key: &str, want: &str, got: Option<&str>) -> bool {
             NetDevice::parse(want).is_some() && NetDevice::parse(want) == NetDevice::parse(got)
         }
         "scsi" | "efidisk" => same_disk(want, got, base == "scsi"),
-        "ide" if want.ends_with(":cloudinit") => {
-            let storage = want.trim_end_matches(":cloudinit");
-            PropString::parse(got, "file")
-                .and_then(|p| p.get("file").map(str::to_owned))
-                .is_some_and(|f| f.starts_with(&format!("{storage}:")) && f.contains("cloudinit"))
-        }
+        // Any CD-ROM here is fine: `proxmox::cidata` puts the node's volume in and
+        // takes it out again; provisioning must not undo that mid-boot.
+        _ if key == CIDATA_DRIVE => PropString::parse(got, "file").is_some_and(|p| {
+            p.get("media") == Some("cdrom")
+                && !p.get("file").is_some_and(|f| f.contains("cloudinit"))
+        }),
         "ide" | "ipconfig" | "boot" => same_props(want, got, "file", &["size"]),
         "tags" => ownership::same_tags(want, got),
         "description" => ownership::same_description(want, got),
@@ -234,16 +228,36 @@ mod tests {
         v.iter().cloned().collect()
     }
 
+    /// Issue 11 §4: with lint skipped, a value that would add keys to a property
+    /// string is refused, never pasted (it used to yield `…,link_down=1,…`).
+    #[test]
+    fn profile_values_cannot_add_property_string_keys() {
+        let cases: [crate::test_support::Mutation; 3] = [
+            ("bridge", |p| p.proxmox.bridge = "vmbr0,link_down=1".into()),
+            ("storage", |p| {
+                p.proxmox.disk_storage = "local-lvm,cache=unsafe".into()
+            }),
+            ("storage", |p| p.proxmox.iso_storage = "local;x".into()),
+        ];
+        for (key, mutate) in cases {
+            let (mut p, _) = homelab();
+            mutate(&mut p);
+            let plan = Plan::build(&p).unwrap();
+            let e = create_params(&p, &plan, &plan.nodes[0]).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
+    }
+
     #[test]
     fn create_body_follows_the_talos_guidance_and_decision_4() {
         let (p, plan) = homelab();
-        let m = as_map(&create_params(&p, &plan, &plan.nodes[0]));
+        let m = as_map(&create_params(&p, &plan, &plan.nodes[0]).unwrap());
         assert_eq!(m["scsihw"], "virtio-scsi-pci");
         assert_eq!(m["cpu"], "host");
         assert_eq!(m["balloon"], "0");
         assert_eq!(m["efidisk0"], "local-lvm:1,efitype=4m,pre-enrolled-keys=0");
-        assert_eq!(m["ipconfig0"], "ip=10.8.16.20/24,gw=10.8.16.1");
-        assert_eq!(m["ipconfig1"], "ip=10.8.28.20/22");
+        assert!(!m.contains_key("ipconfig0") && !m.contains_key("citype"));
+        assert_eq!(m["ide0"], "none,media=cdrom");
         assert!(m["net1"].contains("tag=28"));
         assert_eq!(m["boot"], "order=scsi0;ide2");
     }
@@ -251,7 +265,7 @@ mod tests {
     #[test]
     fn normalised_read_back_is_equal_and_real_changes_are_classified() {
         let (p, plan) = homelab();
-        let want = create_params(&p, &plan, &plan.nodes[0]);
+        let want = create_params(&p, &plan, &plan.nodes[0]).unwrap();
         let mut got = as_map(&want);
         let mac = &plan.nodes[0].management.mac;
         got.insert(
@@ -268,7 +282,7 @@ mod tests {
         );
         got.insert(
             "ide0".into(),
-            "local-lvm:vm-120-cloudinit,media=cdrom".into(),
+            "local:iso/talos-pve-cidata-homelab-120-talos-k8s-01.iso,media=cdrom".into(),
         );
         got.insert("tags".into(), "controlplane;talos;talos-pve".into());
         got.insert("agent".into(), "1".into());
@@ -278,6 +292,14 @@ mod tests {
             "local-lvm:vm-120-disk-1,cache=writethrough,discard=on,size=32G,ssd=1".into(),
         );
         got.insert("cores".into(), "2".into());
+        // A VM of the old flow still has Proxmox's cloud-init drive: emptied in place.
+        got.insert(
+            "ide0".into(),
+            "local-lvm:vm-120-cloudinit,media=cdrom".into(),
+        );
+        let d = diff(&want, &got);
+        assert!(d.iter().any(|x| x.key == "ide0" && x.safe), "{d:?}");
+        got.insert("ide0".into(), "none,media=cdrom".into());
         let d = diff(&want, &got);
         assert_eq!(d.len(), 2);
         assert!(d.iter().any(|x| x.key == "scsi0" && !x.safe));

@@ -8,7 +8,7 @@
 //! Every file is 0600, the directory 0700. `verify` checks a backup offline.
 
 use std::io::Read;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use ring::digest::{SHA256, digest};
@@ -27,6 +27,21 @@ pub const SECRETS: &str = "secrets.yaml";
 pub const SECRETS_AGE: &str = "secrets.yaml.age";
 pub const TALOSCONFIG: &str = "talosconfig";
 pub const KUBECONFIG: &str = "kubeconfig";
+/// Every name a backup's manifest may list: the format defines these files and no
+/// others, so an entry can never name a path (`../x`, `/etc/x`, `a/b`).
+const ENTRIES: &[&str] = &[
+    SNAPSHOT,
+    PROFILE,
+    SECRETS,
+    SECRETS_AGE,
+    TALOSCONFIG,
+    KUBECONFIG,
+];
+/// etcd's largest supported backend (`--quota-backend-bytes` 8 GiB): a bigger
+/// snapshot is not one, and is never read into memory.
+const MAX_SNAPSHOT: u64 = 8 << 30;
+/// Profile, bundle and configs are a few KiB.
+const MAX_SMALL_FILE: u64 = 1 << 20;
 /// The first line of every (binary) age file.
 const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
 const FORMAT: u32 = 1;
@@ -222,14 +237,21 @@ pub struct Verified {
 /// for an encrypted one a well-formed age file — decrypted and validated as well
 /// when `identity` is given).
 pub fn verify(dir: &Path, identity: Option<&Path>) -> Result<Verified, BackupError> {
+    verify_with_snapshot(dir, identity).map(|(v, _)| v)
+}
+
+/// `verify`, keeping the snapshot it read (each file is read once).
+fn verify_with_snapshot(
+    dir: &Path,
+    identity: Option<&Path>,
+) -> Result<(Verified, Vec<u8>), BackupError> {
     let invalid = |detail: String, fix: &'static str| BackupError::Invalid {
         dir: dir.to_owned(),
         detail,
         fix,
     };
-    let mp = dir.join(MANIFEST);
-    let manifest: Manifest = serde_json::from_slice(&std::fs::read(&mp).map_err(io(&mp))?)
-        .map_err(|e| {
+    let manifest: Manifest =
+        serde_json::from_slice(&open_bounded(dir, MANIFEST, None)?).map_err(|e| {
             invalid(
                 format!("{MANIFEST} is unreadable: {e}"),
                 "the backup is damaged; use another one",
@@ -240,6 +262,24 @@ pub fn verify(dir: &Path, identity: Option<&Path>) -> Result<Verified, BackupErr
             format!("format {} is not {FORMAT}", manifest.format),
             "use the talos-pve version that wrote it",
         ));
+    }
+    for (i, f) in manifest.files.iter().enumerate() {
+        if !ENTRIES.contains(&f.name.as_str()) {
+            return Err(invalid(
+                format!(
+                    "{MANIFEST} entry `{}` is not a file of a backup (one of {})",
+                    f.name.escape_debug(),
+                    ENTRIES.join(", ")
+                ),
+                "the manifest was altered; use a backup written by `talos-pve backup`",
+            ));
+        }
+        if manifest.files[..i].iter().any(|g| g.name == f.name) {
+            return Err(invalid(
+                format!("{MANIFEST} lists {} twice", f.name),
+                "the manifest was altered; use a backup written by `talos-pve backup`",
+            ));
+        }
     }
     for want in [
         SNAPSHOT,
@@ -255,9 +295,10 @@ pub fn verify(dir: &Path, identity: Option<&Path>) -> Result<Verified, BackupErr
             ));
         }
     }
+    let mut snapshot = Vec::new();
     for f in &manifest.files {
-        let bytes = read(dir, &f.name)?;
-        if bytes.len() as u64 != f.bytes || sha256(&bytes) != f.sha256 {
+        let bytes = read(dir, &manifest, &f.name)?;
+        if sha256(&bytes) != f.sha256 {
             return Err(invalid(
                 format!(
                     "{} is {} bytes with SHA-256 {}, the manifest says {} bytes, {}",
@@ -270,14 +311,16 @@ pub fn verify(dir: &Path, identity: Option<&Path>) -> Result<Verified, BackupErr
                 "the file was changed or damaged after the backup; use another backup",
             ));
         }
+        if f.name == SNAPSHOT {
+            snapshot = bytes;
+        }
     }
-    let snap = read(dir, SNAPSHOT)?;
-    validate_snapshot(&snap).map_err(|source| BackupError::Snapshot {
+    validate_snapshot(&snapshot).map_err(|source| BackupError::Snapshot {
         dir: dir.to_owned(),
         file: SNAPSHOT.into(),
         cause: source,
     })?;
-    let secrets = read(dir, manifest.secrets_file())?;
+    let secrets = read(dir, &manifest, manifest.secrets_file())?;
     let secrets_checked = match (&manifest.age_recipient, identity) {
         (None, _) => {
             check_bundle(dir, &secrets)?;
@@ -298,16 +341,17 @@ pub fn verify(dir: &Path, identity: Option<&Path>) -> Result<Verified, BackupErr
             true
         }
     };
-    Ok(Verified {
+    let v = Verified {
         manifest,
         secrets_checked,
-    })
+    };
+    Ok((v, snapshot))
 }
 
 /// A verified backup's snapshot, for recovery.
 pub fn load_snapshot(dir: &Path) -> Result<(Manifest, Vec<u8>), BackupError> {
-    let v = verify(dir, None)?;
-    Ok((v.manifest, read(dir, SNAPSHOT)?))
+    let (v, snapshot) = verify_with_snapshot(dir, None)?;
+    Ok((v.manifest, snapshot))
 }
 
 /// The backup's secrets bundle in plain text: as stored, or decrypted with
@@ -318,15 +362,116 @@ pub fn plain_secrets(
     identity: Option<&Path>,
 ) -> Result<Option<Zeroizing<Vec<u8>>>, BackupError> {
     match (&m.age_recipient, identity) {
-        (None, _) => read(dir, SECRETS).map(|b| Some(Zeroizing::new(b))),
-        (Some(_), Some(id)) => decrypt(id, &read(dir, SECRETS_AGE)?).map(Some),
+        (None, _) => read(dir, m, SECRETS).map(|b| Some(Zeroizing::new(b))),
+        (Some(_), Some(id)) => decrypt(id, &read(dir, m, SECRETS_AGE)?).map(Some),
         (Some(_), None) => Ok(None),
     }
 }
 
-fn read(dir: &Path, name: &str) -> Result<Vec<u8>, BackupError> {
+/// A file the manifest lists, exactly the size it says.
+fn read(dir: &Path, m: &Manifest, name: &str) -> Result<Vec<u8>, BackupError> {
+    let entry = m.files.iter().find(|f| f.name == name);
+    let Some(entry) = entry.filter(|_| ENTRIES.contains(&name)) else {
+        return Err(BackupError::Invalid {
+            dir: dir.to_owned(),
+            detail: format!("{MANIFEST} does not list {name}"),
+            fix: "the backup is incomplete; use another one",
+        });
+    };
+    open_bounded(dir, name, Some(entry.bytes))
+}
+
+/// Read `dir/name`, a plain name the format defines. The final component is opened
+/// with `O_NOFOLLOW`: a symlink fails instead of leading outside the backup.
+fn open_bounded(dir: &Path, name: &str, expected: Option<u64>) -> Result<Vec<u8>, BackupError> {
+    let cap = if name == SNAPSHOT {
+        MAX_SNAPSHOT
+    } else {
+        MAX_SMALL_FILE
+    };
+    read_regular(dir, name, libc::O_NOFOLLOW, cap, expected)
+}
+
+/// An etcd snapshot given as a file (`rebuild cluster --from FILE`): the user's
+/// path, so a symlink is followed, but only to a regular file of a snapshot's size.
+pub fn read_snapshot_file(path: &Path) -> Result<Vec<u8>, BackupError> {
+    let (dir, name) = match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+        (Some(d), Some(n)) => (d, n),
+        _ => (Path::new("."), path.to_str().unwrap_or_default()),
+    };
+    read_regular(dir, name, 0, MAX_SNAPSHOT, None)
+}
+
+/// Read `dir/name` refusing anything but a regular file: opened with `O_NONBLOCK`
+/// (a FIFO cannot hang the open) plus `flags`; the type and size come from the
+/// opened handle, so what is checked is what is read. The size must be under `cap`
+/// and equal `expected` (the manifest's) *before* reading, and the read is bounded
+/// by it (a file growing meanwhile is refused).
+fn read_regular(
+    dir: &Path,
+    name: &str,
+    flags: i32,
+    cap: u64,
+    expected: Option<u64>,
+) -> Result<Vec<u8>, BackupError> {
     let p = dir.join(name);
-    std::fs::read(&p).map_err(io(&p))
+    let refuse = |detail: String, fix: &'static str| BackupError::Invalid {
+        dir: dir.to_owned(),
+        detail: format!("{name}: {detail}"),
+        fix,
+    };
+    let altered =
+        "the backup was altered: restore the file from a backup written by `talos-pve backup`";
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&p)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refuse(
+                "is a symbolic link; a backup holds only regular files".into(),
+                altered,
+            ),
+            _ => BackupError::Io {
+                path: p.clone(),
+                cause: e,
+            },
+        })?;
+    let meta = file.metadata().map_err(io(&p))?;
+    if !meta.file_type().is_file() {
+        return Err(refuse(
+            "is not a regular file (a device, FIFO, socket or directory); a backup holds only regular files".into(),
+            altered,
+        ));
+    }
+    let size = meta.len();
+    if size > cap {
+        return Err(refuse(
+            format!("is {size} bytes, more than the {cap} bytes such a file can hold"),
+            altered,
+        ));
+    }
+    if let Some(want) = expected
+        && size != want
+    {
+        return Err(refuse(
+            format!("is {size} bytes, the manifest says {want}"),
+            "the file was changed or damaged after the backup; use another backup",
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(size + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io(&p))?;
+    if bytes.len() as u64 != size {
+        return Err(refuse(
+            format!(
+                "changed size while being read ({size} bytes when opened, {} read)",
+                bytes.len()
+            ),
+            "make sure nothing writes into the backup directory, then retry",
+        ));
+    }
+    Ok(bytes)
 }
 
 fn check_bundle(dir: &Path, bytes: &[u8]) -> Result<(), BackupError> {
@@ -451,6 +596,99 @@ mod tests {
         std::fs::remove_file(dir.join(KUBECONFIG)).unwrap();
         let e = verify(&dir, None).unwrap_err().to_string();
         assert!(e.contains("kubeconfig"), "{e}");
+    }
+
+    /// A written backup whose manifest `edit` changes; returns the verify error.
+    fn tampered(edit: impl FnOnce(&Path, &mut Manifest)) -> String {
+        let out = tempfile::tempdir().unwrap();
+        let snap = crate::talos::api::snapshot::seal(vec![0u8; 512]);
+        let (dir, mut m) = write(out.path(), &contents(&snap, None)).unwrap();
+        edit(&dir, &mut m);
+        std::fs::write(dir.join(MANIFEST), serde_json::to_vec(&m).unwrap()).unwrap();
+        verify(&dir, None).unwrap_err().to_string()
+    }
+
+    fn entry<'a>(m: &'a mut Manifest, name: &str) -> &'a mut FileEntry {
+        m.files.iter_mut().find(|f| f.name == name).unwrap()
+    }
+
+    #[test]
+    fn manifest_entries_are_the_formats_plain_names() {
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        let abs = outside.path().to_str().unwrap().to_owned();
+        for bad in [
+            "../../etc/passwd".to_string(),
+            abs,
+            "sub/kubeconfig".into(),
+            "".into(),
+        ] {
+            let e = tampered(|_, m| entry(m, KUBECONFIG).name = bad.clone());
+            assert!(
+                e.contains(&format!("entry `{bad}` is not a file of a backup")),
+                "{bad}: {e}"
+            );
+            assert!(e.contains("\n  fix: "), "{e}");
+        }
+        let e = tampered(|_, m| m.files.push(m.files[0].clone()));
+        assert!(e.contains("lists etcd.snapshot twice"), "{e}");
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(outside.path(), b"k").unwrap();
+        let e = tampered(|dir, _| {
+            std::fs::remove_file(dir.join(KUBECONFIG)).unwrap();
+            std::os::unix::fs::symlink(outside.path(), dir.join(KUBECONFIG)).unwrap();
+        });
+        assert!(e.contains("kubeconfig: is a symbolic link"), "{e}");
+        // `/dev/stdin`-style: a link to a device fails the same way, before any read.
+        let e = tampered(|dir, _| {
+            std::fs::remove_file(dir.join(PROFILE)).unwrap();
+            std::os::unix::fs::symlink("/dev/stdin", dir.join(PROFILE)).unwrap();
+        });
+        assert!(e.contains("profile.yaml: is a symbolic link"), "{e}");
+        // A FIFO in place of a file: refused without blocking on the open.
+        let e = tampered(|dir, _| {
+            let p = dir.join(TALOSCONFIG);
+            std::fs::remove_file(&p).unwrap();
+            let made = std::process::Command::new("mkfifo").arg(&p).status();
+            assert!(made.unwrap().success());
+        });
+        assert!(e.contains("talosconfig: is not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn sizes_are_checked_before_reading() {
+        // A sparse multi-GiB file: refused from its metadata, nothing is read.
+        let e = tampered(|dir, m| {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join(SNAPSHOT))
+                .unwrap();
+            f.set_len(MAX_SNAPSHOT + 1).unwrap();
+            entry(m, SNAPSHOT).bytes = MAX_SNAPSHOT + 1;
+        });
+        assert!(
+            e.contains("etcd.snapshot: is 8589934593 bytes, more than"),
+            "{e}"
+        );
+        let e = tampered(|dir, _| {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join(PROFILE))
+                .unwrap();
+            f.set_len(4 << 30).unwrap();
+        });
+        assert!(
+            e.contains("profile.yaml: is 4294967296 bytes, more than"),
+            "{e}"
+        );
+        let e = tampered(|dir, _| std::fs::write(dir.join(PROFILE), b"pp").unwrap());
+        assert!(
+            e.contains("profile.yaml: is 2 bytes, the manifest says 1"),
+            "{e}"
+        );
     }
 
     #[test]

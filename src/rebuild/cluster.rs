@@ -13,7 +13,7 @@ use crate::proxmox::provision::{ProvisionOptions, VmAction, provision};
 use crate::state::State;
 use crate::talos::api::snapshot::validate_snapshot;
 use crate::talos::api::{Credentials, Target, TlsMode};
-use crate::up::{ProxmoxIdentity, UpError, bootstrap_target, configure_node};
+use crate::up::{Progress, UpError, bootstrap_target, configure_node, remove_cidata};
 
 use super::backup::{self, Manifest};
 use super::health;
@@ -62,10 +62,7 @@ pub fn load_source(from: &Path, skip_hash_check: bool) -> Result<Source, Rebuild
             warnings: Vec::new(),
         });
     }
-    let snapshot = std::fs::read(from).map_err(|source| RebuildError::Read {
-        path: from.display().to_string(),
-        cause: source,
-    })?;
+    let snapshot = backup::read_snapshot_file(from)?;
     let mut warnings = Vec::new();
     match validate_snapshot(&snapshot) {
         Ok(()) => {}
@@ -281,15 +278,11 @@ pub async fn run(
         );
     }
     rep.done(None, "provision");
-    let identity = ProxmoxIdentity {
-        pve: &env.pve,
-        plan,
-    };
-    try_join_all(
-        plan.nodes
-            .iter()
-            .map(|n| configure_node(env, n, ctx.dir, state, rep, creds, &identity)),
-    )
+    let progress = Progress { state, rep };
+    try_join_all(plan.nodes.iter().map(|n| async move {
+        configure_node(env, ctx.profile, plan, n, ctx.dir, progress, creds).await?;
+        remove_cidata(env, ctx.profile, plan, n, progress).await
+    }))
     .await?;
 
     let boot = bootstrap_target(plan);

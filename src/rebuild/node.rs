@@ -14,11 +14,12 @@ use reqwest::Method;
 
 use crate::plan::NodePlan;
 use crate::profile::Role;
+use crate::proxmox::client::vm_path;
 use crate::proxmox::inventory;
 use crate::proxmox::provision::{ProvisionOptions, provision};
 use crate::state::State;
-use crate::talos::api::{Credentials, NodeMode, Target};
-use crate::up::{ProxmoxIdentity, UpError, configure_node};
+use crate::talos::api::{Credentials, Target};
+use crate::up::{Progress, UpError, configure_node, remove_cidata};
 
 use super::health::{self, Health, Member};
 use super::{Ctx, RebuildError, identity, reconcile_kube};
@@ -180,21 +181,28 @@ pub async fn run(
         env.pve
             .run_task(
                 Method::POST,
-                &format!("/nodes/{host}/qemu/{}/status/stop", n.vmid),
+                &format!("{}/status/stop", vm_path(host, n.vmid)?),
                 &[],
                 STOP_DEADLINE,
             )
             .await
             .inspect_err(|e| rep.failed(Some(&n.name), "power cycle", e))?;
         provision_one(ctx, n).await?;
-        let mode = env.talos.wait_maintenance(&t).await?;
-        // Back with its old config: its etcd data predates the member removal.
-        wipe = mode == NodeMode::Configured;
-        rep.progress(
-            Some(&n.name),
-            "power cycle",
-            format!("{mode:?}").to_lowercase(),
-        );
+        configure_node(
+            env,
+            ctx.profile,
+            ctx.plan,
+            n,
+            ctx.dir,
+            Progress { state, rep },
+            creds,
+        )
+        .await?;
+        // It answers with this cluster's CA, so it runs this cluster's config: the
+        // one it had before (its etcd data predates the member removal), or a fresh
+        // install from cidata, for which the wipe is harmless.
+        wipe = true;
+        rep.progress(Some(&n.name), "power cycle", "runs its config again");
         rep.done(Some(&n.name), "power cycle");
     }
     if wipe {
@@ -224,11 +232,9 @@ pub async fn run(
         rep.done(Some(&n.name), "etcd member");
     }
     provision_one(ctx, n).await?;
-    let identity = ProxmoxIdentity {
-        pve: &env.pve,
-        plan: ctx.plan,
-    };
-    configure_node(env, n, ctx.dir, state, rep, creds, &identity).await?;
+    let progress = Progress { state, rep };
+    configure_node(env, ctx.profile, ctx.plan, n, ctx.dir, progress, creds).await?;
+    remove_cidata(env, ctx.profile, ctx.plan, n, progress).await?;
     if let Some(via) = &job.via {
         rep.started(Some(&n.name), "etcd");
         let members: Vec<String> = ctx.plan.control_planes().map(|c| c.name.clone()).collect();
@@ -241,7 +247,7 @@ pub async fn run(
     reconcile_kube(ctx, &[n]).await
 }
 
-/// Make this node's VM exist and run as planned; the other VMs are left exactly
+/// Make this node's VM exist as planned (`configure_node` boots it); the other VMs are left exactly
 /// as they are.
 async fn provision_one(ctx: &Ctx<'_>, n: &NodePlan) -> Result<(), RebuildError> {
     let (env, rep) = (ctx.env, ctx.rep);

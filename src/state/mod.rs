@@ -82,9 +82,11 @@ pub enum Step {
     Iso(String),
     Vm(String),
     Started(String),
-    Maintenance(String),
-    Applied(String),
+    /// The node's `cidata` volume is attached and its VM booted from it.
+    Cidata(String),
     Installed(String),
+    /// The `cidata` volume is out of the drive and off the storage.
+    CidataRemoved(String),
     Bootstrapped,
     EtcdHealthy,
     Kubeconfig,
@@ -110,9 +112,9 @@ impl Step {
             Step::Iso(_) => "iso",
             Step::Vm(_) => "vm",
             Step::Started(_) => "started",
-            Step::Maintenance(_) => "maintenance",
-            Step::Applied(_) => "applied",
+            Step::Cidata(_) => "cidata",
             Step::Installed(_) => "installed",
+            Step::CidataRemoved(_) => "cidata-removed",
             Step::Bootstrapped => "bootstrapped",
             Step::EtcdHealthy => "etcd-healthy",
             Step::Kubeconfig => "kubeconfig",
@@ -131,9 +133,9 @@ impl Step {
             Step::Iso(t)
             | Step::Vm(t)
             | Step::Started(t)
-            | Step::Maintenance(t)
-            | Step::Applied(t)
+            | Step::Cidata(t)
             | Step::Installed(t)
+            | Step::CidataRemoved(t)
             | Step::PodCidr(t)
             | Step::TalosUpgraded(t)
             | Step::KubernetesUpgraded(t) => Some(t),
@@ -154,8 +156,10 @@ impl Step {
             "iso" => per(Step::Iso),
             "vm" => per(Step::Vm),
             "started" => per(Step::Started),
-            "maintenance" => per(Step::Maintenance),
-            "applied" => per(Step::Applied),
+            // "maintenance"/"applied": the config delivery of state files written
+            // before configs travelled on cidata volumes.
+            "cidata" | "maintenance" | "applied" => per(Step::Cidata),
+            "cidata-removed" => per(Step::CidataRemoved),
             "installed" => per(Step::Installed),
             "bootstrapped" => cluster(Step::Bootstrapped),
             "etcd-healthy" => cluster(Step::EtcdHealthy),

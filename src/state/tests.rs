@@ -62,7 +62,7 @@ fn concurrent_marks_all_land() {
         for n in &nodes {
             let s = s.clone();
             scope.spawn(move || {
-                s.mark_done(Step::Applied(n.clone()), None).unwrap();
+                s.mark_done(Step::Cidata(n.clone()), None).unwrap();
                 s.mark_done(Step::Installed(n.clone()), None).unwrap();
             });
         }
@@ -155,8 +155,8 @@ fn every_step_round_trips_through_its_parts() {
         Step::Iso("pve-ms01-01".into()),
         Step::Vm(n()),
         Step::Started(n()),
-        Step::Maintenance(n()),
-        Step::Applied(n()),
+        Step::Cidata(n()),
+        Step::CidataRemoved(n()),
         Step::Installed(n()),
         Step::Bootstrapped,
         Step::EtcdHealthy,
@@ -177,4 +177,9 @@ fn every_step_round_trips_through_its_parts() {
         "per-node steps need a node"
     );
     assert_eq!(Step::from_parts("lint", Some("x")), None);
+    // State files from before the cidata delivery still read.
+    assert_eq!(
+        Step::from_parts("applied", Some("n1")),
+        Some(Step::Cidata("n1".into()))
+    );
 }

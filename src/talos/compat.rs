@@ -44,14 +44,11 @@ impl fmt::Display for Version {
     }
 }
 
-/// The Kubernetes minors a Talos minor runs (`talos112.go`/`talos113.go` L25-28:
-/// ≥ 1.30.0 < 1.35.99 and ≥ 1.31.0 < 1.36.99).
+/// The Kubernetes minors a Talos release runs (`crate::formats` holds the table).
 fn kubernetes_minors(talos: Version) -> Option<(u32, u32)> {
-    match (talos.major, talos.minor) {
-        (1, 12) => Some((30, 35)),
-        (1, 13) => Some((31, 36)),
-        _ => None,
-    }
+    (talos.major == 1)
+        .then(|| crate::formats::kubernetes_minors(talos.minor))
+        .flatten()
 }
 
 /// Whether a node running `talos` accepts Kubernetes `k8s` (what `RuntimeValidate`

@@ -108,8 +108,6 @@ impl Env {
         let timeouts = Timeouts {
             poll_min: fine,
             poll_max: o.scaled(TALOS_POLL_MAX).max(fine),
-            maintenance: scale(d.maintenance),
-            apply: scale(d.apply),
             install: scale(d.install),
             bootstrap: scale(d.bootstrap),
             etcd_members: scale(d.etcd_members),

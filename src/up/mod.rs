@@ -1,10 +1,13 @@
 //! The bring-up pipeline: from a lint-clean profile to a working cluster.
 //!
-//! secrets + configs (while the VMs are created and started) → per node,
-//! concurrently: maintenance mode → identity check → apply → install; as soon as the
-//! endpoint node runs: etcd bootstrap → kubeconfig → pod CIDRs → Cilium → MetalLB,
-//! while the other control planes join etcd → summary. Steps overlap only where
-//! neither needs the other's result.
+//! secrets + configs (while the VMs are created, powered off) → per node,
+//! concurrently: its config on a `cidata` volume uploaded through the Proxmox API
+//! and attached → VM booted → installed and answering mutual TLS with this
+//! cluster's CA → volume removed; as soon as the endpoint node runs: etcd bootstrap
+//! → kubeconfig → pod CIDRs → Cilium → MetalLB, while the other control planes join
+//! etcd → summary. Steps overlap only where neither needs the other's result. No
+//! machine config is ever sent to a network address: whatever answers there must
+//! prove it holds our config before anything else talks to it.
 //!
 //! Every step is idempotent against the real systems (an identical config is not
 //! re-applied, a bootstrapped etcd answers AlreadyExists, an up-to-date VM is not
@@ -15,7 +18,6 @@
 mod blame;
 pub mod bootstrap_guard;
 mod env;
-mod identity;
 mod status;
 mod summary;
 
@@ -32,17 +34,17 @@ use crate::kube::{self, KubeError, Kubeconfig};
 use crate::plan::{NodePlan, Plan};
 use crate::profile::Profile;
 use crate::progress::Reporter;
+use crate::proxmox::PveError;
+use crate::proxmox::cidata::{self as pve_cidata, Delivery, Retired, Volume};
 use crate::proxmox::ownership::Owner;
 use crate::proxmox::provision::{ProvisionError, ProvisionOptions, VmAction, provision};
 use crate::state::{State, StateError, Step};
-use crate::talos::api::{
-    ApplyOutcome, BootstrapOutcome, Credentials, TalosError, Talosconfig, Target,
-};
+use crate::talos::api::{BootstrapOutcome, Credentials, TalosError, Talosconfig, Target};
+use crate::talos::cidata;
 
 pub use env::Env;
-pub use identity::ProxmoxIdentity;
 pub use status::{Status, status};
-pub use summary::Summary;
+pub use summary::{LabHints, Summary, cluster_args};
 
 #[derive(Debug, Error)]
 pub enum UpError {
@@ -62,6 +64,14 @@ pub enum UpError {
         "VM of {node} differs from the plan in ways that need re-creating it: {differences}\n  fix: re-run with --recreate (the VM is deleted and created again), or change the profile to match"
     )]
     NeedsRecreate { node: String, differences: String },
+    #[error(
+        "{node}: its cidata volume (machine config) on Proxmox: {source}\n  check: the token's Datastore.AllocateTemplate on the ISO storage and VM.Config.CDROM/VM.PowerMgmt on the VM; then run again"
+    )]
+    Cidata {
+        node: String,
+        #[source]
+        source: Box<PveError>,
+    },
     #[error(transparent)]
     Talos(#[from] TalosError),
     #[error(transparent)]
@@ -118,8 +128,8 @@ pub async fn bring_up(
     let bootstrap_again = bootstrapped.is_none() || opts.bootstrap_empty_etcd;
     // Every VM carries the cluster's ID, so it exists before the first one does.
     let owner = crate::cluster_id::owner_making(dir, &plan.cluster).map_err(UpError::Artifacts)?;
-    // Key generation (CPU, up to seconds) overlaps with creating and booting the VMs:
-    // the configs are needed only once the nodes reach maintenance mode.
+    // Key generation (CPU, up to seconds) overlaps with creating the VMs, which stay
+    // powered off: a VM boots only with its config's cidata volume attached.
     let secrets = rec.stage(None, "secrets", Step::Secrets, || async {
         let (dir, profile, plan) = (dir.clone(), profile.clone(), plan.clone());
         let g = tokio::task::spawn_blocking(move || {
@@ -141,25 +151,35 @@ pub async fn bring_up(
     secrets?;
     provisioned?;
     let creds = Talosconfig::load(&dir.talosconfig())?.credentials;
-
-    let identity = ProxmoxIdentity {
-        pve: &env.pve,
-        plan,
-    };
     // etcd is bootstrapped as soon as its node runs, while the others still install.
     // Every other node runs to its own end (each failure is reported with its node
     // and stage, and its progress recorded for the next run); then the first failure
     // stops the bring-up.
     let boot = bootstrap_target(plan);
+    let progress = Progress { state, rep };
     let others = join_all(
         plan.nodes
             .iter()
             .filter(|n| n.name != boot.node)
-            .map(|n| configure_node(env, n, dir, state, rep, &creds, &identity)),
+            .map(|n| async {
+                configure_node(env, profile, plan, n, dir, progress, &creds).await?;
+                remove_cidata(env, profile, plan, n, progress).await
+            }),
     );
+    // The bootstrap node's volume goes once it runs, beside (and whatever becomes of)
+    // the bootstrap: it is nobody's prerequisite.
+    let boot_node = plan.node(&boot.node);
+    let (installed, runs) = tokio::sync::oneshot::channel::<()>();
+    let cleanup = async {
+        match (boot_node, runs.await) {
+            (Some(n), Ok(())) => remove_cidata(env, profile, plan, n, progress).await,
+            _ => Ok(()),
+        }
+    };
     let cluster = async {
-        if let Some(n) = plan.node(&boot.node) {
-            configure_node(env, n, dir, state, rep, &creds, &identity).await?;
+        if let Some(n) = boot_node {
+            configure_node(env, profile, plan, n, dir, progress, &creds).await?;
+            let _ = installed.send(());
         }
         rec.stage(
             Some(&boot.node),
@@ -195,9 +215,10 @@ pub async fn bring_up(
         tokio::try_join!(etcd, kube)?;
         Ok::<(), UpError>(())
     };
-    let (others, cluster) = tokio::join!(others, cluster);
+    let (others, cluster, cleanup) = tokio::join!(others, cluster, cleanup);
     others.into_iter().collect::<Result<Vec<()>, _>>()?;
     cluster?;
+    cleanup?;
     rec.mark(Step::Healthy, None)?;
     Ok(Summary::new(profile, plan, dir))
 }
@@ -351,42 +372,58 @@ pub(crate) async fn install_addons(
     Ok(())
 }
 
-/// One node: maintenance mode (or already configured) → apply → installed and answering mTLS.
+/// Where a node's progress goes.
+#[derive(Clone, Copy)]
+pub struct Progress<'a> {
+    pub state: &'a State,
+    pub rep: &'a Reporter,
+}
+
+/// One node: its config delivered on its `cidata` volume (unless it already runs
+/// it) → installed and answering mutual TLS with this cluster's CA. Then
+/// `remove_cidata`, which nothing else waits for.
 pub async fn configure_node(
     env: &Env,
+    profile: &Profile,
+    plan: &Plan,
     n: &NodePlan,
     dir: &ClusterDir,
-    state: &State,
-    rep: &Reporter,
+    p: Progress<'_>,
     creds: &Credentials,
-    identity: &ProxmoxIdentity<'_>,
 ) -> Result<(), UpError> {
-    let rec = Record { env, state, rep };
-    let t = Target::new(n.name.clone(), IpAddr::V4(n.management.address.addr()));
-    let path = artifacts::machineconfig_path(dir, &n.name);
-    let config = std::fs::read(&path).map_err(|source| UpError::Write {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let rec = Record {
+        env,
+        state: p.state,
+        rep: p.rep,
+    };
+    let t = Target::of(n);
+    let (vol, instance) = volume(profile, plan, n);
     rec.stage(
         Some(&n.name),
-        "maintenance",
-        Step::Maintenance(n.name.clone()),
-        || async { Ok(format!("{:?}", env.talos.wait_maintenance(&t).await?).to_lowercase()) },
-    )
-    .await?;
-    rec.stage(
-        Some(&n.name),
-        "apply",
-        Step::Applied(n.name.clone()),
+        "cidata",
+        Step::Cidata(n.name.clone()),
         || async {
+            // Only a machine holding this cluster's config answers mutual TLS with
+            // our CA: such a node needs nothing; any other answer is refused here.
+            if let Some(version) = env.talos.our_node(&t, creds).await? {
+                return Ok(format!("already runs its config ({version})"));
+            }
+            let path = artifacts::machineconfig_path(dir, &n.name);
+            let config = std::fs::read(&path).map_err(|source| UpError::Write {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let image = cidata::image(&n.name, &instance, &config).map_err(iso_err)?;
             Ok(
-                match env.talos.apply_config(&t, &config, identity, creds).await? {
-                    ApplyOutcome::Applied => "applied",
-                    ApplyOutcome::Unchanged => "unchanged",
-                    ApplyOutcome::Updated => "updated",
-                }
-                .to_owned(),
+                match pve_cidata::deliver(&env.pve, &vol, &image)
+                    .await
+                    .map_err(|e| pve_err(n, e))?
+                {
+                    Delivery::Booted => format!("{} attached, VM booted", vol.volid()),
+                    Delivery::AlreadyBooting => {
+                        format!("{} attached before, VM booting", vol.volid())
+                    }
+                },
             )
         },
     )
@@ -403,6 +440,71 @@ pub async fn configure_node(
         },
     )
     .await
+}
+
+/// A running node's `cidata` volume out of its drive and off the storage (or, when
+/// deleting is not allowed, overwritten without key material, with a warning).
+pub async fn remove_cidata(
+    env: &Env,
+    profile: &Profile,
+    plan: &Plan,
+    n: &NodePlan,
+    p: Progress<'_>,
+) -> Result<(), UpError> {
+    let rec = Record {
+        env,
+        state: p.state,
+        rep: p.rep,
+    };
+    let (vol, instance) = volume(profile, plan, n);
+    rec.stage(
+        Some(&n.name),
+        "cidata removed",
+        Step::CidataRemoved(n.name.clone()),
+        || async {
+            let scrubbed = cidata::scrubbed(&n.name, &instance).map_err(iso_err)?;
+            Ok(
+                match pve_cidata::retire(&env.pve, &vol, &scrubbed)
+                    .await
+                    .map_err(|e| pve_err(n, e))?
+                {
+                    Retired::Deleted => "detached and deleted".to_owned(),
+                    Retired::Gone => "nothing left on Proxmox".to_owned(),
+                    Retired::Scrubbed => {
+                        tracing::warn!(
+                            node = %n.name,
+                            volume = %vol.volid(),
+                            "the token may not delete volumes (Datastore.Allocate): the cidata volume was overwritten with one without key material; delete it by hand"
+                        );
+                        format!(
+                            "detached; deleting {} was refused (Datastore.Allocate), overwritten without keys",
+                            vol.volid()
+                        )
+                    }
+                },
+            )
+        },
+    )
+    .await
+}
+
+/// A node's volume on Proxmox and the instance id in its `meta-data`.
+fn volume(profile: &Profile, plan: &Plan, n: &NodePlan) -> (Volume, String) {
+    (
+        Volume::of(&plan.cluster, &profile.proxmox.iso_storage, n),
+        format!("{}-{}", plan.cluster, n.vmid),
+    )
+}
+
+fn pve_err(n: &NodePlan, e: PveError) -> UpError {
+    UpError::Cidata {
+        node: n.name.clone(),
+        source: Box::new(e),
+    }
+}
+
+fn iso_err(e: crate::iso9660::IsoError) -> UpError {
+    UpError::Artifacts(anyhow::Error::new(e))
 }
 
 /// The generic next step for an add-on failure that does not name its own.

@@ -20,9 +20,44 @@ use crate::talos::api::{Credentials, TalosClient, TalosError, Talosconfig, Targe
 /// One probe never waits longer than this.
 const PROBE: Duration = Duration::from_secs(10);
 
+/// `format` of `status --output json`; incompatible changes increase it.
+pub const FORMAT: u32 = 1;
+
+/// The overall judgement, and the exit code of `talos-pve status` (documented in
+/// docs/architecture.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Every VM runs, every node runs Talos and is Ready, etcd is complete, add-ons ready.
+    Healthy,
+    /// Built (or being built), but something is missing or not ready.
+    Degraded,
+    /// Nothing of this cluster exists and no `up` has run in its directory.
+    NotBuilt,
+    /// Proxmox did not answer, so the VMs cannot be judged.
+    Unknown,
+}
+
+impl Verdict {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Healthy => 0,
+            Verdict::Degraded => 3,
+            Verdict::NotBuilt => 4,
+            Verdict::Unknown => 5,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Status {
+    pub format: u32,
     pub cluster: String,
+    pub verdict: Verdict,
+    /// What keeps the cluster from being healthy, one line each.
+    pub problems: Vec<String>,
+    /// The commands that would fix it (set by the caller, which knows its arguments).
+    pub advice: Vec<String>,
     /// Why the VM columns are unknown (Proxmox did not answer), if so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxmox_error: Option<String>,
@@ -39,6 +74,9 @@ pub struct NodeStatus {
     pub vmid: u32,
     pub vm: VmStatus,
     pub talos: TalosStatus,
+    /// The Kubernetes Node's Ready condition: `ready`, `not-ready`, `unknown` (the
+    /// kubelet stopped reporting), `not-registered`, or `unreachable` (no API answer).
+    pub kubernetes: &'static str,
     /// The kubelet's version as its Node reports it (`status.nodeInfo.kubeletVersion`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubelet: Option<String>,
@@ -68,6 +106,8 @@ pub struct TalosStatus {
 pub struct EtcdStatus {
     /// Member hostnames as the bootstrap node reports them.
     pub members: Vec<String>,
+    /// One member per control plane.
+    pub expected: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -111,8 +151,9 @@ pub async fn status(env: &Env, plan: &Plan, dir: &ClusterDir) -> anyhow::Result<
         .nodes
         .iter()
         .map(|n| talos_stage(env, n, creds.as_ref()));
-    let (talos, kubelets) =
-        tokio::join!(futures_util::future::join_all(probes), kubelets(env, dir));
+    let talos = futures_util::future::join_all(probes).await;
+    let (etcd, (addons, ready)) =
+        tokio::join!(etcd(env, plan, creds.as_ref()), addons(env, plan, dir));
     let nodes = plan
         .nodes
         .iter()
@@ -127,20 +168,23 @@ pub async fn status(env: &Env, plan: &Plan, dir: &ClusterDir) -> anyhow::Result<
                     running: vm.is_some_and(|v| v.running),
                     host: vm.map(|v| v.node.clone()),
                 },
-                kubelet: kubelets.get(&n.name).cloned(),
+                kubelet: ready.as_ref().ok().and_then(|r| r.get(&n.name)?.1.clone()),
                 talos,
+                kubernetes: match &ready {
+                    Err(_) => "unreachable",
+                    Ok(r) => r.get(&n.name).map_or("not-registered", |(w, _)| *w),
+                },
             }
         })
         .collect();
-    let (etcd, addons) = tokio::join!(etcd(env, plan, creds.as_ref()), addons(env, plan, dir));
-    Ok(Status {
-        cluster: plan.cluster.clone(),
+    Ok(Status::judged(
+        plan.cluster.clone(),
         proxmox_error,
         nodes,
         etcd,
         addons,
         steps,
-    })
+    ))
 }
 
 /// One attempt, bounded, its error as text.
@@ -196,33 +240,11 @@ async fn talos_stage(env: &Env, n: &NodePlan, creds: Option<&Credentials>) -> Ta
     }
 }
 
-/// Node name → kubelet version; empty when the API does not answer (the add-ons
-/// part of the status says why).
-async fn kubelets(env: &Env, dir: &ClusterDir) -> std::collections::BTreeMap<String, String> {
-    let nodes = async {
-        let kc = Kubeconfig::load(&dir.kubeconfig()).map_err(|e| e.to_string())?;
-        let c = bounded(kube::Client::new(&kc, &env.book)).await?;
-        bounded(c.list("/api/v1/nodes")).await
-    };
-    nodes
-        .await
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| {
-            Some((
-                n["metadata"]["name"].as_str()?.to_owned(),
-                n["status"]["nodeInfo"]["kubeletVersion"]
-                    .as_str()?
-                    .to_owned(),
-            ))
-        })
-        .collect()
-}
-
 async fn etcd(env: &Env, plan: &Plan, creds: Option<&Credentials>) -> EtcdStatus {
     let Some(creds) = creds else {
         return EtcdStatus {
             members: Vec::new(),
+            expected: plan.control_planes().count(),
             error: Some("no talosconfig in the cluster directory".into()),
         };
     };
@@ -234,16 +256,57 @@ async fn etcd(env: &Env, plan: &Plan, creds: Option<&Credentials>) -> EtcdStatus
     match bounded(list).await {
         Ok(m) => EtcdStatus {
             members: m.into_iter().map(|m| m.hostname).collect(),
+            expected: plan.control_planes().count(),
             error: None,
         },
         Err(e) => EtcdStatus {
             members: Vec::new(),
+            expected: plan.control_planes().count(),
             error: Some(e),
         },
     }
 }
 
-async fn addons(env: &Env, plan: &Plan, dir: &ClusterDir) -> AddonsStatus {
+/// Each Node's Ready condition by name, as `NodeStatus::kubernetes` words it.
+/// Node name → (Ready condition word, kubelet version), or why the API did not answer.
+type NodeReadiness =
+    Result<std::collections::BTreeMap<String, (&'static str, Option<String>)>, String>;
+
+fn node_readiness(
+    nodes: &[serde_json::Value],
+) -> std::collections::BTreeMap<String, (&'static str, Option<String>)> {
+    nodes
+        .iter()
+        .map(|n| {
+            let ready = n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready")
+                .and_then(|c| c["status"].as_str());
+            let word = match ready {
+                Some("True") => "ready",
+                Some("False") => "not-ready",
+                _ => "unknown",
+            };
+            (
+                n["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                (
+                    word,
+                    n["status"]["nodeInfo"]["kubeletVersion"]
+                        .as_str()
+                        .map(str::to_owned),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The add-ons, and the Nodes' readiness from the same API connection.
+async fn addons(env: &Env, plan: &Plan, dir: &ClusterDir) -> (AddonsStatus, NodeReadiness) {
     let not = |detail: String| Readiness {
         ready: false,
         detail,
@@ -255,16 +318,20 @@ async fn addons(env: &Env, plan: &Plan, dir: &ClusterDir) -> AddonsStatus {
     let client = match client {
         Ok(c) => c,
         Err(e) => {
-            return AddonsStatus {
+            let addons = AddonsStatus {
                 cilium: not(e.clone()),
                 metallb: plan.metallb_pool.as_ref().map(|_| MetalLbStatus {
                     ready: false,
                     pool: false,
-                    detail: e,
+                    detail: e.clone(),
                 }),
             };
+            return (addons, Err(e));
         }
     };
+    let nodes = bounded(client.list("/api/v1/nodes"))
+        .await
+        .map(|n| node_readiness(&n));
     let get = |path: String| {
         let c = &client;
         async move { bounded(c.get(&path)).await }
@@ -312,19 +379,117 @@ async fn addons(env: &Env, plan: &Plan, dir: &ClusterDir) -> AddonsStatus {
             })
         }
     };
-    AddonsStatus { cilium, metallb }
+    (AddonsStatus { cilium, metallb }, nodes)
 }
 
 impl Status {
-    /// The text view: one line per node, then etcd, add-ons and the recorded steps.
-    pub fn render(&self) -> String {
-        let mut o = format!("Cluster {}\n", self.cluster);
+    /// The status of these parts, with its verdict and problems (no advice yet).
+    pub fn judged(
+        cluster: String,
+        proxmox_error: Option<String>,
+        nodes: Vec<NodeStatus>,
+        etcd: EtcdStatus,
+        addons: AddonsStatus,
+        steps: Vec<Record>,
+    ) -> Self {
+        let mut s = Status {
+            format: FORMAT,
+            cluster,
+            verdict: Verdict::Healthy,
+            problems: Vec::new(),
+            advice: Vec::new(),
+            proxmox_error,
+            nodes,
+            etcd,
+            addons,
+            steps,
+        };
+        (s.verdict, s.problems) = s.judge();
+        s
+    }
+
+    fn judge(&self) -> (Verdict, Vec<String>) {
         if let Some(e) = &self.proxmox_error {
-            o += &format!("  Proxmox did not answer: {e}\n");
+            return (
+                Verdict::Unknown,
+                vec![format!("Proxmox did not answer: {e}")],
+            );
+        }
+        if self.steps.is_empty() && !self.nodes.iter().any(|n| n.vm.exists) {
+            let why = "no VM of this cluster exists and no `talos-pve up` has run in its directory";
+            return (Verdict::NotBuilt, vec![why.into()]);
+        }
+        let mut p = Vec::new();
+        for n in &self.nodes {
+            let (name, vmid) = (&n.name, n.vmid);
+            if !n.vm.exists {
+                p.push(format!("{name}: VM {vmid} is gone"));
+            } else if !n.vm.running {
+                p.push(format!("{name}: VM {vmid} is stopped"));
+            } else if n.talos.stage != "running" {
+                p.push(format!("{name}: Talos is {}", n.talos.stage));
+            } else if n.kubernetes != "ready" {
+                p.push(format!("{name}: Kubernetes node is {}", n.kubernetes));
+            }
+        }
+        match &self.etcd.error {
+            Some(e) => p.push(format!("etcd: {e}")),
+            None if self.etcd.members.len() < self.etcd.expected => p.push(format!(
+                "etcd: {} of {} members",
+                self.etcd.members.len(),
+                self.etcd.expected
+            )),
+            None => {}
+        }
+        if !self.addons.cilium.ready {
+            p.push(format!("cilium: {}", self.addons.cilium.detail));
+        }
+        if let Some(m) = &self.addons.metallb
+            && !(m.ready && m.pool)
+        {
+            p.push(format!("metallb: {}", m.detail));
+        }
+        let verdict = if p.is_empty() {
+            Verdict::Healthy
+        } else {
+            Verdict::Degraded
+        };
+        (verdict, p)
+    }
+
+    /// What to run next; `args` are the command's own (`--profile … --dir … [--lab]`).
+    pub fn advise(&mut self, args: &str) {
+        let gone: Vec<&NodeStatus> = self.nodes.iter().filter(|n| !n.vm.exists).collect();
+        self.advice = match self.verdict {
+            Verdict::Healthy => Vec::new(),
+            Verdict::NotBuilt => vec![format!("talos-pve up {args}")],
+            Verdict::Unknown => vec![format!(
+                "check the Proxmox endpoint, token and fingerprint, then `talos-pve status {args}` again"
+            )],
+            Verdict::Degraded if !gone.is_empty() && gone.len() == self.nodes.len() => vec![
+                format!("talos-pve rebuild cluster --from BACKUP {args}   (every VM is gone)"),
+                format!("talos-pve up {args}   (if it was never built: starts from scratch)"),
+            ],
+            Verdict::Degraded if !gone.is_empty() => gone
+                .iter()
+                .map(|n| format!("talos-pve rebuild node {} {args}", n.name))
+                .collect(),
+            Verdict::Degraded => vec![format!(
+                "talos-pve up {args}   (resumes an unfinished bring-up; a no-op for what is done)"
+            )],
+        };
+    }
+
+    /// The text view: verdict, one line per node, etcd, add-ons, recorded steps and
+    /// what to run next; lines longer than `width` (a terminal's) are cut with `…`.
+    pub fn render(&self, width: Option<usize>) -> String {
+        let mut o = format!("Cluster {}: {}\n", self.cluster, self.verdict_text());
+        for p in &self.problems {
+            o += &format!("  ✗ {p}\n");
         }
         o += &format!(
-            "\n  {:<14} {:>5}  {:<24} {:<22} {}\n",
-            "node", "VMID", "VM", "Talos", "kubelet"
+            "\n  {:<14} {:>5}  {:<24} {:<14} {:<22} kubelet\n",
+            "node", "VMID", "VM", "Kubernetes", "Talos"
         );
         for n in &self.nodes {
             let vm = match (&n.vm.host, n.vm.running) {
@@ -339,8 +504,8 @@ impl Status {
             };
             let kubelet = n.kubelet.as_deref().unwrap_or("-");
             o += &format!(
-                "  {:<14} {:>5}  {:<24} {talos:<22} {kubelet}\n",
-                n.name, n.vmid, vm
+                "  {:<14} {:>5}  {:<24} {:<14} {talos:<22} {kubelet}\n",
+                n.name, n.vmid, vm, n.kubernetes
             );
         }
         o += &match &self.etcd.error {
@@ -377,8 +542,37 @@ impl Status {
                 o += &format!("    {}  {}{detail}\n", r.at, r.step);
             }
         }
-        o
+        if !self.advice.is_empty() {
+            o += "\nNext:\n";
+            for a in &self.advice {
+                o += &format!("  {a}\n");
+            }
+        }
+        match width {
+            Some(w) => o.lines().map(|l| clip(l, w) + "\n").collect(),
+            None => o,
+        }
     }
+
+    fn verdict_text(&self) -> String {
+        let code = self.verdict.exit_code();
+        match self.verdict {
+            Verdict::Healthy => "healthy".into(),
+            Verdict::Degraded => format!("DEGRADED (exit {code})"),
+            Verdict::NotBuilt => format!("not built yet (exit {code})"),
+            Verdict::Unknown => format!("UNKNOWN: Proxmox did not answer (exit {code})"),
+        }
+    }
+}
+
+/// `line` cut to `width` characters, the last one `…` when something was cut.
+fn clip(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_owned();
+    }
+    let mut s: String = line.chars().take(width.saturating_sub(1)).collect();
+    s.push('…');
+    s
 }
 
 #[cfg(test)]
@@ -401,23 +595,58 @@ mod tests {
                 detail: (stage == "unreachable").then(|| "rebooting".into()),
             },
             kubelet: host.map(|_| "v1.36.3".into()),
+            kubernetes: if stage == "running" {
+                "ready"
+            } else {
+                "unreachable"
+            },
+        }
+    }
+
+    fn parts(nodes: Vec<NodeStatus>, steps: Vec<Record>) -> Status {
+        Status::judged(
+            "homelab".into(),
+            None,
+            nodes,
+            EtcdStatus {
+                members: vec!["cp-1".into()],
+                expected: 1,
+                error: None,
+            },
+            AddonsStatus {
+                cilium: Readiness {
+                    ready: true,
+                    detail: "ready".into(),
+                },
+                metallb: None,
+            },
+            steps,
+        )
+    }
+
+    fn step() -> Record {
+        Record {
+            step: Step::Bootstrapped,
+            at: "2026-01-01T00:00:00Z".into(),
+            detail: Some("etcd bootstrapped".into()),
         }
     }
 
     #[test]
     fn renders_each_part_and_unknowns_as_states() {
-        let s = Status {
-            cluster: "homelab".into(),
-            proxmox_error: None,
-            nodes: vec![
+        let mut s = Status::judged(
+            "homelab".into(),
+            None,
+            vec![
                 node("cp-1", Some("pve-1"), "running"),
                 node("cp-2", None, "unreachable"),
             ],
-            etcd: EtcdStatus {
+            EtcdStatus {
                 members: vec![],
+                expected: 2,
                 error: Some("no answer within 10s".into()),
             },
-            addons: AddonsStatus {
+            AddonsStatus {
                 cilium: Readiness {
                     ready: true,
                     detail: "ready".into(),
@@ -428,13 +657,15 @@ mod tests {
                     detail: "not installed".into(),
                 }),
             },
-            steps: vec![Record {
-                step: Step::Bootstrapped,
-                at: "2026-01-01T00:00:00Z".into(),
-                detail: Some("etcd bootstrapped".into()),
-            }],
-        };
-        let text = s.render();
+            vec![step()],
+        );
+        s.advise("--profile p.yaml --lab");
+        let text = s.render(None);
+        assert!(
+            text.starts_with("Cluster homelab: DEGRADED (exit 3)"),
+            "{text}"
+        );
+        assert!(text.contains("✗ cp-2: VM 120 is gone"), "{text}");
         assert!(text.contains("running on pve-1"), "{text}");
         assert!(text.contains("running v1.13.9"), "{text}");
         assert!(text.contains("v1.36.3"), "{text}");
@@ -444,10 +675,51 @@ mod tests {
         assert!(text.contains("cilium:  ready\n"), "{text}");
         assert!(text.contains("metallb: not ready, pool absent"), "{text}");
         assert!(text.contains("bootstrapped: etcd bootstrapped"), "{text}");
+        assert!(
+            text.contains("Next:\n  talos-pve rebuild node cp-2 --profile p.yaml --lab"),
+            "{text}"
+        );
         let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["format"], FORMAT);
+        assert_eq!(json["verdict"], "degraded");
+        assert_eq!(json["nodes"][0]["kubernetes"], "ready");
         assert_eq!(json["nodes"][1]["vm"]["exists"], false);
         assert_eq!(json["nodes"][0]["kubelet"], "v1.36.3");
         assert_eq!(json["nodes"][0]["talos"]["version"], "v1.13.9");
         assert!(json.get("proxmox_error").is_none());
+    }
+
+    #[test]
+    fn verdicts_and_their_exit_codes() {
+        let healthy = parts(vec![node("cp-1", Some("pve-1"), "running")], vec![step()]);
+        assert_eq!(healthy.verdict, Verdict::Healthy, "{:?}", healthy.problems);
+        assert_eq!(healthy.verdict.exit_code(), 0);
+        let mut not_ready = node("cp-1", Some("pve-1"), "running");
+        not_ready.kubernetes = "not-ready";
+        let mut s = parts(vec![not_ready], vec![step()]);
+        assert_eq!(s.verdict, Verdict::Degraded);
+        s.advise("-p x");
+        assert_eq!(s.advice.len(), 1);
+        assert!(
+            s.advice[0].starts_with("talos-pve up -p x"),
+            "{:?}",
+            s.advice
+        );
+        let none = parts(vec![node("cp-1", None, "unreachable")], vec![]);
+        assert_eq!(none.verdict, Verdict::NotBuilt);
+        assert_eq!(none.verdict.exit_code(), 4);
+        let mut unknown = parts(vec![], vec![]);
+        unknown.proxmox_error = Some("595".into());
+        assert_eq!(unknown.judge().0, Verdict::Unknown);
+        assert_eq!(Verdict::Unknown.exit_code(), 5);
+    }
+
+    #[test]
+    fn long_lines_are_cut_to_the_terminal_width() {
+        let mut n = node("cp-1", Some("pve-1"), "unreachable");
+        n.talos.detail = Some("x".repeat(300));
+        let text = parts(vec![n], vec![step()]).render(Some(80));
+        assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+        assert!(text.contains('…'), "{text}");
     }
 }

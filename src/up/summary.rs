@@ -19,6 +19,59 @@ pub struct Summary {
     pub kubeconfig: String,
     /// Routes the gateway needs before pods are reachable without NAT (empty with masquerading).
     pub gateway_routes: Vec<GatewayRoute>,
+    /// Set when the run was against the lab: how to reach the simulated cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lab: Option<LabHints>,
+}
+
+/// The commands that reach a lab cluster after the run that built it (its
+/// addresses exist only inside the lab, which stops with the command).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabHints {
+    /// Keeps the lab running and prints `export KUBECONFIG=…` for kubectl.
+    pub serve: String,
+    pub status: String,
+    /// Add to a `--lab` run to dump VMs, machine configs and Kubernetes objects.
+    pub report: String,
+}
+
+/// `word` as one shell word (quoted when it holds anything but safe characters).
+fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:@+,".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// `--profile FILE --dir DIR`, as shell words: how advice names the cluster again.
+pub fn cluster_args(profile: &std::path::Path, dir: &ClusterDir) -> String {
+    format!(
+        "--profile {} --dir {}",
+        shell_word(&profile.display().to_string()),
+        shell_word(&dir.root.display().to_string())
+    )
+}
+
+impl LabHints {
+    /// The "Next" block of every command that acted on the lab.
+    pub fn render(&self) -> String {
+        format!(
+            "\nNext, to poke the lab cluster:\n  {}\n      keeps it running and prints `export KUBECONFIG=…` for kubectl (Ctrl-C stops it)\n  {}\n  {}\n      dumps VMs, machine configs and Kubernetes objects as files\n",
+            self.serve, self.status, self.report
+        )
+    }
+
+    pub fn new(profile: &std::path::Path, dir: &ClusterDir) -> Self {
+        let args = cluster_args(profile, dir);
+        Self {
+            serve: format!("talos-pve lab serve {args}"),
+            status: format!("talos-pve status {args} --lab"),
+            report: format!("talos-pve up {args} --lab --yes --lab-report DIR"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -60,6 +113,7 @@ impl Summary {
             } else {
                 plan.gateway_routes.clone()
             },
+            lab: None,
         }
     }
 
@@ -70,6 +124,12 @@ impl Summary {
             "\nCluster {} is up. API endpoint: {}",
             self.cluster, self.endpoint
         );
+        if self.lab.is_some() {
+            let _ = writeln!(
+                s,
+                "This was the lab: a simulated datacenter on loopback. Its addresses exist only\ninside it, and it stopped with this command (its state is kept for the next one)."
+            );
+        }
         let _ = writeln!(
             s,
             "\n  {:<14} {:<13} {:>5}  {:<13} {:<16} {:<16} pod CIDR",
@@ -99,11 +159,47 @@ impl Summary {
                 let _ = writeln!(s, "  {} via {}   ({})", r.destination, r.via, r.node);
             }
         }
-        let _ = writeln!(
-            s,
-            "\nNext:\n  export KUBECONFIG={}\n  kubectl get nodes -o wide\n  talosctl --talosconfig {} health",
-            self.kubeconfig, self.talosconfig
-        );
+        match &self.lab {
+            Some(l) => s.push_str(&l.render()),
+            None => {
+                let _ = writeln!(
+                    s,
+                    "\nNext:\n  export KUBECONFIG={}\n  kubectl get nodes -o wide\n  talosctl --talosconfig {} health",
+                    self.kubeconfig, self.talosconfig
+                );
+            }
+        }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lab_summary_says_so_and_how_to_poke_it() {
+        let profile = crate::test_support::homelab();
+        let plan = Plan::build(&profile).unwrap();
+        let dir = ClusterDir {
+            root: "/tmp/my lab".into(),
+        };
+        let mut s = Summary::new(&profile, &plan, &dir);
+        assert!(!s.render().contains("This was the lab"), "{}", s.render());
+        s.lab = Some(LabHints::new(
+            std::path::Path::new("profiles/homelab.yaml"),
+            &dir,
+        ));
+        let text = s.render();
+        assert!(text.contains("This was the lab"), "{text}");
+        assert!(
+            text.contains(
+                "talos-pve lab serve --profile profiles/homelab.yaml --dir '/tmp/my lab'"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("status --profile"), "{text}");
+        assert!(text.contains("--lab-report DIR"), "{text}");
+        assert!(!text.contains("export KUBECONFIG=/"), "{text}");
     }
 }

@@ -52,12 +52,7 @@ pub fn vlan(s: &str) -> Checked<u16> {
 /// A DNS label: Talos and Proxmox use these names as host names.
 pub fn dns_label(s: &str) -> Checked<String> {
     let s = s.trim();
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-');
+    let ok = crate::formats::is_dns_label(s);
     if ok {
         Ok(s.to_owned())
     } else {
@@ -92,11 +87,7 @@ pub fn proxmox_endpoint(s: &str) -> Checked<String> {
 /// Proxmox API token id `USER@REALM!TOKENID`.
 pub fn token_id(s: &str) -> Checked<String> {
     let s = s.trim();
-    let valid = s
-        .split_once('@')
-        .and_then(|(user, rest)| rest.split_once('!').map(|(realm, id)| (user, realm, id)))
-        .is_some_and(|(u, r, i)| !u.is_empty() && !r.is_empty() && !i.is_empty());
-    if valid {
+    if crate::formats::is_pve_token_id(s) {
         Ok(s.to_owned())
     } else {
         Err(format!(

@@ -130,6 +130,16 @@ fn contains(got: &Value, want: &Value) -> bool {
     }
 }
 
+/// Whether the Cilium agent runs BPF host routing with this `cilium-config`: it
+/// falls back to legacy host routing only when asked, without kube-proxy
+/// replacement, or with iptables masquerading (cilium/cilium agent,
+/// `finishKubeProxyReplacementInit`).
+fn bpf_host_routing(cfg: &Value) -> bool {
+    let on = |k: &str| cfg[k].as_str() == Some("true");
+    let iptables_masquerade = on("enable-ipv4-masquerade") && !on("enable-bpf-masquerade");
+    !on("enable-host-legacy-routing") && on("kube-proxy-replacement") && !iptables_masquerade
+}
+
 fn versions(objs: &[Value]) -> BTreeMap<String, Value> {
     objs.iter()
         .map(|o| {
@@ -252,6 +262,12 @@ async fn lab_cluster_converges_and_a_second_run_changes_nothing() {
             cfg["devices"].as_str()
         ),
         (Some("native"), Some("kubernetes"), Some("eth0 eth1"))
+    );
+    // The Talos configs forward CoreDNS to the host resolver, which BPF host routing
+    // breaks: the agent must run with legacy host routing.
+    assert!(
+        !bpf_host_routing(cfg),
+        "BPF host routing on: pods cannot resolve external names through the host DNS"
     );
 
     // MetalLB is the upstream manifest, object for object.

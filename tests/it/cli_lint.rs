@@ -124,6 +124,11 @@ fn patched_profiles_fail_with_code_and_path() {
         ),
         ("vmid: 122", "vmid: 121", "NET311", "nodes[2].vmid"),
     ];
+    fail_with_code_and_path(&cases);
+}
+
+/// Each `(from, to, code, path)` patch of homelab.yaml fails lint with `code` at `path`.
+fn fail_with_code_and_path(cases: &[(&str, &str, &str, &str)]) {
     for (from, to, code, path) in cases {
         let (_dir, file) = patched(from, to);
         let (rc, out, _) = lint(&file, false);
@@ -335,6 +340,103 @@ fn plan_json_matches_golden_and_names_every_node_identity() {
         }
     }
     assert_eq!(v["gatewayRoutes"][0]["via"], "10.8.28.20");
+}
+
+/// Issue 11 §4, §5, §8 through the binary: values the receiving system refuses
+/// (or that would change what it does) fail lint with their NET5xx code and path.
+#[test]
+fn values_in_the_wrong_format_fail_lint_with_code_and_path() {
+    let cases = [
+        (
+            "bridge: vmbr0",
+            "bridge: \"vmbr0,link_down=1\"",
+            "NET505",
+            "proxmox.bridge",
+        ),
+        (
+            "diskStorage: local-lvm",
+            "diskStorage: \"local-lvm,cache=unsafe\"",
+            "NET506",
+            "proxmox.diskStorage",
+        ),
+        (
+            "isoStorage: local",
+            "isoStorage: \"lo cal/x\"",
+            "NET506",
+            "proxmox.isoStorage",
+        ),
+        (
+            "name: homelab",
+            "name: \"../../escaped\"",
+            "NET501",
+            "metadata.name",
+        ),
+        ("name: homelab", "name: \"\"", "NET501", "metadata.name"),
+        (
+            "version: v1.13.9",
+            "version: v1.12.11",
+            "NET511",
+            "kubernetes.version",
+        ),
+        (
+            "version: 1.36.3",
+            "version: latest",
+            "NET510",
+            "kubernetes.version",
+        ),
+        (
+            "installDisk: /dev/sda",
+            "installDisk: /dev/../etc/passwd",
+            "NET512",
+            "talos.installDisk",
+        ),
+        (
+            "tokenId: root@pam!talos-pve",
+            "tokenId: root-pam-talos",
+            "NET503",
+            "proxmox.tokenId",
+        ),
+        ("disk: 64}", "disk: 0}", "NET508", "nodeDefaults.disk"),
+    ];
+    fail_with_code_and_path(&cases);
+}
+
+/// Issue 11 §5: a name that is a path never leaves the data directory: `gen` refuses
+/// and writes nothing anywhere.
+#[test]
+fn a_cluster_name_that_is_a_path_writes_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let xdg = data.path().join("a/b");
+    std::fs::create_dir_all(&xdg).unwrap();
+    for name in ["\"../../escaped\"", "\"\""] {
+        let (_dir, file) = patched("name: homelab", &format!("name: {name}"));
+        let out = std::process::Command::new(crate::support::bin())
+            .args(["gen", "--profile", file.to_str().unwrap()])
+            .env("XDG_DATA_HOME", &xdg)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains("error[NET501] metadata.name"), "{err}");
+        let written: Vec<_> = walk(data.path());
+        assert!(
+            written.iter().all(|p| p.is_dir()),
+            "{name}: wrote {written:?}"
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
 }
 
 #[test]

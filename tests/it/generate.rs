@@ -278,6 +278,10 @@ const INTENDED: &[(&str, &str)] = &[
         "etcd on the management subnet",
     ),
     (
+        "cluster.etcd.listenSubnets",
+        "etcd also listens on the workload subnet: joiners find members at their node IPs",
+    ),
+    (
         "cluster.allowSchedulingOnControlPlanes",
         "all nodes are control planes",
     ),
@@ -406,9 +410,13 @@ fn network_documents_follow_the_decided_routing() {
     );
     let work = kind("LinkConfig", "work");
     assert_eq!(work["addresses"][0]["address"], "10.8.28.20/22");
+    // The default route, and the management subnet via the workload gateway in
+    // its own table (pods, LoadBalancer and workload addresses reach VLAN 16 through
+    // the gateway both ways).
     assert_eq!(
         work["routes"],
-        serde_json::json!([{"gateway": "10.8.28.1", "metric": 512}])
+        serde_json::json!([{"gateway": "10.8.28.1", "metric": 512},
+                           {"destination": "10.8.16.0/24", "gateway": "10.8.28.1", "table": "101"}])
     );
     assert_eq!(work["mtu"], 1500);
     let mgmt = kind("LinkConfig", "mgmt");
@@ -417,9 +425,26 @@ fn network_documents_follow_the_decided_routing() {
         serde_json::json!([{"destination": "10.8.16.0/24", "table": "100"},
                            {"gateway": "10.8.16.1", "table": "100"}])
     );
-    let rule = kind("RoutingRuleConfig", "");
+    let rule = kind("RoutingRuleConfig", "1000");
     assert_eq!(rule["src"], "10.8.16.20/32");
     assert_eq!(rule["table"], "100");
+    // Replies from the management address to the node's own pods stay local.
+    let own = kind("RoutingRuleConfig", "999");
+    assert_eq!(
+        (&own["src"], &own["dst"], &own["table"]),
+        (
+            &"10.8.16.20/32".into(),
+            &"10.8.32.0/24".into(),
+            &"main".into()
+        )
+    );
+    for (name, src) in [("900", "10.8.32.0/22"), ("901", "10.8.28.0/22")] {
+        let r = kind("RoutingRuleConfig", name);
+        assert_eq!(
+            (&r["src"], &r["dst"], &r["table"]),
+            (&src.into(), &"10.8.16.0/24".into(), &"101".into())
+        );
+    }
     assert_eq!(kind("HostnameConfig", "")["hostname"], "talos-k8s-01");
     let r = kind("ResolverConfig", "");
     assert_eq!(r["nameservers"][0]["address"], "10.0.1.1");

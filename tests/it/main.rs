@@ -2,13 +2,19 @@
 //! library against the lab on loopback. One module per area.
 
 mod addons;
+mod cidata;
 mod cli_lint;
+mod completions;
 mod diff;
 mod discovery;
 mod docs;
 mod generate;
+mod lab_cli;
+mod lab_serve;
 mod proxmox;
 mod rebuild;
+mod routing;
+mod secrets_in_logs;
 mod support;
 mod talos_api;
 mod up;

@@ -104,6 +104,22 @@ fn strings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 impl Lab {
+    /// Power every planned VM on (provision leaves them off; `up` boots them with
+    /// their cidata).
+    async fn start_all(&self) {
+        for n in &self.plan.nodes {
+            self.client
+                .run_task(
+                    Method::POST,
+                    &format!("/nodes/{}/qemu/{}/status/start", n.host, n.vmid),
+                    &[],
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
     async fn provision(
         &self,
         recreate: bool,
@@ -138,10 +154,7 @@ async fn provision_homelab_matches_the_plan_and_a_rerun_writes_nothing() {
     let report = l.provision(false).await.unwrap();
     assert_eq!(report.vms.len(), 3);
     assert!(
-        report
-            .vms
-            .iter()
-            .all(|v| v.action == VmAction::Created && v.started),
+        report.vms.iter().all(|v| v.action == VmAction::Created),
         "{report:?}"
     );
     assert!(report.isos.iter().all(|i| i.downloaded));
@@ -161,11 +174,18 @@ async fn provision_homelab_matches_the_plan_and_a_rerun_writes_nothing() {
             c["net1"],
             format!("virtio={},bridge=vmbr0,firewall=0,tag=28", n.workload.mac)
         );
-        assert_eq!(
-            c["ipconfig0"],
-            format!("ip={},gw=10.8.16.1", n.management.address)
-        );
-        assert_eq!(c["ipconfig1"], format!("ip={}", n.workload.address));
+        // No generated cloud-init drive: the node's own cidata volume goes into
+        // this empty CD-ROM drive when `up` boots it.
+        for k in [
+            "ipconfig0",
+            "ipconfig1",
+            "citype",
+            "nameserver",
+            "searchdomain",
+        ] {
+            assert!(!c.contains_key(k), "{k} is set: {c:?}");
+        }
+        assert_eq!(c["ide0"], "none,media=cdrom");
         assert_eq!(c["cpu"], "host");
         assert_eq!(c["scsihw"], "virtio-scsi-pci");
         assert_eq!(c["balloon"], "0");
@@ -187,8 +207,6 @@ async fn provision_homelab_matches_the_plan_and_a_rerun_writes_nothing() {
                 l.owner.id, n.name
             )
         );
-        assert_eq!(c["nameserver"], "10.0.1.1 1.1.1.1 8.8.8.8");
-        assert_eq!(c["searchdomain"], "lab.local");
         assert_eq!(inventory::marker(&c), Some(Marker::new(&l.owner, &n.name)));
         let st: serde_json::Value = l
             .client
@@ -198,48 +216,20 @@ async fn provision_homelab_matches_the_plan_and_a_rerun_writes_nothing() {
             )
             .await
             .unwrap();
-        assert_eq!(st["status"], "running");
-        let agent: serde_json::Value = l
-            .client
-            .get(
-                &format!(
-                    "/nodes/{}/qemu/{}/agent/network-get-interfaces",
-                    n.host, n.vmid
-                ),
-                &[],
-            )
-            .await
-            .unwrap();
-        let eth0 = &agent["result"][1];
-        assert_eq!(eth0["hardware-address"], n.management.mac.to_lowercase());
-        assert_eq!(
-            eth0["ip-addresses"][0]["ip-address"],
-            n.management.address.addr().to_string()
+        // A VM must not boot before its cidata volume (its config) is attached.
+        assert_eq!(st["status"], "stopped");
+    }
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(e, LabEvent::VmStarted(_)),
+            "provision started a VM"
         );
     }
-    let mut started = BTreeMap::new();
-    while let Ok(e) = events.try_recv() {
-        if let LabEvent::VmStarted(vm) = e {
-            started.insert(vm.vmid, vm);
-        }
-    }
-    assert_eq!(started.len(), 3, "one VmStarted per VM");
-    let vm = &started[&120];
-    assert_eq!(vm.host, "pve-ms01-01");
-    assert_eq!(vm.nics[0].vlan, Some(16));
-    assert_eq!(vm.nics[0].gateway, Some("10.8.16.1".parse().unwrap()));
-    assert_eq!(vm.nics[1].address, Some("10.8.28.20/22".parse().unwrap()));
-    assert_eq!(vm.nics[1].gateway, None);
 
     l.pve.clear_requests();
     let again = l.provision(false).await.unwrap();
     assert!(again.up_to_date(), "{again:?}");
-    assert!(
-        again
-            .vms
-            .iter()
-            .all(|v| v.action == VmAction::UpToDate && !v.started)
-    );
+    assert!(again.vms.iter().all(|v| v.action == VmAction::UpToDate));
     assert_eq!(l.writes(), Vec::<String>::new(), "a re-run must not write");
     assert!(l.pve.factory_requests().is_empty());
 }
@@ -307,7 +297,7 @@ async fn an_interrupted_run_resumes() {
     assert_eq!(action(121), VmAction::Created);
     assert_eq!(action(120), VmAction::UpToDate);
     assert_eq!(action(122), VmAction::UpToDate);
-    assert!(l.pve.state().vms.values().all(|v| v.running));
+    assert!(l.pve.state().vms.values().all(|v| !v.running));
 }
 
 #[tokio::test]
@@ -327,11 +317,10 @@ async fn transient_errors_are_retried_and_the_run_completes() {
             2,
             FaultEffect::LockTimeout,
         ),
-        // Creates start their VM in the same task (`start=1`).
         Fault::new("POST", "/nodes/pve-ms01-02/qemu", 1, FaultEffect::NoWorker),
     ]);
     let report = l.provision(false).await.unwrap();
-    assert!(report.vms.iter().all(|v| v.started));
+    assert!(report.vms.iter().all(|v| v.action == VmAction::Created));
     let reqs = l.pve.requests();
     let failed: Vec<u16> = reqs
         .iter()
@@ -670,7 +659,7 @@ async fn lab_state_round_trips_through_serde() {
     .await
     .unwrap();
     assert!(r.up_to_date(), "{r:?}");
-    assert!(again.state().vms.values().all(|v| v.running));
+    assert!(again.state().vms.values().all(|v| !v.running));
 }
 
 /// Every request the client sent in a broad run, checked against the PVE 9.1 schema.
@@ -982,7 +971,11 @@ fn check_named_format(name: &str, v: &str) -> Result<(), String> {
             .split(',')
             .enumerate()
             .all(|(i, kv)| i == 0 && !kv.contains('=') || kv.contains('=')),
-        "pve-volume-id-or-qm-path" | "pve-volume-id" => v.contains(':') || v.starts_with('/'),
+        // qemu-server `verify_volume_id_or_qm_path` also takes `none` and `cdrom`.
+        "pve-volume-id-or-qm-path" => {
+            v == "none" || v == "cdrom" || v.contains(':') || v.starts_with('/')
+        }
+        "pve-volume-id" => v.contains(':') || v.starts_with('/'),
         _ => true,
     };
     if ok {
@@ -1046,7 +1039,7 @@ async fn cli_provision_preflight_and_destroy_against_the_lab() {
     );
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("VM 120 talos-k8s-01 on pve-ms01-01: created, started"),
+        stdout.contains("VM 120 talos-k8s-01 on pve-ms01-01: created"),
         "{stdout}"
     );
     assert!(!stdout.contains(&secret) && !stderr.contains(&secret));
@@ -1197,6 +1190,7 @@ async fn a_vm_still_locked_by_an_interrupted_create_is_waited_for_then_adopted()
     };
     let l = lab_with(cfg, true).await;
     l.provision(false).await.unwrap();
+    l.start_all().await;
     // Someone (an earlier, killed run) dispatched a create that is still running.
     l.client
         .delete("/nodes/pve-ms01-01/qemu/120", &[])
@@ -1263,6 +1257,7 @@ async fn errors_without_a_body_take_the_reason_phrase_and_reads_give_up_after_th
 async fn the_lab_behaves_like_pve_where_the_client_depends_on_it() {
     let l = lab().await;
     l.provision(false).await.unwrap();
+    l.start_all().await;
     let node = &l.plan.nodes[0];
     let create = create_body(&l);
     // A taken VMID fails synchronously, naming the node.
@@ -1355,7 +1350,49 @@ async fn the_lab_behaves_like_pve_where_the_client_depends_on_it() {
 }
 
 fn create_body(l: &Lab) -> Vec<(String, String)> {
-    talos_pve::proxmox::vm::create_params(&l.profile, &l.plan, &l.plan.nodes[0])
+    talos_pve::proxmox::vm::create_params(&l.profile, &l.plan, &l.plan.nodes[0]).unwrap()
+}
+
+/// Issue 11 §4 with lint skipped: a profile value that would add property-string
+/// keys or path segments is refused before it reaches Proxmox, and one that is
+/// merely not a PVE ID reaches it only as one encoded path segment, which the
+/// lab refuses as PVE does. No VM is created in any case.
+#[tokio::test]
+async fn injected_profile_values_never_reach_a_vm_config_or_another_path() {
+    type Injection = (fn(&mut Profile), &'static str);
+    let cases: [Injection; 4] = [
+        (
+            |p| p.proxmox.bridge = "vmbr0,link_down=1".into(),
+            "cannot be the `bridge` of a Proxmox property string",
+        ),
+        (
+            |p| p.proxmox.disk_storage = "local-lvm,cache=unsafe".into(),
+            "cannot be the `storage` of a Proxmox property string",
+        ),
+        (
+            |p| p.proxmox.iso_storage = "local/../../x".into(),
+            "cannot be part of a Proxmox API path",
+        ),
+        (
+            |p| p.proxmox.iso_storage = "lo cal;x".into(),
+            "storage ID 'lo cal;x' contains illegal characters",
+        ),
+    ];
+    for (mutate, want) in cases {
+        let mut l = lab().await;
+        mutate(&mut l.profile);
+        l.plan = Plan::build(&l.profile).unwrap();
+        let e = l.provision(false).await.unwrap_err().to_string();
+        assert!(e.contains(want), "{want}: {e}");
+        let writes = l.writes();
+        assert!(
+            !writes.iter().any(|w| w.ends_with("/qemu")),
+            "{want}: {writes:?}"
+        );
+        for r in l.pve.requests() {
+            assert!(!r.path.contains(".."), "{want}: {}", r.path);
+        }
+    }
 }
 
 /// Two cluster directories made from one profile share the name `homelab`, never
@@ -1490,4 +1527,171 @@ async fn old_name_only_markers_are_adopted_once_with_proof() {
     );
     // From now on the ID proves it: no record needed, nothing to change.
     assert!(l.provision(false).await.unwrap().up_to_date());
+}
+
+// ---------------------------------------------------------------- cidata volumes
+
+fn storage_text(l: &Lab) -> String {
+    serde_json::to_string(&l.pve.state().nodes).unwrap()
+}
+
+/// A node's cidata volume goes up through the API, into the VM's CD-ROM drive,
+/// boots with the VM, and is detached and deleted again; every request conforms.
+#[tokio::test]
+async fn cidata_is_uploaded_attached_booted_then_detached_and_deleted() {
+    use talos_pve::proxmox::cidata::{Delivery, Retired, Volume, deliver, retire};
+    let l = lab().await;
+    l.provision(false).await.unwrap();
+    let n = &l.plan.nodes[0];
+    let v = Volume::of(&l.plan.cluster, &l.profile.proxmox.iso_storage, n);
+    assert_eq!(
+        v.volid(),
+        "local:iso/talos-pve-cidata-homelab-120-talos-k8s-01.iso"
+    );
+    let config = b"version: v1alpha1\n# SECRET-MARKER\n";
+    let img = talos_pve::talos::cidata::image(&n.name, "homelab-120", config).unwrap();
+    let mut events = l.fabric.events.subscribe();
+    assert_eq!(
+        deliver(&l.client, &v, &img).await.unwrap(),
+        Delivery::Booted
+    );
+    let st = l.pve.state();
+    assert!(st.vms[&120].running);
+    assert_eq!(
+        st.vms[&120].config["ide0"],
+        format!("{},media=cdrom", v.volid())
+    );
+    let mut booted_with = None;
+    while let Ok(e) = events.try_recv() {
+        if let LabEvent::VmStarted(vm) = e {
+            booted_with = Some(vm.media);
+        }
+    }
+    // Booting (in real life: in maintenance mode or installing), no guest agent runs.
+    let agent = format!(
+        "/nodes/{}/qemu/{}/agent/network-get-interfaces",
+        n.host, n.vmid
+    );
+    let e = l
+        .client
+        .get::<serde_json::Value>(&agent, &[])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("guest agent is not running"), "{e}");
+    let media = booted_with.expect("the VM was started");
+    assert_eq!(media.len(), 1, "the VM boots with its cidata in the drive");
+    let got = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &media[0]);
+    assert_eq!(got.unwrap(), img, "byte-identical after the upload");
+    // Resumed run: the VM already boots from it; nothing is uploaded again.
+    l.pve.clear_requests();
+    assert_eq!(
+        deliver(&l.client, &v, &img).await.unwrap(),
+        Delivery::AlreadyBooting
+    );
+    assert_eq!(l.writes(), Vec::<String>::new());
+
+    assert_eq!(
+        retire(&l.client, &v, b"unused").await.unwrap(),
+        Retired::Deleted
+    );
+    assert!(!storage_text(&l).contains("talos-pve-cidata"));
+    assert_eq!(l.pve.state().vms[&120].config["ide0"], "none,media=cdrom");
+    assert_eq!(
+        retire(&l.client, &v, b"unused").await.unwrap(),
+        Retired::Gone
+    );
+    let paths: Vec<String> = l.pve.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.contains("/storage/local/content/local:iso/talos-pve-cidata")),
+        "{paths:?}"
+    );
+}
+
+/// Without `Datastore.Allocate` the volume is overwritten with one holding no key
+/// material; without `Datastore.AllocateTemplate` nothing is uploaded at all.
+#[tokio::test]
+async fn cidata_permissions_are_enforced_and_a_refused_delete_scrubs() {
+    use talos_pve::proxmox::cidata::{Retired, Volume, deliver, retire};
+    let all: Vec<String> = [
+        "VM.Allocate",
+        "VM.Audit",
+        "VM.PowerMgmt",
+        "VM.Config.CDROM",
+        "VM.Config.CPU",
+        "VM.Config.Disk",
+        "VM.Config.HWType",
+        "VM.Config.Memory",
+        "VM.Config.Network",
+        "VM.Config.Options",
+        "Datastore.AllocateSpace",
+        "Datastore.AllocateTemplate",
+        "Datastore.Audit",
+        "SDN.Use",
+        "Sys.Audit",
+        "Sys.AccessNetwork",
+    ]
+    .map(String::from)
+    .to_vec();
+    let l = lab_with(
+        LabProxmoxConfig {
+            token_privileges: Some(all.clone()),
+            ..Default::default()
+        },
+        true,
+    )
+    .await;
+    l.provision(false).await.unwrap();
+    let r = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    let cleanup = r
+        .checks
+        .iter()
+        .find(|c| c.what == "cidata cleanup")
+        .unwrap();
+    assert_eq!(cleanup.level, Level::Warn, "{cleanup:?}");
+    assert!(r.passed(), "deleting is optional: {r:?}");
+
+    let n = &l.plan.nodes[0];
+    let v = Volume::of(&l.plan.cluster, &l.profile.proxmox.iso_storage, n);
+    let img = talos_pve::talos::cidata::image(&n.name, "i", b"SECRET-MARKER").unwrap();
+    deliver(&l.client, &v, &img).await.unwrap();
+    let scrubbed = talos_pve::talos::cidata::scrubbed(&n.name, "i").unwrap();
+    assert_eq!(
+        retire(&l.client, &v, &scrubbed).await.unwrap(),
+        Retired::Scrubbed
+    );
+    let files = storage_text(&l);
+    assert!(files.contains("talos-pve-cidata"), "still there, scrubbed");
+    let st = l.pve.state();
+    let stored = st.nodes["pve-ms01-01"]
+        .storages
+        .iter()
+        .find_map(|s| s.files.get(&v.volid()))
+        .unwrap();
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, stored).unwrap();
+    assert_eq!(bytes, scrubbed);
+    assert!(!bytes.windows(13).any(|w| w == b"SECRET-MARKER"));
+
+    l.pve.set_config(|c| {
+        c.token_privileges = Some(
+            all.iter()
+                .filter(|p| *p != "Datastore.AllocateTemplate")
+                .cloned()
+                .collect(),
+        )
+    });
+    let e = deliver(
+        &l.client,
+        &Volume::of(&l.plan.cluster, "local", &l.plan.nodes[1]),
+        &img,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    assert!(
+        e.to_string()
+            .contains("/storage/local, Datastore.AllocateTemplate"),
+        "{e}"
+    );
 }

@@ -649,7 +649,7 @@ fn hung_node_is_power_cycled_wiped_and_rejoins() {
         &r,
         &[
             "power-cycle VM 121 on pve-ms01-02",
-            "power cycle: configured",
+            "power cycle: runs its config again",
             "talos-k8s-02 wipe: done",
             "stale member removed",
         ],

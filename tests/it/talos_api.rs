@@ -3,10 +3,7 @@
 //! The fixture makes its CAs and admin certificate with the real `pki` generator
 //! and writes a minimal machine config by hand.
 
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::time::Duration;
 
 use base64::Engine;
@@ -16,6 +13,7 @@ use talos_pve::lab::talos::{Faults, LabTalos, LabTalosConfig, Phase};
 use talos_pve::lab::{Fabric, LabEvent, LabNic, LabVm};
 use talos_pve::pki::KeyAlg;
 use talos_pve::talos::api::*;
+use talos_pve::talos::cidata;
 
 use crate::support::{TestCa, test_ca, test_client};
 
@@ -75,6 +73,7 @@ fn cluster(n: usize, first_vmid: u32) -> Cluster {
                     host: "pve1".into(),
                     name,
                     nics: vec![nic(0, 16, 24), nic(1, 28, 22)],
+                    media: Vec::new(),
                 },
             }
         })
@@ -119,49 +118,37 @@ impl Cluster {
         y.into_bytes()
     }
 
+    /// Power every VM on with its `cidata` volume (its config) in the drive.
     fn start(&self, fabric: &Fabric) {
+        for n in &self.nodes {
+            fabric.emit(LabEvent::VmStarted(self.with_cidata(n, &self.config(n))));
+        }
+    }
+
+    /// Power every VM on without a `cidata` volume: maintenance mode.
+    fn start_bare(&self, fabric: &Fabric) {
         for n in &self.nodes {
             fabric.emit(LabEvent::VmStarted(n.vm.clone()));
         }
     }
-}
 
-/// The orchestrator's identity check, fed with what the lab VM's guest agent would report.
-struct AgentFacts(BTreeMap<String, (String, Vec<GuestInterface>)>);
-
-impl AgentFacts {
-    fn of(nodes: &[NodeFx]) -> Self {
-        Self(
-            nodes
-                .iter()
-                .map(|n| {
-                    let ifs =
-                        n.vm.nics
-                            .iter()
-                            .map(|x| GuestInterface {
-                                name: format!("eth{}", x.index),
-                                mac: x.mac.clone(),
-                                addresses: x.address.iter().map(|a| a.addr().into()).collect(),
-                            })
-                            .collect();
-                    (n.name.clone(), (n.vm.nics[0].mac.clone(), ifs))
-                })
-                .collect(),
-        )
+    fn with_cidata(&self, n: &NodeFx, config: &[u8]) -> LabVm {
+        let mut vm = n.vm.clone();
+        let img = cidata::image(&n.name, &vm.vmid.to_string(), config).unwrap();
+        vm.media = vec![STANDARD.encode(img)];
+        vm
     }
 }
 
-impl IdentityCheck for AgentFacts {
-    fn confirm<'a>(
-        &'a self,
-        node: &'a str,
-        addr: IpAddr,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
-        Box::pin(async move {
-            let (mac, ifs) = self.0.get(node).ok_or("unknown node")?;
-            check_identity(mac, addr, ifs)
-        })
+/// Wait (up to 2 s) for a node to reach `phase`; the phase it is in then.
+async fn reach_phase(lab: &LabTalos, vmid: u32, phase: Phase) -> Option<Phase> {
+    for _ in 0..200 {
+        if lab.phase(vmid) == Some(phase) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    lab.phase(vmid)
 }
 
 /// The message of a `StageFailed` error of `stage` (any other error fails the test).
@@ -196,23 +183,9 @@ fn short_timeouts(d: Duration) -> Timeouts {
     Timeouts::uniform(d, Duration::from_millis(10), Duration::from_millis(50))
 }
 
-/// One full bring-up pass, as the orchestrator will run it.
-async fn bring_up(
-    c: &Cluster,
-    stages: &Stages,
-) -> (Vec<ApplyOutcome>, BootstrapOutcome, FetchedKubeconfig) {
-    let facts = AgentFacts::of(&c.nodes);
-    let mut outcomes = Vec::new();
-    for n in &c.nodes {
-        let t = n.target();
-        stages.wait_maintenance(&t).await.unwrap();
-        outcomes.push(
-            stages
-                .apply_config(&t, &c.config(n), &facts, &c.admin)
-                .await
-                .unwrap(),
-        );
-    }
+/// One full bring-up pass, as the orchestrator runs it once the VMs booted with
+/// their `cidata` volumes.
+async fn bring_up(c: &Cluster, stages: &Stages) -> (BootstrapOutcome, FetchedKubeconfig) {
     for n in &c.nodes {
         let tag = stages.wait_installed(&n.target(), &c.admin).await.unwrap();
         assert_eq!(tag, "v1.13.9");
@@ -228,10 +201,10 @@ async fn bring_up(
         .fetch_kubeconfig(&boot, &c.admin, None)
         .await
         .unwrap();
-    (outcomes, b, k)
+    (b, k)
 }
 
-/// `n` nodes from `vmid` on, booted into maintenance in a fresh lab, with fast stages.
+/// `n` nodes from `vmid` on, booted with their `cidata` in a fresh lab, with fast stages.
 fn started(n: usize, vmid: u32, cfg: LabTalosConfig) -> (Cluster, Fabric, LabTalos, Stages) {
     let c = cluster(n, vmid);
     let fabric = Fabric::new();
@@ -254,7 +227,7 @@ async fn running_cluster(
 // ---------------------------------------------------------------- bring-up
 
 #[tokio::test]
-async fn three_nodes_from_maintenance_to_etcd_and_kubeconfig_then_rerun_is_a_noop() {
+async fn three_nodes_from_cidata_to_etcd_and_kubeconfig_then_rerun_is_a_noop() {
     let c = cluster(3, 100);
     let fabric = Fabric::new();
     let mut events = fabric.events.subscribe();
@@ -262,8 +235,7 @@ async fn three_nodes_from_maintenance_to_etcd_and_kubeconfig_then_rerun_is_a_noo
     c.start(&fabric);
     let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
 
-    let (applied, boot, kube) = bring_up(&c, &stages).await;
-    assert_eq!(applied, vec![ApplyOutcome::Applied; 3]);
+    let (boot, kube) = bring_up(&c, &stages).await;
     assert_eq!(boot, BootstrapOutcome::Bootstrapped);
     let text = String::from_utf8(kube.bytes.clone()).unwrap();
     // Compared with a locally generated kubeconfig: same cluster entry, other CA.
@@ -285,8 +257,14 @@ async fn three_nodes_from_maintenance_to_etcd_and_kubeconfig_then_rerun_is_a_noo
     assert!(text.contains(&STANDARD.encode(&c.k8s.crt)));
     let first = lab.counters();
     assert_eq!(
-        (first.applies, first.bootstraps, first.kubeconfigs),
-        (3, 1, 3)
+        (
+            first.cidata_configs,
+            first.applies,
+            first.bootstraps,
+            first.kubeconfigs
+        ),
+        (3, 0, 1, 3),
+        "each node took its config from cidata; nothing was applied over the network"
     );
 
     let mut running = Vec::new();
@@ -305,17 +283,15 @@ async fn three_nodes_from_maintenance_to_etcd_and_kubeconfig_then_rerun_is_a_noo
     assert_eq!(bootstrapped, ["talos-k8s-01"]);
 
     // Second run: nothing is re-applied, etcd is not bootstrapped again.
-    let (again, boot2, _) = bring_up(&c, &stages).await;
-    assert_eq!(again, vec![ApplyOutcome::Unchanged; 3]);
+    let (boot2, _) = bring_up(&c, &stages).await;
     assert_eq!(boot2, BootstrapOutcome::AlreadyBootstrapped);
     let second = lab.counters();
-    assert_eq!(second.applies, first.applies, "identical config re-applied");
+    assert_eq!(second.cidata_configs, 3, "a config taken again");
     assert_eq!(
         second.bootstrap_calls, first.bootstrap_calls,
         "bootstrap called again"
     );
     assert_eq!(second.bootstraps, 1);
-    assert_eq!(second.dry_runs, 3);
     lab.shutdown();
 }
 
@@ -420,50 +396,108 @@ async fn per_node_errors_in_fan_out_metadata_name_the_node() {
     lab.shutdown();
 }
 
-// ---------------------------------------------------------------- maintenance apply
+// ---------------------------------------------------------------- cidata and identity
 
 #[tokio::test]
-async fn config_with_foreign_macs_is_rejected_with_the_reason() {
-    let (c, _fabric, lab, stages) = started(1, 230, LabTalosConfig::fast());
+async fn cidata_config_with_foreign_macs_is_not_taken_and_the_node_is_refused() {
+    let c = cluster(1, 230);
+    let fabric = Fabric::new();
+    let lab = LabTalos::start(&fabric, LabTalosConfig::fast());
     let n = &c.nodes[0];
     let bad = c.config_with_macs(n, &["BC:24:11:00:00:01", &n.vm.nics[1].mac]);
+    fabric.emit(LabEvent::VmStarted(c.with_cidata(n, &bad)));
+    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    // It stays in maintenance mode, where it presents a self-signed certificate.
     let e = stages
-        .apply_config(&n.target(), &bad, &AgentFacts::of(&c.nodes), &c.admin)
+        .wait_installed(&n.target(), &c.admin)
         .await
         .unwrap_err();
-    let msg = failed_in(e, Stage::Apply);
-    assert!(
-        msg.contains(
-            "configuration validation failed: LinkAliasConfig `mgmt` selects MAC bc:24:11:00:00:01"
-        ),
-        "{msg}"
-    );
-    assert_eq!(lab.counters().applies, 0);
+    let msg = failed_in(e, Stage::Install);
+    assert!(msg.contains("is not this cluster's node"), "{msg}");
+    assert_eq!(lab.phase(n.vm.vmid), Some(Phase::Maintenance));
+    assert_eq!(lab.counters().cidata_configs, 0);
     lab.shutdown();
 }
 
 #[tokio::test]
-async fn unconfirmed_identity_sends_no_config() {
-    let (c, _fabric, lab, stages) = started(2, 240, LabTalosConfig::fast());
-    // The agent facts of node 2 are presented for node 1's address: a MAC mismatch.
-    let mut facts = AgentFacts::of(&c.nodes);
-    let swapped = facts.0["talos-k8s-02"].clone();
-    facts.0.insert("talos-k8s-01".into(), swapped);
-    let n = &c.nodes[0];
+async fn cloud_config_or_an_unlabelled_volume_leaves_the_node_in_maintenance() {
+    let c = cluster(2, 235);
+    let fabric = Fabric::new();
+    let lab = LabTalos::start(&fabric, LabTalosConfig::fast());
+    // What Proxmox's generated drive holds: `#cloud-config` is no machine config.
+    fabric.emit(LabEvent::VmStarted(
+        c.with_cidata(&c.nodes[0], b"#cloud-config\nhostname: x\n"),
+    ));
+    // The right files on a volume with another label: not the nocloud volume.
+    let mut vm = c.nodes[1].vm.clone();
+    let config = c.config(&c.nodes[1]);
+    let img = talos_pve::iso9660::image(
+        "config2",
+        &[talos_pve::iso9660::File {
+            name: "user-data",
+            data: &config,
+        }],
+    )
+    .unwrap();
+    vm.media = vec![STANDARD.encode(img)];
+    fabric.emit(LabEvent::VmStarted(vm));
+    for n in &c.nodes {
+        assert_eq!(
+            reach_phase(&lab, n.vm.vmid, Phase::Maintenance).await,
+            Some(Phase::Maintenance),
+            "{}",
+            n.name
+        );
+    }
+    assert_eq!(lab.counters().cidata_configs, 0);
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn a_node_of_another_cluster_is_not_ours() {
+    let (c, fabric, lab, stages) = running_cluster(1, 245, LabTalosConfig::fast()).await;
+    // Our credentials, but we expect the server certificate from another OS CA.
+    let other = test_ca(KeyAlg::Ed25519, "talos");
+    let creds = Credentials {
+        ca_pem: other.crt.clone(),
+        ..c.admin.clone()
+    };
     let e = stages
-        .apply_config(&n.target(), &c.config(n), &facts, &c.admin)
+        .our_node(&c.nodes[0].target(), &creds)
         .await
         .unwrap_err();
-    assert!(matches!(e, TalosError::Identity { .. }), "{e}");
-    assert!(e.to_string().contains("was NOT sent"), "{e}");
-    assert_eq!(lab.counters().applies, 0);
+    assert!(matches!(e, TalosError::NotOurNode { .. }), "{e}");
+    drop(fabric);
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn a_machine_without_our_ca_is_refused_naming_node_address_and_remedy() {
+    let c = cluster(1, 240);
+    let fabric = Fabric::new();
+    let lab = LabTalos::start(&fabric, LabTalosConfig::fast());
+    c.start_bare(&fabric);
+    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
+    let t = c.nodes[0].target();
+    let e = stages.wait_installed(&t, &c.admin).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("talos-k8s-01"), "{msg}");
+    assert!(msg.contains(&t.addr.to_string()), "{msg}");
+    assert!(
+        msg.contains("does not chain to the cluster's OS CA"),
+        "{msg}"
+    );
+    assert!(msg.contains("fix: find the machine that holds"), "{msg}");
+    // The one-shot probe `up` uses before delivering anything says the same.
+    let e = stages.our_node(&t, &c.admin).await.unwrap_err();
+    assert!(matches!(e, TalosError::NotOurNode { .. }), "{e}");
     lab.shutdown();
 }
 
 // ---------------------------------------------------------------- stage timeouts and faults
 
 #[tokio::test]
-async fn node_that_never_boots_times_out_in_maintenance_stage() {
+async fn node_that_never_boots_times_out_in_install_stage() {
     let c = cluster(1, 250);
     let fabric = Fabric::new(); // no VmStarted: the address has no mapping
     let stages = Stages::new(
@@ -471,36 +505,24 @@ async fn node_that_never_boots_times_out_in_maintenance_stage() {
         short_timeouts(Duration::from_millis(200)),
     );
     let e = stages
-        .wait_maintenance(&c.nodes[0].target())
+        .wait_installed(&c.nodes[0].target(), &c.admin)
         .await
         .unwrap_err();
-    let msg = timed_out_in(e, Stage::Maintenance);
+    let msg = timed_out_in(e, Stage::Install);
     assert!(
-        msg.starts_with("node talos-k8s-01: stage `wait for maintenance mode` did not finish"),
+        msg.starts_with("node talos-k8s-01: stage `wait for install and reboot` did not finish"),
         "{msg}"
     );
     assert!(
         msg.contains("no loopback mapping"),
         "last error kept: {msg}"
     );
-    assert!(
-        msg.contains("check: the VM is running and booted the Talos ISO"),
-        "{msg}"
-    );
+    assert!(msg.contains("cidata"), "{msg}");
 }
 
+/// One node booted with its `cidata` (it installs by itself).
 async fn applied(cfg: LabTalosConfig, vmid: u32) -> (Cluster, LabTalos, Fabric) {
-    let (c, fabric, lab, stages) = started(1, vmid, cfg);
-    let n = &c.nodes[0];
-    stages
-        .apply_config(
-            &n.target(),
-            &c.config(n),
-            &AgentFacts::of(&c.nodes),
-            &c.admin,
-        )
-        .await
-        .unwrap();
+    let (c, fabric, lab, _) = started(1, vmid, cfg);
     (c, lab, fabric)
 }
 
@@ -640,13 +662,6 @@ async fn backup_then_recover_into_a_fresh_lab_cluster_restores_the_data() {
     let lab2 = LabTalos::start(&fresh, LabTalosConfig::fast());
     c.start(&fresh);
     let stages2 = Stages::new(fresh.addresses.clone(), fast_timeouts());
-    let facts = AgentFacts::of(&c.nodes);
-    for n in &c.nodes {
-        stages2
-            .apply_config(&n.target(), &c.config(n), &facts, &c.admin)
-            .await
-            .unwrap();
-    }
     for n in &c.nodes {
         stages2.wait_installed(&n.target(), &c.admin).await.unwrap();
     }
@@ -707,10 +722,10 @@ async fn node_state_survives_a_restart_of_the_lab() {
         .await
         .unwrap();
     // Nothing is redone after the restart.
-    let (again, boot, _) = bring_up(&c, &stages).await;
-    assert_eq!(again, vec![ApplyOutcome::Unchanged; 2]);
+    let (boot, _) = bring_up(&c, &stages).await;
     assert_eq!(boot, BootstrapOutcome::AlreadyBootstrapped);
     assert_eq!(lab2.counters().bootstraps, 1);
+    assert_eq!(lab2.counters().cidata_configs, 2);
     lab2.shutdown();
 }
 
@@ -751,11 +766,12 @@ async fn reset_node_rejoins_after_its_dead_member_is_removed() {
         })
         .await
         .unwrap();
-    // Wiped: back in maintenance mode, its old etcd member still listed.
-    assert_eq!(
-        stages.wait_maintenance(&lost).await.unwrap(),
-        NodeMode::Maintenance
-    );
+    // Wiped: back in maintenance mode (a self-signed certificate, nothing of
+    // ours), its old etcd member still listed.
+    assert!(matches!(
+        stages.our_node(&lost, &c.admin).await,
+        Err(TalosError::NotOurNode { .. })
+    ));
     let members = connect(&fabric, &boot, c.admin.clone())
         .etcd_member_list()
         .await
@@ -790,13 +806,9 @@ async fn reset_node_rejoins_after_its_dead_member_is_removed() {
         .wait_etcd_members(&boot, &c.admin, &two)
         .await
         .unwrap();
-    // Rebuild the node: same config, it installs and joins by itself.
+    // Rebuild the node: booted again with its cidata, it installs and joins by itself.
     let n = &c.nodes[2];
-    let out = stages
-        .apply_config(&lost, &c.config(n), &AgentFacts::of(&c.nodes), &c.admin)
-        .await
-        .unwrap();
-    assert_eq!(out, ApplyOutcome::Applied);
+    fabric.emit(LabEvent::VmStarted(c.with_cidata(n, &c.config(n))));
     stages.wait_installed(&lost, &c.admin).await.unwrap();
     let all: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
     stages
@@ -812,13 +824,10 @@ async fn stopped_vm_is_unreachable_and_boots_from_disk_when_started() {
     let (c, fabric, lab, stages) = running_cluster(1, 440, LabTalosConfig::fast()).await;
     let n = &c.nodes[0];
     fabric.emit(LabEvent::VmStopped { vmid: n.vm.vmid });
-    for _ in 0..100 {
-        if lab.phase(n.vm.vmid) == Some(Phase::Stopped) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(lab.phase(n.vm.vmid), Some(Phase::Stopped));
+    assert_eq!(
+        reach_phase(&lab, n.vm.vmid, Phase::Stopped).await,
+        Some(Phase::Stopped)
+    );
     let short = Stages::new(
         fabric.addresses.clone(),
         short_timeouts(Duration::from_millis(200)),
@@ -834,7 +843,7 @@ async fn stopped_vm_is_unreachable_and_boots_from_disk_when_started() {
         "v1.13.9"
     );
     assert_eq!(
-        lab.counters().applies,
+        lab.counters().cidata_configs,
         1,
         "installed config survives the power cycle"
     );
@@ -891,21 +900,6 @@ async fn lost_etcd_is_recovered_in_place_from_a_snapshot() {
 }
 
 #[tokio::test]
-async fn apply_whose_answer_is_lost_is_not_sent_twice() {
-    let mut cfg = LabTalosConfig::fast();
-    cfg.faults.lost_apply_answers = 1;
-    cfg.install = Duration::from_millis(500);
-    let (c, lab, fabric) = applied(cfg, 460).await;
-    assert_eq!(lab.counters().applies, 1);
-    let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
-    stages
-        .wait_installed(&c.nodes[0].target(), &c.admin)
-        .await
-        .unwrap();
-    lab.shutdown();
-}
-
-#[tokio::test]
 async fn maintenance_probe_understands_talos_1_12_and_1_13() {
     for version in ["v1.12.11", "v1.13.9"] {
         let c = cluster(1, 470);
@@ -917,14 +911,11 @@ async fn maintenance_probe_understands_talos_1_12_and_1_13() {
                 ..LabTalosConfig::fast()
             },
         );
-        c.start(&fabric);
+        c.start_bare(&fabric);
         let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
         let t = c.nodes[0].target();
-        assert_eq!(
-            stages.wait_maintenance(&t).await.unwrap(),
-            NodeMode::Maintenance,
-            "{version}"
-        );
+        // Let it boot into maintenance mode.
+        reach_phase(&lab, c.nodes[0].vm.vmid, Phase::Maintenance).await;
         let v = stages
             .client(&t, &TlsMode::Maintenance)
             .unwrap()
@@ -964,13 +955,8 @@ async fn a_1_12_node_upgrades_through_the_legacy_call_only_and_refuses_kubernete
             ..LabTalosConfig::fast()
         },
     );
-    let facts = AgentFacts::of(&c.nodes);
+    // The node installs the config of its cidata volume.
     let t = c.nodes[0].target();
-    stages.wait_maintenance(&t).await.unwrap();
-    stages
-        .apply_config(&t, &c.config(&c.nodes[0]), &facts, &c.admin)
-        .await
-        .unwrap();
     assert_eq!(
         stages.wait_installed(&t, &c.admin).await.unwrap(),
         "v1.12.11"

@@ -176,6 +176,24 @@ fn assert_healthy(dir: &Path) {
     for n in nodes {
         assert_eq!(n["phase"], "Running", "{}", n["vm"]["name"]);
     }
+    // Each node took its config from its cidata volume; none is left on any
+    // storage, nor in any VM's drive.
+    assert_eq!(counter(&lab, "cidata_configs"), 3);
+    assert_eq!(
+        counter(&lab, "applies"),
+        0,
+        "a config went over the network"
+    );
+    let storages = lab["proxmox"]["nodes"].to_string();
+    assert!(
+        !storages.contains("talos-pve-cidata"),
+        "a cidata volume was left behind: {storages}"
+    );
+    for vm in lab["proxmox"]["vms"].as_object().expect("vms").values() {
+        assert_eq!(vm["config"]["ide0"], "none,media=cdrom", "{vm}");
+        // Talos runs from disk, so its qemu-guest-agent extension answers.
+        assert!(vm["guest"].is_array(), "no guest agent: {vm}");
+    }
 }
 
 #[test]
@@ -185,7 +203,10 @@ fn fresh_run_is_healthy_and_a_rerun_changes_nothing() {
     let report = tmp.path().join("report");
     let (out, err) = up_ok(&dir, &["--lab-report", report.to_str().unwrap()]);
     assert!(out.contains("Cluster homelab is up"), "{out}");
-    assert!(out.contains("kubectl get nodes"), "{out}");
+    // The lab's addresses exist only inside it: the summary says so and how to reach it.
+    assert!(out.contains("This was the lab"), "{out}");
+    assert!(out.contains("talos-pve lab serve --profile"), "{out}");
+    assert!(out.contains("--lab-report DIR"), "{out}");
     for f in [
         "secrets.yaml",
         "talosconfig",
@@ -256,7 +277,17 @@ fn fresh_run_is_healthy_and_a_rerun_changes_nothing() {
         assert_eq!(counter(&before, c), counter(&after, c), "{c} on a re-run");
     }
     assert_eq!(err.matches(": up to date").count(), 3, "{err}");
-    assert_eq!(err.matches("apply: unchanged").count(), 3, "{err}");
+    assert_eq!(
+        err.matches("cidata: already runs its config").count(),
+        3,
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("cidata removed: nothing left on Proxmox")
+            .count(),
+        3,
+        "{err}"
+    );
     assert!(err.contains("already bootstrapped"), "{err}");
 }
 
@@ -289,7 +320,8 @@ fn kill_chain(points: &[(&str, Duration)]) -> PathBuf {
 fn killed_at_stage_boundaries_then_resumed() {
     let dir = kill_chain(&[
         ("provision: started", Duration::ZERO),
-        ("apply: started", Duration::ZERO),
+        ("cidata: started", Duration::ZERO),
+        ("install: started", Duration::ZERO),
         ("bootstrap: done", Duration::ZERO),
         ("addons: started", Duration::ZERO),
     ]);
@@ -313,15 +345,18 @@ fn killed_mid_stage_then_resumed_and_status_tells_where_it_stands() {
         !vmids(&lab).is_empty() || !lab["proxmox"]["tasks"].as_array().unwrap().is_empty(),
         "the lab kept what the killed run did on Proxmox"
     );
-    // Mid install: configs applied, nodes installing.
+    // Mid install: cidata attached, nodes booting or installing from it.
     up_killed(&dir, "install: started", Duration::from_millis(50), &[]);
     let lab = lab_state(&dir);
     assert!(
-        counter(&lab, "applies") >= 1,
-        "the applied config survives the kill"
+        counter(&lab, "cidata_configs") >= 1
+            || lab["proxmox"]["vms"]
+                .to_string()
+                .contains("talos-pve-cidata"),
+        "the delivered config survives the kill"
     );
     let (code, out, err) = status(&dir, true);
-    assert_eq!(code, 0, "status after a kill: {err}");
+    assert_eq!(code, 3, "status after a kill: degraded\n{err}");
     let s: Value = serde_json::from_str(out.trim()).expect("status JSON");
     assert_eq!(s["nodes"].as_array().unwrap().len(), 3, "{s}");
     assert!(s["nodes"][0]["vm"]["exists"].as_bool().unwrap(), "{s}");
@@ -369,8 +404,9 @@ fn status_of_a_cluster_that_does_not_exist_yet() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
     let (code, out, err) = status(&dir, true);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 4, "not built yet\n{err}");
     let s: Value = serde_json::from_str(out.trim()).expect("status JSON");
+    assert_eq!(s["verdict"], "not-built", "{s}");
     for n in s["nodes"].as_array().unwrap() {
         assert_eq!(n["vm"]["exists"], false, "{n}");
         assert_eq!(n["talos"]["stage"], "unreachable", "{n}");
@@ -432,7 +468,6 @@ fn talos_and_kubernetes_faults_are_survived() {
     for spec in [
         "time-not-in-sync=2",
         "drop-streams=1",
-        "lost-apply=1",
         "reboot-loops=1",
         "slow-crd=ipaddresspools.metallb.io:60s",
         "slow-install=30s",
@@ -513,6 +548,12 @@ fn json_output_is_json_lines_ending_with_the_summary() {
     assert!(events.len() > 10, "{out}");
     let last = events.last().unwrap();
     assert_eq!(last["event"], "summary", "{last}");
+    assert_eq!(last["format"], 1, "{last}");
+    assert!(
+        last["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{last}"
+    );
+    assert!(last["summary"]["lab"]["serve"].is_string(), "{last}");
     assert!(
         events.iter().any(|e| e["stage"] == "bootstrap"),
         "stage events on stdout: {out}"
@@ -550,4 +591,42 @@ fn two_ups_at_once_take_turns() {
     }
     assert!(outs.iter().any(|o| o.status.success()));
     assert_healthy(&dir);
+}
+
+/// Issue 11 §1: a foreign machine answers at talos-k8s-02's management address
+/// with its MACs. It must receive no machine config (and so no CA key), whatever
+/// `up` does; if `up` reaches it, it refuses and names the node and the address.
+#[test]
+fn an_impostor_at_a_node_address_never_receives_a_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let report = tmp.path().join("report");
+    let (code, out, err) = up(
+        &dir,
+        &[
+            "--lab-faults",
+            "impostor=talos-k8s-02",
+            "--lab-report",
+            report.to_str().unwrap(),
+        ],
+    );
+    let leaked = report.join("talos/impostor-talos-k8s-02.yaml");
+    assert!(
+        !leaked.exists(),
+        "the impostor received a machine config (exit {code})\n--- stderr\n{err}"
+    );
+    assert_ne!(
+        code, 0,
+        "up must not call this cluster healthy\n{out}\n{err}"
+    );
+    assert!(
+        err.contains("talos-k8s-02") && err.contains("10.8.16.21"),
+        "the refusal names the node and its address\n{err}"
+    );
+    // What the lab recorded: no ApplyConfiguration reached any machine (the
+    // impostor counts with the nodes); the real nodes read their cidata volumes.
+    let lab = lab_state(&dir);
+    assert_eq!(counter(&lab, "applies"), 0);
+    assert!(counter(&lab, "cidata_configs") >= 1);
+    assert!(report.join("talos/talos-k8s-01.yaml").exists());
 }

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::Lab;
 use super::store::{self, Conflict};
+use super::{openapi, select, table};
 use crate::jsonschema;
 use crate::kube::Resource;
 
@@ -19,6 +20,7 @@ const BUILTIN: &[(&str, &str, &str, &str, bool)] = &[
     ("", "v1", "ServiceAccount", "serviceaccounts", true),
     ("", "v1", "Endpoints", "endpoints", true),
     ("", "v1", "Pod", "pods", true),
+    ("", "v1", "Event", "events", true),
     (
         "",
         "v1",
@@ -164,24 +166,92 @@ fn not_found(r: &Resource, name: &str) -> Reply {
     status(404, "NotFound", format!("{what} \"{name}\" not found"))
 }
 
-fn resource_list(gv: &str, rs: &[&Resource]) -> Value {
+/// The short names discovery lists (kubectl resolves `ns`, `ds`, `deploy` with
+/// them), from the built-in registries, or a CRD's `spec.names.shortNames`.
+fn short_names(lab: &Lab, r: &Resource) -> Value {
+    let builtin: &[&str] = match r.plural.as_str() {
+        "namespaces" => &["ns"],
+        "nodes" => &["no"],
+        "persistentvolumes" => &["pv"],
+        "persistentvolumeclaims" => &["pvc"],
+        "configmaps" => &["cm"],
+        "services" => &["svc"],
+        "serviceaccounts" => &["sa"],
+        "endpoints" => &["ep"],
+        "pods" => &["po"],
+        "events" => &["ev"],
+        "deployments" => &["deploy"],
+        "daemonsets" => &["ds"],
+        "statefulsets" => &["sts"],
+        "cronjobs" => &["cj"],
+        "customresourcedefinitions" => &["crd", "crds"],
+        "poddisruptionbudgets" => &["pdb"],
+        "networkpolicies" => &["netpol"],
+        "ingresses" => &["ing"],
+        _ => &[],
+    };
+    if BUILTIN.iter().any(|b| b.0 == r.group) {
+        return json!(builtin);
+    }
+    lab.store
+        .get(&store::key(
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            None,
+            &format!("{}.{}", r.plural, r.group),
+        ))
+        .map_or(json!([]), |crd| crd["spec"]["names"]["shortNames"].clone())
+}
+
+/// The `all` category (`kubectl get all`), as the built-in registries declare it.
+fn categories(r: &Resource) -> Value {
+    let all = matches!(
+        r.plural.as_str(),
+        "pods" | "services" | "deployments" | "daemonsets" | "statefulsets" | "jobs" | "cronjobs"
+    ) && BUILTIN.iter().any(|b| b.0 == r.group);
+    if all { json!(["all"]) } else { json!([]) }
+}
+
+fn resource_list(lab: &Lab, gv: &str, rs: &[&Resource]) -> Value {
     let items: Vec<Value> = rs
         .iter()
         .map(|r| json!({"name": r.plural, "singularName": r.kind.to_lowercase(), "namespaced": r.namespaced,
-            "kind": r.kind, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}))
+            "kind": r.kind, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+            "shortNames": short_names(lab, r), "categories": categories(r)}))
         .collect();
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": items})
 }
 
-/// One request: `query` is the raw query string, `ctype` the Content-Type.
-pub fn handle(lab: &Lab, method: &str, path: &str, query: &str, ctype: &str, body: &[u8]) -> Reply {
-    let q = |k: &str| {
-        query.split('&').find_map(|kv| {
-            kv.split_once('=')
-                .filter(|(a, _)| *a == k)
-                .map(|(_, v)| v.to_owned())
-        })
-    };
+/// One HTTP request as the handlers see it.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The raw (percent-encoded) query string.
+    pub query: &'a str,
+    pub content_type: &'a str,
+    pub accept: &'a str,
+    pub body: &'a [u8],
+}
+
+/// `/version`: what `kubectl version` and client-go's server checks read.
+fn version(lab: &Lab) -> Reply {
+    let v = lab.cfg.kubernetes_version.trim_start_matches('v');
+    let mut parts = v.split('.');
+    let (major, minor) = (parts.next().unwrap_or("1"), parts.next().unwrap_or("0"));
+    reply(
+        200,
+        json!({"major": major, "minor": minor, "gitVersion": format!("v{v}"),
+            "goVersion": "lab", "compiler": "gc", "platform": "linux/amd64"}),
+    )
+}
+
+/// One request.
+pub fn handle(lab: &Lab, req: &Request) -> Reply {
+    let (method, path, ctype, body) = (req.method, req.path, req.content_type, req.body);
+    let query: Vec<(String, String)> = form_urlencoded::parse(req.query.as_bytes())
+        .into_owned()
+        .collect();
+    let q = |k: &str| query.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
     let segs: Vec<&str> = path
         .trim_matches('/')
         .split('/')
@@ -189,7 +259,28 @@ pub fn handle(lab: &Lab, method: &str, path: &str, query: &str, ctype: &str, bod
         .collect();
     let all = resources(lab);
     let (group, version, rest) = match segs.as_slice() {
-        ["api"] => return reply(200, json!({"kind": "APIVersions", "versions": ["v1"]})),
+        ["version"] => return version(lab),
+        ["openapi", "v3"] => return reply(200, openapi::index(&all, &lab.store.current_rv())),
+        ["openapi", "v3", gv @ ..] => {
+            return match openapi::group_version(&all, &gv.join("/")) {
+                Some(doc) => reply(200, doc),
+                None => status(
+                    404,
+                    "NotFound",
+                    format!("the server could not find the requested resource ({path})"),
+                ),
+            };
+        }
+        // The legacy discovery documents: kubectl asks for the aggregated form
+        // (apidiscovery.k8s.io/v2) first and falls back to these, as it does with
+        // servers older than 1.26, when the answer is plain `application/json`.
+        ["api"] => {
+            return reply(
+                200,
+                json!({"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}),
+            );
+        }
         ["apis"] => {
             let mut groups: Vec<(String, Vec<String>)> = Vec::new();
             for r in all.iter().filter(|r| !r.group.is_empty()) {
@@ -241,7 +332,7 @@ pub fn handle(lab: &Lab, method: &str, path: &str, query: &str, ctype: &str, bod
         } else {
             format!("{group}/{version}")
         };
-        return reply(200, resource_list(&gv, &in_gv));
+        return reply(200, resource_list(lab, &gv, &in_gv));
     }
     let (ns, plural, name) = match rest {
         ["namespaces", ns, plural, tail @ ..] if tail.len() <= 1 => {
@@ -264,9 +355,57 @@ pub fn handle(lab: &Lab, method: &str, path: &str, query: &str, ctype: &str, bod
         );
     };
     let ns = ns.filter(|_| res.namespaced);
+    let strict = q("fieldValidation").as_deref() == Some("Strict");
+    if matches!(q("watch").as_deref(), Some("true" | "1")) {
+        // Said plainly rather than answered with a list the client would misread.
+        return status(
+            405,
+            "MethodNotAllowed",
+            format!("the talos-pve lab does not serve watches ({path}); list again instead"),
+        );
+    }
     match (method, name) {
-        ("GET", None) => list(lab, res, ns, q("labelSelector").as_deref()),
+        ("GET", None) => {
+            let selectors = (
+                q("labelSelector").unwrap_or_default(),
+                q("fieldSelector").unwrap_or_default(),
+            );
+            match list(lab, res, ns, &selectors) {
+                Ok(items) if table::wants_table(req.accept) => reply(
+                    200,
+                    table::table(
+                        &res.kind,
+                        printer_columns(lab, res).as_deref(),
+                        &items,
+                        &lab.store.current_rv(),
+                        table::Include::from_query(q("includeObject").as_deref()),
+                    ),
+                ),
+                Ok(items) => reply(
+                    200,
+                    json!({"apiVersion": res.api_version(), "kind": format!("{}List", res.kind),
+                        "metadata": {"resourceVersion": lab.store.current_rv()}, "items": items}),
+                ),
+                Err(r) => r,
+            }
+        }
         ("GET", Some(n)) => match lab.store.get(&store::key(group, plural, ns, n)) {
+            Some(o) if table::wants_table(req.accept) => {
+                let rv = o["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                reply(
+                    200,
+                    table::table(
+                        &res.kind,
+                        printer_columns(lab, res).as_deref(),
+                        &[o],
+                        &rv,
+                        table::Include::from_query(q("includeObject").as_deref()),
+                    ),
+                )
+            }
             Some(o) => reply(200, o),
             None => not_found(res, n),
         },
@@ -285,6 +424,9 @@ pub fn handle(lab: &Lab, method: &str, path: &str, query: &str, ctype: &str, bod
                     "the request body is not valid JSON or YAML".into(),
                 );
             };
+            if strict && let Err(r) = strict_fields(lab, res, n, &patch) {
+                return r;
+            }
             if ctype.starts_with("application/apply-patch+yaml") {
                 let Some(manager) = q("fieldManager") else {
                     return status(
@@ -331,6 +473,9 @@ pub fn handle(lab: &Lab, method: &str, path: &str, query: &str, ctype: &str, bod
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
+            if strict && let Err(r) = strict_fields(lab, res, &n, &obj) {
+                return r;
+            }
             if lab.store.get(&store::key(group, plural, ns, &n)).is_some() {
                 return status(
                     409,
@@ -363,33 +508,33 @@ fn parse_body(body: &[u8]) -> Option<Value> {
         .filter(Value::is_object)
 }
 
-fn list(lab: &Lab, res: &Resource, ns: Option<&str>, selector: Option<&str>) -> Reply {
-    let sel: Vec<(String, String)> = selector
-        .map(|s| s.replace("%2F", "/").replace("%3D", "="))
-        .into_iter()
-        .flat_map(|s| {
-            s.split(',')
-                .filter_map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let items: Vec<Value> = lab
+/// The objects a list request selects (`labelSelector`, `fieldSelector`); a
+/// selector the real server cannot parse or does not index is a 400.
+fn list(
+    lab: &Lab,
+    res: &Resource,
+    ns: Option<&str>,
+    (labels, fields): &(String, String),
+) -> Result<Vec<Value>, Reply> {
+    let bad = |m: String| status(400, "BadRequest", m);
+    let labels = select::parse(labels, true).map_err(bad)?;
+    let fields = select::parse(fields, false).map_err(bad)?;
+    select::check_fields(&res.kind, &fields).map_err(bad)?;
+    Ok(lab
         .store
         .list(&store::prefix(&res.group, &res.plural, ns))
         .into_iter()
-        .filter(|o| {
-            sel.iter()
-                .all(|(k, v)| o["metadata"]["labels"][k] == v.as_str())
-        })
-        .collect();
-    reply(
-        200,
-        json!({"apiVersion": res.api_version(), "kind": format!("{}List", res.kind),
-        "metadata": {"resourceVersion": lab.store.current_rv()}, "items": items}),
-    )
+        .filter(|o| select::labels_match(o, &labels) && select::fields_match(o, &fields))
+        .collect())
+}
+
+/// A custom resource's printer columns (from its CRD's served version).
+fn printer_columns(lab: &Lab, res: &Resource) -> Option<Vec<table::CrdColumn>> {
+    if BUILTIN.iter().any(|b| b.0 == res.group) {
+        return None;
+    }
+    let crd = crd_version(lab, res)?;
+    Some(table::CrdColumn::of(&crd))
 }
 
 /// The real message for a podCIDR change.
@@ -468,7 +613,75 @@ fn validate(
     Ok(())
 }
 
+/// `fieldValidation=Strict` (kubectl apply and create send it): a field the CRD
+/// schema does not declare is refused with 400 instead of pruned (KEP-2885
+/// server-side field validation; the message as the apply path words it).
+fn strict_fields(lab: &Lab, res: &Resource, name: &str, body: &Value) -> Result<(), Reply> {
+    if BUILTIN.iter().any(|b| b.0 == res.group) {
+        return Ok(());
+    }
+    let Some(schema) = crd_schema(lab, res) else {
+        return Ok(());
+    };
+    let unknown: Vec<String> = jsonschema::validate(&schema, body)
+        .into_iter()
+        .filter(|i| i.unknown && !i.path.starts_with("metadata"))
+        .map(|i| format!(".{}: field not declared in schema", i.path))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(status(
+        400,
+        "BadRequest",
+        format!(
+            "failed to create typed patch object ({}, Kind={}) /{name}: {}",
+            res.api_version(),
+            res.kind,
+            unknown.join(", ")
+        ),
+    ))
+}
+
+/// A custom resource gets its schema's `default`s for absent fields on every write,
+/// as the API server defaults structural schemas (apiextensions-apiserver
+/// `pkg/apiserver/schema/defaulting`): recursively, into objects that are present.
+fn default_fields(lab: &Lab, res: &Resource, obj: &mut Value) {
+    fn walk(schema: &Value, v: &mut Value) {
+        let Some(props) = schema["properties"].as_object() else {
+            return;
+        };
+        let Some(map) = v.as_object_mut() else {
+            return;
+        };
+        for (k, sub) in props {
+            if !map.contains_key(k)
+                && let Some(d) = sub.get("default")
+            {
+                map.insert(k.clone(), d.clone());
+            }
+            if let Some(child) = map.get_mut(k) {
+                walk(sub, child);
+            }
+        }
+    }
+    if BUILTIN.iter().any(|b| b.0 == res.group) {
+        return;
+    }
+    if let Some(schema) = crd_schema(lab, res) {
+        // metadata is the server's, never defaulted from a CRD schema.
+        if let Some(spec) = obj.get_mut("spec") {
+            walk(&schema["properties"]["spec"], spec);
+        }
+    }
+}
+
 fn crd_schema(lab: &Lab, res: &Resource) -> Option<Value> {
+    crd_version(lab, res).map(|v| v["schema"]["openAPIV3Schema"].clone())
+}
+
+/// The CRD's entry for the version `res` is served at.
+fn crd_version(lab: &Lab, res: &Resource) -> Option<Value> {
     let crd = lab.store.get(&store::key(
         "apiextensions.k8s.io",
         "customresourcedefinitions",
@@ -479,7 +692,7 @@ fn crd_schema(lab: &Lab, res: &Resource) -> Option<Value> {
         .as_array()?
         .iter()
         .find(|v| v["name"] == res.version.as_str())
-        .map(|v| v["schema"]["openAPIV3Schema"].clone())
+        .cloned()
 }
 
 /// Validating webhooks matching this resource must be reachable (`failurePolicy: Fail`).
@@ -580,6 +793,7 @@ fn server_side_apply(
     if let Some(ns) = ns {
         obj["metadata"]["namespace"] = json!(ns);
     }
+    default_fields(lab, res, &mut obj);
     if let Err(r) = validate(lab, res, ns, name, old.as_ref(), &obj) {
         return r;
     }
@@ -603,6 +817,7 @@ fn merge(
     let mut obj = old.clone();
     store::merge_patch(&mut obj, patch);
     store::record_update(&mut obj, patch, manager);
+    default_fields(lab, res, &mut obj);
     if let Err(r) = validate(lab, res, ns, name, Some(&old), &obj) {
         return r;
     }

@@ -6,8 +6,11 @@
 //! restore the API state. Simulated controllers (`sim`) make the cluster converge.
 
 mod api;
+mod openapi;
+mod select;
 mod sim;
 mod store;
+mod table;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
@@ -59,6 +62,11 @@ pub struct KubeSimConfig {
     pub webhook_grace: Duration,
     /// Labels every registering Node carries in addition to the kubelet's.
     pub node_labels: BTreeMap<String, String>,
+    /// What `/version` and each Node's `status.nodeInfo` report (the profile's).
+    pub kubernetes_version: String,
+    pub talos_version: String,
+    /// Each node's VM size (cores, MiB), reported as the Node's capacity.
+    pub node_sizes: BTreeMap<String, (u32, u32)>,
 }
 
 impl KubeSimConfig {
@@ -74,6 +82,7 @@ impl KubeSimConfig {
             webhook_endpoint: Duration::from_secs(5),
             webhook_grace: Duration::from_secs(5),
             node_labels: BTreeMap::new(),
+            ..Self::fast()
         }
     }
 
@@ -90,6 +99,9 @@ impl KubeSimConfig {
             webhook_endpoint: ms(20),
             webhook_grace: ms(60),
             node_labels: BTreeMap::new(),
+            kubernetes_version: crate::profile::default_k8s_version(),
+            talos_version: crate::profile::default_talos_version(),
+            node_sizes: BTreeMap::new(),
         }
     }
 }
@@ -188,18 +200,23 @@ async fn respond(
     let bytes = axum::body::to_bytes(axum::body::Body::new(body), 16 << 20)
         .await
         .unwrap_or_default();
-    let ctype = parts
-        .headers
-        .get(hyper::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let header = |h: hyper::header::HeaderName| {
+        parts
+            .headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
     let r = api::handle(
         &lab,
-        parts.method.as_str(),
-        parts.uri.path(),
-        parts.uri.query().unwrap_or_default(),
-        ctype,
-        &bytes,
+        &api::Request {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or_default(),
+            content_type: header(hyper::header::CONTENT_TYPE),
+            accept: header(hyper::header::ACCEPT),
+            body: &bytes,
+        },
     );
     hyper::Response::builder()
         .status(r.code)

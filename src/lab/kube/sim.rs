@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::Lab;
 use super::store::{self, key};
 use crate::addons::cilium;
+use crate::lab::LabNodeInfo;
 
 /// The objects cilium-cli renders for the Talos native-routing values (chart 1.19.6):
 /// (apiVersion, kind, namespace, name).
@@ -142,6 +143,7 @@ pub fn step(lab: &Lab) {
     establish_crds(lab);
     run_cilium_job(lab);
     roll_out(lab);
+    run_pods(lab);
     nodes_ready(lab);
     webhook_endpoints(lab);
 }
@@ -150,14 +152,24 @@ fn nodes(lab: &Lab) -> Vec<Value> {
     lab.store.list(&store::prefix("", "nodes", None))
 }
 
+/// The kubelet's version: its config's image tag, else the release default.
+fn kubelet_version(lab: &Lab, info: &LabNodeInfo) -> String {
+    if info.kubelet_version.is_empty() {
+        format!("v{}", lab.cfg.kubernetes_version.trim_start_matches('v'))
+    } else {
+        info.kubelet_version.clone()
+    }
+}
+
 fn register_nodes(lab: &Lab) {
     let infos = lab.nodes.lock().expect("nodes lock").clone();
     for info in infos {
         let k = key("", "nodes", None, &info.hostname);
         if let Some(mut node) = lab.store.get(&k) {
             // A restarted kubelet (new image) reports its version at once.
-            if node["status"]["nodeInfo"]["kubeletVersion"] != info.kubelet_version.as_str() {
-                node["status"]["nodeInfo"]["kubeletVersion"] = json!(info.kubelet_version);
+            let kubelet = kubelet_version(lab, &info);
+            if node["status"]["nodeInfo"]["kubeletVersion"] != kubelet.as_str() {
+                node["status"]["nodeInfo"]["kubeletVersion"] = json!(kubelet);
                 save(lab, node);
             }
             continue;
@@ -177,6 +189,17 @@ fn register_nodes(lab: &Lab) {
         for (k, v) in &lab.cfg.node_labels {
             labels[k] = json!(v);
         }
+        // The kubelet's heartbeat object (`kubectl describe node` shows its holder).
+        save(
+            lab,
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": info.hostname, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": info.hostname, "leaseDurationSeconds": 40, "renewTime": store::now()}}),
+        );
+        let capacity = lab.cfg.node_sizes.get(&info.hostname).map(|(cores, mib)| {
+            json!({"cpu": cores.to_string(), "memory": format!("{}Ki", u64::from(*mib) * 1024), "pods": "110"})
+        }).unwrap_or_else(|| json!({}));
+        let now = store::now();
         save(
             lab,
             json!({"apiVersion": "v1", "kind": "Node",
@@ -185,8 +208,13 @@ fn register_nodes(lab: &Lab) {
             "status": {
                 "addresses": [{"type": "InternalIP", "address": info.internal_ip.to_string()},
                               {"type": "Hostname", "address": info.hostname}],
-                "nodeInfo": {"kubeletVersion": info.kubelet_version},
+                // What a Talos kubelet reports (`kubectl get nodes -o wide`).
+                "nodeInfo": {"kubeletVersion": kubelet_version(lab, &info),
+                    "osImage": format!("Talos ({})", lab.cfg.talos_version), "operatingSystem": "linux",
+                    "architecture": "amd64", "kernelVersion": "lab", "containerRuntimeVersion": "containerd://lab"},
+                "capacity": capacity, "allocatable": capacity,
                 "conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
+                    "lastHeartbeatTime": now, "lastTransitionTime": now,
                     "message": "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized"}]}}),
         );
     }
@@ -321,6 +349,8 @@ fn install_cilium(lab: &Lab, version: &str, v: &Value) {
         "ipam": s(&v["ipam"]["mode"]),
         "kube-proxy-replacement": s(&v["kubeProxyReplacement"]),
         "enable-ipv4-masquerade": s(&v["enableIPv4Masquerade"]),
+        "enable-bpf-masquerade": s(&v["bpf"]["masquerade"]),
+        "enable-host-legacy-routing": s(&v["bpf"]["hostLegacyRouting"]),
         "k8s-service-host": s(&v["k8sServiceHost"]),
         "k8s-service-port": s(&v["k8sServicePort"]),
         "default-lb-service-ipam": s(&v["defaultLBServiceIPAM"]),
@@ -414,6 +444,123 @@ fn roll_out(lab: &Lab) {
     }
 }
 
+/// The random-looking suffixes of generated pod names, from `seed` (the real ones
+/// come from `k8s.io/apimachinery/pkg/util/rand.String`'s alphabet).
+fn suffix(seed: &str, len: usize) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    ring::digest::digest(&ring::digest::SHA256, seed.as_bytes())
+        .as_ref()
+        .iter()
+        .take(len)
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// A running Pod of workload `w` on `node` (`i`: its index among the workload's pods).
+fn pod(w: &Value, owner: (&str, String), name: String, node: &Value, i: usize) -> Value {
+    let tmpl = &w["spec"]["template"];
+    let node_ip = node["status"]["addresses"][0]["address"].clone();
+    let host_network = tmpl["spec"]["hostNetwork"] == true;
+    let pod_ip = if host_network {
+        node_ip.clone()
+    } else {
+        node["spec"]["podCIDR"]
+            .as_str()
+            .and_then(|c| c.parse::<ipnet::Ipv4Net>().ok())
+            .map_or(Value::Null, |n| {
+                json!(std::net::Ipv4Addr::from(u32::from(n.network()) + 10 + i as u32).to_string())
+            })
+    };
+    let statuses: Vec<Value> = tmpl["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| json!({"name": c["name"], "image": c["image"], "ready": true, "started": true,
+            "restartCount": 0, "state": {"running": {"startedAt": w["metadata"]["creationTimestamp"]}}}))
+        .collect();
+    let cond = |t: &str| json!({"type": t, "status": "True"});
+    let mut spec = tmpl["spec"].clone();
+    spec["nodeName"] = node["metadata"]["name"].clone();
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": w["metadata"]["namespace"], "labels": tmpl["metadata"]["labels"],
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner.0, "name": owner.1,
+                "controller": true, "blockOwnerDeletion": true}]},
+        "spec": spec,
+        "status": {"phase": "Running", "hostIP": node_ip, "hostIPs": [{"ip": node_ip}],
+            "podIP": pod_ip, "podIPs": [{"ip": pod_ip}], "qosClass": "BestEffort",
+            "conditions": [cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")],
+            "containerStatuses": statuses}})
+}
+
+/// The scheduler and kubelets, coarsely: a ready DaemonSet runs one Pod per Node, a
+/// ready Deployment its replicas (owned by a ReplicaSet, as the real controller
+/// names them); Pods of a workload that is gone or not ready go away. Pods nobody
+/// owns (created by hand) are left alone.
+fn run_pods(lab: &Lab) {
+    let nodes = nodes(lab);
+    if nodes.is_empty() {
+        return;
+    }
+    let mut want = std::collections::BTreeMap::new();
+    for (plural_, is_ds) in [("daemonsets", true), ("deployments", false)] {
+        for w in lab.store.list(&store::prefix("apps", plural_, None)) {
+            let ready = if is_ds {
+                crate::kube::daemonset_ready(&w).is_ok()
+            } else {
+                crate::kube::deployment_ready(&w).is_ok()
+            };
+            if !ready {
+                continue;
+            }
+            let name = w["metadata"]["name"].as_str().unwrap_or_default();
+            let ns = w["metadata"]["namespace"].as_str().unwrap_or_default();
+            let count = if is_ds {
+                nodes.len()
+            } else {
+                w["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize
+            };
+            let rs = format!("{name}-{}", suffix(&format!("{ns}/{name}"), 10));
+            for i in 0..count {
+                let node = &nodes[i % nodes.len()];
+                let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
+                let (owner, pod_name) = if is_ds {
+                    let seed = format!("{ns}/{name}/{node_name}");
+                    (
+                        ("DaemonSet", name.to_owned()),
+                        format!("{name}-{}", suffix(&seed, 5)),
+                    )
+                } else {
+                    let seed = format!("{rs}/{i}");
+                    (
+                        ("ReplicaSet", rs.clone()),
+                        format!("{rs}-{}", suffix(&seed, 5)),
+                    )
+                };
+                want.insert(
+                    key("", "pods", Some(ns), &pod_name),
+                    (w.clone(), owner, pod_name, node.clone(), i),
+                );
+            }
+        }
+    }
+    for p in lab.store.list(&store::prefix("", "pods", None)) {
+        let k = obj_key(&p);
+        let owned = matches!(
+            p["metadata"]["ownerReferences"][0]["kind"].as_str(),
+            Some("DaemonSet" | "ReplicaSet")
+        );
+        if owned && !want.contains_key(&k) {
+            lab.store.delete(&k);
+        }
+    }
+    for (k, (w, owner, name, node, i)) in want {
+        // Created once: a running Pod's status does not change by itself.
+        if lab.store.get(&k).is_none() {
+            lab.store.put(&k, pod(&w, owner, name, &node, i));
+        }
+    }
+}
+
 /// A node is Ready once the CNI runs and it has a pod CIDR; a stopped VM's node
 /// goes Unknown, as the node lifecycle controller marks it.
 fn nodes_ready(lab: &Lab) {
@@ -421,13 +568,22 @@ fn nodes_ready(lab: &Lab) {
     let down = lab.down.lock().expect("down lock").clone();
     for mut n in nodes(lab) {
         let name = n["metadata"]["name"].as_str().unwrap_or_default();
-        let ready = if down.contains(name) {
+        let mut ready = if down.contains(name) {
             json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."})
         } else if cni && n["spec"]["podCIDR"].as_str().is_some_and(|c| !c.is_empty()) {
             json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"})
         } else {
             continue;
         };
+        let old = &n["status"]["conditions"][0];
+        if old["status"] == ready["status"] {
+            ready["lastHeartbeatTime"] = old["lastHeartbeatTime"].clone();
+            ready["lastTransitionTime"] = old["lastTransitionTime"].clone();
+        } else {
+            let now = json!(store::now());
+            ready["lastHeartbeatTime"] = now.clone();
+            ready["lastTransitionTime"] = now;
+        }
         n["status"]["conditions"] = json!([ready]);
         save(lab, n);
     }

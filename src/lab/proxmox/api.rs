@@ -36,6 +36,10 @@ pub struct Request {
     pub authorization: Option<String>,
     pub cookie: Option<String>,
     pub csrf: Option<String>,
+    /// The body was `multipart/form-data` (only `upload` takes one).
+    pub multipart: bool,
+    /// The file part of a multipart body: `(file name, bytes)`.
+    pub upload: Option<(String, Vec<u8>)>,
     pub body: Vec<u8>,
 }
 
@@ -161,6 +165,7 @@ pub fn initial_state(px: &Proxmox) -> anyhow::Result<LabPveState> {
                 shared: false,
                 total,
                 volumes: BTreeMap::new(),
+                files: BTreeMap::new(),
             };
             let node = LabNode {
                 name: h.name.clone(),
@@ -289,6 +294,14 @@ impl Lab {
     pub fn with_config(&self, f: impl FnOnce(&mut LabProxmoxConfig)) {
         f(&mut self.config.lock().expect("lab config"));
     }
+    pub fn guest_running(&self, vmid: u32, mgmt: std::net::Ipv4Addr, kubelet: std::net::Ipv4Addr) {
+        guest_running(
+            &mut self.state.lock().expect("lab state"),
+            vmid,
+            mgmt,
+            kubelet,
+        );
+    }
     pub fn insert_vm(&self, vm: LabVmState) {
         self.state
             .lock()
@@ -336,6 +349,11 @@ impl Lab {
                     vm.config.remove("lock");
                 }
                 let t = &mut st.tasks[i];
+                // The uploaded bytes now live in the storage (or nowhere): a
+                // finished task keeps no copy of them (they may hold CA keys).
+                if let TaskEffect::Upload { bytes, .. } = &mut t.effect {
+                    bytes.clear();
+                }
                 match result {
                     Ok(()) => {
                         t.log.push("TASK OK".into());
@@ -492,6 +510,8 @@ impl Lab {
             ("GET", ["nodes", _, "storage"]) => &[schema::STORAGE_LIST],
             ("GET", ["nodes", _, "storage", _, "content"]) => &[schema::CONTENT_LIST],
             ("POST", ["nodes", _, "storage", _, "download-url"]) => &[schema::DOWNLOAD],
+            ("POST", ["nodes", _, "storage", _, "upload"]) => &[schema::UPLOAD],
+            ("DELETE", ["nodes", _, "storage", _, "content", ..]) => &[schema::CONTENT_DELETE],
             ("GET", ["nodes", _, "network"]) => &[schema::NETWORK_LIST],
             ("POST", ["nodes", _, "qemu"]) => &[schema::VM_CONFIG, schema::CREATE_EXTRA],
             ("GET", ["nodes", _, "qemu", _, "config"]) => &[schema::CONFIG_GET],
@@ -510,7 +530,36 @@ impl Lab {
                 return Reply::err(501, format!("Method '{m} {path}' not implemented"));
             }
         };
+        let upload = matches!(
+            (m, seg.as_slice()),
+            ("POST", ["nodes", _, "storage", _, "upload"])
+        );
+        if req.multipart && !upload {
+            // pve-http-server AnyEvent.pm: multipart bodies are for uploads only.
+            return Reply::err(506, "Unsupported content type");
+        }
+        // Checked before the body is read (pve-manager PVE/HTTPServer.pm 115-121).
+        let needs = match (m, seg.as_slice()) {
+            ("POST", ["nodes", _, "storage", s, "upload"]) => {
+                Some(("Datastore.AllocateTemplate", format!("/storage/{s}")))
+            }
+            ("DELETE", ["nodes", _, "storage", s, "content", ..]) => {
+                Some(("Datastore.Allocate", format!("/storage/{s}")))
+            }
+            _ => None,
+        };
+        if let Some((privilege, path)) = needs
+            && !self.has_privilege(privilege)
+        {
+            return Reply::err(
+                403,
+                format!("Permission check failed ({path}, {privilege})"),
+            );
+        }
         if let Err(e) = schema::validate(&params, spec) {
+            return Reply::params(e);
+        }
+        if let Err(e) = schema::validate_path(&seg) {
             return Reply::params(e);
         }
         // Path parameters: node names, VMIDs.
@@ -569,6 +618,12 @@ impl Lab {
             ("POST", ["nodes", n, "storage", s, "download-url"]) => {
                 self.download(n, s, &params, &user, injected_task_error)
             }
+            ("POST", ["nodes", n, "storage", s, "upload"]) => {
+                self.upload(n, s, &params, req.upload.as_ref(), &user)
+            }
+            ("DELETE", ["nodes", n, "storage", s, "content", volume @ ..]) => {
+                self.delete_volume(n, s, &volume.join("/"), &user)
+            }
             ("GET", ["nodes", n, "network"]) => {
                 self.network(n, params.get("type").map(String::as_str))
             }
@@ -621,6 +676,156 @@ impl Lab {
             .expect("lab tickets")
             .insert(ticket.clone(), csrf.clone());
         Reply::data(json!({"username": user, "ticket": ticket, "CSRFPreventionToken": csrf}))
+    }
+
+    /// The token holds `privilege` (the lab grants on `/`, propagated).
+    fn has_privilege(&self, privilege: &str) -> bool {
+        let cfg = self.config.lock().expect("lab config");
+        cfg.token_privileges
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|x| x == privilege))
+    }
+
+    /// `POST /nodes/{node}/storage/{storage}/upload` (pve-storage 9.1.7
+    /// `API2/Storage/Status.pm` 519-734; proxmox-semantics §2): the file part's
+    /// name is normalised, ISO content needs `.iso`/`.img`, the checksum is verified
+    /// inside the `imgcopy` task, an existing file is overwritten.
+    fn upload(
+        self: &std::sync::Arc<Self>,
+        node: &str,
+        storage: &str,
+        p: &BTreeMap<String, String>,
+        file: Option<&(String, Vec<u8>)>,
+        user: &str,
+    ) -> Reply {
+        let param_err = |k: &str, msg: &str| {
+            let mut e = BTreeMap::new();
+            e.insert(k.to_owned(), msg.to_owned());
+            Reply::params(e)
+        };
+        let Some((raw_name, bytes)) = file else {
+            return param_err("filename", "property is missing and it is not optional");
+        };
+        if p.contains_key("checksum") != p.contains_key("checksum-algorithm") {
+            return param_err(
+                "checksum",
+                "'checksum' and 'checksum-algorithm' must be set together",
+            );
+        }
+        // pve-storage Storage.pm 2483-2491: path stripped, odd characters become `_`.
+        let base = raw_name.rsplit(['/', '\\']).next().unwrap_or_default();
+        let filename: String = base
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if filename.len() > 255 {
+            return param_err("filename", "value may only be 255 characters long");
+        }
+        let content = &p["content"];
+        let lower = filename.to_lowercase();
+        if content == "iso" && !(lower.ends_with(".iso") || lower.ends_with(".img")) {
+            return param_err("filename", "wrong file extension");
+        }
+        let mut st = self.state.lock().expect("lab state");
+        let Some(s) = st.nodes[node].storages.iter().find(|s| s.id == storage) else {
+            return Reply::err(500, format!("storage '{storage}' does not exist"));
+        };
+        if !s.content.iter().any(|c| c == content) {
+            return Reply::err(
+                500,
+                format!("storage '{storage}' does not support '{content}' content"),
+            );
+        }
+        let mut error = None;
+        if let Some(want) = p.get("checksum") {
+            let got = match p["checksum-algorithm"].as_str() {
+                "sha256" => hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes)),
+                other => format!("(lab: {other} not simulated)"),
+            };
+            if !got.eq_ignore_ascii_case(want) {
+                error = Some(format!("checksum mismatch: got '{got}' != expect '{want}'"));
+            }
+        }
+        let volid = format!("{storage}:{content}/{filename}");
+        // Uploads are never proxied: the `imgcopy` task runs on the node that
+        // received the request (the endpoint's host) and copies the file to `node`
+        // (pve-manager `PVE/HTTPServer.pm` 185, pve-storage `Status.pm` 638-666).
+        let endpoint_ip = st.endpoint.ip().to_string();
+        let receiving = st
+            .nodes
+            .values()
+            .find(|n| {
+                n.network.iter().any(|i| {
+                    i.cidr.as_deref().and_then(|c| c.split('/').next()) == Some(&endpoint_ip)
+                })
+            })
+            .map_or_else(|| node.to_owned(), |n| n.name.clone());
+        let upid = self.new_task(
+            &mut st,
+            &receiving,
+            "imgcopy",
+            "",
+            user,
+            TaskEffect::Upload {
+                node: node.into(),
+                storage: storage.into(),
+                volid,
+                bytes: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes),
+            },
+            error,
+        );
+        drop(st);
+        self.spawn_settle("imgcopy");
+        Reply::data(json!(upid))
+    }
+
+    /// `DELETE /nodes/{n}/storage/{s}/content/{volume}` (pve-storage
+    /// `API2/Storage/Content.pm` 453-540): `volume` is the full volid or the part
+    /// after `storage:`; an `imgdel` task frees it. Nothing checks whether a VM
+    /// still has it attached. A missing file is only a warning in the task log.
+    fn delete_volume(
+        self: &std::sync::Arc<Self>,
+        node: &str,
+        storage: &str,
+        volume: &str,
+        user: &str,
+    ) -> Reply {
+        let volid = if volume.contains(':') {
+            volume.to_owned()
+        } else {
+            format!("{storage}:{volume}")
+        };
+        if volid.split_once(':').map(|(s, _)| s) != Some(storage) {
+            return Reply::err(
+                400,
+                format!("volume '{volid}' is not on storage '{storage}'"),
+            );
+        }
+        let mut st = self.state.lock().expect("lab state");
+        if !st.nodes[node].storages.iter().any(|s| s.id == storage) {
+            return Reply::err(500, format!("storage '{storage}' does not exist"));
+        }
+        let upid = self.new_task(
+            &mut st,
+            node,
+            "imgdel",
+            storage,
+            user,
+            TaskEffect::DeleteVolume {
+                storage: storage.into(),
+                volid,
+            },
+            None,
+        );
+        drop(st);
+        self.spawn_settle("imgdel");
+        Reply::data(json!(upid))
     }
 
     fn permissions(&self) -> Reply {
@@ -938,6 +1143,7 @@ impl Lab {
         st.vms.insert(
             vmid,
             LabVmState {
+                guest: None,
                 vmid,
                 node: node.into(),
                 config,
@@ -1190,6 +1396,7 @@ fn apply(st: &mut LabPveState, task: &LabTask, events: &mut Vec<LabEvent>) -> Re
                 && vm.running
             {
                 vm.running = false;
+                vm.guest = None;
                 events.push(LabEvent::VmStopped { vmid: *vmid });
             }
             Ok(())
@@ -1211,7 +1418,43 @@ fn apply(st: &mut LabPveState, task: &LabTask, events: &mut Vec<LabEvent>) -> Re
             s.volumes.entry(volid.clone()).or_insert(104_857_600);
             Ok(())
         }
+        TaskEffect::Upload {
+            node,
+            storage,
+            volid,
+            bytes,
+        } => {
+            let s = storage_mut(st, node, storage)?;
+            let size = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, bytes)
+                .map_err(|e| e.to_string())?
+                .len() as u64;
+            s.volumes.insert(volid.clone(), size);
+            s.files.insert(volid.clone(), bytes.clone());
+            Ok(())
+        }
+        TaskEffect::DeleteVolume { storage, volid } => {
+            let s = storage_mut(st, &task.node, storage)?;
+            s.files.remove(volid);
+            if s.volumes.remove(volid).is_none() {
+                tracing::debug!(%volid, "lab: deleting a volume that does not exist (a warning in PVE)");
+            }
+            Ok(())
+        }
     }
+}
+
+fn storage_mut<'a>(
+    st: &'a mut LabPveState,
+    node: &str,
+    storage: &str,
+) -> Result<&'a mut super::LabStorage, String> {
+    st.nodes
+        .get_mut(node)
+        .ok_or("node vanished")?
+        .storages
+        .iter_mut()
+        .find(|s| s.id == storage)
+        .ok_or_else(|| "storage vanished".to_owned())
 }
 
 fn start_vm(st: &mut LabPveState, vmid: u32, events: &mut Vec<LabEvent>) {
@@ -1222,17 +1465,26 @@ fn start_vm(st: &mut LabPveState, vmid: u32, events: &mut Vec<LabEvent>) {
         return;
     }
     vm.running = true;
-    events.push(LabEvent::VmStarted(lab_vm(vm)));
+    vm.guest = None;
+    let vm = vm.clone();
+    events.push(LabEvent::VmStarted(lab_vm(st, &vm)));
 }
 
-/// A VM as it boots: its NICs with what its cloud-init drive says.
-pub(super) fn lab_vm(vm: &LabVmState) -> LabVm {
+/// A VM as it boots: its NICs, with the addresses Proxmox's generated cloud-init
+/// drive gives them (only when it has one: `ipconfigN` feed nothing else), and
+/// the contents of the ISO volumes in its CD-ROM drives.
+pub(super) fn lab_vm(st: &LabPveState, vm: &LabVmState) -> LabVm {
+    let cloudinit = vm
+        .config
+        .values()
+        .any(|v| v.contains(":cloudinit") || v.contains("-cloudinit"));
     let nics = (0u8..32)
         .filter_map(|i| {
             let net = NetDevice::parse(vm.config.get(&format!("net{i}"))?)?;
             let ip = vm
                 .config
                 .get(&format!("ipconfig{i}"))
+                .filter(|_| cloudinit)
                 .and_then(|c| PropString::parse(c, "ip"));
             Some(LabNic {
                 index: i,
@@ -1243,11 +1495,32 @@ pub(super) fn lab_vm(vm: &LabVmState) -> LabVm {
             })
         })
         .collect();
+    let media = vm
+        .config
+        .iter()
+        .filter(|(k, _)| k.starts_with("ide") || k.starts_with("sata") || k.starts_with("scsi"))
+        .filter_map(|(_, v)| {
+            let p = PropString::parse(v, "file")?;
+            if p.get("media") != Some("cdrom") {
+                return None;
+            }
+            let volid = p.get("file")?;
+            let (sid, _) = volid.split_once(':')?;
+            let s = st
+                .nodes
+                .get(&vm.node)?
+                .storages
+                .iter()
+                .find(|s| s.id == sid)?;
+            s.files.get(volid).cloned()
+        })
+        .collect();
     LabVm {
         vmid: vm.vmid,
         host: vm.node.clone(),
         name: vm.config.get("name").cloned().unwrap_or_default(),
         nics,
+        media,
     }
 }
 
@@ -1286,7 +1559,8 @@ fn normalise_new(
     for (k, v) in p {
         let base = k.trim_end_matches(|c: char| c.is_ascii_digit());
         let value = match base {
-            "scsi" | "efidisk" | "ide" if !v.contains(":iso/") => {
+            // An empty CD-ROM drive (`none,media=cdrom`) allocates nothing.
+            "scsi" | "efidisk" | "ide" if !v.contains(":iso/") && !v.starts_with("none") => {
                 let mut ps = PropString::parse(&v, "file").ok_or("bad drive")?;
                 let file = ps.get("file").unwrap_or_default().to_owned();
                 let (sid, spec) = file.split_once(':').ok_or("bad volume")?;
@@ -1452,6 +1726,9 @@ fn status_current(vm: &LabVmState) -> Reply {
     Reply::data(o)
 }
 
+/// `agent/network-get-interfaces`: answered only by a guest agent that runs, i.e.
+/// the VM has `agent` enabled (talos-pve sets it only with the qemu-guest-agent
+/// extension) and Talos runs from disk (`LabEvent::NodeRunning`).
 fn agent_interfaces(vm: &LabVmState) -> Reply {
     if !vm.running {
         return Reply::err(500, format!("VM {} not running", vm.vmid));
@@ -1464,6 +1741,9 @@ fn agent_interfaces(vm: &LabVmState) -> Reply {
     {
         return Reply::err(500, "No QEMU guest agent configured");
     }
+    let Some((mgmt, kubelet)) = vm.guest else {
+        return Reply::err(500, "QEMU guest agent is not running");
+    };
     let mut ifaces = vec![
         json!({"name": "lo", "hardware-address": "00:00:00:00:00:00",
         "ip-addresses": [{"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8}]}),
@@ -1476,16 +1756,31 @@ fn agent_interfaces(vm: &LabVmState) -> Reply {
         else {
             continue;
         };
-        let addrs: Vec<Value> = vm
-            .config
-            .get(&format!("ipconfig{i}"))
-            .and_then(|c| PropString::parse(c, "ip"))
-            .and_then(|p| p.get("ip")?.parse::<ipnet::Ipv4Net>().ok())
-            .map(|n| vec![json!({"ip-address": n.addr().to_string(), "ip-address-type": "ipv4", "prefix": n.prefix_len()})])
+        let addr = match i {
+            0 => Some(mgmt),
+            1 if kubelet != mgmt => Some(kubelet),
+            _ => None,
+        };
+        let addrs: Vec<Value> = addr
+            .map(|a| vec![json!({"ip-address": a.to_string(), "ip-address-type": "ipv4"})])
             .unwrap_or_default();
         ifaces.push(json!({"name": format!("eth{i}"), "hardware-address": net.mac.unwrap_or_default().to_lowercase(), "ip-addresses": addrs}));
     }
     Reply::data(json!({ "result": ifaces }))
+}
+
+/// A guest reported running: its agent (if any) answers from now on.
+pub(super) fn guest_running(
+    st: &mut LabPveState,
+    vmid: u32,
+    mgmt: std::net::Ipv4Addr,
+    kubelet: std::net::Ipv4Addr,
+) {
+    if let Some(vm) = st.vms.get_mut(&vmid)
+        && vm.running
+    {
+        vm.guest = Some((mgmt, kubelet));
+    }
 }
 
 #[cfg(test)]

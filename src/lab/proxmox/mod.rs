@@ -98,6 +98,10 @@ pub struct LabStorage {
     pub total: u64,
     /// Volume id → size in bytes.
     pub volumes: BTreeMap<String, u64>,
+    /// Contents of uploaded volumes (volume id → base64), so a VM that boots
+    /// with one attached reads what was uploaded.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
 }
 
 /// A network interface of one node (`/nodes/{node}/network`).
@@ -128,15 +132,44 @@ pub struct LabVmState {
     /// The config as PVE would return it (normalised), without `digest`.
     pub config: BTreeMap<String, String>,
     pub running: bool,
+    /// The guest's addresses (management, kubelet) once Talos runs from disk:
+    /// only then does a qemu-guest-agent (a Talos system extension) answer. Real
+    /// Talos in maintenance mode runs no agent (siderolabs/talos#11651).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TaskEffect {
-    Create { vmid: u32, start: bool },
-    Start { vmid: u32 },
-    Stop { vmid: u32 },
-    Destroy { vmid: u32 },
-    Download { storage: String, volid: String },
+    Create {
+        vmid: u32,
+        start: bool,
+    },
+    Start {
+        vmid: u32,
+    },
+    Stop {
+        vmid: u32,
+    },
+    Destroy {
+        vmid: u32,
+    },
+    Download {
+        storage: String,
+        volid: String,
+    },
+    /// Stored on `node`'s `storage` (the task itself runs on the node that received
+    /// the upload); `bytes`: base64 of the file.
+    Upload {
+        node: String,
+        storage: String,
+        volid: String,
+        bytes: String,
+    },
+    DeleteVolume {
+        storage: String,
+        volid: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,7 +191,7 @@ pub struct LabTask {
 
 /// The simulated datacenter, persisted between `--lab` commands. It holds the
 /// lab's token secret and TLS key: persist it with `files::write_atomic` (0600).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct LabPveState {
     /// The profile's `proxmox.endpoint` address.
     pub endpoint: SocketAddr,
@@ -173,6 +206,19 @@ pub struct LabPveState {
     /// Schematic ids the fake Image Factory has seen.
     pub schematics: BTreeSet<String>,
     pub clock_ms: u64,
+}
+
+/// Without the token secret and the TLS key.
+impl std::fmt::Debug for LabPveState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabPveState")
+            .field("endpoint", &self.endpoint)
+            .field("token_id", &self.token_id)
+            .field("nodes", &self.nodes)
+            .field("vms", &self.vms.keys().collect::<Vec<_>>())
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A running lab Proxmox.
@@ -272,12 +318,11 @@ impl LabProxmoxHandle {
 
     /// The VMs powered on now, as they booted (to bring up their guests after a restore).
     pub fn running_vms(&self) -> Vec<super::LabVm> {
-        self.lab
-            .state()
-            .vms
+        let st = self.lab.state();
+        st.vms
             .values()
             .filter(|vm| vm.running)
-            .map(api::lab_vm)
+            .map(|vm| api::lab_vm(&st, vm))
             .collect()
     }
 
@@ -311,6 +356,7 @@ impl LabProxmoxHandle {
         running: bool,
     ) {
         self.lab.insert_vm(LabVmState {
+            guest: None,
             vmid,
             node: node.into(),
             config,

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::formats::{is_pve_bridge, is_pve_node, is_pve_storage_id};
 use crate::proxmox::propstr::{NET_MODELS, PropString, parse_bool};
 
 /// The type of a top-level parameter or of a property-string key.
@@ -120,7 +121,7 @@ static NET: PropFormat = PropFormat {
     default_key: "model",
     keys: &[
         ("model", Kind::Enum(NET_MODELS)),
-        ("bridge", Kind::Pattern(is_bridge)),
+        ("bridge", Kind::Pattern(is_pve_bridge)),
         ("firewall", Kind::Bool),
         ("link_down", Kind::Bool),
         ("macaddr", Kind::Mac),
@@ -285,6 +286,18 @@ pub const DOWNLOAD: &[Param] = &[
     opt("verify-certificates", Kind::Bool),
 ];
 
+/// `upload`: `filename` comes from the file part, `tmpfilename` only from the
+/// trusted local port (pve-http-server AnyEvent.pm 1695), so it is refused here.
+pub const UPLOAD: &[Param] = &[
+    req("content", Kind::Enum(&["iso", "vztmpl", "import"])),
+    opt("checksum", Kind::Str(1024)),
+    opt(
+        "checksum-algorithm",
+        Kind::Enum(&["md5", "sha1", "sha224", "sha256", "sha384", "sha512"]),
+    ),
+];
+pub const CONTENT_DELETE: &[Param] = &[opt("delay", Kind::Int(1, 30))];
+
 pub const START: &[Param] = &[
     opt("timeout", Kind::Int(0, 86400)),
     opt("skiplock", Kind::Bool),
@@ -390,6 +403,31 @@ pub fn validate(
     }
 }
 
+/// Path parameters are parameters too: PVE's router (`pve-http-server`
+/// `PVE/APIServer/AnyEvent.pm` → `RESTHandler::find_handler`) binds `{node}`,
+/// `{storage}`, `{vmid}` from the path and validates them against the method's
+/// schema (`pve-node`, `pve-storage-id`, `pve-vmid`) with every other parameter.
+pub fn validate_path(seg: &[&str]) -> Result<(), BTreeMap<String, String>> {
+    let mut bound: Vec<(&str, &str, Kind)> = Vec::new();
+    if let ["nodes", node, rest @ ..] = seg {
+        bound.push(("node", node, Kind::Node));
+        match rest {
+            ["storage", storage, ..] => bound.push(("storage", storage, Kind::StorageId)),
+            ["qemu", vmid, ..] => bound.push(("vmid", vmid, Kind::Int(100, 999_999_999))),
+            _ => {}
+        }
+    }
+    let errors: BTreeMap<String, String> = bound
+        .into_iter()
+        .filter_map(|(k, v, kind)| check(kind, v, true).err().map(|e| (k.to_owned(), e)))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 fn matches_name(p: &Param, k: &str) -> bool {
     if p.indexed == 0 {
         return p.name == k;
@@ -431,9 +469,9 @@ pub fn check(kind: Kind, v: &str, top: bool) -> Result<(), String> {
             ),
         ),
         Kind::DnsName => ok(is_dns_name(v), "value does not look like a valid DNS name"),
-        Kind::Node => ok(is_label(v), "value does not look like a valid node name"),
+        Kind::Node => ok(is_pve_node(v), "value does not look like a valid node name"),
         Kind::StorageId => ok(
-            is_storage_id(v),
+            is_pve_storage_id(v),
             &format!("storage ID '{v}' contains illegal characters"),
         ),
         Kind::Tags => ok(
@@ -465,9 +503,13 @@ pub fn check(kind: Kind, v: &str, top: bool) -> Result<(), String> {
             v == "dhcp" || v.parse::<ipnet::Ipv4Net>().is_ok(),
             "value does not look like a valid IPv4 network configuration",
         ),
+        // `none` (an empty drive) and `cdrom` (the host's drive) are accepted as
+        // is (qemu-server 9.2.6 `QemuServer.pm` `verify_volume_id_or_qm_path`).
         Kind::Volume => ok(
-            v.split_once(':')
-                .is_some_and(|(s, rest)| is_storage_id(s) && !rest.is_empty())
+            v == "none"
+                || v == "cdrom"
+                || v.split_once(':')
+                    .is_some_and(|(s, rest)| is_pve_storage_id(s) && !rest.is_empty())
                 || v.starts_with('/'),
             &format!("unable to parse volume ID '{v}'"),
         ),
@@ -503,22 +545,9 @@ fn check_prop(fmt: &PropFormat, v: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn is_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
+/// `dns-name`: `pve-node`-shaped labels joined by dots.
 pub fn is_dns_name(s: &str) -> bool {
-    !s.is_empty() && s.split('.').all(is_label)
-}
-
-fn is_storage_id(s: &str) -> bool {
-    let mut c = s.chars();
-    c.next().is_some_and(|f| f.is_ascii_alphabetic())
-        && c.all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+    !s.is_empty() && s.split('.').all(is_pve_node)
 }
 
 fn is_tag(t: &str) -> bool {
@@ -538,12 +567,6 @@ pub fn is_mac(s: &str) -> bool {
 
 fn is_size(s: &str) -> bool {
     crate::proxmox::propstr::parse_size(s).is_some()
-}
-fn is_bridge(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 15
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 fn is_number(s: &str) -> bool {
     s.parse::<f64>().is_ok()
@@ -619,5 +642,18 @@ mod tests {
                 .unwrap_err()
                 .contains_key("vmid")
         );
+        // What PVE accepts, and what a pasted profile value turns into.
+        assert!(one("net0", "virtio,bridge=vmbr0,firewall=0,link_down=1").is_ok());
+        assert!(one("scsi0", "local-lvm:64,cache=unsafe").is_ok());
+    }
+
+    #[test]
+    fn path_parameters_are_validated_like_body_parameters() {
+        assert!(validate_path(&["nodes", "pve-1", "storage", "local", "content"]).is_ok());
+        assert!(validate_path(&["nodes", "pve-1", "qemu", "120", "config"]).is_ok());
+        let e = validate_path(&["nodes", "pve-1", "storage", "lo;cal", "content"]).unwrap_err();
+        assert!(e["storage"].contains("illegal characters"), "{e:?}");
+        let e = validate_path(&["nodes", "pve 1", "qemu", "99"]).unwrap_err();
+        assert!(e.contains_key("node") && e.contains_key("vmid"), "{e:?}");
     }
 }

@@ -33,12 +33,24 @@ pub(super) async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let fabric_events = fabric.events.clone();
     let lab = Arc::new(Lab::new(fabric, config, state));
     *lab.listen.lock().expect("lab listen") = Some(addr);
     let app = axum::Router::new().fallback(handle).with_state(lab.clone());
+    let mut events = fabric_events.subscribe();
+    let guests = lab.clone();
     let server = tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                e = events.recv() => {
+                    if let Ok(crate::lab::LabEvent::NodeRunning(i)) = e {
+                        guests.guest_running(i.vmid, i.management, i.internal_ip);
+                    }
+                    continue;
+                }
+            };
+            let Ok((tcp, _)) = accepted else {
                 continue;
             };
             let acceptor = acceptor.clone();
@@ -80,6 +92,17 @@ async fn handle(
     if form {
         params.extend(decode(&String::from_utf8_lossy(&body)));
     }
+    let boundary = header("content-type").and_then(|c| {
+        c.strip_prefix("multipart/form-data")
+            .and_then(|rest| rest.split("boundary=").nth(1))
+            .map(|b| b.trim_matches('"').to_owned())
+    });
+    let mut upload = None;
+    if let Some(b) = &boundary {
+        let (fields, file) = multipart(&body, b);
+        params.extend(fields);
+        upload = file;
+    }
     if let Some(q) = uri.query() {
         for (k, v) in decode(q) {
             params.retain(|(pk, _)| pk != &k);
@@ -94,7 +117,13 @@ async fn handle(
         authorization: header("authorization"),
         cookie: header("cookie"),
         csrf: header("csrfpreventiontoken"),
-        body: if form { Vec::new() } else { body.to_vec() },
+        multipart: boundary.is_some(),
+        upload,
+        body: if form || boundary.is_some() {
+            Vec::new()
+        } else {
+            body.to_vec()
+        },
     };
     let reply = lab.handle(req).await;
     let mut resp = Response::builder()
@@ -133,4 +162,95 @@ fn percent_decode(p: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A `multipart/form-data` body as pve-http-server reads it (`AnyEvent.pm`
+/// 1280-1375): parts in order, form fields until the file part (`name="filename"`
+/// with a `filename="…"` attribute), which must come last; anything after it is
+/// swallowed, as the upstream parser consumes the buffer from the front.
+/// Returns the fields and `(file name, bytes)`.
+#[allow(clippy::type_complexity)]
+fn multipart(body: &[u8], boundary: &str) -> (Vec<(String, String)>, Option<(String, Vec<u8>)>) {
+    let delim = format!("--{boundary}");
+    let find = |hay: &[u8], from: usize, needle: &[u8]| {
+        hay.get(from..)?
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|i| i + from)
+    };
+    let mut fields = Vec::new();
+    let mut pos = match find(body, 0, delim.as_bytes()) {
+        Some(p) => p + delim.len(),
+        None => return (fields, None),
+    };
+    loop {
+        if body.get(pos..pos + 2) != Some(b"\r\n") {
+            break; // `--` ends the body
+        }
+        let head_start = pos + 2;
+        let Some(head_end) = find(body, head_start, b"\r\n\r\n") else {
+            break;
+        };
+        let head = String::from_utf8_lossy(&body[head_start..head_end]).into_owned();
+        let data_start = head_end + 4;
+        let end_marker = format!("\r\n{delim}");
+        let Some(data_end) = find(body, data_start, end_marker.as_bytes()) else {
+            break;
+        };
+        let data = &body[data_start..data_end];
+        let attr = |k: &str| {
+            head.split(';')
+                .map(str::trim)
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+                .and_then(|v| v.split('"').next())
+                .map(str::to_owned)
+        };
+        let name = attr("name").unwrap_or_default();
+        if let Some(file) = attr("filename").filter(|_| name == "filename") {
+            return (fields, Some((file, data.to_vec())));
+        }
+        fields.push((name, String::from_utf8_lossy(data).into_owned()));
+        pos = data_end + end_marker.len();
+    }
+    (fields, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::multipart;
+    use crate::proxmox::client::multipart as client_multipart;
+
+    #[test]
+    fn the_clients_upload_body_parses_field_by_field_and_the_file_is_intact() {
+        // Bytes that look like a boundary line must not end the part early.
+        let file: Vec<u8> = b"\r\n--not-the-boundary\r\n\x00\xff".repeat(50);
+        let body = client_multipart(
+            "b0undary",
+            &[
+                ("content", "iso"),
+                ("checksum-algorithm", "sha256"),
+                ("checksum", "ab"),
+            ],
+            "x.iso",
+            &file,
+        );
+        let (fields, upload) = multipart(&body, "b0undary");
+        assert_eq!(
+            fields,
+            [
+                ("content".to_owned(), "iso".to_owned()),
+                ("checksum-algorithm".to_owned(), "sha256".to_owned()),
+                ("checksum".to_owned(), "ab".to_owned()),
+            ]
+        );
+        assert_eq!(upload, Some(("x.iso".to_owned(), file)));
+    }
+
+    #[test]
+    fn fields_after_the_file_part_are_swallowed() {
+        let body = b"--b\r\nContent-Disposition: form-data; name=\"filename\"; filename=\"a.iso\"\r\n\r\nDATA\r\n--b\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\niso\r\n--b--\r\n";
+        let (fields, upload) = multipart(body, "b");
+        assert!(fields.is_empty(), "{fields:?}");
+        assert_eq!(upload.unwrap().1, b"DATA");
+    }
 }

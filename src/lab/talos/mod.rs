@@ -11,6 +11,7 @@
 
 mod certs;
 mod machine;
+mod nocloud;
 mod server;
 mod upgrade;
 
@@ -40,10 +41,6 @@ pub struct Faults {
     pub time_not_in_sync: u32,
     /// The first N snapshot/kubeconfig streams are cut short.
     pub drop_streams: u32,
-    /// The first N accepted maintenance-mode applies lose their answer (the node
-    /// reboots into the install before replying).
-    #[serde(default)]
-    pub lost_apply_answers: u32,
     /// Hostnames whose next OS upgrade fails in the installer (once each).
     #[serde(default)]
     pub upgrade_fails: Vec<String>,
@@ -143,6 +140,27 @@ impl fmt::Debug for NodeState {
     }
 }
 
+impl NodeState {
+    /// A machine that has never run a config.
+    fn fresh(vm: LabVm, phase: Phase) -> Self {
+        Self {
+            vm,
+            phase,
+            config: None,
+            config_sha256: None,
+            etcd_ready: false,
+            etcd_member: false,
+            member_id: 0,
+            reboot_loops_done: 0,
+            talos_version: None,
+            staged_version: None,
+            pulled: Vec::new(),
+            boots: 0,
+            installing_upgrade: false,
+        }
+    }
+}
+
 /// An etcd cluster member. Membership is the cluster's view: a node whose data was
 /// wiped stays listed until it is removed by ID, and cannot rejoin before that.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,6 +194,9 @@ pub struct Counters {
     pub kubeconfigs: u64,
     /// Calls refused for a missing role.
     pub denied: u64,
+    /// Configs a node took from its `cidata` volume at boot.
+    #[serde(default)]
+    pub cidata_configs: u64,
 }
 
 struct Node {
@@ -207,13 +228,33 @@ impl Node {
             .collect()
     }
 
-    fn management(&self) -> Option<Ipv4Addr> {
+    /// The address of NIC `index` (0: management, 1: workload).
+    fn nic_address(&self, index: u8) -> Option<Ipv4Addr> {
         self.state
             .vm
             .nics
             .iter()
-            .find(|n| n.index == 0)
+            .find(|n| n.index == index)
             .and_then(|n| n.address.map(|a| a.addr()))
+    }
+
+    fn management(&self) -> Option<Ipv4Addr> {
+        self.nic_address(0)
+    }
+
+    fn internal_ip(&self, cfg: &MachineConfig) -> Ipv4Addr {
+        let mgmt = self.management().unwrap_or(Ipv4Addr::LOCALHOST);
+        machine::internal_ip(&cfg.node_ip_subnets, mgmt, self.nic_address(1))
+    }
+
+    /// A running etcd member that a joiner can reach at the address the API server
+    /// endpoints give for it (its kubelet node IP).
+    fn serves_etcd_at_endpoint(&self) -> bool {
+        self.state.phase == Phase::Running
+            && self.state.etcd_member
+            && self.parsed.as_ref().is_some_and(|c| {
+                machine::etcd_listens_on(&c.etcd_listen_subnets, self.internal_ip(c))
+            })
     }
 
     fn is_control_plane(&self) -> bool {
@@ -226,6 +267,9 @@ impl Node {
 struct Shared {
     fabric: Fabric,
     cfg: LabTalosConfig,
+    /// Addresses a foreign machine answers at (`impostor=NODE`): the real node
+    /// does not get them mapped.
+    claimed: Mutex<Vec<SocketAddr>>,
     /// Lock order: `nodes` before `members`.
     nodes: Mutex<BTreeMap<u32, Node>>,
     members: Mutex<Vec<Member>>,
@@ -256,6 +300,7 @@ impl LabTalos {
         let shared = Arc::new(Shared {
             fabric: fabric.clone(),
             cfg,
+            claimed: Mutex::default(),
             nodes: Mutex::default(),
             members: Mutex::new(state.members),
             faults_left: Mutex::new(state.faults_left),
@@ -301,12 +346,13 @@ impl LabTalos {
         *lock(&self.shared.faults_left) = faults;
     }
 
-    /// Serializable state of every node.
+    /// Serializable state of every node (impostors are not ours to keep).
     pub fn state(&self) -> LabTalosState {
         LabTalosState {
             nodes: lock(&self.shared.nodes)
-                .values()
-                .map(|n| n.state.clone())
+                .iter()
+                .filter(|(vmid, _)| **vmid < IMPOSTOR_VMIDS)
+                .map(|(_, n)| n.state.clone())
                 .collect(),
             members: lock(&self.shared.members).clone(),
             faults_left: lock(&self.shared.faults_left).clone(),
@@ -320,9 +366,40 @@ impl LabTalos {
         let mut nodes = lock(&self.shared.nodes);
         for n in nodes.values() {
             n.accept.abort();
-            unmap(&self.shared.fabric, n);
+            unmap(&self.shared, n);
         }
         nodes.clear();
+    }
+}
+
+/// Impostors live above every VMID PVE can assign (≤ 999999999).
+const IMPOSTOR_VMIDS: u32 = 1_000_000_000;
+
+impl LabTalos {
+    /// Disaster `impostor=NODE`: a foreign machine on the management VLAN answers
+    /// at `vm`'s management address (its NIC 0) with `vm`'s MACs, in maintenance
+    /// mode: it takes any config it is sent and then runs it, as the reproduced
+    /// incident's machine did.
+    pub fn impostor(&self, vm: LabVm) {
+        let vmid = IMPOSTOR_VMIDS + vm.vmid;
+        let state = NodeState::fresh(vm, Phase::Maintenance);
+        let Some(n) = new_node(&self.shared, vmid, state) else {
+            return;
+        };
+        for a in n.addresses() {
+            let at = SocketAddr::new(a.into(), APID_PORT);
+            lock(&self.shared.claimed).push(at);
+            self.shared.fabric.addresses.map(at, n.listener);
+        }
+        lock(&self.shared.nodes).insert(vmid, n);
+    }
+
+    /// What each impostor was sent: `(node it impersonates, machine config)`.
+    pub fn impostor_configs(&self) -> Vec<(String, String)> {
+        lock(&self.shared.nodes)
+            .range(IMPOSTOR_VMIDS..)
+            .filter_map(|(_, n)| Some((n.state.vm.name.clone(), n.state.config.clone()?)))
+            .collect()
     }
 }
 
@@ -331,17 +408,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn map(fabric: &Fabric, n: &Node) {
+fn map(shared: &Shared, n: &Node) {
+    let claimed = lock(&shared.claimed);
     for a in n.addresses() {
-        fabric
-            .addresses
-            .map(SocketAddr::new(a.into(), APID_PORT), n.listener);
+        let at = SocketAddr::new(a.into(), APID_PORT);
+        if !claimed.contains(&at) {
+            shared.fabric.addresses.map(at, n.listener);
+        }
     }
 }
 
-fn unmap(fabric: &Fabric, n: &Node) {
+fn unmap(shared: &Shared, n: &Node) {
+    let claimed = lock(&shared.claimed);
     for a in n.addresses() {
-        fabric.addresses.unmap(SocketAddr::new(a.into(), APID_PORT));
+        let at = SocketAddr::new(a.into(), APID_PORT);
+        if !claimed.contains(&at) {
+            shared.fabric.addresses.unmap(at);
+        }
     }
 }
 
@@ -352,11 +435,14 @@ fn names(vm: &LabVm, extra: &[String]) -> Vec<String> {
         .filter_map(|n| n.address.map(|a| a.addr().to_string()))
         .collect();
     v.push(vm.name.clone());
+    // Lab only: `lab serve` hands talosctl the loopback listener as the endpoint.
+    v.push("127.0.0.1".into());
     v.extend(extra.iter().cloned());
     v
 }
 
-fn new_node(shared: &Arc<Shared>, state: NodeState) -> Option<Node> {
+/// A node served under `key` (its VMID, or an impostor's).
+fn new_node(shared: &Arc<Shared>, key: u32, state: NodeState) -> Option<Node> {
     let maintenance = certs::maintenance(&names(&state.vm, &[]))
         .and_then(server::maintenance_tls)
         .map_err(|e| tracing::error!(vmid = state.vm.vmid, error = %e, "lab talos: no maintenance certificate"))
@@ -367,13 +453,12 @@ fn new_node(shared: &Arc<Shared>, state: NodeState) -> Option<Node> {
         .ok()?;
     let listener = std_listener.local_addr().ok()?;
     let tcp = TcpListener::from_std(std_listener).ok()?;
-    let vmid = state.vm.vmid;
-    let accept = tokio::spawn(server::accept_loop(Arc::downgrade(shared), vmid, tcp));
+    let accept = tokio::spawn(server::accept_loop(Arc::downgrade(shared), key, tcp));
     let parsed = state
         .config
         .as_deref()
         .and_then(|c| machine::parse(c, &state.vm.nics).ok());
-    Some(Node {
+    let mut n = Node {
         state,
         parsed,
         listener,
@@ -382,7 +467,9 @@ fn new_node(shared: &Arc<Shared>, state: NodeState) -> Option<Node> {
         maintenance_tls: maintenance,
         mutual_tls: None,
         recover_upload: None,
-    })
+    };
+    configure_links(&mut n);
+    Some(n)
 }
 
 fn vm_started(shared: &Arc<Shared>, vm: LabVm) {
@@ -391,27 +478,14 @@ fn vm_started(shared: &Arc<Shared>, vm: LabVm) {
     if let Some(n) = nodes.get_mut(&vmid) {
         // A power-on of a known VM: it boots from disk if Talos was installed.
         n.state.vm = vm;
-        map(&shared.fabric, n);
+        configure_links(n);
+        map(shared, n);
     } else {
-        let state = NodeState {
-            vm,
-            phase: Phase::Booting,
-            config: None,
-            config_sha256: None,
-            etcd_ready: false,
-            etcd_member: false,
-            member_id: 0,
-            reboot_loops_done: 0,
-            talos_version: None,
-            staged_version: None,
-            pulled: Vec::new(),
-            boots: 0,
-            installing_upgrade: false,
-        };
-        let Some(n) = new_node(shared, state) else {
+        let state = NodeState::fresh(vm, Phase::Booting);
+        let Some(n) = new_node(shared, vmid, state) else {
             return;
         };
-        map(&shared.fabric, &n);
+        map(shared, &n);
         nodes.insert(vmid, n);
     }
     drop(nodes);
@@ -423,7 +497,7 @@ fn vm_stopped(shared: &Arc<Shared>, vmid: u32, destroyed: bool) {
     if let Some(n) = nodes.get_mut(&vmid) {
         set_phase(n, Phase::Stopped);
         n.state.etcd_ready = false;
-        unmap(&shared.fabric, n);
+        unmap(shared, n);
         if destroyed {
             n.accept.abort();
             nodes.remove(&vmid);
@@ -437,11 +511,11 @@ fn restore_node(shared: &Arc<Shared>, mut state: NodeState) {
     if resume != Phase::Stopped {
         state.phase = Phase::Booting;
     }
-    let Some(n) = new_node(shared, state) else {
+    let Some(n) = new_node(shared, vmid, state) else {
         return;
     };
     if resume != Phase::Stopped {
-        map(&shared.fabric, &n);
+        map(shared, &n);
     }
     lock(&shared.nodes).insert(vmid, n);
     match resume {
@@ -495,7 +569,67 @@ fn after(
     });
 }
 
-/// Power-on: maintenance mode without an installed config, else straight to running.
+/// Give each NIC the static addresses the running config assigns to its MAC.
+fn configure_links(n: &mut Node) {
+    let Some(cfg) = &n.parsed else { return };
+    for nic in &mut n.state.vm.nics {
+        let mac = nic.mac.to_ascii_lowercase();
+        if let Some((_, net)) = cfg.link_addresses.iter().find(|(m, _)| *m == mac) {
+            nic.address = Some(*net);
+        }
+    }
+}
+
+/// The nocloud platform at first boot (talos v1.13.9 `platform/nocloud/metadata.go`
+/// `configFromCD`): the first CD-ROM volume labelled `cidata`/`CIDATA` whose
+/// `user-data` is a machine config (a `#cloud-config` one is no config source).
+fn cidata_config(vm: &LabVm) -> Option<String> {
+    vm.media
+        .iter()
+        .filter_map(|b64| {
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok()
+        })
+        .filter_map(|img| nocloud::read(&img).ok())
+        .filter(|v| v.label == "cidata" || v.label == "CIDATA")
+        .find_map(|v| v.files.get("user-data").cloned())
+        .filter(|u| !u.starts_with(b"#cloud-config"))
+        .and_then(|u| String::from_utf8(u).ok())
+}
+
+/// Take a config read from `cidata`, as the node would: validate, configure its
+/// links, install. An invalid one leaves the node in maintenance mode.
+fn take_cidata(shared: &Arc<Shared>, vmid: u32, text: String) {
+    {
+        let mut nodes = lock(&shared.nodes);
+        let Some(n) = nodes.get_mut(&vmid) else {
+            return;
+        };
+        match machine::parse(&text, &n.state.vm.nics) {
+            Ok(parsed) => {
+                n.state.config_sha256 = Some(hex::encode(ring::digest::digest(
+                    &ring::digest::SHA256,
+                    text.as_bytes(),
+                )));
+                n.state.config = Some(text);
+                n.parsed = Some(parsed);
+                // Installed configs win on every later boot (acquire.go `stateDisk`).
+                n.state.vm.media.clear();
+                configure_links(n);
+                map(shared, n);
+            }
+            Err(e) => {
+                tracing::warn!(vmid, error = %e, "lab talos: the cidata machine config does not validate; staying in maintenance mode");
+                set_phase(n, Phase::Maintenance);
+                return;
+            }
+        }
+    }
+    lock(&shared.counters).cidata_configs += 1;
+    install(shared, vmid);
+}
+
+/// Power-on: an installed config runs from disk; else the `cidata` volume's
+/// config is installed; else maintenance mode.
 fn boot(shared: &Arc<Shared>, vmid: u32) {
     let generation = {
         let mut nodes = lock(&shared.nodes);
@@ -505,16 +639,21 @@ fn boot(shared: &Arc<Shared>, vmid: u32) {
         set_phase(n, Phase::Booting)
     };
     after(shared, vmid, generation, shared.cfg.boot, |s, vmid| {
-        let installed = lock(&s.nodes).get_mut(&vmid).is_some_and(|n| {
-            n.state.boots += 1;
-            // The bootloader boots what an upgrade wrote (docs `upgrading-talos.mdx`).
-            if let Some(v) = n.state.staged_version.take() {
-                n.state.talos_version = Some(v);
+        let (installed, cidata) = match lock(&s.nodes).get_mut(&vmid) {
+            Some(n) => {
+                n.state.boots += 1;
+                // The bootloader boots what an upgrade wrote (docs `upgrading-talos.mdx`).
+                if let Some(v) = n.state.staged_version.take() {
+                    n.state.talos_version = Some(v);
+                }
+                (n.state.config.is_some(), cidata_config(&n.state.vm))
             }
-            n.state.config.is_some()
-        });
+            None => return,
+        };
         if installed {
             enter_running(s, vmid);
+        } else if let Some(text) = cidata {
+            take_cidata(s, vmid, text);
         } else if let Some(n) = lock(&s.nodes).get_mut(&vmid) {
             set_phase(n, Phase::Maintenance);
         }
@@ -632,21 +771,13 @@ fn running_version(shared: &Shared, n: &Node) -> String {
 
 /// What the Kubernetes side learns when the node (or its kubelet) starts.
 fn node_info(n: &Node, cfg: &MachineConfig) -> LabNodeInfo {
-    let mgmt = n.management().unwrap_or(Ipv4Addr::LOCALHOST);
-    let workload = n
-        .state
-        .vm
-        .nics
-        .iter()
-        .find(|x| x.index == 1)
-        .and_then(|x| x.address.map(|a| a.addr()));
     LabNodeInfo {
         vmid: n.state.vm.vmid,
         hostname: n.hostname(),
         machine_type: cfg.machine_type.clone(),
         cluster_name: cfg.cluster_name.clone(),
-        management: mgmt,
-        internal_ip: machine::internal_ip(&cfg.node_ip_subnets, mgmt, workload),
+        management: n.management().unwrap_or(Ipv4Addr::LOCALHOST),
+        internal_ip: n.internal_ip(cfg),
         endpoint: cfg.endpoint.clone(),
         kubernetes_ca_crt: cfg.k8s_ca_crt.clone(),
         kubernetes_ca_key: cfg.k8s_ca_key.clone(),
@@ -654,11 +785,19 @@ fn node_info(n: &Node, cfg: &MachineConfig) -> LabNodeInfo {
     }
 }
 
-/// A control plane whose etcd is ready joins once the cluster is bootstrapped and
-/// no stale member holds its name.
+/// A control plane whose etcd is ready joins once the cluster is bootstrapped, a
+/// member's etcd is reachable, and no stale member holds its name.
+///
+/// The lab has no discovery service (nothing beyond the datacenter is reachable), so
+/// a joiner finds etcd only through the API server endpoints, which are the
+/// members' kubelet node IPs (Talos v1.13.9 `internal/pkg/etcd/endpoints.go`
+/// `GetEndpoints`; the API server advertises `$(POD_IP)`,
+/// `internal/app/machined/pkg/controllers/k8s/control_plane.go`). A member whose etcd
+/// listens only on another subnet is never reached: the join retries forever.
 fn try_join(shared: &Arc<Shared>, vmid: u32, generation: u64) {
     after(shared, vmid, generation, shared.cfg.join, |s, vmid| {
         let mut nodes = lock(&s.nodes);
+        let reachable = nodes.values().any(Node::serves_etcd_at_endpoint);
         let Some(n) = nodes.get_mut(&vmid) else {
             return;
         };
@@ -667,7 +806,7 @@ fn try_join(shared: &Arc<Shared>, vmid: u32, generation: u64) {
         }
         let mut members = lock(&s.members);
         let hostname = n.hostname();
-        if !members.is_empty() && !members.iter().any(|m| m.hostname == hostname) {
+        if reachable && !members.is_empty() && !members.iter().any(|m| m.hostname == hostname) {
             add_member(&mut members, n);
         } else {
             let g = n.generation;

@@ -443,11 +443,10 @@ impl Ctx {
                 );
             }
         }
-        let parsed = machine::parse(&text, &n.state.vm.nics).map_err(|e| {
-            Status::invalid_argument(format!("configuration validation failed: {e}"))
-        })?;
-        parsed
-            .check_kubernetes(&super::running_version(&self.shared, n))
+        // The release this node runs decides what it accepts (an upgraded node more).
+        let release = super::running_version(&self.shared, n);
+        let parsed = machine::parse_on(&text, &n.state.vm.nics, &release)
+            .and_then(|c| machine::check_kubernetes_images(&c, &release).map(|()| c))
             .map_err(|e| {
                 Status::invalid_argument(format!("configuration validation failed: {e}"))
             })?;
@@ -487,6 +486,8 @@ impl Ctx {
             .is_some_and(|old| old.kubelet_version() != parsed.kubelet_version())
             .then(|| super::node_info(n, &parsed));
         n.parsed = Some(parsed);
+        super::configure_links(n);
+        super::map(&self.shared, n);
         let fresh = self.peer.maintenance;
         drop(nodes);
         if let Some(info) = kubelet_restart {
@@ -494,12 +495,6 @@ impl Ctx {
         }
         if fresh {
             super::install(&self.shared, self.vmid);
-            let mut f = lock(&self.shared.faults_left);
-            if f.lost_apply_answers > 0 {
-                f.lost_apply_answers -= 1;
-                return Err(Status::unavailable("connection reset (injected fault)"));
-            }
-            drop(f);
             reply(
                 "Applied configuration; installing and rebooting.".into(),
                 ApplyMode::Reboot,

@@ -227,6 +227,8 @@ impl TalosClient {
         Ok(r.messages.into_iter().flat_map(|m| m.members).collect())
     }
 
+    /// A running node's config change (day 2: `upgrade`'s Kubernetes step, `diff`'s
+    /// dry run). Configs reach new nodes on their cidata volume, never through this.
     pub async fn apply_configuration(
         &mut self,
         data: &[u8],
@@ -247,7 +249,14 @@ impl TalosClient {
             )
             .await?;
         check(&self.target, "ApplyConfiguration", &r)?;
-        first(&self.target, "ApplyConfiguration", r.messages)
+        r.messages
+            .into_iter()
+            .next()
+            .ok_or_else(|| TalosError::BadResponse {
+                node: self.target.node.clone(),
+                rpc: "ApplyConfiguration",
+                detail: "no messages in the response".into(),
+            })
     }
 
     pub async fn bootstrap(&mut self, q: BootstrapRequest) -> Result<(), TalosError> {
@@ -380,14 +389,6 @@ fn apply_routing(routing: &Routing, md: &mut tonic::metadata::MetadataMap) {
             }
         }
     }
-}
-
-fn first<T>(target: &Target, rpc: &'static str, v: Vec<T>) -> Result<T, TalosError> {
-    v.into_iter().next().ok_or_else(|| TalosError::BadResponse {
-        node: target.node.clone(),
-        rpc,
-        detail: "no messages in the response".into(),
-    })
 }
 
 fn node_error(target: &Target, rpc: &'static str, md: Option<&Metadata>) -> Result<(), TalosError> {

@@ -13,8 +13,6 @@ use crate::net::NetError;
 /// A bring-up or recovery stage, each with its own readiness gate and timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    Maintenance,
-    Apply,
     Install,
     Bootstrap,
     EtcdMembers,
@@ -26,8 +24,6 @@ pub enum Stage {
 impl Stage {
     pub fn name(self) -> &'static str {
         match self {
-            Stage::Maintenance => "wait for maintenance mode",
-            Stage::Apply => "apply machine config",
             Stage::Install => "wait for install and reboot",
             Stage::Bootstrap => "bootstrap etcd",
             Stage::EtcdMembers => "wait for etcd members",
@@ -40,14 +36,8 @@ impl Stage {
     /// What to look at when this stage does not finish.
     pub fn check(self) -> &'static str {
         match self {
-            Stage::Maintenance => {
-                "the VM is running and booted the Talos ISO (Proxmox console), its management NIC got the planned address from cloud-init, and port 50000 is reachable from here"
-            }
-            Stage::Apply => {
-                "the node is the VM we created (MAC/address), and the config validates (`talos-pve gen` output, LinkAliasConfig MACs match the VM's NICs)"
-            }
             Stage::Install => {
-                "the VM console for install errors or a reboot loop, that the boot order puts the disk before the ISO, and that the installer image is reachable"
+                "the VM console for install errors or a reboot loop (the node reads its config from the `cidata` CD-ROM), that the boot order puts the disk before the ISO, that the installer image is reachable, and that the management address answers on port 50000 from here"
             }
             Stage::Bootstrap => {
                 "that this is the plan's bootstrap control plane, that its time is synced (NTP reachable), and `etcd` service state (talosctl service etcd)"
@@ -123,9 +113,13 @@ pub enum TalosError {
         detail: String,
     },
     #[error(
-        "node {node} is not the VM we created: {reason}\n  fix: check the VM's MAC and the address cloud-init gave it; the config (with CA keys) was NOT sent"
+        "node {node}: the machine answering at {addr} is not this cluster's node: it presented a certificate that does not chain to the cluster's OS CA ({seen})\n  fix: find the machine that holds {addr} on the management network (ARP/switch tables) and remove it, or fix the profile's address for {node}; if it is {node}'s own VM in maintenance mode, it did not read its cidata volume (see the VM console). No machine config was sent to it (configs travel only on the VM's cidata volume); then run again"
     )]
-    Identity { node: String, reason: String },
+    NotOurNode {
+        node: String,
+        addr: SocketAddr,
+        seen: String,
+    },
     #[error("node {node}: {source}")]
     Snapshot {
         node: String,

@@ -4,17 +4,14 @@
 //! stage, the last thing that went wrong, and what to check.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ring::digest::{SHA256, digest};
 use tonic::Code;
 
 use super::client::{RpcLimits, TalosClient, Target};
 use super::creds::{Credentials, TlsMode};
 use super::error::{Stage, TalosError};
-use super::identity::IdentityCheck;
-use super::messages::{ApplyMode, BootstrapRequest, ResetPartitionSpec, ResetRequest};
+use super::messages::{BootstrapRequest, ResetPartitionSpec, ResetRequest};
 use super::snapshot::validate_snapshot;
 use crate::net::AddressBook;
 
@@ -25,8 +22,6 @@ pub struct Timeouts {
     pub limits: RpcLimits,
     pub poll_min: Duration,
     pub poll_max: Duration,
-    pub maintenance: Duration,
-    pub apply: Duration,
     pub install: Duration,
     pub bootstrap: Duration,
     pub etcd_members: Duration,
@@ -42,9 +37,8 @@ impl Default for Timeouts {
             limits: RpcLimits::default(),
             poll_min: Duration::from_secs(1),
             poll_max: Duration::from_secs(15),
-            maintenance: m(10),
-            apply: m(2),
-            install: m(20),
+            // Boot from the ISO, read cidata, install, reboot.
+            install: m(30),
             bootstrap: m(10),
             etcd_members: m(15),
             kubeconfig: m(5),
@@ -64,8 +58,6 @@ impl Timeouts {
             },
             poll_min,
             poll_max,
-            maintenance: d,
-            apply: d,
             install: d,
             bootstrap: d,
             etcd_members: d,
@@ -77,8 +69,6 @@ impl Timeouts {
 
     fn of(&self, s: Stage) -> Duration {
         match s {
-            Stage::Maintenance => self.maintenance,
-            Stage::Apply => self.apply,
             Stage::Install => self.install,
             Stage::Bootstrap => self.bootstrap,
             Stage::EtcdMembers => self.etcd_members,
@@ -87,25 +77,6 @@ impl Timeouts {
             Stage::Recover => self.recover,
         }
     }
-}
-
-/// What a node is doing when probed without a client certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeMode {
-    /// No config yet: ready for ApplyConfiguration.
-    Maintenance,
-    /// It demanded a client certificate: it already runs a config.
-    Configured,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplyOutcome {
-    /// Sent to a node in maintenance mode; it installs and reboots now.
-    Applied,
-    /// The node already runs exactly this config: nothing sent.
-    Unchanged,
-    /// The node ran a different config and took the new one.
-    Updated,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,14 +93,6 @@ pub struct FetchedKubeconfig {
     pub differences: Vec<String>,
 }
 
-/// How Talos ends a dry-run summary when the config would not change.
-const NO_CHANGES: &str = "Config diff:\n\nNo changes.";
-
-/// SHA-256 (hex) of a machine config: the identity of "the same config".
-pub fn config_hash(config: &[u8]) -> String {
-    hex::encode(digest(&SHA256, config))
-}
-
 /// One attempt's verdict inside a polling loop.
 enum Attempt<T> {
     Done(T),
@@ -143,12 +106,22 @@ fn transient(e: &TalosError) -> bool {
         e,
         TalosError::Unreachable { .. }
             | TalosError::Address { .. }
-            | TalosError::ServerUntrusted { .. }
             | TalosError::CertificateRejected { .. } // Cancelled: the node dropped the connection mid-call (a reboot, apid restarting).
     ) || matches!(
         e.code(),
         Some(Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled)
     )
+}
+
+/// An error chain's parts without the repeats transport layers add.
+fn once_each(chain: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in chain.split(": ") {
+        if !parts.contains(&p) {
+            parts.push(p);
+        }
+    }
+    parts.join(": ")
 }
 
 fn sort<T>(r: Result<T, TalosError>) -> Attempt<T> {
@@ -224,123 +197,52 @@ impl Stages {
         }
     }
 
-    /// The documented probe: TLS without a client certificate, then `Version`.
-    async fn probe(&self, t: &Target) -> Result<NodeMode, TalosError> {
-        let mut c = self.client(t, &TlsMode::Maintenance)?;
-        match c.version().await {
-            Ok(_) => Ok(NodeMode::Maintenance),
-            // Talos 1.12 answers Version with Unimplemented in maintenance mode.
-            Err(e) if e.code() == Some(Code::Unimplemented) => Ok(NodeMode::Maintenance),
-            Err(TalosError::CertificateRejected { .. }) => Ok(NodeMode::Configured),
+    /// One mutual-TLS `Version` call. Only a machine holding this cluster's config
+    /// has a server certificate that chains to our OS CA for its address; a machine
+    /// that answers with any other certificate is not our node (`NotOurNode`).
+    async fn our_version(&self, t: &Target, creds: &Credentials) -> Result<String, TalosError> {
+        let mtls = TlsMode::Mutual(creds.clone());
+        let r = async { self.client(t, &mtls)?.version().await }.await;
+        match r {
+            Ok(v) => Ok(v
+                .into_iter()
+                .next()
+                .and_then(|v| v.version)
+                .map(|v| v.tag)
+                .unwrap_or_default()),
+            Err(TalosError::ServerUntrusted { detail, .. }) => Err(TalosError::NotOurNode {
+                node: t.node.clone(),
+                addr: t.addr,
+                seen: once_each(&detail),
+            }),
             Err(e) => Err(e),
         }
     }
 
-    /// Stage 1: wait until the node answers — in maintenance mode, or already configured.
-    pub async fn wait_maintenance(&self, t: &Target) -> Result<NodeMode, TalosError> {
-        self.poll(t, Stage::Maintenance, || async {
-            sort(self.probe(t).await)
-        })
-        .await
-    }
-
-    /// Stage 2: hand the node its config. In maintenance mode the node's identity is
-    /// confirmed first; a configured node gets a dry run, and nothing is sent when it
-    /// already runs this config.
-    pub async fn apply_config(
+    /// One look: the node's Talos version when it runs this cluster's config,
+    /// `None` while nothing answers; another machine at its address is an error.
+    pub async fn our_node(
         &self,
         t: &Target,
-        config: &[u8],
-        identity: &dyn IdentityCheck,
         creds: &Credentials,
-    ) -> Result<ApplyOutcome, TalosError> {
-        let mode = self.wait_maintenance(t).await?;
-        match mode {
-            NodeMode::Maintenance => {
-                identity
-                    .confirm(&t.node, t.addr.ip())
-                    .await
-                    .map_err(|reason| TalosError::Identity {
-                        node: t.node.clone(),
-                        reason,
-                    })?;
-                // The node may reboot into its install before the answer arrives;
-                // once connected and sent, a node that stops answering maintenance mode took it
-                // (the install stage then proves it answers with our CA).
-                let sent = AtomicBool::new(false);
-                self.poll(t, Stage::Apply, || async {
-                    if sent.load(Ordering::Relaxed) {
-                        match self.probe(t).await {
-                            Ok(NodeMode::Maintenance) => {}
-                            Ok(NodeMode::Configured) => {
-                                return Attempt::Done(ApplyOutcome::Applied);
-                            }
-                            Err(e) if transient(&e) => return Attempt::Done(ApplyOutcome::Applied),
-                            Err(e) => return Attempt::Fail(e),
-                        }
-                    }
-                    let r = async {
-                        let mut c = TalosClient::open(
-                            &self.book,
-                            t,
-                            &TlsMode::Maintenance,
-                            self.timeouts.limits,
-                        )
-                        .await?;
-                        sent.store(true, Ordering::Relaxed);
-                        c.apply_configuration(config, ApplyMode::Auto, false).await
-                    }
-                    .await;
-                    match r {
-                        // Another apply is still being processed: wait for it.
-                        Err(e) if e.code() == Some(Code::FailedPrecondition) => Attempt::Retry(e),
-                        r => sort(r.map(|_| ApplyOutcome::Applied)),
-                    }
-                })
-                .await
-            }
-            NodeMode::Configured => {
-                let mtls = TlsMode::Mutual(creds.clone());
-                self.poll(t, Stage::Apply, || async {
-                    sort(
-                        async {
-                            let mut c = self.client(t, &mtls)?;
-                            let dry = c.apply_configuration(config, ApplyMode::Auto, true).await?;
-                            if dry.mode_details.contains(NO_CHANGES) {
-                                return Ok(ApplyOutcome::Unchanged);
-                            }
-                            c.apply_configuration(config, ApplyMode::Auto, false)
-                                .await?;
-                            Ok(ApplyOutcome::Updated)
-                        }
-                        .await,
-                    )
-                })
-                .await
-            }
+    ) -> Result<Option<String>, TalosError> {
+        match self.our_version(t, creds).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if transient(&e) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
-    /// Stage 3: the node installs to disk and reboots; done when it answers mutual TLS.
-    /// Returns the Talos version it reports.
+    /// The node boots its `cidata` config, installs to disk and reboots; done when
+    /// it answers mutual TLS with this cluster's CA. Returns the Talos version it
+    /// reports. Refuses at once when another machine answers at its address.
     pub async fn wait_installed(
         &self,
         t: &Target,
         creds: &Credentials,
     ) -> Result<String, TalosError> {
-        let mtls = TlsMode::Mutual(creds.clone());
         self.poll(t, Stage::Install, || async {
-            sort(
-                async {
-                    let v = self.client(t, &mtls)?.version().await?;
-                    Ok(v.into_iter()
-                        .next()
-                        .and_then(|v| v.version)
-                        .map(|v| v.tag)
-                        .unwrap_or_default())
-                }
-                .await,
-            )
+            sort(self.our_version(t, creds).await)
         })
         .await
     }
@@ -658,6 +560,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn repeated_error_parts_are_said_once() {
+        assert_eq!(
+            once_each(
+                "invalid peer certificate: UnknownIssuer: transport error: invalid peer certificate: UnknownIssuer"
+            ),
+            "invalid peer certificate: UnknownIssuer: transport error"
+        );
+    }
+
+    #[test]
     fn kubeconfig_comparison_ignores_credentials() {
         let k = |server: &str, ca: &str, user: &str| {
             format!(
@@ -692,13 +604,5 @@ mod tests {
         assert!(!retry_bootstrap(&e(
             "bootstrap can only be performed on a control plane node"
         )));
-    }
-
-    #[test]
-    fn config_hash_is_sha256_hex() {
-        assert_eq!(
-            config_hash(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
     }
 }

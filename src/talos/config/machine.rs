@@ -16,6 +16,15 @@ use crate::profile::{Profile, Role};
 const REPLY_TABLE: &str = "100";
 /// Priority of the rule that selects it: before `main` (32766).
 const REPLY_RULE_PRIORITY: &str = "1000";
+/// Priority of the rule that keeps replies to the node's own pods local: before the
+/// reply rule, whose table would send them out to the gateway and back, where the
+/// node drops its own address as a martian source.
+const OWN_PODS_RULE_PRIORITY: &str = "999";
+/// Routing table that sends the cluster's traffic for the management subnet through
+/// the workload gateway (1.13, default route on workload).
+const VIA_GATEWAY_TABLE: &str = "101";
+/// Priorities of its rules (pod block, workload subnet): before the reply rule.
+const VIA_GATEWAY_RULE_PRIORITIES: [&str; 2] = ["900", "901"];
 const KUBEPRISM_PORT: u16 = 7445;
 
 /// The whole machine config of `node` as a multi-document YAML stream.
@@ -29,6 +38,12 @@ pub fn render_node(
     let mut docs = vec![v1alpha1(profile, plan, node, secrets)];
     docs.extend(network_documents(profile, node, contract));
     multi_document(&docs)
+}
+
+/// Only the network documents of `node`'s machine config (no key material): what the
+/// routing rehearsal reads.
+pub fn network_config(profile: &Profile, node: &NodePlan, contract: Contract) -> String {
+    multi_document(&network_documents(profile, node, contract))
 }
 
 /// certSANs for the API server and apid: the endpoint host, every control plane's
@@ -220,7 +235,11 @@ fn v1alpha1(profile: &Profile, plan: &Plan, node: &NodePlan, s: &SecretsBundle) 
                 "etcd",
                 Yaml::map()
                     .with("ca", SecretsBundle::ca_yaml(&s.certs.etcd, true))
-                    .with("advertisedSubnets", strs([&mgmt_subnet])),
+                    .with("advertisedSubnets", strs([&mgmt_subnet]))
+                    // advertisedSubnets alone also limits where etcd listens, but
+                    // a joiner without the discovery service finds members at the
+                    // API server endpoints: their kubelet node IPs (workload).
+                    .with("listenSubnets", strs([&mgmt_subnet, &work_subnet])),
             );
         let allow = profile
             .kubernetes
@@ -283,22 +302,26 @@ fn doc(kind: &str) -> Yaml {
 }
 
 fn network_documents(profile: &Profile, node: &NodePlan, contract: Contract) -> Vec<Yaml> {
+    use crate::profile::{LinkRole, NetworkRole};
     let mut docs = Vec::new();
     let metric = profile.routing.default_route_metric;
     let default_link = node.nic(profile.routing.default_route);
-    let other_role = match profile.routing.default_route {
-        crate::profile::LinkRole::Management => crate::profile::LinkRole::Workload,
-        crate::profile::LinkRole::Workload => crate::profile::LinkRole::Management,
-    };
-    let other_network = match other_role {
-        crate::profile::LinkRole::Management => crate::profile::NetworkRole::Management,
-        crate::profile::LinkRole::Workload => crate::profile::NetworkRole::Workload,
+    let (other_role, other_network) = match profile.routing.default_route {
+        LinkRole::Management => (LinkRole::Workload, NetworkRole::Workload),
+        LinkRole::Workload => (LinkRole::Management, NetworkRole::Management),
     };
     // Replies from the other link's address leave through its own gateway (1.13 only).
     let reply_gateway = profile
         .network(other_network)
         .and_then(|n| n.gateway)
         .filter(|_| contract.has_routing_rules());
+    // Pods, LoadBalancer addresses and the workload address reach the management
+    // subnet through the workload gateway, so both directions cross it and its
+    // firewall sees the whole connection (network-review.md amendment 5).
+    let cluster_to_management = (profile.routing.default_route == LinkRole::Workload)
+        .then_some(())
+        .and(reply_gateway)
+        .and(node.workload.gateway);
 
     for nic in [&node.management, &node.workload] {
         docs.push(doc("LinkAliasConfig").with("name", &nic.alias).with(
@@ -320,6 +343,14 @@ fn network_documents(profile: &Profile, node: &NodePlan, contract: Contract) -> 
                         .with("metric", metric),
                 );
             }
+            if let Some(gw) = cluster_to_management {
+                routes.push(
+                    Yaml::map()
+                        .with("destination", node.management.address.trunc().to_string())
+                        .with("gateway", gw.to_string())
+                        .with("table", VIA_GATEWAY_TABLE),
+                );
+            }
         } else if let Some(gw) = reply_gateway {
             routes.extend(reply_table_routes(nic, gw));
         }
@@ -335,8 +366,27 @@ fn network_documents(profile: &Profile, node: &NodePlan, contract: Contract) -> 
         }
         docs.push(link);
     }
-    if let Some(_gw) = reply_gateway {
+    if cluster_to_management.is_some() {
+        let sources = [profile.kubernetes.pod_subnet, node.workload.address.trunc()];
+        for (priority, src) in VIA_GATEWAY_RULE_PRIORITIES.iter().zip(sources) {
+            docs.push(
+                doc("RoutingRuleConfig")
+                    .with("name", *priority)
+                    .with("src", src.to_string())
+                    .with("dst", node.management.address.trunc().to_string())
+                    .with("table", VIA_GATEWAY_TABLE),
+            );
+        }
+    }
+    if reply_gateway.is_some() {
         let other = node.nic(other_role);
+        docs.push(
+            doc("RoutingRuleConfig")
+                .with("name", OWN_PODS_RULE_PRIORITY)
+                .with("src", format!("{}/32", other.address.addr()))
+                .with("dst", node.pod_cidr.to_string())
+                .with("table", "main"),
+        );
         docs.push(
             doc("RoutingRuleConfig")
                 .with("name", REPLY_RULE_PRIORITY)

@@ -18,7 +18,7 @@ pub use clients::{
     AdminCert, issue_kube_admin, issue_talos_admin, kubeconfig, reusable_kube_admin,
     reusable_talos_admin, talosconfig,
 };
-pub use machine::{cert_sans, render_node};
+pub use machine::{cert_sans, network_config, render_node};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
