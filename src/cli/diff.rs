@@ -7,9 +7,8 @@
 use std::process::ExitCode;
 
 use super::args::{Global, LabArgs, Output, ProfileArgs};
-use super::common::{hosts, open_lab};
+use super::common::cluster_hosts;
 use super::preflight::{PveArgs, runtime};
-use crate::addons::ManifestSource;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,15 +37,8 @@ fn compare(g: &Global, a: &Args) -> anyhow::Result<usize> {
     let (plan, dir) = super::common::plan_and_dir(&profile, a.profile.dir.as_deref())?;
     let rt = runtime()?;
     rt.block_on(async {
-        let dc = open_lab(&dir, &profile, lab.as_ref()).await?;
-        let env = hosts(
-            dc.as_ref(),
-            lab.as_ref(),
-            &profile,
-            &a.profile.profile,
-            &a.pve,
-            ManifestSource::Embedded,
-        )?;
+        let (dc, env) =
+            cluster_hosts(&dir, &profile, &a.profile.profile, lab.as_ref(), &a.pve).await?;
         let d = crate::diff::diff(&env, &profile, &plan, &dir).await;
         if let Some(dc) = dc {
             dc.shutdown();

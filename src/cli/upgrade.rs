@@ -7,10 +7,9 @@ use std::process::ExitCode;
 use anyhow::bail;
 
 use super::args::{Global, LabArgs, Output, ProfileArgs};
-use super::common::{close_lab, hosts, open_lab};
+use super::common::{close_lab, cluster_hosts};
 use super::preflight::{PveArgs, runtime};
 use super::up::confirm;
-use crate::addons::ManifestSource;
 use crate::progress::{ProgressMode, Reporter};
 use crate::state::State;
 use crate::upgrade::{self, Clients, Upgrade};
@@ -42,15 +41,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     crate::dir_lock::hold(&dir)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let dc = open_lab(&dir, &profile, lab.as_ref()).await?;
-        let env = hosts(
-            dc.as_ref(),
-            lab.as_ref(),
-            &profile,
-            &a.profile.profile,
-            &a.pve,
-            ManifestSource::Embedded,
-        )?;
+        let (dc, env) =
+            cluster_hosts(&dir, &profile, &a.profile.profile, lab.as_ref(), &a.pve).await?;
         let result = async {
             let state = State::open(&dir, &profile, &plan)?;
             let drift = state.drift();
