@@ -248,4 +248,17 @@ fn a_patch_upgrade_of_1_13_nodes_pulls_the_factory_installer_reboots_and_uncordo
             "{name} left cordoned:\n{node}"
         );
     }
+    // The VMs' CD-ROM still holds the old ISO (docs/day2.md): `diff` says so, and
+    // the next `up` swaps it, after which nothing differs.
+    let d = dir.display().to_string();
+    let diff = || support::run(&["diff", "--profile", &new, "--dir", &d, "--lab"]);
+    let (code, out, _) = diff();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("talos-v1.13.8") && out.contains("(in place)"),
+        "{out}"
+    );
+    ok(run("up", &new, &dir, &[]), "up after the upgrade");
+    let (code, out, err) = diff();
+    assert_eq!(code, 0, "{out}{err}");
 }
