@@ -51,6 +51,7 @@ pub enum PlanError {
 
 /// One node as it runs now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Running {
     pub node: String,
     pub control_plane: bool,
@@ -62,6 +63,7 @@ pub struct Running {
 
 /// One node's change from one version to another.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Step {
     pub node: String,
     pub control_plane: bool,
@@ -70,6 +72,7 @@ pub struct Step {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UpgradePlan {
     pub talos: String,
     pub kubernetes: String,

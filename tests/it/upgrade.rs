@@ -154,6 +154,18 @@ fn a_1_12_cluster_is_upgraded_to_1_13_and_kubernetes_1_36_resuming_after_a_fault
         err.contains("factory.talos.dev/nocloud-installer/"),
         "{err}"
     );
+    // The same plan as JSON.
+    let (out, _) = ok(
+        run("upgrade", &new, &dir, &["--dry-run", "--output", "json"]),
+        "JSON dry run",
+    );
+    let plan: Value = serde_json::from_str(out.trim()).expect("dry-run JSON");
+    assert_eq!(
+        plan["talosSteps"].as_array().map(Vec::len),
+        Some(3),
+        "{plan}"
+    );
+    assert_eq!(plan["kubernetesSteps"][0]["to"], "v1.36.3", "{plan}");
     assert_eq!(lab_nodes(&dir), lab_before, "the dry run changed the lab");
     assert_eq!(std::fs::read(dir.join("state.json")).unwrap(), state_before);
 
