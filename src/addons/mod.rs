@@ -47,6 +47,10 @@ pub enum AddonError {
         pod_subnet: Ipv4Net,
     },
     #[error(
+        "`addons.cilium.cliImage` {image:?} is not a usable image reference: {what}\n  fix: write `<registry>/<path>:<tag>` or `…@sha256:<digest>`, e.g. quay.io/cilium/cilium-cli:v0.19.7, or remove it for the built-in pin"
+    )]
+    CliImage { image: String, what: String },
+    #[error(
         "the Cilium install Job failed: {0}\n  fix: `kubectl -n kube-system logs job/cilium-install`; re-run to recreate the Job"
     )]
     CiliumJob(String),

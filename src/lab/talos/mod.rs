@@ -105,6 +105,9 @@ pub struct NodeState {
     pub etcd_ready: bool,
     /// This node's etcd holds data and runs (bootstrapped or joined).
     pub etcd_member: bool,
+    /// Why the etcd service failed (a recovery from a bad or missing snapshot).
+    #[serde(default)]
+    pub etcd_failed: Option<String>,
     pub member_id: u64,
     pub reboot_loops_done: u32,
 }
@@ -130,6 +133,7 @@ impl NodeState {
             config_sha256: None,
             etcd_ready: false,
             etcd_member: false,
+            etcd_failed: None,
             member_id: 0,
             reboot_loops_done: 0,
         }
