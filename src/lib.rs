@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cluster_dir;
 pub mod cluster_id;
 pub mod dir_lock;
+pub mod egress;
 pub mod docs;
 pub mod files;
 pub mod formats;

@@ -19,6 +19,8 @@ pub struct Summary {
     pub kubeconfig: String,
     /// A `talosctl health` that works on this cluster (see `health_command`).
     pub health: String,
+    /// Where the nodes must connect to (the gateway must allow it).
+    pub egress: Vec<crate::egress::Need>,
     /// Routes the gateway needs before pods are reachable without NAT (empty with masquerading).
     pub gateway_routes: Vec<GatewayRoute>,
     /// Set when the run was against the lab: how to reach the simulated cluster.
@@ -142,6 +144,7 @@ impl Summary {
             talosconfig: dir.talosconfig().display().to_string(),
             kubeconfig: dir.kubeconfig().display().to_string(),
             health: health_command(plan, &dir.talosconfig().display().to_string()),
+            egress: crate::egress::needs(profile),
             gateway_routes: if profile.routing.masquerade {
                 Vec::new()
             } else {
@@ -192,6 +195,13 @@ impl Summary {
             for r in &self.gateway_routes {
                 let _ = writeln!(s, "  {} via {}   ({})", r.destination, r.via, r.node);
             }
+        }
+        if self.lab.is_none() {
+            let _ = write!(
+                s,
+                "\nThe nodes reach out to these (keep them allowed on the gateway):\n{}",
+                crate::egress::lines(&self.egress, "  ")
+            );
         }
         match &self.lab {
             Some(l) => s.push_str(&l.render()),
@@ -261,5 +271,10 @@ mod tests {
             .map(|n| n.workload.address.addr().to_string())
             .collect();
         assert_eq!(cps, want.join(","), "{line}");
+        // What the nodes reach out to is listed too.
+        assert!(
+            text.contains("The nodes reach out to these") && text.contains("discovery.talos.dev"),
+            "{text}"
+        );
     }
 }
