@@ -318,7 +318,7 @@ pub async fn run(
         .inspect_err(|e| rep.failed(None, "etcd", e))?;
     rep.done(None, "etcd");
     let all: Vec<_> = plan.nodes.iter().collect();
-    reconcile_kube(ctx, &all).await
+    reconcile_kube(ctx, &all, creds).await
 }
 
 /// One quick look: does etcd run on `t` (the recovery already happened)?

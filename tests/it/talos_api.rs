@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use secrecy::SecretString;
-use talos_pve::lab::talos::{Faults, LabTalos, LabTalosConfig, Phase};
+use talos_pve::lab::talos::{Faults, LabTalos, LabTalosConfig, LinkNames, Phase};
 use talos_pve::lab::{Fabric, LabEvent, LabNic, LabVm};
 use talos_pve::pki::KeyAlg;
 use talos_pve::talos::api::*;
@@ -346,6 +346,34 @@ async fn a_client_certificate_for_more_than_client_auth_is_refused() {
     // The certificates talos-pve issues carry exactly ClientAuth and are accepted.
     connect(&fabric, &t, c.admin.clone()).version().await.unwrap();
     lab.shutdown();
+}
+
+#[tokio::test]
+async fn nodes_report_their_link_names_with_macs() {
+    for (names, want) in [
+        (LinkNames::Eth, ["eth0", "eth1"]),
+        (LinkNames::Predictable, ["ens18", "ens19"]),
+    ] {
+        let cfg = LabTalosConfig {
+            link_names: names,
+            ..LabTalosConfig::fast()
+        };
+        let (c, fabric, lab, _) = running_cluster(1, 207, cfg).await;
+        let n = &c.nodes[0];
+        let links = connect(&fabric, &n.target(), c.admin.clone())
+            .links()
+            .await
+            .unwrap();
+        let macs: Vec<String> = n.vm.nics.iter().map(|x| x.mac.to_uppercase()).collect();
+        assert_eq!(
+            links,
+            vec![
+                (want[0].to_owned(), macs[0].clone()),
+                (want[1].to_owned(), macs[1].clone())
+            ]
+        );
+        lab.shutdown();
+    }
 }
 
 #[tokio::test]

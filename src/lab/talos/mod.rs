@@ -55,6 +55,37 @@ pub struct LabTalosConfig {
     /// Cluster bootstrapped → another control plane joins.
     pub join: Duration,
     pub faults: Faults,
+    /// What the nodes call their NICs.
+    #[serde(default)]
+    pub link_names: LinkNames,
+}
+
+/// How a lab node names its links (LinkStatus IDs). Talos calls `eth<N>` naming
+/// unstable with several NICs (talos.md §5), so talos-pve must read the names.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum LinkNames {
+    /// The nocloud image boots with `net.ifnames=0`: `eth<N>` in probe order, here NIC order.
+    #[default]
+    Eth,
+    /// Predictable names: Proxmox puts virtio `net<i>` in PCI slot 18+i, hence `ens<18+i>`.
+    Predictable,
+    /// Names per VMID in NIC order (nodes that disagree); others fall back to `Eth`.
+    Given(std::collections::BTreeMap<u32, Vec<String>>),
+}
+
+impl LinkNames {
+    pub fn names(&self, vm: &LabVm) -> Vec<String> {
+        let eth = || vm.nics.iter().map(|n| format!("eth{}", n.index)).collect();
+        match self {
+            LinkNames::Eth => eth(),
+            LinkNames::Predictable => vm
+                .nics
+                .iter()
+                .map(|n| format!("ens{}", 18 + u32::from(n.index)))
+                .collect(),
+            LinkNames::Given(m) => m.get(&vm.vmid).cloned().unwrap_or_else(eth),
+        }
+    }
 }
 
 impl Default for LabTalosConfig {
@@ -66,6 +97,7 @@ impl Default for LabTalosConfig {
             etcd_ready: Duration::from_millis(200),
             join: Duration::from_millis(200),
             faults: Faults::default(),
+            link_names: LinkNames::default(),
         }
     }
 }

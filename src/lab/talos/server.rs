@@ -26,7 +26,7 @@ use crate::lab::LabEvent;
 use crate::talos::api::messages::*;
 use crate::talos::api::snapshot::RECOVER_CHUNK;
 
-type DataStream = Pin<Box<dyn Stream<Item = Result<Data, Status>> + Send>>;
+type DataStream = MessageStream<Data>;
 
 /// A rustls server config speaking h2, with or without client certificates.
 fn server_config(
@@ -227,16 +227,19 @@ where
         .await
 }
 
-async fn server_stream<Q, F, Fut>(
+type MessageStream<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>;
+
+async fn server_stream<Q, R, F, Fut>(
     req: http::Request<hyper::body::Incoming>,
     f: F,
 ) -> http::Response<Body>
 where
     Q: prost::Message + Default + Send + 'static,
+    R: prost::Message + Send + 'static,
     F: Fn(Request<Q>) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<Response<DataStream>, Status>> + Send + 'static,
+    Fut: Future<Output = Result<Response<MessageStream<R>>, Status>> + Send + 'static,
 {
-    tonic::server::Grpc::new(ProstCodec::<Data, Q>::default())
+    tonic::server::Grpc::new(ProstCodec::<R, Q>::default())
         .server_streaming(tower::service_fn(f), req)
         .await
 }
@@ -284,6 +287,12 @@ async fn dispatch(ctx: Ctx, req: http::Request<hyper::body::Incoming>) -> http::
         "/machine.MachineService/Reset" => {
             unary(req, move |r: Request<ResetRequest>| {
                 std::future::ready(c.reset(r.into_inner()))
+            })
+            .await
+        }
+        "/cosi.resource.State/List" => {
+            server_stream(req, move |r: Request<CosiListRequest>| {
+                std::future::ready(c.cosi_list(r.into_inner()))
             })
             .await
         }
@@ -582,6 +591,63 @@ impl Ctx {
                 ApplyMode::NoReboot,
             )
         }
+    }
+
+    /// COSI `List`, for the one resource type talos-pve reads: the node's links, named
+    /// as `LabTalosConfig::link_names` says (reader role; served in maintenance too).
+    fn cosi_list(
+        &self,
+        q: CosiListRequest,
+    ) -> Result<Response<MessageStream<CosiListResponse>>, Status> {
+        if !self.peer.maintenance {
+            self.allow("List", READ)?;
+        }
+        if q.namespace != LINK_STATUS_NAMESPACE || q.r#type != LINK_STATUS_TYPE {
+            return Err(Status::not_found(format!(
+                "resource type {:?} in namespace {:?} is not served by the lab",
+                q.r#type, q.namespace
+            )));
+        }
+        let nodes = lock(&self.shared.nodes);
+        let n = nodes
+            .get(&self.vmid)
+            .ok_or_else(|| Status::unavailable("node gone"))?;
+        let names = self.shared.cfg.link_names.names(&n.state.vm);
+        let items: Vec<Result<CosiListResponse, Status>> = n
+            .state
+            .vm
+            .nics
+            .iter()
+            .zip(names)
+            .map(|(nic, name)| {
+                let mac: Vec<u8> = nic
+                    .mac
+                    .split(':')
+                    .filter_map(|b| u8::from_str_radix(b, 16).ok())
+                    .collect();
+                let spec = LinkStatusSpec {
+                    r#type: 1,
+                    hardware_addr: mac.clone(),
+                    kind: String::new(),
+                    permanent_addr: mac,
+                };
+                Ok(CosiListResponse {
+                    resource: Some(CosiResource {
+                        metadata: Some(CosiMetadata {
+                            namespace: LINK_STATUS_NAMESPACE.into(),
+                            r#type: LINK_STATUS_TYPE.into(),
+                            id: name,
+                        }),
+                        spec: Some(CosiSpec {
+                            proto_spec: prost::Message::encode_to_vec(&spec),
+                            yaml_spec: String::new(),
+                        }),
+                    }),
+                })
+            })
+            .collect();
+        let stream: MessageStream<CosiListResponse> = Box::pin(tokio_stream::iter(items));
+        Ok(Response::new(stream))
     }
 
     fn bootstrap(&self, q: BootstrapRequest) -> Result<Response<BootstrapResponse>, Status> {
