@@ -84,7 +84,10 @@ pub fn needs(p: &Profile) -> Vec<Need> {
         out.push(Need {
             host: quay,
             ports: "tcp/443",
-            what: format!("MetalLB v{} controller and speaker images", m.version.trim_start_matches('v')),
+            what: format!(
+                "MetalLB v{} controller and speaker images",
+                m.version.trim_start_matches('v')
+            ),
             because: vec!["addons.metallb.version"],
         });
     }
@@ -169,7 +172,11 @@ mod tests {
         assert!(!hosts.contains(&"helm.cilium.io"));
         assert!(n.iter().any(|n| n.ports == "udp/123"));
         let cilium = n.iter().find(|n| n.what.contains("Cilium")).unwrap();
-        assert!(cilium.what.contains("quay.io/cilium/cilium-cli:"), "{}", cilium.what);
+        assert!(
+            cilium.what.contains("quay.io/cilium/cilium-cli:"),
+            "{}",
+            cilium.what
+        );
         let md = markdown(&n);
         assert!(md.contains("| factory.talos.dev | tcp/443 |"), "{md}");
         assert!(md.contains("`addons.cilium.version`"), "{md}");
@@ -180,7 +187,9 @@ mod tests {
         let mut p = crate::test_support::homelab();
         p.addons.cilium.cli_image = Some("registry.lan:5000/cilium/cilium-cli:v0.19.7".into());
         let n = needs(&p);
-        assert!(n.iter().any(|n| n.host == "registry.lan:5000"
-            && n.because == ["addons.cilium.cliImage"]));
+        assert!(
+            n.iter()
+                .any(|n| n.host == "registry.lan:5000" && n.because == ["addons.cilium.cliImage"])
+        );
     }
 }

@@ -89,7 +89,9 @@ fn image_reference(r: &str) -> Result<(), String> {
         None => (r, None),
     };
     if let Some(d) = digest {
-        let hex = d.strip_prefix("sha256:").ok_or("the digest must start with sha256:")?;
+        let hex = d
+            .strip_prefix("sha256:")
+            .ok_or("the digest must start with sha256:")?;
         if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err("a sha256 digest is 64 lower-case hex digits".into());
         }
@@ -102,8 +104,11 @@ fn image_reference(r: &str) -> Result<(), String> {
     };
     if let Some(t) = tag {
         let ok = t.len() <= 128
-            && t.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            && t.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
         if !ok {
             return Err(format!("`{t}` is not an image tag"));
         }
@@ -117,12 +122,14 @@ fn image_reference(r: &str) -> Result<(), String> {
     let host_ok = |h: &str| {
         let (h, port) = h.split_once(':').unwrap_or((h, "0"));
         !h.is_empty()
-            && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
             && port.parse::<u16>().is_ok()
     };
     let path_ok = |c: &str| {
         !c.is_empty()
-            && c.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+            && c.bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
             && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
     };
     let ok = if host {
@@ -328,6 +335,13 @@ fn job(image: &str, cmd: Vec<String>) -> Value {
                         "command": cmd}]}}}})
 }
 
+fn job_complete(job: &Value) -> bool {
+    job["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Complete" && c["status"] == "True")
+    })
+}
+
 fn job_failed(job: &Value) -> Option<String> {
     job["status"]["conditions"]
         .as_array()?
@@ -389,11 +403,16 @@ pub async fn install(
     let ds = disc
         .resolve("apps/v1", "DaemonSet")?
         .object_path(Some(NAMESPACE), "cilium");
-    // `Some(message)` ends the wait early: the Job gave up.
+    // `Some(message)` ends the wait early: the Job gave up. A Job just (re)created
+    // must finish first: after an upgrade the old agents are still ready.
     let failed = poll
         .until("the Cilium agent DaemonSet to be ready", || async {
-            if let Some(msg) = client.get(&job_path).await?.as_ref().and_then(job_failed) {
+            let job = client.get(&job_path).await?;
+            if let Some(msg) = job.as_ref().and_then(job_failed) {
                 return Ok(Ok(Some(msg)));
+            }
+            if created && !job.as_ref().is_some_and(job_complete) {
+                return Ok(Err("the install Job is running".into()));
             }
             Ok(match client.get(&ds).await? {
                 Some(o) => daemonset_ready(&o).map(|()| None),
@@ -453,8 +472,14 @@ mod tests {
             cli_image: Some(r.into()),
             ..Cilium::default()
         };
-        assert_eq!(cli_image(&Cilium::default()).unwrap(), pins().installer.image);
-        let digest = format!("quay.io/cilium/cilium-cli:v0.19.7@sha256:{}", "a".repeat(64));
+        assert_eq!(
+            cli_image(&Cilium::default()).unwrap(),
+            pins().installer.image
+        );
+        let digest = format!(
+            "quay.io/cilium/cilium-cli:v0.19.7@sha256:{}",
+            "a".repeat(64)
+        );
         for ok in [
             digest.as_str(),
             "registry.lan:5000/mirror/cilium-cli:v0.19.7",
@@ -470,7 +495,10 @@ mod tests {
             "",
         ] {
             let e = cli_image(&with(bad)).unwrap_err().to_string();
-            assert!(e.contains("addons.cilium.cliImage") && e.contains("fix:"), "{bad}: {e}");
+            assert!(
+                e.contains("addons.cilium.cliImage") && e.contains("fix:"),
+                "{bad}: {e}"
+            );
         }
     }
 
@@ -520,10 +548,22 @@ mod tests {
             up[2]["spec"]["template"]["spec"]["containers"][0]["command"].clone(),
         )
         .unwrap();
-        assert_eq!(&cmd[..5], ["cilium", "upgrade", "--reset-values", "--version", "1.18.11"]);
+        assert_eq!(
+            &cmd[..5],
+            [
+                "cilium",
+                "upgrade",
+                "--reset-values",
+                "--version",
+                "1.18.11"
+            ]
+        );
         // Same inputs, same annotation: an unchanged cluster does not re-run the Job.
         let ann = |o: &[Value]| o[2]["metadata"]["annotations"][SPEC_ANNOTATION].clone();
         assert_eq!(ann(&objs), ann(&up));
-        assert_ne!(ann(&objs), ann(&objects(image, "1.19.5", &v, Verb::Install)));
+        assert_ne!(
+            ann(&objs),
+            ann(&objects(image, "1.19.5", &v, Verb::Install))
+        );
     }
 }

@@ -50,7 +50,10 @@ pub fn render(p: &Profile, plan: &Plan, source: &str) -> String {
         firewall::section(p, plan),
     );
     section("Routing rehearsal", routing_section(p, plan));
-    section("Egress the nodes need", crate::egress::markdown(&crate::egress::needs(p)));
+    section(
+        "Egress the nodes need",
+        crate::egress::markdown(&crate::egress::needs(p)),
+    );
     section("Cilium", cilium_section(p));
     section(
         "Diagrams",

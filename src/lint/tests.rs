@@ -332,7 +332,9 @@ fn homelab_passes_with_only_the_expected_warnings() {
     let egress = report.with_code("NET412").next().unwrap();
     assert!(
         egress.path.contains("kubernetes.version")
-            && egress.message.contains("quay.io tcp/443 (addons.cilium.version"),
+            && egress
+                .message
+                .contains("quay.io tcp/443 (addons.cilium.version"),
         "{egress:?}"
     );
     let routes = report.with_code("NET407").next().unwrap();

@@ -300,7 +300,13 @@ pub async fn run(
             .await
             .inspect_err(|e| rep.failed(Some(&boot.node), "recover", e))?;
         env.talos
-            .recover(&boot, creds, &src.snapshot, src.skip_hash_check, &src.origin)
+            .recover(
+                &boot,
+                creds,
+                &src.snapshot,
+                src.skip_hash_check,
+                &src.origin,
+            )
             .await
             .inspect_err(|e| rep.failed(Some(&boot.node), "recover", e))?;
         rep.progress(

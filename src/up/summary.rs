@@ -263,9 +263,16 @@ mod tests {
         let words: Vec<&str> = line.split(' ').collect();
         // `health` refuses several targets: exactly one `--nodes` with one address.
         let at = words.iter().position(|w| *w == "--nodes").unwrap();
-        assert!(words[at + 1].parse::<std::net::Ipv4Addr>().is_ok(), "{line}");
+        assert!(
+            words[at + 1].parse::<std::net::Ipv4Addr>().is_ok(),
+            "{line}"
+        );
         assert_eq!(words.iter().filter(|w| w.starts_with("--nodes")).count(), 1);
-        let cps = words[words.iter().position(|w| *w == "--control-plane-nodes").unwrap() + 1];
+        let cps = words[words
+            .iter()
+            .position(|w| *w == "--control-plane-nodes")
+            .unwrap()
+            + 1];
         let want: Vec<String> = plan
             .control_planes()
             .map(|n| n.workload.address.addr().to_string())

@@ -252,7 +252,10 @@ async fn lab_cluster_converges_and_a_second_run_changes_nothing() {
             o[3].as_str().unwrap(),
         );
         if name.ends_with("-ztunnel") {
-            assert!(find(&objs, kind, ns, name).is_none(), "{kind} {name} is 1.19 only");
+            assert!(
+                find(&objs, kind, ns, name).is_none(),
+                "{kind} {name} is 1.19 only"
+            );
             continue;
         }
         assert!(
@@ -625,14 +628,19 @@ async fn changed_cilium_values_go_through_upgrade_not_a_second_install() {
     let image = &cilium::pins().installer.image;
     let objs = cilium::objects(image, "1.18.11", &values, cilium::Verb::Install);
     let msg = run_job(&c, objs, &opts).await;
-    assert!(msg.contains("cannot reuse a name that is still in use"), "{msg}");
+    assert!(
+        msg.contains("cannot reuse a name that is still in use"),
+        "{msg}"
+    );
 }
 
 /// Replace the install Job with `objs`' and wait for it to fail; its message.
 async fn run_job(c: &Cluster, objs: Vec<Value>, opts: &Options) -> String {
     let path = format!("/apis/batch/v1/namespaces/kube-system/jobs/{}", cilium::JOB);
     c.client.delete(&path).await.unwrap();
-    addons::apply_all(&c.client, objs, &opts.poll).await.unwrap();
+    addons::apply_all(&c.client, objs, &opts.poll)
+        .await
+        .unwrap();
     fast_poll(5_000)
         .until("the Job to fail", || async {
             let j = c.client.get(&path).await?.unwrap_or_default();
@@ -706,7 +714,10 @@ fn every_offered_cilium_version_satisfies_its_chart_schema() {
         let readme = std::fs::read_to_string(readme).unwrap();
         for v in offered {
             let sha = &cilium::pin(v).unwrap().chart_sha256;
-            assert!(readme.contains(sha.as_str()), "{v}: {sha} not in the reference");
+            assert!(
+                readme.contains(sha.as_str()),
+                "{v}: {sha} not in the reference"
+            );
         }
     }
 }

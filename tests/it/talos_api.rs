@@ -344,7 +344,10 @@ async fn a_client_certificate_for_more_than_client_auth_is_refused() {
     let e = connect(&fabric, &t, both).version().await.unwrap_err();
     assert!(matches!(e, TalosError::CertificateRejected { .. }), "{e}");
     // The certificates talos-pve issues carry exactly ClientAuth and are accepted.
-    connect(&fabric, &t, c.admin.clone()).version().await.unwrap();
+    connect(&fabric, &t, c.admin.clone())
+        .version()
+        .await
+        .unwrap();
     lab.shutdown();
 }
 

@@ -295,7 +295,12 @@ fn record_release(lab: &Lab, version: &str) {
     }
     let rev = old
         .iter()
-        .filter_map(|r| r["metadata"]["labels"]["version"].as_str()?.parse::<u32>().ok())
+        .filter_map(|r| {
+            r["metadata"]["labels"]["version"]
+                .as_str()?
+                .parse::<u32>()
+                .ok()
+        })
         .max()
         .unwrap_or(0)
         + 1;

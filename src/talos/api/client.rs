@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message as _;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
-use prost::Message as _;
 use tonic_prost::ProstCodec;
 
 use super::creds::TlsMode;
@@ -295,13 +295,12 @@ impl TalosClient {
             let Some(r) = m.resource else { continue };
             let id = r.metadata.map(|m| m.id).unwrap_or_default();
             let spec = r.spec.map(|s| s.proto_spec).unwrap_or_default();
-            let spec = LinkStatusSpec::decode(spec.as_slice()).map_err(|e| {
-                TalosError::BadResponse {
+            let spec =
+                LinkStatusSpec::decode(spec.as_slice()).map_err(|e| TalosError::BadResponse {
                     node: self.target.node.clone(),
                     rpc,
                     detail: format!("link {id}: {e}"),
-                }
-            })?;
+                })?;
             if !spec.kind.is_empty() || spec.hardware_addr.len() != 6 {
                 continue;
             }
