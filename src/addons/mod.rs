@@ -218,6 +218,18 @@ pub struct Report {
     pub exclude_labels_removed: Vec<String>,
 }
 
+/// The profile's add-on choices, checked before anything is created: an unpinned
+/// version or a bad image reference would otherwise stop a bring-up only after the
+/// VMs run.
+pub fn check(plan: &Plan, addons: &Addons) -> Result<(), AddonError> {
+    cilium::values(plan, &addons.cilium, &Links::from_plan(plan))?;
+    cilium::cli_image(&addons.cilium)?;
+    if let Some(m) = &addons.metallb {
+        metallb::pin(&m.version)?;
+    }
+    Ok(())
+}
+
 /// Pod CIDRs, then Cilium, then MetalLB (when the profile has a pool).
 pub async fn install(
     client: &Client,
@@ -391,6 +403,20 @@ mod tests {
                 workload: "eth1".into()
             }
         );
+    }
+
+    #[test]
+    fn unpinned_addon_choices_are_refused_up_front() {
+        let p = crate::test_support::homelab();
+        let plan = Plan::build(&p).unwrap();
+        check(&plan, &p.addons).unwrap();
+        let mut a = p.addons.clone();
+        a.cilium.version = "1.19.6".into();
+        let e = check(&plan, &a).unwrap_err().to_string();
+        assert!(e.contains("1.18.11, 1.19.5") && e.contains("fix:"), "{e}");
+        let mut a = p.addons.clone();
+        a.cilium.cli_image = Some("quay.io/cilium/cilium-cli".into());
+        assert!(matches!(check(&plan, &a), Err(AddonError::CliImage { .. })));
     }
 
     #[test]

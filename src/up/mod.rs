@@ -112,6 +112,10 @@ pub async fn bring_up(
     opts: &Options,
 ) -> Result<Summary, UpError> {
     let rec = Record { env, state, rep };
+    addons::check(plan, &profile.addons).map_err(|cause| UpError::Addons {
+        cause: Box::new(cause),
+        kubeconfig: dir.kubeconfig().display().to_string(),
+    })?;
     // Before anything is created: a bootstrapped cluster whose control planes are
     // all gone is restored from a backup, never bootstrapped again.
     let bootstrapped = bootstrap_guard::evidence(dir, state);
