@@ -103,9 +103,9 @@ impl ManifestSource {
 }
 
 /// Kernel names of the two NICs on every node. Cilium `devices` and MetalLB
-/// `interfaces` match kernel names, not Talos link aliases; on the nocloud platform
-/// (`net.ifnames=0`, virtio NICs in `net0`/`net1` order) they are `eth0`/`eth1`,
-/// which the plan records. Pass names resolved from Talos link status to override.
+/// `interfaces` match kernel names, not Talos link aliases. `up` and `rebuild` read
+/// them from the nodes (`resolve`); `from_plan` is the nocloud expectation
+/// (`net.ifnames=0`, `eth0`/`eth1` in NIC order), used to check choices up front.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Links {
     pub management: String,
