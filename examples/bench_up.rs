@@ -83,6 +83,7 @@ fn timings(p: &Profile) -> (LabProxmoxConfig, LabTalosConfig, KubeSimConfig) {
         etcd_ready: lab(real::ETCD_READY),
         join: lab(real::JOIN),
         faults: Default::default(),
+        link_names: Default::default(),
     };
     let kube = KubeSimConfig {
         tick: lab(real::KUBE_TICK),

@@ -14,6 +14,7 @@ pub mod cluster_id;
 pub mod diff;
 pub mod dir_lock;
 pub mod docs;
+pub mod egress;
 pub mod files;
 pub mod formats;
 pub mod iso9660;

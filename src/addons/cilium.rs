@@ -1,6 +1,6 @@
 //! Cilium in native-routing mode, installed by an in-cluster Job that runs a pinned
-//! cilium-cli image (`cilium install --version … --set …`), so the workstation needs
-//! no helm or cilium binary. The chart values are a pure function of the plan.
+//! cilium-cli image (`cilium install|upgrade --version … --set …`), so the workstation
+//! needs no helm or cilium binary. The chart values are a pure function of the plan.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -15,13 +15,20 @@ use crate::profile::Cilium;
 
 pub const NAMESPACE: &str = "kube-system";
 pub const JOB: &str = "cilium-install";
-/// Annotation on the Job: SHA-256 of its command, to know when to recreate it.
+/// Annotation on the Job: SHA-256 of what it installs, to know when to recreate it.
 pub const SPEC_ANNOTATION: &str = "talos-pve.dev/install-sha256";
+/// cilium-cli's Helm release name (`--helm-release-name`, default `cilium`).
+pub const RELEASE: &str = "cilium";
+/// Helm's secrets storage driver labels every release revision `owner=helm,name=<release>`
+/// (helm v4 `pkg/storage/driver/secrets.go`, vendored by cilium-cli v0.19.7).
+pub const RELEASE_SELECTOR: &str = "owner=helm,name=cilium";
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Pins {
     pub installer: Installer,
+    /// The version a profile gets when it names none (reason in the YAML).
+    pub default: String,
     pub versions: BTreeMap<String, VersionPin>,
 }
 
@@ -34,6 +41,7 @@ pub struct Installer {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionPin {
+    /// Digest of the chart tarball the cilium-cli image carries for this version.
     pub chart_sha256: String,
     pub agent_digest: String,
     pub operator_generic_digest: String,
@@ -57,6 +65,82 @@ pub fn pin(version: &str) -> Result<&'static VersionPin, AddonError> {
             version: version.into(),
             supported: p.versions.keys().cloned().collect::<Vec<_>>().join(", "),
         })
+}
+
+/// The cilium-cli image the Job runs: the profile's override, checked as an OCI
+/// image reference with an explicit tag or digest, or the built-in pin.
+pub fn cli_image(cilium: &Cilium) -> Result<&str, AddonError> {
+    match cilium.cli_image.as_deref() {
+        None => Ok(&pins().installer.image),
+        Some(r) => image_reference(r)
+            .map(|()| r)
+            .map_err(|what| AddonError::CliImage {
+                image: r.into(),
+                what,
+            }),
+    }
+}
+
+/// `[host[:port]/]path[:tag][@sha256:<64 hex>]` with a tag or a digest (no implicit
+/// `latest`), as the OCI distribution spec names images.
+fn image_reference(r: &str) -> Result<(), String> {
+    let (rest, digest) = match r.split_once('@') {
+        Some((rest, d)) => (rest, Some(d)),
+        None => (r, None),
+    };
+    if let Some(d) = digest {
+        let hex = d
+            .strip_prefix("sha256:")
+            .ok_or("the digest must start with sha256:")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err("a sha256 digest is 64 lower-case hex digits".into());
+        }
+    }
+    // A tag follows the last ':' after the last '/' (a ':' before it is a registry port).
+    let last = rest.rsplit('/').next().unwrap_or_default();
+    let (name, tag) = match last.rsplit_once(':') {
+        Some((_, t)) => (&rest[..rest.len() - t.len() - 1], Some(t)),
+        None => (rest, None),
+    };
+    if let Some(t) = tag {
+        let ok = t.len() <= 128
+            && t.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !ok {
+            return Err(format!("`{t}` is not an image tag"));
+        }
+    }
+    if tag.is_none() && digest.is_none() {
+        return Err("it has neither a tag nor a digest, so it would float with `latest`".into());
+    }
+    let mut parts = name.split('/');
+    let first = parts.next().unwrap_or_default();
+    let host = first.contains(['.', ':']) || first == "localhost";
+    let host_ok = |h: &str| {
+        let (h, port) = h.split_once(':').unwrap_or((h, "0"));
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+            && port.parse::<u16>().is_ok()
+    };
+    let path_ok = |c: &str| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+            && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+    };
+    let ok = if host {
+        host_ok(first) && name.contains('/') && name.split('/').skip(1).all(path_ok)
+    } else {
+        name.split('/').all(path_ok)
+    };
+    if !ok {
+        return Err(format!("`{name}` is not an image name"));
+    }
+    Ok(())
 }
 
 /// Chart values for this plan: the Talos requirements, native routing over the
@@ -177,14 +261,25 @@ pub fn parse_set_args(args: &[String]) -> Value {
     root
 }
 
+/// What the Job runs: cilium-cli refuses `install` over an existing release
+/// (helm v4 `pkg/action/install.go`: "cannot reuse a name that is still in use"), so
+/// once a release exists its values change through `upgrade`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Install,
+    /// `--reset-values`: cilium-cli's default `--reset-then-reuse-values` would merge
+    /// the last release's values in, so a value dropped from the plan would linger.
+    Upgrade,
+}
+
 /// The container command of the install Job.
-pub fn command(version: &str, values: &Value) -> Vec<String> {
-    let mut cmd = vec![
-        "cilium".to_owned(),
-        "install".to_owned(),
-        "--version".to_owned(),
-        version.trim_start_matches('v').to_owned(),
-    ];
+pub fn command(verb: Verb, version: &str, values: &Value) -> Vec<String> {
+    let mut cmd: Vec<String> = match verb {
+        Verb::Install => vec!["cilium".into(), "install".into()],
+        Verb::Upgrade => vec!["cilium".into(), "upgrade".into(), "--reset-values".into()],
+    };
+    cmd.push("--version".into());
+    cmd.push(version.trim_start_matches('v').to_owned());
     for s in set_args(values) {
         cmd.push("--set".into());
         cmd.push(s);
@@ -193,13 +288,12 @@ pub fn command(version: &str, values: &Value) -> Vec<String> {
 }
 
 /// ServiceAccount, ClusterRoleBinding (cluster-admin) and Job that install Cilium.
-pub fn objects(version: &str, values: &Value) -> Vec<Value> {
-    let cmd = command(version, values);
-    let mut job = job(cmd);
-    let digest = ring::digest::digest(
-        &ring::digest::SHA256,
-        job["spec"]["template"].to_string().as_bytes(),
-    );
+/// The Job's annotation hashes what it installs (image, version, values), not the
+/// verb: an upgrade Job with unchanged inputs is no reason to run again.
+pub fn objects(image: &str, version: &str, values: &Value, verb: Verb) -> Vec<Value> {
+    let mut job = job(image, command(verb, version, values));
+    let what = json!({"image": image, "version": version, "values": values});
+    let digest = ring::digest::digest(&ring::digest::SHA256, what.to_string().as_bytes());
     job["metadata"]["annotations"] = json!({SPEC_ANNOTATION: hex::encode(digest.as_ref())});
     vec![
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
@@ -213,7 +307,7 @@ pub fn objects(version: &str, values: &Value) -> Vec<Value> {
 }
 
 /// The install Job; its pod template is immutable, hence the hash annotation.
-fn job(cmd: Vec<String>) -> Value {
+fn job(image: &str, cmd: Vec<String>) -> Value {
     let cp = "node-role.kubernetes.io/control-plane";
     json!({"apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": JOB, "namespace": NAMESPACE},
@@ -232,13 +326,20 @@ fn job(cmd: Vec<String>) -> Value {
                         "nodeSelectorTerms": [{"matchExpressions": [{"key": cp, "operator": "Exists"}]}]}}},
                     "containers": [{
                         "name": JOB,
-                        "image": pins().installer.image,
+                        "image": image,
                         // The kubernetes Service needs a CNI; talk to the local API server.
                         "env": [
                             {"name": "KUBERNETES_SERVICE_HOST",
                              "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}}},
                             {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"}],
                         "command": cmd}]}}}})
+}
+
+fn job_complete(job: &Value) -> bool {
+    job["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Complete" && c["status"] == "True")
+    })
 }
 
 fn job_failed(job: &Value) -> Option<String> {
@@ -261,7 +362,18 @@ pub async fn install(
     opts: &Options,
 ) -> Result<bool, AddonError> {
     let values = values(plan, cilium, &opts.links)?;
-    let objs = objects(&cilium.version, &values);
+    let image = cli_image(cilium)?;
+    let release = format!(
+        "/api/v1/namespaces/{NAMESPACE}/secrets?labelSelector={}",
+        RELEASE_SELECTOR.replace('=', "%3D").replace(',', "%2C")
+    );
+    // A half-finished earlier run or a profile change: the release is there already.
+    let verb = if client.list(&release).await?.is_empty() {
+        Verb::Install
+    } else {
+        Verb::Upgrade
+    };
+    let objs = objects(image, &cilium.version, &values, verb);
     let disc = Discovery::run(client).await?;
     let job_res = disc.resolve("batch/v1", "Job")?;
     let job_path = job_res.object_path(Some(NAMESPACE), JOB);
@@ -291,11 +403,16 @@ pub async fn install(
     let ds = disc
         .resolve("apps/v1", "DaemonSet")?
         .object_path(Some(NAMESPACE), "cilium");
-    // `Some(message)` ends the wait early: the Job gave up.
+    // `Some(message)` ends the wait early: the Job gave up. A Job just (re)created
+    // must finish first: after an upgrade the old agents are still ready.
     let failed = poll
         .until("the Cilium agent DaemonSet to be ready", || async {
-            if let Some(msg) = client.get(&job_path).await?.as_ref().and_then(job_failed) {
+            let job = client.get(&job_path).await?;
+            if let Some(msg) = job.as_ref().and_then(job_failed) {
                 return Ok(Ok(Some(msg)));
+            }
+            if created && !job.as_ref().is_some_and(job_complete) {
+                return Ok(Err("the install Job is running".into()));
             }
             Ok(match client.get(&ds).await? {
                 Some(o) => daemonset_ready(&o).map(|()| None),
@@ -340,9 +457,49 @@ mod tests {
                 .image
                 .starts_with("quay.io/cilium/cilium-cli:")
         );
-        assert!(pin("1.19.6").unwrap().agent_digest.starts_with("sha256:"));
-        let e = pin("1.15.0").unwrap_err().to_string();
-        assert!(e.contains("1.19.6"), "{e}");
+        assert_eq!(pins().default, crate::profile::default_cilium_version());
+        assert_eq!(Cilium::default().version, pins().default);
+        assert!(pin("1.18.11").unwrap().agent_digest.starts_with("sha256:"));
+        // Offered: the newest 1.18 and a 1.19, both carried inside the cilium-cli image.
+        assert!(pin("1.19.5").is_ok());
+        let e = pin("1.19.6").unwrap_err().to_string();
+        assert!(e.contains("1.18.11, 1.19.5"), "{e}");
+    }
+
+    #[test]
+    fn cli_image_overrides_are_checked_references() {
+        let with = |r: &str| Cilium {
+            cli_image: Some(r.into()),
+            ..Cilium::default()
+        };
+        assert_eq!(
+            cli_image(&Cilium::default()).unwrap(),
+            pins().installer.image
+        );
+        let digest = format!(
+            "quay.io/cilium/cilium-cli:v0.19.7@sha256:{}",
+            "a".repeat(64)
+        );
+        for ok in [
+            digest.as_str(),
+            "registry.lan:5000/mirror/cilium-cli:v0.19.7",
+            "localhost/cilium-cli:v0.19.7",
+        ] {
+            assert_eq!(cli_image(&with(ok)).unwrap(), ok);
+        }
+        for bad in [
+            "quay.io/cilium/cilium-cli",
+            "quay.io/cilium/cilium-cli:v0.19.7@sha256:abc",
+            "quay.io/cilium/Cilium-cli:v1",
+            "quay.io/cilium/cilium-cli:v1 --privileged",
+            "",
+        ] {
+            let e = cli_image(&with(bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("addons.cilium.cliImage") && e.contains("fix:"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
@@ -374,19 +531,39 @@ mod tests {
     }
 
     #[test]
-    fn job_runs_pinned_cli_on_host_network_with_the_values() {
+    fn job_runs_pinned_cli_on_host_network_and_upgrades_an_existing_release() {
         let plan = plan();
         let v = values(&plan, &Cilium::default(), &Links::from_plan(&plan)).unwrap();
-        let objs = objects("1.19.6", &v);
+        let image = &pins().installer.image;
+        let objs = objects(image, "1.18.11", &v, Verb::Install);
         let pod = &objs[2]["spec"]["template"]["spec"];
         assert_eq!(pod["hostNetwork"], true);
-        assert_eq!(
-            pod["containers"][0]["image"],
-            pins().installer.image.as_str()
-        );
+        assert_eq!(pod["containers"][0]["image"], image.as_str());
         let cmd: Vec<String> =
             serde_json::from_value(pod["containers"][0]["command"].clone()).unwrap();
-        assert_eq!(&cmd[..4], ["cilium", "install", "--version", "1.19.6"]);
+        assert_eq!(&cmd[..4], ["cilium", "install", "--version", "1.18.11"]);
         assert!(cmd.iter().any(|a| a == "routingMode=native"));
+        let up = objects(image, "1.18.11", &v, Verb::Upgrade);
+        let cmd: Vec<String> = serde_json::from_value(
+            up[2]["spec"]["template"]["spec"]["containers"][0]["command"].clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            &cmd[..5],
+            [
+                "cilium",
+                "upgrade",
+                "--reset-values",
+                "--version",
+                "1.18.11"
+            ]
+        );
+        // Same inputs, same annotation: an unchanged cluster does not re-run the Job.
+        let ann = |o: &[Value]| o[2]["metadata"]["annotations"][SPEC_ANNOTATION].clone();
+        assert_eq!(ann(&objs), ann(&up));
+        assert_ne!(
+            ann(&objs),
+            ann(&objects(image, "1.19.5", &v, Verb::Install))
+        );
     }
 }

@@ -47,6 +47,10 @@ pub enum AddonError {
         pod_subnet: Ipv4Net,
     },
     #[error(
+        "`addons.cilium.cliImage` {image:?} is not a usable image reference: {what}\n  fix: write `<registry>/<path>:<tag>` or `…@sha256:<digest>`, e.g. quay.io/cilium/cilium-cli:v0.19.7, or remove it for the built-in pin"
+    )]
+    CliImage { image: String, what: String },
+    #[error(
         "the Cilium install Job failed: {0}\n  fix: `kubectl -n kube-system logs job/cilium-install`; re-run to recreate the Job"
     )]
     CiliumJob(String),
@@ -99,9 +103,9 @@ impl ManifestSource {
 }
 
 /// Kernel names of the two NICs on every node. Cilium `devices` and MetalLB
-/// `interfaces` match kernel names, not Talos link aliases; on the nocloud platform
-/// (`net.ifnames=0`, virtio NICs in `net0`/`net1` order) they are `eth0`/`eth1`,
-/// which the plan records. Pass names resolved from Talos link status to override.
+/// `interfaces` match kernel names, not Talos link aliases. `up` and `rebuild` read
+/// them from the nodes (`resolve`); `from_plan` is the nocloud expectation
+/// (`net.ifnames=0`, `eth0`/`eth1` in NIC order), used to check choices up front.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Links {
     pub management: String,
@@ -212,6 +216,18 @@ pub struct Report {
     pub cilium_job_created: bool,
     pub metallb_objects: usize,
     pub exclude_labels_removed: Vec<String>,
+}
+
+/// The profile's add-on choices, checked before anything is created: an unpinned
+/// version or a bad image reference would otherwise stop a bring-up only after the
+/// VMs run.
+pub fn check(plan: &Plan, addons: &Addons) -> Result<(), AddonError> {
+    cilium::values(plan, &addons.cilium, &Links::from_plan(plan))?;
+    cilium::cli_image(&addons.cilium)?;
+    if let Some(m) = &addons.metallb {
+        metallb::pin(&m.version)?;
+    }
+    Ok(())
 }
 
 /// Pod CIDRs, then Cilium, then MetalLB (when the profile has a pool).
@@ -387,6 +403,20 @@ mod tests {
                 workload: "eth1".into()
             }
         );
+    }
+
+    #[test]
+    fn unpinned_addon_choices_are_refused_up_front() {
+        let p = crate::test_support::homelab();
+        let plan = Plan::build(&p).unwrap();
+        check(&plan, &p.addons).unwrap();
+        let mut a = p.addons.clone();
+        a.cilium.version = "1.19.6".into();
+        let e = check(&plan, &a).unwrap_err().to_string();
+        assert!(e.contains("1.18.11, 1.19.5") && e.contains("fix:"), "{e}");
+        let mut a = p.addons.clone();
+        a.cilium.cli_image = Some("quay.io/cilium/cilium-cli".into());
+        assert!(matches!(check(&plan, &a), Err(AddonError::CliImage { .. })));
     }
 
     #[test]

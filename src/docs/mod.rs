@@ -51,6 +51,11 @@ pub fn render(p: &Profile, plan: &Plan, source: &str) -> String {
     );
     section("Routing rehearsal", routing_section(p, plan));
     section(
+        "Egress the nodes need",
+        crate::egress::markdown(&crate::egress::needs(p)),
+    );
+    section("Cilium", cilium_section(p));
+    section(
         "Diagrams",
         format!(
             "### Logical VLAN view\n\n{}\n### Talos VM interfaces\n\n{}\n### Physical view\n\n{}",
@@ -63,6 +68,35 @@ pub fn render(p: &Profile, plan: &Plan, source: &str) -> String {
         s.pop();
     }
     s
+}
+
+/// Which Cilium versions are offered, which one runs, and where the chart comes from.
+fn cilium_section(p: &Profile) -> String {
+    let pins = crate::addons::cilium::pins();
+    let offered: Vec<String> = pins
+        .versions
+        .keys()
+        .map(|v| {
+            if *v == pins.default {
+                format!("{v} (default)")
+            } else {
+                v.clone()
+            }
+        })
+        .collect();
+    format!(
+        "This cluster installs Cilium {} (`addons.cilium.version`; offered: {}). The newest 1.18 \
+is the default because Cilium 1.19.x with kube-proxy replacement has open regressions on Talos \
+(cilium/cilium#46010, #44430: host networking and host DNS break). Every offered chart is \
+carried inside the cilium-cli image the install Job runs ({}; override with \
+`addons.cilium.cliImage`, e.g. with `@sha256:<digest>`: no digest of it is published where \
+talos-pve can check it, so the default is pinned by tag), so the Job downloads no chart; the \
+agent, operator and envoy images are pinned by digest. A changed value is applied with \
+`cilium upgrade --reset-values` once the Helm release exists.\n",
+        p.addons.cilium.version,
+        offered.join(", "),
+        crate::addons::cilium::cli_image(&p.addons.cilium).unwrap_or(&pins.installer.image),
+    )
 }
 
 /// What the routing tables and rules are for, and the flow table that checks them.

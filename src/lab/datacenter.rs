@@ -425,6 +425,7 @@ fn talos_config(p: &Profile, o: &LabOptions) -> LabTalosConfig {
             slow_install: o.scaled(o.faults.talos.slow_install),
             ..o.faults.talos.clone()
         },
+        link_names: o.faults.link_names.clone(),
     }
 }
 

@@ -12,6 +12,7 @@
 //! | `pve-595` | count | N reads fail with 595 (connection to the node lost) |
 //! | `pve-500` | count | N writes fail with a 500 before doing anything |
 //! | `pve-task-error` | task type (`qmcreate`, `qmstart`, `download`) | that task ends in `TASK ERROR` once (`qmstart`: the start that boots a VM with its `cidata`) |
+//! | `link-names` | `predictable` | the nodes name their NICs `ens18`, `ens19`, … instead of `eth0`, `eth1`, … (talos-pve must read them) |
 //! | `slow-crd` | `NAME:duration` | that CRD takes that long (in real time) to become Established |
 //! | `upgrade-fails` | node name | that node's next OS upgrade fails in the installer; it stays on its release |
 //! | `destroy-vm` | node name | disaster: that node's VM (and its disks) is gone; its etcd member stays listed |
@@ -49,6 +50,7 @@ pub struct LabFaults {
     pub talos: Faults,
     pub proxmox: Vec<Fault>,
     pub slow_crds: Vec<(String, Duration)>,
+    pub link_names: super::talos::LinkNames,
     /// Applied to the saved datacenter when it opens.
     pub disasters: Vec<Disaster>,
 }
@@ -88,6 +90,10 @@ impl LabFaults {
                 "reboot-loops" => f.talos.reboot_loops = count()?,
                 "time-not-in-sync" => f.talos.time_not_in_sync = count()?,
                 "drop-streams" => f.talos.drop_streams = count()?,
+                "link-names" if value == "predictable" => {
+                    f.link_names = super::talos::LinkNames::Predictable
+                }
+                "link-names" => return Err(err("expects =predictable")),
                 "pve-lock" => f.proxmox.push(Fault::new(
                     "POST",
                     "/qemu",

@@ -58,6 +58,11 @@ pub const ASYMMETRIC_MANAGEMENT: Rule = Rule::new(
     "Talos 1.12 with the default route on workload: management replies are asymmetric",
 );
 pub const NO_CONTROL_PLANE: Rule = Rule::new("NET411", Severity::Error, "no control-plane node");
+pub const EGRESS: Rule = Rule::new(
+    "NET412",
+    Severity::Info,
+    "the nodes need outbound access to these destinations",
+);
 
 const ENDPOINT: &str = "kubernetes.endpoint";
 
@@ -70,6 +75,30 @@ pub fn check(f: &Facts, out: &mut Vec<Finding>) {
     routable_pods(f, out);
     service_on_link(f, out);
     asymmetric_management(f, out);
+    egress(f, out);
+}
+
+/// Which profile fields send the nodes where (`egress`), so the gateway can allow it.
+fn egress(f: &Facts, out: &mut Vec<Finding>) {
+    let needs = crate::egress::needs(f.p);
+    let mut fields: Vec<&str> = needs.iter().flat_map(|n| n.because.clone()).collect();
+    fields.dedup();
+    let list: Vec<String> = needs
+        .iter()
+        .map(|n| {
+            let why = if n.because.is_empty() {
+                "generated config".to_owned()
+            } else {
+                n.because.join(", ")
+            };
+            format!("{} {} ({why})", n.host, n.ports)
+        })
+        .collect();
+    out.push(EGRESS.at(
+        fields.join(", "),
+        format!("the nodes must reach {}", list.join("; ")),
+        "allow these on the gateway (`talos-pve docs` lists them with their purpose), or point `talos.imageFactory`, `addons.cilium.cliImage` and `timeServers` at local services",
+    ));
 }
 
 fn endpoint(f: &Facts, out: &mut Vec<Finding>) {

@@ -222,6 +222,7 @@ pub const RULES: &[Rule] = &[
     kubernetes::SERVICE_ON_LINK,
     kubernetes::ASYMMETRIC_MANAGEMENT,
     kubernetes::NO_CONTROL_PLANE,
+    kubernetes::EGRESS,
     values::CLUSTER_NAME,
     values::ENDPOINT_FORMAT,
     values::TOKEN_ID,

@@ -168,6 +168,11 @@ const CASES: &[Case] = &[
     ("NET411", "nodes", |p| {
         p.nodes.iter_mut().for_each(|n| n.role = Role::Worker)
     }),
+    (
+        "NET412",
+        "talos.imageFactory, talos.version, kubernetes.version, addons.cilium.version, addons.cilium.cliImage, addons.metallb.version, timeServers",
+        unchanged,
+    ),
     ("NET501", "metadata.name", |p| {
         p.metadata.name = "../../escaped".into()
     }),
@@ -323,7 +328,15 @@ fn homelab_passes_with_only_the_expected_warnings() {
     );
     let mut codes: Vec<&str> = report.findings.iter().map(|f| f.code).collect();
     codes.sort_unstable();
-    assert_eq!(codes, ["NET205", "NET403", "NET407", "NET408"]);
+    assert_eq!(codes, ["NET205", "NET403", "NET407", "NET408", "NET412"]);
+    let egress = report.with_code("NET412").next().unwrap();
+    assert!(
+        egress.path.contains("kubernetes.version")
+            && egress
+                .message
+                .contains("quay.io tcp/443 (addons.cilium.version"),
+        "{egress:?}"
+    );
     let routes = report.with_code("NET407").next().unwrap();
     assert!(
         routes.message.contains("10.8.34.0/24 via 10.8.28.22"),

@@ -275,7 +275,7 @@ impl Plan {
             .collect();
         let schematic_id = schematic_id(&p.talos.schematic);
         let factory = p.talos.image_factory.trim_end_matches('/');
-        let factory_host = factory.split_once("://").map_or(factory, |(_, h)| h);
+        let factory_host = image_factory_host(p);
         let version = &p.talos.version;
         Ok(Plan {
             format: PLAN_FORMAT,
@@ -320,6 +320,12 @@ pub fn endpoint_host(endpoint: &str) -> Option<&str> {
 }
 
 /// The control-plane node whose management address (or DNS name) the endpoint names.
+/// `talos.imageFactory` without scheme or trailing slash: the installer image's registry.
+pub fn image_factory_host(p: &Profile) -> &str {
+    let factory = p.talos.image_factory.trim_end_matches('/');
+    factory.split_once("://").map_or(factory, |(_, h)| h)
+}
+
 pub fn bootstrap_node(p: &Profile) -> Option<String> {
     let host = endpoint_host(&p.kubernetes.endpoint)?;
     let domain = p.dns.domain.as_deref();

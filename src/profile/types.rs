@@ -425,6 +425,10 @@ pub struct Cilium {
         skip_serializing_if = "Option::is_none"
     )]
     pub native_routing_cidr: Option<Ipv4Net>,
+    /// The cilium-cli image the install Job runs; defaults to the built-in pin (a
+    /// tag). Set `<image>:<tag>@sha256:<digest>` to pin it by digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cli_image: Option<String>,
 }
 
 impl Default for Cilium {
@@ -432,12 +436,14 @@ impl Default for Cilium {
         Self {
             version: default_cilium_version(),
             native_routing_cidr: None,
+            cli_image: None,
         }
     }
 }
 
-fn default_cilium_version() -> String {
-    "1.19.6".into()
+/// The default of `embedded/cilium.yaml` (a unit test in `addons::cilium` keeps them equal).
+pub fn default_cilium_version() -> String {
+    "1.18.11".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

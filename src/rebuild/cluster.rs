@@ -300,7 +300,13 @@ pub async fn run(
             .await
             .inspect_err(|e| rep.failed(Some(&boot.node), "recover", e))?;
         env.talos
-            .recover(&boot, creds, &src.snapshot, src.skip_hash_check)
+            .recover(
+                &boot,
+                creds,
+                &src.snapshot,
+                src.skip_hash_check,
+                &src.origin,
+            )
             .await
             .inspect_err(|e| rep.failed(Some(&boot.node), "recover", e))?;
         rep.progress(
@@ -318,7 +324,7 @@ pub async fn run(
         .inspect_err(|e| rep.failed(None, "etcd", e))?;
     rep.done(None, "etcd");
     let all: Vec<_> = plan.nodes.iter().collect();
-    reconcile_kube(ctx, &all).await
+    reconcile_kube(ctx, &all, creds).await
 }
 
 /// One quick look: does etcd run on `t` (the recovery already happened)?

@@ -221,7 +221,11 @@ pub fn render_steps(title: &str, steps: &[String]) -> String {
 
 /// Pod CIDRs and add-ons (idempotent: only what is missing is created), then every
 /// node in `nodes` Ready with its planned pod CIDR.
-async fn reconcile_kube(ctx: &Ctx<'_>, nodes: &[&NodePlan]) -> Result<(), RebuildError> {
+async fn reconcile_kube(
+    ctx: &Ctx<'_>,
+    nodes: &[&NodePlan],
+    creds: &Credentials,
+) -> Result<(), RebuildError> {
     let (env, plan) = (ctx.env, ctx.plan);
     let kc = Kubeconfig::load(&ctx.dir.kubeconfig())?;
     let client = kube::Client::new(&kc, &env.book).await?;
@@ -229,9 +233,12 @@ async fn reconcile_kube(ctx: &Ctx<'_>, nodes: &[&NodePlan]) -> Result<(), Rebuil
     aopts.poll = env.kube_poll;
     aopts.webhook_retry = env.webhook_retry;
     ctx.rep.started(None, "addons");
-    let r = addons::install(&client, plan, &ctx.profile.addons, &aopts)
-        .await
-        .inspect_err(|e| ctx.rep.failed(None, "addons", e))?;
+    let r = async {
+        aopts.links = crate::up::resolve_links(env, plan, creds).await?;
+        addons::install(&client, plan, &ctx.profile.addons, &aopts).await
+    }
+    .await
+    .inspect_err(|e| ctx.rep.failed(None, "addons", e))?;
     ctx.rep.progress(
         None,
         "addons",

@@ -244,7 +244,7 @@ pub async fn run(
             .inspect_err(|e| rep.failed(Some(&n.name), "etcd", e))?;
         rep.done(Some(&n.name), "etcd");
     }
-    reconcile_kube(ctx, &[n]).await
+    reconcile_kube(ctx, &[n], creds).await
 }
 
 /// Make this node's VM exist as planned (`configure_node` boots it); the other VMs are left exactly

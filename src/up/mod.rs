@@ -112,6 +112,10 @@ pub async fn bring_up(
     opts: &Options,
 ) -> Result<Summary, UpError> {
     let rec = Record { env, state, rep };
+    addons::check(plan, &profile.addons).map_err(|cause| UpError::Addons {
+        cause: Box::new(cause),
+        kubeconfig: dir.kubeconfig().display().to_string(),
+    })?;
     // Before anything is created: a bootstrapped cluster whose control planes are
     // all gone is restored from a backup, never bootstrapped again.
     let bootstrapped = bootstrap_guard::evidence(dir, state);
@@ -210,7 +214,7 @@ pub async fn bring_up(
         });
         let kube = async {
             fetch_kubeconfig(env, dir, state, rep, &boot, &creds).await?;
-            install_addons(env, profile, plan, dir, state, rep).await
+            install_addons(env, profile, plan, dir, state, rep, &creds).await
         };
         tokio::try_join!(etcd, kube)?;
         Ok::<(), UpError>(())
@@ -315,6 +319,29 @@ async fn fetch_kubeconfig(
     .await
 }
 
+/// The kernel names of the management and workload links, read from every node
+/// (Talos `LinkStatus`) and matched by the plan's MACs: Cilium `devices` and MetalLB
+/// `interfaces` take kernel names, and Talos calls `ethN` order unstable.
+pub async fn resolve_links(
+    env: &Env,
+    plan: &Plan,
+    creds: &Credentials,
+) -> Result<addons::Links, AddonError> {
+    let mtls = crate::talos::api::TlsMode::Mutual(creds.clone());
+    let mut seen = Vec::new();
+    for n in &plan.nodes {
+        let t = Target::of(n);
+        let links = async { env.talos.client(&t, &mtls)?.links().await }
+            .await
+            .map_err(|e| AddonError::Links {
+                node: n.name.clone(),
+                what: format!("reading its links over the Talos API: {e}"),
+            })?;
+        seen.push((n.name.clone(), links));
+    }
+    addons::Links::resolve(plan, &seen)
+}
+
 /// Pod CIDRs, Cilium, MetalLB through the Kubernetes API.
 pub(crate) async fn install_addons(
     env: &Env,
@@ -323,6 +350,7 @@ pub(crate) async fn install_addons(
     dir: &ClusterDir,
     state: &State,
     rep: &Reporter,
+    creds: &Credentials,
 ) -> Result<(), UpError> {
     let rec = Record { env, state, rep };
     rep.started(None, "addons");
@@ -338,8 +366,11 @@ pub(crate) async fn install_addons(
     let mut aopts = addons::Options::new(plan, env.manifests.clone(), env.book.clone());
     aopts.poll = env.kube_poll;
     aopts.webhook_retry = env.webhook_retry;
-    let r = addons::install(&client, plan, &profile.addons, &aopts).await;
-    let r = r.map_err(|cause| {
+    let r = async {
+        aopts.links = resolve_links(env, plan, creds).await?;
+        addons::install(&client, plan, &profile.addons, &aopts).await
+    };
+    let r = r.await.map_err(|cause| {
         let e = UpError::Addons {
             cause: Box::new(cause),
             kubeconfig: dir.kubeconfig().display().to_string(),

@@ -234,6 +234,9 @@ async fn talos_stage(env: &Env, n: &NodePlan, creds: Option<&Credentials>) -> Ta
     };
     match tokio::time::timeout(PROBE, version(TlsMode::Maintenance)).await {
         Ok(Ok(_)) => state("maintenance", None, None),
+        // Talos 1.12's maintenance service has no Version (talos.md §12: Unimplemented
+        // "API is not implemented in maintenance mode"); a configured node refuses TLS.
+        Ok(Err(e)) if e.is_maintenance_answer() => state("maintenance", None, None),
         Ok(Err(TalosError::CertificateRejected { .. })) => state("configured", None, Some(mutual)),
         Ok(Err(e)) => state("unreachable", None, Some(first_line(&e.to_string()))),
         Err(_) => state("unreachable", None, Some(no_answer())),

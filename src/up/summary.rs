@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::cluster_dir::ClusterDir;
 use crate::plan::{GatewayRoute, Plan};
-use crate::profile::Profile;
+use crate::profile::{Profile, Role};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -17,6 +17,10 @@ pub struct Summary {
     pub metallb_pool: Option<String>,
     pub talosconfig: String,
     pub kubeconfig: String,
+    /// A `talosctl health` that works on this cluster (see `health_command`).
+    pub health: String,
+    /// Where the nodes must connect to (the gateway must allow it).
+    pub egress: Vec<crate::egress::Need>,
     /// Routes the gateway needs before pods are reachable without NAT (empty with masquerading).
     pub gateway_routes: Vec<GatewayRoute>,
     /// Set when the run was against the lab: how to reach the simulated cluster.
@@ -87,6 +91,37 @@ pub struct SummaryNode {
     pub pod_cidr: String,
 }
 
+/// `talosctl health` for this cluster. The talosconfig lists every node, and the
+/// server-side check refuses more than one target (talos v1.13.9
+/// `cmd/talosctl/cmd/talos/health.go`: `FailIfMultiNodes`), so it names one control
+/// plane. The node lists are given explicitly rather than read from discovery
+/// members (absent when discovery is off); the checks match them against each
+/// Kubernetes Node's InternalIP, which is the workload address (`nodeIP.validSubnets`).
+pub fn health_command(plan: &Plan, talosconfig: &str) -> String {
+    let list = |role: Role| {
+        plan.nodes
+            .iter()
+            .filter(|n| n.role == role)
+            .map(|n| n.workload.address.addr().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let target = plan
+        .node(&plan.bootstrap_node)
+        .or_else(|| plan.control_planes().next())
+        .map_or_else(String::new, |n| n.management.address.addr().to_string());
+    let mut cmd = format!(
+        "talosctl --talosconfig {} --nodes {target} health --control-plane-nodes {}",
+        shell_word(talosconfig),
+        list(Role::Controlplane)
+    );
+    let workers = list(Role::Worker);
+    if !workers.is_empty() {
+        let _ = write!(cmd, " --worker-nodes {workers}");
+    }
+    cmd
+}
+
 impl Summary {
     pub fn new(profile: &Profile, plan: &Plan, dir: &ClusterDir) -> Self {
         Self {
@@ -108,6 +143,8 @@ impl Summary {
             metallb_pool: plan.metallb_pool.map(|p| p.to_string()),
             talosconfig: dir.talosconfig().display().to_string(),
             kubeconfig: dir.kubeconfig().display().to_string(),
+            health: health_command(plan, &dir.talosconfig().display().to_string()),
+            egress: crate::egress::needs(profile),
             gateway_routes: if profile.routing.masquerade {
                 Vec::new()
             } else {
@@ -159,13 +196,20 @@ impl Summary {
                 let _ = writeln!(s, "  {} via {}   ({})", r.destination, r.via, r.node);
             }
         }
+        if self.lab.is_none() {
+            let _ = write!(
+                s,
+                "\nThe nodes reach out to these (keep them allowed on the gateway):\n{}",
+                crate::egress::lines(&self.egress, "  ")
+            );
+        }
         match &self.lab {
             Some(l) => s.push_str(&l.render()),
             None => {
                 let _ = writeln!(
                     s,
-                    "\nNext:\n  export KUBECONFIG={}\n  kubectl get nodes -o wide\n  talosctl --talosconfig {} health",
-                    self.kubeconfig, self.talosconfig
+                    "\nNext:\n  export KUBECONFIG={}\n  kubectl get nodes -o wide\n  {}",
+                    self.kubeconfig, self.health
                 );
             }
         }
@@ -201,5 +245,43 @@ mod tests {
         assert!(text.contains("status --profile"), "{text}");
         assert!(text.contains("--lab-report DIR"), "{text}");
         assert!(!text.contains("export KUBECONFIG=/"), "{text}");
+    }
+
+    #[test]
+    fn the_health_command_targets_one_node_and_lists_the_cluster() {
+        let profile = crate::test_support::homelab();
+        let plan = Plan::build(&profile).unwrap();
+        let dir = ClusterDir {
+            root: "/tmp/c".into(),
+        };
+        let text = Summary::new(&profile, &plan, &dir).render();
+        let line = text
+            .lines()
+            .find(|l| l.contains("talosctl"))
+            .unwrap()
+            .trim();
+        let words: Vec<&str> = line.split(' ').collect();
+        // `health` refuses several targets: exactly one `--nodes` with one address.
+        let at = words.iter().position(|w| *w == "--nodes").unwrap();
+        assert!(
+            words[at + 1].parse::<std::net::Ipv4Addr>().is_ok(),
+            "{line}"
+        );
+        assert_eq!(words.iter().filter(|w| w.starts_with("--nodes")).count(), 1);
+        let cps = words[words
+            .iter()
+            .position(|w| *w == "--control-plane-nodes")
+            .unwrap()
+            + 1];
+        let want: Vec<String> = plan
+            .control_planes()
+            .map(|n| n.workload.address.addr().to_string())
+            .collect();
+        assert_eq!(cps, want.join(","), "{line}");
+        // What the nodes reach out to is listed too.
+        assert!(
+            text.contains("The nodes reach out to these") && text.contains("discovery.talos.dev"),
+            "{text}"
+        );
     }
 }

@@ -213,6 +213,7 @@ impl Upgrade<'_> {
             self.dir,
             self.state,
             self.rep,
+            self.clients.credentials(),
         )
         .await
         .map_err(|e| UpgradeError::Up(Box::new(e)))

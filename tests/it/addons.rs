@@ -164,8 +164,8 @@ async fn lab_cluster_converges_and_a_second_run_changes_nothing() {
         Some(pool_crd),
         Some(l2_crd),
     ) = (
-        support::reference("data/kubernetes/cilium-chart-1.19.6/values.schema.json"),
-        support::reference("data/kubernetes/cilium-chart-1.19.6/values.yaml"),
+        support::reference("data/kubernetes/cilium-chart-1.18.11/values.schema.json"),
+        support::reference("data/kubernetes/cilium-chart-1.18.11/values.yaml"),
         support::reference("data/kubernetes/cni-expected-objects.json"),
         support::reference("data/kubernetes/metallb-native-v0.16.1.yaml"),
         support::reference("data/kubernetes/metallb-v0.16.1-crd-ipaddresspools.metallb.io.yaml"),
@@ -198,7 +198,9 @@ async fn lab_cluster_converges_and_a_second_run_changes_nothing() {
     kube::deployment_ready(find(&objs, "Deployment", "metallb-system", "controller").unwrap())
         .unwrap();
 
-    // The install Job runs the pinned cilium-cli with values that satisfy the chart schema.
+    // The install Job runs the pinned cilium-cli with values that satisfy the schema of
+    // the chart it installs (the default version, 1.18.11).
+    assert_eq!(c.profile.addons.cilium.version, "1.18.11");
     let job = find(&objs, "Job", "kube-system", cilium::JOB).unwrap();
     let container = &job["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], cilium::pins().installer.image.as_str());
@@ -222,7 +224,7 @@ async fn lab_cluster_converges_and_a_second_run_changes_nothing() {
     );
     // Image digests are the chart's own, and the agent runs by digest.
     let vy = std::fs::read_to_string(values_yaml).unwrap();
-    let pin = cilium::pin("1.19.6").unwrap();
+    let pin = cilium::pin("1.18.11").unwrap();
     for d in [
         &pin.agent_digest,
         &pin.operator_generic_digest,
@@ -236,10 +238,11 @@ async fn lab_cluster_converges_and_a_second_run_changes_nothing() {
     let ds = find(&objs, "DaemonSet", "kube-system", "cilium").unwrap();
     assert_eq!(
         ds["spec"]["template"]["spec"]["containers"][0]["image"],
-        format!("quay.io/cilium/cilium:v1.19.6@{}", pin.agent_digest)
+        format!("quay.io/cilium/cilium:v1.18.11@{}", pin.agent_digest)
     );
     // cilium-cli created what the chart renders for these values.
     let exp: Value = serde_json::from_str(&std::fs::read_to_string(expected).unwrap()).unwrap();
+    // The list is for chart 1.19.6; 1.18 has no ztunnel Role/RoleBinding.
     for o in exp["cilium-1.19.6-talos-native"]["objects"]
         .as_array()
         .unwrap()
@@ -249,6 +252,13 @@ async fn lab_cluster_converges_and_a_second_run_changes_nothing() {
             o[2].as_str().unwrap(),
             o[3].as_str().unwrap(),
         );
+        if name.ends_with("-ztunnel") {
+            assert!(
+                find(&objs, kind, ns, name).is_none(),
+                "{kind} {name} is 1.19 only"
+            );
+            continue;
+        }
         assert!(
             find(&objs, kind, ns, name).is_some(),
             "missing {kind} {ns}/{name}"
@@ -539,7 +549,8 @@ async fn cilium_job_with_an_unpinned_image_fails_in_the_lab() {
         .await
         .unwrap();
     let values = cilium::values(&c.plan, &c.profile.addons.cilium, &opts.links).unwrap();
-    let mut objs = cilium::objects("1.19.6", &values);
+    let image = &cilium::pins().installer.image;
+    let mut objs = cilium::objects(image, "1.18.11", &values, cilium::Verb::Install);
     objs[2]["spec"]["template"]["spec"]["containers"][0]["image"] =
         json!("quay.io/cilium/cilium-cli:latest");
     addons::apply_all(&c.client, objs, &opts.poll)
@@ -558,6 +569,158 @@ async fn cilium_job_with_an_unpinned_image_fails_in_the_lab() {
         err.to_string()
             .contains("kubectl -n kube-system logs job/cilium-install")
     );
+}
+
+/// The cilium-cli command of the install Job now in the lab.
+fn job_command(c: &Cluster) -> Vec<String> {
+    let job = c.lab.objects();
+    let job = find(&job, "Job", "kube-system", cilium::JOB).unwrap();
+    serde_json::from_value(job["spec"]["template"]["spec"]["containers"][0]["command"].clone())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn changed_cilium_values_go_through_upgrade_not_a_second_install() {
+    let c = cluster(KubeSimConfig::fast()).await;
+    let opts = options(&c);
+    addons::pod_cidr::assign(&c.client, &c.plan, &opts.poll)
+        .await
+        .unwrap();
+    assert!(
+        cilium::install(&c.client, &c.plan, &c.profile.addons.cilium, &opts)
+            .await
+            .unwrap()
+    );
+    assert_eq!(job_command(&c)[1], "install");
+    // A profile change after the first install: the lab, like helm, refuses a second
+    // `cilium install` over the release; the installer must upgrade it.
+    let mut wider = c.profile.addons.cilium.clone();
+    wider.native_routing_cidr = Some("10.8.0.0/16".parse().unwrap());
+    let created = cilium::install(&c.client, &c.plan, &wider, &opts)
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(&job_command(&c)[1..3], ["upgrade", "--reset-values"]);
+    let objs = c.lab.objects();
+    let cfg = &find(&objs, "ConfigMap", "kube-system", "cilium-config").unwrap()["data"];
+    assert_eq!(cfg["ipv4-native-routing-cidr"], "10.8.0.0/16");
+    let mut revisions: Vec<(String, String)> = objs
+        .iter()
+        .filter(|o| o["type"] == "helm.sh/release.v1")
+        .map(|o| {
+            let l = &o["metadata"]["labels"];
+            (
+                l["version"].as_str().unwrap().to_owned(),
+                l["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    revisions.sort();
+    assert_eq!(
+        revisions,
+        [
+            ("1".to_owned(), "superseded".to_owned()),
+            ("2".to_owned(), "deployed".to_owned())
+        ]
+    );
+
+    // What the old installer did: `install` again. The lab fails the Job as cilium-cli does.
+    let values = cilium::values(&c.plan, &c.profile.addons.cilium, &opts.links).unwrap();
+    let image = &cilium::pins().installer.image;
+    let objs = cilium::objects(image, "1.18.11", &values, cilium::Verb::Install);
+    let msg = run_job(&c, objs, &opts).await;
+    assert!(
+        msg.contains("cannot reuse a name that is still in use"),
+        "{msg}"
+    );
+}
+
+/// Replace the install Job with `objs`' and wait for it to fail; its message.
+async fn run_job(c: &Cluster, objs: Vec<Value>, opts: &Options) -> String {
+    let path = format!("/apis/batch/v1/namespaces/kube-system/jobs/{}", cilium::JOB);
+    c.client.delete(&path).await.unwrap();
+    addons::apply_all(&c.client, objs, &opts.poll)
+        .await
+        .unwrap();
+    fast_poll(5_000)
+        .until("the Job to fail", || async {
+            let j = c.client.get(&path).await?.unwrap_or_default();
+            let cond = &j["status"]["conditions"][0];
+            Ok(if cond["type"] == "Failed" {
+                Ok(cond["message"].as_str().unwrap_or_default().to_owned())
+            } else {
+                Err(format!("{cond}"))
+            })
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_chart_the_cli_image_does_not_carry_is_refused() {
+    let c = cluster(KubeSimConfig::fast()).await;
+    let opts = options(&c);
+    // 1.19.6 (the old default) is not inside cilium-cli v0.19.7: it would be downloaded
+    // from helm.cilium.io without a checksum. talos-pve no longer offers it ...
+    let mut old = c.profile.addons.cilium.clone();
+    old.version = "1.19.6".into();
+    let e = cilium::install(&c.client, &c.plan, &old, &opts)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1.18.11, 1.19.5") && e.contains("fix:"), "{e}");
+    // ... and the lab's cilium-cli refuses to fetch it.
+    let values = cilium::values(&c.plan, &c.profile.addons.cilium, &opts.links).unwrap();
+    let image = &cilium::pins().installer.image;
+    let objs = cilium::objects(image, "1.19.6", &values, cilium::Verb::Install);
+    let msg = run_job(&c, objs, &opts).await;
+    assert!(msg.contains("helm.cilium.io/cilium-1.19.6.tgz"), "{msg}");
+}
+
+#[test]
+fn every_offered_cilium_version_satisfies_its_chart_schema() {
+    // 1.19.5's own schema is not among the references; 1.19.6's is the nearest.
+    let (Some(s118), Some(s119), Some(v118), Some(v119)) = (
+        support::reference("data/kubernetes/cilium-chart-1.18.11/values.schema.json"),
+        support::reference("data/kubernetes/cilium-chart-1.19.6/values.schema.json"),
+        support::reference("data/kubernetes/cilium-chart-1.18.11/values.yaml"),
+        support::reference("data/kubernetes/cilium-chart-1.19.6/values.yaml"),
+    ) else {
+        return;
+    };
+    let profile = support::homelab();
+    let plan = Plan::build(&profile).unwrap();
+    let links = addons::Links::from_plan(&plan);
+    let offered: Vec<&String> = cilium::pins().versions.keys().collect();
+    assert_eq!(offered, ["1.18.11", "1.19.5"]);
+    for (version, schema, values_yaml) in [("1.18.11", s118, v118), ("1.19.5", s119, v119)] {
+        let mut c = profile.addons.cilium.clone();
+        c.version = version.into();
+        let values = cilium::values(&plan, &c, &links).unwrap();
+        let s: Value = serde_json::from_str(&std::fs::read_to_string(schema).unwrap()).unwrap();
+        let real: Vec<_> = jsonschema::validate(&s, &values)
+            .into_iter()
+            .filter(|i| !(i.unknown && i.path == "devices"))
+            .collect();
+        assert!(real.is_empty(), "{version}: {real:?}");
+        // The Job never downloads: the chart is the one inside the image (README pins).
+        let pin = cilium::pin(version).unwrap();
+        assert_eq!(pin.chart_sha256.len(), 64);
+        if version == "1.18.11" {
+            let vy = std::fs::read_to_string(values_yaml).unwrap();
+            assert!(vy.contains(&pin.agent_digest) && vy.contains(&pin.operator_generic_digest));
+        }
+    }
+    if let Some(readme) = support::reference("README.md") {
+        let readme = std::fs::read_to_string(readme).unwrap();
+        for v in offered {
+            let sha = &cilium::pin(v).unwrap().chart_sha256;
+            assert!(
+                readme.contains(sha.as_str()),
+                "{v}: {sha} not in the reference"
+            );
+        }
+    }
 }
 
 /// A self-signed ECDSA certificate and key (PEM), for "wrong CA" cases.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use secrecy::SecretString;
-use talos_pve::lab::talos::{Faults, LabTalos, LabTalosConfig, Phase};
+use talos_pve::lab::talos::{Faults, LabTalos, LabTalosConfig, LinkNames, Phase};
 use talos_pve::lab::{Fabric, LabEvent, LabNic, LabVm};
 use talos_pve::pki::KeyAlg;
 use talos_pve::talos::api::*;
@@ -325,6 +325,69 @@ async fn client_from_another_ca_is_refused_and_reported_clearly() {
     );
     assert!(msg.contains("fix:"), "{msg}");
     lab.shutdown();
+}
+
+#[tokio::test]
+async fn a_client_certificate_for_more_than_client_auth_is_refused() {
+    let (c, fabric, lab, _) = running_cluster(1, 205, LabTalosConfig::fast()).await;
+    let t = c.nodes[0].target();
+    // Signed by the right CA with the admin role, but also good for ServerAuth: apid
+    // wants exactly ClientAuth.
+    let os_ca = rcgen::Issuer::from_ca_cert_pem(&c.os.crt, c.os.key.key_pair().unwrap()).unwrap();
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationName, "os:admin");
+    p.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    ];
+    let crt = p.signed_by(&kp, &os_ca).unwrap();
+    let both = Credentials {
+        ca_pem: c.os.crt.clone(),
+        crt_pem: crt.pem(),
+        key_pem: SecretString::from(
+            talos_pve::pki::PrivateKey::from_key_pair(&kp, KeyAlg::Ed25519)
+                .to_talos_pem()
+                .to_string(),
+        ),
+    };
+    let e = connect(&fabric, &t, both).version().await.unwrap_err();
+    assert!(matches!(e, TalosError::CertificateRejected { .. }), "{e}");
+    // The certificates talos-pve issues carry exactly ClientAuth and are accepted.
+    connect(&fabric, &t, c.admin.clone())
+        .version()
+        .await
+        .unwrap();
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn nodes_report_their_link_names_with_macs() {
+    for (names, want) in [
+        (LinkNames::Eth, ["eth0", "eth1"]),
+        (LinkNames::Predictable, ["ens18", "ens19"]),
+    ] {
+        let cfg = LabTalosConfig {
+            link_names: names,
+            ..LabTalosConfig::fast()
+        };
+        let (c, fabric, lab, _) = running_cluster(1, 207, cfg).await;
+        let n = &c.nodes[0];
+        let links = connect(&fabric, &n.target(), c.admin.clone())
+            .links()
+            .await
+            .unwrap();
+        let macs: Vec<String> = n.vm.nics.iter().map(|x| x.mac.to_uppercase()).collect();
+        assert_eq!(
+            links,
+            vec![
+                (want[0].to_owned(), macs[0].clone()),
+                (want[1].to_owned(), macs[1].clone())
+            ]
+        );
+        lab.shutdown();
+    }
 }
 
 #[tokio::test]
@@ -668,7 +731,7 @@ async fn backup_then_recover_into_a_fresh_lab_cluster_restores_the_data() {
     assert!(fresh.etcd.is_empty());
     let boot = c.nodes[0].target();
     stages2
-        .recover(&boot, &c.admin, &snapshot, false)
+        .recover(&boot, &c.admin, &snapshot, false, "snap.db")
         .await
         .unwrap();
     let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
@@ -691,7 +754,7 @@ async fn damaged_snapshot_is_refused_before_upload() {
         .unwrap();
     bytes.pop();
     let e = stages
-        .recover(&c.nodes[0].target(), &c.admin, &bytes, false)
+        .recover(&c.nodes[0].target(), &c.admin, &bytes, false, "snap.db")
         .await
         .unwrap_err();
     assert!(e.to_string().contains("size % 512 == 32"), "{e}");
@@ -875,7 +938,7 @@ async fn lost_etcd_is_recovered_in_place_from_a_snapshot() {
     }
     let boot = c.nodes[0].target();
     stages
-        .recover(&boot, &c.admin, &snapshot, false)
+        .recover(&boot, &c.admin, &snapshot, false, "snap.db")
         .await
         .unwrap();
     let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
@@ -886,7 +949,7 @@ async fn lost_etcd_is_recovered_in_place_from_a_snapshot() {
     assert_eq!(fabric.etcd.list(""), want);
     // Recovering again is refused: etcd already runs there.
     let e = stages
-        .recover(&boot, &c.admin, &snapshot, false)
+        .recover(&boot, &c.admin, &snapshot, false, "snap.db")
         .await
         .unwrap_err();
     assert!(
@@ -896,6 +959,33 @@ async fn lost_etcd_is_recovered_in_place_from_a_snapshot() {
     assert!(e.to_string().contains("etcd is already running"), "{e}");
     let k = lab.counters();
     assert_eq!((k.bootstraps, k.recover_uploads), (2, 1));
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn a_recovery_from_a_bad_raw_snapshot_fails_etcd_and_names_the_snapshot() {
+    let (c, fabric, lab, stages) = running_cluster(1, 460, LabTalosConfig::fast()).await;
+    fabric.etcd.clear();
+    let boot = c.nodes[0].target();
+    stages.wipe_etcd_data(&boot, &c.admin).await.unwrap();
+    stages.wait_etcd_preparing(&boot, &c.admin).await.unwrap();
+    // A raw `db` copy cannot be checked before the upload (no hash trailer); this one
+    // is garbage. The recovery Bootstrap still answers OK, as Talos does: only the
+    // etcd service fails, so the installer must watch it rather than trust the RPC.
+    let garbage = vec![7u8; 1024];
+    let e = stages
+        .recover(&boot, &c.admin, &garbage, true, "/backups/bad.db")
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("etcd did not start from the snapshot /backups/bad.db")
+            && msg.contains("failed to restore etcd from snapshot")
+            && msg.contains("fix:"),
+        "{msg}"
+    );
+    let k = lab.counters();
+    assert_eq!((k.bootstrap_calls, k.recover_uploads), (2, 1));
     lab.shutdown();
 }
 
@@ -922,6 +1012,18 @@ async fn maintenance_probe_understands_talos_1_12_and_1_13() {
             .version()
             .await;
         assert_eq!(v.is_ok(), version.starts_with("v1.13"), "{version}: {v:?}");
+        // `status` reads a 1.12 node's refusal as "in maintenance", not "unreachable".
+        if let Err(e) = &v {
+            assert!(e.is_maintenance_answer(), "{e}");
+        }
+        // Maintenance mode ignores routing metadata: the node answers for itself.
+        let routed = stages
+            .client(&t, &TlsMode::Maintenance)
+            .unwrap()
+            .with_routing(Routing::Nodes(vec!["10.8.16.99".to_owned()]))
+            .version()
+            .await;
+        assert_eq!(routed.is_ok(), v.is_ok(), "{version}: {routed:?}");
         lab.shutdown();
     }
 }

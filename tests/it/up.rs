@@ -292,6 +292,33 @@ fn fresh_run_is_healthy_and_a_rerun_changes_nothing() {
 }
 
 /// Kill, resume, kill further on, …, then finish; the cluster ends as a fresh run would.
+#[test]
+fn link_names_the_nodes_report_reach_cilium_and_metallb() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let report = tmp.path().join("report");
+    // Nodes that use predictable names (the `metal` image, or udev): eth0/eth1
+    // would be interfaces that do not exist.
+    up_ok(
+        &dir,
+        &[
+            "--lab-faults",
+            "link-names=predictable",
+            "--lab-report",
+            report.to_str().unwrap(),
+        ],
+    );
+    let k = report.join("kubernetes");
+    let cfg =
+        std::fs::read_to_string(k.join("core/configmaps/kube-system/cilium-config.yaml")).unwrap();
+    assert!(cfg.contains("devices: ens18 ens19"), "{cfg}");
+    let l2 = std::fs::read_dir(k.join("metallb.io/l2advertisements/metallb-system"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert!(l2.contains("ens19") && !l2.contains("eth1"), "{l2}");
+}
+
 fn kill_chain(points: &[(&str, Duration)]) -> PathBuf {
     let tmp = tempfile::tempdir().unwrap().keep();
     let dir = tmp.join("cluster");

@@ -14,7 +14,8 @@ use crate::addons::cilium;
 use crate::lab::LabNodeInfo;
 
 /// The objects cilium-cli renders for the Talos native-routing values (chart 1.19.6):
-/// (apiVersion, kind, namespace, name).
+/// (apiVersion, kind, namespace, name). Chart 1.18 has no `cilium-operator-ztunnel`
+/// Role/RoleBinding (cilium 1.18.11 `templates/cilium-operator/role.yaml`).
 const CILIUM_OBJECTS: &[(&str, &str, &str, &str)] = &[
     ("v1", "Namespace", "", "cilium-secrets"),
     ("v1", "ServiceAccount", "kube-system", "cilium"),
@@ -265,8 +266,74 @@ fn job_finished(job: &Value) -> bool {
         .any(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True")
 }
 
-/// The install Job: only the pinned cilium-cli image "pulls"; it then creates what
-/// `cilium install --version V --set …` creates, from the values on its command line.
+/// Whether the lab's cilium-cli image carries the chart for `version`: cilium-cli
+/// v0.19.7 embeds `vendor/github.com/cilium/charts/cilium-<v>.tgz` for 1.18.x and
+/// 1.19.0–1.19.5, and downloads any other version from helm.cilium.io
+/// (`internal/helm/helm.go` `resolveChartVersion`), which the lab never reaches.
+fn chart_carried(version: &str) -> bool {
+    let parts: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();
+    match parts[..] {
+        [1, 18, _] => true,
+        [1, 19, patch] => patch <= 5,
+        _ => false,
+    }
+}
+
+/// Images the lab's registry serves for the installer: the pinned tag, also with a digest.
+fn cli_image_known(image: &str) -> bool {
+    let pinned = &cilium::pins().installer.image;
+    image == pinned
+        || image
+            .strip_prefix(pinned.as_str())
+            .and_then(|d| d.strip_prefix("@sha256:"))
+            .is_some_and(|h| h.len() == 64)
+}
+
+/// The Helm release revisions of `cilium` (helm's secrets driver: one Secret per
+/// revision, `sh.helm.release.v1.<name>.v<revision>`, labelled owner/name/status/version).
+fn releases(lab: &Lab) -> Vec<Value> {
+    lab.store
+        .list(&store::prefix("", "secrets", Some(cilium::NAMESPACE)))
+        .into_iter()
+        .filter(|s| {
+            let l = &s["metadata"]["labels"];
+            l["owner"] == "helm" && l["name"] == cilium::RELEASE
+        })
+        .collect()
+}
+
+/// Record a deployed revision; earlier ones become `superseded`, as helm does.
+fn record_release(lab: &Lab, version: &str) {
+    let old = releases(lab);
+    for mut r in old.clone() {
+        r["metadata"]["labels"]["status"] = json!("superseded");
+        let k = obj_key(&r);
+        lab.store.put(&k, r);
+    }
+    let rev = old
+        .iter()
+        .filter_map(|r| {
+            r["metadata"]["labels"]["version"]
+                .as_str()?
+                .parse::<u32>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let name = format!("sh.helm.release.v1.{}.v{rev}", cilium::RELEASE);
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+        "metadata": {"name": name, "namespace": cilium::NAMESPACE, "labels": {
+            "owner": "helm", "name": cilium::RELEASE, "status": "deployed", "version": rev.to_string()}},
+        // The real one holds the gzipped release; the lab keeps only the chart version.
+        "data": {"chart": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, version)}});
+    let k = obj_key(&secret);
+    lab.store.put(&k, secret);
+}
+
+/// The install Job: only the pinned cilium-cli image "pulls"; it then does what
+/// `cilium install|upgrade --version V --set …` does, from its command line, and
+/// fails the way cilium-cli does (cilium-cli v0.19.7 `cli/install.go` messages).
 fn run_cilium_job(lab: &Lab) {
     let Some(mut job) = lab
         .store
@@ -300,15 +367,31 @@ fn run_cilium_job(lab: &Lab) {
         .filter(|w| w[0] == "--set")
         .map(|w| w[1].clone())
         .collect();
-    let failure = if image != cilium::pins().installer.image {
+    let verb = cmd.get(1).map(String::as_str).unwrap_or_default();
+    let released = !releases(lab).is_empty();
+    let failure = if !cli_image_known(image) {
         Some(format!(
             "Back-off pulling image \"{image}\": the lab only runs the pinned {}",
             cilium::pins().installer.image
         ))
+    } else if !chart_carried(&version) {
+        Some(format!(
+            "Unable to {verb} Cilium: chart {version} is not embedded in cilium-cli; downloading https://helm.cilium.io/cilium-{version}.tgz: the lab has no internet"
+        ))
     } else if cilium::pin(&version).is_err() {
-        Some(format!("cilium install: unsupported --version {version:?}"))
+        Some(format!("cilium {verb}: unsupported --version {version:?}"))
     } else {
-        None
+        match verb {
+            "install" if released => Some(
+                "Unable to install Cilium: cannot reuse a name that is still in use".to_owned(),
+            ),
+            "upgrade" if !released => Some(format!(
+                "Unable to upgrade Cilium: {:?} has no deployed releases",
+                cilium::RELEASE
+            )),
+            "install" | "upgrade" => None,
+            other => Some(format!("cilium: unknown command {other:?}")),
+        }
     };
     let now = store::now();
     job["status"] = match failure {
@@ -317,6 +400,7 @@ fn run_cilium_job(lab: &Lab) {
         }
         None => {
             install_cilium(lab, &version, &cilium::parse_set_args(&sets));
+            record_release(lab, &version);
             json!({"succeeded": 1, "completionTime": now, "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": now}]})
         }
     };
@@ -358,7 +442,11 @@ fn install_cilium(lab: &Lab, version: &str, v: &Value) {
         "cgroup-root": s(&v["cgroup"]["hostRoot"]),
     });
     let manager = json!([{"manager": "cilium-cli", "operation": "Update", "time": store::now(), "fieldsType": "FieldsV1", "fieldsV1": {}}]);
+    let ztunnel = !version.starts_with("1.18.");
     for (api, kind, ns, name) in CILIUM_OBJECTS {
+        if name.ends_with("-ztunnel") && !ztunnel {
+            continue;
+        }
         let mut o = json!({"apiVersion": api, "kind": kind, "metadata": {"name": name,
             "labels": {"app.kubernetes.io/part-of": "cilium"}, "managedFields": manager}});
         if !ns.is_empty() {

@@ -59,6 +59,37 @@ pub struct LabTalosConfig {
     /// Cluster bootstrapped → another control plane joins.
     pub join: Duration,
     pub faults: Faults,
+    /// What the nodes call their NICs.
+    #[serde(default)]
+    pub link_names: LinkNames,
+}
+
+/// How a lab node names its links (LinkStatus IDs). Talos calls `eth<N>` naming
+/// unstable with several NICs (talos.md §5), so talos-pve must read the names.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum LinkNames {
+    /// The nocloud image boots with `net.ifnames=0`: `eth<N>` in probe order, here NIC order.
+    #[default]
+    Eth,
+    /// Predictable names: Proxmox puts virtio `net<i>` in PCI slot 18+i, hence `ens<18+i>`.
+    Predictable,
+    /// Names per VMID in NIC order (nodes that disagree); others fall back to `Eth`.
+    Given(std::collections::BTreeMap<u32, Vec<String>>),
+}
+
+impl LinkNames {
+    pub fn names(&self, vm: &LabVm) -> Vec<String> {
+        let eth = || vm.nics.iter().map(|n| format!("eth{}", n.index)).collect();
+        match self {
+            LinkNames::Eth => eth(),
+            LinkNames::Predictable => vm
+                .nics
+                .iter()
+                .map(|n| format!("ens{}", 18 + u32::from(n.index)))
+                .collect(),
+            LinkNames::Given(m) => m.get(&vm.vmid).cloned().unwrap_or_else(eth),
+        }
+    }
 }
 
 impl Default for LabTalosConfig {
@@ -70,6 +101,7 @@ impl Default for LabTalosConfig {
             etcd_ready: Duration::from_millis(200),
             join: Duration::from_millis(200),
             faults: Faults::default(),
+            link_names: LinkNames::default(),
         }
     }
 }
@@ -109,6 +141,9 @@ pub struct NodeState {
     pub etcd_ready: bool,
     /// This node's etcd holds data and runs (bootstrapped or joined).
     pub etcd_member: bool,
+    /// Why the etcd service failed (a recovery from a bad or missing snapshot).
+    #[serde(default)]
+    pub etcd_failed: Option<String>,
     pub member_id: u64,
     pub reboot_loops_done: u32,
     /// The Talos release installed on the disk (`Version`'s tag); `None` in states
@@ -150,6 +185,7 @@ impl NodeState {
             config_sha256: None,
             etcd_ready: false,
             etcd_member: false,
+            etcd_failed: None,
             member_id: 0,
             reboot_loops_done: 0,
             talos_version: None,

@@ -68,7 +68,84 @@ pub(super) fn mutual_tls(
     let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crate::tls::provider())
         .build()
         .map_err(|e| e.to_string())?;
-    server_config(id, Some(v))
+    server_config(id, Some(Arc::new(ClientAuthOnly(v))))
+}
+
+/// apid's extra check after chain verification: every non-CA certificate of the
+/// client's chain must carry exactly the ClientAuth extended key usage (talos v1.13.9
+/// `internal/app/apid/service.go` `verifyExtKeyUsage`; Go lists only the usages it
+/// knows, so unknown OIDs do not count).
+#[derive(Debug)]
+struct ClientAuthOnly(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+fn exactly_client_auth(der: &[u8]) -> Result<(), String> {
+    let (_, x) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    if x.is_ca() {
+        return Ok(());
+    }
+    let only = x.extended_key_usage().ok().flatten().is_some_and(|e| {
+        let u = e.value;
+        u.client_auth
+            && !(u.any
+                || u.server_auth
+                || u.code_signing
+                || u.email_protection
+                || u.time_stamping
+                || u.ocsp_signing)
+    });
+    if only {
+        Ok(())
+    } else {
+        Err(format!(
+            "certificate {:?} is missing the client auth extended key usage",
+            x.subject().to_string()
+        ))
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for ClientAuthOnly {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let ok = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        for c in std::iter::once(end_entity).chain(intermediates) {
+            exactly_client_auth(c).map_err(|e| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                    rustls::OtherError(Arc::new(std::io::Error::other(e))),
+                ))
+            })?;
+        }
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// Who is calling, as far as the node can tell.
@@ -213,6 +290,12 @@ async fn dispatch(ctx: Ctx, req: http::Request<hyper::body::Incoming>) -> http::
             })
             .await
         }
+        "/cosi.resource.State/List" => {
+            server_stream(req, move |r: Request<CosiListRequest>| {
+                std::future::ready(c.cosi_list(r.into_inner()))
+            })
+            .await
+        }
         "/machine.MachineService/Kubeconfig" => {
             server_stream(req, move |_: Request<Empty>| {
                 std::future::ready(c.kubeconfig())
@@ -303,15 +386,18 @@ impl Ctx {
                 "API is not implemented in maintenance mode",
             ));
         }
-        let targets: Vec<String> = meta
-            .get_all("nodes")
-            .iter()
-            .chain(meta.get_all("node").iter())
-            .filter_map(|v| v.to_str().ok().map(str::to_owned))
-            .collect();
-        if !targets.is_empty() && self.peer.maintenance {
-            return Err(Status::permission_denied("no request forwarding"));
-        }
+        // In maintenance routing is off: `node`/`nodes` metadata is ignored and the node
+        // answers itself (talos v1.13.9 `internal/app/apid/pkg/director/director.go`,
+        // `NodeRoutingDisabled`; 1.12's maintenance server has no director at all).
+        let targets: Vec<String> = if self.peer.maintenance {
+            Vec::new()
+        } else {
+            meta.get_all("nodes")
+                .iter()
+                .chain(meta.get_all("node").iter())
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect()
+        };
         let nodes = lock(&self.shared.nodes);
         // Each node reports the release it booted (talos-day2.md §5).
         let tag_of = |n: Option<&super::Node>| {
@@ -387,14 +473,24 @@ impl Ctx {
         };
         let mut services = vec![svc("apid", "Running"), svc("kubelet", "Running")];
         if n.is_control_plane() {
-            services.push(svc(
+            let mut etcd = svc(
                 "etcd",
-                if n.state.etcd_member {
-                    "Running"
-                } else {
-                    "Preparing"
+                match (&n.state.etcd_failed, n.state.etcd_member) {
+                    (Some(_), _) => "Failed",
+                    (None, true) => "Running",
+                    (None, false) => "Preparing",
                 },
-            ));
+            );
+            if let Some(why) = &n.state.etcd_failed {
+                etcd.events = Some(ServiceEvents {
+                    events: vec![ServiceEvent {
+                        msg: format!("Failed to run pre stage: {why}"),
+                        state: "Failed".into(),
+                        ts: None,
+                    }],
+                });
+            }
+            services.push(etcd);
         }
         respond(ServiceListResponse {
             messages: vec![ServiceList {
@@ -429,16 +525,26 @@ impl Ctx {
                 }],
             })
         };
+        // Maintenance differs by minor (talos.md §12): 1.12's maintenance service takes
+        // REBOOT/AUTO/TRY only; 1.13's apid takes every mode, applies in place
+        // (REBOOT/AUTO answer NO_REBOOT) and refuses the unauthenticated client once a
+        // complete config is there (talos v1.13.9 `v1alpha1_server.go` ApplyConfiguration).
+        let v1_12 = self.shared.cfg.talos_version.starts_with("v1.12.");
         if self.peer.maintenance {
-            if !matches!(mode, ApplyMode::Reboot | ApplyMode::Auto | ApplyMode::Try) {
+            if v1_12 && !matches!(mode, ApplyMode::Reboot | ApplyMode::Auto | ApplyMode::Try) {
                 return Err(Status::unimplemented(format!(
                     "apply configuration --mode='{}' is not supported in maintenance mode",
-                    format!("{mode:?}").to_lowercase()
+                    format!("{mode:?}").to_lowercase().replace('_', "-")
                 )));
             }
-            if q.dry_run {
+            if !v1_12 && n.state.config.is_some() {
+                return Err(Status::permission_denied(
+                    "the node already has a configuration; use an authenticated client",
+                ));
+            }
+            if v1_12 && q.dry_run {
                 return reply(
-                    "Node is running in maintenance mode and does not have a config yet.".into(),
+                    "Dry run summary:\nNode is running in maintenance mode and does not have a config yet.".into(),
                     mode,
                 );
             }
@@ -495,16 +601,75 @@ impl Ctx {
         }
         if fresh {
             super::install(&self.shared, self.vmid);
-            reply(
-                "Applied configuration; installing and rebooting.".into(),
-                ApplyMode::Reboot,
-            )
+            if v1_12 {
+                // 1.12 answers mode 0 with no details.
+                reply(String::new(), ApplyMode::Reboot)
+            } else {
+                reply(
+                    "Applied configuration without a reboot".into(),
+                    ApplyMode::NoReboot,
+                )
+            }
         } else {
             reply(
                 "Applied configuration without a reboot".into(),
                 ApplyMode::NoReboot,
             )
         }
+    }
+
+    /// COSI `List`, for the one resource type talos-pve reads: the node's links, named
+    /// as `LabTalosConfig::link_names` says (reader role; served in maintenance too).
+    fn cosi_list(&self, q: CosiListRequest) -> Result<Response<Frames<CosiListResponse>>, Status> {
+        if !self.peer.maintenance {
+            self.allow("List", READ)?;
+        }
+        if q.namespace != LINK_STATUS_NAMESPACE || q.r#type != LINK_STATUS_TYPE {
+            return Err(Status::not_found(format!(
+                "resource type {:?} in namespace {:?} is not served by the lab",
+                q.r#type, q.namespace
+            )));
+        }
+        let nodes = lock(&self.shared.nodes);
+        let n = nodes
+            .get(&self.vmid)
+            .ok_or_else(|| Status::unavailable("node gone"))?;
+        let names = self.shared.cfg.link_names.names(&n.state.vm);
+        let items: Vec<Result<CosiListResponse, Status>> = n
+            .state
+            .vm
+            .nics
+            .iter()
+            .zip(names)
+            .map(|(nic, name)| {
+                let mac: Vec<u8> = nic
+                    .mac
+                    .split(':')
+                    .filter_map(|b| u8::from_str_radix(b, 16).ok())
+                    .collect();
+                let spec = LinkStatusSpec {
+                    r#type: 1,
+                    hardware_addr: mac.clone(),
+                    kind: String::new(),
+                    permanent_addr: mac,
+                };
+                Ok(CosiListResponse {
+                    resource: Some(CosiResource {
+                        metadata: Some(CosiMetadata {
+                            namespace: LINK_STATUS_NAMESPACE.into(),
+                            r#type: LINK_STATUS_TYPE.into(),
+                            id: name,
+                        }),
+                        spec: Some(CosiSpec {
+                            proto_spec: prost::Message::encode_to_vec(&spec),
+                            yaml_spec: String::new(),
+                        }),
+                    }),
+                })
+            })
+            .collect();
+        let stream: Frames<CosiListResponse> = Box::pin(tokio_stream::iter(items));
+        Ok(Response::new(stream))
     }
 
     fn bootstrap(&self, q: BootstrapRequest) -> Result<Response<BootstrapResponse>, Status> {
@@ -532,18 +697,26 @@ impl Ctx {
             return Err(Status::already_exists("etcd data directory is not empty"));
         }
         if q.recover_etcd {
-            let upload = n.recover_upload.take().ok_or_else(|| {
-                Status::failed_precondition(
-                    "no etcd snapshot was uploaded (call EtcdRecover first)",
-                )
-            })?;
-            self.shared
-                .fabric
-                .etcd
-                .restore(&upload, q.recover_skip_hash_check)
-                .map_err(|e| {
-                    Status::invalid_argument(format!("recovering etcd from snapshot: {e}"))
-                })?;
+            // The RPC only starts the etcd service; its pre-start step restores the
+            // snapshot, so a missing or bad one fails the service, not the call
+            // (talos v1.13.9 `internal/app/machined/pkg/system/services/etcd.go`).
+            let restored = match n.recover_upload.take() {
+                // `constants.EtcdRecoverySnapshotPath`
+                None => Err("open /var/lib/etcd.snapshot: no such file or directory".into()),
+                Some(upload) => self
+                    .shared
+                    .fabric
+                    .etcd
+                    .restore(&upload, q.recover_skip_hash_check)
+                    .map_err(|e| format!("failed to restore etcd from snapshot: {e}")),
+            };
+            if let Err(why) = restored {
+                n.state.etcd_failed = Some(why);
+                return respond(BootstrapResponse {
+                    messages: vec![Bootstrap { metadata: None }],
+                });
+            }
+            n.state.etcd_failed = None;
             // A recovered etcd starts as a new one-member cluster.
             members.clear();
         }
@@ -629,6 +802,7 @@ impl Ctx {
             if wipe("EPHEMERAL") {
                 n.state.etcd_member = false;
                 n.state.etcd_ready = false;
+                n.state.etcd_failed = None;
             }
             if wipe("STATE") {
                 n.state.config = None;

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message as _;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -294,6 +295,56 @@ impl TalosClient {
             rpc: "Kubeconfig",
             detail,
         })
+    }
+
+    /// The node's physical links as `(kernel name, MAC)`, MAC in upper-case
+    /// `AA:BB:…` form as Proxmox and the plan write it (COSI `LinkStatus`, as
+    /// `talosctl get links` reads them).
+    pub async fn links(&mut self) -> Result<Vec<(String, String)>, TalosError> {
+        let rpc = "COSI List LinkStatuses";
+        let q = CosiListRequest {
+            namespace: LINK_STATUS_NAMESPACE.into(),
+            r#type: LINK_STATUS_TYPE.into(),
+        };
+        let req = self.request(q);
+        self.ready(rpc).await?;
+        let mut stream = self
+            .grpc
+            .server_streaming(
+                req,
+                PathAndQuery::from_static("/cosi.resource.State/List"),
+                ProstCodec::<CosiListRequest, CosiListResponse>::default(),
+            )
+            .await
+            .map_err(|s| classify(&self.target, rpc, s))?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(m) = stream
+            .message()
+            .await
+            .map_err(|s| classify(&self.target, rpc, s))?
+        {
+            let Some(r) = m.resource else { continue };
+            let id = r.metadata.map(|m| m.id).unwrap_or_default();
+            let spec = r.spec.map(|s| s.proto_spec).unwrap_or_default();
+            let spec =
+                LinkStatusSpec::decode(spec.as_slice()).map_err(|e| TalosError::BadResponse {
+                    node: self.target.node.clone(),
+                    rpc,
+                    detail: format!("link {id}: {e}"),
+                })?;
+            if !spec.kind.is_empty() || spec.hardware_addr.len() != 6 {
+                continue;
+            }
+            let mac = spec
+                .hardware_addr
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            out.push((id, mac));
+        }
+        Ok(out)
     }
 
     /// Raw snapshot bytes; the caller validates them (`snapshot::validate_snapshot`).

@@ -126,6 +126,14 @@ pub enum TalosError {
         #[source]
         source: SnapshotError,
     },
+    #[error(
+        "node {node}: etcd did not start from the snapshot {snapshot}: {detail}\n  fix: check the snapshot (`talosctl etcd snapshot` output, or a raw `member/snap/db` copy with --skip-hash-check), then wipe etcd on the control planes and run the recovery again"
+    )]
+    EtcdRecovery {
+        node: String,
+        snapshot: String,
+        detail: String,
+    },
     #[error("talosconfig {path}: {detail}\n  fix: regenerate it with `talos-pve gen`")]
     Talosconfig { path: String, detail: String },
     #[error(
@@ -156,6 +164,16 @@ impl TalosError {
             TalosError::PermissionDenied { .. } => Some(tonic::Code::PermissionDenied),
             _ => None,
         }
+    }
+
+    /// How a Talos 1.12 node in maintenance answers an API it lacks there (Version
+    /// among them): Unimplemented "API is not implemented in maintenance mode"
+    /// (talos v1.12.11 `internal/app/maintenance/server.go`). The node is up.
+    pub fn is_maintenance_answer(&self) -> bool {
+        self.code() == Some(tonic::Code::Unimplemented)
+            && self
+                .message()
+                .is_some_and(|m| m.contains("not implemented in maintenance mode"))
     }
 
     pub fn message(&self) -> Option<&str> {

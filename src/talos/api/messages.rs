@@ -392,6 +392,70 @@ node_messages!(
     ResetResponse,
 );
 
+// ---- COSI resource API (`/cosi.resource.State/List`, server streaming), field
+// numbers from cosi-project/runtime v1.14.1 `api/v1alpha1/{state,resource}.pb.go`
+// (the version talos v1.13.9 uses). Only the fields talos-pve reads.
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CosiListRequest {
+    #[prost(string, tag = "1")]
+    pub namespace: String,
+    #[prost(string, tag = "2")]
+    pub r#type: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CosiListResponse {
+    #[prost(message, optional, tag = "1")]
+    pub resource: Option<CosiResource>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CosiResource {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: Option<CosiMetadata>,
+    #[prost(message, optional, tag = "2")]
+    pub spec: Option<CosiSpec>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CosiMetadata {
+    #[prost(string, tag = "1")]
+    pub namespace: String,
+    #[prost(string, tag = "2")]
+    pub r#type: String,
+    #[prost(string, tag = "3")]
+    pub id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CosiSpec {
+    #[prost(bytes = "vec", tag = "1")]
+    pub proto_spec: Vec<u8>,
+    #[prost(string, tag = "2")]
+    pub yaml_spec: String,
+}
+
+/// `LinkStatuses.net.talos.dev` in namespace `network`; the resource ID is the kernel
+/// link name (talos v1.13.9 `pkg/machinery/resources/network/link_status.go`).
+pub const LINK_STATUS_NAMESPACE: &str = "network";
+pub const LINK_STATUS_TYPE: &str = "LinkStatuses.net.talos.dev";
+
+/// The `LinkStatusSpec` fields talos-pve reads (protobuf tags of the same file).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LinkStatusSpec {
+    /// ARPHRD type: 1 = ether.
+    #[prost(uint32, tag = "2")]
+    pub r#type: u32,
+    #[prost(bytes = "vec", tag = "5")]
+    pub hardware_addr: Vec<u8>,
+    /// Empty for physical links; `vlan`, `bond`, `bridge`, … otherwise.
+    #[prost(string, tag = "11")]
+    pub kind: String,
+    #[prost(bytes = "vec", tag = "30")]
+    pub permanent_addr: Vec<u8>,
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;

@@ -11,7 +11,7 @@ use tonic::Code;
 use super::client::{RpcLimits, TalosClient, Target};
 use super::creds::{Credentials, TlsMode};
 use super::error::{Stage, TalosError};
-use super::messages::{BootstrapRequest, ResetPartitionSpec, ResetRequest};
+use super::messages::{BootstrapRequest, ResetPartitionSpec, ResetRequest, ServiceInfo};
 use super::snapshot::validate_snapshot;
 use crate::net::AddressBook;
 
@@ -464,13 +464,15 @@ impl Stages {
     }
 
     /// Disaster recovery on one control plane: upload the snapshot (4 KiB chunks),
-    /// then bootstrap etcd from it. `skip_hash_check` only for a raw `db` copy.
+    /// bootstrap etcd from it, then wait for the etcd service. `skip_hash_check` only
+    /// for a raw `db` copy; `origin` names the snapshot in errors.
     pub async fn recover(
         &self,
         t: &Target,
         creds: &Credentials,
         snapshot: &[u8],
         skip_hash_check: bool,
+        origin: &str,
     ) -> Result<(), TalosError> {
         if !skip_hash_check {
             validate_snapshot(snapshot).map_err(|source| TalosError::StageFailed {
@@ -513,8 +515,38 @@ impl Stages {
             recover_skip_hash_check: skip_hash_check,
         };
         self.bootstrap_with(t, creds, Stage::Recover, req).await?;
-        Ok(())
+        // The recovery Bootstrap answers once the etcd service is started; the snapshot
+        // is checked and restored later, in that service's pre-start step, and a bad one
+        // fails the service, not the RPC (talos v1.13.9
+        // `internal/app/machined/pkg/system/services/etcd.go`, talos.md §13).
+        self.poll(t, Stage::Recover, || async {
+            let r = async { self.client(t, &mtls)?.service_list().await }.await;
+            let etcd = |s: Vec<ServiceInfo>| s.into_iter().find(|s| s.id == "etcd");
+            match r.map(etcd) {
+                Ok(Some(s)) if s.state == "Running" => Attempt::Done(()),
+                Ok(Some(s)) if s.state == "Failed" => Attempt::Fail(TalosError::EtcdRecovery {
+                    node: t.node.clone(),
+                    snapshot: origin.to_owned(),
+                    detail: last_event(&s).unwrap_or_else(|| "the etcd service failed".into()),
+                }),
+                Ok(s) => Attempt::Retry(TalosError::BadResponse {
+                    node: t.node.clone(),
+                    rpc: "ServiceList",
+                    detail: format!(
+                        "etcd is {} (restoring the snapshot)",
+                        s.map_or("not listed".into(), |s| s.state)
+                    ),
+                }),
+                Err(e) => sort(Err(e)),
+            }
+        })
+        .await
     }
+}
+
+/// The newest event message of a service (Talos lists them oldest first).
+fn last_event(s: &ServiceInfo) -> Option<String> {
+    s.events.as_ref()?.events.last().map(|e| e.msg.clone())
 }
 
 /// Bootstrap preconditions that pass by themselves (etcd stage not reached, NTP).
