@@ -19,6 +19,9 @@ pub struct Summary {
     pub kubeconfig: String,
     /// Routes the gateway needs before pods are reachable without NAT (empty with masquerading).
     pub gateway_routes: Vec<GatewayRoute>,
+    /// Routes of nodes this run removed, to delete from the gateway.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed_routes: Vec<String>,
     /// Set when the run was against the lab: how to reach the simulated cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lab: Option<LabHints>,
@@ -113,6 +116,7 @@ impl Summary {
             } else {
                 plan.gateway_routes.clone()
             },
+            removed_routes: Vec::new(),
             lab: None,
         }
     }
@@ -157,6 +161,15 @@ impl Summary {
             );
             for r in &self.gateway_routes {
                 let _ = writeln!(s, "  {} via {}   ({})", r.destination, r.via, r.node);
+            }
+        }
+        if !self.removed_routes.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nDelete these static routes from the gateway (their nodes were removed):"
+            );
+            for r in &self.removed_routes {
+                let _ = writeln!(s, "  {r}");
             }
         }
         match &self.lab {
