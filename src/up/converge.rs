@@ -351,7 +351,10 @@ mod tests {
     fn three_to_two_control_planes_is_refused_unless_allowed() {
         let e = etcd_guard(2, &["talos-k8s-03"], false).unwrap_err();
         assert!(e.to_string().contains("no fault tolerance"), "{e}");
-        assert!(e.to_string().contains("--allow-etcd-without-fault-tolerance"));
+        assert!(
+            e.to_string()
+                .contains("--allow-etcd-without-fault-tolerance")
+        );
         assert!(etcd_guard(2, &["talos-k8s-03"], true).is_ok());
     }
 

@@ -153,9 +153,13 @@ fn nodes(lab: &Lab) -> Vec<Value> {
 
 fn register_nodes(lab: &Lab) {
     let infos = lab.nodes.lock().expect("nodes lock").clone();
+    let down = lab.down.lock().expect("down lock").clone();
     for info in infos {
         let k = key("", "nodes", None, &info.hostname);
+        // A stopped kubelet registers nothing: a deleted Node of a powered-off
+        // machine stays deleted.
         if lab.store.get(&k).is_some()
+            || down.contains(&info.hostname)
             || !elapsed(
                 lab,
                 &format!("kubelet/{}", info.hostname),
@@ -497,14 +501,23 @@ fn run_pods(lab: &Lab) {
             }
             let name = w["metadata"]["name"].as_str().unwrap_or_default();
             let ns = w["metadata"]["namespace"].as_str().unwrap_or_default();
+            // DaemonSet pods tolerate `node.kubernetes.io/unschedulable`; the
+            // scheduler places nothing else on a cordoned node.
+            let targets: Vec<&Value> = nodes
+                .iter()
+                .filter(|n| is_ds || n["spec"]["unschedulable"] != true)
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
             let count = if is_ds {
-                nodes.len()
+                targets.len()
             } else {
                 w["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize
             };
             let rs = format!("{name}-{}", suffix(&format!("{ns}/{name}"), 10));
             for i in 0..count {
-                let node = &nodes[i % nodes.len()];
+                let node = targets[i % targets.len()];
                 let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
                 let (owner, pod_name) = if is_ds {
                     let seed = format!("{ns}/{name}/{node_name}");
@@ -521,7 +534,7 @@ fn run_pods(lab: &Lab) {
                 };
                 want.insert(
                     key("", "pods", Some(ns), &pod_name),
-                    (w.clone(), owner, pod_name, node.clone(), i),
+                    (w.clone(), owner, pod_name, (*node).clone(), i),
                 );
             }
         }

@@ -571,7 +571,11 @@ impl Ctx {
         let before = members.len();
         members.retain(|m| m.id != id);
         if members.len() == before {
-            return Err(Status::not_found(format!("etcd member {id:x} not found")));
+            // talos v1.13.9 internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go
+            // EtcdRemoveMemberByID: NotFound, the id in decimal.
+            return Err(Status::not_found(format!(
+                "failed to remove member {id}: etcdserver: member not found"
+            )));
         }
         // If that node still runs, it is cut off from the cluster.
         for n in nodes.values_mut().filter(|n| n.state.member_id == id) {
@@ -586,6 +590,11 @@ impl Ctx {
     /// list) also drops the config, so the node comes back in maintenance mode.
     fn reset(&self, q: ResetRequest) -> Result<Response<ResetResponse>, Status> {
         self.allow("Reset", ADMIN)?;
+        // Graceful on a control plane: it leaves etcd first, and a failure aborts
+        // the reset (talos-day2.md §4.2).
+        if q.graceful && self.control_plane("etcd leave").is_ok() {
+            super::leave::leave_etcd(&self.shared, self.vmid)?;
+        }
         let everything = q.system_partitions_to_wipe.is_empty();
         let wipe = |label: &str| {
             everything
@@ -613,6 +622,10 @@ impl Ctx {
             super::boot(&self.shared, self.vmid);
         } else if let Some(n) = lock(&self.shared.nodes).get_mut(&self.vmid) {
             super::set_phase(n, Phase::Stopped);
+            // Powered off: its kubelet stops with it.
+            self.shared
+                .fabric
+                .emit(LabEvent::VmStopped { vmid: self.vmid });
         }
         respond(ResetResponse {
             messages: vec![Reset {
