@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::cluster_dir::ClusterDir;
+use crate::profile::Profile;
+use crate::state::{Record, Step};
 use crate::kube::{self, KubeError, Kubeconfig};
 use crate::plan::Plan;
 use crate::progress::Reporter;
@@ -108,6 +110,43 @@ pub fn etcd_guard(remaining: usize, leaving: &[&str], allow_two: bool) -> Result
         2 if !allow_two => Err(ScaleError::NoFaultTolerance { leaving, remaining }),
         _ => Ok(()),
     }
+}
+
+/// The profile with the pod CIDRs recorded for nodes that give none, so adding or
+/// removing a node anywhere in the list never moves another node's CIDR (a Node's
+/// `spec.podCIDR` cannot change). `None` when nothing needs keeping. A recorded CIDR
+/// that left the pod subnet or overlaps one the profile names is not kept.
+pub fn keep_pod_cidrs(profile: &Profile, steps: &[Record]) -> Option<Profile> {
+    let subnet = profile.kubernetes.pod_subnet;
+    let named: Vec<ipnet::Ipv4Net> = profile.nodes.iter().filter_map(|n| n.pod_cidr).collect();
+    let mut out = profile.clone();
+    let mut kept = false;
+    for r in steps {
+        let Step::PodCidr(name) = &r.step else {
+            continue;
+        };
+        let Some(cidr) = r
+            .detail
+            .as_deref()
+            .and_then(|d| d.split(' ').next()?.parse::<ipnet::Ipv4Net>().ok())
+        else {
+            continue;
+        };
+        let usable = subnet.contains(&cidr)
+            && !named
+                .iter()
+                .any(|t| t.contains(&cidr) || cidr.contains(t));
+        if let Some(n) = out
+            .nodes
+            .iter_mut()
+            .find(|n| &n.name == name && n.pod_cidr.is_none())
+            && usable
+        {
+            n.pod_cidr = Some(cidr);
+            kept = true;
+        }
+    }
+    kept.then_some(out)
 }
 
 /// The nodes to remove: VMs of this cluster (by its ID) that the plan no longer names.
@@ -366,6 +405,39 @@ mod tests {
             etcd_guard(0, &["a"], true),
             Err(ScaleError::NoMemberLeft { .. })
         ));
+    }
+
+    #[test]
+    fn recorded_pod_cidrs_stay_when_a_node_is_inserted_first() {
+        let mut p = crate::test_support::homelab();
+        for n in &mut p.nodes {
+            n.pod_cidr = None;
+        }
+        let rec = |node: &str, detail: &str| Record {
+            step: Step::PodCidr(node.into()),
+            at: String::new(),
+            detail: Some(detail.into()),
+        };
+        let steps = [
+            rec("talos-k8s-01", "10.8.32.0/24 set"),
+            rec("talos-k8s-02", "10.8.33.0/24 already set"),
+            rec("talos-k8s-03", "set"),
+        ];
+        let mut first = p.nodes[0].clone();
+        first.name = "talos-k8s-00".into();
+        p.nodes.insert(0, first);
+        let kept = keep_pod_cidrs(&p, &steps).expect("two are kept");
+        let cidrs = crate::plan::pod_cidrs(&kept).unwrap();
+        let got: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
+        // 01 and 02 keep theirs; the new node and 03 (no CIDR recorded) take the free ones.
+        assert_eq!(
+            got,
+            ["10.8.34.0/24", "10.8.32.0/24", "10.8.33.0/24", "10.8.35.0/24"]
+        );
+        // A CIDR the profile now gives another node is not kept.
+        p.nodes[0].pod_cidr = Some("10.8.32.0/24".parse().unwrap());
+        let kept = keep_pod_cidrs(&p, &steps).unwrap();
+        assert_eq!(kept.nodes[1].pod_cidr, None);
     }
 
     #[test]

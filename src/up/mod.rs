@@ -357,9 +357,14 @@ async fn install_addons(
     })?;
     for n in &plan.nodes {
         let patched = r.pod_cidrs_patched.contains(&n.name);
+        // The CIDR leads the detail: later plans keep it (`converge::keep_pod_cidrs`).
         rec.mark(
             Step::PodCidr(n.name.clone()),
-            Some(if patched { "set" } else { "already set" }),
+            Some(&format!(
+                "{} {}",
+                n.pod_cidr,
+                if patched { "set" } else { "already set" }
+            )),
         )?;
     }
     rec.mark(

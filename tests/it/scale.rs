@@ -295,3 +295,54 @@ async fn control_planes_leave_etcd_only_with_fault_tolerance_left() {
         "the refused run kept 03"
     );
 }
+
+/// Pod CIDRs derived in node order (none in the profile) stay with their nodes
+/// when a node is inserted first: a Node's `spec.podCIDR` cannot change.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_inserted_first_keeps_every_pod_cidr() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("cluster");
+    let strip = |p: &Path| {
+        let text: String = std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("podCIDR:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(p, text).unwrap();
+    };
+    let base = profile_with(t.path(), "base.yaml", "");
+    strip(&base);
+    let text = std::fs::read_to_string(&base).unwrap();
+    let first = text.find("  - name: talos-k8s-01").unwrap();
+    let inserted = t.path().join("inserted.yaml");
+    std::fs::write(
+        &inserted,
+        format!(
+            "{}{}{}",
+            &text[..first],
+            node("talos-k8s-00", 123, "pve-ms01-01", "worker", 23),
+            &text[first..]
+        ),
+    )
+    .unwrap();
+    let (b, i, d) = (base.clone(), inserted.clone(), dir.clone());
+    tokio::task::spawn_blocking(move || {
+        ok(up(&b, &d, &[]));
+        ok(up(&i, &d, &[]))
+    })
+    .await
+    .unwrap();
+    with_api(&inserted, &dir, async |c| {
+        for (node, cidr) in [
+            ("talos-k8s-00", "10.8.35.0/24"),
+            ("talos-k8s-01", "10.8.32.0/24"),
+            ("talos-k8s-02", "10.8.33.0/24"),
+            ("talos-k8s-03", "10.8.34.0/24"),
+        ] {
+            let n = c.get(&format!("/api/v1/nodes/{node}")).await.unwrap().unwrap();
+            assert_eq!(n["spec"]["podCIDR"], cidr, "{node}");
+        }
+    })
+    .await;
+}
