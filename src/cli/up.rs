@@ -222,7 +222,7 @@ pub(super) async fn converge(
     let cps: Vec<&str> = leaving
         .iter()
         .filter(|l| l.control_plane)
-        .map(|l| l.name())
+        .map(|l| l.node())
         .collect();
     up::converge::etcd_guard(
         plan.control_planes().count(),

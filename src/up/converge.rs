@@ -16,13 +16,13 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::cluster_dir::ClusterDir;
-use crate::profile::Profile;
-use crate::state::{Record, Step};
 use crate::kube::{self, KubeError, Kubeconfig};
 use crate::plan::Plan;
+use crate::profile::Profile;
 use crate::progress::Reporter;
 use crate::proxmox::PveError;
 use crate::proxmox::destroy::{OwnedVm, destroy, owned_vms};
+use crate::state::{Record, Step};
 use crate::talos::api::messages::ResetRequest;
 use crate::talos::api::{Credentials, TalosError, Talosconfig, Target, TlsMode};
 
@@ -67,7 +67,7 @@ pub struct Leaving {
 }
 
 impl Leaving {
-    pub fn name(&self) -> &str {
+    pub fn node(&self) -> &str {
         &self.vm.node
     }
 
@@ -77,7 +77,7 @@ impl Leaving {
             "{} via {}   ({})",
             self.pod_cidr.as_ref()?,
             self.address?,
-            self.name()
+            self.node()
         ))
     }
 
@@ -90,7 +90,7 @@ impl Leaving {
         };
         format!(
             "{}: cordon, drain, {etcd}reset Talos, delete the Node, destroy VM {} on {}",
-            self.name(),
+            self.node(),
             self.vm.vmid,
             self.vm.host
         )
@@ -132,10 +132,8 @@ pub fn keep_pod_cidrs(profile: &Profile, steps: &[Record]) -> Option<Profile> {
         else {
             continue;
         };
-        let usable = subnet.contains(&cidr)
-            && !named
-                .iter()
-                .any(|t| t.contains(&cidr) || cidr.contains(t));
+        let usable =
+            subnet.contains(&cidr) && !named.iter().any(|t| t.contains(&cidr) || cidr.contains(t));
         if let Some(n) = out
             .nodes
             .iter_mut()
@@ -207,8 +205,8 @@ pub async fn members_leaving(
         .await?;
     Ok(leaving
         .iter()
-        .filter(|l| members.iter().any(|m| m.hostname == l.name()))
-        .map(|l| l.name().to_owned())
+        .filter(|l| members.iter().any(|m| m.hostname == l.node()))
+        .map(|l| l.node().to_owned())
         .collect())
 }
 
@@ -229,7 +227,7 @@ pub async fn shrink(
     for l in leaving {
         remove(env, plan, &client, &creds, l, rep)
             .await
-            .inspect_err(|e| rep.failed(Some(l.name()), "remove", e))?;
+            .inspect_err(|e| rep.failed(Some(l.node()), "remove", e))?;
         routes.extend(l.route());
     }
     Ok(routes)
@@ -243,7 +241,7 @@ async fn remove(
     l: &Leaving,
     rep: &Reporter,
 ) -> Result<(), ScaleError> {
-    let name = l.name();
+    let name = l.node();
     let node_path = format!("/api/v1/nodes/{}", path_segment(name));
     rep.started(Some(name), "remove");
     let registered = client.get(&node_path).await?.is_some();
@@ -432,7 +430,12 @@ mod tests {
         // 01 and 02 keep theirs; the new node and 03 (no CIDR recorded) take the free ones.
         assert_eq!(
             got,
-            ["10.8.34.0/24", "10.8.32.0/24", "10.8.33.0/24", "10.8.35.0/24"]
+            [
+                "10.8.34.0/24",
+                "10.8.32.0/24",
+                "10.8.33.0/24",
+                "10.8.35.0/24"
+            ]
         );
         // A CIDR the profile now gives another node is not kept.
         p.nodes[0].pod_cidr = Some("10.8.32.0/24".parse().unwrap());

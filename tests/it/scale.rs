@@ -340,7 +340,11 @@ async fn a_node_inserted_first_keeps_every_pod_cidr() {
             ("talos-k8s-02", "10.8.33.0/24"),
             ("talos-k8s-03", "10.8.34.0/24"),
         ] {
-            let n = c.get(&format!("/api/v1/nodes/{node}")).await.unwrap().unwrap();
+            let n = c
+                .get(&format!("/api/v1/nodes/{node}"))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(n["spec"]["podCIDR"], cidr, "{node}");
         }
     })

@@ -57,9 +57,8 @@ pub fn evict(lab: &Lab, ns: &str, pod: &str, body: &Value) -> Reply {
                 .collect();
             let healthy = selected.iter().filter(|q| ready(q)).count() as i64;
             let desired = desired_healthy(&b["spec"], selected.len() as i64);
-            if !ready(&p) || healthy - 1 >= desired {
-                // An unhealthy pod does not count toward the budget.
-            } else {
+            // An unhealthy pod does not count toward the budget: it may always go.
+            if ready(&p) && healthy <= desired {
                 let name = b["metadata"]["name"].as_str().unwrap_or_default();
                 let mut r = status(
                     429,
