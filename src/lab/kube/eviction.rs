@@ -127,6 +127,72 @@ fn desired_healthy(spec: &Value, expected: i64) -> i64 {
 mod tests {
     use super::*;
 
+    fn lab_with(pods: usize, budget: Value) -> Lab {
+        let lab = Lab {
+            store: store::Store::new(crate::lab::etcd::EtcdStore::default()),
+            cfg: super::super::KubeSimConfig::realistic(),
+            nodes: Default::default(),
+            down: Default::default(),
+            timers: Default::default(),
+            next_due: Default::default(),
+        };
+        for i in 0..pods {
+            let name = format!("web-{i}");
+            lab.store.put(
+                &key("", "pods", Some("default"), &name),
+                json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+            );
+        }
+        lab.store.put(
+            &key("policy", "poddisruptionbudgets", Some("default"), "web"),
+            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": budget}),
+        );
+        lab
+    }
+
+    fn eviction(name: &str) -> Value {
+        json!({"apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": name, "namespace": "default"}})
+    }
+
+    #[test]
+    fn a_budget_refuses_with_429_until_a_disruption_is_allowed() {
+        let budget = json!({"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}});
+        let lab = lab_with(3, budget);
+        assert_eq!(
+            evict(&lab, "default", "web-0", &eviction("web-0")).code,
+            201
+        );
+        let r = evict(&lab, "default", "web-1", &eviction("web-1"));
+        assert_eq!(r.code, 429, "{}", r.body);
+        assert_eq!(r.body["reason"], "TooManyRequests");
+        assert!(
+            r.body["details"]["causes"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("needs 2 healthy pods and has 2 currently"),
+            "{}",
+            r.body
+        );
+        assert!(
+            lab.store
+                .get(&key("", "pods", Some("default"), "web-1"))
+                .is_some()
+        );
+        assert_eq!(
+            evict(&lab, "default", "web-0", &eviction("web-0")).code,
+            404
+        );
+        assert_eq!(
+            evict(&lab, "default", "web-2", &eviction("web-1")).code,
+            400
+        );
+    }
+
     #[test]
     fn budgets_count_like_the_disruption_controller() {
         assert_eq!(desired_healthy(&json!({"minAvailable": 2}), 3), 2);
