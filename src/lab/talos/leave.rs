@@ -2,7 +2,7 @@
 //! v1.13.9 `internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_sequencer_tasks.go`
 //! LeaveEtcd → `internal/app/machined/pkg/system/services/etcd.go` LeaveCluster):
 //! a member already removed ("member not found") counts as done; the last member
-//! cannot leave, and that failure aborts the reset.
+//! cannot leave, and that failure aborts the reset sequence (the caller logs it).
 
 use std::sync::Arc;
 

@@ -590,10 +590,21 @@ impl Ctx {
     /// list) also drops the config, so the node comes back in maintenance mode.
     fn reset(&self, q: ResetRequest) -> Result<Response<ResetResponse>, Status> {
         self.allow("Reset", ADMIN)?;
-        // Graceful on a control plane: it leaves etcd first, and a failure aborts
-        // the reset (talos-day2.md §4.2).
-        if q.graceful && self.control_plane("etcd leave").is_ok() {
-            super::leave::leave_etcd(&self.shared, self.vmid)?;
+        let ack = respond(ResetResponse {
+            messages: vec![Reset {
+                metadata: None,
+                actor_id: format!("reset-{}", self.vmid),
+            }],
+        });
+        // Graceful on a control plane: it leaves etcd first. The sequence runs after
+        // the reply (talos-day2.md §4.1–4.2), so a failed leave aborts it without an
+        // RPC error: nothing is wiped and the node keeps running.
+        if q.graceful
+            && self.control_plane("etcd leave").is_ok()
+            && let Err(e) = super::leave::leave_etcd(&self.shared, self.vmid)
+        {
+            tracing::warn!(vmid = self.vmid, error = %e.message(), "lab: reset sequence aborted");
+            return ack;
         }
         let everything = q.system_partitions_to_wipe.is_empty();
         let wipe = |label: &str| {
@@ -627,12 +638,7 @@ impl Ctx {
                 .fabric
                 .emit(LabEvent::VmStopped { vmid: self.vmid });
         }
-        respond(ResetResponse {
-            messages: vec![Reset {
-                metadata: None,
-                actor_id: format!("reset-{}", self.vmid),
-            }],
-        })
+        ack
     }
 
     /// Whether this stream is one the fault plan cuts short.
