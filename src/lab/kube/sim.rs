@@ -562,7 +562,7 @@ fn run_pods(lab: &Lab) {
 fn nodes_ready(lab: &Lab) {
     let cni = cilium_ready(lab);
     let down = lab.down.lock().expect("down lock").clone();
-    for mut n in nodes(lab) {
+    for n in nodes(lab) {
         let name = n["metadata"]["name"].as_str().unwrap_or_default();
         let mut ready = if down.contains(name) {
             json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."})
@@ -580,8 +580,12 @@ fn nodes_ready(lab: &Lab) {
             ready["lastHeartbeatTime"] = now.clone();
             ready["lastTransitionTime"] = now;
         }
-        n["status"]["conditions"] = json!([ready]);
-        save(lab, n);
+        // The kubelet writes only status: taken onto the object as it is now, so a
+        // spec change made since the list above (a cordon) is not lost.
+        if let Some(mut cur) = lab.store.get(&obj_key(&n)) {
+            cur["status"]["conditions"] = json!([ready]);
+            save(lab, cur);
+        }
     }
 }
 
