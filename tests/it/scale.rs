@@ -125,12 +125,15 @@ async fn a_worker_is_added_then_removed_and_a_budget_holds_its_drain() {
         &node("talos-k8s-04", 123, "pve-ms01-01", "worker", 23),
     );
     let (b, d, g) = (base.clone(), dir.clone(), grown.clone());
-    tokio::task::spawn_blocking(move || {
+    let (_, grew) = tokio::task::spawn_blocking(move || {
         ok(up(&b, &d, &[]));
         ok(up(&g, &d, &[]))
     })
     .await
     .unwrap();
+    // Joined, not a new cluster: the bootstrap guard lets it pass, etcd is not
+    // bootstrapped again.
+    assert!(grew.contains("not bootstrapped again"), "{grew}");
     assert!(vmids(&dir).contains(&"123".to_owned()));
     let before = members(&dir);
     assert_eq!(before, ["talos-k8s-01", "talos-k8s-02", "talos-k8s-03"]);
