@@ -42,6 +42,13 @@ pub fn plan_and_dir(profile: &Profile, dir: Option<&Path>) -> anyhow::Result<(Pl
     use anyhow::Context;
     let plan = Plan::build(profile).context("deriving the plan from the profile")?;
     let dir = ClusterDir::resolve(dir, &plan.cluster).map_err(anyhow::Error::msg)?;
+    // Nodes without a pod CIDR in the profile keep the one they were given. A damaged
+    // state file is reported by the commands that need it, not here.
+    let recorded = crate::state::State::read(&dir.state()).ok().flatten();
+    let plan = match recorded.and_then(|r| crate::up::converge::keep_pod_cidrs(profile, &r.steps)) {
+        Some(kept) => Plan::build(&kept).context("deriving the plan from the profile")?,
+        None => plan,
+    };
     Ok((plan, dir))
 }
 

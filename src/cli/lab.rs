@@ -71,6 +71,7 @@ fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<ExitCode> {
         recreate: false,
         progress: a.progress,
         bootstrap_empty_etcd: false,
+        allow_etcd_without_fault_tolerance: false,
     };
     runtime()?.block_on(async {
         let dc = Datacenter::open(&dir.lab(), &profile, &lab).await?;

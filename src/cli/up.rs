@@ -51,6 +51,10 @@ pub struct Args {
     /// `talos-pve rebuild cluster --from BACKUP`.
     #[arg(long)]
     pub bootstrap_empty_etcd: bool,
+    /// Remove a control plane from the profile even though etcd is left with two
+    /// members, which survive no failure (add a replacement first instead).
+    #[arg(long)]
+    pub allow_etcd_without_fault_tolerance: bool,
     /// Progress display: bars on a terminal, plain timestamped lines otherwise.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
@@ -84,6 +88,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             recreate: a.recreate,
             progress: a.progress,
             bootstrap_empty_etcd: a.bootstrap_empty_etcd,
+            allow_etcd_without_fault_tolerance: a.allow_etcd_without_fault_tolerance,
         };
         let result = autosaving(
             dc.as_ref(),
@@ -165,6 +170,8 @@ pub(super) struct Converge {
     pub progress: ProgressMode,
     /// Bootstrap etcd although the state says this cluster was bootstrapped.
     pub bootstrap_empty_etcd: bool,
+    /// Let a removed control plane leave etcd with two members.
+    pub allow_etcd_without_fault_tolerance: bool,
 }
 
 /// Preflight, plan, confirmation, then the bring-up (idempotent).
@@ -209,9 +216,34 @@ pub(super) async fn converge(
             drift.identity_changes.join("; ")
         );
     }
+    // Nodes the profile no longer lists: refused before anything changes when etcd
+    // would lose its fault tolerance, else shown and confirmed with the rest.
+    let leaving = up::converge::leaving(env, plan, dir).await?;
+    let cps: Vec<&str> = leaving
+        .iter()
+        .filter(|l| l.control_plane)
+        .map(|l| l.node())
+        .collect();
+    up::converge::etcd_guard(
+        plan.control_planes().count(),
+        &cps,
+        a.allow_etcd_without_fault_tolerance,
+    )?;
+    let leaving_members = up::converge::members_leaving(env, plan, dir, &leaving).await?;
+    for l in &leaving {
+        eprintln!("remove {}", l.steps());
+    }
+    let removing = match leaving.len() {
+        0 => String::new(),
+        n => format!(", removing {n} node(s) the profile no longer lists"),
+    };
     confirm(
         a.yes,
-        &format!("Build cluster {} ({} VMs)?", plan.cluster, plan.nodes.len()),
+        &format!(
+            "Build cluster {} ({} VMs{removing})?",
+            plan.cluster,
+            plan.nodes.len()
+        ),
     )?;
     if !drift.is_empty() {
         state.adopt()?;
@@ -226,8 +258,11 @@ pub(super) async fn converge(
     let opts = up::Options {
         recreate: a.recreate,
         bootstrap_empty_etcd: a.bootstrap_empty_etcd,
+        leaving_members,
     };
-    Ok(up::bring_up(env, profile, plan, dir, &state, &rep, &opts).await?)
+    let mut summary = up::bring_up(env, profile, plan, dir, &state, &rep, &opts).await?;
+    summary.removed_routes = up::converge::shrink(env, plan, dir, &leaving, &rep).await?;
+    Ok(summary)
 }
 
 /// `--yes`, or a yes on a terminal; never a silent default.

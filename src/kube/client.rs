@@ -195,6 +195,14 @@ impl Client {
             .1)
     }
 
+    /// `POST path` with a JSON body (a subresource such as a Pod's `eviction`).
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, KubeError> {
+        Ok(self
+            .send(Method::POST, path, Some(("application/json", body)))
+            .await?
+            .1)
+    }
+
     /// Delete the object at `path`; already gone is fine.
     pub async fn delete(&self, path: &str) -> Result<(), KubeError> {
         match self.send(Method::DELETE, path, None).await {

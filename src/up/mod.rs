@@ -17,6 +17,7 @@
 
 mod blame;
 pub mod bootstrap_guard;
+pub mod converge;
 mod env;
 mod status;
 mod summary;
@@ -99,6 +100,9 @@ pub struct Options {
     /// Bootstrap etcd even though this cluster was bootstrapped before (its
     /// Kubernetes objects are lost): only after a loud warning.
     pub bootstrap_empty_etcd: bool,
+    /// Control planes leaving the profile that etcd still lists (removed after the
+    /// bring-up, `converge::shrink`): until then they are expected members.
+    pub leaving_members: Vec<String>,
 }
 
 /// The whole bring-up. Assumes lint passed and the user confirmed.
@@ -205,7 +209,11 @@ pub async fn bring_up(
             },
         )
         .await?;
-        let members: Vec<String> = plan.control_planes().map(|n| n.name.clone()).collect();
+        let members: Vec<String> = plan
+            .control_planes()
+            .map(|n| n.name.clone())
+            .chain(opts.leaving_members.iter().cloned())
+            .collect();
         // The other control planes join etcd while the Kubernetes add-ons install: the
         // API needs only the bootstrapped member, so neither waits for the other.
         let etcd = rec.stage(None, "etcd", Step::EtcdHealthy, || async {
@@ -380,9 +388,14 @@ pub(crate) async fn install_addons(
     })?;
     for n in &plan.nodes {
         let patched = r.pod_cidrs_patched.contains(&n.name);
+        // The CIDR leads the detail: later plans keep it (`converge::keep_pod_cidrs`).
         rec.mark(
             Step::PodCidr(n.name.clone()),
-            Some(if patched { "set" } else { "already set" }),
+            Some(&format!(
+                "{} {}",
+                n.pod_cidr,
+                if patched { "set" } else { "already set" }
+            )),
         )?;
     }
     rec.mark(

@@ -23,6 +23,9 @@ pub struct Summary {
     pub egress: Vec<crate::egress::Need>,
     /// Routes the gateway needs before pods are reachable without NAT (empty with masquerading).
     pub gateway_routes: Vec<GatewayRoute>,
+    /// Routes of nodes this run removed, to delete from the gateway.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed_routes: Vec<String>,
     /// Set when the run was against the lab: how to reach the simulated cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lab: Option<LabHints>,
@@ -150,6 +153,7 @@ impl Summary {
             } else {
                 plan.gateway_routes.clone()
             },
+            removed_routes: Vec::new(),
             lab: None,
         }
     }
@@ -194,6 +198,15 @@ impl Summary {
             );
             for r in &self.gateway_routes {
                 let _ = writeln!(s, "  {} via {}   ({})", r.destination, r.via, r.node);
+            }
+        }
+        if !self.removed_routes.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nDelete these static routes from the gateway (their nodes were removed):"
+            );
+            for r in &self.removed_routes {
+                let _ = writeln!(s, "  {r}");
             }
         }
         if self.lab.is_none() {

@@ -14,6 +14,7 @@ mod lab_serve;
 mod proxmox;
 mod rebuild;
 mod routing;
+mod scale;
 mod secrets_in_logs;
 mod support;
 mod talos_api;

@@ -145,11 +145,11 @@ pub struct Reply {
     pub body: Value,
 }
 
-fn reply(code: u16, body: Value) -> Reply {
+pub(super) fn reply(code: u16, body: Value) -> Reply {
     Reply { code, body }
 }
 
-fn status(code: u16, reason: &str, message: String) -> Reply {
+pub(super) fn status(code: u16, reason: &str, message: String) -> Reply {
     reply(
         code,
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -333,6 +333,21 @@ pub fn handle(lab: &Lab, req: &Request) -> Reply {
             format!("{group}/{version}")
         };
         return reply(200, resource_list(lab, &gv, &in_gv));
+    }
+    if let (("", "v1"), ["namespaces", ns, "pods", pod, "eviction"]) = ((group, version), rest) {
+        return match (method, parse_body(body)) {
+            ("POST", Some(b)) => super::eviction::evict(lab, ns, pod, &b),
+            ("POST", None) => status(
+                400,
+                "BadRequest",
+                "the request body is not valid JSON or YAML".into(),
+            ),
+            _ => status(
+                405,
+                "MethodNotAllowed",
+                format!("the server does not allow this method on the requested resource ({path})"),
+            ),
+        };
     }
     let (ns, plural, name) = match rest {
         ["namespaces", ns, plural, tail @ ..] if tail.len() <= 1 => {

@@ -6,6 +6,7 @@
 //! restore the API state. Simulated controllers (`sim`) make the cluster converge.
 
 mod api;
+mod eviction;
 mod openapi;
 mod select;
 mod sim;

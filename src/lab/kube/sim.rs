@@ -164,6 +164,7 @@ fn kubelet_version(lab: &Lab, info: &LabNodeInfo) -> String {
 
 fn register_nodes(lab: &Lab) {
     let infos = lab.nodes.lock().expect("nodes lock").clone();
+    let down = lab.down.lock().expect("down lock").clone();
     for info in infos {
         let k = key("", "nodes", None, &info.hostname);
         if let Some(mut node) = lab.store.get(&k) {
@@ -175,11 +176,15 @@ fn register_nodes(lab: &Lab) {
             }
             continue;
         }
-        if !elapsed(
-            lab,
-            &format!("kubelet/{}", info.hostname),
-            lab.cfg.node_register,
-        ) {
+        // A stopped kubelet registers nothing: a deleted Node of a powered-off
+        // machine stays deleted.
+        if down.contains(&info.hostname)
+            || !elapsed(
+                lab,
+                &format!("kubelet/{}", info.hostname),
+                lab.cfg.node_register,
+            )
+        {
             continue;
         }
         let mut labels = json!({"kubernetes.io/hostname": info.hostname, "kubernetes.io/os": "linux",
@@ -602,14 +607,23 @@ fn run_pods(lab: &Lab) {
             }
             let name = w["metadata"]["name"].as_str().unwrap_or_default();
             let ns = w["metadata"]["namespace"].as_str().unwrap_or_default();
+            // DaemonSet pods tolerate `node.kubernetes.io/unschedulable`; the
+            // scheduler places nothing else on a cordoned node.
+            let targets: Vec<&Value> = nodes
+                .iter()
+                .filter(|n| is_ds || n["spec"]["unschedulable"] != true)
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
             let count = if is_ds {
-                nodes.len()
+                targets.len()
             } else {
                 w["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize
             };
             let rs = format!("{name}-{}", suffix(&format!("{ns}/{name}"), 10));
             for i in 0..count {
-                let node = &nodes[i % nodes.len()];
+                let node = targets[i % targets.len()];
                 let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
                 let (owner, pod_name) = if is_ds {
                     let seed = format!("{ns}/{name}/{node_name}");
@@ -626,7 +640,7 @@ fn run_pods(lab: &Lab) {
                 };
                 want.insert(
                     key("", "pods", Some(ns), &pod_name),
-                    (w.clone(), owner, pod_name, node.clone(), i),
+                    (w.clone(), owner, pod_name, (*node).clone(), i),
                 );
             }
         }
@@ -654,7 +668,7 @@ fn run_pods(lab: &Lab) {
 fn nodes_ready(lab: &Lab) {
     let cni = cilium_ready(lab);
     let down = lab.down.lock().expect("down lock").clone();
-    for mut n in nodes(lab) {
+    for n in nodes(lab) {
         let name = n["metadata"]["name"].as_str().unwrap_or_default();
         let mut ready = if down.contains(name) {
             json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."})
@@ -672,8 +686,12 @@ fn nodes_ready(lab: &Lab) {
             ready["lastHeartbeatTime"] = now.clone();
             ready["lastTransitionTime"] = now;
         }
-        n["status"]["conditions"] = json!([ready]);
-        save(lab, n);
+        // The kubelet writes only status: taken onto the object as it is now, so a
+        // spec change made since the list above (a cordon) is not lost.
+        if let Some(mut cur) = lab.store.get(&obj_key(&n)) {
+            cur["status"]["conditions"] = json!([ready]);
+            save(lab, cur);
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! `LabTalosConfig`; the node states serialize for persistence across commands.
 
 mod certs;
+mod leave;
 mod machine;
 mod nocloud;
 mod server;

@@ -772,7 +772,11 @@ impl Ctx {
         let before = members.len();
         members.retain(|m| m.id != id);
         if members.len() == before {
-            return Err(Status::not_found(format!("etcd member {id:x} not found")));
+            // talos v1.13.9 internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go
+            // EtcdRemoveMemberByID: NotFound, the id in decimal.
+            return Err(Status::not_found(format!(
+                "failed to remove member {id}: etcdserver: member not found"
+            )));
         }
         // If that node still runs, it is cut off from the cluster.
         for n in nodes.values_mut().filter(|n| n.state.member_id == id) {
@@ -787,6 +791,22 @@ impl Ctx {
     /// list) also drops the config, so the node comes back in maintenance mode.
     fn reset(&self, q: ResetRequest) -> Result<Response<ResetResponse>, Status> {
         self.allow("Reset", ADMIN)?;
+        let ack = respond(ResetResponse {
+            messages: vec![Reset {
+                metadata: None,
+                actor_id: format!("reset-{}", self.vmid),
+            }],
+        });
+        // Graceful on a control plane: it leaves etcd first. The sequence runs after
+        // the reply (talos-day2.md §4.1–4.2), so a failed leave aborts it without an
+        // RPC error: nothing is wiped and the node keeps running.
+        if q.graceful
+            && self.control_plane("etcd leave").is_ok()
+            && let Err(e) = super::leave::leave_etcd(&self.shared, self.vmid)
+        {
+            tracing::warn!(vmid = self.vmid, error = %e.message(), "lab: reset sequence aborted");
+            return ack;
+        }
         let everything = q.system_partitions_to_wipe.is_empty();
         let wipe = |label: &str| {
             everything
@@ -815,13 +835,12 @@ impl Ctx {
             super::boot(&self.shared, self.vmid);
         } else if let Some(n) = lock(&self.shared.nodes).get_mut(&self.vmid) {
             super::set_phase(n, Phase::Stopped);
+            // Powered off: its kubelet stops with it.
+            self.shared
+                .fabric
+                .emit(LabEvent::VmStopped { vmid: self.vmid });
         }
-        respond(ResetResponse {
-            messages: vec![Reset {
-                metadata: None,
-                actor_id: format!("reset-{}", self.vmid),
-            }],
-        })
+        ack
     }
 
     /// Whether this stream is one the fault plan cuts short.
