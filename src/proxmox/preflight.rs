@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::client::{Client, boolean, int, node_path, params, text};
 use super::error::PveError;
 use super::inventory::{self, marker};
-use crate::plan::Plan;
+use crate::plan::{NodePlan, Plan};
 use crate::profile::{NetworkRole, Profile};
 
 /// Deleting a node's cidata volume once it runs (on the ISO storage). Without it
@@ -245,11 +245,21 @@ pub async fn preflight(
         .iter()
         .flat_map(|n| [n.management.vlan, n.workload.vlan])
         .collect();
+    let vms = inventory::vms(pve).await?;
+    // Only VMs that will be created need space: a re-run after success needs none.
+    let creating: Vec<&NodePlan> = plan
+        .nodes
+        .iter()
+        .filter(|n| !vms.contains_key(&n.vmid))
+        .collect();
+    let mut space = SpaceCheck {
+        creating: &creating,
+        shared_seen: BTreeSet::new(),
+    };
     for h in reachable {
-        host_checks(pve, profile, plan, h, &vlans, &mut checks).await?;
+        host_checks(pve, profile, h, &vlans, &mut space, &mut checks).await?;
     }
 
-    let vms = inventory::vms(pve).await?;
     for n in &plan.nodes {
         let what = format!("VMID {} ({})", n.vmid, n.name);
         match vms.get(&n.vmid) {
@@ -289,12 +299,40 @@ pub async fn preflight(
     })
 }
 
+/// Disk space wanted by the VMs to be created. A shared storage is one pool seen
+/// from every host: it is checked once, against every new VM on any host.
+struct SpaceCheck<'a> {
+    creating: &'a [&'a NodePlan],
+    shared_seen: BTreeSet<String>,
+}
+
+impl SpaceCheck<'_> {
+    /// Bytes needed on `storage` as seen from `host`; `None` when a shared storage
+    /// was already checked from another host.
+    fn need(&mut self, host: &str, storage: &str, shared: bool) -> Option<(u64, usize)> {
+        if shared && !self.shared_seen.insert(storage.to_owned()) {
+            return None;
+        }
+        let new: Vec<&&NodePlan> = self
+            .creating
+            .iter()
+            .filter(|n| shared || n.host == host)
+            .collect();
+        // The disk plus the 4 MiB EFI vars disk, rounded up.
+        let bytes = new
+            .iter()
+            .map(|n| (u64::from(n.disk_gib) << 30) + (8 << 20))
+            .sum();
+        Some((bytes, new.len()))
+    }
+}
+
 async fn host_checks(
     pve: &Client,
     profile: &Profile,
-    plan: &Plan,
     h: &crate::profile::Host,
     vlans: &BTreeSet<u16>,
+    space: &mut SpaceCheck<'_>,
     checks: &mut Vec<Check>,
 ) -> Result<(), PveError> {
     let px = &profile.proxmox;
@@ -452,29 +490,28 @@ async fn host_checks(
                 )),
             )),
             Some(s) if content == "images" => {
-                let need: u64 = plan
-                    .nodes
-                    .iter()
-                    .filter(|n| n.host == h.name)
-                    .map(|n| (u64::from(n.disk_gib) << 30) + (8 << 20))
-                    .sum();
+                let shared = s.get("shared").is_some_and(boolean);
+                let Some((need, count)) = space.need(&h.name, id, shared) else {
+                    continue;
+                };
                 let avail = s.get("avail").and_then(int).unwrap_or(0);
+                let what = if shared {
+                    format!("storage {id} (shared)")
+                } else {
+                    what
+                };
+                let detail = format!(
+                    "{} GiB free, {} GiB needed for {count} new VM(s)",
+                    avail >> 30,
+                    need.div_ceil(1 << 30)
+                );
                 checks.push(if avail >= need {
-                    check(
-                        Level::Ok,
-                        what,
-                        format!("{} GiB free, {} GiB needed", avail >> 30, need >> 30),
-                        None,
-                    )
+                    check(Level::Ok, what, detail, None)
                 } else {
                     check(
                         Level::Fail,
                         what,
-                        format!(
-                            "{} GiB free, {} GiB needed",
-                            avail >> 30,
-                            need.div_ceil(1 << 30)
-                        ),
+                        detail,
                         Some("free space or choose another diskStorage".into()),
                     )
                 });

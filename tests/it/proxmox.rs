@@ -1695,3 +1695,63 @@ async fn cidata_permissions_are_enforced_and_a_refused_delete_scrubs() {
         "{e}"
     );
 }
+
+/// Issue 13 item 1: free space is needed only for the VMs that will be created,
+/// and a shared disk storage is one pool counted once across hosts.
+#[tokio::test]
+async fn preflight_counts_space_for_new_vms_only_and_shared_storage_once() {
+    let l = lab().await;
+    let disk = l.profile.proxmox.disk_storage.clone();
+    let set_disk = |f: &dyn Fn(&mut talos_pve::lab::proxmox::LabStorage)| {
+        l.pve.edit_state(|st| {
+            for n in st.nodes.values_mut() {
+                f(n.storages.iter_mut().find(|s| s.id == disk).unwrap());
+            }
+        })
+    };
+    // One shared pool with room for two 64 GiB VMs, not three: each host alone
+    // would pass; together they do not fit.
+    set_disk(&|s| {
+        s.shared = true;
+        s.total = 130 << 30;
+    });
+    let r = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    let shared: Vec<_> = r
+        .checks
+        .iter()
+        .filter(|c| c.what.contains("local-lvm"))
+        .collect();
+    assert_eq!(shared.len(), 1, "checked once: {shared:#?}");
+    assert_eq!(shared[0].level, Level::Fail, "{shared:#?}");
+    assert!(
+        shared[0].detail.contains("193 GiB needed for 3 new VM(s)"),
+        "{}",
+        shared[0].detail
+    );
+
+    // Provisioned with room to spare, then the storage fills up (1 GiB left):
+    // nothing is to be created, so preflight passes and a re-run writes nothing.
+    set_disk(&|s| {
+        s.shared = false;
+        s.total = 1 << 40;
+    });
+    l.provision(false).await.unwrap();
+    set_disk(&|s| s.total = s.volumes.values().sum::<u64>() + (1 << 30));
+    let r = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    assert!(r.passed(), "{r:#?}");
+    let host = r
+        .checks
+        .iter()
+        .find(|c| c.what == "pve-ms01-01: storage local-lvm")
+        .unwrap();
+    assert!(
+        host.detail
+            .contains("1 GiB free, 0 GiB needed for 0 new VM(s)"),
+        "{}",
+        host.detail
+    );
+    l.pve.clear_requests();
+    let again = l.provision(false).await.unwrap();
+    assert!(again.up_to_date(), "{again:?}");
+    assert_eq!(l.writes(), Vec::<String>::new(), "a re-run must not write");
+}

@@ -302,6 +302,9 @@ impl Lab {
             kubelet,
         );
     }
+    pub fn edit_state(&self, f: impl FnOnce(&mut LabPveState)) {
+        f(&mut self.state.lock().expect("lab state"));
+    }
     pub fn insert_vm(&self, vm: LabVmState) {
         self.state
             .lock()
@@ -921,7 +924,16 @@ impl Lab {
                 .iter()
                 .filter(|s| want.is_none_or(|c| c.split(',').all(|c| s.content.iter().any(|x| x == c))))
                 .map(|s| {
-                    let used: u64 = s.volumes.values().sum();
+                    // A shared storage is one pool: what any host allocated on it counts.
+                    let used: u64 = if s.shared {
+                        st.nodes
+                            .values()
+                            .flat_map(|n| n.storages.iter().filter(|x| x.id == s.id))
+                            .flat_map(|x| x.volumes.values())
+                            .sum()
+                    } else {
+                        s.volumes.values().sum()
+                    };
                     json!({"storage": s.id, "type": s.kind, "content": s.content.join(","), "active": 1, "enabled": 1,
                            "shared": u8::from(s.shared), "total": s.total, "used": used, "avail": s.total.saturating_sub(used),
                            "used_fraction": used as f64 / s.total.max(1) as f64})

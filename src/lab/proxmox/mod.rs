@@ -347,6 +347,11 @@ impl LabProxmoxHandle {
         self.lab.with_config(f);
     }
 
+    /// Change the datacenter directly (fill a storage, take a host offline, …).
+    pub fn edit_state(&self, f: impl FnOnce(&mut LabPveState)) {
+        self.lab.edit_state(f);
+    }
+
     /// Put a VM on a node directly (a VM someone else made).
     pub fn insert_vm(
         &self,
