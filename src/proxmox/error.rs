@@ -119,16 +119,22 @@ impl PveError {
             .is_some_and(|m| m.contains("can't lock file") && m.contains("got timeout"))
     }
 
-    /// Transient per the reference: lock timeouts, a worker that did not start,
-    /// and proxy errors or dropped connections on reads.
+    /// `got no worker upid - start worker failed`: the task never ran.
+    pub fn is_no_worker(&self) -> bool {
+        self.message()
+            .is_some_and(|m| m.contains("got no worker upid"))
+    }
+
+    /// Transient per the reference: lock timeouts, a worker that did not start
+    /// (except for a VM create, which leaves its `lock: create` stub behind:
+    /// proxmox-semantics §1.3), and proxy errors or dropped connections on reads.
     pub fn is_transient(&self, method: &str) -> bool {
         let read = method == "GET";
         match self {
-            PveError::Api {
-                status, message, ..
-            } => {
+            PveError::Api { status, path, .. } => {
+                let create = method == "POST" && path.ends_with("/qemu");
                 self.is_lock_timeout()
-                    || message.contains("got no worker upid")
+                    || (self.is_no_worker() && !create)
                     || (read && matches!(status, 595 | 596))
             }
             PveError::Transport { source, .. } => read || source.is_connect(),

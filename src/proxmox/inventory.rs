@@ -60,6 +60,41 @@ pub async fn config(
         .collect())
 }
 
+/// The config of a VM whose create has not finished: PVE writes only
+/// `lock: create` first and the full config when the `qmcreate` task ends.
+pub fn creating(config: &BTreeMap<String, String>) -> bool {
+    config.get("lock").is_some_and(|l| l == "create")
+}
+
+/// Whether a `qmcreate` task for `vmid` runs on `node` now. Without one, a
+/// `lock: create` config is the stub of a create whose worker died.
+pub async fn create_running(pve: &Client, node: &str, vmid: u32) -> Result<bool, PveError> {
+    let tasks: Vec<Value> = pve
+        .get(
+            &format!("{}/tasks", super::client::node_path(node)?),
+            &params([
+                ("source", "active".into()),
+                ("typefilter", "qmcreate".into()),
+                ("vmid", vmid.to_string()),
+            ]),
+        )
+        .await?;
+    Ok(!tasks.is_empty())
+}
+
+/// What a create stub is, and what to do about it (only root can clear a
+/// create lock).
+pub fn stub_remedy(node: &str, vmid: u32) -> (String, String) {
+    (
+        format!(
+            "VM {vmid} on host {node} is what an interrupted create left behind: its config holds only `lock: create` and no create task runs"
+        ),
+        format!(
+            "as root on {node}: `qm unlock {vmid} && qm destroy {vmid}` (only root can clear a create lock), then run again"
+        ),
+    )
+}
+
 /// Wait until `status/current` shows no `lock` (backing off like task polls).
 pub async fn wait_unlocked(
     pve: &Client,

@@ -266,6 +266,20 @@ pub async fn preflight(
             None => checks.push(check(Level::Ok, what, "free", None)),
             Some(vm) => {
                 let cfg = inventory::config(pve, &vm.node, vm.vmid).await?;
+                if inventory::creating(&cfg) {
+                    checks.push(if inventory::create_running(pve, &vm.node, vm.vmid).await? {
+                        check(
+                            Level::Warn,
+                            what,
+                            format!("being created on {} right now (`lock: create`): whose it is shows when that ends", vm.node),
+                            Some("run preflight again once the create task has ended".into()),
+                        )
+                    } else {
+                        let (detail, fix) = inventory::stub_remedy(&vm.node, vm.vmid);
+                        check(Level::Fail, what, detail, Some(fix))
+                    });
+                    continue;
+                }
                 match marker(&cfg) {
                     Some(m) if m.cluster == plan.cluster && m.node == n.name => checks.push(check(
                         Level::Ok,

@@ -21,6 +21,7 @@ use super::error::PveError;
 use super::factory::Factory;
 use super::inventory::{self, VmResource};
 use super::ownership::{self, Claim, Marker, Owner};
+use super::propstr::split_tags;
 use super::vm::{Difference, OWNER_TAG, create_params, diff};
 use crate::plan::{NodePlan, Plan, schematic_yaml};
 use crate::profile::Profile;
@@ -67,6 +68,8 @@ pub enum ProvisionError {
     },
     #[error("{node}: {detail}")]
     Node { node: String, detail: String },
+    #[error("{}\n  fix: {}", inventory::stub_remedy(host, *vmid).0, inventory::stub_remedy(host, *vmid).1)]
+    Stub { vmid: u32, host: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -285,6 +288,22 @@ async fn decide(
     let mut config = inventory::config(pve, &vm.node, vm.vmid).await?;
     let description = |c: &BTreeMap<String, String>| c.get("description").cloned();
     let mut claim = ownership::claim(owner, &vm.tags, description(&config).as_deref());
+    if inventory::creating(&config) {
+        // Nothing (no tags, no description) says whose it is until the create ends.
+        if !inventory::create_running(pve, &vm.node, vm.vmid).await? {
+            return Err(ProvisionError::Stub {
+                vmid: vm.vmid,
+                host: vm.node.clone(),
+            });
+        }
+        inventory::wait_unlocked(pve, &vm.node, vm.vmid, UNLOCK_DEADLINE).await?;
+        config = inventory::config(pve, &vm.node, vm.vmid).await?;
+        let tags = config
+            .get("tags")
+            .map(|t| split_tags(t))
+            .unwrap_or_default();
+        claim = ownership::claim(owner, &tags, description(&config).as_deref());
+    }
     // A legacy marker is adopted once: this directory's state recorded this VM.
     let proven = |claim: &Claim| owner.proves(claim, &node.name, vm.vmid);
     if config.contains_key("lock") && proven(&claim) {
@@ -491,14 +510,27 @@ async fn create(
     r: &mut ProvisionReport,
 ) -> Result<(), ProvisionError> {
     r.writes += 1;
-    pve.run_task(
-        Method::POST,
-        &format!("{}/qemu", node_path(host)?),
-        want,
-        CREATE_DEADLINE,
-    )
-    .await?;
-    Ok(())
+    let res = pve
+        .run_task(
+            Method::POST,
+            &format!("{}/qemu", node_path(host)?),
+            want,
+            CREATE_DEADLINE,
+        )
+        .await;
+    match res {
+        // The create's worker never ran; its `lock: create` stub stays
+        // (proxmox-semantics §1.3), so retrying would only meet "already exists".
+        Err(e) if e.is_no_worker() => Err(ProvisionError::Stub {
+            vmid: want
+                .iter()
+                .find(|(k, _)| k == "vmid")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or_default(),
+            host: host.to_owned(),
+        }),
+        other => other.map(|_| ()).map_err(Into::into),
+    }
 }
 
 /// Stop (if running) and delete a VM with its disks.

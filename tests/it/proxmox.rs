@@ -317,7 +317,12 @@ async fn transient_errors_are_retried_and_the_run_completes() {
             2,
             FaultEffect::LockTimeout,
         ),
-        Fault::new("POST", "/nodes/pve-ms01-02/qemu", 1, FaultEffect::NoWorker),
+        Fault::new(
+            "POST",
+            "/nodes/pve-ms01-02/storage/local/download-url",
+            1,
+            FaultEffect::NoWorker,
+        ),
     ]);
     let report = l.provision(false).await.unwrap();
     assert!(report.vms.iter().all(|v| v.action == VmAction::Created));
@@ -1182,40 +1187,165 @@ async fn preflight_audits_bridges_and_the_storage_bond() {
     assert_eq!(find("pve-ms01-01: storage local-lvm").level, Level::Ok);
 }
 
+/// Issue 13 item 3: while a create runs, PVE's config holds only `lock: create`
+/// and `/cluster/resources` shows the lock and no name. A second run meanwhile
+/// waits for that create and adopts the VM instead of calling it foreign.
 #[tokio::test]
-async fn a_vm_still_locked_by_an_interrupted_create_is_waited_for_then_adopted() {
+async fn a_rerun_during_a_slow_create_waits_for_it_and_adopts_the_vm() {
     let cfg = LabProxmoxConfig {
         task_ms: [("qmcreate".to_owned(), 600)].into(),
         ..Default::default()
     };
     let l = lab_with(cfg, true).await;
-    l.provision(false).await.unwrap();
-    l.start_all().await;
-    // Someone (an earlier, killed run) dispatched a create that is still running.
-    l.client
-        .delete("/nodes/pve-ms01-01/qemu/120", &[])
-        .await
-        .unwrap_err(); // running: refused synchronously
-    let st = l.pve.state();
-    let mut cfg = st.vms[&120].config.clone();
-    cfg.insert("lock".into(), "create".into());
-    l.pve.insert_vm("pve-ms01-01", 120, cfg.clone(), true);
-    let lab = &l.pve;
-    let unlock = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        cfg.remove("lock");
-        lab.insert_vm("pve-ms01-01", 120, cfg, true);
+    let second = async {
+        // The first run's creates have been dispatched, none has ended.
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if l.pve.state().vms.len() == 3 {
+                break;
+            }
+        }
+        let cfg = inventory::config(&l.client, "pve-ms01-01", 120)
+            .await
+            .unwrap();
+        assert_eq!(
+            cfg.keys().collect::<Vec<_>>(),
+            ["digest", "lock"],
+            "only the lock while creating"
+        );
+        let rows: Vec<serde_json::Value> = l
+            .client
+            .get("/cluster/resources", &[("type".into(), "vm".into())])
+            .await
+            .unwrap();
+        let row = rows.iter().find(|r| r["vmid"] == 120).unwrap();
+        assert_eq!(row["lock"], "create");
+        assert!(row.get("name").is_none(), "{row}");
+        l.provision(false).await
     };
-    let (r, ()) = tokio::join!(l.provision(false), unlock);
-    let r = r.unwrap();
-    assert!(r.up_to_date(), "{r:?}");
+    let (first, second) = tokio::join!(l.provision(false), second);
+    assert!(
+        first
+            .unwrap()
+            .vms
+            .iter()
+            .all(|v| v.action == VmAction::Created)
+    );
+    let second = second.unwrap();
+    assert!(
+        second.vms.iter().all(|v| v.action == VmAction::UpToDate),
+        "{second:?}"
+    );
     assert!(
         l.pve
             .requests()
             .iter()
             .any(|q| q.path.ends_with("/qemu/120/status/current")),
-        "it polled the lock"
+        "it waited for the lock"
     );
+}
+
+/// Issue 13 item 3: a create whose worker never ran leaves a `lock: create` stub;
+/// preflight and provision name it with the remedy (only root can clear it).
+#[tokio::test]
+async fn a_stub_left_by_a_killed_create_is_reported_with_the_remedy() {
+    let l = lab().await;
+    l.pve.set_faults(vec![Fault::new(
+        "POST",
+        "/nodes/pve-ms01-01/qemu",
+        1,
+        FaultEffect::NoWorker,
+    )]);
+    let e = l.provision(false).await.unwrap_err();
+    assert!(matches!(e, ProvisionError::Stub { vmid: 120, .. }), "{e}");
+    assert_eq!(l.pve.state().vms[&120].config.len(), 1, "the stub stays");
+    let e = l.provision(false).await.unwrap_err();
+    assert!(matches!(e, ProvisionError::Stub { vmid: 120, .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("only `lock: create`"), "{msg}");
+    assert!(
+        msg.contains("fix: as root on pve-ms01-01: `qm unlock 120 && qm destroy 120`"),
+        "{msg}"
+    );
+    let pf = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    let c = pf
+        .checks
+        .iter()
+        .find(|c| c.what == "VMID 120 (talos-k8s-01)")
+        .unwrap();
+    assert_eq!(c.level, Level::Fail, "{c:?}");
+    assert!(c.fix.as_deref().unwrap().contains("qm unlock 120"), "{c:?}");
+}
+
+/// Issue 13 item 2: with `start=1` PVE forks the start as its own `qmstart` task;
+/// `qmcreate` ends OK even when the start fails. Our explicit start waits for its
+/// task and reports the failure.
+#[tokio::test]
+async fn start_runs_as_its_own_task_and_a_failed_start_is_reported() {
+    let l = lab().await;
+    l.pve.set_faults(vec![Fault::new(
+        "POST",
+        "/nodes/pve-ms01-01/qemu",
+        1,
+        FaultEffect::StartError {
+            message: "start failed: QEMU exited with code 1".into(),
+        },
+    )]);
+    let upid = l
+        .client
+        .run_task(
+            Method::POST,
+            "/nodes/pve-ms01-01/qemu",
+            &[
+                ("vmid".into(), "130".into()),
+                ("name".into(), "other".into()),
+                ("start".into(), "1".into()),
+            ],
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("qmcreate ends OK");
+    let log: Vec<serde_json::Value> = l
+        .client
+        .get(&format!("/nodes/pve-ms01-01/tasks/{}/log", upid.upid), &[])
+        .await
+        .unwrap();
+    assert!(log.iter().any(|l| l["t"] == "Execute autostart"), "{log:?}");
+    l.pve.settle(Duration::from_secs(2)).await;
+    let starts: Vec<serde_json::Value> = l
+        .client
+        .get(
+            "/nodes/pve-ms01-01/tasks",
+            &[
+                ("source".into(), "all".into()),
+                ("typefilter".into(), "qmstart".into()),
+                ("vmid".into(), "130".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    assert_eq!(starts[0]["status"], "start failed: QEMU exited with code 1");
+    assert!(!l.pve.state().vms[&130].running);
+
+    // Our own start (cidata delivery) waits for its task and reports the error.
+    use talos_pve::proxmox::cidata::{Volume, deliver};
+    l.provision(false).await.unwrap();
+    let n = &l.plan.nodes[0];
+    l.pve.set_faults(vec![Fault::new(
+        "POST",
+        "/status/start",
+        1,
+        FaultEffect::StartError {
+            message: "start failed: QEMU exited with code 1".into(),
+        },
+    )]);
+    let v = Volume::of(&l.plan.cluster, &l.profile.proxmox.iso_storage, n);
+    let img =
+        talos_pve::talos::cidata::image(&n.name, "homelab-120", b"version: v1alpha1\n").unwrap();
+    let e = deliver(&l.client, &v, &img).await.unwrap_err();
+    assert!(e.to_string().contains("QEMU exited with code 1"), "{e}");
+    assert!(!l.pve.state().vms[&120].running);
 }
 
 #[tokio::test]

@@ -199,6 +199,17 @@ pub fn initial_state(px: &Proxmox) -> anyhow::Result<LabPveState> {
     })
 }
 
+/// A VM whose create runs (or was killed): its config is only the lock.
+fn create_stub(node: &str, vmid: u32) -> LabVmState {
+    LabVmState {
+        guest: None,
+        vmid,
+        node: node.into(),
+        config: [("lock".to_owned(), "create".to_owned())].into(),
+        running: false,
+    }
+}
+
 /// PVE's answer for a VMID that has no VM on `node`.
 fn no_such_vm(node: &str, vmid: impl std::fmt::Display) -> Reply {
     Reply::err(
@@ -271,7 +282,7 @@ impl Lab {
         self.clock_base + self.started.elapsed().as_millis() as u64
     }
 
-    pub fn state(&self) -> LabPveState {
+    pub fn state(self: &std::sync::Arc<Self>) -> LabPveState {
         self.settle();
         let mut s = self.state.lock().expect("lab state").clone();
         s.clock_ms = self.now_ms();
@@ -322,9 +333,10 @@ impl Lab {
     }
 
     /// Stop every task whose time has come and apply its effect.
-    pub fn settle(&self) {
+    pub fn settle(self: &std::sync::Arc<Self>) {
         let now = self.now_ms();
         let mut events = Vec::new();
+        let mut started = Vec::new();
         {
             let mut st = self.state.lock().expect("lab state");
             let due: Vec<usize> = st
@@ -346,10 +358,26 @@ impl Lab {
                         free_volumes(&mut st, &vm);
                     }
                 }
-                if let TaskEffect::Create { vmid, .. } = &task.effect
-                    && let Some(vm) = st.vms.get_mut(vmid)
+                if let (
+                    Ok(()),
+                    TaskEffect::Create {
+                        vmid,
+                        start: true,
+                        start_error,
+                        ..
+                    },
+                ) = (&result, &task.effect)
                 {
-                    vm.config.remove("lock");
+                    // Autostart forks its own `qmstart` task; `qmcreate` ends OK
+                    // whatever the start does (qemu-server 9.2.6 `API2/Qemu.pm`
+                    // 1568-1572, 3676; proxmox-semantics §1.1).
+                    st.tasks[i].log.push("Execute autostart".into());
+                    let id = vmid.to_string();
+                    let effect = TaskEffect::Start { vmid: *vmid };
+                    let (node, user) = (task.node.clone(), task.user.clone());
+                    let err = start_error.clone();
+                    self.new_task(&mut st, &node, "qmstart", &id, &user, effect, err);
+                    started.push("qmstart");
                 }
                 let t = &mut st.tasks[i];
                 // The uploaded bytes now live in the storage (or nowhere): a
@@ -371,6 +399,9 @@ impl Lab {
         }
         for e in events {
             self.fabric.emit(e);
+        }
+        for kind in started {
+            self.spawn_settle(kind);
         }
     }
 
@@ -527,6 +558,7 @@ impl Lab {
             ("POST", ["nodes", _, "qemu", _, "status", "stop"]) => &[schema::STOP],
             ("POST", ["nodes", _, "qemu", _, "status", "shutdown"]) => &[schema::SHUTDOWN],
             ("DELETE", ["nodes", _, "qemu", _]) => &[schema::DESTROY],
+            ("GET", ["nodes", _, "tasks"]) => &[schema::TASK_LIST],
             ("GET", ["nodes", _, "tasks", _, "status"]) => &[schema::NONE],
             ("GET", ["nodes", _, "tasks", _, "log"]) => &[schema::TASK_LOG],
             _ => {
@@ -588,6 +620,7 @@ impl Lab {
             }
         }
         let mut injected_task_error = None;
+        let mut injected_start_error = None;
         match self.fault(m, path) {
             Some(FaultEffect::Status { code, message }) => return Reply::err(code, message),
             Some(FaultEffect::LockTimeout) => {
@@ -599,9 +632,20 @@ impl Lab {
                 return Reply::err(500, lock_msg(vmid));
             }
             Some(FaultEffect::NoWorker) => {
+                // A create whose worker never forked leaves its `lock: create` stub
+                // (pve-common `RESTEnvironment.pm` 698; qemu-server `Qemu.pm` 1626).
+                if let ("POST", ["nodes", n, "qemu"]) = (m, seg.as_slice())
+                    && let Some(vmid) = params.get("vmid").and_then(|v| v.parse().ok())
+                {
+                    let mut st = self.state.lock().expect("lab state");
+                    if !st.vms.contains_key(&vmid) {
+                        st.vms.insert(vmid, create_stub(n, vmid));
+                    }
+                }
                 return Reply::err(500, "got no worker upid - start worker failed");
             }
             Some(FaultEffect::TaskError { message }) => injected_task_error = Some(message),
+            Some(FaultEffect::StartError { message }) => injected_start_error = Some(message),
             None => {}
         }
         let vmid_of = |s: &str| s.parse::<u32>().ok();
@@ -630,7 +674,9 @@ impl Lab {
             ("GET", ["nodes", n, "network"]) => {
                 self.network(n, params.get("type").map(String::as_str))
             }
-            ("POST", ["nodes", n, "qemu"]) => self.create(n, params, &user, injected_task_error),
+            ("POST", ["nodes", n, "qemu"]) => {
+                self.create(n, params, &user, injected_task_error, injected_start_error)
+            }
             ("GET", ["nodes", n, "qemu", v, "config"]) => self.with_vm(n, v, |vm| {
                 let mut c: serde_json::Map<String, Value> = vm
                     .config
@@ -648,11 +694,14 @@ impl Lab {
                 self.with_vm(n, v, agent_interfaces)
             }
             ("POST", ["nodes", n, "qemu", v, "status", op]) => {
-                self.power(n, vmid_of(v), op, &user, injected_task_error)
+                let injected =
+                    injected_task_error.or(injected_start_error.filter(|_| *op == "start"));
+                self.power(n, vmid_of(v), op, &user, injected)
             }
             ("DELETE", ["nodes", n, "qemu", v]) => {
                 self.destroy(n, vmid_of(v), &user, injected_task_error)
             }
+            ("GET", ["nodes", n, "tasks"]) => self.task_list(n, &params, &user),
             ("GET", ["nodes", n, "tasks", upid, "status"]) => self.task_status(n, upid),
             ("GET", ["nodes", n, "tasks", upid, "log"]) => self.task_log(n, upid),
             _ => Reply::err(501, format!("Method '{m} {path}' not implemented")),
@@ -887,6 +936,12 @@ impl Lab {
                     let mut o = json!({"id": format!("qemu/{}", vm.vmid), "type": "qemu", "vmid": vm.vmid, "node": vm.node,
                         "status": if vm.running {"running"} else {"stopped"}, "template": 0,
                         "name": vm.config.get("name").cloned().unwrap_or_else(|| format!("VM {}", vm.vmid))});
+                    // A VM being created has no pvestatd data yet: no name, status
+                    // unknown (pve-manager `API2/Cluster.pm` 554-595, `API2Tools.pm` 81-119).
+                    if vm.config.get("lock").is_some_and(|l| l == "create") {
+                        o["status"] = json!("unknown");
+                        o.as_object_mut().expect("object").remove("name");
+                    }
                     if let Some(t) = vm.config.get("tags") {
                         o["tags"] = json!(t);
                     }
@@ -1129,6 +1184,7 @@ impl Lab {
         mut p: BTreeMap<String, String>,
         user: &str,
         injected: Option<String>,
+        start_error: Option<String>,
     ) -> Reply {
         let Some(vmid) = p.remove("vmid").and_then(|v| v.parse::<u32>().ok()) else {
             return Reply::err(400, "bad vmid");
@@ -1150,38 +1206,27 @@ impl Lab {
             Ok(c) => c,
             Err(e) => return Reply::err(500, format!("unable to create VM {vmid} - {e}")),
         };
-        let mut config = config;
-        config.insert("lock".into(), "create".into());
-        st.vms.insert(
+        // Until the task ends the config is only the lock (pve-guest-common
+        // `AbstractConfig.pm` 254-269): no name, tags or description yet.
+        st.vms.insert(vmid, create_stub(node, vmid));
+        let task_error = injected.map(|e| format!("unable to create VM {vmid} - {e}"));
+        let effect = TaskEffect::Create {
             vmid,
-            LabVmState {
-                guest: None,
-                vmid,
-                node: node.into(),
-                config,
-                running: false,
-            },
-        );
+            start,
+            config,
+            start_error,
+        };
         let upid = self.new_task(
             &mut st,
             node,
             "qmcreate",
             &vmid.to_string(),
             user,
-            TaskEffect::Create { vmid, start },
-            injected.map(|e| format!("unable to create VM {vmid} - {e}")),
+            effect,
+            task_error,
         );
-        // With `start=1` PVE starts the VM inside the same task, after creating it.
-        let mut duration = self.latency("qmcreate").1;
-        if start {
-            let boot = self.latency("qmstart").1;
-            duration += boot;
-            if let Some(t) = st.tasks.iter_mut().find(|t| t.upid == upid) {
-                t.done_at_ms += boot;
-            }
-        }
         drop(st);
-        self.spawn_settle_after(duration);
+        self.spawn_settle("qmcreate");
         Reply::data(json!(upid))
     }
 
@@ -1349,6 +1394,37 @@ impl Lab {
         }
     }
 
+    /// `GET /nodes/{n}/tasks` (pve-manager `API2/Tasks.pm` 141-260): the caller's
+    /// own tasks (the lab token holds `Sys.Audit` only as a whole, so: own ones);
+    /// `source` defaults to `archive`, which omits running tasks.
+    fn task_list(&self, node: &str, p: &BTreeMap<String, String>, user: &str) -> Reply {
+        let st = self.state.lock().expect("lab state");
+        let source = p.get("source").map_or("archive", String::as_str);
+        Reply::data(
+            st.tasks
+                .iter()
+                .rev()
+                .filter(|t| t.node == node && t.user == user)
+                .filter(|t| match source {
+                    "active" => t.exitstatus.is_none(),
+                    "archive" => t.exitstatus.is_some(),
+                    _ => true,
+                })
+                .filter(|t| p.get("vmid").is_none_or(|v| *v == t.id))
+                .filter(|t| p.get("typefilter").is_none_or(|k| *k == t.kind))
+                .map(|t| {
+                    let mut o = json!({"upid": t.upid, "node": t.node, "type": t.kind, "id": t.id,
+                        "user": t.user, "pid": 1, "pstart": 1, "starttime": 1});
+                    if let Some(e) = &t.exitstatus {
+                        o["status"] = json!(e);
+                        o["endtime"] = json!(2);
+                    }
+                    o
+                })
+                .collect(),
+        )
+    }
+
     fn task_log(&self, node: &str, upid: &str) -> Reply {
         match self.find_task(node, upid) {
             Err(r) => r,
@@ -1375,15 +1451,14 @@ pub(super) fn cert_der(pem: &str) -> Option<Vec<u8>> {
 /// Apply a finished task's effect; `Err` = its `TASK ERROR` message.
 fn apply(st: &mut LabPveState, task: &LabTask, events: &mut Vec<LabEvent>) -> Result<(), String> {
     match &task.effect {
-        TaskEffect::Create { vmid, start } => {
-            let vm = st.vms.get(vmid).ok_or("VM vanished")?.clone();
-            for (k, v) in &vm.config {
+        TaskEffect::Create { vmid, config, .. } => {
+            for (k, v) in config {
                 if k.starts_with("ide") && v.contains(":iso/") {
                     let volid = PropString::parse(v, "file")
                         .and_then(|p| p.get("file").map(str::to_owned))
                         .unwrap_or_default();
                     let (sid, _) = volid.split_once(':').unwrap_or_default();
-                    let present = st.nodes[&vm.node]
+                    let present = st.nodes[&task.node]
                         .storages
                         .iter()
                         .any(|s| s.id == sid && s.volumes.contains_key(&volid));
@@ -1394,9 +1469,8 @@ fn apply(st: &mut LabPveState, task: &LabTask, events: &mut Vec<LabEvent>) -> Re
                     }
                 }
             }
-            if *start {
-                start_vm(st, *vmid, events);
-            }
+            let vm = st.vms.get_mut(vmid).ok_or("VM vanished")?;
+            vm.config = config.clone();
             Ok(())
         }
         TaskEffect::Start { vmid } => {

@@ -67,6 +67,9 @@ pub enum FaultEffect {
     NoWorker,
     /// The request succeeds but its task ends with `TASK ERROR: <message>`.
     TaskError { message: String },
+    /// The VM fails to start: a create with `start=1` ends OK and its separate
+    /// `qmstart` task fails; an explicit start's task fails.
+    StartError { message: String },
 }
 
 impl Fault {
@@ -141,9 +144,16 @@ pub struct LabVmState {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TaskEffect {
+    /// While it runs the VM's config holds only `lock: create`; `config` is
+    /// written when it ends (qemu-server 9.2.6 `API2/Qemu.pm` 1374, 1477-1558).
     Create {
         vmid: u32,
         start: bool,
+        #[serde(default)]
+        config: BTreeMap<String, String>,
+        /// How the `qmstart` task forked by `start=1` ends (`None` = OK).
+        #[serde(default)]
+        start_error: Option<String>,
     },
     Start {
         vmid: u32,
