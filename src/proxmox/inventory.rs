@@ -18,32 +18,66 @@ pub struct VmResource {
     pub tags: Vec<String>,
 }
 
+/// A container (LXC): it holds its VMID in the cluster's one VMID space.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Container {
+    pub vmid: u32,
+    pub node: String,
+    pub name: String,
+}
+
+/// Every guest of the cluster: QEMU VMs and the containers beside them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Guests {
+    pub vms: BTreeMap<u32, VmResource>,
+    pub containers: BTreeMap<u32, Container>,
+}
+
 /// Every VM of the cluster (QEMU only).
 pub async fn vms(pve: &Client) -> Result<BTreeMap<u32, VmResource>, PveError> {
+    Ok(guests(pve).await?.vms)
+}
+
+/// Every guest of the cluster. Rows of other types (PVE 9 lists more) are ignored.
+pub async fn guests(pve: &Client) -> Result<Guests, PveError> {
     let list: Vec<Value> = pve
         .get("/cluster/resources", &params([("type", "vm".into())]))
         .await?;
-    Ok(list
-        .iter()
-        .filter(|v| v.get("type").and_then(Value::as_str) == Some("qemu"))
-        .filter_map(|v| {
-            let vmid = u32::try_from(int(v.get("vmid")?)?).ok()?;
-            Some((
-                vmid,
-                VmResource {
+    let mut out = Guests::default();
+    for v in &list {
+        let Some(vmid) = v
+            .get("vmid")
+            .and_then(int)
+            .and_then(|i| u32::try_from(i).ok())
+        else {
+            continue;
+        };
+        let Some(node) = v.get("node").and_then(Value::as_str).map(str::to_owned) else {
+            continue;
+        };
+        let name = v.get("name").and_then(text).unwrap_or_default();
+        match v.get("type").and_then(Value::as_str) {
+            Some("qemu") => {
+                let vm = VmResource {
                     vmid,
-                    node: v.get("node")?.as_str()?.to_owned(),
-                    name: v.get("name").and_then(text).unwrap_or_default(),
+                    node,
+                    name,
                     running: v.get("status").and_then(Value::as_str) == Some("running"),
                     tags: v
                         .get("tags")
                         .and_then(Value::as_str)
                         .map(split_tags)
                         .unwrap_or_default(),
-                },
-            ))
-        })
-        .collect())
+                };
+                out.vms.insert(vmid, vm);
+            }
+            Some("lxc") => {
+                out.containers.insert(vmid, Container { vmid, node, name });
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// A VM's config as flat strings (numbers may arrive as JSON numbers).

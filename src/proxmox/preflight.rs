@@ -245,12 +245,13 @@ pub async fn preflight(
         .iter()
         .flat_map(|n| [n.management.vlan, n.workload.vlan])
         .collect();
-    let vms = inventory::vms(pve).await?;
+    let guests = inventory::guests(pve).await?;
+    let vms = &guests.vms;
     // Only VMs that will be created need space: a re-run after success needs none.
     let creating: Vec<&NodePlan> = plan
         .nodes
         .iter()
-        .filter(|n| !vms.contains_key(&n.vmid))
+        .filter(|n| !vms.contains_key(&n.vmid) && !guests.containers.contains_key(&n.vmid))
         .collect();
     let mut space = SpaceCheck {
         creating: &creating,
@@ -262,6 +263,16 @@ pub async fn preflight(
 
     for n in &plan.nodes {
         let what = format!("VMID {} ({})", n.vmid, n.name);
+        if let Some(ct) = guests.containers.get(&n.vmid) {
+            // VMs and containers share one VMID space (pve-cluster `Cluster.pm` 785-797).
+            checks.push(check(
+                Level::Fail,
+                what,
+                format!("taken by container `{}` on {}", ct.name, ct.node),
+                Some(format!("pick another vmid for {}", n.name)),
+            ));
+            continue;
+        }
         match vms.get(&n.vmid) {
             None => checks.push(check(Level::Ok, what, "free", None)),
             Some(vm) => {

@@ -149,9 +149,22 @@ pub async fn provision(
     plan: &Plan,
     opts: ProvisionOptions,
 ) -> Result<ProvisionReport, ProvisionError> {
-    let vms = inventory::vms(pve).await?;
+    let guests = inventory::guests(pve).await?;
+    let vms = guests.vms;
     let mut steps = BTreeMap::new();
     for node in &plan.nodes {
+        if let Some(ct) = guests.containers.get(&node.vmid) {
+            // VMs and containers share one VMID space: the create would fail.
+            return Err(ProvisionError::Foreign {
+                vmid: ct.vmid,
+                node: node.name.clone(),
+                name: ct.name.clone(),
+                host: ct.node.clone(),
+                cluster: plan.cluster.clone(),
+                id: opts.owner.id.to_string(),
+                owner: " (it is a container)".into(),
+            });
+        }
         let step = decide(pve, profile, plan, &opts.owner, node, &vms).await?;
         steps.insert(node.name.clone(), step);
     }

@@ -1885,3 +1885,44 @@ async fn preflight_counts_space_for_new_vms_only_and_shared_storage_once() {
     assert!(again.up_to_date(), "{again:?}");
     assert_eq!(l.writes(), Vec::<String>::new(), "a re-run must not write");
 }
+
+/// Issue 13 item 4: containers hold VMIDs too. PVE refuses a create on a CT's
+/// VMID (`CT N already exists on node …`); preflight and provision say so first.
+#[tokio::test]
+async fn a_container_on_a_planned_vmid_fails_preflight_and_provision_creates_nothing() {
+    let l = lab().await;
+    l.pve.edit_state(|st| {
+        let ct = talos_pve::lab::proxmox::LabContainer {
+            node: "pve-ms01-02".into(),
+            hostname: "pihole".into(),
+            running: true,
+        };
+        st.containers.insert(121, ct);
+    });
+    // The lab refuses as PVE does.
+    let e = l
+        .client
+        .post("/nodes/pve-ms01-01/qemu", &[("vmid".into(), "121".into())])
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("CT 121 already exists on node 'pve-ms01-02'"),
+        "{e}"
+    );
+    let pf = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    let c = pf
+        .checks
+        .iter()
+        .find(|c| c.what == "VMID 121 (talos-k8s-02)")
+        .unwrap();
+    assert_eq!(c.level, Level::Fail, "{c:?}");
+    assert!(
+        c.detail.contains("container `pihole` on pve-ms01-02"),
+        "{c:?}"
+    );
+    l.pve.clear_requests();
+    let e = l.provision(false).await.unwrap_err();
+    assert!(e.to_string().contains("it is a container"), "{e}");
+    assert_eq!(l.writes(), Vec::<String>::new(), "nothing half-created");
+}

@@ -192,6 +192,7 @@ pub fn initial_state(px: &Proxmox) -> anyhow::Result<LabPveState> {
         key_pem: cert.signing_key.serialize_pem(),
         nodes,
         vms: BTreeMap::new(),
+        containers: BTreeMap::new(),
         tasks: Vec::new(),
         next_pid: 0x1000,
         schematics: Default::default(),
@@ -929,6 +930,12 @@ impl Lab {
         if kind.is_some_and(|k| k != "vm") {
             return Reply::data(json!([]));
         }
+        // Containers share the VMID space and are listed beside the VMs
+        // (pve-manager `API2/Cluster.pm` 263-615).
+        let containers = st.containers.iter().map(|(vmid, ct)| {
+            json!({"id": format!("lxc/{vmid}"), "type": "lxc", "vmid": vmid, "node": ct.node,
+                "name": ct.hostname, "status": if ct.running {"running"} else {"stopped"}, "template": 0})
+        });
         Reply::data(
             st.vms
                 .values()
@@ -950,6 +957,7 @@ impl Lab {
                     }
                     o
                 })
+                .chain(containers)
                 .collect(),
         )
     }
@@ -957,14 +965,16 @@ impl Lab {
     fn nextid(&self, vmid: Option<&String>) -> Reply {
         let st = self.state.lock().expect("lab state");
         match vmid.and_then(|v| v.parse::<u32>().ok()) {
-            Some(v) if st.vms.contains_key(&v) => {
+            Some(v) if st.vms.contains_key(&v) || st.containers.contains_key(&v) => {
                 let mut e = BTreeMap::new();
                 e.insert("vmid".to_owned(), format!("VM {v} already exists"));
                 Reply::params(e)
             }
             Some(v) => Reply::data(json!(v.to_string())),
             None => {
-                let free = (100u32..).find(|v| !st.vms.contains_key(v)).unwrap_or(100);
+                let free = (100u32..)
+                    .find(|v| !st.vms.contains_key(v) && !st.containers.contains_key(v))
+                    .unwrap_or(100);
                 Reply::data(json!(free.to_string()))
             }
         }
@@ -1193,13 +1203,16 @@ impl Lab {
         p.remove("storage");
         p.remove("pool");
         let mut st = self.state.lock().expect("lab state");
-        if let Some(vm) = st.vms.get(&vmid) {
+        // One VMID space for VMs and containers (pve-cluster `Cluster.pm` 785-797).
+        let taken = st
+            .vms
+            .get(&vmid)
+            .map(|vm| ("VM", &vm.node))
+            .or_else(|| st.containers.get(&vmid).map(|ct| ("CT", &ct.node)));
+        if let Some((kind, on)) = taken {
             return Reply::err(
                 500,
-                format!(
-                    "unable to create VM {vmid} - VM {vmid} already exists on node '{}'",
-                    vm.node
-                ),
+                format!("unable to create VM {vmid} - {kind} {vmid} already exists on node '{on}'"),
             );
         }
         let config = match normalise_new(&mut st, node, vmid, p) {

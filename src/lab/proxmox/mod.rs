@@ -142,6 +142,14 @@ pub struct LabVmState {
     pub guest: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
 }
 
+/// A container of one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabContainer {
+    pub node: String,
+    pub hostname: String,
+    pub running: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TaskEffect {
     /// While it runs the VM's config holds only `lock: create`; `config` is
@@ -211,6 +219,9 @@ pub struct LabPveState {
     pub key_pem: String,
     pub nodes: BTreeMap<String, LabNode>,
     pub vms: BTreeMap<u32, LabVmState>,
+    /// Containers (LXC): only the VMIDs they hold matter to talos-pve.
+    #[serde(default)]
+    pub containers: BTreeMap<u32, LabContainer>,
     pub tasks: Vec<LabTask>,
     pub next_pid: u32,
     /// Schematic ids the fake Image Factory has seen.
