@@ -166,6 +166,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     endpoint: String,
+    /// Who calls: `USER@REALM!TOKENID` or the ticket user (no secret).
+    identity: String,
     auth: Arc<Auth>,
     retry: RetryPolicy,
     poll: PollPolicy,
@@ -401,6 +403,10 @@ impl Client {
     pub fn new(cfg: ClientConfig, book: &AddressBook) -> Result<Client, PveError> {
         let base = base_url(&cfg.endpoint, book)?;
         let http = http_client(&cfg.trust, cfg.timeout)?;
+        let identity = match &cfg.credentials {
+            Credentials::Token { id, .. } => id.clone(),
+            Credentials::Password { user, .. } => user.clone(),
+        };
         let auth = match cfg.credentials {
             Credentials::Token { id, secret } => Auth::Token(sensitive(format!(
                 "PVEAPIToken={id}={}",
@@ -416,6 +422,7 @@ impl Client {
             http,
             base,
             endpoint: cfg.endpoint,
+            identity,
             auth: Arc::new(auth),
             retry: cfg.retry,
             poll: cfg.poll,
@@ -424,6 +431,11 @@ impl Client {
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The token (or user) this client acts as.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     pub async fn get<T: DeserializeOwned>(

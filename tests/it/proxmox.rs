@@ -494,13 +494,9 @@ async fn preflight_lists_missing_privileges_with_pveum_commands() {
         "{}",
         privs.detail
     );
-    assert!(
-        privs
-            .fix
-            .as_deref()
-            .unwrap()
-            .contains("pveum acl modify / -token 'root@pam!talos-pve'")
-    );
+    assert!(privs.fix.as_deref().unwrap().contains(
+        "pveum acl modify / --roles TalosPVE --users 'root@pam' --tokens 'root@pam!talos-pve'"
+    ));
     assert!(
         r.checks
             .iter()
@@ -1949,4 +1945,110 @@ async fn destroy_with_one_host_offline_removes_the_rest_and_reports_what_is_left
     assert_eq!(e.status(), Some(595), "{e}");
     let st = l.pve.state();
     assert_eq!(st.vms.keys().collect::<Vec<_>>(), [&122]);
+}
+
+/// Issue 13 item 5: preflight checks each privilege on the path PVE checks it on
+/// (`/access/permissions?path=`), with PVE's walk (deepest ACL wins, a
+/// `propagate 0` ACL still grants on its own path), and names the token in use.
+#[tokio::test]
+async fn preflight_checks_each_privilege_on_its_real_path() {
+    use talos_pve::lab::proxmox::LabAcl;
+    let acl = |path: &str, privs: &[&str], propagate: bool| LabAcl {
+        path: path.into(),
+        privileges: privs.iter().map(|p| p.to_string()).collect(),
+        propagate,
+    };
+    let vm_privs = [
+        "VM.Allocate",
+        "VM.Audit",
+        "VM.PowerMgmt",
+        "VM.Config.CDROM",
+        "VM.Config.CPU",
+        "VM.Config.Disk",
+        "VM.Config.HWType",
+        "VM.Config.Memory",
+        "VM.Config.Network",
+        "VM.Config.Options",
+    ];
+    // The tight placement of docs/proxmox.md: one complete role per path.
+    let mut tight = vec![
+        acl("/vms", &vm_privs, true),
+        acl(
+            "/storage/local",
+            &["Datastore.Audit", "Datastore.AllocateTemplate"],
+            true,
+        ),
+        acl(
+            "/storage/local-lvm",
+            &["Datastore.Audit", "Datastore.AllocateSpace"],
+            true,
+        ),
+        acl("/sdn/zones/localnetwork/vmbr0", &["SDN.Use"], true),
+        acl("/", &["Sys.Audit"], false),
+    ];
+    for h in ["pve-ms01-01", "pve-ms01-02", "pve-aimax-01"] {
+        tight.push(acl(
+            &format!("/nodes/{h}"),
+            &["Sys.Audit", "Sys.AccessNetwork"],
+            false,
+        ));
+    }
+    let cfg = LabProxmoxConfig {
+        acls: tight.clone(),
+        ..Default::default()
+    };
+    let mut l = lab_with(cfg, true).await;
+    // The profile names another token than the one in use: the report names the one in use.
+    l.profile.proxmox.token_id = "someone@pve!else".into();
+    let r = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    let privs = r
+        .checks
+        .iter()
+        .find(|c| c.what == "token privileges")
+        .unwrap();
+    assert_eq!(privs.level, Level::Ok, "{privs:?}");
+    assert!(privs.detail.starts_with("root@pam!talos-pve "), "{privs:?}");
+    // And it holds: the run downloads the ISO and creates the VMs.
+    l.provision(false).await.unwrap();
+
+    // AllocateTemplate on the disk storage instead of the ISO storage: the ISO
+    // download would fail with 403; preflight says so before.
+    tight[1] = acl("/storage/local", &["Datastore.Audit"], true);
+    tight[2] = acl(
+        "/storage/local-lvm",
+        &[
+            "Datastore.Audit",
+            "Datastore.AllocateSpace",
+            "Datastore.AllocateTemplate",
+        ],
+        true,
+    );
+    l.pve.set_config(|c| c.acls = tight.clone());
+    let r = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    let privs = r
+        .checks
+        .iter()
+        .find(|c| c.what == "token privileges")
+        .unwrap();
+    assert_eq!(privs.level, Level::Fail, "{privs:?}");
+    assert!(
+        privs
+            .detail
+            .contains("Datastore.AllocateTemplate on /storage/local ("),
+        "{}",
+        privs.detail
+    );
+    let e = l
+        .client
+        .post(
+            "/nodes/pve-ms01-01/storage/local/download-url",
+            &[
+                ("url".into(), "https://factory.example/x.iso".into()),
+                ("filename".into(), "x.iso".into()),
+                ("content".into(), "iso".into()),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
 }

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::schema::{self, Param};
 use super::{
-    Fault, FaultEffect, LabIface, LabNode, LabProxmoxConfig, LabPveState, LabStorage, LabTask,
-    LabVmState, TaskEffect,
+    Fault, FaultEffect, LabAcl, LabIface, LabNode, LabProxmoxConfig, LabPveState, LabStorage,
+    LabTask, LabVmState, TaskEffect,
 };
 use crate::lab::{Fabric, LabEvent, LabNic, LabVm};
 use crate::profile::Proxmox;
@@ -198,6 +198,39 @@ pub fn initial_state(px: &Proxmox) -> anyhow::Result<LabPveState> {
         schematics: Default::default(),
         clock_ms: 0,
     })
+}
+
+/// The privileges `acls` give on `path`, as PVE evaluates them
+/// (pve-access-control `AccessControl.pm` 1788-1895; proxmox-semantics §4.1):
+/// walking from `/` down to `path`, the ACLs of a level replace what was collected
+/// above; an ACL counts on an intermediate level only with `propagate`, on `path`
+/// itself always. Value: the granting ACL's propagate flag.
+pub fn effective_privileges(acls: &[LabAcl], path: &str) -> BTreeMap<String, u8> {
+    let mut levels = vec!["/".to_owned()];
+    let mut cur = String::new();
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        cur.push('/');
+        cur.push_str(seg);
+        levels.push(cur.clone());
+    }
+    let mut got = BTreeMap::new();
+    let last = levels.len() - 1;
+    for (i, level) in levels.iter().enumerate() {
+        let here: Vec<&LabAcl> = acls
+            .iter()
+            .filter(|a| a.path == *level)
+            .filter(|a| i == last || a.propagate)
+            .collect();
+        if !here.is_empty() {
+            got.clear();
+            for a in here {
+                for p in &a.privileges {
+                    got.insert(p.clone(), u8::from(a.propagate));
+                }
+            }
+        }
+    }
+    got
 }
 
 /// A VM whose create runs (or was killed): its config is only the lock.
@@ -585,12 +618,28 @@ impl Lab {
             _ => None,
         };
         if let Some((privilege, path)) = needs
-            && !self.has_privilege(privilege)
+            && !self.has_privilege(&path, privilege)
         {
             return Reply::err(
                 403,
                 format!("Permission check failed ({path}, {privilege})"),
             );
+        }
+        // download-url: AllocateTemplate on the storage and (Sys.Audit + Sys.Modify
+        // on / or Sys.AccessNetwork on the node); a failed `or` names no path
+        // (pve-storage 9.1.7 `Status.pm` 738-755; proxmox-semantics §3).
+        if let ("POST", ["nodes", n, "storage", s, "download-url"]) = (m, seg.as_slice()) {
+            let storage = format!("/storage/{s}");
+            if !self.has_privilege(&storage, "Datastore.AllocateTemplate") {
+                return Reply::err(
+                    403,
+                    format!("Permission check failed ({storage}, Datastore.AllocateTemplate)"),
+                );
+            }
+            let sys = self.has_privilege("/", "Sys.Audit") && self.has_privilege("/", "Sys.Modify");
+            if !sys && !self.has_privilege(&format!("/nodes/{n}"), "Sys.AccessNetwork") {
+                return Reply::err(403, "Permission check failed");
+            }
         }
         if let Err(e) = schema::validate(&params, spec) {
             return Reply::params(e);
@@ -654,7 +703,7 @@ impl Lab {
             ("GET", ["version"]) => {
                 Reply::data(json!({"version": "9.1.3", "release": "9.1", "repoid": "lab00000"}))
             }
-            ("GET", ["access", "permissions"]) => self.permissions(),
+            ("GET", ["access", "permissions"]) => self.permissions(params.get("path")),
             ("GET", ["nodes"]) => self.nodes(),
             ("GET", ["cluster", "status"]) => self.cluster_status(),
             ("GET", ["cluster", "resources"]) => {
@@ -731,12 +780,24 @@ impl Lab {
         Reply::data(json!({"username": user, "ticket": ticket, "CSRFPreventionToken": csrf}))
     }
 
-    /// The token holds `privilege` (the lab grants on `/`, propagated).
-    fn has_privilege(&self, privilege: &str) -> bool {
+    /// The token's privileges on `path` (privilege → propagate flag).
+    fn privileges(&self, path: &str) -> BTreeMap<String, u8> {
         let cfg = self.config.lock().expect("lab config");
-        cfg.token_privileges
-            .as_ref()
-            .is_none_or(|p| p.iter().any(|x| x == privilege))
+        if cfg.acls.is_empty() {
+            let all = || ALL_PRIVS.iter().map(|s| s.to_string()).collect();
+            let privileges = cfg.token_privileges.clone().unwrap_or_else(all);
+            let root = LabAcl {
+                path: "/".into(),
+                privileges,
+                propagate: true,
+            };
+            return effective_privileges(&[root], path);
+        }
+        effective_privileges(&cfg.acls, path)
+    }
+
+    fn has_privilege(&self, path: &str, privilege: &str) -> bool {
+        self.privileges(path).contains_key(privilege)
     }
 
     /// `POST /nodes/{node}/storage/{storage}/upload` (pve-storage 9.1.7
@@ -881,15 +942,26 @@ impl Lab {
         Reply::data(json!(upid))
     }
 
-    fn permissions(&self) -> Reply {
-        let cfg = self.config.lock().expect("lab config");
-        let privs: Vec<String> = match &cfg.token_privileges {
-            Some(p) => p.clone(),
-            None => ALL_PRIVS.iter().map(|s| s.to_string()).collect(),
+    /// `GET /access/permissions` (pve-access-control `API2/AccessControl.pm`
+    /// 510-574): with `path`, that path evaluated; without, `/` and the ACL paths.
+    fn permissions(&self, path: Option<&String>) -> Reply {
+        let paths: Vec<String> = match path {
+            Some(p) => vec![p.clone()],
+            None => {
+                let cfg = self.config.lock().expect("lab config");
+                std::iter::once("/".to_owned())
+                    .chain(cfg.acls.iter().map(|a| a.path.clone()))
+                    .collect()
+            }
         };
-        let map: serde_json::Map<String, Value> =
-            privs.into_iter().map(|p| (p, json!(1))).collect();
-        Reply::data(json!({ "/": map }))
+        let map: serde_json::Map<String, Value> = paths
+            .into_iter()
+            .map(|p| {
+                let privs = self.privileges(&p);
+                (p, json!(privs))
+            })
+            .collect();
+        Reply::data(Value::Object(map))
     }
 
     fn nodes(&self) -> Reply {
@@ -1885,6 +1957,31 @@ pub(super) fn guest_running(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_deepest_acl_wins_and_propagate_only_counts_above_the_path() {
+        let acl = |path: &str, privs: &[&str], propagate: bool| LabAcl {
+            path: path.into(),
+            privileges: privs.iter().map(|p| p.to_string()).collect(),
+            propagate,
+        };
+        let acls = [
+            acl("/", &["Sys.Audit", "Datastore.Audit"], true),
+            acl("/storage/local", &["Datastore.AllocateTemplate"], true),
+            acl("/vms", &["VM.Audit"], false),
+        ];
+        let keys = |p: &str| {
+            effective_privileges(&acls, p)
+                .into_keys()
+                .collect::<Vec<_>>()
+        };
+        // A role on /storage/local hides the broader one on / for that path.
+        assert_eq!(keys("/storage/local"), ["Datastore.AllocateTemplate"]);
+        assert_eq!(keys("/storage/local-lvm"), ["Datastore.Audit", "Sys.Audit"]);
+        // propagate 0: granted on /vms itself (value 0), not below; / shows through.
+        assert_eq!(effective_privileges(&acls, "/vms")["VM.Audit"], 0);
+        assert_eq!(keys("/vms/120"), ["Datastore.Audit", "Sys.Audit"]);
+    }
 
     #[test]
     fn read_back_is_normalised_like_pve() {

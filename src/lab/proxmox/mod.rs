@@ -35,11 +35,22 @@ pub struct LabProxmoxConfig {
     pub task_ms: BTreeMap<String, u64>,
     /// Task duration for types not in `task_ms`.
     pub default_task_ms: u64,
-    /// Privileges of the token on `/`; `None` = all.
+    /// Privileges of the token on `/`, propagated; `None` = all. Ignored when
+    /// `acls` is not empty.
     pub token_privileges: Option<Vec<String>>,
+    /// The token's ACLs, evaluated as PVE does (`api::effective_privileges`).
+    pub acls: Vec<LabAcl>,
     /// Password accepted for ticket login as the token's user (`None` = ticket login refused).
     pub password: Option<String>,
     pub faults: Vec<Fault>,
+}
+
+/// One ACL entry of the token (`pveum acl modify PATH --tokens … --roles …`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabAcl {
+    pub path: String,
+    pub privileges: Vec<String>,
+    pub propagate: bool,
 }
 
 /// One injected failure: applies to requests whose method matches and whose API
