@@ -55,7 +55,7 @@ pub enum PveError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("{method} {path}: HTTP {status}: {message}{}", fmt_errors(.errors))]
+    #[error("{method} {path}: HTTP {status}: {message}{}{}", fmt_errors(.errors), fix_for(*.status))]
     Api {
         method: String,
         path: String,
@@ -87,6 +87,16 @@ pub enum PveError {
         "Image Factory {url}: {detail}\n  fix: check talos.imageFactory / TALOS_PVE_IMAGE_FACTORY"
     )]
     Factory { url: String, detail: String },
+}
+
+/// The fix line for statuses whose cause the message does not name.
+fn fix_for(status: u16) -> &'static str {
+    match status {
+        401 => {
+            "\n  fix: check the credentials: a token is USER@REALM!TOKENID=SECRET with the realm (`root@pam`, `talos@pve`), must exist and not be expired (`pveum user token list USER`); a password login cannot pass a second factor (TOTP/WebAuthn): use a token"
+        }
+        _ => "",
+    }
 }
 
 fn fmt_errors(errors: &BTreeMap<String, String>) -> String {
@@ -140,5 +150,27 @@ impl PveError {
             PveError::Transport { source, .. } => read || source.is_connect(),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_authentication_failure_says_what_to_check() {
+        let e = PveError::Api {
+            method: "GET".into(),
+            path: "/version".into(),
+            status: 401,
+            message: "authentication failure".into(),
+            errors: BTreeMap::new(),
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("GET /version: HTTP 401: authentication failure\n  fix: "),
+            "{msg}"
+        );
+        assert!(msg.contains("USER@REALM!TOKENID=SECRET"), "{msg}");
     }
 }
