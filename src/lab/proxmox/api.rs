@@ -688,9 +688,7 @@ impl Lab {
                     && let Some(vmid) = params.get("vmid").and_then(|v| v.parse().ok())
                 {
                     let mut st = self.state.lock().expect("lab state");
-                    if !st.vms.contains_key(&vmid) {
-                        st.vms.insert(vmid, create_stub(n, vmid));
-                    }
+                    st.vms.entry(vmid).or_insert_with(|| create_stub(n, vmid));
                 }
                 return Reply::err(500, "got no worker upid - start worker failed");
             }
