@@ -89,6 +89,7 @@ pub enum Retired {
 pub async fn deliver(pve: &Client, v: &Volume, image: &[u8]) -> Result<Delivery, PveError> {
     let status: Value = pve.get(&format!("{}/status/current", v.vm()?), &[]).await?;
     let running = status.get("status").and_then(Value::as_str) == Some("running");
+    // Only a running VM can already be booting from it (a resumed run).
     if running && attached(pve, v).await? {
         return Ok(Delivery::AlreadyBooting);
     }

@@ -292,6 +292,14 @@ mod tests {
             "local-lvm:vm-120-disk-1,cache=writethrough,discard=on,size=32G,ssd=1".into(),
         );
         got.insert("cores".into(), "2".into());
+        // A VM of the old flow still has Proxmox's cloud-init drive: emptied in place.
+        got.insert(
+            "ide0".into(),
+            "local-lvm:vm-120-cloudinit,media=cdrom".into(),
+        );
+        let d = diff(&want, &got);
+        assert!(d.iter().any(|x| x.key == "ide0" && x.safe), "{d:?}");
+        got.insert("ide0".into(), "none,media=cdrom".into());
         let d = diff(&want, &got);
         assert_eq!(d.len(), 2);
         assert!(d.iter().any(|x| x.key == "scsi0" && !x.safe));

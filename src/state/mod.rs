@@ -148,7 +148,9 @@ impl Step {
             "iso" => per(Step::Iso),
             "vm" => per(Step::Vm),
             "started" => per(Step::Started),
-            "cidata" => per(Step::Cidata),
+            // "maintenance"/"applied": the config delivery of state files written
+            // before configs travelled on cidata volumes.
+            "cidata" | "maintenance" | "applied" => per(Step::Cidata),
             "cidata-removed" => per(Step::CidataRemoved),
             "installed" => per(Step::Installed),
             "bootstrapped" => cluster(Step::Bootstrapped),

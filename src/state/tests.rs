@@ -175,4 +175,9 @@ fn every_step_round_trips_through_its_parts() {
         "per-node steps need a node"
     );
     assert_eq!(Step::from_parts("lint", Some("x")), None);
+    // State files from before the cidata delivery still read.
+    assert_eq!(
+        Step::from_parts("applied", Some("n1")),
+        Some(Step::Cidata("n1".into()))
+    );
 }

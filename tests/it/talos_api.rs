@@ -140,6 +140,17 @@ impl Cluster {
     }
 }
 
+/// Wait (up to 2 s) for a node to reach `phase`; the phase it is in then.
+async fn reach_phase(lab: &LabTalos, vmid: u32, phase: Phase) -> Option<Phase> {
+    for _ in 0..200 {
+        if lab.phase(vmid) == Some(phase) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    lab.phase(vmid)
+}
+
 /// The message of a `StageFailed` error of `stage` (any other error fails the test).
 fn failed_in(e: TalosError, stage: Stage) -> String {
     let msg = e.to_string();
@@ -431,13 +442,12 @@ async fn cloud_config_or_an_unlabelled_volume_leaves_the_node_in_maintenance() {
     vm.media = vec![STANDARD.encode(img)];
     fabric.emit(LabEvent::VmStarted(vm));
     for n in &c.nodes {
-        for _ in 0..200 {
-            if lab.phase(n.vm.vmid) == Some(Phase::Maintenance) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(lab.phase(n.vm.vmid), Some(Phase::Maintenance), "{}", n.name);
+        assert_eq!(
+            reach_phase(&lab, n.vm.vmid, Phase::Maintenance).await,
+            Some(Phase::Maintenance),
+            "{}",
+            n.name
+        );
     }
     assert_eq!(lab.counters().cidata_configs, 0);
     lab.shutdown();
@@ -814,13 +824,10 @@ async fn stopped_vm_is_unreachable_and_boots_from_disk_when_started() {
     let (c, fabric, lab, stages) = running_cluster(1, 440, LabTalosConfig::fast()).await;
     let n = &c.nodes[0];
     fabric.emit(LabEvent::VmStopped { vmid: n.vm.vmid });
-    for _ in 0..100 {
-        if lab.phase(n.vm.vmid) == Some(Phase::Stopped) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(lab.phase(n.vm.vmid), Some(Phase::Stopped));
+    assert_eq!(
+        reach_phase(&lab, n.vm.vmid, Phase::Stopped).await,
+        Some(Phase::Stopped)
+    );
     let short = Stages::new(
         fabric.addresses.clone(),
         short_timeouts(Duration::from_millis(200)),
@@ -908,12 +915,7 @@ async fn maintenance_probe_understands_talos_1_12_and_1_13() {
         let stages = Stages::new(fabric.addresses.clone(), fast_timeouts());
         let t = c.nodes[0].target();
         // Let it boot into maintenance mode.
-        for _ in 0..200 {
-            if lab.phase(c.nodes[0].vm.vmid) == Some(Phase::Maintenance) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        reach_phase(&lab, c.nodes[0].vm.vmid, Phase::Maintenance).await;
         let v = stages
             .client(&t, &TlsMode::Maintenance)
             .unwrap()

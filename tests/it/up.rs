@@ -647,6 +647,10 @@ fn an_impostor_at_a_node_address_never_receives_a_config() {
         err.contains("talos-k8s-02") && err.contains("10.8.16.21"),
         "the refusal names the node and its address\n{err}"
     );
-    // The real nodes got their configs from their cidata volumes.
+    // What the lab recorded: no ApplyConfiguration reached any machine (the
+    // impostor counts with the nodes); the real nodes read their cidata volumes.
+    let lab = lab_state(&dir);
+    assert_eq!(counter(&lab, "applies"), 0);
+    assert!(counter(&lab, "cidata_configs") >= 1);
     assert!(report.join("talos/talos-k8s-01.yaml").exists());
 }
