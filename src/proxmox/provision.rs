@@ -118,6 +118,15 @@ impl ProvisionReport {
             .iter()
             .filter(|v| v.action == VmAction::NeedsRecreate)
     }
+    /// The closing line of a run that wrote nothing: "up to date" only when
+    /// nothing differs either.
+    pub fn unchanged_line(&self) -> Option<&'static str> {
+        match (self.up_to_date(), self.blocked().next().is_some()) {
+            (true, false) => Some("Everything is up to date (no changes made)."),
+            (true, true) => Some("No changes made."),
+            (false, _) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -576,4 +585,32 @@ pub async fn remove(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_to_date_is_said_only_when_nothing_differs() {
+        let vm = |action| VmReport {
+            node: "n".into(),
+            host: "h".into(),
+            vmid: 120,
+            action,
+            differences: vec![],
+        };
+        let mut r = ProvisionReport {
+            vms: vec![vm(VmAction::UpToDate)],
+            ..Default::default()
+        };
+        assert_eq!(
+            r.unchanged_line(),
+            Some("Everything is up to date (no changes made).")
+        );
+        r.vms.push(vm(VmAction::NeedsRecreate));
+        assert_eq!(r.unchanged_line(), Some("No changes made."));
+        r.writes = 1;
+        assert_eq!(r.unchanged_line(), None);
+    }
 }
