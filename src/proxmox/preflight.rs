@@ -447,6 +447,15 @@ async fn host_checks(
                 px.bridge
             )),
         )),
+        // An Open vSwitch bridge carries tagged ports without a vlan-aware flag.
+        Some(b) if b.get("type").and_then(Value::as_str) == Some("OVSBridge") => {
+            checks.push(check(
+                Level::Ok,
+                format!("{}: bridge {}", h.name, px.bridge),
+                "Open vSwitch bridge (tagged NICs need no VLAN-aware flag)",
+                None,
+            ))
+        }
         Some(b) if b.get("bridge_vlan_aware").is_some_and(boolean) => {
             let vids = b
                 .get("bridge_vids")

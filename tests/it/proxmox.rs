@@ -1135,6 +1135,9 @@ async fn preflight_audits_bridges_and_the_storage_bond() {
         .find(|i| i.iface == "vmbr0")
         .unwrap()
         .vlan_aware = false;
+    let ovs = state.nodes.get_mut("pve-ms01-01").unwrap();
+    let b = ovs.network.iter_mut().find(|i| i.iface == "vmbr0").unwrap();
+    (b.kind, b.vlan_aware, b.vids) = ("OVSBridge".into(), false, None);
     let n3 = state.nodes.get_mut("pve-aimax-01").unwrap();
     n3.network
         .iter_mut()
@@ -1170,6 +1173,13 @@ async fn preflight_audits_bridges_and_the_storage_bond() {
     let bridge = find("pve-ms01-02: bridge vmbr0");
     assert_eq!(bridge.level, Level::Warn);
     assert!(bridge.detail.contains("vmbr0v16"), "{}", bridge.detail);
+    // An Open vSwitch bridge has no vlan-aware flag and needs none (issue 13 item 10).
+    assert_eq!(find("pve-ms01-01: bridge vmbr0").level, Level::Ok);
+    assert!(
+        find("pve-ms01-01: bridge vmbr0")
+            .detail
+            .contains("Open vSwitch")
+    );
     let bond = find("pve-aimax-01: bond0");
     assert_eq!(bond.level, Level::Warn);
     assert!(
