@@ -1114,6 +1114,26 @@ async fn cli_provision_preflight_and_destroy_against_the_lab() {
         "none of the first's VMs is gone"
     );
 
+    // One host offline: the others' VMs go, the rest is reported, exit non-zero.
+    l.pve
+        .edit_state(|st| st.nodes.get_mut("pve-aimax-01").unwrap().online = false);
+    let out = run(vec!["destroy", "--yes"]).await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Destroyed 2 VMs."), "{stdout}");
+    assert!(
+        stderr.contains("1 of 3 VMs were not destroyed")
+            && stderr.contains("VM 122 talos-k8s-03 on pve-aimax-01: ")
+            && stderr.contains("left to do: when pve-aimax-01 answers again"),
+        "{stderr}"
+    );
+    let left: Vec<u32> = l.pve.state().vms.keys().copied().collect();
+    assert_eq!(left, [122, 777]);
+    l.pve
+        .edit_state(|st| st.nodes.get_mut("pve-aimax-01").unwrap().online = true);
     let out = run(vec!["destroy", "--yes"]).await.unwrap();
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
