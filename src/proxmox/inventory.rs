@@ -150,8 +150,9 @@ pub async fn wait_unlocked(
                 path: path.clone(),
                 status: 500,
                 message: format!(
-                    "VM {vmid} on {node} is still locked ({lock}) after {}s; check its running tasks, or `qm unlock {vmid}` if none",
-                    deadline.as_secs()
+                    "VM {vmid} on {node} is still locked ({lock}) after {}s; {}",
+                    deadline.as_secs(),
+                    lock_advice(vmid, lock)
                 ),
                 errors: Default::default(),
             });
@@ -161,7 +162,33 @@ pub async fn wait_unlocked(
     }
 }
 
+/// What to do about a lock that stays. `suspended` is a hibernated VM: its RAM
+/// state is on disk and `qm unlock` would throw it away.
+fn lock_advice(vmid: u32, lock: &str) -> String {
+    match lock {
+        "suspended" => format!(
+            "it is hibernated: resume it with `qm start {vmid}` (its saved RAM state is lost by `qm unlock`)"
+        ),
+        "create" => {
+            "its create has not finished; if no create task runs, see `talos-pve preflight`".into()
+        }
+        _ => format!("check its running tasks, or `qm unlock {vmid}` if none"),
+    }
+}
+
 /// The marker in a config's description.
 pub fn marker(config: &BTreeMap<String, String>) -> Option<Marker> {
     config.get("description").and_then(|d| Marker::read(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hibernated_vm_is_resumed_not_unlocked() {
+        assert!(lock_advice(120, "suspended").contains("qm start 120"));
+        assert!(!lock_advice(120, "suspended").starts_with("check"));
+        assert!(lock_advice(120, "backup").contains("qm unlock 120"));
+    }
 }
