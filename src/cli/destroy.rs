@@ -80,7 +80,21 @@ fn teardown(rt: &tokio::runtime::Runtime, s: &Session, a: &Args) -> anyhow::Resu
             return Err(super::up::Declined.into());
         }
     }
-    rt.block_on(destroy(&s.client, &vms))?;
-    println!("Destroyed {} VMs.", vms.len());
-    Ok(ExitCode::SUCCESS)
+    let report = rt.block_on(destroy(&s.client, &vms));
+    println!("Destroyed {} VMs.", report.removed.len());
+    if report.left.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut left = String::new();
+    for (v, e) in &report.left {
+        left.push_str(&format!(
+            "\n  VM {} {} on {}: {e}\n    left to do: when {} answers again, run `talos-pve destroy` again (or as root on {}: `qm stop {}; qm destroy {} --purge`)",
+            v.vmid, v.name, v.host, v.host, v.host, v.vmid, v.vmid
+        ));
+    }
+    anyhow::bail!(
+        "{} of {} VMs were not destroyed:{left}\n  fix: bring their hosts back (`pvecm status` shows which are offline), then run `talos-pve destroy` again",
+        report.left.len(),
+        vms.len()
+    )
 }

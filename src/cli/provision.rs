@@ -102,8 +102,8 @@ fn create(
                 println!("    {d}");
             }
         }
-        if report.up_to_date() {
-            println!("Everything is up to date (no changes made).");
+        if let Some(line) = report.unchanged_line() {
+            println!("{line}");
         }
     }
     let blocked: Vec<String> = report

@@ -166,6 +166,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     endpoint: String,
+    /// Who calls: `USER@REALM!TOKENID` or the ticket user (no secret).
+    identity: String,
     auth: Arc<Auth>,
     retry: RetryPolicy,
     poll: PollPolicy,
@@ -192,13 +194,18 @@ pub fn resolve_origin(
         .strip_prefix("https://")
         .ok_or_else(bad)?;
     let authority = rest.split('/').next().ok_or_else(bad)?;
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            (h, p.parse::<u16>().map_err(|_| bad())?)
-        }
-        _ => (authority, default_port),
+    let port = |p: &str| p.parse::<u16>().map_err(|_| bad());
+    // `[v6]` or `[v6]:port` (RFC 3986 §3.2.2), else `host` or `host:port`.
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']').ok_or_else(bad)? {
+            (h, "") => (h, default_port),
+            (h, after) => (h, port(after.strip_prefix(':').ok_or_else(bad)?)?),
+        },
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, port(p)?),
+            None => (authority, default_port),
+        },
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(bad());
     }
@@ -401,6 +408,10 @@ impl Client {
     pub fn new(cfg: ClientConfig, book: &AddressBook) -> Result<Client, PveError> {
         let base = base_url(&cfg.endpoint, book)?;
         let http = http_client(&cfg.trust, cfg.timeout)?;
+        let identity = match &cfg.credentials {
+            Credentials::Token { id, .. } => id.clone(),
+            Credentials::Password { user, .. } => user.clone(),
+        };
         let auth = match cfg.credentials {
             Credentials::Token { id, secret } => Auth::Token(sensitive(format!(
                 "PVEAPIToken={id}={}",
@@ -416,6 +427,7 @@ impl Client {
             http,
             base,
             endpoint: cfg.endpoint,
+            identity,
             auth: Arc::new(auth),
             retry: cfg.retry,
             poll: cfg.poll,
@@ -424,6 +436,11 @@ impl Client {
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The token (or user) this client acts as.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     pub async fn get<T: DeserializeOwned>(
@@ -768,6 +785,25 @@ mod tests {
             base_url("https://pve.lab.local", &AddressBook::direct()).unwrap(),
             "https://pve.lab.local:8006/api2/json"
         );
+        // IPv6 with and without a port (issue 13 item 10).
+        book.map(
+            "[fd00::10]:8006".parse().unwrap(),
+            "127.0.0.1:4444".parse().unwrap(),
+        );
+        for url in ["https://[fd00::10]", "https://[fd00::10]:8006/"] {
+            assert_eq!(
+                base_url(url, &book).unwrap(),
+                "https://127.0.0.1:4444/api2/json",
+                "{url}"
+            );
+        }
+        for bad in [
+            "https://[fd00::10",
+            "https://[fd00::10]8006",
+            "https://fd00::10",
+        ] {
+            assert!(base_url(bad, &book).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use super::client::Client;
 use super::error::PveError;
 use super::inventory;
-use super::ownership::{self, Claim, Owner};
-use super::provision::{ProvisionReport, remove};
+use super::ownership::{Claim, Owner};
+use super::provision::{ProvisionReport, claim_of, remove};
 use super::vm::OWNER_TAG;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -46,9 +46,8 @@ pub async fn owned_vms(
         if !candidate {
             continue;
         }
-        let config = inventory::config(pve, &vm.node, vm.vmid).await?;
-        let description = config.get("description").map(String::as_str);
-        let why = match ownership::claim(owner, &vm.tags, description) {
+        // Tags alone while its host is unreachable: the cluster still lists them.
+        let why = match claim_of(pve, owner, vm).await? {
             Claim::Ours { node } => {
                 out.push(OwnedVm {
                     vmid: vm.vmid,
@@ -81,32 +80,42 @@ pub async fn owned_vms(
     Ok((out, skipped))
 }
 
-/// Stop and delete the given VMs; returns the request count of writes.
-pub async fn destroy(pve: &Client, vms: &[OwnedVm]) -> Result<u32, PveError> {
+/// What `destroy` did: the VMs removed, and those left with why (an offline
+/// host answers 595; the rest of the cluster is not held up by it).
+#[derive(Debug, Default)]
+pub struct DestroyReport {
+    /// Write requests sent.
+    pub writes: u32,
+    pub removed: Vec<OwnedVm>,
+    pub left: Vec<(OwnedVm, PveError)>,
+}
+
+/// Stop and delete the given VMs, each on its own: one failing (its host down)
+/// does not keep the others.
+pub async fn destroy(pve: &Client, vms: &[OwnedVm]) -> DestroyReport {
     let mut set = tokio::task::JoinSet::new();
     for vm in vms.iter().cloned() {
         let pve = pve.clone();
         set.spawn(async move {
             let mut r = ProvisionReport::default();
             let res = remove(&pve, &vm.host, vm.vmid, vm.running, &mut r).await;
-            (r.writes, res)
+            (vm, r.writes, res)
         });
     }
-    let mut writes = 0;
-    let mut first = None;
+    let mut report = DestroyReport::default();
     while let Some(j) = set.join_next().await {
-        let (w, res) = match j {
+        let (vm, w, res) = match j {
             Ok(v) => v,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => continue, // cancelled: only at runtime shutdown
         };
-        writes += w;
-        if let Err(e) = res {
-            first.get_or_insert(e);
+        report.writes += w;
+        match res {
+            Ok(()) => report.removed.push(vm),
+            Err(e) => report.left.push((vm, e)),
         }
     }
-    match first {
-        Some(e) => Err(e),
-        None => Ok(writes),
-    }
+    report.removed.sort_by_key(|v| v.vmid);
+    report.left.sort_by_key(|(v, _)| v.vmid);
+    report
 }

@@ -105,12 +105,25 @@ impl LiveDiscovery {
         Ok(n)
     }
 
+    /// The hosts that answer. An offline member (corosync says so in `/nodes`;
+    /// every call proxied to it fails with 595) is left out with a warning
+    /// instead of ending the discovery.
     fn node_names(&self) -> Result<Vec<String>, DiscoveryError> {
         let nodes: Vec<Value> = self.get("/nodes", &[])?;
-        let mut names: Vec<String> = nodes
-            .iter()
-            .filter_map(|n| Some(n.get("node")?.as_str()?.to_owned()))
-            .collect();
+        let mut names = Vec::new();
+        for n in &nodes {
+            let Some(name) = n.get("node").and_then(Value::as_str) else {
+                continue;
+            };
+            if n.get("status").and_then(Value::as_str) == Some("offline") {
+                tracing::warn!(
+                    host = name,
+                    "host is offline: left out of the discovery; add it to proxmox.hosts by hand if it belongs to the cluster"
+                );
+                continue;
+            }
+            names.push(name.to_owned());
+        }
         names.sort();
         Ok(names)
     }

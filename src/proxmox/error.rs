@@ -55,7 +55,7 @@ pub enum PveError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("{method} {path}: HTTP {status}: {message}{}", fmt_errors(.errors))]
+    #[error("{method} {path}: HTTP {status}: {message}{}{}", fmt_errors(.errors), fix_for(*.status))]
     Api {
         method: String,
         path: String,
@@ -89,6 +89,16 @@ pub enum PveError {
     Factory { url: String, detail: String },
 }
 
+/// The fix line for statuses whose cause the message does not name.
+fn fix_for(status: u16) -> &'static str {
+    match status {
+        401 => {
+            "\n  fix: check the credentials: a token is USER@REALM!TOKENID=SECRET with the realm (`root@pam`, `talos@pve`), must exist and not be expired (`pveum user token list USER`); a password login cannot pass a second factor (TOTP/WebAuthn): use a token"
+        }
+        _ => "",
+    }
+}
+
 fn fmt_errors(errors: &BTreeMap<String, String>) -> String {
     errors
         .iter()
@@ -119,20 +129,48 @@ impl PveError {
             .is_some_and(|m| m.contains("can't lock file") && m.contains("got timeout"))
     }
 
-    /// Transient per the reference: lock timeouts, a worker that did not start,
-    /// and proxy errors or dropped connections on reads.
+    /// `got no worker upid - start worker failed`: the task never ran.
+    pub fn is_no_worker(&self) -> bool {
+        self.message()
+            .is_some_and(|m| m.contains("got no worker upid"))
+    }
+
+    /// Transient per the reference: lock timeouts, a worker that did not start
+    /// (except for a VM create, which leaves its `lock: create` stub behind:
+    /// proxmox-semantics §1.3), and proxy errors or dropped connections on reads.
     pub fn is_transient(&self, method: &str) -> bool {
         let read = method == "GET";
         match self {
-            PveError::Api {
-                status, message, ..
-            } => {
+            PveError::Api { status, path, .. } => {
+                let create = method == "POST" && path.ends_with("/qemu");
                 self.is_lock_timeout()
-                    || message.contains("got no worker upid")
+                    || (self.is_no_worker() && !create)
                     || (read && matches!(status, 595 | 596))
             }
             PveError::Transport { source, .. } => read || source.is_connect(),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_authentication_failure_says_what_to_check() {
+        let e = PveError::Api {
+            method: "GET".into(),
+            path: "/version".into(),
+            status: 401,
+            message: "authentication failure".into(),
+            errors: BTreeMap::new(),
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("GET /version: HTTP 401: authentication failure\n  fix: "),
+            "{msg}"
+        );
+        assert!(msg.contains("USER@REALM!TOKENID=SECRET"), "{msg}");
     }
 }

@@ -18,32 +18,66 @@ pub struct VmResource {
     pub tags: Vec<String>,
 }
 
+/// A container (LXC): it holds its VMID in the cluster's one VMID space.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Container {
+    pub vmid: u32,
+    pub node: String,
+    pub name: String,
+}
+
+/// Every guest of the cluster: QEMU VMs and the containers beside them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Guests {
+    pub vms: BTreeMap<u32, VmResource>,
+    pub containers: BTreeMap<u32, Container>,
+}
+
 /// Every VM of the cluster (QEMU only).
 pub async fn vms(pve: &Client) -> Result<BTreeMap<u32, VmResource>, PveError> {
+    Ok(guests(pve).await?.vms)
+}
+
+/// Every guest of the cluster. Rows of other types (PVE 9 lists more) are ignored.
+pub async fn guests(pve: &Client) -> Result<Guests, PveError> {
     let list: Vec<Value> = pve
         .get("/cluster/resources", &params([("type", "vm".into())]))
         .await?;
-    Ok(list
-        .iter()
-        .filter(|v| v.get("type").and_then(Value::as_str) == Some("qemu"))
-        .filter_map(|v| {
-            let vmid = u32::try_from(int(v.get("vmid")?)?).ok()?;
-            Some((
-                vmid,
-                VmResource {
+    let mut out = Guests::default();
+    for v in &list {
+        let Some(vmid) = v
+            .get("vmid")
+            .and_then(int)
+            .and_then(|i| u32::try_from(i).ok())
+        else {
+            continue;
+        };
+        let Some(node) = v.get("node").and_then(Value::as_str).map(str::to_owned) else {
+            continue;
+        };
+        let name = v.get("name").and_then(text).unwrap_or_default();
+        match v.get("type").and_then(Value::as_str) {
+            Some("qemu") => {
+                let vm = VmResource {
                     vmid,
-                    node: v.get("node")?.as_str()?.to_owned(),
-                    name: v.get("name").and_then(text).unwrap_or_default(),
+                    node,
+                    name,
                     running: v.get("status").and_then(Value::as_str) == Some("running"),
                     tags: v
                         .get("tags")
                         .and_then(Value::as_str)
                         .map(split_tags)
                         .unwrap_or_default(),
-                },
-            ))
-        })
-        .collect())
+                };
+                out.vms.insert(vmid, vm);
+            }
+            Some("lxc") => {
+                out.containers.insert(vmid, Container { vmid, node, name });
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// A VM's config as flat strings (numbers may arrive as JSON numbers).
@@ -58,6 +92,41 @@ pub async fn config(
     Ok(v.iter()
         .filter_map(|(k, v)| Some((k.clone(), text(v)?)))
         .collect())
+}
+
+/// The config of a VM whose create has not finished: PVE writes only
+/// `lock: create` first and the full config when the `qmcreate` task ends.
+pub fn creating(config: &BTreeMap<String, String>) -> bool {
+    config.get("lock").is_some_and(|l| l == "create")
+}
+
+/// Whether a `qmcreate` task for `vmid` runs on `node` now. Without one, a
+/// `lock: create` config is the stub of a create whose worker died.
+pub async fn create_running(pve: &Client, node: &str, vmid: u32) -> Result<bool, PveError> {
+    let tasks: Vec<Value> = pve
+        .get(
+            &format!("{}/tasks", super::client::node_path(node)?),
+            &params([
+                ("source", "active".into()),
+                ("typefilter", "qmcreate".into()),
+                ("vmid", vmid.to_string()),
+            ]),
+        )
+        .await?;
+    Ok(!tasks.is_empty())
+}
+
+/// What a create stub is, and what to do about it (only root can clear a
+/// create lock).
+pub fn stub_remedy(node: &str, vmid: u32) -> (String, String) {
+    (
+        format!(
+            "VM {vmid} on host {node} is what an interrupted create left behind: its config holds only `lock: create` and no create task runs"
+        ),
+        format!(
+            "as root on {node}: `qm unlock {vmid} && qm destroy {vmid}` (only root can clear a create lock), then run again"
+        ),
+    )
 }
 
 /// Wait until `status/current` shows no `lock` (backing off like task polls).
@@ -81,8 +150,9 @@ pub async fn wait_unlocked(
                 path: path.clone(),
                 status: 500,
                 message: format!(
-                    "VM {vmid} on {node} is still locked ({lock}) after {}s; check its running tasks, or `qm unlock {vmid}` if none",
-                    deadline.as_secs()
+                    "VM {vmid} on {node} is still locked ({lock}) after {}s; {}",
+                    deadline.as_secs(),
+                    lock_advice(vmid, lock)
                 ),
                 errors: Default::default(),
             });
@@ -92,7 +162,33 @@ pub async fn wait_unlocked(
     }
 }
 
+/// What to do about a lock that stays. `suspended` is a hibernated VM: its RAM
+/// state is on disk and `qm unlock` would throw it away.
+fn lock_advice(vmid: u32, lock: &str) -> String {
+    match lock {
+        "suspended" => format!(
+            "it is hibernated: resume it with `qm start {vmid}` (its saved RAM state is lost by `qm unlock`)"
+        ),
+        "create" => {
+            "its create has not finished; if no create task runs, see `talos-pve preflight`".into()
+        }
+        _ => format!("check its running tasks, or `qm unlock {vmid}` if none"),
+    }
+}
+
 /// The marker in a config's description.
 pub fn marker(config: &BTreeMap<String, String>) -> Option<Marker> {
     config.get("description").and_then(|d| Marker::read(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hibernated_vm_is_resumed_not_unlocked() {
+        assert!(lock_advice(120, "suspended").contains("qm start 120"));
+        assert!(!lock_advice(120, "suspended").starts_with("check"));
+        assert!(lock_advice(120, "backup").contains("qm unlock 120"));
+    }
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::client::{Client, boolean, int, node_path, params, text};
 use super::error::PveError;
 use super::inventory::{self, marker};
-use crate::plan::Plan;
+use crate::plan::{NodePlan, Plan};
 use crate::profile::{NetworkRole, Profile};
 
 /// Deleting a node's cidata volume once it runs (on the ISO storage). Without it
@@ -102,12 +102,60 @@ fn check(
     }
 }
 
-/// Privileges granted at `path` or any ancestor (the permissions map is per path).
-fn granted(perms: &BTreeMap<String, BTreeMap<String, Value>>, path: &str, privilege: &str) -> bool {
-    perms.iter().any(|(p, privs)| {
-        let covers = p == "/" || path == p || path.starts_with(&format!("{p}/"));
-        covers && privs.get(privilege).is_some_and(boolean)
-    })
+/// What `GET /access/permissions?path=` says for one path: privilege → propagate
+/// flag. A present key is a grant whatever its value (proxmox-semantics §4.2).
+type PathPrivileges = BTreeMap<String, Value>;
+
+/// The exact paths PVE checks each privilege on, for this plan (proxmox-semantics
+/// §4.3/4.4): VM privileges on `/vms/<id>`, the disk storage for new disks, the ISO
+/// storage for uploads and downloads, the VLAN of each NIC for `SDN.Use`, each
+/// host for its tasks, network and downloads.
+fn privilege_paths(profile: &Profile, plan: &Plan) -> Vec<(&'static str, String)> {
+    let px = &profile.proxmox;
+    let mut out = Vec::new();
+    for (privilege, _) in REQUIRED_PRIVILEGES {
+        let paths: Vec<String> = match privilege.split('.').next() {
+            Some("VM") => plan
+                .nodes
+                .iter()
+                .map(|n| format!("/vms/{}", n.vmid))
+                .collect(),
+            _ if *privilege == "Datastore.AllocateSpace" => {
+                vec![format!("/storage/{}", px.disk_storage)]
+            }
+            Some("Datastore") => vec![format!("/storage/{}", px.iso_storage)],
+            Some("SDN") => plan
+                .nodes
+                .iter()
+                .flat_map(|n| [n.management.vlan, n.workload.vlan])
+                .collect::<BTreeSet<u16>>()
+                .into_iter()
+                .map(|v| format!("/sdn/zones/localnetwork/{}/{v}", px.bridge))
+                .collect(),
+            _ => px
+                .hosts
+                .iter()
+                .map(|h| format!("/nodes/{}", h.name))
+                .collect(),
+        };
+        out.extend(paths.into_iter().map(|p| (*privilege, p)));
+    }
+    out
+}
+
+/// The privileges each path grants the caller, one request per path.
+async fn path_privileges(
+    pve: &Client,
+    paths: impl IntoIterator<Item = String>,
+) -> Result<BTreeMap<String, PathPrivileges>, PveError> {
+    let mut out = BTreeMap::new();
+    for path in paths.into_iter().collect::<BTreeSet<_>>() {
+        let mut answer: BTreeMap<String, PathPrivileges> = pve
+            .get("/access/permissions", &params([("path", path.clone())]))
+            .await?;
+        out.insert(path.clone(), answer.remove(&path).unwrap_or_default());
+    }
+    Ok(out)
 }
 
 pub async fn preflight(
@@ -141,51 +189,74 @@ pub async fn preflight(
         ),
     });
 
-    let perms: BTreeMap<String, BTreeMap<String, Value>> =
-        pve.get("/access/permissions", &[]).await?;
-    let mut missing = Vec::new();
-    for (privilege, why) in REQUIRED_PRIVILEGES {
-        let path = match privilege.split('.').next() {
-            Some("VM") => "/vms".to_owned(),
-            _ if *privilege == "Datastore.AllocateTemplate" => {
-                format!("/storage/{}", px.iso_storage)
-            }
-            Some("Datastore") => format!("/storage/{}", px.disk_storage),
-            Some("SDN") => format!("/sdn/zones/localnetwork/{}", px.bridge),
-            _ => format!(
-                "/nodes/{}",
-                px.hosts.first().map(|h| h.name.as_str()).unwrap_or("")
-            ),
-        };
-        let ok = granted(&perms, &path, privilege)
-            // PVE 8 has no Sys.AccessNetwork; Sys.Modify on / also allows download-url.
-            || (*privilege == "Sys.AccessNetwork" && granted(&perms, "/", "Sys.Modify"));
+    let token = pve.identity().to_owned();
+    let wanted = privilege_paths(profile, plan);
+    let iso_path = format!("/storage/{}", px.iso_storage);
+    let perms = path_privileges(
+        pve,
+        wanted
+            .iter()
+            .map(|(_, p)| p.clone())
+            .chain(["/".to_owned(), iso_path.clone()]),
+    )
+    .await?;
+    let has =
+        |path: &str, privilege: &str| perms.get(path).is_some_and(|p| p.contains_key(privilege));
+    // Sys.AccessNetwork exists since PVE 8.2; before (and as an alternative) download-url
+    // takes Sys.Audit and Sys.Modify on / (pve-storage `Status.pm` 738-755).
+    let old_pve = version
+        .as_deref()
+        .and_then(|v| {
+            let mut it = v.split(['.', '-']).map(|x| x.parse::<u32>().ok());
+            Some((it.next()??, it.next().flatten().unwrap_or(0)))
+        })
+        .is_some_and(|(major, minor)| (major, minor) < (8, 2));
+    let mut missing: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (privilege, path) in &wanted {
+        let ok = has(path, privilege)
+            || (*privilege == "Sys.AccessNetwork"
+                && has("/", "Sys.Audit")
+                && has("/", "Sys.Modify"));
         if !ok {
-            missing.push(format!("{privilege} ({why})"));
+            missing.entry(privilege).or_default().push(path.clone());
         }
     }
     checks.push(if missing.is_empty() {
-        check(Level::Ok, "token privileges", format!("{} has every privilege the plan needs", px.token_id), None)
+        check(Level::Ok, "token privileges", format!("{token} has every privilege the plan needs, on every path it is checked on"), None)
     } else {
-        let privs: Vec<&str> = REQUIRED_PRIVILEGES.iter().map(|(p, _)| *p).collect();
+        let why = |p: &str| REQUIRED_PRIVILEGES.iter().find(|(x, _)| *x == p).map_or("", |(_, w)| *w);
+        let lacks: Vec<String> = missing
+            .iter()
+            .map(|(p, paths)| format!("{p} on {} ({})", paths.join(", "), why(p)))
+            .collect();
+        let privs: Vec<&str> = REQUIRED_PRIVILEGES
+            .iter()
+            .map(|(p, _)| *p)
+            .filter(|p| !(old_pve && *p == "Sys.AccessNetwork"))
+            .collect();
+        let user = token.split('!').next().unwrap_or(&token);
+        let mut fix = format!(
+            "on a Proxmox host run (Proxmox VE {}):\n    pveum role add TalosPVE --privs \"{}\"\n    pveum acl modify / --roles TalosPVE --users '{user}'{} --propagate 1",
+            version.clone().unwrap_or_default(),
+            privs.join(" "),
+            if token.contains('!') { format!(" --tokens '{token}'") } else { String::new() },
+        );
+        if old_pve {
+            fix.push_str("\n  PVE before 8.2 has no Sys.AccessNetwork: downloading the ISO also needs Sys.Audit and Sys.Modify on /");
+        }
         check(
             Level::Fail,
             "token privileges",
-            format!("{} lacks: {}", px.token_id, missing.join(", ")),
-            Some(format!(
-                "on a Proxmox host run:\n    pveum role add TalosPVE -privs \"{}\"\n    pveum acl modify / -token '{}' -role TalosPVE",
-                privs.join(" "),
-                px.token_id
-            )),
+            format!("{token} lacks: {}", lacks.join("; ")),
+            Some(fix),
         )
     });
 
-    let iso_path = format!("/storage/{}", px.iso_storage);
-    checks.push(if granted(&perms, &iso_path, DELETE_PRIVILEGE) {
+    checks.push(if has(&iso_path, DELETE_PRIVILEGE) {
         check(
             Level::Ok,
             "cidata cleanup",
-            format!("{} may delete each node's cidata volume once it runs", px.token_id),
+            format!("{token} may delete each node's cidata volume once it runs"),
             None,
         )
     } else {
@@ -193,12 +264,10 @@ pub async fn preflight(
             Level::Warn,
             "cidata cleanup",
             format!(
-                "{} lacks {DELETE_PRIVILEGE} on {iso_path}: each node's cidata volume (its machine config) will be overwritten with one without key material instead of deleted",
-                px.token_id
+                "{token} lacks {DELETE_PRIVILEGE} on {iso_path}: each node's cidata volume (its machine config) will be overwritten with one without key material instead of deleted"
             ),
             Some(format!(
-                "grant {DELETE_PRIVILEGE} on {iso_path} only (`pveum acl modify {iso_path} -token '{}' -role PVEDatastoreAdmin`), or delete the talos-pve-cidata-*.iso files by hand after `up`",
-                px.token_id
+                "grant {DELETE_PRIVILEGE} on {iso_path} only (`pveum acl modify {iso_path} --tokens '{token}' --roles PVEDatastoreAdmin`), or delete the talos-pve-cidata-*.iso files by hand after `up`"
             )),
         )
     });
@@ -245,17 +314,52 @@ pub async fn preflight(
         .iter()
         .flat_map(|n| [n.management.vlan, n.workload.vlan])
         .collect();
+    let guests = inventory::guests(pve).await?;
+    let vms = &guests.vms;
+    // Only VMs that will be created need space: a re-run after success needs none.
+    let creating: Vec<&NodePlan> = plan
+        .nodes
+        .iter()
+        .filter(|n| !vms.contains_key(&n.vmid) && !guests.containers.contains_key(&n.vmid))
+        .collect();
+    let mut space = SpaceCheck {
+        creating: &creating,
+        shared_seen: BTreeSet::new(),
+    };
     for h in reachable {
-        host_checks(pve, profile, plan, h, &vlans, &mut checks).await?;
+        host_checks(pve, profile, h, &vlans, &mut space, &mut checks).await?;
     }
 
-    let vms = inventory::vms(pve).await?;
     for n in &plan.nodes {
         let what = format!("VMID {} ({})", n.vmid, n.name);
+        if let Some(ct) = guests.containers.get(&n.vmid) {
+            // VMs and containers share one VMID space (pve-cluster `Cluster.pm` 785-797).
+            checks.push(check(
+                Level::Fail,
+                what,
+                format!("taken by container `{}` on {}", ct.name, ct.node),
+                Some(format!("pick another vmid for {}", n.name)),
+            ));
+            continue;
+        }
         match vms.get(&n.vmid) {
             None => checks.push(check(Level::Ok, what, "free", None)),
             Some(vm) => {
                 let cfg = inventory::config(pve, &vm.node, vm.vmid).await?;
+                if inventory::creating(&cfg) {
+                    checks.push(if inventory::create_running(pve, &vm.node, vm.vmid).await? {
+                        check(
+                            Level::Warn,
+                            what,
+                            format!("being created on {} right now (`lock: create`): whose it is shows when that ends", vm.node),
+                            Some("run preflight again once the create task has ended".into()),
+                        )
+                    } else {
+                        let (detail, fix) = inventory::stub_remedy(&vm.node, vm.vmid);
+                        check(Level::Fail, what, detail, Some(fix))
+                    });
+                    continue;
+                }
                 match marker(&cfg) {
                     Some(m) if m.cluster == plan.cluster && m.node == n.name => checks.push(check(
                         Level::Ok,
@@ -289,12 +393,40 @@ pub async fn preflight(
     })
 }
 
+/// Disk space wanted by the VMs to be created. A shared storage is one pool seen
+/// from every host: it is checked once, against every new VM on any host.
+struct SpaceCheck<'a> {
+    creating: &'a [&'a NodePlan],
+    shared_seen: BTreeSet<String>,
+}
+
+impl SpaceCheck<'_> {
+    /// Bytes needed on `storage` as seen from `host`; `None` when a shared storage
+    /// was already checked from another host.
+    fn need(&mut self, host: &str, storage: &str, shared: bool) -> Option<(u64, usize)> {
+        if shared && !self.shared_seen.insert(storage.to_owned()) {
+            return None;
+        }
+        let new: Vec<&&NodePlan> = self
+            .creating
+            .iter()
+            .filter(|n| shared || n.host == host)
+            .collect();
+        // The disk plus the 4 MiB EFI vars disk, rounded up.
+        let bytes = new
+            .iter()
+            .map(|n| (u64::from(n.disk_gib) << 30) + (8 << 20))
+            .sum();
+        Some((bytes, new.len()))
+    }
+}
+
 async fn host_checks(
     pve: &Client,
     profile: &Profile,
-    plan: &Plan,
     h: &crate::profile::Host,
     vlans: &BTreeSet<u16>,
+    space: &mut SpaceCheck<'_>,
     checks: &mut Vec<Check>,
 ) -> Result<(), PveError> {
     let px = &profile.proxmox;
@@ -315,6 +447,15 @@ async fn host_checks(
                 px.bridge
             )),
         )),
+        // An Open vSwitch bridge carries tagged ports without a vlan-aware flag.
+        Some(b) if b.get("type").and_then(Value::as_str) == Some("OVSBridge") => {
+            checks.push(check(
+                Level::Ok,
+                format!("{}: bridge {}", h.name, px.bridge),
+                "Open vSwitch bridge (tagged NICs need no VLAN-aware flag)",
+                None,
+            ))
+        }
         Some(b) if b.get("bridge_vlan_aware").is_some_and(boolean) => {
             let vids = b
                 .get("bridge_vids")
@@ -452,29 +593,28 @@ async fn host_checks(
                 )),
             )),
             Some(s) if content == "images" => {
-                let need: u64 = plan
-                    .nodes
-                    .iter()
-                    .filter(|n| n.host == h.name)
-                    .map(|n| (u64::from(n.disk_gib) << 30) + (8 << 20))
-                    .sum();
+                let shared = s.get("shared").is_some_and(boolean);
+                let Some((need, count)) = space.need(&h.name, id, shared) else {
+                    continue;
+                };
                 let avail = s.get("avail").and_then(int).unwrap_or(0);
+                let what = if shared {
+                    format!("storage {id} (shared)")
+                } else {
+                    what
+                };
+                let detail = format!(
+                    "{} GiB free, {} GiB needed for {count} new VM(s)",
+                    avail >> 30,
+                    need.div_ceil(1 << 30)
+                );
                 checks.push(if avail >= need {
-                    check(
-                        Level::Ok,
-                        what,
-                        format!("{} GiB free, {} GiB needed", avail >> 30, need >> 30),
-                        None,
-                    )
+                    check(Level::Ok, what, detail, None)
                 } else {
                     check(
                         Level::Fail,
                         what,
-                        format!(
-                            "{} GiB free, {} GiB needed",
-                            avail >> 30,
-                            need.div_ceil(1 << 30)
-                        ),
+                        detail,
                         Some("free space or choose another diskStorage".into()),
                     )
                 });

@@ -21,6 +21,7 @@ use super::error::PveError;
 use super::factory::Factory;
 use super::inventory::{self, VmResource};
 use super::ownership::{self, Claim, Marker, Owner};
+use super::propstr::split_tags;
 use super::vm::{Difference, OWNER_TAG, create_params, diff};
 use crate::plan::{NodePlan, Plan, schematic_yaml};
 use crate::profile::Profile;
@@ -67,6 +68,8 @@ pub enum ProvisionError {
     },
     #[error("{node}: {detail}")]
     Node { node: String, detail: String },
+    #[error("{}\n  fix: {}", inventory::stub_remedy(host, *vmid).0, inventory::stub_remedy(host, *vmid).1)]
+    Stub { vmid: u32, host: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -115,6 +118,15 @@ impl ProvisionReport {
             .iter()
             .filter(|v| v.action == VmAction::NeedsRecreate)
     }
+    /// The closing line of a run that wrote nothing: "up to date" only when
+    /// nothing differs either.
+    pub fn unchanged_line(&self) -> Option<&'static str> {
+        match (self.up_to_date(), self.blocked().next().is_some()) {
+            (true, false) => Some("Everything is up to date (no changes made)."),
+            (true, true) => Some("No changes made."),
+            (false, _) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -146,9 +158,22 @@ pub async fn provision(
     plan: &Plan,
     opts: ProvisionOptions,
 ) -> Result<ProvisionReport, ProvisionError> {
-    let vms = inventory::vms(pve).await?;
+    let guests = inventory::guests(pve).await?;
+    let vms = guests.vms;
     let mut steps = BTreeMap::new();
     for node in &plan.nodes {
+        if let Some(ct) = guests.containers.get(&node.vmid) {
+            // VMs and containers share one VMID space: the create would fail.
+            return Err(ProvisionError::Foreign {
+                vmid: ct.vmid,
+                node: node.name.clone(),
+                name: ct.name.clone(),
+                host: ct.node.clone(),
+                cluster: plan.cluster.clone(),
+                id: opts.owner.id.to_string(),
+                owner: " (it is a container)".into(),
+            });
+        }
         let step = decide(pve, profile, plan, &opts.owner, node, &vms).await?;
         steps.insert(node.name.clone(), step);
     }
@@ -285,6 +310,22 @@ async fn decide(
     let mut config = inventory::config(pve, &vm.node, vm.vmid).await?;
     let description = |c: &BTreeMap<String, String>| c.get("description").cloned();
     let mut claim = ownership::claim(owner, &vm.tags, description(&config).as_deref());
+    if inventory::creating(&config) {
+        // Nothing (no tags, no description) says whose it is until the create ends.
+        if !inventory::create_running(pve, &vm.node, vm.vmid).await? {
+            return Err(ProvisionError::Stub {
+                vmid: vm.vmid,
+                host: vm.node.clone(),
+            });
+        }
+        inventory::wait_unlocked(pve, &vm.node, vm.vmid, UNLOCK_DEADLINE).await?;
+        config = inventory::config(pve, &vm.node, vm.vmid).await?;
+        let tags = config
+            .get("tags")
+            .map(|t| split_tags(t))
+            .unwrap_or_default();
+        claim = ownership::claim(owner, &tags, description(&config).as_deref());
+    }
     // A legacy marker is adopted once: this directory's state recorded this VM.
     let proven = |claim: &Claim| owner.proves(claim, &node.name, vm.vmid);
     if config.contains_key("lock") && proven(&claim) {
@@ -491,14 +532,27 @@ async fn create(
     r: &mut ProvisionReport,
 ) -> Result<(), ProvisionError> {
     r.writes += 1;
-    pve.run_task(
-        Method::POST,
-        &format!("{}/qemu", node_path(host)?),
-        want,
-        CREATE_DEADLINE,
-    )
-    .await?;
-    Ok(())
+    let res = pve
+        .run_task(
+            Method::POST,
+            &format!("{}/qemu", node_path(host)?),
+            want,
+            CREATE_DEADLINE,
+        )
+        .await;
+    match res {
+        // The create's worker never ran; its `lock: create` stub stays
+        // (proxmox-semantics §1.3), so retrying would only meet "already exists".
+        Err(e) if e.is_no_worker() => Err(ProvisionError::Stub {
+            vmid: want
+                .iter()
+                .find(|(k, _)| k == "vmid")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or_default(),
+            host: host.to_owned(),
+        }),
+        other => other.map(|_| ()).map_err(Into::into),
+    }
 }
 
 /// Stop (if running) and delete a VM with its disks.
@@ -531,4 +585,32 @@ pub async fn remove(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_to_date_is_said_only_when_nothing_differs() {
+        let vm = |action| VmReport {
+            node: "n".into(),
+            host: "h".into(),
+            vmid: 120,
+            action,
+            differences: vec![],
+        };
+        let mut r = ProvisionReport {
+            vms: vec![vm(VmAction::UpToDate)],
+            ..Default::default()
+        };
+        assert_eq!(
+            r.unchanged_line(),
+            Some("Everything is up to date (no changes made).")
+        );
+        r.vms.push(vm(VmAction::NeedsRecreate));
+        assert_eq!(r.unchanged_line(), Some("No changes made."));
+        r.writes = 1;
+        assert_eq!(r.unchanged_line(), None);
+    }
 }

@@ -92,6 +92,31 @@ async fn live_discovery_reads_hosts_networks_storages_and_free_vmids() {
     lab.shutdown();
 }
 
+/// Issue 13 item 6: one offline host (595 for every call proxied to it) is left
+/// out of the discovery instead of aborting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_host_is_left_out_and_discovery_goes_on() {
+    let (fabric, lab) = lab().await;
+    lab.edit_state(|st| st.nodes.get_mut("pve-aimax-01").unwrap().online = false);
+    let access = Access {
+        endpoint: lab.endpoint_url(),
+        token_id: lab.token_id.clone(),
+        secret: SecretString::from(secret(&lab)),
+        fingerprint: Some(lab.fingerprint.clone()),
+    };
+    let book = fabric.addresses.clone();
+    let hosts = off_runtime(move || {
+        let connect = LiveConnect::new(book, false);
+        let d = connect.connect(&access).unwrap();
+        d.hosts()
+    })
+    .await
+    .expect("discovery goes on");
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["pve-ms01-01", "pve-ms01-02"]);
+    lab.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_fingerprint_or_token_is_refused_at_connect() {
     let (fabric, lab) = lab().await;

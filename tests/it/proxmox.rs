@@ -317,7 +317,12 @@ async fn transient_errors_are_retried_and_the_run_completes() {
             2,
             FaultEffect::LockTimeout,
         ),
-        Fault::new("POST", "/nodes/pve-ms01-02/qemu", 1, FaultEffect::NoWorker),
+        Fault::new(
+            "POST",
+            "/nodes/pve-ms01-02/storage/local/download-url",
+            1,
+            FaultEffect::NoWorker,
+        ),
     ]);
     let report = l.provision(false).await.unwrap();
     assert!(report.vms.iter().all(|v| v.action == VmAction::Created));
@@ -452,7 +457,7 @@ async fn destroy_removes_exactly_this_clusters_vms() {
         .unwrap();
     let ids: Vec<u32> = owned.iter().map(|v| v.vmid).collect();
     assert_eq!(ids, [120, 121, 122]);
-    destroy(&l.client, &owned).await.unwrap();
+    assert!(destroy(&l.client, &owned).await.left.is_empty());
     let left: Vec<u32> = l.pve.state().vms.keys().copied().collect();
     assert_eq!(left, [500, 501]);
     let mut destroyed = Vec::new();
@@ -489,13 +494,9 @@ async fn preflight_lists_missing_privileges_with_pveum_commands() {
         "{}",
         privs.detail
     );
-    assert!(
-        privs
-            .fix
-            .as_deref()
-            .unwrap()
-            .contains("pveum acl modify / -token 'root@pam!talos-pve'")
-    );
+    assert!(privs.fix.as_deref().unwrap().contains(
+        "pveum acl modify / --roles TalosPVE --users 'root@pam' --tokens 'root@pam!talos-pve'"
+    ));
     assert!(
         r.checks
             .iter()
@@ -696,7 +697,7 @@ async fn every_request_the_client_sends_conforms_to_the_pve_schema() {
     l.provision(false).await.unwrap();
     l.provision(true).await.unwrap();
     let (owned, _) = owned_vms(&l.client, &l.owner, &[]).await.unwrap();
-    destroy(&l.client, &owned).await.unwrap();
+    assert!(destroy(&l.client, &owned).await.left.is_empty());
 
     let reqs = l.pve.requests();
     assert!(reqs.len() > 40, "a broad sample: {}", reqs.len());
@@ -1113,6 +1114,26 @@ async fn cli_provision_preflight_and_destroy_against_the_lab() {
         "none of the first's VMs is gone"
     );
 
+    // One host offline: the others' VMs go, the rest is reported, exit non-zero.
+    l.pve
+        .edit_state(|st| st.nodes.get_mut("pve-aimax-01").unwrap().online = false);
+    let out = run(vec!["destroy", "--yes"]).await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Destroyed 2 VMs."), "{stdout}");
+    assert!(
+        stderr.contains("1 of 3 VMs were not destroyed")
+            && stderr.contains("VM 122 talos-k8s-03 on pve-aimax-01: ")
+            && stderr.contains("left to do: when pve-aimax-01 answers again"),
+        "{stderr}"
+    );
+    let left: Vec<u32> = l.pve.state().vms.keys().copied().collect();
+    assert_eq!(left, [122, 777]);
+    l.pve
+        .edit_state(|st| st.nodes.get_mut("pve-aimax-01").unwrap().online = true);
     let out = run(vec!["destroy", "--yes"]).await.unwrap();
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
@@ -1134,6 +1155,9 @@ async fn preflight_audits_bridges_and_the_storage_bond() {
         .find(|i| i.iface == "vmbr0")
         .unwrap()
         .vlan_aware = false;
+    let ovs = state.nodes.get_mut("pve-ms01-01").unwrap();
+    let b = ovs.network.iter_mut().find(|i| i.iface == "vmbr0").unwrap();
+    (b.kind, b.vlan_aware, b.vids) = ("OVSBridge".into(), false, None);
     let n3 = state.nodes.get_mut("pve-aimax-01").unwrap();
     n3.network
         .iter_mut()
@@ -1169,6 +1193,13 @@ async fn preflight_audits_bridges_and_the_storage_bond() {
     let bridge = find("pve-ms01-02: bridge vmbr0");
     assert_eq!(bridge.level, Level::Warn);
     assert!(bridge.detail.contains("vmbr0v16"), "{}", bridge.detail);
+    // An Open vSwitch bridge has no vlan-aware flag and needs none (issue 13 item 10).
+    assert_eq!(find("pve-ms01-01: bridge vmbr0").level, Level::Ok);
+    assert!(
+        find("pve-ms01-01: bridge vmbr0")
+            .detail
+            .contains("Open vSwitch")
+    );
     let bond = find("pve-aimax-01: bond0");
     assert_eq!(bond.level, Level::Warn);
     assert!(
@@ -1182,40 +1213,165 @@ async fn preflight_audits_bridges_and_the_storage_bond() {
     assert_eq!(find("pve-ms01-01: storage local-lvm").level, Level::Ok);
 }
 
+/// Issue 13 item 3: while a create runs, PVE's config holds only `lock: create`
+/// and `/cluster/resources` shows the lock and no name. A second run meanwhile
+/// waits for that create and adopts the VM instead of calling it foreign.
 #[tokio::test]
-async fn a_vm_still_locked_by_an_interrupted_create_is_waited_for_then_adopted() {
+async fn a_rerun_during_a_slow_create_waits_for_it_and_adopts_the_vm() {
     let cfg = LabProxmoxConfig {
         task_ms: [("qmcreate".to_owned(), 600)].into(),
         ..Default::default()
     };
     let l = lab_with(cfg, true).await;
-    l.provision(false).await.unwrap();
-    l.start_all().await;
-    // Someone (an earlier, killed run) dispatched a create that is still running.
-    l.client
-        .delete("/nodes/pve-ms01-01/qemu/120", &[])
-        .await
-        .unwrap_err(); // running: refused synchronously
-    let st = l.pve.state();
-    let mut cfg = st.vms[&120].config.clone();
-    cfg.insert("lock".into(), "create".into());
-    l.pve.insert_vm("pve-ms01-01", 120, cfg.clone(), true);
-    let lab = &l.pve;
-    let unlock = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        cfg.remove("lock");
-        lab.insert_vm("pve-ms01-01", 120, cfg, true);
+    let second = async {
+        // The first run's creates have been dispatched, none has ended.
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if l.pve.state().vms.len() == 3 {
+                break;
+            }
+        }
+        let cfg = inventory::config(&l.client, "pve-ms01-01", 120)
+            .await
+            .unwrap();
+        assert_eq!(
+            cfg.keys().collect::<Vec<_>>(),
+            ["digest", "lock"],
+            "only the lock while creating"
+        );
+        let rows: Vec<serde_json::Value> = l
+            .client
+            .get("/cluster/resources", &[("type".into(), "vm".into())])
+            .await
+            .unwrap();
+        let row = rows.iter().find(|r| r["vmid"] == 120).unwrap();
+        assert_eq!(row["lock"], "create");
+        assert!(row.get("name").is_none(), "{row}");
+        l.provision(false).await
     };
-    let (r, ()) = tokio::join!(l.provision(false), unlock);
-    let r = r.unwrap();
-    assert!(r.up_to_date(), "{r:?}");
+    let (first, second) = tokio::join!(l.provision(false), second);
+    assert!(
+        first
+            .unwrap()
+            .vms
+            .iter()
+            .all(|v| v.action == VmAction::Created)
+    );
+    let second = second.unwrap();
+    assert!(
+        second.vms.iter().all(|v| v.action == VmAction::UpToDate),
+        "{second:?}"
+    );
     assert!(
         l.pve
             .requests()
             .iter()
             .any(|q| q.path.ends_with("/qemu/120/status/current")),
-        "it polled the lock"
+        "it waited for the lock"
     );
+}
+
+/// Issue 13 item 3: a create whose worker never ran leaves a `lock: create` stub;
+/// preflight and provision name it with the remedy (only root can clear it).
+#[tokio::test]
+async fn a_stub_left_by_a_killed_create_is_reported_with_the_remedy() {
+    let l = lab().await;
+    l.pve.set_faults(vec![Fault::new(
+        "POST",
+        "/nodes/pve-ms01-01/qemu",
+        1,
+        FaultEffect::NoWorker,
+    )]);
+    let e = l.provision(false).await.unwrap_err();
+    assert!(matches!(e, ProvisionError::Stub { vmid: 120, .. }), "{e}");
+    assert_eq!(l.pve.state().vms[&120].config.len(), 1, "the stub stays");
+    let e = l.provision(false).await.unwrap_err();
+    assert!(matches!(e, ProvisionError::Stub { vmid: 120, .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("only `lock: create`"), "{msg}");
+    assert!(
+        msg.contains("fix: as root on pve-ms01-01: `qm unlock 120 && qm destroy 120`"),
+        "{msg}"
+    );
+    let pf = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    let c = pf
+        .checks
+        .iter()
+        .find(|c| c.what == "VMID 120 (talos-k8s-01)")
+        .unwrap();
+    assert_eq!(c.level, Level::Fail, "{c:?}");
+    assert!(c.fix.as_deref().unwrap().contains("qm unlock 120"), "{c:?}");
+}
+
+/// Issue 13 item 2: with `start=1` PVE forks the start as its own `qmstart` task;
+/// `qmcreate` ends OK even when the start fails. Our explicit start waits for its
+/// task and reports the failure.
+#[tokio::test]
+async fn start_runs_as_its_own_task_and_a_failed_start_is_reported() {
+    let l = lab().await;
+    l.pve.set_faults(vec![Fault::new(
+        "POST",
+        "/nodes/pve-ms01-01/qemu",
+        1,
+        FaultEffect::StartError {
+            message: "start failed: QEMU exited with code 1".into(),
+        },
+    )]);
+    let upid = l
+        .client
+        .run_task(
+            Method::POST,
+            "/nodes/pve-ms01-01/qemu",
+            &[
+                ("vmid".into(), "130".into()),
+                ("name".into(), "other".into()),
+                ("start".into(), "1".into()),
+            ],
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("qmcreate ends OK");
+    let log: Vec<serde_json::Value> = l
+        .client
+        .get(&format!("/nodes/pve-ms01-01/tasks/{}/log", upid.upid), &[])
+        .await
+        .unwrap();
+    assert!(log.iter().any(|l| l["t"] == "Execute autostart"), "{log:?}");
+    l.pve.settle(Duration::from_secs(2)).await;
+    let starts: Vec<serde_json::Value> = l
+        .client
+        .get(
+            "/nodes/pve-ms01-01/tasks",
+            &[
+                ("source".into(), "all".into()),
+                ("typefilter".into(), "qmstart".into()),
+                ("vmid".into(), "130".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    assert_eq!(starts[0]["status"], "start failed: QEMU exited with code 1");
+    assert!(!l.pve.state().vms[&130].running);
+
+    // Our own start (cidata delivery) waits for its task and reports the error.
+    use talos_pve::proxmox::cidata::{Volume, deliver};
+    l.provision(false).await.unwrap();
+    let n = &l.plan.nodes[0];
+    l.pve.set_faults(vec![Fault::new(
+        "POST",
+        "/status/start",
+        1,
+        FaultEffect::StartError {
+            message: "start failed: QEMU exited with code 1".into(),
+        },
+    )]);
+    let v = Volume::of(&l.plan.cluster, &l.profile.proxmox.iso_storage, n);
+    let img =
+        talos_pve::talos::cidata::image(&n.name, "homelab-120", b"version: v1alpha1\n").unwrap();
+    let e = deliver(&l.client, &v, &img).await.unwrap_err();
+    assert!(e.to_string().contains("QEMU exited with code 1"), "{e}");
+    assert!(!l.pve.state().vms[&120].running);
 }
 
 #[tokio::test]
@@ -1428,7 +1584,7 @@ async fn two_clusters_of_one_name_never_claim_each_others_vms() {
             s.why
         );
     }
-    destroy(&l.client, &owned).await.unwrap();
+    assert!(destroy(&l.client, &owned).await.left.is_empty());
     assert_eq!(
         l.pve.state().vms.len(),
         3,
@@ -1694,4 +1850,235 @@ async fn cidata_permissions_are_enforced_and_a_refused_delete_scrubs() {
             .contains("/storage/local, Datastore.AllocateTemplate"),
         "{e}"
     );
+}
+
+/// Issue 13 item 1: free space is needed only for the VMs that will be created,
+/// and a shared disk storage is one pool counted once across hosts.
+#[tokio::test]
+async fn preflight_counts_space_for_new_vms_only_and_shared_storage_once() {
+    let l = lab().await;
+    let disk = l.profile.proxmox.disk_storage.clone();
+    let set_disk = |f: &dyn Fn(&mut talos_pve::lab::proxmox::LabStorage)| {
+        l.pve.edit_state(|st| {
+            for n in st.nodes.values_mut() {
+                f(n.storages.iter_mut().find(|s| s.id == disk).unwrap());
+            }
+        })
+    };
+    // One shared pool with room for two 64 GiB VMs, not three: each host alone
+    // would pass; together they do not fit.
+    set_disk(&|s| {
+        s.shared = true;
+        s.total = 130 << 30;
+    });
+    let r = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    let shared: Vec<_> = r
+        .checks
+        .iter()
+        .filter(|c| c.what.contains("local-lvm"))
+        .collect();
+    assert_eq!(shared.len(), 1, "checked once: {shared:#?}");
+    assert_eq!(shared[0].level, Level::Fail, "{shared:#?}");
+    assert!(
+        shared[0].detail.contains("193 GiB needed for 3 new VM(s)"),
+        "{}",
+        shared[0].detail
+    );
+
+    // Provisioned with room to spare, then the storage fills up (1 GiB left):
+    // nothing is to be created, so preflight passes and a re-run writes nothing.
+    set_disk(&|s| {
+        s.shared = false;
+        s.total = 1 << 40;
+    });
+    l.provision(false).await.unwrap();
+    set_disk(&|s| s.total = s.volumes.values().sum::<u64>() + (1 << 30));
+    let r = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    assert!(r.passed(), "{r:#?}");
+    let host = r
+        .checks
+        .iter()
+        .find(|c| c.what == "pve-ms01-01: storage local-lvm")
+        .unwrap();
+    assert!(
+        host.detail
+            .contains("1 GiB free, 0 GiB needed for 0 new VM(s)"),
+        "{}",
+        host.detail
+    );
+    l.pve.clear_requests();
+    let again = l.provision(false).await.unwrap();
+    assert!(again.up_to_date(), "{again:?}");
+    assert_eq!(l.writes(), Vec::<String>::new(), "a re-run must not write");
+}
+
+/// Issue 13 item 4: containers hold VMIDs too. PVE refuses a create on a CT's
+/// VMID (`CT N already exists on node …`); preflight and provision say so first.
+#[tokio::test]
+async fn a_container_on_a_planned_vmid_fails_preflight_and_provision_creates_nothing() {
+    let l = lab().await;
+    l.pve.edit_state(|st| {
+        let ct = talos_pve::lab::proxmox::LabContainer {
+            node: "pve-ms01-02".into(),
+            hostname: "pihole".into(),
+            running: true,
+        };
+        st.containers.insert(121, ct);
+    });
+    // The lab refuses as PVE does.
+    let e = l
+        .client
+        .post("/nodes/pve-ms01-01/qemu", &[("vmid".into(), "121".into())])
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("CT 121 already exists on node 'pve-ms01-02'"),
+        "{e}"
+    );
+    let pf = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    let c = pf
+        .checks
+        .iter()
+        .find(|c| c.what == "VMID 121 (talos-k8s-02)")
+        .unwrap();
+    assert_eq!(c.level, Level::Fail, "{c:?}");
+    assert!(
+        c.detail.contains("container `pihole` on pve-ms01-02"),
+        "{c:?}"
+    );
+    l.pve.clear_requests();
+    let e = l.provision(false).await.unwrap_err();
+    assert!(e.to_string().contains("it is a container"), "{e}");
+    assert_eq!(l.writes(), Vec::<String>::new(), "nothing half-created");
+}
+
+/// Issue 13 item 6: one offline host (every call proxied to it answers 595, its
+/// guests stay listed with their tags) does not keep `destroy` from the others;
+/// what is left is reported.
+#[tokio::test]
+async fn destroy_with_one_host_offline_removes_the_rest_and_reports_what_is_left() {
+    let l = lab().await;
+    l.provision(false).await.unwrap();
+    l.pve
+        .edit_state(|st| st.nodes.get_mut("pve-aimax-01").unwrap().online = false);
+    let planned: Vec<u32> = l.plan.nodes.iter().map(|n| n.vmid).collect();
+    let (owned, skipped) = owned_vms(&l.client, &l.owner, &planned).await.unwrap();
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert_eq!(owned.len(), 3, "the offline host's VM is ours by its tags");
+    let report = destroy(&l.client, &owned).await;
+    let removed: Vec<u32> = report.removed.iter().map(|v| v.vmid).collect();
+    assert_eq!(removed, [120, 121]);
+    assert_eq!(report.left.len(), 1);
+    let (vm, e) = &report.left[0];
+    assert_eq!((vm.vmid, vm.host.as_str()), (122, "pve-aimax-01"));
+    assert_eq!(e.status(), Some(595), "{e}");
+    let st = l.pve.state();
+    assert_eq!(st.vms.keys().collect::<Vec<_>>(), [&122]);
+}
+
+/// Issue 13 item 5: preflight checks each privilege on the path PVE checks it on
+/// (`/access/permissions?path=`), with PVE's walk (deepest ACL wins, a
+/// `propagate 0` ACL still grants on its own path), and names the token in use.
+#[tokio::test]
+async fn preflight_checks_each_privilege_on_its_real_path() {
+    use talos_pve::lab::proxmox::LabAcl;
+    let acl = |path: &str, privs: &[&str], propagate: bool| LabAcl {
+        path: path.into(),
+        privileges: privs.iter().map(|p| p.to_string()).collect(),
+        propagate,
+    };
+    let vm_privs = [
+        "VM.Allocate",
+        "VM.Audit",
+        "VM.PowerMgmt",
+        "VM.Config.CDROM",
+        "VM.Config.CPU",
+        "VM.Config.Disk",
+        "VM.Config.HWType",
+        "VM.Config.Memory",
+        "VM.Config.Network",
+        "VM.Config.Options",
+    ];
+    // The tight placement of docs/proxmox.md: one complete role per path.
+    let mut tight = vec![
+        acl("/vms", &vm_privs, true),
+        acl(
+            "/storage/local",
+            &["Datastore.Audit", "Datastore.AllocateTemplate"],
+            true,
+        ),
+        acl(
+            "/storage/local-lvm",
+            &["Datastore.Audit", "Datastore.AllocateSpace"],
+            true,
+        ),
+        acl("/sdn/zones/localnetwork/vmbr0", &["SDN.Use"], true),
+        acl("/", &["Sys.Audit"], false),
+    ];
+    for h in ["pve-ms01-01", "pve-ms01-02", "pve-aimax-01"] {
+        tight.push(acl(
+            &format!("/nodes/{h}"),
+            &["Sys.Audit", "Sys.AccessNetwork"],
+            false,
+        ));
+    }
+    let cfg = LabProxmoxConfig {
+        acls: tight.clone(),
+        ..Default::default()
+    };
+    let mut l = lab_with(cfg, true).await;
+    // The profile names another token than the one in use: the report names the one in use.
+    l.profile.proxmox.token_id = "someone@pve!else".into();
+    let r = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    let privs = r
+        .checks
+        .iter()
+        .find(|c| c.what == "token privileges")
+        .unwrap();
+    assert_eq!(privs.level, Level::Ok, "{privs:?}");
+    assert!(privs.detail.starts_with("root@pam!talos-pve "), "{privs:?}");
+    // And it holds: the run downloads the ISO and creates the VMs.
+    l.provision(false).await.unwrap();
+
+    // AllocateTemplate on the disk storage instead of the ISO storage: the ISO
+    // download would fail with 403; preflight says so before.
+    tight[1] = acl("/storage/local", &["Datastore.Audit"], true);
+    tight[2] = acl(
+        "/storage/local-lvm",
+        &[
+            "Datastore.Audit",
+            "Datastore.AllocateSpace",
+            "Datastore.AllocateTemplate",
+        ],
+        true,
+    );
+    l.pve.set_config(|c| c.acls = tight.clone());
+    let r = preflight(&l.client, &l.profile, &l.plan).await.unwrap();
+    let privs = r
+        .checks
+        .iter()
+        .find(|c| c.what == "token privileges")
+        .unwrap();
+    assert_eq!(privs.level, Level::Fail, "{privs:?}");
+    assert!(
+        privs
+            .detail
+            .contains("Datastore.AllocateTemplate on /storage/local ("),
+        "{}",
+        privs.detail
+    );
+    let e = l
+        .client
+        .post(
+            "/nodes/pve-ms01-01/storage/local/download-url",
+            &[
+                ("url".into(), "https://factory.example/x.iso".into()),
+                ("filename".into(), "x.iso".into()),
+                ("content".into(), "iso".into()),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
 }

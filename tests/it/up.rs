@@ -255,9 +255,33 @@ fn fresh_run_is_healthy_and_a_rerun_changes_nothing() {
     );
     assert!(k.join("apps/daemonsets/kube-system/cilium.yaml").exists());
 
-    // Again: nothing is written, applied or bootstrapped a second time.
+    // Again, with the VM disk storage nearly full (1 GiB left): nothing is to be
+    // created, so preflight passes, and nothing is written, applied or
+    // bootstrapped a second time.
     let secrets = read(&dir.join("secrets.yaml"));
-    let before = lab_state(&dir);
+    let mut before = lab_state(&dir);
+    for node in before["proxmox"]["nodes"]
+        .as_object_mut()
+        .unwrap()
+        .values_mut()
+    {
+        for s in node["storages"].as_array_mut().unwrap() {
+            if s["id"] == "local-lvm" {
+                let used: u64 = s["volumes"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .map(|v| v.as_u64().unwrap())
+                    .sum();
+                s["total"] = (used + (1 << 30)).into();
+            }
+        }
+    }
+    std::fs::write(
+        dir.join("lab/datacenter.json"),
+        serde_json::to_vec(&before).unwrap(),
+    )
+    .unwrap();
     let (_, err) = up_ok(&dir, &[]);
     let after = lab_state(&dir);
     assert_eq!(

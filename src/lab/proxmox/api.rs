@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::schema::{self, Param};
 use super::{
-    Fault, FaultEffect, LabIface, LabNode, LabProxmoxConfig, LabPveState, LabStorage, LabTask,
-    LabVmState, TaskEffect,
+    Fault, FaultEffect, LabAcl, LabIface, LabNode, LabProxmoxConfig, LabPveState, LabStorage,
+    LabTask, LabVmState, TaskEffect,
 };
 use crate::lab::{Fabric, LabEvent, LabNic, LabVm};
 use crate::profile::Proxmox;
@@ -192,11 +192,56 @@ pub fn initial_state(px: &Proxmox) -> anyhow::Result<LabPveState> {
         key_pem: cert.signing_key.serialize_pem(),
         nodes,
         vms: BTreeMap::new(),
+        containers: BTreeMap::new(),
         tasks: Vec::new(),
         next_pid: 0x1000,
         schematics: Default::default(),
         clock_ms: 0,
     })
+}
+
+/// The privileges `acls` give on `path`, as PVE evaluates them
+/// (pve-access-control `AccessControl.pm` 1788-1895; proxmox-semantics §4.1):
+/// walking from `/` down to `path`, the ACLs of a level replace what was collected
+/// above; an ACL counts on an intermediate level only with `propagate`, on `path`
+/// itself always. Value: the granting ACL's propagate flag.
+pub fn effective_privileges(acls: &[LabAcl], path: &str) -> BTreeMap<String, u8> {
+    let mut levels = vec!["/".to_owned()];
+    let mut cur = String::new();
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        cur.push('/');
+        cur.push_str(seg);
+        levels.push(cur.clone());
+    }
+    let mut got = BTreeMap::new();
+    let last = levels.len() - 1;
+    for (i, level) in levels.iter().enumerate() {
+        let here: Vec<&LabAcl> = acls
+            .iter()
+            .filter(|a| a.path == *level)
+            .filter(|a| i == last || a.propagate)
+            .collect();
+        if !here.is_empty() {
+            got.clear();
+            for a in here {
+                for p in &a.privileges {
+                    got.insert(p.clone(), u8::from(a.propagate));
+                }
+            }
+        }
+    }
+    got
+}
+
+/// A VM whose create runs (or was killed): its config is only the lock.
+fn create_stub(node: &str, vmid: u32) -> LabVmState {
+    LabVmState {
+        guest: None,
+        vmid,
+        node: node.into(),
+        config: [("lock".to_owned(), "create".to_owned())].into(),
+        running: false,
+    }
 }
 
 /// PVE's answer for a VMID that has no VM on `node`.
@@ -271,7 +316,7 @@ impl Lab {
         self.clock_base + self.started.elapsed().as_millis() as u64
     }
 
-    pub fn state(&self) -> LabPveState {
+    pub fn state(self: &std::sync::Arc<Self>) -> LabPveState {
         self.settle();
         let mut s = self.state.lock().expect("lab state").clone();
         s.clock_ms = self.now_ms();
@@ -302,6 +347,9 @@ impl Lab {
             kubelet,
         );
     }
+    pub fn edit_state(&self, f: impl FnOnce(&mut LabPveState)) {
+        f(&mut self.state.lock().expect("lab state"));
+    }
     pub fn insert_vm(&self, vm: LabVmState) {
         self.state
             .lock()
@@ -319,9 +367,10 @@ impl Lab {
     }
 
     /// Stop every task whose time has come and apply its effect.
-    pub fn settle(&self) {
+    pub fn settle(self: &std::sync::Arc<Self>) {
         let now = self.now_ms();
         let mut events = Vec::new();
+        let mut started = Vec::new();
         {
             let mut st = self.state.lock().expect("lab state");
             let due: Vec<usize> = st
@@ -343,10 +392,26 @@ impl Lab {
                         free_volumes(&mut st, &vm);
                     }
                 }
-                if let TaskEffect::Create { vmid, .. } = &task.effect
-                    && let Some(vm) = st.vms.get_mut(vmid)
+                if let (
+                    Ok(()),
+                    TaskEffect::Create {
+                        vmid,
+                        start: true,
+                        start_error,
+                        ..
+                    },
+                ) = (&result, &task.effect)
                 {
-                    vm.config.remove("lock");
+                    // Autostart forks its own `qmstart` task; `qmcreate` ends OK
+                    // whatever the start does (qemu-server 9.2.6 `API2/Qemu.pm`
+                    // 1568-1572, 3676; proxmox-semantics §1.1).
+                    st.tasks[i].log.push("Execute autostart".into());
+                    let id = vmid.to_string();
+                    let effect = TaskEffect::Start { vmid: *vmid };
+                    let (node, user) = (task.node.clone(), task.user.clone());
+                    let err = start_error.clone();
+                    self.new_task(&mut st, &node, "qmstart", &id, &user, effect, err);
+                    started.push("qmstart");
                 }
                 let t = &mut st.tasks[i];
                 // The uploaded bytes now live in the storage (or nowhere): a
@@ -368,6 +433,9 @@ impl Lab {
         }
         for e in events {
             self.fabric.emit(e);
+        }
+        for kind in started {
+            self.spawn_settle(kind);
         }
     }
 
@@ -524,6 +592,7 @@ impl Lab {
             ("POST", ["nodes", _, "qemu", _, "status", "stop"]) => &[schema::STOP],
             ("POST", ["nodes", _, "qemu", _, "status", "shutdown"]) => &[schema::SHUTDOWN],
             ("DELETE", ["nodes", _, "qemu", _]) => &[schema::DESTROY],
+            ("GET", ["nodes", _, "tasks"]) => &[schema::TASK_LIST],
             ("GET", ["nodes", _, "tasks", _, "status"]) => &[schema::NONE],
             ("GET", ["nodes", _, "tasks", _, "log"]) => &[schema::TASK_LOG],
             _ => {
@@ -549,12 +618,28 @@ impl Lab {
             _ => None,
         };
         if let Some((privilege, path)) = needs
-            && !self.has_privilege(privilege)
+            && !self.has_privilege(&path, privilege)
         {
             return Reply::err(
                 403,
                 format!("Permission check failed ({path}, {privilege})"),
             );
+        }
+        // download-url: AllocateTemplate on the storage and (Sys.Audit + Sys.Modify
+        // on / or Sys.AccessNetwork on the node); a failed `or` names no path
+        // (pve-storage 9.1.7 `Status.pm` 738-755; proxmox-semantics §3).
+        if let ("POST", ["nodes", n, "storage", s, "download-url"]) = (m, seg.as_slice()) {
+            let storage = format!("/storage/{s}");
+            if !self.has_privilege(&storage, "Datastore.AllocateTemplate") {
+                return Reply::err(
+                    403,
+                    format!("Permission check failed ({storage}, Datastore.AllocateTemplate)"),
+                );
+            }
+            let sys = self.has_privilege("/", "Sys.Audit") && self.has_privilege("/", "Sys.Modify");
+            if !sys && !self.has_privilege(&format!("/nodes/{n}"), "Sys.AccessNetwork") {
+                return Reply::err(403, "Permission check failed");
+            }
         }
         if let Err(e) = schema::validate(&params, spec) {
             return Reply::params(e);
@@ -585,6 +670,7 @@ impl Lab {
             }
         }
         let mut injected_task_error = None;
+        let mut injected_start_error = None;
         match self.fault(m, path) {
             Some(FaultEffect::Status { code, message }) => return Reply::err(code, message),
             Some(FaultEffect::LockTimeout) => {
@@ -596,9 +682,18 @@ impl Lab {
                 return Reply::err(500, lock_msg(vmid));
             }
             Some(FaultEffect::NoWorker) => {
+                // A create whose worker never forked leaves its `lock: create` stub
+                // (pve-common `RESTEnvironment.pm` 698; qemu-server `Qemu.pm` 1626).
+                if let ("POST", ["nodes", n, "qemu"]) = (m, seg.as_slice())
+                    && let Some(vmid) = params.get("vmid").and_then(|v| v.parse().ok())
+                {
+                    let mut st = self.state.lock().expect("lab state");
+                    st.vms.entry(vmid).or_insert_with(|| create_stub(n, vmid));
+                }
                 return Reply::err(500, "got no worker upid - start worker failed");
             }
             Some(FaultEffect::TaskError { message }) => injected_task_error = Some(message),
+            Some(FaultEffect::StartError { message }) => injected_start_error = Some(message),
             None => {}
         }
         let vmid_of = |s: &str| s.parse::<u32>().ok();
@@ -606,7 +701,7 @@ impl Lab {
             ("GET", ["version"]) => {
                 Reply::data(json!({"version": "9.1.3", "release": "9.1", "repoid": "lab00000"}))
             }
-            ("GET", ["access", "permissions"]) => self.permissions(),
+            ("GET", ["access", "permissions"]) => self.permissions(params.get("path")),
             ("GET", ["nodes"]) => self.nodes(),
             ("GET", ["cluster", "status"]) => self.cluster_status(),
             ("GET", ["cluster", "resources"]) => {
@@ -627,7 +722,9 @@ impl Lab {
             ("GET", ["nodes", n, "network"]) => {
                 self.network(n, params.get("type").map(String::as_str))
             }
-            ("POST", ["nodes", n, "qemu"]) => self.create(n, params, &user, injected_task_error),
+            ("POST", ["nodes", n, "qemu"]) => {
+                self.create(n, params, &user, injected_task_error, injected_start_error)
+            }
             ("GET", ["nodes", n, "qemu", v, "config"]) => self.with_vm(n, v, |vm| {
                 let mut c: serde_json::Map<String, Value> = vm
                     .config
@@ -645,11 +742,14 @@ impl Lab {
                 self.with_vm(n, v, agent_interfaces)
             }
             ("POST", ["nodes", n, "qemu", v, "status", op]) => {
-                self.power(n, vmid_of(v), op, &user, injected_task_error)
+                let injected =
+                    injected_task_error.or(injected_start_error.filter(|_| *op == "start"));
+                self.power(n, vmid_of(v), op, &user, injected)
             }
             ("DELETE", ["nodes", n, "qemu", v]) => {
                 self.destroy(n, vmid_of(v), &user, injected_task_error)
             }
+            ("GET", ["nodes", n, "tasks"]) => self.task_list(n, &params, &user),
             ("GET", ["nodes", n, "tasks", upid, "status"]) => self.task_status(n, upid),
             ("GET", ["nodes", n, "tasks", upid, "log"]) => self.task_log(n, upid),
             _ => Reply::err(501, format!("Method '{m} {path}' not implemented")),
@@ -678,12 +778,24 @@ impl Lab {
         Reply::data(json!({"username": user, "ticket": ticket, "CSRFPreventionToken": csrf}))
     }
 
-    /// The token holds `privilege` (the lab grants on `/`, propagated).
-    fn has_privilege(&self, privilege: &str) -> bool {
+    /// The token's privileges on `path` (privilege → propagate flag).
+    fn privileges(&self, path: &str) -> BTreeMap<String, u8> {
         let cfg = self.config.lock().expect("lab config");
-        cfg.token_privileges
-            .as_ref()
-            .is_none_or(|p| p.iter().any(|x| x == privilege))
+        if cfg.acls.is_empty() {
+            let all = || ALL_PRIVS.iter().map(|s| s.to_string()).collect();
+            let privileges = cfg.token_privileges.clone().unwrap_or_else(all);
+            let root = LabAcl {
+                path: "/".into(),
+                privileges,
+                propagate: true,
+            };
+            return effective_privileges(&[root], path);
+        }
+        effective_privileges(&cfg.acls, path)
+    }
+
+    fn has_privilege(&self, path: &str, privilege: &str) -> bool {
+        self.privileges(path).contains_key(privilege)
     }
 
     /// `POST /nodes/{node}/storage/{storage}/upload` (pve-storage 9.1.7
@@ -828,15 +940,26 @@ impl Lab {
         Reply::data(json!(upid))
     }
 
-    fn permissions(&self) -> Reply {
-        let cfg = self.config.lock().expect("lab config");
-        let privs: Vec<String> = match &cfg.token_privileges {
-            Some(p) => p.clone(),
-            None => ALL_PRIVS.iter().map(|s| s.to_string()).collect(),
+    /// `GET /access/permissions` (pve-access-control `API2/AccessControl.pm`
+    /// 510-574): with `path`, that path evaluated; without, `/` and the ACL paths.
+    fn permissions(&self, path: Option<&String>) -> Reply {
+        let paths: Vec<String> = match path {
+            Some(p) => vec![p.clone()],
+            None => {
+                let cfg = self.config.lock().expect("lab config");
+                std::iter::once("/".to_owned())
+                    .chain(cfg.acls.iter().map(|a| a.path.clone()))
+                    .collect()
+            }
         };
-        let map: serde_json::Map<String, Value> =
-            privs.into_iter().map(|p| (p, json!(1))).collect();
-        Reply::data(json!({ "/": map }))
+        let map: serde_json::Map<String, Value> = paths
+            .into_iter()
+            .map(|p| {
+                let privs = self.privileges(&p);
+                (p, json!(privs))
+            })
+            .collect();
+        Reply::data(Value::Object(map))
     }
 
     fn nodes(&self) -> Reply {
@@ -877,6 +1000,12 @@ impl Lab {
         if kind.is_some_and(|k| k != "vm") {
             return Reply::data(json!([]));
         }
+        // Containers share the VMID space and are listed beside the VMs
+        // (pve-manager `API2/Cluster.pm` 263-615).
+        let containers = st.containers.iter().map(|(vmid, ct)| {
+            json!({"id": format!("lxc/{vmid}"), "type": "lxc", "vmid": vmid, "node": ct.node,
+                "name": ct.hostname, "status": if ct.running {"running"} else {"stopped"}, "template": 0})
+        });
         Reply::data(
             st.vms
                 .values()
@@ -884,6 +1013,12 @@ impl Lab {
                     let mut o = json!({"id": format!("qemu/{}", vm.vmid), "type": "qemu", "vmid": vm.vmid, "node": vm.node,
                         "status": if vm.running {"running"} else {"stopped"}, "template": 0,
                         "name": vm.config.get("name").cloned().unwrap_or_else(|| format!("VM {}", vm.vmid))});
+                    // A VM being created has no pvestatd data yet: no name, status
+                    // unknown (pve-manager `API2/Cluster.pm` 554-595, `API2Tools.pm` 81-119).
+                    if vm.config.get("lock").is_some_and(|l| l == "create") {
+                        o["status"] = json!("unknown");
+                        o.as_object_mut().expect("object").remove("name");
+                    }
                     if let Some(t) = vm.config.get("tags") {
                         o["tags"] = json!(t);
                     }
@@ -892,6 +1027,7 @@ impl Lab {
                     }
                     o
                 })
+                .chain(containers)
                 .collect(),
         )
     }
@@ -899,14 +1035,16 @@ impl Lab {
     fn nextid(&self, vmid: Option<&String>) -> Reply {
         let st = self.state.lock().expect("lab state");
         match vmid.and_then(|v| v.parse::<u32>().ok()) {
-            Some(v) if st.vms.contains_key(&v) => {
+            Some(v) if st.vms.contains_key(&v) || st.containers.contains_key(&v) => {
                 let mut e = BTreeMap::new();
                 e.insert("vmid".to_owned(), format!("VM {v} already exists"));
                 Reply::params(e)
             }
             Some(v) => Reply::data(json!(v.to_string())),
             None => {
-                let free = (100u32..).find(|v| !st.vms.contains_key(v)).unwrap_or(100);
+                let free = (100u32..)
+                    .find(|v| !st.vms.contains_key(v) && !st.containers.contains_key(v))
+                    .unwrap_or(100);
                 Reply::data(json!(free.to_string()))
             }
         }
@@ -921,7 +1059,16 @@ impl Lab {
                 .iter()
                 .filter(|s| want.is_none_or(|c| c.split(',').all(|c| s.content.iter().any(|x| x == c))))
                 .map(|s| {
-                    let used: u64 = s.volumes.values().sum();
+                    // A shared storage is one pool: what any host allocated on it counts.
+                    let used: u64 = if s.shared {
+                        st.nodes
+                            .values()
+                            .flat_map(|n| n.storages.iter().filter(|x| x.id == s.id))
+                            .flat_map(|x| x.volumes.values())
+                            .sum()
+                    } else {
+                        s.volumes.values().sum()
+                    };
                     json!({"storage": s.id, "type": s.kind, "content": s.content.join(","), "active": 1, "enabled": 1,
                            "shared": u8::from(s.shared), "total": s.total, "used": used, "avail": s.total.saturating_sub(used),
                            "used_fraction": used as f64 / s.total.max(1) as f64})
@@ -1117,6 +1264,7 @@ impl Lab {
         mut p: BTreeMap<String, String>,
         user: &str,
         injected: Option<String>,
+        start_error: Option<String>,
     ) -> Reply {
         let Some(vmid) = p.remove("vmid").and_then(|v| v.parse::<u32>().ok()) else {
             return Reply::err(400, "bad vmid");
@@ -1125,51 +1273,43 @@ impl Lab {
         p.remove("storage");
         p.remove("pool");
         let mut st = self.state.lock().expect("lab state");
-        if let Some(vm) = st.vms.get(&vmid) {
+        // One VMID space for VMs and containers (pve-cluster `Cluster.pm` 785-797).
+        let taken = st
+            .vms
+            .get(&vmid)
+            .map(|vm| ("VM", &vm.node))
+            .or_else(|| st.containers.get(&vmid).map(|ct| ("CT", &ct.node)));
+        if let Some((kind, on)) = taken {
             return Reply::err(
                 500,
-                format!(
-                    "unable to create VM {vmid} - VM {vmid} already exists on node '{}'",
-                    vm.node
-                ),
+                format!("unable to create VM {vmid} - {kind} {vmid} already exists on node '{on}'"),
             );
         }
         let config = match normalise_new(&mut st, node, vmid, p) {
             Ok(c) => c,
             Err(e) => return Reply::err(500, format!("unable to create VM {vmid} - {e}")),
         };
-        let mut config = config;
-        config.insert("lock".into(), "create".into());
-        st.vms.insert(
+        // Until the task ends the config is only the lock (pve-guest-common
+        // `AbstractConfig.pm` 254-269): no name, tags or description yet.
+        st.vms.insert(vmid, create_stub(node, vmid));
+        let task_error = injected.map(|e| format!("unable to create VM {vmid} - {e}"));
+        let effect = TaskEffect::Create {
             vmid,
-            LabVmState {
-                guest: None,
-                vmid,
-                node: node.into(),
-                config,
-                running: false,
-            },
-        );
+            start,
+            config,
+            start_error,
+        };
         let upid = self.new_task(
             &mut st,
             node,
             "qmcreate",
             &vmid.to_string(),
             user,
-            TaskEffect::Create { vmid, start },
-            injected.map(|e| format!("unable to create VM {vmid} - {e}")),
+            effect,
+            task_error,
         );
-        // With `start=1` PVE starts the VM inside the same task, after creating it.
-        let mut duration = self.latency("qmcreate").1;
-        if start {
-            let boot = self.latency("qmstart").1;
-            duration += boot;
-            if let Some(t) = st.tasks.iter_mut().find(|t| t.upid == upid) {
-                t.done_at_ms += boot;
-            }
-        }
         drop(st);
-        self.spawn_settle_after(duration);
+        self.spawn_settle("qmcreate");
         Reply::data(json!(upid))
     }
 
@@ -1337,6 +1477,37 @@ impl Lab {
         }
     }
 
+    /// `GET /nodes/{n}/tasks` (pve-manager `API2/Tasks.pm` 141-260): the caller's
+    /// own tasks (the lab token holds `Sys.Audit` only as a whole, so: own ones);
+    /// `source` defaults to `archive`, which omits running tasks.
+    fn task_list(&self, node: &str, p: &BTreeMap<String, String>, user: &str) -> Reply {
+        let st = self.state.lock().expect("lab state");
+        let source = p.get("source").map_or("archive", String::as_str);
+        Reply::data(
+            st.tasks
+                .iter()
+                .rev()
+                .filter(|t| t.node == node && t.user == user)
+                .filter(|t| match source {
+                    "active" => t.exitstatus.is_none(),
+                    "archive" => t.exitstatus.is_some(),
+                    _ => true,
+                })
+                .filter(|t| p.get("vmid").is_none_or(|v| *v == t.id))
+                .filter(|t| p.get("typefilter").is_none_or(|k| *k == t.kind))
+                .map(|t| {
+                    let mut o = json!({"upid": t.upid, "node": t.node, "type": t.kind, "id": t.id,
+                        "user": t.user, "pid": 1, "pstart": 1, "starttime": 1});
+                    if let Some(e) = &t.exitstatus {
+                        o["status"] = json!(e);
+                        o["endtime"] = json!(2);
+                    }
+                    o
+                })
+                .collect(),
+        )
+    }
+
     fn task_log(&self, node: &str, upid: &str) -> Reply {
         match self.find_task(node, upid) {
             Err(r) => r,
@@ -1363,15 +1534,14 @@ pub(super) fn cert_der(pem: &str) -> Option<Vec<u8>> {
 /// Apply a finished task's effect; `Err` = its `TASK ERROR` message.
 fn apply(st: &mut LabPveState, task: &LabTask, events: &mut Vec<LabEvent>) -> Result<(), String> {
     match &task.effect {
-        TaskEffect::Create { vmid, start } => {
-            let vm = st.vms.get(vmid).ok_or("VM vanished")?.clone();
-            for (k, v) in &vm.config {
+        TaskEffect::Create { vmid, config, .. } => {
+            for (k, v) in config {
                 if k.starts_with("ide") && v.contains(":iso/") {
                     let volid = PropString::parse(v, "file")
                         .and_then(|p| p.get("file").map(str::to_owned))
                         .unwrap_or_default();
                     let (sid, _) = volid.split_once(':').unwrap_or_default();
-                    let present = st.nodes[&vm.node]
+                    let present = st.nodes[&task.node]
                         .storages
                         .iter()
                         .any(|s| s.id == sid && s.volumes.contains_key(&volid));
@@ -1382,9 +1552,8 @@ fn apply(st: &mut LabPveState, task: &LabTask, events: &mut Vec<LabEvent>) -> Re
                     }
                 }
             }
-            if *start {
-                start_vm(st, *vmid, events);
-            }
+            let vm = st.vms.get_mut(vmid).ok_or("VM vanished")?;
+            vm.config = config.clone();
             Ok(())
         }
         TaskEffect::Start { vmid } => {
@@ -1786,6 +1955,31 @@ pub(super) fn guest_running(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_deepest_acl_wins_and_propagate_only_counts_above_the_path() {
+        let acl = |path: &str, privs: &[&str], propagate: bool| LabAcl {
+            path: path.into(),
+            privileges: privs.iter().map(|p| p.to_string()).collect(),
+            propagate,
+        };
+        let acls = [
+            acl("/", &["Sys.Audit", "Datastore.Audit"], true),
+            acl("/storage/local", &["Datastore.AllocateTemplate"], true),
+            acl("/vms", &["VM.Audit"], false),
+        ];
+        let keys = |p: &str| {
+            effective_privileges(&acls, p)
+                .into_keys()
+                .collect::<Vec<_>>()
+        };
+        // A role on /storage/local hides the broader one on / for that path.
+        assert_eq!(keys("/storage/local"), ["Datastore.AllocateTemplate"]);
+        assert_eq!(keys("/storage/local-lvm"), ["Datastore.Audit", "Sys.Audit"]);
+        // propagate 0: granted on /vms itself (value 0), not below; / shows through.
+        assert_eq!(effective_privileges(&acls, "/vms")["VM.Audit"], 0);
+        assert_eq!(keys("/vms/120"), ["Datastore.Audit", "Sys.Audit"]);
+    }
 
     #[test]
     fn read_back_is_normalised_like_pve() {

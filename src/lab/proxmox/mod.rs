@@ -35,11 +35,22 @@ pub struct LabProxmoxConfig {
     pub task_ms: BTreeMap<String, u64>,
     /// Task duration for types not in `task_ms`.
     pub default_task_ms: u64,
-    /// Privileges of the token on `/`; `None` = all.
+    /// Privileges of the token on `/`, propagated; `None` = all. Ignored when
+    /// `acls` is not empty.
     pub token_privileges: Option<Vec<String>>,
+    /// The token's ACLs, evaluated as PVE does (`api::effective_privileges`).
+    pub acls: Vec<LabAcl>,
     /// Password accepted for ticket login as the token's user (`None` = ticket login refused).
     pub password: Option<String>,
     pub faults: Vec<Fault>,
+}
+
+/// One ACL entry of the token (`pveum acl modify PATH --tokens … --roles …`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabAcl {
+    pub path: String,
+    pub privileges: Vec<String>,
+    pub propagate: bool,
 }
 
 /// One injected failure: applies to requests whose method matches and whose API
@@ -67,6 +78,9 @@ pub enum FaultEffect {
     NoWorker,
     /// The request succeeds but its task ends with `TASK ERROR: <message>`.
     TaskError { message: String },
+    /// The VM fails to start: a create with `start=1` ends OK and its separate
+    /// `qmstart` task fails; an explicit start's task fails.
+    StartError { message: String },
 }
 
 impl Fault {
@@ -139,11 +153,26 @@ pub struct LabVmState {
     pub guest: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
 }
 
+/// A container of one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabContainer {
+    pub node: String,
+    pub hostname: String,
+    pub running: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TaskEffect {
+    /// While it runs the VM's config holds only `lock: create`; `config` is
+    /// written when it ends (qemu-server 9.2.6 `API2/Qemu.pm` 1374, 1477-1558).
     Create {
         vmid: u32,
         start: bool,
+        #[serde(default)]
+        config: BTreeMap<String, String>,
+        /// How the `qmstart` task forked by `start=1` ends (`None` = OK).
+        #[serde(default)]
+        start_error: Option<String>,
     },
     Start {
         vmid: u32,
@@ -201,6 +230,9 @@ pub struct LabPveState {
     pub key_pem: String,
     pub nodes: BTreeMap<String, LabNode>,
     pub vms: BTreeMap<u32, LabVmState>,
+    /// Containers (LXC): only the VMIDs they hold matter to talos-pve.
+    #[serde(default)]
+    pub containers: BTreeMap<u32, LabContainer>,
     pub tasks: Vec<LabTask>,
     pub next_pid: u32,
     /// Schematic ids the fake Image Factory has seen.
@@ -345,6 +377,11 @@ impl LabProxmoxHandle {
 
     pub fn set_config(&self, f: impl FnOnce(&mut LabProxmoxConfig)) {
         self.lab.with_config(f);
+    }
+
+    /// Change the datacenter directly (fill a storage, take a host offline, …).
+    pub fn edit_state(&self, f: impl FnOnce(&mut LabPveState)) {
+        self.lab.edit_state(f);
     }
 
     /// Put a VM on a node directly (a VM someone else made).

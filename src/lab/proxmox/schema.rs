@@ -319,6 +319,19 @@ pub const DESTROY: &[Param] = &[
     opt("destroy-unreferenced-disks", Kind::Bool),
     opt("skiplock", Kind::Bool),
 ];
+/// `GET /nodes/{node}/tasks`.
+pub const TASK_LIST: &[Param] = &[
+    opt("errors", Kind::Bool),
+    opt("limit", Kind::Int(0, i64::MAX)),
+    opt("since", Kind::Int(i64::MIN, i64::MAX)),
+    opt("until", Kind::Int(i64::MIN, i64::MAX)),
+    opt("source", Kind::Enum(&["archive", "active", "all"])),
+    opt("start", Kind::Int(0, i64::MAX)),
+    opt("statusfilter", Kind::Str(1024)),
+    opt("typefilter", Kind::Str(1024)),
+    opt("userfilter", Kind::Str(1024)),
+    opt("vmid", Kind::Int(100, 999_999_999)),
+];
 pub const RESOURCES: &[Param] = &[opt("type", Kind::Enum(&["vm", "storage", "node", "sdn"]))];
 pub const STORAGE_LIST: &[Param] = &[
     opt("content", Kind::Str(128)),
