@@ -277,7 +277,15 @@ async fn remove(
         client.delete(&node_path).await?;
         rep.progress(Some(name), "remove", "Node deleted");
     }
-    destroy(&env.pve, std::slice::from_ref(&l.vm)).await?;
+    // One VM: it was removed, or its error is the node's.
+    if let Some((_, e)) = destroy(&env.pve, std::slice::from_ref(&l.vm))
+        .await
+        .left
+        .into_iter()
+        .next()
+    {
+        return Err(e.into());
+    }
     rep.progress(
         Some(name),
         "remove",
