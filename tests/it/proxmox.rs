@@ -526,6 +526,9 @@ async fn the_token_secret_never_leaks() {
         .with_writer(move || w.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(sub);
+    // Other tests run in parallel without a subscriber; callsites they registered
+    // first may have cached "never interested". Ask every callsite again.
+    tracing::callsite::rebuild_interest_cache();
 
     let l = lab().await;
     let token = l.pve.api_token();
