@@ -244,6 +244,7 @@ pub async fn preflight(
         .nodes
         .iter()
         .flat_map(|n| [n.management.vlan, n.workload.vlan])
+        .flatten()
         .collect();
     for h in reachable {
         host_checks(pve, profile, plan, h, &vlans, &mut checks).await?;

@@ -379,7 +379,7 @@ impl Flow<'_> {
         let cur = current.unwrap_or_else(|| Network {
             name: label.into(),
             role,
-            vlan: 1,
+            vlan: None,
             subnet: "10.0.0.0/24".parse().expect("constant"),
             gateway: None,
             mtu: 1500,
@@ -394,13 +394,25 @@ impl Flow<'_> {
             .filter(|n| n.role != role)
             .cloned()
             .collect();
-        let vlan = self.ask(&format!("{label} VLAN"), &cur.vlan.to_string(), |s| {
-            let v = parse::vlan(s)?;
-            match others.iter().find(|o| o.vlan == v) {
-                Some(o) => Err(format!("VLAN {v} is already the {} network", o.name)),
-                None => Ok(v),
-            }
-        })?;
+        let vlan_default = cur.vlan.map(|v| v.to_string()).unwrap_or_default();
+        let vlan = self.ask(
+            &format!("{label} VLAN (empty: untagged)"),
+            &vlan_default,
+            |s| {
+                let v = match s.trim() {
+                    "" => None,
+                    s => Some(parse::vlan(s)?),
+                };
+                match others.iter().find(|o| o.vlan == v) {
+                    Some(o) => Err(format!(
+                        "{} is already the {} network (at most one network is untagged)",
+                        crate::profile::vlan_label(v),
+                        o.name
+                    )),
+                    None => Ok(v),
+                }
+            },
+        )?;
         let subnet = self.ask(&format!("{label} subnet"), &cur.subnet.to_string(), |s| {
             let net = parse::subnet(s)?;
             match others

@@ -43,7 +43,7 @@ pub fn seed_draft() -> Profile {
             net(
                 "infrastructure",
                 NetworkRole::Infrastructure,
-                1,
+                Some(1),
                 "10.0.1.0/24",
                 "10.0.1.1",
                 1500,
@@ -52,7 +52,7 @@ pub fn seed_draft() -> Profile {
             net(
                 "management",
                 NetworkRole::Management,
-                16,
+                Some(16),
                 "10.8.16.0/24",
                 "10.8.16.1",
                 1500,
@@ -61,7 +61,7 @@ pub fn seed_draft() -> Profile {
             net(
                 "workload",
                 NetworkRole::Workload,
-                28,
+                Some(28),
                 "10.8.28.0/22",
                 "10.8.28.1",
                 1500,
@@ -70,7 +70,7 @@ pub fn seed_draft() -> Profile {
             net(
                 "storage",
                 NetworkRole::Storage,
-                48,
+                Some(48),
                 "10.8.48.0/24",
                 "10.8.48.1",
                 9000,
