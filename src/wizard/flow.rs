@@ -135,6 +135,16 @@ fn nth(net: &Ipv4Net, i: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()).saturating_add(i))
 }
 
+/// The first address from the `from`-th on that nobody in `taken` holds (discovered
+/// hosts on a flat LAN often sit at .20 and up).
+fn free_from(net: &Network, from: u32, taken: &[(Ipv4Addr, String)]) -> Ipv4Addr {
+    let room = net.subnet.hosts().count() as u32;
+    (from..room)
+        .map(|k| nth(&net.subnet, k))
+        .find(|a| Some(*a) != net.gateway && taken.iter().all(|(t, _)| t != a))
+        .unwrap_or_else(|| nth(&net.subnet, from))
+}
+
 fn role_rank(r: NetworkRole) -> u8 {
     match r {
         NetworkRole::Infrastructure => 0,
@@ -350,6 +360,21 @@ impl Flow<'_> {
     }
 
     fn networks(&mut self) -> Result<(), WizardError> {
+        let hosts: Vec<Ipv4Addr> = self.d.proxmox.hosts.iter().map(|h| h.address).collect();
+        if let Some(lan) = self
+            .net(NetworkRole::Management)
+            .and_then(|m| super::seed::management_for(m, &hosts))
+        {
+            self.p.note(&format!(
+                "The hosts sit on {}: proposing it (untagged) as the management network.",
+                lan.subnet
+            ));
+            self.d
+                .networks
+                .retain(|n| n.role != NetworkRole::Management);
+            self.d.networks.push(lan);
+            self.d.networks.sort_by_key(|n| role_rank(n.role));
+        }
         self.network(NetworkRole::Management, true)?;
         self.network(NetworkRole::Workload, true)?;
         self.network(NetworkRole::Storage, false)?;
@@ -655,7 +680,7 @@ impl Flow<'_> {
             };
             let taken = self.taken(i);
             let addr = |net: &Network, cur: Option<Ipv4Addr>, taken: &[(Ipv4Addr, String)]| {
-                let d = cur.unwrap_or_else(|| nth(&net.subnet, 20 + i as u32));
+                let d = cur.unwrap_or_else(|| free_from(&net, 20 + i as u32, taken));
                 let taken = taken.to_vec();
                 let net = net.clone();
                 (d.to_string(), move |s: &str| {
@@ -718,6 +743,7 @@ impl Flow<'_> {
             Some(a) if stale => format!("https://{a}:6443"),
             _ => k.endpoint.clone(),
         };
+        let old_ep = endpoint_ip(&k.endpoint);
         self.d.kubernetes.endpoint = self.ask("Kubernetes API endpoint", &ep_default, |s| {
             let s = s.trim();
             match crate::plan::endpoint_host(s) {
@@ -811,6 +837,13 @@ impl Flow<'_> {
             },
         )?;
         self.d.dns.domain = domain;
+        // Records that named the old endpoint follow the new one (going back must not keep it).
+        let mut dns = dns;
+        if let (Some(old), Some(new)) = (old_ep, endpoint_ip(&self.d.kubernetes.endpoint)) {
+            for r in dns.records.iter_mut().filter(|r| r.address == old) {
+                r.address = new;
+            }
+        }
         let rec_default = if dns.records.is_empty() {
             endpoint_ip(&self.d.kubernetes.endpoint)
                 .map(|a| format!("k8s-api={a}"))

@@ -335,22 +335,21 @@ fn completions_and_man_page_are_printed() {
     }
 }
 
-/// The real terminal path: dialoguer in a pty, discovery from a file, Enter for defaults.
+/// `init --discovery-file` (from `inv`) in a pty: name `lab`, then Enter for every
+/// question until the profile is saved. Returns the saved profile's path.
 #[cfg(unix)]
-#[test]
-fn pty_init_accepts_defaults_and_saves_a_loadable_profile() {
+fn pty_init_with_defaults(inv: &Inventory, dir: &std::path::Path) -> std::path::PathBuf {
     use rexpect::session::spawn_command;
 
-    let dir = tempfile::tempdir().unwrap();
-    let inv = dir.path().join("discovery.yaml");
-    std::fs::write(&inv, serde_saphyr::to_string(&seed_inventory()).unwrap()).unwrap();
-    let out = dir.path().join("lab.yaml");
+    let inv_file = dir.join("discovery.yaml");
+    std::fs::write(&inv_file, serde_saphyr::to_string(inv).unwrap()).unwrap();
+    let out = dir.join("lab.yaml");
     let mut cmd = Command::new(support::bin());
     cmd.arg("init")
         .arg("--out")
         .arg(&out)
         .arg("--discovery-file")
-        .arg(&inv)
+        .arg(&inv_file)
         .env("NO_COLOR", "1")
         .env("TERM", "dumb");
     // Short expect timeouts so the loop below can press Enter while waiting.
@@ -384,6 +383,15 @@ fn pty_init_accepts_defaults_and_saves_a_loadable_profile() {
     }
     assert!(saved, "the wizard never saved the profile");
     s.exp_eof().unwrap();
+    out
+}
+
+/// The real terminal path: dialoguer in a pty, discovery from a file, Enter for defaults.
+#[cfg(unix)]
+#[test]
+fn pty_init_accepts_defaults_and_saves_a_loadable_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pty_init_with_defaults(&seed_inventory(), dir.path());
     let p = profile::load(&out).unwrap();
     assert_eq!(p.metadata.name, "lab");
     assert_eq!(p.nodes.len(), 3);
@@ -392,6 +400,53 @@ fn pty_init_accepts_defaults_and_saves_a_loadable_profile() {
         "10.8.28.22".parse::<Ipv4Addr>().unwrap()
     );
     assert_eq!(p.proxmox.hosts[2].uplink.as_deref(), Some("eno1"));
+}
+
+/// Issue 14 §5: hosts discovered on a flat home LAN (192.168.1.20-22) get that LAN,
+/// untagged, as the management network, node addresses that are free on it, and the
+/// profile lints without errors and builds with `up --lab`.
+#[cfg(unix)]
+#[test]
+fn pty_init_on_a_flat_lan_proposes_it_and_the_profile_builds_in_the_lab() {
+    let mut inv = seed_inventory();
+    for (i, h) in inv.hosts.iter_mut().enumerate() {
+        h.address = Ipv4Addr::new(192, 168, 1, 20 + i as u8);
+        h.bonds.clear();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = pty_init_with_defaults(&inv, dir.path());
+    let p = profile::load(&out).unwrap();
+    let mgmt = p.network(profile::NetworkRole::Management).unwrap();
+    assert_eq!(mgmt.subnet.to_string(), "192.168.1.0/24");
+    assert_eq!(mgmt.vlan, None);
+    assert_eq!(mgmt.gateway, Some(Ipv4Addr::new(192, 168, 1, 1)));
+    let addrs: Vec<String> = p
+        .nodes
+        .iter()
+        .map(|n| n.management.address.to_string())
+        .collect();
+    assert_eq!(addrs, ["192.168.1.23", "192.168.1.24", "192.168.1.25"]);
+    let file = out.display().to_string();
+    let (code, lint_out, err) = support::run(&["lint", "--profile", &file]);
+    assert_eq!(code, 0, "{lint_out}{err}");
+    let cluster = dir.path().join("cluster").display().to_string();
+    let (code, up_out, err) = support::run(&[
+        "up",
+        "--profile",
+        &file,
+        "--lab",
+        "--yes",
+        "--dir",
+        &cluster,
+        "--progress",
+        "plain",
+        "--lab-speed",
+        "600",
+    ]);
+    assert_eq!(
+        code, 0,
+        "up failed\n--- stdout\n{up_out}\n--- stderr\n{err}"
+    );
 }
 
 #[test]
