@@ -145,6 +145,28 @@ fn free_from(net: &Network, from: u32, taken: &[(Ipv4Addr, String)]) -> Ipv4Addr
         .unwrap_or_else(|| nth(&net.subnet, from))
 }
 
+/// Hosts that carry two or more control planes while another host could take one:
+/// losing that host loses etcd quorum with them.
+fn shared_control_plane_hosts(nodes: &[Node], host_count: usize) -> Vec<String> {
+    if host_count < 2 {
+        return Vec::new();
+    }
+    let mut by_host: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for n in nodes.iter().filter(|n| n.role == Role::Controlplane) {
+        by_host.entry(&n.host).or_default().push(&n.name);
+    }
+    by_host
+        .into_iter()
+        .filter(|(_, cps)| cps.len() > 1)
+        .map(|(host, cps)| {
+            format!(
+                "control planes {} share host {host}: losing it loses etcd quorum with them; spread them over hosts",
+                cps.join(" and ")
+            )
+        })
+        .collect()
+}
+
 fn role_rank(r: NetworkRole) -> u8 {
     match r {
         NetworkRole::Infrastructure => 0,
@@ -715,6 +737,9 @@ impl Flow<'_> {
                 self.d.nodes.push(node);
             }
         }
+        for warning in shared_control_plane_hosts(&self.d.nodes, hosts.len()) {
+            self.p.note(&format!("  ⚠ {warning}"));
+        }
         Ok(())
     }
 
@@ -1064,4 +1089,31 @@ fn positive(s: &str, what: &str) -> Checked<u32> {
 
 fn endpoint_ip(ep: &str) -> Option<Ipv4Addr> {
     crate::plan::endpoint_host(ep)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_control_planes_on_one_of_several_hosts_are_warned() {
+        let node = |name: &str, host: &str| Node {
+            name: name.into(),
+            host: host.into(),
+            vmid: 100,
+            role: Role::Controlplane,
+            management: NodeLink::new(Ipv4Addr::LOCALHOST),
+            workload: NodeLink::new(Ipv4Addr::LOCALHOST),
+            pod_cidr: None,
+            cores: None,
+            memory: None,
+            disk: None,
+        };
+        let nodes = [node("cp1", "a"), node("cp2", "a"), node("cp3", "b")];
+        let w = shared_control_plane_hosts(&nodes, 2);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("cp1 and cp2 share host a"), "{w:?}");
+        assert!(shared_control_plane_hosts(&nodes, 1).is_empty());
+        assert!(shared_control_plane_hosts(&nodes[1..], 2).is_empty());
+    }
 }
