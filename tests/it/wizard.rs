@@ -386,6 +386,27 @@ fn pty_init_with_defaults(inv: &Inventory, dir: &std::path::Path) -> std::path::
     out
 }
 
+/// "Overwrite it?" comes before the questions, so "no" throws no answers away.
+#[cfg(unix)]
+#[test]
+fn pty_init_asks_about_an_existing_file_first() {
+    use rexpect::session::spawn_command;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kept.yaml");
+    std::fs::write(&out, "keep me\n").unwrap();
+    let mut cmd = Command::new(support::bin());
+    cmd.arg("init").arg("--out").arg(&out).arg("--lab");
+    cmd.env("NO_COLOR", "1").env("TERM", "dumb");
+    let mut s = spawn_command(cmd, Some(10_000)).unwrap();
+    let before = s.exp_string("exists. Overwrite it?").unwrap();
+    assert!(!before.contains("Cluster name"), "{before}");
+    s.send_line("n").unwrap();
+    let rest = s.exp_eof().unwrap();
+    assert!(!rest.contains("Cluster name"), "{rest}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "keep me\n");
+}
+
 /// The real terminal path: dialoguer in a pty, discovery from a file, Enter for defaults.
 #[cfg(unix)]
 #[test]
