@@ -506,7 +506,7 @@ impl Flow<'_> {
             (cur.mtu, cur.routed)
         };
         let reserved = self.ask(
-            &format!("{label}: reserved ranges (first-last=purpose [dhcp]; …; empty: none)"),
+            &format!("{label}: reserved ranges (first-last=purpose, ending in `dhcp` for a DHCP pool; …; empty: none)"),
             &parse::reservations_text(&cur.reserved),
             |s| {
                 let r = parse::reservations(s)?;
@@ -517,7 +517,7 @@ impl Flow<'_> {
             },
         )?;
         let devices = self.ask(
-            &format!("{label}: devices with fixed addresses (name=address [kind]; …; empty: none)"),
+            &format!("{label}: devices with fixed addresses (name=address, then a kind if you like; …; empty: none)"),
             &parse::devices_text(&cur.devices),
             |s| {
                 let d = parse::devices(s)?;
@@ -584,7 +584,7 @@ impl Flow<'_> {
             self.d.proxmox.hosts[i].storage = link;
             let cur = parse::devices_text(&self.d.proxmox.hosts[i].oob);
             let oob = self.ask(
-                &format!("{name}: out-of-band management (name=address [kind]; …; empty: none)"),
+                &format!("{name}: out-of-band management (name=address, then a kind if you like; …; empty: none)"),
                 &cur,
                 |s| {
                     let d = parse::devices(s)?;
