@@ -492,6 +492,32 @@ fn fixing_a_section_starts_from_the_previous_answers() {
     assert_eq!(out.profile, homelab());
 }
 
+/// Going back to change the endpoint moves the DNS record that named the old one.
+#[test]
+fn the_dns_record_default_follows_a_changed_endpoint() {
+    let calls = std::cell::Cell::new(0);
+    let lint = |_: &Profile| {
+        calls.set(calls.get() + 1);
+        if calls.get() == 1 {
+            vec!["E100 pretend finding about the endpoint".to_owned()]
+        } else {
+            Vec::new()
+        }
+    };
+    let mut answers = homelab_answers();
+    answers.push(Answer::Pick("Change Kubernetes, DNS and add-ons".into()));
+    answers.extend([d(), t("https://10.8.16.21:6443")]);
+    answers.extend(std::iter::repeat_n(d(), 13));
+    let (out, p) = run_scripted(answers, &lint);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(p.remaining(), 0);
+    let api = out.profile.dns.records.iter().find(|r| r.name == "k8s-api");
+    assert_eq!(
+        api.map(|r| r.address.to_string()).as_deref(),
+        Some("10.8.16.21")
+    );
+}
+
 #[test]
 fn duplicate_node_addresses_are_refused_as_typed() {
     let mut answers = homelab_answers();
