@@ -702,7 +702,7 @@ impl Flow<'_> {
             };
             let taken = self.taken(i);
             let addr = |net: &Network, cur: Option<Ipv4Addr>, taken: &[(Ipv4Addr, String)]| {
-                let d = cur.unwrap_or_else(|| free_from(&net, 20 + i as u32, taken));
+                let d = cur.unwrap_or_else(|| free_from(net, 20 + i as u32, taken));
                 let taken = taken.to_vec();
                 let net = net.clone();
                 (d.to_string(), move |s: &str| {
