@@ -518,6 +518,33 @@ fn the_dns_record_default_follows_a_changed_endpoint() {
     );
 }
 
+/// The final menu goes back to a single page: the add-ons page asks only its own question.
+#[test]
+fn the_add_ons_page_can_be_changed_alone() {
+    let calls = std::cell::Cell::new(0);
+    let lint = |_: &Profile| {
+        calls.set(calls.get() + 1);
+        if calls.get() == 1 {
+            vec!["E100 pretend finding about the pool".to_owned()]
+        } else {
+            Vec::new()
+        }
+    };
+    let mut answers = homelab_answers();
+    answers.push(Answer::Pick("Change the add-ons".into()));
+    answers.push(t("10.8.31.20-10.8.31.100"));
+    let (out, p) = run_scripted(answers, &lint);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(p.remaining(), 0);
+    let pool = out
+        .profile
+        .addons
+        .metallb
+        .as_ref()
+        .map(|m| m.pool.to_string());
+    assert_eq!(pool.as_deref(), Some("10.8.31.20-10.8.31.100"));
+}
+
 #[test]
 fn duplicate_node_addresses_are_refused_as_typed() {
     let mut answers = homelab_answers();
