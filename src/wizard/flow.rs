@@ -215,6 +215,20 @@ impl Flow<'_> {
     }
 }
 
+/// `net` unless it overlaps one of `nets`.
+fn no_overlap(net: Ipv4Net, nets: &[Network]) -> Checked<Ipv4Net> {
+    match nets
+        .iter()
+        .find(|o| o.subnet.contains(&net) || net.contains(&o.subnet))
+    {
+        Some(o) => Err(format!(
+            "{net} overlaps the {} network {}",
+            o.name, o.subnet
+        )),
+        None => Ok(net),
+    }
+}
+
 fn positive(s: &str, what: &str) -> Checked<u32> {
     match parse::number::<u32>(s, what)? {
         0 => Err(format!("the {what} must be above 0")),

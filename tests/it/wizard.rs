@@ -158,6 +158,21 @@ pub(super) fn homelab_answers() -> Vec<Answer> {
     a
 }
 
+/// A final check that reports `finding` on its first call only, counting calls.
+fn finding_once<'a>(
+    calls: &'a std::cell::Cell<u32>,
+    finding: &'a str,
+) -> impl Fn(&Profile) -> Vec<String> + 'a {
+    move |_| {
+        calls.set(calls.get() + 1);
+        if calls.get() == 1 {
+            vec![finding.to_owned()]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
 fn no_problems(_: &Profile) -> Vec<String> {
     Vec::new()
 }
@@ -473,14 +488,7 @@ fn pty_init_on_a_flat_lan_proposes_it_and_the_profile_builds_in_the_lab() {
 #[test]
 fn fixing_a_section_starts_from_the_previous_answers() {
     let calls = std::cell::Cell::new(0);
-    let lint = |_: &Profile| {
-        calls.set(calls.get() + 1);
-        if calls.get() == 1 {
-            vec!["E100 pretend finding about nodes".to_owned()]
-        } else {
-            Vec::new()
-        }
-    };
+    let lint = finding_once(&calls, "E100 pretend finding about nodes");
     let mut answers = homelab_answers();
     answers.push(Answer::Pick("Change the nodes".into()));
     // Node count, then six questions per node: Enter keeps every earlier answer.
@@ -496,14 +504,7 @@ fn fixing_a_section_starts_from_the_previous_answers() {
 #[test]
 fn the_dns_record_default_follows_a_changed_endpoint() {
     let calls = std::cell::Cell::new(0);
-    let lint = |_: &Profile| {
-        calls.set(calls.get() + 1);
-        if calls.get() == 1 {
-            vec!["E100 pretend finding about the endpoint".to_owned()]
-        } else {
-            Vec::new()
-        }
-    };
+    let lint = finding_once(&calls, "E100 pretend finding about the endpoint");
     let mut answers = homelab_answers();
     answers.push(Answer::Pick("Change Kubernetes, DNS and add-ons".into()));
     answers.extend([d(), t("https://10.8.16.21:6443")]);
@@ -522,14 +523,7 @@ fn the_dns_record_default_follows_a_changed_endpoint() {
 #[test]
 fn the_add_ons_page_can_be_changed_alone() {
     let calls = std::cell::Cell::new(0);
-    let lint = |_: &Profile| {
-        calls.set(calls.get() + 1);
-        if calls.get() == 1 {
-            vec!["E100 pretend finding about the pool".to_owned()]
-        } else {
-            Vec::new()
-        }
-    };
+    let lint = finding_once(&calls, "E100 pretend finding about the pool");
     let mut answers = homelab_answers();
     answers.push(Answer::Pick("Change the add-ons".into()));
     answers.push(t("10.8.31.20-10.8.31.100"));

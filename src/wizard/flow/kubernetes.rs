@@ -46,18 +46,7 @@ impl Flow<'_> {
             }
         })?;
         let nets: Vec<Network> = self.d.networks.clone();
-        let overlaps = move |net: Ipv4Net| -> Checked<Ipv4Net> {
-            match nets
-                .iter()
-                .find(|o| o.subnet.contains(&net) || net.contains(&o.subnet))
-            {
-                Some(o) => Err(format!(
-                    "{net} overlaps the {} network {}",
-                    o.name, o.subnet
-                )),
-                None => Ok(net),
-            }
-        };
+        let overlaps = move |net: Ipv4Net| no_overlap(net, &nets);
         let svc = self.ask("Service subnet", &k.service_subnet.to_string(), |s| {
             overlaps(parse::subnet(s)?)
         })?;

@@ -95,17 +95,7 @@ impl Flow<'_> {
             },
         )?;
         let subnet = self.ask(&format!("{label} subnet"), &cur.subnet.to_string(), |s| {
-            let net = parse::subnet(s)?;
-            match others
-                .iter()
-                .find(|o| o.subnet.contains(&net) || net.contains(&o.subnet))
-            {
-                Some(o) => Err(format!(
-                    "{net} overlaps the {} network {}",
-                    o.name, o.subnet
-                )),
-                None => Ok(net),
-            }
+            no_overlap(parse::subnet(s)?, &others)
         })?;
         let gw_default = cur
             .gateway
