@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use super::{
-    backup, destroy, docs, generate, init, lab, lint, man, plan, preflight, provision, rebuild,
-    status, up,
+    backup, destroy, diff, docs, generate, init, lab, lint, man, plan, preflight, provision,
+    rebuild, status, up, upgrade,
 };
 
 #[derive(Debug, Parser)]
@@ -71,6 +71,10 @@ pub enum Command {
     Destroy(destroy::Args),
     /// The whole bring-up, from bare Proxmox hosts to a working cluster.
     Up(up::Args),
+    /// Show how the live cluster differs from the profile (exit 0 none, 1 differences, 2 error).
+    Diff(diff::Args),
+    /// Upgrade a running cluster to the profile's Talos and Kubernetes versions.
+    Upgrade(upgrade::Args),
     /// Show where a cluster stands.
     Status(status::Args),
     /// The simulated datacenter: `lab serve` keeps it running for kubectl and talosctl.
@@ -100,7 +104,7 @@ pub struct LabArgs {
     pub lab_speed: f64,
     /// Faults to inject, e.g. `time-not-in-sync=2,pve-lock=3` (names: slow-install,
     /// reboot-loops, time-not-in-sync, drop-streams, pve-lock, pve-595, pve-500,
-    /// pve-task-error, slow-crd; see docs/lab.md). Disasters, applied to the saved
+    /// pve-task-error, slow-crd, upgrade-fails=NODE; see docs/lab.md). Disasters, applied to the saved
     /// lab when the command starts: destroy-vm=NODE, corrupt-etcd=NODE,
     /// hang-node=NODE, lose-control-planes; impostor=NODE (a foreign machine at the
     /// node's management address) needs no saved lab.

@@ -2,7 +2,12 @@
 //! the profile, the secrets bundle (optionally age-encrypted), talosconfig,
 //! kubeconfig and a manifest, written atomically into
 //! `<cluster dir>/backups/<cluster>-<timestamp>/` (or under `--out DIR`).
-//! `backup verify DIR` checks a backup offline. The work is `rebuild::backup`.
+//! `backup verify DIR` checks a backup offline. The work is `rebuild::backup`;
+//! `--keep N` prunes old backups afterwards (`rebuild::retention`).
+//!
+//! Exit codes: 0 the backup was written (and, with `--keep`, old ones pruned);
+//! 1 no backup was written, or it was written but pruning failed (the message says
+//! which); 2 bad input (profile, arguments such as `--keep 0`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,7 +19,7 @@ use super::common::{close_lab, open_lab};
 use super::preflight::runtime;
 use crate::net::AddressBook;
 use crate::rebuild::backup::{self, Contents};
-use crate::rebuild::health;
+use crate::rebuild::{health, retention};
 use crate::talos::api::{Stages, Talosconfig, Target, Timeouts};
 use crate::up::Env;
 
@@ -36,6 +41,10 @@ pub struct Args {
     /// Encrypt the secrets bundle to this age X25519 recipient (age1…).
     #[arg(long, value_name = "RECIPIENT")]
     pub age_recipient: Option<String>,
+    /// After the new backup is written and verified, delete this cluster's oldest
+    /// backups in the same directory so that the newest N remain (N ≥ 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
     #[command(flatten)]
     pub lab: LabArgs,
 }
@@ -129,10 +138,18 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         .await;
         close_lab(dc, &a.lab)?;
         let (path, manifest) = result?;
+        // Old backups go only once the new one checks out.
+        let pruned = match a.keep {
+            Some(keep) => {
+                backup::verify(&path, None)?;
+                retention::prune(&out, &manifest.cluster, keep as usize)?
+            }
+            None => Vec::new(),
+        };
         match g.output {
             Output::Json => println!(
                 "{}",
-                serde_json::json!({"path": path, "manifest": manifest})
+                serde_json::json!({"path": path, "manifest": manifest, "pruned": pruned})
             ),
             Output::Text => {
                 println!(
@@ -141,6 +158,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                     manifest.node,
                     path.display()
                 );
+                for p in &pruned {
+                    println!("removed old backup {} (--keep)", p.display());
+                }
                 match &manifest.age_recipient {
                     Some(r) => println!("secrets bundle encrypted to {r}"),
                     None => println!(

@@ -98,6 +98,27 @@ pub fn hosts(
     })
 }
 
+/// `open_lab` then `hosts`, for commands that act on a built cluster (the add-on
+/// manifests come from the binary).
+pub async fn cluster_hosts(
+    dir: &ClusterDir,
+    profile: &Profile,
+    profile_path: &Path,
+    lab: Option<&LabOptions>,
+    pve: &PveArgs,
+) -> anyhow::Result<(Option<Datacenter>, Env)> {
+    let dc = open_lab(dir, profile, lab).await?;
+    let env = hosts(
+        dc.as_ref(),
+        lab,
+        profile,
+        profile_path,
+        pve,
+        ManifestSource::Embedded,
+    )?;
+    Ok((dc, env))
+}
+
 /// Marker error: the command ran, but its verdict is negative (lint errors).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

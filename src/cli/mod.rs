@@ -10,6 +10,7 @@ mod common;
 mod backup;
 mod completions;
 mod destroy;
+mod diff;
 mod docs;
 
 mod generate;
@@ -23,6 +24,7 @@ mod provision;
 mod rebuild;
 mod status;
 mod up;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -73,7 +75,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Preflight(a) => preflight::run(g, a),
         Command::Provision(a) => provision::run(g, a),
         Command::Destroy(a) => destroy::run(g, a),
+        Command::Diff(a) => diff::run(g, a),
         Command::Up(a) => up::run(g, a),
+        Command::Upgrade(a) => upgrade::run(g, a),
         Command::Status(a) => status::run(g, a),
         Command::Lab(a) => lab::run(g, a),
         Command::Backup(a) => backup::run(g, a),

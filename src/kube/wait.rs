@@ -27,10 +27,20 @@ impl Poll {
 
     /// Repeat `check` until it yields `Ok(Ok(t))`. `Ok(Err(state))` means "not yet"
     /// (the state is reported on timeout); `Err` aborts at once.
-    pub async fn until<T, F, Fut>(&self, what: &str, mut check: F) -> Result<T, KubeError>
+    pub async fn until<T, F, Fut>(&self, what: &str, check: F) -> Result<T, KubeError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Result<T, String>, KubeError>>,
+    {
+        self.until_with(what, check).await
+    }
+
+    /// `until` for a caller's own error type (its checks fail with it).
+    pub async fn until_with<T, E, F, Fut>(&self, what: &str, mut check: F) -> Result<T, E>
+    where
+        E: From<KubeError>,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Result<T, String>, E>>,
     {
         let start = tokio::time::Instant::now();
         let mut delay = self.min;
@@ -40,11 +50,11 @@ impl Poll {
                 Err(state) => state,
             };
             if start.elapsed() >= self.timeout {
-                return Err(KubeError::Timeout {
+                return Err(E::from(KubeError::Timeout {
                     what: what.into(),
                     secs: self.timeout.as_secs(),
                     last,
-                });
+                }));
             }
             tokio::time::sleep(delay.min(self.timeout.saturating_sub(start.elapsed()))).await;
             delay = (delay * 2).min(self.max);

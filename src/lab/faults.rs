@@ -13,6 +13,7 @@
 //! | `pve-500` | count | N writes fail with a 500 before doing anything |
 //! | `pve-task-error` | task type (`qmcreate`, `qmstart`, `download`) | that task ends in `TASK ERROR` once (`qmstart`: the start that boots a VM with its `cidata`) |
 //! | `slow-crd` | `NAME:duration` | that CRD takes that long (in real time) to become Established |
+//! | `upgrade-fails` | node name | that node's next OS upgrade fails in the installer; it stays on its release |
 //! | `destroy-vm` | node name | disaster: that node's VM (and its disks) is gone; its etcd member stays listed |
 //! | `corrupt-etcd` | node name | disaster: that control plane's etcd data is broken; it stays a listed member but serves nothing |
 //! | `hang-node` | node name | disaster: that node's VM runs but the node answers nothing (hung) until it is power-cycled |
@@ -137,9 +138,12 @@ impl LabFaults {
                         .ok_or_else(|| err("expects NAME:duration, e.g. crds.x.io:30s"))?;
                     f.slow_crds.push((crd.to_owned(), d));
                 }
-                "destroy-vm" | "corrupt-etcd" | "hang-node" | "impostor" if value.is_empty() => {
+                "destroy-vm" | "corrupt-etcd" | "hang-node" | "impostor" | "upgrade-fails"
+                    if value.is_empty() =>
+                {
                     return Err(err("expects a node name, e.g. =talos-k8s-02"));
                 }
+                "upgrade-fails" => f.talos.upgrade_fails.push(value.to_owned()),
                 "destroy-vm" => f.disasters.push(Disaster::DestroyVm(value.to_owned())),
                 "corrupt-etcd" => f.disasters.push(Disaster::CorruptEtcd(value.to_owned())),
                 "hang-node" => f.disasters.push(Disaster::HangNode(value.to_owned())),
@@ -197,5 +201,8 @@ mod tests {
             ]
         );
         assert!(LabFaults::parse("destroy-vm").is_err());
+        let u = LabFaults::parse("upgrade-fails=talos-k8s-02").unwrap();
+        assert_eq!(u.talos.upgrade_fails, ["talos-k8s-02"]);
+        assert!(LabFaults::parse("upgrade-fails").is_err());
     }
 }

@@ -118,6 +118,9 @@ pub struct LabNodeInfo {
     pub kubernetes_ca_crt: String,
     /// `cluster.ca.key` (PEM); present on control planes only.
     pub kubernetes_ca_key: String,
+    /// From `machine.kubelet.image`, as `Node.status.nodeInfo.kubeletVersion` (`v1.36.3`).
+    #[serde(default)]
+    pub kubelet_version: String,
 }
 
 /// Without the CA key: every `LabEvent` is logged at debug level (`Fabric::emit`).

@@ -216,7 +216,7 @@ pub async fn provision(
 }
 
 /// The create parameters of `node`, marked as `owner`'s.
-fn wanted(
+pub fn wanted(
     profile: &Profile,
     plan: &Plan,
     owner: &Owner,

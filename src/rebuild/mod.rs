@@ -23,6 +23,7 @@ pub mod backup;
 pub mod cluster;
 pub mod health;
 pub mod node;
+pub mod retention;
 
 use std::fmt::Write as _;
 

@@ -94,6 +94,10 @@ pub enum Step {
     Cilium,
     Metallb,
     Healthy,
+    /// `upgrade`: the node runs the profile's Talos release (detail: from → to).
+    TalosUpgraded(String),
+    /// `upgrade`: the node runs the profile's machine config and Kubernetes release.
+    KubernetesUpgraded(String),
 }
 
 impl Step {
@@ -118,6 +122,8 @@ impl Step {
             Step::Cilium => "cilium",
             Step::Metallb => "metallb",
             Step::Healthy => "healthy",
+            Step::TalosUpgraded(_) => "talos-upgraded",
+            Step::KubernetesUpgraded(_) => "kubernetes-upgraded",
         }
     }
 
@@ -130,7 +136,9 @@ impl Step {
             | Step::Cidata(t)
             | Step::Installed(t)
             | Step::CidataRemoved(t)
-            | Step::PodCidr(t) => Some(t),
+            | Step::PodCidr(t)
+            | Step::TalosUpgraded(t)
+            | Step::KubernetesUpgraded(t) => Some(t),
             _ => None,
         }
     }
@@ -160,6 +168,8 @@ impl Step {
             "cilium" => cluster(Step::Cilium),
             "metallb" => cluster(Step::Metallb),
             "healthy" => cluster(Step::Healthy),
+            "talos-upgraded" => per(Step::TalosUpgraded),
+            "kubernetes-upgraded" => per(Step::KubernetesUpgraded),
             _ => None,
         }
     }

@@ -165,6 +165,8 @@ fn every_step_round_trips_through_its_parts() {
         Step::Cilium,
         Step::Metallb,
         Step::Healthy,
+        Step::TalosUpgraded(n()),
+        Step::KubernetesUpgraded(n()),
     ];
     for s in &all {
         assert_eq!(Step::from_parts(s.name(), s.target()).as_ref(), Some(s));

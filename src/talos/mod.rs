@@ -4,4 +4,5 @@
 
 pub mod api;
 pub mod cidata;
+pub mod compat;
 pub mod config;

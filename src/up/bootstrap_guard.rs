@@ -43,6 +43,7 @@ pub fn evidence(dir: &ClusterDir, state: &State) -> Option<String> {
                 | Step::Cilium
                 | Step::Metallb
                 | Step::Healthy
+                | Step::KubernetesUpgraded(_)
         )
     };
     if let Some(r) = state.steps().iter().find(|r| needs_etcd(&r.step)) {

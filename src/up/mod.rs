@@ -316,7 +316,7 @@ async fn fetch_kubeconfig(
 }
 
 /// Pod CIDRs, Cilium, MetalLB through the Kubernetes API.
-async fn install_addons(
+pub(crate) async fn install_addons(
     env: &Env,
     profile: &Profile,
     plan: &Plan,

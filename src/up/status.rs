@@ -77,6 +77,9 @@ pub struct NodeStatus {
     /// The Kubernetes Node's Ready condition: `ready`, `not-ready`, `unknown` (the
     /// kubelet stopped reporting), `not-registered`, or `unreachable` (no API answer).
     pub kubernetes: &'static str,
+    /// The kubelet's version as its Node reports it (`status.nodeInfo.kubeletVersion`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubelet: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -165,10 +168,11 @@ pub async fn status(env: &Env, plan: &Plan, dir: &ClusterDir) -> anyhow::Result<
                     running: vm.is_some_and(|v| v.running),
                     host: vm.map(|v| v.node.clone()),
                 },
+                kubelet: ready.as_ref().ok().and_then(|r| r.get(&n.name)?.1.clone()),
                 talos,
                 kubernetes: match &ready {
                     Err(_) => "unreachable",
-                    Ok(r) => r.get(&n.name).copied().unwrap_or("not-registered"),
+                    Ok(r) => r.get(&n.name).map_or("not-registered", |(w, _)| *w),
                 },
             }
         })
@@ -264,9 +268,13 @@ async fn etcd(env: &Env, plan: &Plan, creds: Option<&Credentials>) -> EtcdStatus
 }
 
 /// Each Node's Ready condition by name, as `NodeStatus::kubernetes` words it.
-type NodeReadiness = Result<std::collections::BTreeMap<String, &'static str>, String>;
+/// Node name → (Ready condition word, kubelet version), or why the API did not answer.
+type NodeReadiness =
+    Result<std::collections::BTreeMap<String, (&'static str, Option<String>)>, String>;
 
-fn node_readiness(nodes: &[serde_json::Value]) -> std::collections::BTreeMap<String, &'static str> {
+fn node_readiness(
+    nodes: &[serde_json::Value],
+) -> std::collections::BTreeMap<String, (&'static str, Option<String>)> {
     nodes
         .iter()
         .map(|n| {
@@ -286,7 +294,12 @@ fn node_readiness(nodes: &[serde_json::Value]) -> std::collections::BTreeMap<Str
                     .as_str()
                     .unwrap_or_default()
                     .to_owned(),
-                word,
+                (
+                    word,
+                    n["status"]["nodeInfo"]["kubeletVersion"]
+                        .as_str()
+                        .map(str::to_owned),
+                ),
             )
         })
         .collect()
@@ -475,8 +488,8 @@ impl Status {
             o += &format!("  ✗ {p}\n");
         }
         o += &format!(
-            "\n  {:<14} {:>5}  {:<24} {:<14} Talos\n",
-            "node", "VMID", "VM", "Kubernetes"
+            "\n  {:<14} {:>5}  {:<24} {:<14} {:<22} kubelet\n",
+            "node", "VMID", "VM", "Kubernetes", "Talos"
         );
         for n in &self.nodes {
             let vm = match (&n.vm.host, n.vm.running) {
@@ -489,8 +502,9 @@ impl Status {
                 (None, Some(d)) => format!("{} ({d})", n.talos.stage),
                 (None, None) => n.talos.stage.to_owned(),
             };
+            let kubelet = n.kubelet.as_deref().unwrap_or("-");
             o += &format!(
-                "  {:<14} {:>5}  {:<24} {:<14} {talos}\n",
+                "  {:<14} {:>5}  {:<24} {:<14} {talos:<22} {kubelet}\n",
                 n.name, n.vmid, vm, n.kubernetes
             );
         }
@@ -580,6 +594,7 @@ mod tests {
                 version: (stage == "running").then(|| "v1.13.9".into()),
                 detail: (stage == "unreachable").then(|| "rebooting".into()),
             },
+            kubelet: host.map(|_| "v1.36.3".into()),
             kubernetes: if stage == "running" {
                 "ready"
             } else {
@@ -653,6 +668,7 @@ mod tests {
         assert!(text.contains("✗ cp-2: VM 120 is gone"), "{text}");
         assert!(text.contains("running on pve-1"), "{text}");
         assert!(text.contains("running v1.13.9"), "{text}");
+        assert!(text.contains("v1.36.3"), "{text}");
         assert!(text.contains("absent"), "{text}");
         assert!(text.contains("unreachable (rebooting)"), "{text}");
         assert!(text.contains("etcd members: unknown (no answer"), "{text}");
@@ -668,6 +684,8 @@ mod tests {
         assert_eq!(json["verdict"], "degraded");
         assert_eq!(json["nodes"][0]["kubernetes"], "ready");
         assert_eq!(json["nodes"][1]["vm"]["exists"], false);
+        assert_eq!(json["nodes"][0]["kubelet"], "v1.36.3");
+        assert_eq!(json["nodes"][0]["talos"]["version"], "v1.13.9");
         assert!(json.get("proxmox_error").is_none());
     }
 

@@ -53,6 +53,7 @@ async fn cluster(cfg: KubeSimConfig) -> Cluster {
             endpoint: plan.endpoint.clone(),
             kubernetes_ca_crt: ca.crt.clone(),
             kubernetes_ca_key: ca.key_pem.clone(),
+            kubelet_version: "v1.36.3".into(),
         })
         .collect();
     for i in &infos {

@@ -771,3 +771,46 @@ fn rebuild_acts_only_on_vms_with_this_clusters_id() {
     );
     assert!(!r.2.contains("power cycle"), "{}", r.2);
 }
+
+#[test]
+fn backup_keep_prunes_only_this_clusters_oldest_complete_backups() {
+    let d = lab_cluster();
+    let dir = d.path();
+    let out = dir.join("backups");
+    std::fs::create_dir_all(&out).unwrap();
+    // Older backups of this cluster, and things retention must never touch.
+    let fake = |name: &str, cluster: &str| {
+        let p = out.join(name);
+        std::fs::create_dir(&p).unwrap();
+        let m = json!({"format": 1, "cluster": cluster, "takenAt": "2020-01-01T00:00:00Z",
+            "node": "talos-k8s-01", "talosPveVersion": "0", "talosVersion": "v1.13.9",
+            "kubernetesVersion": "1.36.3", "files": []});
+        std::fs::write(p.join("manifest.json"), m.to_string()).unwrap();
+    };
+    fake("homelab-20200101T000000Z", "homelab");
+    fake("homelab-20200102T000000Z", "homelab");
+    fake("homelab-20200103T000000Z", "homelab");
+    fake("other-20200101T000000Z", "other");
+    std::fs::create_dir(out.join(".homelab-20200104T000000Z.partial-1")).unwrap();
+    // --keep 0 would delete everything, the new backup included: bad input.
+    let r = lab(dir, &["backup", "--keep", "0"]);
+    assert_eq!(r.0, 2, "{}", r.2);
+    let (code, stdout, stderr) = lab(dir, &["backup", "--keep", "2"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("removed old backup"), "{stdout}");
+    let mut left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 4, "{left:?}");
+    assert_eq!(left[0], ".homelab-20200104T000000Z.partial-1");
+    assert_eq!(left[1], "homelab-20200103T000000Z", "{left:?}");
+    assert!(left[2].starts_with("homelab-20") && left[2] != "homelab-20200103T000000Z");
+    assert_eq!(left[3], "other-20200101T000000Z");
+    ok(run(&[
+        "backup",
+        "verify",
+        out.join(&left[2]).to_str().unwrap(),
+    ]));
+}

@@ -925,3 +925,159 @@ async fn maintenance_probe_understands_talos_1_12_and_1_13() {
         lab.shutdown();
     }
 }
+
+// ---------------------------------------------------------------- OS upgrade (talos-day2.md §7)
+
+const INSTALLER: &str = "factory.talos.dev/nocloud-installer/ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515";
+
+/// Poll until the node answers with another boot id; then its `Version` tag.
+async fn after_reboot(fabric: &Fabric, c: &Cluster, n: usize, before: &str) -> String {
+    for _ in 0..500 {
+        let mut cl = connect(fabric, &c.nodes[n].target(), c.admin.clone());
+        if let Ok(id) = cl.boot_id().await
+            && id != before
+        {
+            let v = cl.version().await.unwrap();
+            return v[0].version.as_ref().unwrap().tag.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("node {n} did not reboot");
+}
+
+#[tokio::test]
+async fn a_1_12_node_upgrades_through_the_legacy_call_only_and_refuses_kubernetes_1_36() {
+    let (c, fabric, lab, stages) = started(
+        1,
+        480,
+        LabTalosConfig {
+            talos_version: "v1.12.11".into(),
+            ..LabTalosConfig::fast()
+        },
+    );
+    // The node installs the config of its cidata volume.
+    let t = c.nodes[0].target();
+    assert_eq!(
+        stages.wait_installed(&t, &c.admin).await.unwrap(),
+        "v1.12.11"
+    );
+    let mut cl = connect(&fabric, &t, c.admin.clone());
+    // Kubernetes 1.36 is outside Talos 1.12's range: the node refuses the config.
+    let with_kubelet = |v: &str| {
+        String::from_utf8(c.config(&c.nodes[0]))
+            .unwrap()
+            .replace(
+                "  kubelet:\n",
+                &format!("  kubelet:\n    image: ghcr.io/siderolabs/kubelet:v{v}\n"),
+            )
+            .into_bytes()
+    };
+    let e = cl
+        .apply_configuration(
+            &with_kubelet("1.36.3"),
+            messages::ApplyMode::NoReboot,
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::InvalidArgument), "{e}");
+    assert!(
+        e.to_string()
+            .contains("kubelet image is not valid: version of Kubernetes 1.36.3 is too new to be used with Talos 1.12.11"),
+        "{e}"
+    );
+    cl.apply_configuration(
+        &with_kubelet("1.35.4"),
+        messages::ApplyMode::NoReboot,
+        false,
+    )
+    .await
+    .unwrap();
+    // The 1.13 services do not exist on a 1.12 node.
+    let e = cl
+        .image_pull(&format!("{INSTALLER}:v1.13.9"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::Unimplemented), "{e}");
+    let e = cl.lifecycle_upgrade("x").await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::Unimplemented), "{e}");
+    // Legacy Upgrade checks the image inside the call…
+    let e = cl
+        .legacy_upgrade("ghcr.io/acme/app:latest")
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("error validating installer image"),
+        "{e}"
+    );
+    // …then installs and reboots by itself into the new release.
+    let boot = cl.boot_id().await.unwrap();
+    cl.legacy_upgrade(&format!("{INSTALLER}:v1.13.9"))
+        .await
+        .unwrap();
+    assert_eq!(after_reboot(&fabric, &c, 0, &boot).await, "v1.13.9");
+    // Now on 1.13: Kubernetes 1.36 is accepted.
+    let mut cl = connect(&fabric, &t, c.admin.clone());
+    cl.apply_configuration(
+        &with_kubelet("1.36.3"),
+        messages::ApplyMode::NoReboot,
+        false,
+    )
+    .await
+    .unwrap();
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn lifecycle_upgrade_writes_the_image_only_and_reboot_boots_it() {
+    let (c, fabric, lab, _) = running_cluster(3, 490, LabTalosConfig::fast()).await;
+    let t = c.nodes[1].target();
+    let mut cl = connect(&fabric, &t, c.admin.clone());
+    let image = format!("{INSTALLER}:v1.13.10");
+    // Per node only: `nodes` fan-out is refused for these services.
+    let mut fan = connect(&fabric, &c.nodes[0].target(), c.admin.clone())
+        .with_routing(Routing::Nodes(vec![c.nodes[1].mgmt().to_string()]));
+    let e = fan.lifecycle_upgrade(&image).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::InvalidArgument), "{e}");
+    let e = cl.lifecycle_upgrade("").await.unwrap_err();
+    assert_eq!(e.message(), Some("installer image name is required"), "{e}");
+    // Not pulled: the installer cannot run; the RPC ends OK with a non-zero exit code.
+    let e = cl.lifecycle_upgrade(&image).await.unwrap_err();
+    assert!(
+        e.to_string().contains("installer exited with code 1"),
+        "{e}"
+    );
+    let boot = cl.boot_id().await.unwrap();
+    assert_eq!(cl.image_pull(&image).await.unwrap(), image);
+    cl.lifecycle_upgrade(&image).await.unwrap();
+    // No reboot by itself: same boot, same release.
+    assert_eq!(cl.boot_id().await.unwrap(), boot);
+    let v = cl.version().await.unwrap();
+    assert_eq!(v[0].version.as_ref().unwrap().tag, "v1.13.9");
+    cl.reboot().await.unwrap();
+    assert_eq!(after_reboot(&fabric, &c, 1, &boot).await, "v1.13.10");
+    lab.shutdown();
+}
+
+#[tokio::test]
+async fn legacy_upgrade_on_a_control_plane_refuses_a_two_member_etcd() {
+    let (c, fabric, lab, _) = running_cluster(3, 500, LabTalosConfig::fast()).await;
+    let mut cl = connect(&fabric, &c.nodes[0].target(), c.admin.clone());
+    let members = cl.etcd_member_list().await.unwrap();
+    let third = members
+        .iter()
+        .find(|m| m.hostname == c.nodes[2].name)
+        .unwrap();
+    cl.etcd_remove_member_by_id(third.id).await.unwrap();
+    let e = cl
+        .legacy_upgrade(&format!("{INSTALLER}:v1.13.10"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "error validating etcd for upgrade: etcd member count(2) is insufficient to maintain quorum if upgrade commences"
+        ),
+        "{e}"
+    );
+    lab.shutdown();
+}

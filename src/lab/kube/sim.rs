@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::Lab;
 use super::store::{self, key};
 use crate::addons::cilium;
+use crate::lab::LabNodeInfo;
 
 /// The objects cilium-cli renders for the Talos native-routing values (chart 1.19.6):
 /// (apiVersion, kind, namespace, name).
@@ -151,17 +152,33 @@ fn nodes(lab: &Lab) -> Vec<Value> {
     lab.store.list(&store::prefix("", "nodes", None))
 }
 
+/// The kubelet's version: its config's image tag, else the release default.
+fn kubelet_version(lab: &Lab, info: &LabNodeInfo) -> String {
+    if info.kubelet_version.is_empty() {
+        format!("v{}", lab.cfg.kubernetes_version.trim_start_matches('v'))
+    } else {
+        info.kubelet_version.clone()
+    }
+}
+
 fn register_nodes(lab: &Lab) {
     let infos = lab.nodes.lock().expect("nodes lock").clone();
     for info in infos {
         let k = key("", "nodes", None, &info.hostname);
-        if lab.store.get(&k).is_some()
-            || !elapsed(
-                lab,
-                &format!("kubelet/{}", info.hostname),
-                lab.cfg.node_register,
-            )
-        {
+        if let Some(mut node) = lab.store.get(&k) {
+            // A restarted kubelet (new image) reports its version at once.
+            let kubelet = kubelet_version(lab, &info);
+            if node["status"]["nodeInfo"]["kubeletVersion"] != kubelet.as_str() {
+                node["status"]["nodeInfo"]["kubeletVersion"] = json!(kubelet);
+                save(lab, node);
+            }
+            continue;
+        }
+        if !elapsed(
+            lab,
+            &format!("kubelet/{}", info.hostname),
+            lab.cfg.node_register,
+        ) {
             continue;
         }
         let mut labels = json!({"kubernetes.io/hostname": info.hostname, "kubernetes.io/os": "linux",
@@ -192,7 +209,7 @@ fn register_nodes(lab: &Lab) {
                 "addresses": [{"type": "InternalIP", "address": info.internal_ip.to_string()},
                               {"type": "Hostname", "address": info.hostname}],
                 // What a Talos kubelet reports (`kubectl get nodes -o wide`).
-                "nodeInfo": {"kubeletVersion": format!("v{}", lab.cfg.kubernetes_version.trim_start_matches('v')),
+                "nodeInfo": {"kubeletVersion": kubelet_version(lab, &info),
                     "osImage": format!("Talos ({})", lab.cfg.talos_version), "operatingSystem": "linux",
                     "architecture": "amd64", "kernelVersion": "lab", "containerRuntimeVersion": "containerd://lab"},
                 "capacity": capacity, "allocatable": capacity,

@@ -10,6 +10,7 @@ use ipnet::Ipv4Net;
 use serde_json::Value;
 
 use crate::lab::LabNic;
+use crate::talos::compat;
 
 /// The facts a node takes from its applied config.
 #[derive(Clone, PartialEq)]
@@ -141,6 +142,19 @@ pub fn parse(text: &str, nics: &[LabNic]) -> Result<MachineConfig, String> {
     check_link_aliases(&docs, nics)?;
     check_routing_rules(&docs)?;
     Ok(cfg)
+}
+
+impl MachineConfig {
+    /// The kubelet's Kubernetes version as `Node.status.nodeInfo.kubeletVersion` shows
+    /// it (`v1.36.3`); empty when the config names no kubelet image (the release's default).
+    pub fn kubelet_version(&self) -> String {
+        self.kubernetes_images
+            .iter()
+            .find(|(name, _)| *name == "kubelet")
+            .and_then(|(_, img)| compat::image_version(img))
+            .map(|v| format!("v{v}"))
+            .unwrap_or_default()
+    }
 }
 
 /// Document kinds Talos 1.13 added: a 1.12 node does not know them (v1.12.11

@@ -13,6 +13,7 @@ mod certs;
 mod machine;
 mod nocloud;
 mod server;
+mod upgrade;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,6 +41,9 @@ pub struct Faults {
     pub time_not_in_sync: u32,
     /// The first N snapshot/kubeconfig streams are cut short.
     pub drop_streams: u32,
+    /// Hostnames whose next OS upgrade fails in the installer (once each).
+    #[serde(default)]
+    pub upgrade_fails: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,6 +111,22 @@ pub struct NodeState {
     pub etcd_member: bool,
     pub member_id: u64,
     pub reboot_loops_done: u32,
+    /// The Talos release installed on the disk (`Version`'s tag); `None` in states
+    /// saved before versions were tracked: the configured release.
+    #[serde(default)]
+    pub talos_version: Option<String>,
+    /// The release an upgrade wrote to disk, booted at the next power-on or reboot.
+    #[serde(default)]
+    pub staged_version: Option<String>,
+    /// Images pulled into the system containerd (`ImageService/Pull`).
+    #[serde(default)]
+    pub pulled: Vec<String>,
+    /// Boots so far: the boot id changes with each.
+    #[serde(default)]
+    pub boots: u64,
+    /// A `LifecycleService/Upgrade` is running (not saved: it ends with the process).
+    #[serde(skip)]
+    pub installing_upgrade: bool,
 }
 
 impl fmt::Debug for NodeState {
@@ -132,6 +152,11 @@ impl NodeState {
             etcd_member: false,
             member_id: 0,
             reboot_loops_done: 0,
+            talos_version: None,
+            staged_version: None,
+            pulled: Vec::new(),
+            boots: 0,
+            installing_upgrade: false,
         }
     }
 }
@@ -614,8 +639,15 @@ fn boot(shared: &Arc<Shared>, vmid: u32) {
         set_phase(n, Phase::Booting)
     };
     after(shared, vmid, generation, shared.cfg.boot, |s, vmid| {
-        let (installed, cidata) = match lock(&s.nodes).get(&vmid) {
-            Some(n) => (n.state.config.is_some(), cidata_config(&n.state.vm)),
+        let (installed, cidata) = match lock(&s.nodes).get_mut(&vmid) {
+            Some(n) => {
+                n.state.boots += 1;
+                // The bootloader boots what an upgrade wrote (docs `upgrading-talos.mdx`).
+                if let Some(v) = n.state.staged_version.take() {
+                    n.state.talos_version = Some(v);
+                }
+                (n.state.config.is_some(), cidata_config(&n.state.vm))
+            }
             None => return,
         };
         if installed {
@@ -635,6 +667,8 @@ fn install(shared: &Arc<Shared>, vmid: u32) {
         let Some(n) = nodes.get_mut(&vmid) else {
             return;
         };
+        // The ISO's release is what gets installed.
+        n.state.talos_version = Some(running_version(shared, n));
         set_phase(n, Phase::Installing)
     };
     let delay = shared.cfg.install + lock(&shared.faults_left).slow_install;
@@ -705,19 +739,7 @@ fn enter_running(shared: &Arc<Shared>, vmid: u32) {
             }
         }
         let generation = set_phase(n, Phase::Running);
-        let mgmt = n.management().unwrap_or(Ipv4Addr::LOCALHOST);
-        let info = LabNodeInfo {
-            vmid,
-            hostname,
-            machine_type: cfg.machine_type.clone(),
-            cluster_name: cfg.cluster_name.clone(),
-            management: mgmt,
-            internal_ip: n.internal_ip(&cfg),
-            endpoint: cfg.endpoint.clone(),
-            kubernetes_ca_crt: cfg.k8s_ca_crt.clone(),
-            kubernetes_ca_key: cfg.k8s_ca_key.clone(),
-        };
-        (generation, info)
+        (generation, node_info(n, &cfg))
     };
     shared.fabric.emit(LabEvent::NodeRunning(info));
     after(
@@ -737,6 +759,30 @@ fn enter_running(shared: &Arc<Shared>, vmid: u32) {
             try_join(s, vmid, generation);
         },
     );
+}
+
+/// The release a node runs: what it installed, or (older saved states) the configured one.
+fn running_version(shared: &Shared, n: &Node) -> String {
+    n.state
+        .talos_version
+        .clone()
+        .unwrap_or_else(|| shared.cfg.talos_version.clone())
+}
+
+/// What the Kubernetes side learns when the node (or its kubelet) starts.
+fn node_info(n: &Node, cfg: &MachineConfig) -> LabNodeInfo {
+    LabNodeInfo {
+        vmid: n.state.vm.vmid,
+        hostname: n.hostname(),
+        machine_type: cfg.machine_type.clone(),
+        cluster_name: cfg.cluster_name.clone(),
+        management: n.management().unwrap_or(Ipv4Addr::LOCALHOST),
+        internal_ip: n.internal_ip(cfg),
+        endpoint: cfg.endpoint.clone(),
+        kubernetes_ca_crt: cfg.k8s_ca_crt.clone(),
+        kubernetes_ca_key: cfg.k8s_ca_key.clone(),
+        kubelet_version: cfg.kubelet_version(),
+    }
 }
 
 /// A control plane whose etcd is ready joins once the cluster is bootstrapped, a

@@ -26,7 +26,9 @@ use crate::lab::LabEvent;
 use crate::talos::api::messages::*;
 use crate::talos::api::snapshot::RECOVER_CHUNK;
 
-type DataStream = Pin<Box<dyn Stream<Item = Result<Data, Status>> + Send>>;
+/// A server stream's frames.
+pub(super) type Frames<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>;
+type DataStream = Frames<Data>;
 
 /// A rustls server config speaking h2, with or without client certificates.
 fn server_config(
@@ -73,8 +75,8 @@ pub(super) fn mutual_tls(
 #[derive(Clone)]
 pub(super) struct Peer {
     /// Talos roles (`os:admin`, …) from the client certificate; empty in maintenance.
-    roles: Vec<String>,
-    maintenance: bool,
+    pub(super) roles: Vec<String>,
+    pub(super) maintenance: bool,
 }
 
 pub(super) async fn accept_loop(shared: Weak<Shared>, vmid: u32, listener: TcpListener) {
@@ -129,13 +131,13 @@ pub(super) async fn accept_loop(shared: Weak<Shared>, vmid: u32, listener: TcpLi
 }
 
 #[derive(Clone)]
-struct Ctx {
-    shared: Arc<Shared>,
-    vmid: u32,
-    peer: Peer,
+pub(super) struct Ctx {
+    pub(super) shared: Arc<Shared>,
+    pub(super) vmid: u32,
+    pub(super) peer: Peer,
 }
 
-async fn unary<Q, R, F, Fut>(
+pub(super) async fn unary<Q, R, F, Fut>(
     req: http::Request<hyper::body::Incoming>,
     f: F,
 ) -> http::Response<Body>
@@ -150,16 +152,17 @@ where
         .await
 }
 
-async fn server_stream<Q, F, Fut>(
+pub(super) async fn server_stream<Q, R, F, Fut>(
     req: http::Request<hyper::body::Incoming>,
     f: F,
 ) -> http::Response<Body>
 where
     Q: prost::Message + Default + Send + 'static,
+    R: prost::Message + Send + 'static,
     F: Fn(Request<Q>) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<Response<DataStream>, Status>> + Send + 'static,
+    Fut: Future<Output = Result<Response<Frames<R>>, Status>> + Send + 'static,
 {
-    tonic::server::Grpc::new(ProstCodec::<Data, Q>::default())
+    tonic::server::Grpc::new(ProstCodec::<R, Q>::default())
         .server_streaming(tower::service_fn(f), req)
         .await
 }
@@ -231,23 +234,28 @@ async fn dispatch(ctx: Ctx, req: http::Request<hyper::body::Incoming>) -> http::
                 .client_streaming(svc, req)
                 .await
         }
-        other => Status::unimplemented(format!("lab Talos does not implement {other}")).into_http(),
+        other => match super::upgrade::dispatch(ctx, other, req).await {
+            Some(resp) => resp,
+            None => {
+                Status::unimplemented(format!("lab Talos does not implement {other}")).into_http()
+            }
+        },
     }
 }
 
-const ADMIN: &[&str] = &["os:admin"];
+pub(super) const ADMIN: &[&str] = &["os:admin"];
 const READ: &[&str] = &["os:admin", "os:operator", "os:reader", "os:etcd:backup"];
 const BACKUP: &[&str] = &["os:admin", "os:operator", "os:etcd:backup"];
 
-fn respond<T>(m: T) -> Result<Response<T>, Status> {
+pub(super) fn respond<T>(m: T) -> Result<Response<T>, Status> {
     Ok(Response::new(m))
 }
 
-fn stream(chunks: Vec<Result<Data, Status>>) -> Result<Response<DataStream>, Status> {
+pub(super) fn stream(chunks: Vec<Result<Data, Status>>) -> Result<Response<DataStream>, Status> {
     Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
 }
 
-fn md(hostname: &str, error: Option<String>) -> Option<Metadata> {
+pub(super) fn md(hostname: &str, error: Option<String>) -> Option<Metadata> {
     Some(Metadata {
         hostname: hostname.to_owned(),
         error: error.unwrap_or_default(),
@@ -256,7 +264,7 @@ fn md(hostname: &str, error: Option<String>) -> Option<Metadata> {
 }
 
 impl Ctx {
-    fn allow(&self, rpc: &str, roles: &[&str]) -> Result<(), Status> {
+    pub(super) fn allow(&self, rpc: &str, roles: &[&str]) -> Result<(), Status> {
         if self.peer.maintenance {
             return Err(Status::permission_denied(format!(
                 "{rpc}: not authorized in maintenance mode"
@@ -304,11 +312,18 @@ impl Ctx {
         if !targets.is_empty() && self.peer.maintenance {
             return Err(Status::permission_denied("no request forwarding"));
         }
-        let tag = self.shared.cfg.talos_version.clone();
-        let version = |hostname: &str, error: Option<String>| Version {
+        let nodes = lock(&self.shared.nodes);
+        // Each node reports the release it booted (talos-day2.md §5).
+        let tag_of = |n: Option<&super::Node>| {
+            n.map_or_else(
+                || self.shared.cfg.talos_version.clone(),
+                |n| super::running_version(&self.shared, n),
+            )
+        };
+        let version = |hostname: &str, tag: String, error: Option<String>| Version {
             metadata: md(hostname, error.clone()),
             version: error.is_none().then(|| VersionInfo {
-                tag: tag.clone(),
+                tag,
                 os: "Talos (lab)".into(),
                 arch: "amd64".into(),
                 ..Default::default()
@@ -321,10 +336,9 @@ impl Ctx {
         };
         if targets.is_empty() {
             return respond(VersionResponse {
-                messages: vec![version("", None)],
+                messages: vec![version("", tag_of(nodes.get(&self.vmid)), None)],
             });
         }
-        let nodes = lock(&self.shared.nodes);
         let messages = targets
             .iter()
             .map(|t| {
@@ -332,9 +346,12 @@ impl Ctx {
                     n.hostname() == *t || n.addresses().iter().any(|a| a.to_string() == *t)
                 });
                 match found {
-                    Some(n) if n.state.phase == Phase::Running => version(&n.hostname(), None),
+                    Some(n) if n.state.phase == Phase::Running => {
+                        version(&n.hostname(), tag_of(Some(n)), None)
+                    }
                     Some(n) => version(
                         &n.hostname(),
+                        String::new(),
                         Some(format!(
                             "rpc error: code = Unavailable desc = node is {:?}",
                             n.state.phase
@@ -342,6 +359,7 @@ impl Ctx {
                     ),
                     None => version(
                         t,
+                        String::new(),
                         Some(format!(
                             "rpc error: code = Unavailable desc = no node {t} in this cluster"
                         )),
@@ -425,10 +443,10 @@ impl Ctx {
                 );
             }
         }
-        let parsed = machine::parse_on(&text, &n.state.vm.nics, &self.shared.cfg.talos_version)
-            .and_then(|c| {
-                machine::check_kubernetes_images(&c, &self.shared.cfg.talos_version).map(|()| c)
-            })
+        // The release this node runs decides what it accepts (an upgraded node more).
+        let release = super::running_version(&self.shared, n);
+        let parsed = machine::parse_on(&text, &n.state.vm.nics, &release)
+            .and_then(|c| machine::check_kubernetes_images(&c, &release).map(|()| c))
             .map_err(|e| {
                 Status::invalid_argument(format!("configuration validation failed: {e}"))
             })?;
@@ -460,11 +478,21 @@ impl Ctx {
         lock(&self.shared.counters).applies += 1;
         n.state.config = Some(text);
         n.state.config_sha256 = Some(hash);
+        // Image fields apply at once (talos-day2.md §3.2): a new kubelet image restarts
+        // the kubelet, which reports its new version to the API server.
+        let kubelet_restart = n
+            .parsed
+            .as_ref()
+            .is_some_and(|old| old.kubelet_version() != parsed.kubelet_version())
+            .then(|| super::node_info(n, &parsed));
         n.parsed = Some(parsed);
         super::configure_links(n);
         super::map(&self.shared, n);
         let fresh = self.peer.maintenance;
         drop(nodes);
+        if let Some(info) = kubelet_restart {
+            self.shared.fabric.emit(LabEvent::NodeRunning(info));
+        }
         if fresh {
             super::install(&self.shared, self.vmid);
             reply(
@@ -729,7 +757,7 @@ impl Ctx {
     }
 }
 
-fn chunks(bytes: &[u8]) -> Vec<Result<Data, Status>> {
+pub(super) fn chunks(bytes: &[u8]) -> Vec<Result<Data, Status>> {
     bytes
         .chunks(RECOVER_CHUNK)
         .map(|c| {

@@ -76,7 +76,7 @@ pub enum Routing {
 
 pub struct TalosClient {
     target: Target,
-    grpc: tonic::client::Grpc<Channel>,
+    pub(super) grpc: tonic::client::Grpc<Channel>,
     routing: Routing,
 }
 
@@ -125,13 +125,13 @@ impl TalosClient {
         self
     }
 
-    fn request<M>(&self, m: M) -> Request<M> {
+    pub(super) fn request<M>(&self, m: M) -> Request<M> {
         let mut r = Request::new(m);
         apply_routing(&self.routing, r.metadata_mut());
         r
     }
 
-    async fn unary<Q, R>(
+    pub(super) async fn unary<Q, R>(
         &mut self,
         rpc: &'static str,
         path: &'static str,
@@ -155,14 +155,14 @@ impl TalosClient {
         Ok(resp.into_inner())
     }
 
-    async fn ready(&mut self, rpc: &'static str) -> Result<(), TalosError> {
+    pub(super) async fn ready(&mut self, rpc: &'static str) -> Result<(), TalosError> {
         self.grpc
             .ready()
             .await
             .map_err(|e| classify(&self.target, rpc, Status::from_error(Box::new(e))))
     }
 
-    async fn stream_bytes<Q>(
+    pub(super) async fn stream_bytes<Q>(
         &mut self,
         rpc: &'static str,
         path: &'static str,
@@ -225,6 +225,38 @@ impl TalosClient {
             .await?;
         check(&self.target, "EtcdMemberList", &r)?;
         Ok(r.messages.into_iter().flat_map(|m| m.members).collect())
+    }
+
+    /// A running node's config change (day 2: `upgrade`'s Kubernetes step, `diff`'s
+    /// dry run). Configs reach new nodes on their cidata volume, never through this.
+    pub async fn apply_configuration(
+        &mut self,
+        data: &[u8],
+        mode: ApplyMode,
+        dry_run: bool,
+    ) -> Result<ApplyConfiguration, TalosError> {
+        let q = ApplyConfigurationRequest {
+            data: data.to_vec(),
+            mode: mode as i32,
+            dry_run,
+            try_mode_timeout: None,
+        };
+        let r: ApplyConfigurationResponse = self
+            .unary(
+                "ApplyConfiguration",
+                "/machine.MachineService/ApplyConfiguration",
+                q,
+            )
+            .await?;
+        check(&self.target, "ApplyConfiguration", &r)?;
+        r.messages
+            .into_iter()
+            .next()
+            .ok_or_else(|| TalosError::BadResponse {
+                node: self.target.node.clone(),
+                rpc: "ApplyConfiguration",
+                detail: "no messages in the response".into(),
+            })
     }
 
     pub async fn bootstrap(&mut self, q: BootstrapRequest) -> Result<(), TalosError> {

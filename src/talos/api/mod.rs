@@ -15,6 +15,7 @@ pub mod error;
 pub mod messages;
 pub mod snapshot;
 pub mod stages;
+pub mod upgrade;
 
 pub use client::{APID_PORT, Routing, RpcLimits, TalosClient, Target};
 pub use creds::{Credentials, Talosconfig, TlsMode};

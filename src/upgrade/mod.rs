@@ -1,0 +1,466 @@
+//! `talos-pve upgrade`: move a running cluster to the Talos and Kubernetes releases
+//! the profile names (talos-day2.md). The decision is pure (`plan`); this shell reads
+//! the running versions, then acts one node at a time:
+//!
+//! - Talos OS with the Image Factory installer of the profile's schematic (extensions
+//!   survive): on 1.13 nodes `ImageService/Pull` + `LifecycleService/Upgrade`, then a
+//!   client cordon and `Reboot` (that API checks no etcd, drains nothing, reboots
+//!   nothing); on 1.12 nodes the legacy `MachineService/Upgrade`. Control planes one at
+//!   a time with etcd checked by talos-pve before and after; then workers. After each
+//!   reboot the boot id must have changed and `Version` must report the target.
+//! - Kubernetes as `talosctl upgrade-k8s` does it: the node's whole machine config
+//!   (re-rendered from the profile, same secrets) applied with NO_REBOOT, control
+//!   planes first, then wait for the kubelet's version and Ready.
+//! - Add-ons: the `up` install path again (idempotent).
+//!
+//! Resumable: decisions come from what the nodes run now, so a run stopped by a
+//! failure simply runs again; finished nodes are recorded in the state file.
+
+mod plan;
+
+use std::future::Future;
+
+use serde_json::{Value, json};
+use thiserror::Error;
+
+pub use plan::{PlanError, Running, Step as NodeStep, UpgradePlan, decide};
+
+use crate::artifacts;
+use crate::cluster_dir::ClusterDir;
+use crate::files::{self, SECRET_MODE};
+use crate::kube::{self, KubeError, Kubeconfig, node_ready};
+use crate::plan::{NodePlan, Plan};
+use crate::profile::{Profile, Role};
+use crate::progress::Reporter;
+use crate::state::{State, StateError, Step};
+use crate::talos::api::messages::ApplyMode;
+use crate::talos::api::{Credentials, TalosClient, TalosError, Talosconfig, Target, TlsMode};
+use crate::talos::compat::Version;
+use crate::talos::config::{self as tc, Contract};
+use crate::up::{Env, UpError};
+
+#[derive(Debug, Error)]
+pub enum UpgradeError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(
+        "etcd is not healthy {when}: {detail}\n  fix: `talos-pve status` shows the members; wait until every control plane runs as a started etcd member, then run `talos-pve upgrade` again (no node is touched while etcd is unhealthy)"
+    )]
+    Etcd { when: String, detail: String },
+    #[error(
+        "{node}: the OS upgrade to {target} failed: {detail}; the node runs {running}. No other node was touched after it, so etcd keeps its quorum\n  fix: read the node's console (or `talosctl -n {node} dmesg`) for the installer's error, then run `talos-pve upgrade` again: nodes already upgraded are skipped"
+    )]
+    NotUpgraded {
+        node: String,
+        target: String,
+        running: String,
+        detail: String,
+    },
+    #[error(
+        "{cause}\n  fix: check {node}'s console and `talos-pve status`, then run `talos-pve upgrade` again: finished nodes are skipped"
+    )]
+    Stalled { node: String, cause: KubeError },
+    #[error(transparent)]
+    Talos(#[from] TalosError),
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Up(Box<UpError>),
+    #[error("{0:#}")]
+    Artifacts(anyhow::Error),
+}
+
+/// Longest wait for the Kubernetes API to answer at the start of a command.
+const API_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The cluster's clients: Talos with the directory's talosconfig, Kubernetes with its kubeconfig.
+pub struct Clients {
+    creds: Credentials,
+    kube: kube::Client,
+}
+
+impl Clients {
+    pub async fn open(env: &Env, dir: &ClusterDir) -> Result<Self, UpgradeError> {
+        let creds = Talosconfig::load(&dir.talosconfig())?.credentials;
+        let kc = Kubeconfig::load(&dir.kubeconfig())?;
+        // The API may be coming back (a restarted API server, a lab just reopened):
+        // a short wait, not a fifteen-minute one.
+        let poll = kube::Poll {
+            timeout: env.kube_poll.timeout.min(API_WAIT),
+            ..env.kube_poll
+        };
+        let kube = poll
+            .until("the Kubernetes API", || async {
+                Ok(kube::Client::new(&kc, &env.book)
+                    .await
+                    .map_err(|e| e.to_string()))
+            })
+            .await?;
+        Ok(Self { creds, kube })
+    }
+
+    pub fn kube(&self) -> &kube::Client {
+        &self.kube
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.creds
+    }
+
+    fn talos(&self, env: &Env, n: &NodePlan) -> Result<TalosClient, TalosError> {
+        env.talos
+            .client(&Target::of(n), &TlsMode::Mutual(self.creds.clone()))
+    }
+}
+
+fn node_path(name: &str) -> String {
+    format!("/api/v1/nodes/{name}")
+}
+
+/// What every node runs now; a node that does not answer is reported, not fatal.
+pub async fn observe(env: &Env, plan: &Plan, c: &Clients) -> Vec<Running> {
+    let nodes = c.kube.list("/api/v1/nodes").await;
+    let kubelet = |name: &str| -> Result<String, String> {
+        let nodes = nodes.as_ref().map_err(|e| first_line(&e.to_string()))?;
+        let n = nodes
+            .iter()
+            .find(|n| n["metadata"]["name"] == name)
+            .ok_or("no Node object in Kubernetes")?;
+        n["status"]["nodeInfo"]["kubeletVersion"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "the Node reports no kubeletVersion".into())
+    };
+    let talos = plan.nodes.iter().map(|n| async move {
+        let mut client = c.talos(env, n).map_err(|e| e.to_string())?;
+        let v = client
+            .version()
+            .await
+            .map_err(|e| first_line(&e.to_string()))?;
+        v.first()
+            .and_then(|v| v.version.as_ref())
+            .map(|i| i.tag.clone())
+            .ok_or_else(|| "Version carried no tag".to_owned())
+    });
+    let talos = futures_util::future::join_all(talos).await;
+    plan.nodes
+        .iter()
+        .zip(talos)
+        .map(|(n, talos)| Running {
+            node: n.name.clone(),
+            control_plane: n.role == Role::Controlplane,
+            talos,
+            kubelet: kubelet(&n.name),
+        })
+        .collect()
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Everything `execute` needs.
+pub struct Upgrade<'a> {
+    pub env: &'a Env,
+    pub profile: &'a Profile,
+    pub plan: &'a Plan,
+    pub dir: &'a ClusterDir,
+    pub state: &'a State,
+    pub rep: &'a Reporter,
+    pub clients: &'a Clients,
+}
+
+impl Upgrade<'_> {
+    /// Carry out `u`: OS, then Kubernetes and configs, then add-ons. Stops at the
+    /// first failure, with the node and what to do.
+    pub async fn execute(&self, u: &UpgradePlan) -> Result<(), UpgradeError> {
+        for s in &u.talos_steps {
+            self.stage(
+                &s.node,
+                "talos-upgrade",
+                Step::TalosUpgraded(s.node.clone()),
+                || self.os(s, &u.installer),
+            )
+            .await?;
+        }
+        let secrets = artifacts::existing_secrets(self.dir).map_err(UpgradeError::Artifacts)?;
+        let contract = Contract::from_talos_version(&self.profile.talos.version)
+            .map_err(|e| UpgradeError::Artifacts(anyhow::anyhow!(e)))?;
+        let kubelet = format!("v{}", u.kubernetes);
+        let mut order: Vec<&NodePlan> = self.plan.control_planes().collect();
+        order.extend(
+            self.plan
+                .nodes
+                .iter()
+                .filter(|n| n.role != Role::Controlplane),
+        );
+        for n in order {
+            let config = tc::render_node(self.profile, self.plan, n, &secrets, contract);
+            self.stage(
+                &n.name,
+                "kubernetes-upgrade",
+                Step::KubernetesUpgraded(n.name.clone()),
+                || self.kubernetes(n, config.as_bytes(), &kubelet),
+            )
+            .await?;
+        }
+        crate::up::install_addons(
+            self.env,
+            self.profile,
+            self.plan,
+            self.dir,
+            self.state,
+            self.rep,
+        )
+        .await
+        .map_err(|e| UpgradeError::Up(Box::new(e)))
+    }
+
+    async fn stage<F, Fut>(
+        &self,
+        node: &str,
+        name: &'static str,
+        step: Step,
+        f: F,
+    ) -> Result<(), UpgradeError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<String, UpgradeError>>,
+    {
+        self.rep.started(Some(node), name);
+        match f().await {
+            Ok(detail) => {
+                self.state.mark_done(step, Some(&detail))?;
+                self.env.checkpoint();
+                self.rep.progress(Some(node), name, &detail);
+                self.rep.done(Some(node), name);
+                Ok(())
+            }
+            Err(e) => {
+                self.rep.failed(Some(node), name, &e);
+                Err(e)
+            }
+        }
+    }
+
+    fn node(&self, name: &str) -> &NodePlan {
+        self.plan
+            .node(name)
+            .expect("upgrade steps are made from the plan's nodes")
+    }
+
+    /// One node's OS upgrade, verified by a new boot id and the running version.
+    async fn os(&self, s: &NodeStep, installer: &str) -> Result<String, UpgradeError> {
+        let n = self.node(&s.node);
+        if s.control_plane {
+            self.etcd_healthy()
+                .await
+                .map_err(|detail| UpgradeError::Etcd {
+                    when: format!("before upgrading {}", s.node),
+                    detail,
+                })?;
+        }
+        let mut c = self.clients.talos(self.env, n)?;
+        let running = tag(&mut c).await?;
+        if running == s.to {
+            return Ok(format!("already runs {running}"));
+        }
+        let boot = c.boot_id().await?;
+        let failed = |detail: String| UpgradeError::NotUpgraded {
+            node: s.node.clone(),
+            target: s.to.clone(),
+            running: running.clone(),
+            detail,
+        };
+        // 1.13 nodes: the new API writes the image only; the client drains and reboots
+        // (talos-day2.md §1.4, §1.6). Older nodes: the node does it all.
+        let lifecycle = Version::parse(&running).is_some_and(|v| v >= Version::new(1, 13, 0));
+        if lifecycle {
+            let name = c.image_pull(installer).await?;
+            c.lifecycle_upgrade(&name)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            self.cordon(&s.node, true).await?;
+            c.reboot().await?;
+        } else {
+            c.legacy_upgrade(installer).await?;
+        }
+        let now = self.rebooted(n, &boot).await?;
+        if now != s.to {
+            return Err(failed(format!(
+                "it rebooted into {now}, not {} (the installer failed; the bootloader kept the old release)",
+                s.to
+            )));
+        }
+        self.wait_node(&s.node, None).await?;
+        if lifecycle {
+            // A client cordon is never undone by Talos (talos-day2.md §1.3).
+            self.cordon(&s.node, false).await?;
+        }
+        if s.control_plane {
+            self.until(&s.node, "etcd healthy again after the reboot", || async {
+                Ok(self.etcd_healthy().await)
+            })
+            .await?;
+        }
+        Ok(format!("{} → {now}", s.from))
+    }
+
+    /// The node's whole config from the profile, applied without a reboot when it
+    /// differs; then its kubelet must report `kubelet` and be Ready.
+    async fn kubernetes(
+        &self,
+        n: &NodePlan,
+        config: &[u8],
+        kubelet: &str,
+    ) -> Result<String, UpgradeError> {
+        let mut c = self.clients.talos(self.env, n)?;
+        let dry = c
+            .apply_configuration(config, ApplyMode::NoReboot, true)
+            .await?;
+        let changed = !dry.mode_details.trim_end().ends_with("No changes.");
+        if changed {
+            c.apply_configuration(config, ApplyMode::NoReboot, false)
+                .await?;
+        }
+        // The local copy follows what the node runs.
+        let path = artifacts::machineconfig_path(self.dir, &n.name);
+        files::write_atomic(&path, config, SECRET_MODE).map_err(|e| {
+            UpgradeError::Artifacts(anyhow::anyhow!("writing {}: {e}", path.display()))
+        })?;
+        self.wait_node(&n.name, Some(kubelet)).await?;
+        Ok(if changed {
+            format!("config applied (no reboot); kubelet {kubelet}")
+        } else {
+            format!("config unchanged; kubelet {kubelet}")
+        })
+    }
+
+    /// Every control plane answers the member list with all control planes as
+    /// started voting members, and runs a healthy etcd service.
+    async fn etcd_healthy(&self) -> Result<(), String> {
+        let cps: Vec<&NodePlan> = self.plan.control_planes().collect();
+        for cp in &cps {
+            let mut c = self
+                .clients
+                .talos(self.env, cp)
+                .map_err(|e| first_line(&e.to_string()))?;
+            let members = c
+                .etcd_member_list()
+                .await
+                .map_err(|e| first_line(&e.to_string()))?;
+            for want in &cps {
+                match members.iter().find(|m| m.hostname == want.name) {
+                    None => return Err(format!("{} is not an etcd member", want.name)),
+                    Some(m) if m.is_learner => {
+                        return Err(format!("{} is still an etcd learner", want.name));
+                    }
+                    Some(_) => {}
+                }
+            }
+            let services = c
+                .service_list()
+                .await
+                .map_err(|e| first_line(&e.to_string()))?;
+            let etcd = services.iter().find(|s| s.id == "etcd");
+            let healthy = etcd.is_some_and(|s| {
+                s.state == "Running" && s.health.as_ref().is_some_and(|h| h.healthy)
+            });
+            if !healthy {
+                return Err(format!(
+                    "etcd on {} is {}",
+                    cp.name,
+                    etcd.map_or("absent", |s| s.state.as_str())
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait until the node answers with another boot id; its running release then.
+    async fn rebooted(&self, n: &NodePlan, before: &str) -> Result<String, UpgradeError> {
+        self.until(&n.name, "reboot into the upgraded release", || async {
+            let mut c = self.clients.talos(self.env, n)?;
+            Ok(match c.boot_id().await {
+                Ok(id) if id != before => Ok(tag(&mut c).await?),
+                Ok(_) => Err("still the same boot".to_owned()),
+                Err(e) => Err(first_line(&e.to_string())),
+            })
+        })
+        .await
+    }
+
+    async fn cordon(&self, node: &str, on: bool) -> Result<(), UpgradeError> {
+        let v = if on { json!(true) } else { Value::Null };
+        self.clients
+            .kube
+            .merge_patch(&node_path(node), &json!({"spec": {"unschedulable": v}}))
+            .await?;
+        Ok(())
+    }
+
+    /// The Node is Ready (and its kubelet reports `kubelet`, if given).
+    async fn wait_node(&self, node: &str, kubelet: Option<&str>) -> Result<(), UpgradeError> {
+        let what = format!(
+            "Node {node} Ready{}",
+            kubelet
+                .map(|k| format!(" with kubelet {k}"))
+                .unwrap_or_default()
+        );
+        self.env
+            .kube_poll
+            .until(&what, || async {
+                let Some(n) = self.clients.kube.get(&node_path(node)).await? else {
+                    return Ok(Err("no Node object".into()));
+                };
+                let version = n["status"]["nodeInfo"]["kubeletVersion"]
+                    .as_str()
+                    .unwrap_or("");
+                Ok(match kubelet {
+                    Some(k) if version != k => Err(format!("kubelet reports {version:?}")),
+                    _ => node_ready(&n),
+                })
+            })
+            .await
+            .map_err(|e| stalled(node)(UpgradeError::Kube(e)))?;
+        Ok(())
+    }
+
+    /// Poll `check` (`Ok(Err(state))` = not yet) within the Talos install deadline.
+    async fn until<T, F, Fut>(&self, node: &str, what: &str, check: F) -> Result<T, UpgradeError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Result<T, String>, UpgradeError>>,
+    {
+        let t = &self.env.talos.timeouts;
+        let poll = kube::Poll {
+            min: t.poll_min,
+            max: t.poll_max,
+            timeout: t.install,
+        };
+        poll.until_with(&format!("{node}: {what}"), check)
+            .await
+            .map_err(stalled(node))
+    }
+}
+
+/// A wait that ran out of time names the node and the way on.
+fn stalled(node: &str) -> impl FnOnce(UpgradeError) -> UpgradeError + '_ {
+    move |e| match e {
+        UpgradeError::Kube(cause @ KubeError::Timeout { .. }) => UpgradeError::Stalled {
+            node: node.to_owned(),
+            cause,
+        },
+        e => e,
+    }
+}
+
+async fn tag(c: &mut TalosClient) -> Result<String, TalosError> {
+    let v = c.version().await?;
+    Ok(v.first()
+        .and_then(|v| v.version.as_ref())
+        .map(|i| i.tag.clone())
+        .unwrap_or_default())
+}
