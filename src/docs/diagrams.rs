@@ -16,8 +16,13 @@ fn stor_id(i: usize, h: &Host) -> String {
     id("stor", &format!("{i}_{}", h.name))
 }
 
-fn vlan_id(vlan: u16) -> String {
-    id("vlan", &vlan.to_string())
+fn vlan_id(vlan: Option<u16>) -> String {
+    id("vlan", &vlan_key(vlan))
+}
+
+/// Diagram key of a network: its tag, or `untagged` (lint allows one untagged network).
+fn vlan_key(vlan: Option<u16>) -> String {
+    vlan.map_or_else(|| "untagged".into(), |v| v.to_string())
 }
 
 /// Each VLAN as a subgraph with what lives on it; the router joins the routed ones;
@@ -26,13 +31,13 @@ pub fn logical(p: &Profile, plan: &Plan) -> String {
     let mut g = Graph::new("TB");
     g.node("router", &["Gateway / router"]);
     for net in &p.networks {
-        let title = format!("VLAN {} - {} ({})", net.vlan, net.name, net.subnet);
-        let sub = id("net", &net.vlan.to_string());
+        let title = format!("{} - {} ({})", net.vlan_label(), net.name, net.subnet);
+        let sub = id("net", &vlan_key(net.vlan));
         let inside = |a: &std::net::Ipv4Addr| net.subnet.contains(a);
         g.subgraph(&sub, &title, |g| {
             if let Some(gw) = net.gateway {
                 g.node(
-                    &id("gw", &net.vlan.to_string()),
+                    &id("gw", &vlan_key(net.vlan)),
                     &["Gateway", &gw.to_string()],
                 );
             }
@@ -53,7 +58,7 @@ pub fn logical(p: &Profile, plan: &Plan) -> String {
             }
             for (j, d) in net.devices.iter().enumerate() {
                 g.node(
-                    &id("dev", &format!("{}_{j}_{}", net.vlan, d.name)),
+                    &id("dev", &format!("{}_{j}_{}", vlan_key(net.vlan), d.name)),
                     &[&d.name, &d.address.to_string()],
                 );
             }
@@ -89,7 +94,7 @@ pub fn logical(p: &Profile, plan: &Plan) -> String {
         .iter()
         .filter(|n| n.routed && n.gateway.is_some())
     {
-        g.edge("router", "---", &id("gw", &net.vlan.to_string()), None);
+        g.edge("router", "---", &id("gw", &vlan_key(net.vlan)), None);
     }
     let work = p.network(NetworkRole::Workload).map(|n| n.subnet);
     for n in &plan.nodes {
@@ -139,7 +144,7 @@ pub fn node_nics(p: &Profile, plan: &Plan) -> String {
         .iter()
         .filter(|n| matches!(n.role, NetworkRole::Management | NetworkRole::Workload))
     {
-        let head = format!("VLAN {}", net.vlan);
+        let head = net.vlan_label();
         g.node(
             &vlan_id(net.vlan),
             &[&head, role_name(net.role), &net.subnet.to_string()],
@@ -166,9 +171,13 @@ pub fn physical(p: &Profile) -> String {
         .networks
         .iter()
         .filter(|n| n.role != NetworkRole::Storage)
-        .map(|n| n.vlan.to_string())
+        .filter_map(|n| n.vlan.map(|v| v.to_string()))
         .collect();
-    let trunk = format!("VLANs {}", trunk.join(", "));
+    let trunk = if trunk.is_empty() {
+        "untagged".to_string()
+    } else {
+        format!("VLANs {}", trunk.join(", "))
+    };
     let switches: Vec<_> = p
         .networks
         .iter()
@@ -176,7 +185,7 @@ pub fn physical(p: &Profile) -> String {
             n.devices
                 .iter()
                 .enumerate()
-                .map(move |(j, d)| (n.vlan, j, d))
+                .map(move |(j, d)| (vlan_key(n.vlan), j, d))
         })
         .filter(|(_, _, d)| d.kind.as_deref() == Some("switch"))
         .collect();
@@ -193,7 +202,7 @@ pub fn physical(p: &Profile) -> String {
     }
     let storage = p.network(NetworkRole::Storage);
     if let Some(s) = storage {
-        let head = format!("Storage VLAN {}", s.vlan);
+        let head = format!("Storage {}", s.vlan_label());
         g.node(
             &vlan_id(s.vlan),
             &[&head, &s.subnet.to_string(), &format!("MTU {}", s.mtu)],

@@ -107,8 +107,9 @@ fn rules(p: &Profile, plan: &Plan) -> Vec<FwRule> {
                 to: iso.subnet.to_string(),
                 ports: "any".into(),
                 why: format!(
-                    "management reaches the isolated VLAN {} ({})",
-                    iso.vlan, iso.name
+                    "management reaches the isolated {} ({})",
+                    iso.vlan_label(),
+                    iso.name
                 ),
             });
         }
@@ -117,14 +118,14 @@ fn rules(p: &Profile, plan: &Plan) -> Vec<FwRule> {
             from: "any other VLAN".into(),
             to: iso.subnet.to_string(),
             ports: "any".into(),
-            why: format!("VLAN {} ({}) stays isolated", iso.vlan, iso.name),
+            why: format!("{} ({}) stays isolated", iso.vlan_label(), iso.name),
         });
         out.push(FwRule {
             action: "deny",
             from: iso.subnet.to_string(),
             to: "internet, other VLANs".into(),
             ports: "any".into(),
-            why: format!("VLAN {} ({}) has no route out", iso.vlan, iso.name),
+            why: format!("{} ({}) has no route out", iso.vlan_label(), iso.name),
         });
     }
     if let Some(infra) = p.network(NetworkRole::Infrastructure) {

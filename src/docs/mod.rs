@@ -33,8 +33,8 @@ pub fn render(p: &Profile, plan: &Plan, source: &str) -> String {
     for net in &p.networks {
         let _ = writeln!(
             alloc,
-            "### VLAN {} - {} ({})\n\n{}",
-            net.vlan,
+            "### {} - {} ({})\n\n{}",
+            net.vlan_label(),
             net.name,
             net.subnet,
             tables::allocations(p, plan, net)

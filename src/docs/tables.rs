@@ -38,7 +38,7 @@ pub fn vlans(p: &Profile) -> String {
         .iter()
         .map(|n| {
             vec![
-                n.vlan.to_string(),
+                n.vlan.map_or_else(|| "untagged".into(), |v| v.to_string()),
                 n.name.clone(),
                 role_name(n.role).into(),
                 n.subnet.to_string(),
@@ -180,7 +180,10 @@ pub fn node_interfaces(plan: &Plan) -> String {
                 n.vmid.to_string(),
                 format!("net{} / {} ({})", nic.index, nic.guest_name, nic.alias),
                 nic.mac.clone(),
-                format!("{} tag {}", nic.bridge, nic.vlan),
+                match nic.vlan {
+                    Some(tag) => format!("{} tag {tag}", nic.bridge),
+                    None => format!("{} untagged", nic.bridge),
+                },
                 nic.address.to_string(),
                 nic.gateway.map_or("-".into(), |g| g.to_string()),
                 nic.mtu.to_string(),

@@ -304,7 +304,7 @@ fn impostor_vm(profile: &Profile, name: &str) -> Result<LabVm, String> {
     let nic = |index: u8, p: &crate::plan::NicPlan, address| LabNic {
         index,
         mac: p.mac.to_ascii_uppercase(),
-        vlan: Some(p.vlan),
+        vlan: p.vlan,
         address,
         gateway: None,
     };

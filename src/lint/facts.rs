@@ -108,9 +108,9 @@ impl<'a> Facts<'a> {
     }
 }
 
-/// `network \`workload\` (VLAN 28)`
+/// `network \`workload\` (VLAN 28)`, `network \`lan\` (untagged)`
 pub fn net_label(n: &Network) -> String {
-    format!("network `{}` (VLAN {})", n.name, n.vlan)
+    format!("network `{}` ({})", n.name, n.vlan_label())
 }
 
 fn claims(p: &Profile, mgmt: Option<usize>, work: Option<usize>) -> Vec<Claim> {

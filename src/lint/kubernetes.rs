@@ -222,21 +222,25 @@ fn routable_pods(f: &Facts, out: &mut Vec<Finding>) {
         ),
         "add the routes on the gateway (`talos-pve plan` lists them), or set `routing.masquerade: true`",
     ));
-    let vlans: Vec<String> =
+    let others: Vec<&crate::profile::Network> =
         f.p.networks
             .iter()
             .filter(|n| n.routed && n.role != NetworkRole::Workload)
-            .map(|n| n.vlan.to_string())
             .collect();
+    let tags: Option<Vec<String>> = others
+        .iter()
+        .map(|n| n.vlan.map(|v| v.to_string()))
+        .collect();
     out.push(FIREWALL.at(
         "kubernetes.podSubnet",
         format!(
             "pods send from {}, not from the workload subnet, so inter-VLAN firewall rules that let the workload VLAN reach {} must allow that range too",
             f.p.kubernetes.pod_subnet,
-            match vlans.len() {
-                0 => "other VLANs".into(),
-                1 => format!("VLAN {}", vlans[0]),
-                _ => format!("VLANs {}", vlans.join(", ")),
+            match (others.as_slice(), tags) {
+                ([], _) => "other VLANs".into(),
+                ([one], _) => one.vlan_label(),
+                (_, Some(tags)) => format!("VLANs {}", tags.join(", ")),
+                (_, None) => others.iter().map(|n| n.vlan_label()).collect::<Vec<_>>().join(", "),
             }
         ),
         "add the pod subnet to the firewall rules that cover the workload VLAN (`talos-pve docs` lists recommended rules)",

@@ -156,8 +156,8 @@ fn dhcp_undeclared(f: &Facts, out: &mut Vec<Finding>) {
             net_label(net)
         ),
         format!(
-            "check the DHCP range of VLAN {} on the gateway and declare it here with `dhcp: true` (or turn DHCP off there)",
-            net.vlan
+            "check the DHCP range of {} on the gateway and declare it here with `dhcp: true` (or turn DHCP off there)",
+            net.vlan_label()
         ),
     ));
 }

@@ -116,8 +116,12 @@ const CASES: &[Case] = &[
     ("NET302", "networks[1].gateway", |p| {
         p.networks[1].gateway = None
     }),
-    ("NET303", "networks[3].vlan", |p| p.networks[3].vlan = 4095),
-    ("NET304", "networks[3].vlan", |p| p.networks[3].vlan = 16),
+    ("NET303", "networks[3].vlan", |p| {
+        p.networks[3].vlan = Some(4095)
+    }),
+    ("NET304", "networks[3].vlan", |p| {
+        p.networks[3].vlan = Some(16)
+    }),
     ("NET305", "networks[3].subnet", |p| {
         p.networks[3].subnet = net("10.8.16.0/23")
     }),
@@ -382,6 +386,24 @@ fn masquerade_and_a_declared_dhcp_range_silence_their_warnings() {
     for code in ["NET205", "NET407", "NET408"] {
         assert_eq!(report.with_code(code).count(), 0, "{code} should be silent");
     }
+}
+
+/// Issue 14 §5: VLANs are optional; one untagged network is fine, two share one segment.
+#[test]
+fn one_untagged_network_is_fine_and_two_are_a_duplicate() {
+    let mut p = profile("homelab.yaml");
+    let codes = |p: &Profile| -> Vec<(&'static str, String)> {
+        lint(p)
+            .findings
+            .iter()
+            .map(|f| (f.code, f.path.clone()))
+            .collect()
+    };
+    let before = codes(&p);
+    p.networks[1].vlan = None;
+    assert_eq!(before, codes(&p));
+    p.networks[2].vlan = None;
+    assert!(has(&lint(&p), "NET304", "networks[2].vlan"));
 }
 
 #[test]

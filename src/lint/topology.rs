@@ -119,27 +119,28 @@ fn gateway_placement(f: &Facts, out: &mut Vec<Finding>) {
 }
 
 fn vlans(f: &Facts, out: &mut Vec<Finding>) {
-    let mut seen: HashMap<u16, usize> = HashMap::new();
+    // Untagged networks share the bridge's one untagged segment, so at most one may be untagged.
+    let mut seen: HashMap<Option<u16>, usize> = HashMap::new();
     for (i, net) in f.p.networks.iter().enumerate() {
         let path = format!("networks[{i}].vlan");
-        if !(1..=4094).contains(&net.vlan) {
+        if let Some(vlan) = net.vlan.filter(|v| !(1..=4094).contains(v)) {
             out.push(VLAN_RANGE.at(
                 &path,
                 format!(
-                    "VLAN ID {} of network `{}` is not a valid 802.1Q ID",
-                    net.vlan, net.name
+                    "VLAN ID {vlan} of network `{}` is not a valid 802.1Q ID",
+                    net.name
                 ),
-                "use a VLAN ID from 1 to 4094",
+                "use a VLAN ID from 1 to 4094, or omit `vlan` for an untagged network",
             ));
         }
         if let Some(first) = seen.insert(net.vlan, i) {
             out.push(VLAN_DUPLICATE.at(
                 &path,
                 format!(
-                    "VLAN {} of network `{}` is also used by `{}` (networks[{first}])",
-                    net.vlan, net.name, f.p.networks[first].name
+                    "{} of network `{}` is also used by `{}` (networks[{first}]): both would share one segment",
+                    net.vlan_label(), net.name, f.p.networks[first].name
                 ),
-                "give every network its own VLAN ID",
+                "give every network its own VLAN ID (at most one network may be untagged)",
             ));
         }
     }

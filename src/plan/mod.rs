@@ -170,7 +170,8 @@ pub struct NicPlan {
     /// Talos link alias bound to this NIC's MAC.
     pub alias: String,
     pub bridge: String,
-    pub vlan: u16,
+    /// None: untagged (no `tag=` on the Proxmox NIC).
+    pub vlan: Option<u16>,
     /// Upper-case, as Proxmox reports it.
     pub mac: String,
     /// Address with the network's prefix length.
@@ -404,7 +405,7 @@ mod tests {
         assert_eq!(n1.workload.address.to_string(), "10.8.28.20/22");
         assert_eq!(n1.workload.gateway, Some("10.8.28.1".parse().unwrap()));
         assert_eq!(n1.management.gateway, None);
-        assert_eq!((n1.management.vlan, n1.workload.vlan), (16, 28));
+        assert_eq!((n1.management.vlan, n1.workload.vlan), (Some(16), Some(28)));
         assert_eq!(n1.pod_cidr.to_string(), "10.8.32.0/24");
         assert_eq!(
             plan.gateway_routes[2].destination.to_string(),

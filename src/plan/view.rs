@@ -39,7 +39,7 @@ fn nic_row(n: &NicPlan) -> Vec<String> {
         n.guest_name.clone(),
         n.alias.clone(),
         n.bridge.clone(),
-        n.vlan.to_string(),
+        n.vlan.map_or_else(|| "untagged".into(), |v| v.to_string()),
         n.mac.clone(),
         n.address.to_string(),
         n.gateway.map_or("-".into(), |g| g.to_string()),

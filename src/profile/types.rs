@@ -123,7 +123,9 @@ pub enum NetworkRole {
 pub struct Network {
     pub name: String,
     pub role: NetworkRole,
-    pub vlan: u16,
+    /// 802.1Q tag; absent on a flat, untagged LAN (the NIC then carries no `tag=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
     pub subnet: Ipv4Net,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Ipv4Addr>,
@@ -535,6 +537,18 @@ impl<'de> Deserialize<'de> for AddrRange {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
+}
+
+impl Network {
+    /// `VLAN 16` or `untagged`, for messages, tables and diagrams.
+    pub fn vlan_label(&self) -> String {
+        vlan_label(self.vlan)
+    }
+}
+
+/// `VLAN 16` or `untagged`.
+pub fn vlan_label(vlan: Option<u16>) -> String {
+    vlan.map_or_else(|| "untagged".into(), |v| format!("VLAN {v}"))
 }
 
 impl Profile {

@@ -313,6 +313,7 @@ pub async fn preflight(
         .nodes
         .iter()
         .flat_map(|n| [n.management.vlan, n.workload.vlan])
+        .flatten()
         .collect();
     let guests = inventory::guests(pve).await?;
     let vms = &guests.vms;

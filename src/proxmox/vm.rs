@@ -90,11 +90,13 @@ pub fn create_params(
 }
 
 fn net(nic: &NicPlan) -> Result<String, PropError> {
-    Ok(PropWriter::new("virtio", &nic.mac)?
-        .with("bridge", bridge(&nic.bridge)?)?
-        .with("tag", nic.vlan)?
-        .with("firewall", 0)?
-        .finish())
+    let w = PropWriter::new("virtio", &nic.mac)?.with("bridge", bridge(&nic.bridge)?)?;
+    // An untagged NIC has no `tag` key at all (qemu-server: `tag` is optional).
+    let w = match nic.vlan {
+        Some(tag) => w.with("tag", tag)?,
+        None => w,
+    };
+    Ok(w.with("firewall", 0)?.finish())
 }
 
 /// One config key that differs from the plan.
@@ -260,6 +262,22 @@ mod tests {
         assert_eq!(m["ide0"], "none,media=cdrom");
         assert!(m["net1"].contains("tag=28"));
         assert_eq!(m["boot"], "order=scsi0;ide2");
+    }
+
+    /// Issue 14 §5: a network without `vlan` is a NIC without `tag` (untagged), not `tag=0`.
+    #[test]
+    fn an_untagged_network_gives_a_nic_without_tag() {
+        let (mut p, _) = homelab();
+        p.networks
+            .iter_mut()
+            .find(|n| n.role == crate::profile::NetworkRole::Management)
+            .unwrap()
+            .vlan = None;
+        let plan = Plan::build(&p).unwrap();
+        let m = as_map(&create_params(&p, &plan, &plan.nodes[0]).unwrap());
+        let mac = &plan.nodes[0].management.mac;
+        assert_eq!(m["net0"], format!("virtio={mac},bridge=vmbr0,firewall=0"));
+        assert!(m["net1"].contains("tag=28"));
     }
 
     #[test]

@@ -10,12 +10,13 @@ use serde::Serialize;
 
 use super::fib::{Decision, Query, table_name};
 use super::node::{CILIUM_HOST, NodeNet, POD_IIF};
+use crate::profile::vlan_label;
 
 /// An L2 segment (a profile network).
 #[derive(Debug, Clone)]
 pub struct Segment {
     pub name: String,
-    pub vlan: u16,
+    pub vlan: Option<u16>,
     pub subnet: Ipv4Net,
     /// The gateway's address here, when the gateway routes this VLAN.
     pub gateway: Option<Ipv4Addr>,
@@ -414,7 +415,7 @@ impl World<'_> {
                 .ok_or_else(|| format!("nobody on {} answers for {next_hop}", seg_name.name))?;
             hops.push(Hop {
                 from: self.label(&at),
-                segment: format!("{} (VLAN {})", seg_name.name, seg_name.vlan),
+                segment: format!("{} ({})", seg_name.name, vlan_label(seg_name.vlan)),
                 to: self.label(&to),
                 table,
             });

@@ -20,7 +20,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::plan::Plan;
-use crate::profile::{NetworkRole, Profile};
+use crate::profile::{NetworkRole, Profile, vlan_label};
 use crate::talos::config::{Contract, network_config};
 
 pub use fib::{
@@ -190,7 +190,7 @@ fn node_flows(
         .iter()
         .filter(|s| s.gateway.is_some())
         .filter_map(|s| {
-            client_in(s.subnet, &used).map(|a| (format!("VLAN {} client {a}", s.vlan), a))
+            client_in(s.subnet, &used).map(|a| (format!("{} client {a}", vlan_label(s.vlan)), a))
         })
         .chain([(
             "internet client 1.1.1.1".to_owned(),

@@ -29,6 +29,10 @@ pub fn guided(
 ) -> Result<Option<Profile>, GuidedError> {
     // Checked before anything else: without a terminal no prompt can work.
     let mut prompter = DialoguerPrompter::new()?;
+    // Asked first: a "no" after all the questions would throw the answers away.
+    if !save::may_replace(&mut prompter, out)? {
+        return Ok(None);
+    }
     let token_dir = std::path::absolute(out)
         .ok()
         .and_then(|p| p.parent().map(PathBuf::from))
@@ -42,5 +46,6 @@ pub fn guided(
             check,
         },
     )?;
-    Ok(save::save(&mut prompter, out, &outcome)?.then_some(outcome.profile))
+    save::write_outcome(&mut prompter, out, &outcome)?;
+    Ok(Some(outcome.profile))
 }

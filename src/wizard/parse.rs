@@ -119,7 +119,8 @@ pub fn ipv4_list(s: &str) -> Checked<Vec<Ipv4Addr>> {
     items(s, ',').map(ipv4).collect()
 }
 
-/// `first-last=purpose; …`, with ` [dhcp]` after the purpose marking a DHCP pool.
+/// `first-last=purpose; …`, with the word `dhcp` (or `[dhcp]`, as it is written back)
+/// after the purpose marking a DHCP pool; typed alone it is the purpose too.
 pub fn reservations(s: &str) -> Checked<Vec<Reservation>> {
     items(s, ';')
         .map(|item| {
@@ -127,8 +128,17 @@ pub fn reservations(s: &str) -> Checked<Vec<Reservation>> {
                 .split_once('=')
                 .ok_or_else(|| format!("`{item}`: write first-last=purpose"))?;
             let purpose = purpose.trim();
-            let (purpose, dhcp) = match purpose.strip_suffix("[dhcp]") {
-                Some(p) => (p.trim(), true),
+            let lower = purpose.to_ascii_lowercase();
+            let marker = ["[dhcp]", "dhcp"].into_iter().find(|m| {
+                lower.strip_suffix(m).is_some_and(|before| {
+                    before.is_empty() || before.ends_with(char::is_whitespace)
+                })
+            });
+            let (purpose, dhcp) = match marker {
+                Some(m) => match purpose[..purpose.len() - m.len()].trim() {
+                    "" => ("DHCP pool", true),
+                    p => (p, true),
+                },
                 None => (purpose, false),
             };
             if purpose.is_empty() {
@@ -275,6 +285,18 @@ mod tests {
     fn lists_round_trip_through_text() {
         let r = reservations("10.0.1.101-10.0.1.200=DHCP pool for clients [dhcp]; 10.0.1.2-10.0.1.50=Network infrastructure (switches, APs, controllers)").unwrap();
         assert!(r[0].dhcp && !r[1].dhcp);
+        // Typed without brackets, the marker is not silently part of the purpose.
+        let typed =
+            reservations("10.0.1.101-10.0.1.200=clients DHCP; 10.0.1.2-10.0.1.9=dhcp").unwrap();
+        assert_eq!(
+            (typed[0].purpose.as_str(), typed[0].dhcp),
+            ("clients", true)
+        );
+        assert_eq!(
+            (typed[1].purpose.as_str(), typed[1].dhcp),
+            ("DHCP pool", true)
+        );
+        assert!(!reservations("10.0.1.2-10.0.1.9=nodhcp").unwrap()[0].dhcp);
         assert_eq!(
             r[1].purpose,
             "Network infrastructure (switches, APs, controllers)"

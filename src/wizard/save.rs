@@ -38,15 +38,31 @@ pub fn render(profile: &Profile) -> Result<String, SaveError> {
 
 /// Save `outcome` to `path`. Returns false when the person declined to overwrite.
 pub fn save(p: &mut dyn Prompter, path: &Path, outcome: &Outcome) -> Result<bool, SaveError> {
+    if !may_replace(p, path)? {
+        return Ok(false);
+    }
+    write_outcome(p, path, outcome)?;
+    Ok(true)
+}
+
+/// Whether `path` may be written: it does not exist, or the person said yes. Asked
+/// before the questions too, so a "no" never throws answers away.
+pub fn may_replace(p: &mut dyn Prompter, path: &Path) -> Result<bool, PromptError> {
+    Ok(!path.exists() || p.confirm(&format!("{} exists. Overwrite it?", path.display()), false)?)
+}
+
+/// Write the profile (and the token file) once overwriting was agreed to.
+pub fn write_outcome(
+    p: &mut dyn Prompter,
+    path: &Path,
+    outcome: &Outcome,
+) -> Result<(), SaveError> {
     let write = |path: &Path, bytes: &[u8], mode| {
         files::write_atomic(path, bytes, mode).map_err(|source| SaveError::Write {
             path: path.to_owned(),
             source,
         })
     };
-    if path.exists() && !p.confirm(&format!("{} exists. Overwrite it?", path.display()), false)? {
-        return Ok(false);
-    }
     let text = render(&outcome.profile)?;
     if let Some(t) = &outcome.token_file
         && (!t.path.exists()
@@ -71,5 +87,5 @@ pub fn save(p: &mut dyn Prompter, path: &Path, outcome: &Outcome) -> Result<bool
         path.display(),
         path.display()
     ));
-    Ok(true)
+    Ok(())
 }

@@ -7,6 +7,28 @@ use crate::profile::{
     NetworkRole, NodeResources, Profile, Proxmox, Routing, Talos,
 };
 
+/// The network the discovered hosts already sit on, when `draft` (the management
+/// network proposed so far) does not hold them all: the /24 around the first host,
+/// gateway .1, untagged. Hosts on a flat 192.168.1.x LAN get that LAN, not 10.8.16.0/24.
+pub fn management_for(draft: &Network, hosts: &[Ipv4Addr]) -> Option<Network> {
+    let first = *hosts.first()?;
+    if hosts.iter().all(|h| draft.subnet.contains(h)) {
+        return None;
+    }
+    let subnet = ipnet::Ipv4Net::new(first, 24).ok()?.trunc();
+    Some(Network {
+        name: draft.name.clone(),
+        role: NetworkRole::Management,
+        vlan: None,
+        gateway: Some(Ipv4Addr::from(u32::from(subnet.network()) + 1)),
+        subnet,
+        mtu: draft.mtu,
+        routed: true,
+        reserved: vec![],
+        devices: vec![],
+    })
+}
+
 /// The seed's corrected layout (profiles/homelab.yaml) without hosts and nodes, which
 /// come from discovery and the node questions.
 pub fn seed_draft() -> Profile {
@@ -43,7 +65,7 @@ pub fn seed_draft() -> Profile {
             net(
                 "infrastructure",
                 NetworkRole::Infrastructure,
-                1,
+                Some(1),
                 "10.0.1.0/24",
                 "10.0.1.1",
                 1500,
@@ -52,7 +74,7 @@ pub fn seed_draft() -> Profile {
             net(
                 "management",
                 NetworkRole::Management,
-                16,
+                Some(16),
                 "10.8.16.0/24",
                 "10.8.16.1",
                 1500,
@@ -61,7 +83,7 @@ pub fn seed_draft() -> Profile {
             net(
                 "workload",
                 NetworkRole::Workload,
-                28,
+                Some(28),
                 "10.8.28.0/22",
                 "10.8.28.1",
                 1500,
@@ -70,7 +92,7 @@ pub fn seed_draft() -> Profile {
             net(
                 "storage",
                 NetworkRole::Storage,
-                48,
+                Some(48),
                 "10.8.48.0/24",
                 "10.8.48.1",
                 9000,
@@ -106,5 +128,25 @@ pub fn seed_draft() -> Profile {
                 interface: LinkRole::Workload,
             }),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_on_a_flat_lan_propose_that_lan_untagged() {
+        let seed = seed_draft();
+        let mgmt = seed.network(NetworkRole::Management).unwrap();
+        let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+        assert_eq!(
+            management_for(mgmt, &[ip("10.8.16.10"), ip("10.8.16.11")]),
+            None
+        );
+        let lan = management_for(mgmt, &[ip("192.168.1.21"), ip("192.168.1.22")]).unwrap();
+        assert_eq!(lan.subnet.to_string(), "192.168.1.0/24");
+        assert_eq!(lan.gateway, Some(ip("192.168.1.1")));
+        assert_eq!(lan.vlan, None);
     }
 }

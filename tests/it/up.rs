@@ -681,3 +681,46 @@ fn an_impostor_at_a_node_address_never_receives_a_config() {
     assert!(counter(&lab, "cidata_configs") >= 1);
     assert!(report.join("talos/talos-k8s-01.yaml").exists());
 }
+
+/// Issue 14 §5: VLANs are optional. Management on the untagged (native) segment, the
+/// workload on VLAN 28: lint keeps homelab's findings, `up --lab` builds it, and the
+/// lab's VMs carry `net0` without `tag=` (qemu-server: `tag` is an optional key).
+#[test]
+fn an_untagged_management_network_builds_in_the_lab() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(profile()).unwrap();
+    let untagged = yaml.replacen("    vlan: 16\n", "", 1);
+    assert_ne!(yaml, untagged, "homelab.yaml no longer has `vlan: 16`");
+    let file = tmp.path().join("untagged.yaml");
+    std::fs::write(&file, untagged).unwrap();
+    let file = file.display().to_string();
+    let (code, out, err) = support::run(&["lint", "--profile", &file]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("NET304") && !out.contains("NET303"), "{out}");
+    let dir = tmp.path().join("cluster");
+    let d = dir.display().to_string();
+    let args = [
+        "up",
+        "--profile",
+        &file,
+        "--lab",
+        "--yes",
+        "--dir",
+        &d,
+        "--progress",
+        "plain",
+        "--lab-speed",
+        SPEED,
+    ];
+    let (code, out, err) = support::run(&args);
+    assert_eq!(code, 0, "up failed\n--- stdout\n{out}\n--- stderr\n{err}");
+    let lab = lab_state(&dir);
+    let vms = lab["proxmox"]["vms"].as_object().expect("vms");
+    assert_eq!(vms.len(), 3);
+    for vm in vms.values() {
+        let net0 = vm["config"]["net0"].as_str().expect("net0");
+        let net1 = vm["config"]["net1"].as_str().expect("net1");
+        assert!(!net0.contains("tag="), "{net0}");
+        assert!(net1.contains("tag=28"), "{net1}");
+    }
+}

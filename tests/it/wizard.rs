@@ -158,6 +158,21 @@ pub(super) fn homelab_answers() -> Vec<Answer> {
     a
 }
 
+/// A final check that reports `finding` on its first call only, counting calls.
+fn finding_once<'a>(
+    calls: &'a std::cell::Cell<u32>,
+    finding: &'a str,
+) -> impl Fn(&Profile) -> Vec<String> + 'a {
+    move |_| {
+        calls.set(calls.get() + 1);
+        if calls.get() == 1 {
+            vec![finding.to_owned()]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
 fn no_problems(_: &Profile) -> Vec<String> {
     Vec::new()
 }
@@ -335,22 +350,21 @@ fn completions_and_man_page_are_printed() {
     }
 }
 
-/// The real terminal path: dialoguer in a pty, discovery from a file, Enter for defaults.
+/// `init --discovery-file` (from `inv`) in a pty: name `lab`, then Enter for every
+/// question until the profile is saved. Returns the saved profile's path.
 #[cfg(unix)]
-#[test]
-fn pty_init_accepts_defaults_and_saves_a_loadable_profile() {
+fn pty_init_with_defaults(inv: &Inventory, dir: &std::path::Path) -> std::path::PathBuf {
     use rexpect::session::spawn_command;
 
-    let dir = tempfile::tempdir().unwrap();
-    let inv = dir.path().join("discovery.yaml");
-    std::fs::write(&inv, serde_saphyr::to_string(&seed_inventory()).unwrap()).unwrap();
-    let out = dir.path().join("lab.yaml");
+    let inv_file = dir.join("discovery.yaml");
+    std::fs::write(&inv_file, serde_saphyr::to_string(inv).unwrap()).unwrap();
+    let out = dir.join("lab.yaml");
     let mut cmd = Command::new(support::bin());
     cmd.arg("init")
         .arg("--out")
         .arg(&out)
         .arg("--discovery-file")
-        .arg(&inv)
+        .arg(&inv_file)
         .env("NO_COLOR", "1")
         .env("TERM", "dumb");
     // Short expect timeouts so the loop below can press Enter while waiting.
@@ -384,6 +398,36 @@ fn pty_init_accepts_defaults_and_saves_a_loadable_profile() {
     }
     assert!(saved, "the wizard never saved the profile");
     s.exp_eof().unwrap();
+    out
+}
+
+/// "Overwrite it?" comes before the questions, so "no" throws no answers away.
+#[cfg(unix)]
+#[test]
+fn pty_init_asks_about_an_existing_file_first() {
+    use rexpect::session::spawn_command;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kept.yaml");
+    std::fs::write(&out, "keep me\n").unwrap();
+    let mut cmd = Command::new(support::bin());
+    cmd.arg("init").arg("--out").arg(&out).arg("--lab");
+    cmd.env("NO_COLOR", "1").env("TERM", "dumb");
+    let mut s = spawn_command(cmd, Some(10_000)).unwrap();
+    let before = s.exp_string("exists. Overwrite it?").unwrap();
+    assert!(!before.contains("Cluster name"), "{before}");
+    s.send_line("n").unwrap();
+    let rest = s.exp_eof().unwrap();
+    assert!(!rest.contains("Cluster name"), "{rest}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "keep me\n");
+}
+
+/// The real terminal path: dialoguer in a pty, discovery from a file, Enter for defaults.
+#[cfg(unix)]
+#[test]
+fn pty_init_accepts_defaults_and_saves_a_loadable_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pty_init_with_defaults(&seed_inventory(), dir.path());
     let p = profile::load(&out).unwrap();
     assert_eq!(p.metadata.name, "lab");
     assert_eq!(p.nodes.len(), 3);
@@ -394,17 +438,57 @@ fn pty_init_accepts_defaults_and_saves_a_loadable_profile() {
     assert_eq!(p.proxmox.hosts[2].uplink.as_deref(), Some("eno1"));
 }
 
+/// Issue 14 §5: hosts discovered on a flat home LAN (192.168.1.20-22) get that LAN,
+/// untagged, as the management network, node addresses that are free on it, and the
+/// profile lints without errors and builds with `up --lab`.
+#[cfg(unix)]
+#[test]
+fn pty_init_on_a_flat_lan_proposes_it_and_the_profile_builds_in_the_lab() {
+    let mut inv = seed_inventory();
+    for (i, h) in inv.hosts.iter_mut().enumerate() {
+        h.address = Ipv4Addr::new(192, 168, 1, 20 + i as u8);
+        h.bonds.clear();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = pty_init_with_defaults(&inv, dir.path());
+    let p = profile::load(&out).unwrap();
+    let mgmt = p.network(profile::NetworkRole::Management).unwrap();
+    assert_eq!(mgmt.subnet.to_string(), "192.168.1.0/24");
+    assert_eq!(mgmt.vlan, None);
+    assert_eq!(mgmt.gateway, Some(Ipv4Addr::new(192, 168, 1, 1)));
+    let addrs: Vec<String> = p
+        .nodes
+        .iter()
+        .map(|n| n.management.address.to_string())
+        .collect();
+    assert_eq!(addrs, ["192.168.1.23", "192.168.1.24", "192.168.1.25"]);
+    let file = out.display().to_string();
+    let (code, lint_out, err) = support::run(&["lint", "--profile", &file]);
+    assert_eq!(code, 0, "{lint_out}{err}");
+    let cluster = dir.path().join("cluster").display().to_string();
+    let (code, up_out, err) = support::run(&[
+        "up",
+        "--profile",
+        &file,
+        "--lab",
+        "--yes",
+        "--dir",
+        &cluster,
+        "--progress",
+        "plain",
+        "--lab-speed",
+        "600",
+    ]);
+    assert_eq!(
+        code, 0,
+        "up failed\n--- stdout\n{up_out}\n--- stderr\n{err}"
+    );
+}
+
 #[test]
 fn fixing_a_section_starts_from_the_previous_answers() {
     let calls = std::cell::Cell::new(0);
-    let lint = |_: &Profile| {
-        calls.set(calls.get() + 1);
-        if calls.get() == 1 {
-            vec!["E100 pretend finding about nodes".to_owned()]
-        } else {
-            Vec::new()
-        }
-    };
+    let lint = finding_once(&calls, "E100 pretend finding about nodes");
     let mut answers = homelab_answers();
     answers.push(Answer::Pick("Change the nodes".into()));
     // Node count, then six questions per node: Enter keeps every earlier answer.
@@ -414,6 +498,45 @@ fn fixing_a_section_starts_from_the_previous_answers() {
     assert_eq!(p.remaining(), 0);
     assert_eq!(calls.get(), 2);
     assert_eq!(out.profile, homelab());
+}
+
+/// Going back to change the endpoint moves the DNS record that named the old one.
+#[test]
+fn the_dns_record_default_follows_a_changed_endpoint() {
+    let calls = std::cell::Cell::new(0);
+    let lint = finding_once(&calls, "E100 pretend finding about the endpoint");
+    let mut answers = homelab_answers();
+    answers.push(Answer::Pick("Change Kubernetes, DNS and add-ons".into()));
+    answers.extend([d(), t("https://10.8.16.21:6443")]);
+    answers.extend(std::iter::repeat_n(d(), 13));
+    let (out, p) = run_scripted(answers, &lint);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(p.remaining(), 0);
+    let api = out.profile.dns.records.iter().find(|r| r.name == "k8s-api");
+    assert_eq!(
+        api.map(|r| r.address.to_string()).as_deref(),
+        Some("10.8.16.21")
+    );
+}
+
+/// The final menu goes back to a single page: the add-ons page asks only its own question.
+#[test]
+fn the_add_ons_page_can_be_changed_alone() {
+    let calls = std::cell::Cell::new(0);
+    let lint = finding_once(&calls, "E100 pretend finding about the pool");
+    let mut answers = homelab_answers();
+    answers.push(Answer::Pick("Change the add-ons".into()));
+    answers.push(t("10.8.31.20-10.8.31.100"));
+    let (out, p) = run_scripted(answers, &lint);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(p.remaining(), 0);
+    let pool = out
+        .profile
+        .addons
+        .metallb
+        .as_ref()
+        .map(|m| m.pool.to_string());
+    assert_eq!(pool.as_deref(), Some("10.8.31.20-10.8.31.100"));
 }
 
 #[test]
