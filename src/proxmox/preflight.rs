@@ -128,9 +128,14 @@ fn privilege_paths(profile: &Profile, plan: &Plan) -> Vec<(&'static str, String)
                 .nodes
                 .iter()
                 .flat_map(|n| [n.management.vlan, n.workload.vlan])
-                .collect::<BTreeSet<u16>>()
+                .collect::<BTreeSet<Option<u16>>>()
                 .into_iter()
-                .map(|v| format!("/sdn/zones/localnetwork/{}/{v}", px.bridge))
+                // An untagged NIC is checked on the bridge itself (GuestHelpers.pm
+                // `check_vnet_access`, proxmox-semantics §4.4).
+                .map(|v| match v {
+                    Some(v) => format!("/sdn/zones/localnetwork/{}/{v}", px.bridge),
+                    None => format!("/sdn/zones/localnetwork/{}", px.bridge),
+                })
                 .collect(),
             _ => px
                 .hosts
