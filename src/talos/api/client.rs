@@ -163,6 +163,41 @@ impl TalosClient {
             .map_err(|e| classify(&self.target, rpc, Status::from_error(Box::new(e))))
     }
 
+    /// Every message of a server stream (Talos streams here are short: a snapshot's
+    /// chunks, a kubeconfig, one resource list).
+    async fn stream_all<Q, R>(
+        &mut self,
+        rpc: &'static str,
+        path: &'static str,
+        q: Q,
+    ) -> Result<Vec<R>, TalosError>
+    where
+        Q: prost::Message + Send + Sync + 'static,
+        R: prost::Message + Default + Send + 'static,
+    {
+        let req = self.request(q);
+        self.ready(rpc).await?;
+        let mut stream = self
+            .grpc
+            .server_streaming(
+                req,
+                PathAndQuery::from_static(path),
+                ProstCodec::<Q, R>::default(),
+            )
+            .await
+            .map_err(|s| classify(&self.target, rpc, s))?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(m) = stream
+            .message()
+            .await
+            .map_err(|s| classify(&self.target, rpc, s))?
+        {
+            out.push(m);
+        }
+        Ok(out)
+    }
+
     pub(super) async fn stream_bytes<Q>(
         &mut self,
         rpc: &'static str,
@@ -172,24 +207,8 @@ impl TalosClient {
     where
         Q: prost::Message + Send + Sync + 'static,
     {
-        let req = self.request(q);
-        self.ready(rpc).await?;
-        let mut stream = self
-            .grpc
-            .server_streaming(
-                req,
-                PathAndQuery::from_static(path),
-                ProstCodec::<Q, Data>::default(),
-            )
-            .await
-            .map_err(|s| classify(&self.target, rpc, s))?
-            .into_inner();
         let mut out = Vec::new();
-        while let Some(chunk) = stream
-            .message()
-            .await
-            .map_err(|s| classify(&self.target, rpc, s))?
-        {
+        for chunk in self.stream_all::<Q, Data>(rpc, path, q).await? {
             node_error(&self.target, rpc, chunk.metadata.as_ref())?;
             out.extend_from_slice(&chunk.bytes);
         }
@@ -306,24 +325,10 @@ impl TalosClient {
             namespace: LINK_STATUS_NAMESPACE.into(),
             r#type: LINK_STATUS_TYPE.into(),
         };
-        let req = self.request(q);
-        self.ready(rpc).await?;
-        let mut stream = self
-            .grpc
-            .server_streaming(
-                req,
-                PathAndQuery::from_static("/cosi.resource.State/List"),
-                ProstCodec::<CosiListRequest, CosiListResponse>::default(),
-            )
-            .await
-            .map_err(|s| classify(&self.target, rpc, s))?
-            .into_inner();
+        let listed: Vec<CosiListResponse> =
+            self.stream_all(rpc, "/cosi.resource.State/List", q).await?;
         let mut out = Vec::new();
-        while let Some(m) = stream
-            .message()
-            .await
-            .map_err(|s| classify(&self.target, rpc, s))?
-        {
+        for m in listed {
             let Some(r) = m.resource else { continue };
             let id = r.metadata.map(|m| m.id).unwrap_or_default();
             let spec = r.spec.map(|s| s.proto_spec).unwrap_or_default();
