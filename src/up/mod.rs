@@ -339,12 +339,17 @@ pub async fn resolve_links(
     let mut seen = Vec::new();
     for n in &plan.nodes {
         let t = Target::of(n);
-        let links = async { env.talos.client(&t, &mtls)?.links().await }
-            .await
-            .map_err(|e| AddonError::Links {
-                node: n.name.clone(),
-                what: format!("reading its links over the Talos API: {e}"),
-            })?;
+        // Add-ons start as soon as the API answers, while other nodes (a node added to
+        // a running cluster) may still install: wait for each to run its config first.
+        let links = async {
+            env.talos.wait_installed(&t, creds).await?;
+            env.talos.client(&t, &mtls)?.links().await
+        }
+        .await
+        .map_err(|e| AddonError::Links {
+            node: n.name.clone(),
+            what: format!("reading its links over the Talos API: {e}"),
+        })?;
         seen.push((n.name.clone(), links));
     }
     addons::Links::resolve(plan, &seen)
