@@ -11,6 +11,7 @@
 mod client;
 mod config;
 mod discovery;
+pub mod drain;
 mod wait;
 
 use thiserror::Error;
@@ -56,12 +57,22 @@ pub enum KubeError {
     UnknownKind { api_version: String, kind: String },
     #[error("object has no {field}: {object}")]
     BadObject { field: &'static str, object: String },
+    #[error(
+        "drain of {node} did not finish: {pods}\n  fix: `kubectl get pdb -A` shows the PodDisruptionBudget that refuses these evictions (429, the disruption budget has no disruption left); scale the workload up or relax the budget, then run the command again (the node stays cordoned)"
+    )]
+    Drain { node: String, pods: String },
     #[error("timed out after {secs}s waiting for {what} (last seen: {last})")]
     Timeout {
         what: String,
         secs: u64,
         last: String,
     },
+}
+
+/// One URL path segment or query value, percent-encoded (Kubernetes names are DNS
+/// labels/subdomains, so the form encoding of a space never arises).
+pub fn segment(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 impl KubeError {

@@ -52,6 +52,9 @@ pub enum LabEvent {
     VmStopped { vmid: u32 },
     /// Lab Proxmox deleted a VM.
     VmDestroyed { vmid: u32 },
+    /// A lab Talos node goes down for a reboot: its containers stop. `drains`: the
+    /// node evicts its pods itself first (the legacy upgrade sequence).
+    NodeGoingDown { vmid: u32, drains: bool },
     /// A lab Talos node finished installing its applied config and runs it.
     NodeRunning(LabNodeInfo),
     /// etcd was bootstrapped (or recovered) on this control plane; the Kubernetes API

@@ -12,7 +12,7 @@
 
 use std::net::IpAddr;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use thiserror::Error;
 
 use crate::cluster_dir::ClusterDir;
@@ -38,10 +38,6 @@ pub enum ScaleError {
         "removing control plane(s) {leaving} leaves no etcd member: the cluster would be gone\n  fix: keep at least one control plane in the profile; `talos-pve destroy` removes a whole cluster"
     )]
     NoMemberLeft { leaving: String },
-    #[error(
-        "drain of {node} did not finish: {pods}\n  check: `kubectl get pdb -A` — a PodDisruptionBudget refuses these evictions (429); scale the workload up or relax the budget, then run again (the node stays cordoned)"
-    )]
-    Drain { node: String, pods: String },
     #[error(
         "{node}: its Kubernetes Node lists no InternalIP, so its Talos API cannot be found\n  fix: check `kubectl get node {node} -o wide`; then run again"
     )]
@@ -167,7 +163,7 @@ pub async fn leaving(env: &Env, plan: &Plan, dir: &ClusterDir) -> Result<Vec<Lea
     let mut out = Vec::new();
     for vm in gone {
         let node = client
-            .get(&format!("/api/v1/nodes/{}", path_segment(&vm.node)))
+            .get(&format!("/api/v1/nodes/{}", kube::segment(&vm.node)))
             .await?
             .unwrap_or(Value::Null);
         out.push(Leaving {
@@ -242,15 +238,13 @@ async fn remove(
     rep: &Reporter,
 ) -> Result<(), ScaleError> {
     let name = l.node();
-    let node_path = format!("/api/v1/nodes/{}", path_segment(name));
+    let node_path = format!("/api/v1/nodes/{}", kube::segment(name));
     rep.started(Some(name), "remove");
     let registered = client.get(&node_path).await?.is_some();
     if registered {
-        client
-            .merge_patch(&node_path, &json!({"spec": {"unschedulable": true}}))
-            .await?;
+        kube::drain::cordon(client, name, true).await?;
         rep.progress(Some(name), "remove", "cordoned");
-        drain(env, client, name).await?;
+        kube::drain::drain(client, &env.drain, name).await?;
         rep.progress(Some(name), "remove", "drained");
     }
     if l.control_plane {
@@ -310,82 +304,9 @@ async fn reset(env: &Env, t: &Target, creds: &Credentials) -> Result<(), ScaleEr
     Ok(())
 }
 
-/// Evict every pod on the node that a controller would not simply recreate there
-/// (DaemonSet and static mirror pods stay), until none is left or the poll gives up.
-async fn drain(env: &Env, client: &kube::Client, node: &str) -> Result<(), ScaleError> {
-    let list = format!(
-        "/api/v1/pods?fieldSelector={}",
-        path_segment(&format!("spec.nodeName={node}"))
-    );
-    let outcome = env
-        .kube_poll
-        .until(&format!("drain of {node}"), || async {
-            let mut refused = Vec::new();
-            for p in client.list(&list).await? {
-                if !evictable(&p) {
-                    continue;
-                }
-                let (ns, pod) = (
-                    p["metadata"]["namespace"].as_str().unwrap_or_default(),
-                    p["metadata"]["name"].as_str().unwrap_or_default(),
-                );
-                let body = json!({"apiVersion": "policy/v1", "kind": "Eviction",
-                    "metadata": {"name": pod, "namespace": ns}});
-                let path = format!(
-                    "/api/v1/namespaces/{}/pods/{}/eviction",
-                    path_segment(ns),
-                    path_segment(pod)
-                );
-                match client.post(&path, &body).await {
-                    Ok(_) => {}
-                    // Already gone is drained.
-                    Err(e) if e.code() == Some(404) => {}
-                    Err(e) if e.code() == Some(429) => refused.push(format!(
-                        "{ns}/{pod}: {}",
-                        e.message().unwrap_or("eviction refused")
-                    )),
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(if refused.is_empty() {
-                Ok(())
-            } else {
-                Err(refused.join("; "))
-            })
-        })
-        .await;
-    match outcome {
-        Ok(()) => Ok(()),
-        Err(KubeError::Timeout { last, .. }) => Err(ScaleError::Drain {
-            node: node.to_owned(),
-            pods: last,
-        }),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Like `kubectl drain --ignore-daemonsets`: DaemonSet pods and mirror pods stay.
-fn evictable(pod: &Value) -> bool {
-    let daemon = pod["metadata"]["ownerReferences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|o| o["kind"] == "DaemonSet");
-    let mirror = pod["metadata"]["annotations"]
-        .get("kubernetes.io/config.mirror")
-        .is_some();
-    !daemon && !mirror
-}
-
 async fn kube_client(env: &Env, dir: &ClusterDir) -> Result<kube::Client, ScaleError> {
     let kc = Kubeconfig::load(&dir.kubeconfig())?;
     Ok(kube::Client::new(&kc, &env.book).await?)
-}
-
-/// One URL path segment or query value, percent-encoded (Kubernetes names are DNS
-/// labels/subdomains, so the form encoding of a space never arises).
-fn path_segment(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[cfg(test)]
@@ -449,13 +370,5 @@ mod tests {
         p.nodes[0].pod_cidr = Some("10.8.32.0/24".parse().unwrap());
         let kept = keep_pod_cidrs(&p, &steps).unwrap();
         assert_eq!(kept.nodes[1].pod_cidr, None);
-    }
-
-    #[test]
-    fn daemonset_and_mirror_pods_are_not_evicted() {
-        let ds = json!({"metadata": {"ownerReferences": [{"kind": "DaemonSet"}]}});
-        let mirror = json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "x"}}});
-        let rs = json!({"metadata": {"ownerReferences": [{"kind": "ReplicaSet"}]}});
-        assert!(!evictable(&ds) && !evictable(&mirror) && evictable(&rs));
     }
 }

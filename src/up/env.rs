@@ -21,6 +21,10 @@ use crate::talos::api::{Stages, Timeouts};
 /// for (the lab scales it with its speed, like every latency).
 const TALOS_POLL_MAX: Duration = Duration::from_millis(250);
 const KUBE_POLL_MAX: Duration = Duration::from_millis(250);
+/// A drain's bound and its retry cadence while a PodDisruptionBudget refuses
+/// (talosctl 1.13 `--drain-timeout` 5 min; the node's own drain retries every 5 s).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+const DRAIN_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Longest pause before applying again while an admission webhook is not serving yet.
 const WEBHOOK_RETRY_MAX: Duration = Duration::from_secs(1);
 
@@ -30,6 +34,8 @@ pub struct Env {
     pub factory: Factory,
     pub talos: Stages,
     pub kube_poll: Poll,
+    /// Cordoned node → every evictable pod gone (`kube::drain`).
+    pub drain: Poll,
     pub webhook_retry: Poll,
     pub manifests: ManifestSource,
     /// The lab saves its simulated hosts at every recorded step, so a killed run
@@ -73,6 +79,10 @@ impl Env {
             kube_poll: Poll {
                 max: KUBE_POLL_MAX,
                 ..Poll::standard(Duration::from_secs(900))
+            },
+            drain: Poll {
+                max: DRAIN_RETRY_MAX,
+                ..Poll::standard(DRAIN_TIMEOUT)
             },
             webhook_retry: Poll {
                 min: Duration::from_millis(250),
@@ -124,6 +134,11 @@ impl Env {
                 min: fine,
                 max: o.scaled(KUBE_POLL_MAX).max(fine),
                 timeout: scale(Duration::from_secs(900)),
+            },
+            drain: Poll {
+                min: fine,
+                max: o.scaled(DRAIN_RETRY_MAX).max(fine),
+                timeout: scale(DRAIN_TIMEOUT),
             },
             webhook_retry: Poll {
                 min: fine,

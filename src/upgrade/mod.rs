@@ -4,8 +4,8 @@
 //!
 //! - Talos OS with the Image Factory installer of the profile's schematic (extensions
 //!   survive): on 1.13 nodes `ImageService/Pull` + `LifecycleService/Upgrade`, then a
-//!   client cordon and `Reboot` (that API checks no etcd, drains nothing, reboots
-//!   nothing); on 1.12 nodes the legacy `MachineService/Upgrade`. Control planes one at
+//!   client cordon, drain (`kube::drain`) and `Reboot` (that API checks no etcd,
+//!   drains nothing, reboots nothing); on 1.12 nodes the legacy `MachineService/Upgrade`. Control planes one at
 //!   a time with etcd checked by talos-pve before and after; then workers. After each
 //!   reboot the boot id must have changed and `Version` must report the target.
 //! - Kubernetes as `talosctl upgrade-k8s` does it: the node's whole machine config
@@ -20,7 +20,6 @@ mod plan;
 
 use std::future::Future;
 
-use serde_json::{Value, json};
 use thiserror::Error;
 
 pub use plan::{PlanError, Running, Step as NodeStep, UpgradePlan, decide};
@@ -28,7 +27,7 @@ pub use plan::{PlanError, Running, Step as NodeStep, UpgradePlan, decide};
 use crate::artifacts;
 use crate::cluster_dir::ClusterDir;
 use crate::files::{self, SECRET_MODE};
-use crate::kube::{self, KubeError, Kubeconfig, node_ready};
+use crate::kube::{self, KubeError, Kubeconfig, drain, node_ready};
 use crate::plan::{NodePlan, Plan};
 use crate::profile::{Profile, Role};
 use crate::progress::Reporter;
@@ -283,7 +282,12 @@ impl Upgrade<'_> {
             c.lifecycle_upgrade(&name)
                 .await
                 .map_err(|e| failed(e.to_string()))?;
-            self.cordon(&s.node, true).await?;
+            // Cordon and drain as talosctl does (talos-day2.md §1.6): pods leave through
+            // Evictions, so PodDisruptionBudgets hold; a drain that cannot finish
+            // stops here with the node cordoned and not rebooted.
+            let kube = &self.clients.kube;
+            drain::cordon(kube, &s.node, true).await?;
+            drain::drain(kube, &self.env.drain, &s.node).await?;
             c.reboot().await?;
         } else {
             c.legacy_upgrade(installer).await?;
@@ -298,7 +302,7 @@ impl Upgrade<'_> {
         self.wait_node(&s.node, None).await?;
         if lifecycle {
             // A client cordon is never undone by Talos (talos-day2.md §1.3).
-            self.cordon(&s.node, false).await?;
+            drain::cordon(&self.clients.kube, &s.node, false).await?;
         }
         if s.control_plane {
             self.until(&s.node, "etcd healthy again after the reboot", || async {
@@ -391,15 +395,6 @@ impl Upgrade<'_> {
             })
         })
         .await
-    }
-
-    async fn cordon(&self, node: &str, on: bool) -> Result<(), UpgradeError> {
-        let v = if on { json!(true) } else { Value::Null };
-        self.clients
-            .kube
-            .merge_patch(&node_path(node), &json!({"spec": {"unschedulable": v}}))
-            .await?;
-        Ok(())
     }
 
     /// The Node is Ready (and its kubelet reports `kubelet`, if given).

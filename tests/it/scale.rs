@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use talos_pve::kube::{self, Kubeconfig, Resource};
-use talos_pve::lab::{Datacenter, LabOptions};
+use talos_pve::kube;
 
-use super::support::{self, run};
+use super::support::{self, res, run, with_api};
 
 /// A copy of the homelab profile in `dir` with `extra` appended to its nodes.
 fn profile_with(dir: &Path, file: &str, extra: &str) -> PathBuf {
@@ -76,34 +75,6 @@ fn members(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// Run `f` against the lab Kubernetes API of the saved datacenter.
-async fn with_api<T>(profile: &Path, dir: &Path, f: impl AsyncFnOnce(&kube::Client) -> T) -> T {
-    let p = talos_pve::profile::load(profile).unwrap();
-    let dc = Datacenter::open(&dir.join("lab"), &p, &LabOptions::default())
-        .await
-        .unwrap();
-    dc.kube
-        .serving(Duration::from_secs(10))
-        .await
-        .expect("the lab API serves");
-    let kc = Kubeconfig::load(&dir.join("kubeconfig")).unwrap();
-    let client = kube::Client::new(&kc, &dc.fabric.addresses).await.unwrap();
-    let out = f(&client).await;
-    dc.save().unwrap();
-    dc.shutdown();
-    out
-}
-
-fn res(group: &str, kind: &str, plural: &str) -> Resource {
-    Resource {
-        group: group.into(),
-        version: "v1".into(),
-        kind: kind.into(),
-        plural: plural.into(),
-        namespaced: true,
-    }
 }
 
 async fn pods_on(c: &kube::Client, node: &str) -> Vec<Value> {

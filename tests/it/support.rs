@@ -101,3 +101,41 @@ pub fn test_client(
         .expect("new client certificate");
     (c.cert_pem, c.key.to_talos_pem().to_string())
 }
+
+/// Run `f` against the lab Kubernetes API of the saved datacenter.
+pub async fn with_api<T>(
+    profile: &Path,
+    dir: &Path,
+    f: impl AsyncFnOnce(&talos_pve::kube::Client) -> T,
+) -> T {
+    let p = talos_pve::profile::load(profile).unwrap();
+    let dc = talos_pve::lab::Datacenter::open(
+        &dir.join("lab"),
+        &p,
+        &talos_pve::lab::LabOptions::default(),
+    )
+    .await
+    .unwrap();
+    dc.kube
+        .serving(std::time::Duration::from_secs(10))
+        .await
+        .expect("the lab API serves");
+    let kc = talos_pve::kube::Kubeconfig::load(&dir.join("kubeconfig")).unwrap();
+    let client = talos_pve::kube::Client::new(&kc, &dc.fabric.addresses)
+        .await
+        .unwrap();
+    let out = f(&client).await;
+    dc.save().unwrap();
+    dc.shutdown();
+    out
+}
+
+pub fn res(group: &str, kind: &str, plural: &str) -> talos_pve::kube::Resource {
+    talos_pve::kube::Resource {
+        group: group.into(),
+        version: "v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+        namespaced: true,
+    }
+}

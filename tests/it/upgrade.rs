@@ -274,3 +274,133 @@ fn a_patch_upgrade_of_1_13_nodes_pulls_the_factory_installer_reboots_and_uncordo
     let (code, out, err) = diff();
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// The web pods: (name, node, restarts of their containers).
+async fn web_pods(c: &talos_pve::kube::Client) -> Vec<(String, String, i64)> {
+    c.list("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_owned(),
+                p["spec"]["nodeName"].as_str().unwrap().to_owned(),
+                p["status"]["containerStatuses"][0]["restartCount"]
+                    .as_i64()
+                    .unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn budget(min_available: u32) -> Value {
+    serde_json::json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"minAvailable": min_available, "selector": {"matchLabels": {"app": "web"}}}})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_1_13_node_is_drained_before_its_reboot_and_a_budget_can_stop_the_upgrade() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let old = profile_at(tmp.path(), "v1.13.8", "1.36.3");
+    let (o, d) = (old.clone(), dir.clone());
+    tokio::task::spawn_blocking(move || ok(run("up", &o, &d, &[]), "up at v1.13.8"))
+        .await
+        .unwrap();
+    let pdb = support::res("policy", "PodDisruptionBudget", "poddisruptionbudgets");
+    // Three web pods (one per node) whose budget allows no disruption at all.
+    support::with_api(Path::new(&old), &dir, async |c| {
+        let labels = serde_json::json!({"app": "web"});
+        c.apply(
+            &support::res("apps", "Deployment", "deployments"),
+            &serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"replicas": 3, "selector": {"matchLabels": labels},
+                    "template": {"metadata": {"labels": labels},
+                        "spec": {"containers": [{"name": "web", "image": "nginx:1.29"}]}}}}),
+        )
+        .await
+        .unwrap();
+        c.apply(&pdb, &budget(3)).await.unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while web_pods(c).await.len() < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "no web pods");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    // The drain of the first node cannot finish: the upgrade stops before its
+    // reboot, naming it; the node stays cordoned and on its release.
+    let new = support::profile("homelab.yaml").display().to_string();
+    let (n, d) = (new.clone(), dir.clone());
+    let held = tokio::task::spawn_blocking(move || run("upgrade", &n, &d, &[]))
+        .await
+        .unwrap();
+    assert_eq!(held.0, 1, "{}", held.2);
+    for needle in [
+        "drain of talos-k8s-01 did not finish",
+        "disruption budget",
+        "kubectl get pdb",
+    ] {
+        assert!(
+            held.2.contains(needle),
+            "expected `{needle}` in:\n{}",
+            held.2
+        );
+    }
+    let (n, d) = (new.clone(), dir.clone());
+    let mid = tokio::task::spawn_blocking(move || versions(&n, &d))
+        .await
+        .unwrap();
+    assert!(mid.iter().all(|(_, t, _)| t == "v1.13.8"), "{mid:?}");
+    support::with_api(Path::new(&new), &dir, async |c| {
+        let n = c.get("/api/v1/nodes/talos-k8s-01").await.unwrap().unwrap();
+        assert_eq!(n["spec"]["unschedulable"], true, "cordon kept: {n}");
+        assert!(web_pods(c).await.iter().all(|(_, _, r)| *r == 0));
+        // One disruption at a time is allowed now.
+        c.apply(&pdb, &budget(2)).await.unwrap();
+    })
+    .await;
+
+    // The resumed run drains every node before its reboot: no web pod was ever
+    // killed by a reboot (its containers would count a restart), all three run.
+    let (n, d) = (new.clone(), dir.clone());
+    tokio::task::spawn_blocking(move || ok(run("upgrade", &n, &d, &[]), "resumed upgrade"))
+        .await
+        .unwrap();
+    let (n, d) = (new.clone(), dir.clone());
+    let after = tokio::task::spawn_blocking(move || versions(&n, &d))
+        .await
+        .unwrap();
+    assert!(after.iter().all(|(_, t, _)| t == "v1.13.9"), "{after:?}");
+    support::with_api(Path::new(&new), &dir, async |c| {
+        let web = web_pods(c).await;
+        assert_eq!(web.len(), 3, "{web:?}");
+        assert!(
+            web.iter().all(|(_, _, r)| *r == 0),
+            "killed by a reboot: {web:?}"
+        );
+        for name in ["talos-k8s-01", "talos-k8s-02", "talos-k8s-03"] {
+            let n = c
+                .get(&format!("/api/v1/nodes/{name}"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n["spec"]["unschedulable"].is_null(), "{name} cordoned: {n}");
+        }
+        // DaemonSet pods stay through a drain: the reboot restarted Cilium's.
+        let cilium = c
+            .list("/api/v1/namespaces/kube-system/pods?labelSelector=k8s-app%3Dcilium")
+            .await
+            .unwrap();
+        assert!(
+            cilium
+                .iter()
+                .all(|p| p["status"]["containerStatuses"][0]["restartCount"] == 1),
+            "{cilium:?}"
+        );
+    })
+    .await;
+}

@@ -260,6 +260,7 @@ impl LabKube {
                 match ev {
                     LabEvent::NodeRunning(info) => {
                         lab2.down.lock().expect("down lock").remove(&info.hostname);
+                        sim::containers_started(&lab2, &info.hostname);
                         let mut n = lab2.nodes.lock().expect("nodes lock");
                         n.retain(|x| x.hostname != info.hostname);
                         n.push(info);
@@ -272,6 +273,18 @@ impl LabKube {
                                 .lock()
                                 .expect("down lock")
                                 .insert(n.hostname.clone());
+                        }
+                    }
+                    LabEvent::NodeGoingDown { vmid, drains } => {
+                        let name = lab2
+                            .nodes
+                            .lock()
+                            .expect("nodes lock")
+                            .iter()
+                            .find(|n| n.vmid == vmid)
+                            .map(|n| n.hostname.clone());
+                        if let Some(name) = name {
+                            sim::going_down(&lab2, &name, drains);
                         }
                     }
                     LabEvent::EtcdBootstrapped { endpoint, .. } if tx.borrow().is_none() => {

@@ -663,6 +663,75 @@ fn run_pods(lab: &Lab) {
     }
 }
 
+fn pods_on(lab: &Lab, node: &str) -> Vec<Value> {
+    lab.store
+        .list(&store::prefix("", "pods", None))
+        .into_iter()
+        .filter(|p| p["spec"]["nodeName"] == node)
+        .collect()
+}
+
+/// A node goes down for a reboot. One that drains itself (the legacy upgrade
+/// sequence, talos v1.13.9 `pkg/kubernetes/kubernetes.go` L239-316) first evicts
+/// every pod but mirror, unmanaged and DaemonSet pods, a refusal only logged. Then
+/// its containers stop: the pods left stay bound to it, not Ready, and count a
+/// restart (the kubelet starts them again after the boot).
+pub fn going_down(lab: &Lab, node: &str, drains: bool) {
+    if drains {
+        for p in pods_on(lab, node) {
+            let owner = p["metadata"]["ownerReferences"][0]["kind"].as_str();
+            if matches!(owner, None | Some("DaemonSet")) {
+                continue;
+            }
+            let (ns, name) = (
+                p["metadata"]["namespace"].as_str().unwrap_or_default(),
+                p["metadata"]["name"].as_str().unwrap_or_default(),
+            );
+            let body = json!({"apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {"name": name, "namespace": ns}});
+            let _ = super::eviction::evict(lab, ns, name, &body);
+        }
+    }
+    for mut p in pods_on(lab, node) {
+        set_ready(&mut p, false);
+        for c in p["status"]["containerStatuses"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            c["restartCount"] = json!(c["restartCount"].as_i64().unwrap_or(0) + 1);
+        }
+        save(lab, p);
+    }
+}
+
+/// The node runs again: the kubelet restarts the containers of its pods.
+pub fn containers_started(lab: &Lab, node: &str) {
+    for mut p in pods_on(lab, node) {
+        set_ready(&mut p, true);
+        save(lab, p);
+    }
+}
+
+fn set_ready(p: &mut Value, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    for c in p["status"]["conditions"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["type"] == "Ready" || c["type"] == "ContainersReady")
+    {
+        c["status"] = json!(status);
+    }
+    for c in p["status"]["containerStatuses"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        c["ready"] = json!(ready);
+    }
+}
+
 /// A node is Ready once the CNI runs and it has a pod CIDR; a stopped VM's node
 /// goes Unknown, as the node lifecycle controller marks it.
 fn nodes_ready(lab: &Lab) {

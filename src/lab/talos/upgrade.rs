@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status};
 
 use super::server::{ADMIN, Ctx, Frames, chunks, respond, server_stream, stream, unary};
 use super::{Phase, Shared, lock};
+use crate::lab::LabEvent;
 use crate::talos::api::upgrade::*;
 use crate::talos::compat::{self, Version};
 
@@ -182,10 +183,15 @@ impl Ctx {
             } else {
                 n.state.staged_version = Some(format!("v{target}"));
             }
-            // The upgrade sequence: the node is down while it installs, then reboots
-            // (into the new release, or the old one when the installer failed).
+            // The upgrade sequence: the node drains itself, is down while it
+            // installs, then reboots (into the new release, or the old one when the
+            // installer failed).
             super::set_phase(n, Phase::Installing)
         };
+        self.shared.fabric.emit(LabEvent::NodeGoingDown {
+            vmid: self.vmid,
+            drains: true,
+        });
         super::after(
             &self.shared,
             self.vmid,
@@ -326,6 +332,11 @@ impl Ctx {
         self.allow("Reboot", OPERATOR)?;
         let actor_id = self.actor("reboot");
         // Answer first, as the node does; the connection drops as it goes down.
+        // A reboot drains nothing (talosctl drains, if asked, before it).
+        self.shared.fabric.emit(LabEvent::NodeGoingDown {
+            vmid: self.vmid,
+            drains: false,
+        });
         super::boot(&self.shared, self.vmid);
         respond(RebootResponse {
             messages: vec![Reboot {
