@@ -103,6 +103,66 @@ fn kubectl_ok(s: &Served, home: &Path, args: &[&str]) -> String {
     out
 }
 
+/// `kubectl get nodes -w`: the list (a Table with headers), then a row for every
+/// change as it happens: cordoning `node` shows it `SchedulingDisabled` at once.
+fn watch_nodes(s: &Served, home: &Path, node: &str) {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .arg("--cache-dir")
+        .arg(home.join("kube-cache"))
+        .args(["get", "nodes", "-w"])
+        .env("HOME", home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl get nodes -w");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || rx.recv_timeout(Duration::from_secs(20));
+    let header = next().expect("kubectl -w printed the list");
+    assert!(header.starts_with("NAME"), "{header}");
+    for _ in 0..3 {
+        let row = next().expect("a row per node");
+        assert!(row.contains(" Ready "), "{row}");
+    }
+    // (`kubectl cordon` sends a strategic merge patch, which the lab does not take.)
+    let cordon = |on: &str| {
+        let patch = format!(r#"{{"spec":{{"unschedulable":{on}}}}}"#);
+        kubectl_ok(
+            s,
+            home,
+            &["patch", "node", node, "--type", "merge", "-p", &patch],
+        );
+    };
+    cordon("true");
+    let Ok(row) = next() else {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "no watch event after the cordon: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    assert!(
+        row.starts_with(node) && row.contains("Ready,SchedulingDisabled"),
+        "{row}"
+    );
+    cordon("null");
+    let row = next().expect("the uncordon too");
+    assert!(
+        row.starts_with(node) && !row.contains("SchedulingDisabled"),
+        "{row}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn kubectl_works_against_lab_serve() {
     if !kubectl_present() {
@@ -182,6 +242,8 @@ fn kubectl_works_against_lab_serve() {
     // `autoAssign` was not applied: the CRD schema's default shows, as on a real server.
     let row = pools.lines().nth(1).unwrap_or_default();
     assert!(row.contains("true"), "AUTO ASSIGN defaulted:\n{pools}");
+
+    watch_nodes(&s, &home, &plan.nodes[1].name);
 
     let node = &plan.nodes[0].name;
     let described = kubectl_ok(&s, &home, &["describe", "node", node]);

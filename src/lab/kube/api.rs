@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::Lab;
 use super::store::{self, Conflict};
+use super::watch::Watch;
 use super::{openapi, select, table};
 use crate::jsonschema;
 use crate::kube::Resource;
@@ -143,10 +144,16 @@ pub fn resources(lab: &Lab) -> Vec<Resource> {
 pub struct Reply {
     pub code: u16,
     pub body: Value,
+    /// A watch: the body is its stream of events, not `body`.
+    pub watch: Option<Watch>,
 }
 
 pub(super) fn reply(code: u16, body: Value) -> Reply {
-    Reply { code, body }
+    Reply {
+        code,
+        body,
+        watch: None,
+    }
 }
 
 pub(super) fn status(code: u16, reason: &str, message: String) -> Reply {
@@ -372,12 +379,50 @@ pub fn handle(lab: &Lab, req: &Request) -> Reply {
     let ns = ns.filter(|_| res.namespaced);
     let strict = q("fieldValidation").as_deref() == Some("Strict");
     if matches!(q("watch").as_deref(), Some("true" | "1")) {
-        // Said plainly rather than answered with a list the client would misread.
-        return status(
-            405,
-            "MethodNotAllowed",
-            format!("the talos-pve lab does not serve watches ({path}); list again instead"),
-        );
+        if method != "GET" {
+            return status(
+                405,
+                "MethodNotAllowed",
+                format!("the server does not allow this method on the requested resource ({path})"),
+            );
+        }
+        let bad = |m: String| status(400, "BadRequest", m);
+        let parsed = (|| {
+            let labels = select::parse(&q("labelSelector").unwrap_or_default(), true)?;
+            let mut fields = select::parse(&q("fieldSelector").unwrap_or_default(), false)?;
+            select::check_fields(&res.kind, &fields)?;
+            // The deprecated watch of one object: the collection filtered by name.
+            if let Some(n) = name {
+                fields.extend(select::parse(&format!("metadata.name={n}"), false)?);
+            }
+            let (from, timeout) = Watch::versions(
+                q("resourceVersion").as_deref(),
+                q("timeoutSeconds").as_deref(),
+            )?;
+            Ok::<_, String>((labels, fields, from, timeout))
+        })();
+        let (labels, fields, from, timeout) = match parsed {
+            Ok(p) => p,
+            Err(m) => return bad(m),
+        };
+        let mut r = reply(200, Value::Null);
+        r.watch = Some(Watch {
+            prefix: store::prefix(group, plural, ns),
+            kind: res.kind.clone(),
+            api_version: res.api_version(),
+            labels,
+            fields,
+            from,
+            bookmarks: q("allowWatchBookmarks").as_deref() == Some("true"),
+            timeout,
+            table: table::wants_table(req.accept).then(|| {
+                (
+                    printer_columns(lab, res),
+                    table::Include::from_query(q("includeObject").as_deref()),
+                )
+            }),
+        });
+        return r;
     }
     match (method, name) {
         ("GET", None) => {

@@ -12,6 +12,7 @@ mod select;
 mod sim;
 mod store;
 mod table;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
@@ -24,7 +25,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
 use thiserror::Error;
-use tokio::sync::watch;
+
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -124,7 +125,7 @@ pub struct Lab {
 #[derive(Debug)]
 pub struct LabKube {
     lab: Arc<Lab>,
-    addr: watch::Receiver<Option<SocketAddr>>,
+    addr: tokio::sync::watch::Receiver<Option<SocketAddr>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -219,12 +220,14 @@ async fn respond(
             body: &bytes,
         },
     );
+    let body = match r.watch {
+        Some(w) => watch::stream(lab, w),
+        None => axum::body::Body::from(serde_json::to_vec(&r.body).expect("JSON values serialize")),
+    };
     hyper::Response::builder()
         .status(r.code)
         .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(axum::body::Body::from(
-            serde_json::to_vec(&r.body).expect("JSON values serialize"),
-        ))
+        .body(body)
         .expect("valid response parts")
 }
 
@@ -246,7 +249,7 @@ impl LabKube {
             timers: Mutex::default(),
             next_due: Mutex::default(),
         });
-        let (tx, addr) = watch::channel(None);
+        let (tx, addr) = tokio::sync::watch::channel(None);
         let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let mut events = fabric.events.subscribe();
         let (lab2, tasks2, book) = (lab.clone(), tasks.clone(), fabric.addresses.clone());

@@ -1,7 +1,13 @@
 //! Kubernetes objects in the lab etcd: keys, resource versions, and the write
 //! semantics the real API server has (server-side apply with managed fields and
-//! conflicts, JSON merge patch, no-op writes that change nothing).
+//! conflicts, JSON merge patch, no-op writes that change nothing), and the history of
+//! changes that watches are served from: every write and delete takes the next
+//! resource version and is recorded, in order, as an ADDED / MODIFIED / DELETED
+//! event; the oldest are dropped past `HISTORY` (etcd compaction: a watch from a
+//! version no longer held is refused with 410 Gone).
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value, json};
@@ -27,12 +33,36 @@ pub fn prefix(group: &str, plural: &str, ns: Option<&str>) -> String {
     }
 }
 
+/// Changes kept for watches.
+const HISTORY: usize = 4096;
+
+/// One change: what a watch event carries.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub rv: u64,
+    pub key: String,
+    /// `ADDED`, `MODIFIED` or `DELETED`.
+    pub kind: &'static str,
+    /// The object as of `rv` (for a deletion: its last state, with `rv`).
+    pub object: Value,
+}
+
 #[derive(Debug)]
 pub struct Store {
     pub etcd: EtcdStore,
     writes: AtomicU64,
     /// Signalled on every change, so the controllers react at once, as informers do.
     changed: tokio::sync::Notify,
+    /// Held across a write, so versions and the history stay in one order.
+    history: Mutex<VecDeque<Change>>,
+    /// The latest resource version, for watchers.
+    latest: tokio::sync::watch::Sender<u64>,
+}
+
+/// A watch asked for changes after a version the history no longer holds.
+#[derive(Debug, PartialEq)]
+pub struct Expired {
+    pub oldest: u64,
 }
 
 pub fn now() -> String {
@@ -49,7 +79,40 @@ impl Store {
             etcd,
             writes: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
+            history: Mutex::default(),
+            latest: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Wakes on every recorded change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.latest.subscribe()
+    }
+
+    /// The changes after `rv`, in order, or `Expired` when some of them are no
+    /// longer held (older than the history, or before this lab API started).
+    pub fn changes_since(&self, rv: u64) -> Result<Vec<Change>, Expired> {
+        let h = self.history.lock().expect("history lock");
+        let oldest = h.front().map_or_else(|| self.rv_now(), |c| c.rv - 1);
+        if rv < oldest {
+            return Err(Expired { oldest });
+        }
+        Ok(h.iter().filter(|c| c.rv > rv).cloned().collect())
+    }
+
+    /// The objects under `prefix` and the version they are the state of.
+    pub fn list_at(&self, prefix: &str) -> (u64, Vec<(String, Value)>) {
+        let _h = self.history.lock().expect("history lock");
+        (self.rv_now(), self.etcd.list(prefix))
+    }
+
+    fn record(&self, h: &mut VecDeque<Change>, change: Change) {
+        let rv = change.rv;
+        if h.len() == HISTORY {
+            h.pop_front();
+        }
+        h.push_back(change);
+        self.latest.send_replace(rv);
     }
 
     /// Completes after the next change (or at once if one happened since the last wait).
@@ -92,15 +155,19 @@ impl Store {
     }
 
     pub fn current_rv(&self) -> String {
+        self.rv_now().to_string()
+    }
+
+    fn rv_now(&self) -> u64 {
         self.etcd
             .get(RV_KEY)
             .and_then(|v| v.as_u64())
             .unwrap_or(1000)
-            .to_string()
     }
 
     /// Store `obj` under `key` unless it equals what is there; returns the stored object.
     pub fn put(&self, key: &str, mut obj: Value) -> Value {
+        let mut h = self.history.lock().expect("history lock");
         let old = self.etcd.get(key);
         if let Some(old) = &old
             && same(old, &obj)
@@ -120,18 +187,37 @@ impl Store {
             .and_then(|o| o["metadata"]["generation"].as_i64())
             .unwrap_or(0);
         obj["metadata"]["generation"] = json!(if spec_changed { gen_ + 1 } else { gen_.max(1) });
-        obj["metadata"]["resourceVersion"] = json!(self.next_rv());
+        let rv = self.next_rv();
+        obj["metadata"]["resourceVersion"] = json!(rv);
         self.etcd.put(key, obj.clone());
+        let change = Change {
+            rv: rv.parse().expect("versions are numbers"),
+            key: key.to_owned(),
+            kind: if old.is_some() { "MODIFIED" } else { "ADDED" },
+            object: obj.clone(),
+        };
+        self.record(&mut h, change);
+        drop(h);
         self.touch();
         obj
     }
 
+    /// Remove the object; the deletion takes a resource version of its own.
     pub fn delete(&self, key: &str) -> Option<Value> {
-        let v = self.etcd.delete(key);
-        if v.is_some() {
-            self.touch();
-        }
-        v
+        let mut h = self.history.lock().expect("history lock");
+        let mut v = self.etcd.delete(key)?;
+        let rv = self.next_rv();
+        v["metadata"]["resourceVersion"] = json!(rv);
+        let change = Change {
+            rv: rv.parse().expect("versions are numbers"),
+            key: key.to_owned(),
+            kind: "DELETED",
+            object: v.clone(),
+        };
+        self.record(&mut h, change);
+        drop(h);
+        self.touch();
+        Some(v)
     }
 }
 
@@ -431,6 +517,45 @@ mod tests {
         let a2 = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "d"}, "data": {"a": "9"}});
         let pruned = apply(Some(&forced), &a2, "talos-pve", true).unwrap();
         assert_eq!(pruned["data"], json!({"a": "9"}));
+    }
+
+    #[test]
+    fn changes_are_kept_in_order_and_an_old_version_is_expired() {
+        let s = Store::new(EtcdStore::default());
+        let k = key("", "nodes", None, "n1");
+        let start = s.rv_now();
+        let a = s.put(&k, json!({"metadata": {"name": "n1"}}));
+        let mut b = a.clone();
+        b["spec"] = json!({"unschedulable": true});
+        s.put(&k, b);
+        let gone = s.delete(&k).unwrap();
+        let kinds: Vec<(&str, u64)> = s
+            .changes_since(start)
+            .unwrap()
+            .iter()
+            .map(|c| (c.kind, c.rv))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("ADDED", start + 1),
+                ("MODIFIED", start + 2),
+                ("DELETED", start + 3)
+            ]
+        );
+        assert_eq!(gone["metadata"]["resourceVersion"], (start + 3).to_string());
+        assert_eq!(s.changes_since(start + 2).unwrap().len(), 1);
+        // Before what this server has seen: 410 Gone for a watch.
+        assert_eq!(
+            s.changes_since(start - 1).unwrap_err(),
+            Expired { oldest: start }
+        );
+        for i in 0..HISTORY {
+            s.put(&k, json!({"metadata": {"name": "n1"}, "data": i}));
+        }
+        assert!(s.changes_since(start + 2).is_err(), "compacted");
+        assert_eq!(s.changes_since(start + 3).unwrap().len(), HISTORY);
+        assert_eq!(s.changes_since(s.rv_now() - 1).unwrap().len(), 1);
     }
 
     #[test]
