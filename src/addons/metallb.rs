@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{AddonError, Links, ManifestSource, Options, apply_all, wait_ready};
 use crate::jsonschema;
-use crate::kube::{Client, Discovery, daemonset_ready, deployment_ready};
+use crate::kube::{Client, Discovery, KubeError, daemonset_ready, deployment_ready};
 use crate::net::AddressBook;
 use crate::plan::Plan;
 use crate::profile::MetalLb;
@@ -289,9 +289,11 @@ pub async fn finish(
     let slices = format!(
         "/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3D{WEBHOOK_SERVICE}"
     );
-    poll.until(
+    poll.watch(
+        client,
+        &slices,
         "the MetalLB webhook service to have a ready endpoint",
-        || async { Ok(webhook_ready(&client.list(&slices).await?)) },
+        |items| async move { Ok::<_, KubeError>(webhook_ready(&items)) },
     )
     .await?;
     let unlabelled = remove_exclude_labels(client, plan).await?;

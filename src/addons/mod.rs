@@ -327,12 +327,12 @@ pub async fn apply_all(
 async fn wait_crds(client: &Client, names: &[String], poll: &Poll) -> Result<(), AddonError> {
     for n in names {
         let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{n}");
-        poll.until(&format!("CRD {n} to be Established"), || async {
-            Ok(match client.get(&path).await? {
-                Some(crd) => crd_established(&crd),
-                None => Err("not found".into()),
-            })
-        })
+        poll.watch_object::<_, KubeError, _>(
+            client,
+            &path,
+            &format!("CRD {n} to be Established"),
+            |crd| crd.map_or(Err("not found".into()), crd_established),
+        )
         .await?;
     }
     Ok(())
@@ -346,11 +346,8 @@ async fn wait_ready(
     ready: fn(&Value) -> Result<(), String>,
     poll: &Poll,
 ) -> Result<(), AddonError> {
-    poll.until(&format!("{what} to be ready"), || async {
-        Ok(match client.get(path).await? {
-            Some(o) => ready(&o),
-            None => Err("not created yet".into()),
-        })
+    poll.watch_object::<_, KubeError, _>(client, path, &format!("{what} to be ready"), |o| {
+        o.map_or(Err("not created yet".into()), ready)
     })
     .await?;
     Ok(())

@@ -55,46 +55,55 @@ pub fn patch(planned: Ipv4Net) -> Value {
 /// all have one. Returns the nodes that were patched (empty on a re-run).
 pub async fn assign(client: &Client, plan: &Plan, poll: &Poll) -> Result<Vec<String>, AddonError> {
     let patched = std::sync::Mutex::new(Vec::new());
+    let patched = &patched;
     // `Ok(Err(conflict))` ends the wait: a foreign CIDR will not go away by waiting.
     let outcome = poll
-        .until("every node to register", || async {
-            let nodes = client.list("/api/v1/nodes").await?;
-            let mut missing = Vec::new();
-            let mut to_patch = Vec::new();
-            for n in &plan.nodes {
-                let Some(node) = nodes
-                    .iter()
-                    .find(|x| x["metadata"]["name"] == n.name.as_str())
-                else {
-                    missing.push(n.name.as_str());
-                    continue;
-                };
-                match decide(node, n.pod_cidr) {
-                    Ok(Action::Unchanged) => {}
-                    Ok(Action::Patch) => to_patch.push(n),
-                    Err(e) => return Ok(Ok(Err(e))),
+        .watch::<_, KubeError, _, _>(
+            client,
+            "/api/v1/nodes",
+            "every node to register",
+            |nodes| async move {
+                let mut missing = Vec::new();
+                let mut to_patch = Vec::new();
+                for n in &plan.nodes {
+                    let Some(node) = nodes
+                        .iter()
+                        .find(|x| x["metadata"]["name"] == n.name.as_str())
+                    else {
+                        missing.push(n.name.as_str());
+                        continue;
+                    };
+                    match decide(node, n.pod_cidr) {
+                        Ok(Action::Unchanged) => {}
+                        Ok(Action::Patch) => to_patch.push(n),
+                        Err(e) => return Ok(Ok(Err(e))),
+                    }
                 }
-            }
-            // Independent objects: patch them together (Cilium waits for the last one).
-            let patched = &patched;
-            futures_util::future::try_join_all(to_patch.iter().map(|n| async move {
-                client
-                    .merge_patch(&format!("/api/v1/nodes/{}", n.name), &patch(n.pod_cidr))
-                    .await?;
-                tracing::info!(node = %n.name, cidr = %n.pod_cidr, "pod CIDR set");
-                patched.lock().expect("patched lock").push(n.name.clone());
-                Ok::<(), KubeError>(())
-            }))
-            .await?;
-            Ok(if missing.is_empty() {
-                Ok(Ok(()))
-            } else {
-                Err(format!("not registered yet: {}", missing.join(", ")))
-            })
-        })
+                // Independent objects: patch them together (Cilium waits for the last one).
+                let patched = &patched;
+                futures_util::future::try_join_all(to_patch.iter().map(|n| async move {
+                    client
+                        .merge_patch(&format!("/api/v1/nodes/{}", n.name), &patch(n.pod_cidr))
+                        .await?;
+                    tracing::info!(node = %n.name, cidr = %n.pod_cidr, "pod CIDR set");
+                    // The watch may show the Node before its patch: patched once still.
+                    let mut p = patched.lock().expect("patched lock");
+                    if !p.contains(&n.name) {
+                        p.push(n.name.clone());
+                    }
+                    Ok::<(), KubeError>(())
+                }))
+                .await?;
+                Ok(if missing.is_empty() {
+                    Ok(Ok(()))
+                } else {
+                    Err(format!("not registered yet: {}", missing.join(", ")))
+                })
+            },
+        )
         .await?;
     outcome?;
-    Ok(patched.into_inner().expect("patched lock"))
+    Ok(std::mem::take(&mut *patched.lock().expect("patched lock")))
 }
 
 #[cfg(test)]

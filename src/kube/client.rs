@@ -165,8 +165,52 @@ impl Client {
 
     /// The `items` of a list.
     pub async fn list(&self, path: &str) -> Result<Vec<Value>, KubeError> {
+        Ok(self.list_at(path).await?.0)
+    }
+
+    /// The `items` of a list and the list's `resourceVersion` (where a watch starts).
+    pub async fn list_at(&self, path: &str) -> Result<(Vec<Value>, String), KubeError> {
         let (_, v) = self.send(Method::GET, path, None).await?;
-        Ok(v["items"].as_array().cloned().unwrap_or_default())
+        let rv = v["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        Ok((v["items"].as_array().cloned().unwrap_or_default(), rv))
+    }
+
+    /// `GET path` whose body is read as it arrives (a watch), allowed `limit` in all.
+    pub(super) async fn stream(
+        &self,
+        path: &str,
+        limit: Duration,
+    ) -> Result<reqwest::Response, KubeError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(limit)
+            .send()
+            .await
+            .map_err(|source| KubeError::Http {
+                method: "GET".into(),
+                url: url.clone(),
+                source,
+            })?;
+        let code = resp.status().as_u16();
+        if code == 200 {
+            return Ok(resp);
+        }
+        let bytes = resp.bytes().await.unwrap_or_default();
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Err(KubeError::Status {
+            method: "GET".into(),
+            path: path.into(),
+            code,
+            message: v["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
+        })
     }
 
     /// Server-side apply `obj` as `talos-pve`, forcing ownership of the fields it sets.

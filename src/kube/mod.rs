@@ -13,6 +13,7 @@ mod config;
 mod discovery;
 pub mod drain;
 mod wait;
+mod watch;
 
 use thiserror::Error;
 

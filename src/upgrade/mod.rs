@@ -407,17 +407,17 @@ impl Upgrade<'_> {
         );
         self.env
             .kube_poll
-            .until(&what, || async {
-                let Some(n) = self.clients.kube.get(&node_path(node)).await? else {
-                    return Ok(Err("no Node object".into()));
+            .watch_object(&self.clients.kube, &node_path(node), &what, |n| {
+                let Some(n) = n else {
+                    return Err("no Node object".into());
                 };
                 let version = n["status"]["nodeInfo"]["kubeletVersion"]
                     .as_str()
                     .unwrap_or("");
-                Ok(match kubelet {
+                match kubelet {
                     Some(k) if version != k => Err(format!("kubelet reports {version:?}")),
-                    _ => node_ready(&n),
-                })
+                    _ => node_ready(n),
+                }
             })
             .await
             .map_err(|e| stalled(node)(UpgradeError::Kube(e)))?;
