@@ -817,3 +817,67 @@ async fn user_objects_are_applied_and_survive_an_etcd_snapshot() {
     assert_eq!(cm["data"]["k"], "v");
     assert_eq!(cm["metadata"]["managedFields"][0]["manager"], "talos-pve");
 }
+
+/// The readiness gates wait through watches: a change is seen at once, where a poll
+/// with these intervals would sleep ten seconds first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watched_wait_wakes_on_the_change_not_on_a_poll_interval() {
+    let c = cluster(KubeSimConfig::fast()).await;
+    let slow = talos_pve::kube::Poll {
+        min: Duration::from_secs(10),
+        max: Duration::from_secs(10),
+        timeout: Duration::from_secs(15),
+    };
+    let path = "/api/v1/namespaces/default/configmaps/flag";
+    let cm = |v: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "flag", "namespace": "default"}, "data": {"v": v}})
+    };
+    let res = talos_pve::kube::Resource {
+        group: String::new(),
+        version: "v1".into(),
+        kind: "ConfigMap".into(),
+        plural: "configmaps".into(),
+        namespaced: true,
+    };
+    c.client.apply(&res, &cm("no")).await.unwrap();
+    let writer = {
+        let (client, res) = (c.client.clone(), res.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            client.apply(&res, &cm("still no")).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            client.apply(&res, &cm("yes")).await.unwrap();
+        })
+    };
+    let start = std::time::Instant::now();
+    let seen = slow
+        .watch_object::<_, talos_pve::kube::KubeError, _>(&c.client, path, "the flag", |o| match o
+            .and_then(|o| o["data"]["v"].as_str())
+        {
+            Some("yes") => Ok("yes".to_owned()),
+            other => Err(format!("{other:?}")),
+        })
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(seen, "yes");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Timed out: the last state is reported.
+    let quick = talos_pve::kube::Poll {
+        timeout: Duration::from_millis(300),
+        ..slow
+    };
+    let e = quick
+        .watch_object::<(), talos_pve::kube::KubeError, _>(&c.client, path, "never", |_| {
+            Err("still waiting".into())
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("still waiting"), "{e}");
+}
