@@ -1,8 +1,9 @@
-//! Benchmark for `up` against the lab (run in release mode; prints the figures for
-//! docs/benchmarks.md):
+//! Benchmark for `up` and `upgrade` against the lab (run in release mode; prints the
+//! figures for docs/benchmarks.md):
 //!
 //! ```sh
 //! cargo run --release --example bench_up              # BENCH_VERBOSE=1 adds a stage timeline
+//! cargo run --release --example bench_up -- upgrade   # the rolling Talos upgrade
 //! ```
 //!
 //! The whole bring-up runs in-process (`Datacenter::open_with` + `Env::lab` +
@@ -12,6 +13,13 @@
 //! no client can beat, see `critical_path`), their ratio, Proxmox API requests per
 //! node (the lab records every request) and the process's peak RSS (VmHWM).
 //! Targets: wall ≤ 1.02 × critical path, ≤ 25 Proxmox requests per node, RSS < 64 MiB.
+//!
+//! `upgrade`: the 30-node variant is brought up on Talos v1.12.11 (Kubernetes
+//! 1.35.4), then `upgrade` moves it to v1.13.9 (Talos only; Kubernetes stays, which
+//! 1.13 runs), measured from the first `Version` read to the end of `execute`
+//! (OS, configs, add-ons). Its critical path is the sum of the per-node waits the
+//! pinned latencies imply (`upgrade_path`); reported with Talos and Kubernetes API
+//! requests per node. Target: wall ≤ 1.02 × that sum.
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -28,11 +36,14 @@ use talos_pve::progress::{Event, Kind, Render, Reporter, SystemClock};
 use talos_pve::proxmox::preflight::preflight;
 use talos_pve::state::State;
 use talos_pve::up::{self, Env};
+use talos_pve::upgrade::{self, Clients, Upgrade};
 use time::OffsetDateTime;
 
 /// Lab time runs this many times faster than the real-world latencies below; the
 /// clients' polling is scaled by the same factor (`Env::lab`), so ratios carry over.
 const SPEED: f64 = 20.0;
+/// The rolling upgrade is thirty nodes in a row: faster, so a run stays under a minute.
+const UPGRADE_SPEED: f64 = 100.0;
 
 /// Real-world phase latencies (seconds), pinned for the benchmark.
 mod real {
@@ -54,15 +65,17 @@ mod real {
     pub const WEBHOOK_GRACE: f64 = 5.0;
 }
 
+fn lab_at(real_secs: f64, speed: f64) -> Duration {
+    Duration::from_secs_f64(real_secs / speed)
+}
+
 fn lab(real_secs: f64) -> Duration {
-    Duration::from_secs_f64(real_secs / SPEED)
+    lab_at(real_secs, SPEED)
 }
 
-fn lab_ms(real_secs: f64) -> u64 {
-    lab(real_secs).as_millis() as u64
-}
-
-fn timings(p: &Profile) -> (LabProxmoxConfig, LabTalosConfig, KubeSimConfig) {
+fn timings(p: &Profile, speed: f64) -> (LabProxmoxConfig, LabTalosConfig, KubeSimConfig) {
+    let lab = |real: f64| lab_at(real, speed);
+    let lab_ms = |real: f64| lab(real).as_millis() as u64;
     let pve = LabProxmoxConfig {
         request_latency_ms: lab_ms(real::REQUEST),
         task_ms: [
@@ -193,9 +206,23 @@ struct Figures {
     wall: Duration,
     requests: usize,
     nodes: usize,
+    /// Of the upgrade: Talos gRPC calls and Kubernetes API requests.
+    talos_requests: u64,
+    kube_requests: u64,
 }
 
-async fn run(name: &str, profile: &Profile, verbose: bool) -> Figures {
+/// Bring `profile` up; with `upgrade_to`, then upgrade to it and measure that instead.
+async fn run(
+    name: &str,
+    profile: &Profile,
+    verbose: bool,
+    upgrade_to: Option<&Profile>,
+) -> Figures {
+    let speed = if upgrade_to.is_some() {
+        UPGRADE_SPEED
+    } else {
+        SPEED
+    };
     let report = talos_pve::lint::lint(profile);
     assert_eq!(
         report.errors,
@@ -208,11 +235,11 @@ async fn run(name: &str, profile: &Profile, verbose: bool) -> Figures {
     let dir = ClusterDir {
         root: tmp.path().join(&profile.metadata.name),
     };
-    let dc = Datacenter::open_with(&dir.lab(), profile, timings(profile), &[])
+    let dc = Datacenter::open_with(&dir.lab(), profile, timings(profile, speed), &[])
         .await
         .expect("lab datacenter");
     let opts = LabOptions {
-        speed: SPEED,
+        speed,
         ..LabOptions::default()
     };
     let env = Env::lab(&dc, profile, &opts).expect("lab env");
@@ -245,11 +272,51 @@ async fn run(name: &str, profile: &Profile, verbose: bool) -> Figures {
     )
     .await
     .expect("bring-up");
-    let wall = start.elapsed();
+    let mut wall = start.elapsed();
     let recorded = dc.proxmox.requests();
     let requests = recorded.len();
+    let (mut talos_requests, mut kube_requests) = (0, 0);
+    if let Some(new) = upgrade_to {
+        let plan = Plan::build(new).expect("plan");
+        let state = State::open(&dir, new, &plan).expect("state");
+        state.adopt().expect("adopt the new versions");
+        let env = Env::lab(&dc, new, &opts).expect("lab env");
+        let clients = Clients::open(&env, &dir).await.expect("clients");
+        let (t0, k0) = (dc.talos.requests(), dc.kube.requests());
+        lines.lock().expect("timeline").clear();
+        let start = Instant::now();
+        let rep = Reporter::new(
+            Box::new(Timeline {
+                start,
+                lines: lines.clone(),
+            }),
+            Arc::new(SystemClock::default()),
+        );
+        let running = upgrade::observe(&env, &plan, &clients).await;
+        let steps = upgrade::decide(new, &plan, &running).expect("an upgrade path");
+        assert_eq!(
+            steps.talos_steps.len(),
+            plan.nodes.len(),
+            "every node upgrades"
+        );
+        Upgrade {
+            env: &env,
+            profile: new,
+            plan: &plan,
+            dir: &dir,
+            state: &state,
+            rep: &rep,
+            clients: &clients,
+        }
+        .execute(&steps)
+        .await
+        .expect("upgrade");
+        wall = start.elapsed();
+        talos_requests = dc.talos.requests() - t0;
+        kube_requests = dc.kube.requests() - k0;
+    }
     dc.shutdown();
-    if verbose {
+    if verbose && upgrade_to.is_none() {
         let mut kinds = std::collections::BTreeMap::<String, usize>::new();
         for r in &recorded {
             let shape: Vec<&str> = r
@@ -269,6 +336,8 @@ async fn run(name: &str, profile: &Profile, verbose: bool) -> Figures {
         for (k, n) in kinds {
             println!("  {n:>5}  {k}");
         }
+    }
+    if verbose {
         let mut l = lines.lock().expect("timeline").clone();
         l.sort();
         for (t, what) in l {
@@ -279,6 +348,8 @@ async fn run(name: &str, profile: &Profile, verbose: bool) -> Figures {
         wall,
         requests,
         nodes: plan.nodes.len(),
+        talos_requests,
+        kube_requests,
     }
 }
 
@@ -289,11 +360,60 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The profile at other Talos and Kubernetes versions.
+fn at_versions(mut p: Profile, talos: &str, kubernetes: &str) -> Profile {
+    p.talos.version = talos.into();
+    p.kubernetes.version = kubernetes.into();
+    p
+}
+
+/// The rolling upgrade's lower bound: one node at a time, each waits for its
+/// installer to write the new release (`install`, the legacy upgrade of a 1.12
+/// node) and its reboot (`boot`). Nothing else is on it in the lab: etcd stays a
+/// started member through a reboot, the Node stays Ready, and the node drains
+/// itself at once (no PodDisruptionBudget holds anything).
+fn upgrade_path(nodes: usize) -> Duration {
+    lab_at((real::INSTALL + real::BOOT) * nodes as f64, UPGRADE_SPEED)
+}
+
+fn bench_upgrade(homelab: &Profile, verbose: bool) {
+    let big = thirty_nodes(homelab.clone());
+    let old = at_versions(big.clone(), "v1.12.11", "1.35.4");
+    let new = at_versions(big, "v1.13.9", "1.35.4");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let name = "30 nodes (3 cp + 27 workers), 10 hosts: v1.12.11 → v1.13.9";
+    let f = rt.block_on(run(name, &old, verbose, Some(&new)));
+    let crit = upgrade_path(f.nodes);
+    println!(
+        "## upgrade benchmark (lab speed {UPGRADE_SPEED}x; critical path {:.3} s = {} × (install {} s + boot {} s) real / {UPGRADE_SPEED})",
+        crit.as_secs_f64(),
+        f.nodes,
+        real::INSTALL,
+        real::BOOT
+    );
+    println!(
+        "| profile | wall | critical path | ratio | Talos requests/node | Kubernetes requests/node |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {name} | {:.3} s | {:.3} s | {:.4}x | {:.1} | {:.1} |",
+        f.wall.as_secs_f64(),
+        crit.as_secs_f64(),
+        f.wall.as_secs_f64() / crit.as_secs_f64(),
+        f.talos_requests as f64 / f.nodes as f64,
+        f.kube_requests as f64 / f.nodes as f64,
+    );
+}
+
 fn main() {
     let verbose = std::env::var("BENCH_VERBOSE").is_ok_and(|v| v == "1");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let homelab =
         talos_pve::profile::load(&root.join("profiles/homelab.yaml")).expect("homelab profile");
+    if std::env::args().nth(1).as_deref() == Some("upgrade") {
+        bench_upgrade(&homelab, verbose);
+        return;
+    }
     let big = thirty_nodes(homelab.clone());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let crit = critical_path();
@@ -307,7 +427,7 @@ fn main() {
         ("homelab: 3 nodes, 3 hosts", &homelab),
         ("30 nodes (3 cp + 27 workers), 10 hosts", &big),
     ] {
-        let f = rt.block_on(run(name, p, verbose));
+        let f = rt.block_on(run(name, p, verbose, None));
         println!(
             "| {name} | {:.3} s | {:.3} s | {:.4}x | {:.1} ({} requests) |",
             f.wall.as_secs_f64(),

@@ -135,6 +135,7 @@ mod tests {
             down: Default::default(),
             timers: Default::default(),
             next_due: Default::default(),
+            requests: Default::default(),
         };
         for i in 0..pods {
             let name = format!("web-{i}");

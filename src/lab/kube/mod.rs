@@ -119,6 +119,8 @@ pub struct Lab {
     timers: Mutex<HashMap<String, Instant>>,
     /// The earliest pending timer, so the controllers wake exactly when it is due.
     next_due: Mutex<Option<Instant>>,
+    /// Requests served since start (a watch counts once; benchmarks).
+    requests: std::sync::atomic::AtomicU64,
 }
 
 /// Handle of the running lab API; dropping it stops the server.
@@ -198,6 +200,8 @@ async fn respond(
     lab: Arc<Lab>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<axum::body::Body> {
+    lab.requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(axum::body::Body::new(body), 16 << 20)
         .await
@@ -248,6 +252,7 @@ impl LabKube {
             down: Mutex::default(),
             timers: Mutex::default(),
             next_due: Mutex::default(),
+            requests: Default::default(),
         });
         let (tx, addr) = tokio::sync::watch::channel(None);
         let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
@@ -316,6 +321,11 @@ impl LabKube {
             .ok()?
             .ok()
             .and_then(|a| *a)
+    }
+
+    /// API requests served since start (a watch counts once).
+    pub fn requests(&self) -> u64 {
+        self.lab.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Object writes that changed something since start (API and controllers).

@@ -312,6 +312,8 @@ struct Shared {
     members: Mutex<Vec<Member>>,
     faults_left: Mutex<Faults>,
     counters: Mutex<Counters>,
+    /// API calls served since start (benchmarks; not saved).
+    requests: std::sync::atomic::AtomicU64,
 }
 
 /// The running simulator. Dropping it does not stop the nodes; call `shutdown`.
@@ -342,6 +344,7 @@ impl LabTalos {
             members: Mutex::new(state.members),
             faults_left: Mutex::new(state.faults_left),
             counters: Mutex::new(state.counters),
+            requests: Default::default(),
         });
         // Subscribe before anything else so no event emitted after `start` is missed.
         let mut rx = fabric.events.subscribe();
@@ -372,6 +375,13 @@ impl LabTalos {
 
     pub fn counters(&self) -> Counters {
         *lock(&self.shared.counters)
+    }
+
+    /// gRPC calls served since start, every node together.
+    pub fn requests(&self) -> u64 {
+        self.shared
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn phase(&self, vmid: u32) -> Option<Phase> {

@@ -245,6 +245,9 @@ where
 }
 
 async fn dispatch(ctx: Ctx, req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
+    ctx.shared
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = req.uri().path().to_owned();
     let c = ctx.clone();
     match path.as_str() {
