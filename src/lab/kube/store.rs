@@ -34,7 +34,7 @@ pub fn prefix(group: &str, plural: &str, ns: Option<&str>) -> String {
 }
 
 /// Changes kept for watches.
-const HISTORY: usize = 4096;
+const HISTORY: usize = 1024;
 
 /// One change: what a watch event carries.
 #[derive(Debug, Clone)]
@@ -97,7 +97,9 @@ impl Store {
         if rv < oldest {
             return Err(Expired { oldest });
         }
-        Ok(h.iter().filter(|c| c.rv > rv).cloned().collect())
+        // In version order: skip to the first newer one.
+        let first = h.partition_point(|c| c.rv <= rv);
+        Ok(h.range(first..).cloned().collect())
     }
 
     /// The objects under `prefix` and the version they are the state of.
