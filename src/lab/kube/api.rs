@@ -145,7 +145,7 @@ pub struct Reply {
     pub code: u16,
     pub body: Value,
     /// A watch: the body is its stream of events, not `body`.
-    pub watch: Option<Watch>,
+    pub watch: Option<Box<Watch>>,
 }
 
 pub(super) fn reply(code: u16, body: Value) -> Reply {
@@ -406,7 +406,7 @@ pub fn handle(lab: &Lab, req: &Request) -> Reply {
             Err(m) => return bad(m),
         };
         let mut r = reply(200, Value::Null);
-        r.watch = Some(Watch {
+        r.watch = Some(Box::new(Watch {
             prefix: store::prefix(group, plural, ns),
             kind: res.kind.clone(),
             api_version: res.api_version(),
@@ -421,7 +421,7 @@ pub fn handle(lab: &Lab, req: &Request) -> Reply {
                     table::Include::from_query(q("includeObject").as_deref()),
                 )
             }),
-        });
+        }));
         return r;
     }
     match (method, name) {

@@ -225,7 +225,7 @@ async fn respond(
         },
     );
     let body = match r.watch {
-        Some(w) => watch::stream(lab, w),
+        Some(w) => watch::stream(lab, *w),
         None => axum::body::Body::from(serde_json::to_vec(&r.body).expect("JSON values serialize")),
     };
     hyper::Response::builder()

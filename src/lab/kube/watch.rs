@@ -80,7 +80,13 @@ impl Watch {
                 let rv = o["metadata"]["resourceVersion"]
                     .as_str()
                     .unwrap_or_default();
-                table::table(&self.kind, cols.as_deref(), &[o.clone()], rv, *include)
+                table::table(
+                    &self.kind,
+                    cols.as_deref(),
+                    std::slice::from_ref(o),
+                    rv,
+                    *include,
+                )
             }
             None => o.clone(),
         };
