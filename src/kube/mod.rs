@@ -1,6 +1,7 @@
 //! Minimal Kubernetes API client over plain reqwest: kubeconfig loading, server-side
 //! apply with the `talos-pve` field manager, merge patches, discovery of plurals, and
-//! the readiness waits the add-ons need (CRD `Established`, rollouts, node `Ready`).
+//! the readiness waits the add-ons need (CRD `Established`, rollouts, node `Ready`),
+//! made through watches (`watch`), and the cordon + drain of a node (`drain`).
 //!
 //! Every connection resolves the kubeconfig's server through the `AddressBook`, and the
 //! server certificate must chain to the kubeconfig's CA and be valid for the
