@@ -258,20 +258,20 @@ async fn reconcile_kube(
         let path = format!("/api/v1/nodes/{}", n.name);
         let want = n.pod_cidr.to_string();
         env.kube_poll
-            .until(
+            .watch_object::<_, KubeError, _>(
+                &client,
+                &path,
                 &format!("node {} Ready with pod CIDR {want}", n.name),
-                || async {
-                    Ok(match client.get(&path).await? {
-                        None => Err("not registered".to_owned()),
-                        Some(v) => {
-                            let cidr = v["spec"]["podCIDR"].as_str().unwrap_or_default();
-                            if cidr != want {
-                                Err(format!("pod CIDR is `{cidr}`"))
-                            } else {
-                                kube::node_ready(&v)
-                            }
-                        }
-                    })
+                |v| {
+                    let Some(v) = v else {
+                        return Err("not registered".to_owned());
+                    };
+                    let cidr = v["spec"]["podCIDR"].as_str().unwrap_or_default();
+                    if cidr != want {
+                        Err(format!("pod CIDR is `{cidr}`"))
+                    } else {
+                        kube::node_ready(v)
+                    }
                 },
             )
             .await

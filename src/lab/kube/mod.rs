@@ -305,6 +305,8 @@ impl LabKube {
                             }
                         }
                     }
+                    // Recovered from a snapshot while serving: the history is void.
+                    LabEvent::EtcdBootstrapped { .. } => lab2.store.forget_history(),
                     _ => {}
                 }
             }

@@ -102,6 +102,13 @@ impl Store {
         Ok(h.range(first..).cloned().collect())
     }
 
+    /// etcd was restored from a snapshot: no change before now can be served (a
+    /// watch from an older version gets 410 and lists again).
+    pub fn forget_history(&self) {
+        self.history.lock().expect("history lock").clear();
+        self.latest.send_replace(self.rv_now());
+    }
+
     /// The objects under `prefix` and the version they are the state of.
     pub fn list_at(&self, prefix: &str) -> (u64, Vec<(String, Value)>) {
         let _h = self.history.lock().expect("history lock");
