@@ -291,6 +291,7 @@ async fn provision_vms(
             "provision",
             format!("VM {} on {}: {what}", vm.vmid, vm.host),
         );
+        rep.done(Some(&vm.node), "provision");
     }
     rep.done(None, "provision");
     Ok(())

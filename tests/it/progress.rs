@@ -1,0 +1,127 @@
+//! Progress output of the real binary: every row ends, plain lines wherever bars
+//! cannot be drawn (TERM=dumb, -v), on a pty like a person's terminal.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::support;
+
+fn up_json(dir: &Path, extra: &[&str]) -> (i32, Vec<Value>) {
+    let p = support::profile("homelab.yaml");
+    let mut args = vec![
+        "up",
+        "--lab",
+        "--yes",
+        "--output",
+        "json",
+        "--profile",
+        p.to_str().unwrap(),
+        "--dir",
+        dir.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let (code, out, _) = support::run(&args);
+    let events = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| v["event"] != "summary")
+        .collect();
+    (code, events)
+}
+
+/// The last event of every (node, stage) row.
+fn last_events(events: &[Value]) -> BTreeMap<(String, String), Value> {
+    let mut last = BTreeMap::new();
+    for e in events {
+        let node = e["node"].as_str().unwrap_or("cluster").to_owned();
+        let stage = e["stage"].as_str().unwrap().to_owned();
+        last.insert((node, stage), e.clone());
+    }
+    last
+}
+
+fn is_end(e: &Value) -> bool {
+    matches!(e["event"].as_str(), Some("done" | "failed" | "skipped"))
+}
+
+/// Per-node `provision` rows (and every other) end; a bar never spins forever.
+#[test]
+fn every_row_of_a_lab_run_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, events) = up_json(tmp.path(), &[]);
+    assert_eq!(code, 0);
+    let last = last_events(&events);
+    assert_eq!(
+        last[&("talos-k8s-02".to_owned(), "provision".to_owned())]["event"],
+        "done"
+    );
+    for (row, e) in &last {
+        assert_eq!(e["event"], "done", "{row:?} ended with {e}");
+    }
+}
+
+/// A failure cancels the other nodes' steps: their rows end as failed too.
+#[test]
+fn rows_cancelled_by_a_failure_end_as_not_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, events) = up_json(tmp.path(), &["--lab-faults", "pve-task-error=qmstart"]);
+    assert_ne!(code, 0);
+    let last = last_events(&events);
+    assert!(last.values().any(|e| e["event"] == "failed"), "{last:?}");
+    for (row, e) in &last {
+        assert!(is_end(e), "{row:?} never ended: {e}");
+    }
+}
+
+/// Runs `up --lab` on a pty with `TERM` and `extra`; everything it printed.
+#[cfg(unix)]
+fn up_on_a_pty(term: &str, extra: &[&str]) -> String {
+    use rexpect::session::spawn_command;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(support::bin());
+    cmd.args(["up", "--lab", "--yes"])
+        .args(extra)
+        .arg("--profile")
+        .arg(support::profile("homelab.yaml"))
+        .arg("--dir")
+        .arg(tmp.path().join("cluster"))
+        .env("NO_COLOR", "1")
+        .env_remove("TALOS_PVE_LOG")
+        .env("TERM", term);
+    let mut s = spawn_command(cmd, Some(120_000)).unwrap();
+    let out = s.exp_eof().unwrap();
+    match s.process().wait().unwrap() {
+        rexpect::process::WaitStatus::Exited(_, code) => assert_eq!(code, 0, "{out}"),
+        other => panic!("{other:?}"),
+    }
+    out
+}
+
+fn spinner_free(out: &str) {
+    let spinners = "⠁⠂⠄⡀⢀⠠⠐⠈⠉⠒⠤⠙⠚⠲⠴⠦⠖⠋⠓⠸⠼⠧⠇⠏";
+    assert!(!out.chars().any(|c| spinners.contains(c)), "{out}");
+}
+
+/// A dumb terminal gets a line per event, never nothing.
+#[cfg(unix)]
+#[test]
+fn term_dumb_gets_plain_lines() {
+    let out = up_on_a_pty("dumb", &[]);
+    assert!(out.contains("talos-k8s-01 provision: VM 120"), "{out}");
+    assert!(out.contains("cluster addons: done in"), "{out}");
+    spinner_free(&out);
+}
+
+/// With -v the log lines and the progress are plain lines, in one stream.
+#[cfg(unix)]
+#[test]
+fn verbose_on_a_terminal_gets_plain_lines_not_bars() {
+    let out = up_on_a_pty("xterm-256color", &["-v"]);
+    assert!(out.contains(" INFO "), "log lines are shown:\n{out}");
+    assert!(out.contains("talos-k8s-03 install: done in"), "{out}");
+    spinner_free(&out);
+}
