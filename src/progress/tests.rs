@@ -155,7 +155,12 @@ fn rows_left_open_end_when_the_reporter_drops() {
     let text = buf.text();
     let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(
-        (&last["node"], &last["event"], &last["message"], &last["elapsedMs"]),
+        (
+            &last["node"],
+            &last["event"],
+            &last["message"],
+            &last["elapsedMs"]
+        ),
         (
             &serde_json::json!("n1"),
             &serde_json::json!("failed"),
