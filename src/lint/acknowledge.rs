@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::{Finding, RULES, Severity};
-use crate::profile::{Acknowledgement, Profile};
+use crate::profile::{Acknowledgement, Profile, Refusal};
 
 /// A finding set aside by an acknowledgement, with the owner's reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -24,15 +24,8 @@ pub struct Stale {
     pub code: String,
 }
 
-/// Why an acknowledgement cannot stand; the profile loader names the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub field: String,
-    pub message: String,
-    pub fix: String,
-}
-
-/// The first acknowledgement of `p` that cannot be accepted, if any.
+/// The first acknowledgement of `p` that cannot be accepted, if any (the profile
+/// loader refuses the file with it).
 pub fn refusal(p: &Profile) -> Option<Refusal> {
     p.lint
         .acknowledge

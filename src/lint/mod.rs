@@ -33,7 +33,7 @@ use serde::Serialize;
 
 use crate::profile::Profile;
 
-pub use acknowledge::{Acknowledged, Refusal, Stale, refusal};
+pub use acknowledge::{Acknowledged, Stale, refusal};
 pub use render::{codes_markdown, render_brief, render_text};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

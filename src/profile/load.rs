@@ -110,7 +110,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
             expected: KIND,
         });
     }
-    if let Some(r) = crate::lint::refusal(&profile) {
+    // Names that point at nothing, and acknowledgements that would waive an error.
+    if let Some(r) = super::wiring::refusal(&profile).or_else(|| crate::lint::refusal(&profile)) {
         return Err(ProfileError::Field {
             path: path.to_owned(),
             field: r.field,
