@@ -136,10 +136,19 @@ struct State {
     started: HashMap<Key, Duration>,
     /// Rows started and not yet ended.
     open: HashSet<Key>,
+    /// Each row's last progress message: a wait that sees the same state again is
+    /// not news.
+    said: HashMap<Key, String>,
 }
 
 impl State {
     fn emit(&mut self, now: Duration, at: OffsetDateTime, key: Key, kind: Kind) {
+        if let Kind::Progress(m) = &kind {
+            if self.said.get(&key) == Some(m) {
+                return;
+            }
+            self.said.insert(key.clone(), m.clone());
+        }
         if matches!(kind, Kind::Progress(_)) && !self.open.contains(&key) {
             self.emit(now, at, key.clone(), Kind::Started);
         }
@@ -147,6 +156,7 @@ impl State {
             Kind::Started => {
                 self.started.insert(key.clone(), now);
                 self.open.insert(key.clone());
+                self.said.remove(&key);
                 Duration::ZERO
             }
             _ => self
@@ -197,6 +207,7 @@ impl Reporter {
                     render,
                     started: HashMap::new(),
                     open: HashSet::new(),
+                    said: HashMap::new(),
                 }),
             }),
         }
@@ -264,11 +275,78 @@ impl Reporter {
         self.emit(node, stage, Kind::Skipped(reason.into()));
     }
 
+    /// Run `fut` as the work of one row: [`note`]s made while it runs (however deep
+    /// in the Proxmox, Talos or Kubernetes clients) become that row's progress.
+    pub async fn in_row<F: std::future::Future>(
+        &self,
+        node: Option<&str>,
+        stage: impl Into<Cow<'static, str>>,
+        fut: F,
+    ) -> F::Output {
+        let row = Row {
+            rep: self.clone(),
+            node: node.map(str::to_owned),
+            stage: stage.into(),
+        };
+        ROW.scope(row, fut).await
+    }
+
     /// Run `f` (a prompt) with the bars hidden, so they do not draw over it.
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
         match &self.inner.multi {
             Some(m) => m.suspend(f),
             None => f(),
+        }
+    }
+}
+
+/// The row the current task works for ([`Reporter::in_row`]).
+#[derive(Clone)]
+struct Row {
+    rep: Reporter,
+    node: Option<String>,
+    stage: Cow<'static, str>,
+}
+
+tokio::task_local! {
+    static ROW: Row;
+}
+
+/// Detail for the row the current task works for (ISO download percent, a retry,
+/// what a wait is waiting for); nothing outside [`Reporter::in_row`]. The clients
+/// that wait stay free of progress plumbing: they only say what they see.
+pub fn note(msg: impl Into<String>) {
+    let _ = ROW.try_with(|r| r.rep.progress(r.node.as_deref(), r.stage.clone(), msg));
+}
+
+/// `fut` as a row of its own under the current task's reporter (a download on one
+/// host inside the cluster's `provision`): started now, done or failed with `fut`.
+/// Without a current row, just `fut`.
+pub async fn own_row<T, E: Display, F: std::future::Future<Output = Result<T, E>>>(
+    node: &str,
+    stage: &'static str,
+    fut: F,
+) -> Result<T, E> {
+    let Ok(rep) = ROW.try_with(|r| r.rep.clone()) else {
+        return fut.await;
+    };
+    rep.started(Some(node), stage);
+    let r = rep.in_row(Some(node), stage, fut).await;
+    match &r {
+        Ok(_) => rep.done(Some(node), stage),
+        Err(e) => rep.failed(Some(node), stage, e),
+    }
+    r
+}
+
+/// `fut` working for the current task's row, for a task spawned on its behalf
+/// (task-locals do not cross `spawn`).
+pub fn carry<F: std::future::Future>(fut: F) -> impl std::future::Future<Output = F::Output> {
+    let row = ROW.try_with(Row::clone).ok();
+    async move {
+        match row {
+            Some(row) => ROW.scope(row, fut).await,
+            None => fut.await,
         }
     }
 }

@@ -171,6 +171,39 @@ fn rows_left_open_end_when_the_reporter_drops() {
     assert_eq!(text.lines().count(), 4);
 }
 
+/// Notes from deep inside a row's work land on that row; outside any row, nowhere.
+/// The same message twice in a row is said once.
+#[tokio::test]
+async fn notes_land_on_the_row_whose_work_makes_them() {
+    let clock = Arc::new(FakeClock::default());
+    let buf = Buf::default();
+    let r = Reporter::new(Box::new(Plain::new(Box::new(buf.clone()))), clock.clone());
+    note("nobody listens");
+    r.started(Some("n1"), "install");
+    r.progress(Some("n1"), "install", "retry 1/5 after: 595");
+    let (a, b) = tokio::join!(
+        r.in_row(Some("n1"), "install", async {
+            note("retry 1/5 after: 595");
+            1
+        }),
+        r.in_row(None, "provision", async {
+            let spawned = tokio::spawn(carry(async { note("ISO download on pve-1: 40%") }));
+            spawned.await.unwrap();
+            2
+        })
+    );
+    assert_eq!((a, b), (1, 2));
+    assert_eq!(
+        buf.text(),
+        "\
+2026-11-28T17:00:00Z n1 install: started
+2026-11-28T17:00:00Z n1 install: retry 1/5 after: 595
+2026-11-28T17:00:00Z cluster provision: started
+2026-11-28T17:00:00Z cluster provision: ISO download on pve-1: 40%
+"
+    );
+}
+
 #[test]
 fn json_lines_have_stable_fields() {
     let clock = Arc::new(FakeClock::default());
@@ -212,8 +245,12 @@ fn clones_report_from_many_threads_without_interleaving() {
             let r = r.clone();
             std::thread::spawn(move || {
                 let node = format!("n{i}");
-                for _ in 0..50 {
-                    r.progress(Some(&node), "apply", "waiting for the Talos API");
+                for j in 0..50 {
+                    r.progress(
+                        Some(&node),
+                        "apply",
+                        format!("waiting for the Talos API ({j})"),
+                    );
                 }
             })
         })

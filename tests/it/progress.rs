@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::support;
 
 fn up_json(dir: &Path, extra: &[&str]) -> (i32, Vec<Value>) {
+    // `node` is null for cluster rows; tests below compare it with "cluster".
     let p = support::profile("homelab.yaml");
     let mut args = vec![
         "up",
@@ -28,6 +29,12 @@ fn up_json(dir: &Path, extra: &[&str]) -> (i32, Vec<Value>) {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .filter(|v: &Value| v["event"] != "summary")
+        .map(|mut v: Value| {
+            if v["node"].is_null() {
+                v["node"] = "cluster".into();
+            }
+            v
+        })
         .collect();
     (code, events)
 }
@@ -36,7 +43,7 @@ fn up_json(dir: &Path, extra: &[&str]) -> (i32, Vec<Value>) {
 fn last_events(events: &[Value]) -> BTreeMap<(String, String), Value> {
     let mut last = BTreeMap::new();
     for e in events {
-        let node = e["node"].as_str().unwrap_or("cluster").to_owned();
+        let node = e["node"].as_str().unwrap().to_owned();
         let stage = e["stage"].as_str().unwrap().to_owned();
         last.insert((node, stage), e.clone());
     }
@@ -74,6 +81,38 @@ fn rows_cancelled_by_a_failure_end_as_not_finished() {
     for (row, e) in &last {
         assert!(is_end(e), "{row:?} never ended: {e}");
     }
+}
+
+/// Long stages say how far they are: the ISO download's percent from the PVE task
+/// log, retries with their count, what an add-on rollout waits for.
+#[test]
+fn long_stages_show_their_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, events) = up_json(
+        tmp.path(),
+        &["--lab-speed", "10", "--lab-faults", "pve-lock=1"],
+    );
+    assert_eq!(code, 0);
+    let said = |node: &str, stage: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["node"] == node && e["stage"] == stage && e["event"] == "progress")
+            .map(|e| e["message"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let iso = said("pve-ms01-01", "ISO download");
+    assert!(
+        iso.iter().any(|m| m.ends_with('%')),
+        "the download's percent: {iso:?}"
+    );
+    let cluster = |stage: &str| said("cluster", stage).join("\n");
+    let provision = cluster("provision");
+    assert!(provision.contains("retry 1/5 in "), "{provision}");
+    let addons = cluster("addons");
+    assert!(
+        addons.contains("waiting for the Cilium agent DaemonSet to be ready: 0/3 ready"),
+        "{addons}"
+    );
 }
 
 /// Runs `up --lab` on a pty with `TERM` and `extra`; everything it printed.
