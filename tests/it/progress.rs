@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::support;
 
-fn up_json(dir: &Path, extra: &[&str]) -> (i32, Vec<Value>) {
+fn up_json(dir: &Path, extra: &[&str]) -> (i32, Vec<Value>, String) {
     // `node` is null for cluster rows; tests below compare it with "cluster".
     let p = support::profile("homelab.yaml");
     let mut args = vec![
@@ -24,7 +24,7 @@ fn up_json(dir: &Path, extra: &[&str]) -> (i32, Vec<Value>) {
         dir.to_str().unwrap(),
     ];
     args.extend(extra);
-    let (code, out, _) = support::run(&args);
+    let (code, out, err) = support::run(&args);
     let events = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -36,7 +36,7 @@ fn up_json(dir: &Path, extra: &[&str]) -> (i32, Vec<Value>) {
             v
         })
         .collect();
-    (code, events)
+    (code, events, err)
 }
 
 /// The last event of every (node, stage) row.
@@ -58,7 +58,7 @@ fn is_end(e: &Value) -> bool {
 #[test]
 fn every_row_of_a_lab_run_ends() {
     let tmp = tempfile::tempdir().unwrap();
-    let (code, events) = up_json(tmp.path(), &[]);
+    let (code, events, _) = up_json(tmp.path(), &[]);
     assert_eq!(code, 0);
     let last = last_events(&events);
     assert_eq!(
@@ -74,8 +74,11 @@ fn every_row_of_a_lab_run_ends() {
 #[test]
 fn rows_cancelled_by_a_failure_end_as_not_finished() {
     let tmp = tempfile::tempdir().unwrap();
-    let (code, events) = up_json(tmp.path(), &["--lab-faults", "pve-task-error=qmstart"]);
+    let (code, events, err) = up_json(tmp.path(), &["--lab-faults", "pve-task-error=qmstart"]);
     assert_ne!(code, 0);
+    // The error is printed once, its check line last (no cause glued after it).
+    assert_eq!(err.matches("injected qmstart failure").count(), 1, "{err}");
+    assert!(err.trim_end().ends_with("then run again"), "{err}");
     let last = last_events(&events);
     assert!(last.values().any(|e| e["event"] == "failed"), "{last:?}");
     for (row, e) in &last {
@@ -88,7 +91,7 @@ fn rows_cancelled_by_a_failure_end_as_not_finished() {
 #[test]
 fn long_stages_show_their_progress() {
     let tmp = tempfile::tempdir().unwrap();
-    let (code, events) = up_json(
+    let (code, events, _) = up_json(
         tmp.path(),
         &["--lab-speed", "10", "--lab-faults", "pve-lock=1"],
     );
