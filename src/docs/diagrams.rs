@@ -182,28 +182,31 @@ pub fn physical(p: &Profile) -> String {
     } else {
         format!("VLANs {}", trunk.join(", "))
     };
-    let switch_id = |name: &str| id("sw", name);
-    let mut seen = std::collections::HashSet::new();
-    let switches = p
-        .networks
-        .iter()
-        .flat_map(|n| &n.devices)
-        .filter(|d| d.kind.as_deref() == Some("switch") && seen.insert(&d.name));
-    for d in switches {
-        g.node(&switch_id(&d.name), &[&d.name, &d.address.to_string()]);
+    // Ids carry the switch's index: names reduced to id characters could collide.
+    let mut switches: Vec<&crate::profile::Device> = Vec::new();
+    for d in p.networks.iter().flat_map(|n| &n.devices) {
+        if d.kind.as_deref() == Some("switch") && !switches.iter().any(|s| s.name == d.name) {
+            switches.push(d);
+        }
+    }
+    let switch_id = |name: &str| {
+        let k = switches
+            .iter()
+            .position(|s| s.name == name)
+            .unwrap_or(usize::MAX);
+        id("sw", &format!("{k}_{name}"))
+    };
+    for d in &switches {
+        let sw = switch_id(&d.name);
+        g.node(&sw, &[&d.name, &d.address.to_string()]);
         match p.switches.iter().find(|s| s.name == d.name) {
             Some(s) => {
                 let up = s.uplink.as_deref().map_or("router".into(), switch_id);
-                g.edge(&up, "-->", &switch_id(&d.name), None);
+                g.edge(&up, "-->", &sw, None);
             }
-            None => g.edge(
-                "router",
-                "-.-",
-                &switch_id(&d.name),
-                Some("cabling not described"),
-            ),
+            None => g.edge("router", "-.-", &sw, Some("cabling not described")),
         }
-        g.style(&switch_id(&d.name), "#fff4e1");
+        g.style(&sw, "#fff4e1");
     }
     let cabled = |host: &str, storage: bool| {
         p.switches
@@ -260,19 +263,19 @@ mod tests {
     fn the_physical_view_draws_the_cabling() {
         let p = crate::test_support::homelab();
         let d = physical(&p);
-        let main = "sw_Enterprise_24_PoE_Main";
+        let main = "sw_3_Enterprise_24_PoE_Main";
         assert!(d.contains(&format!("router --> {main}\n")), "{d}");
         assert!(
-            d.contains(&format!("{main} --> sw_USW_Enterprise_8_PoE_Server\n")),
+            d.contains(&format!("{main} --> sw_2_USW_Enterprise_8_PoE_Server\n")),
             "{d}"
         );
         assert!(
-            d.contains("sw_USW_Enterprise_8_PoE_Server -->|VLANs 1, 16, 28| host_2_pve_aimax_01"),
+            d.contains("sw_2_USW_Enterprise_8_PoE_Server -->|VLANs 1, 16, 28| host_2_pve_aimax_01"),
             "{d}"
         );
         assert!(
             d.contains(
-                "sw_MikroTik_CRS309_K8s_Storage -->|Storage VLAN 48, MTU 9000| stor_0_pve_ms01_01"
+                "sw_1_MikroTik_CRS309_K8s_Storage -->|Storage VLAN 48, MTU 9000| stor_0_pve_ms01_01"
             ),
             "{d}"
         );
@@ -282,7 +285,7 @@ mod tests {
         );
         // A switch whose cabling the profile does not give is still connected, dotted.
         assert!(
-            d.contains("router -.-|cabling not described| sw_USW_Flex_2_5G_K8s_Main"),
+            d.contains("router -.-|cabling not described| sw_0_USW_Flex_2_5G_K8s_Main"),
             "{d}"
         );
     }
