@@ -147,10 +147,10 @@ impl State {
             if self.said.get(&key) == Some(m) {
                 return;
             }
+            if !self.open.contains(&key) {
+                self.emit(now, at, key.clone(), Kind::Started);
+            }
             self.said.insert(key.clone(), m.clone());
-        }
-        if matches!(kind, Kind::Progress(_)) && !self.open.contains(&key) {
-            self.emit(now, at, key.clone(), Kind::Started);
         }
         let elapsed = match kind {
             Kind::Started => {

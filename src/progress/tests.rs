@@ -120,12 +120,14 @@ fn bars_only_where_they_can_be_drawn_without_logs_tearing_them() {
     assert!(!wants_bars(ProgressMode::Plain, true, xterm, false));
 }
 
-/// A message for a row nobody started opens it, so the row has a start to end.
+/// A message for a row nobody started opens it, so the row has a start to end; the
+/// same message again is not news.
 #[test]
 fn a_progress_message_opens_its_row() {
     let clock = Arc::new(FakeClock::default());
     let buf = Buf::default();
     let r = Reporter::new(Box::new(Plain::new(Box::new(buf.clone()))), clock.clone());
+    r.progress(Some("n1"), "provision", "VM 120: created");
     r.progress(Some("n1"), "provision", "VM 120: created");
     r.done(Some("n1"), "provision");
     assert_eq!(
