@@ -144,10 +144,52 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.chain().any(bad_input) { 2 } else { 1 }
 }
 
+/// The error with its causes (what `{:#}` shows), each said once: a message that
+/// already embeds its cause (`"…: {source}"` with `#[source]`) is not followed by it
+/// again, and a fix line stays the last line whenever the causes are in the message.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wizard::DiscoveryError;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("writing {path}: {source}\n  fix: check its permissions")]
+    struct Embeds {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_the_message_already_says_is_not_repeated() {
+        let io = std::io::Error::other("disk full");
+        let e = anyhow::Error::new(Embeds {
+            path: "x".into(),
+            source: io,
+        });
+        assert_eq!(
+            format!("{e:#}").matches("disk full").count(),
+            2,
+            "anyhow repeats it"
+        );
+        assert_eq!(
+            error_text(&e),
+            "writing x: disk full\n  fix: check its permissions"
+        );
+        let outer = anyhow::Error::new(std::io::Error::other("refused")).context("preflight");
+        assert_eq!(error_text(&outer), "preflight: refused");
+    }
 
     #[test]
     fn bad_input_exits_2_and_failures_exit_1() {

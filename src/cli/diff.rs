@@ -25,7 +25,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         Ok(0) => Ok(ExitCode::SUCCESS),
         Ok(_) => Ok(ExitCode::from(1)),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", super::common::error_text(&e));
             Ok(ExitCode::from(2))
         }
     }

@@ -78,7 +78,7 @@ fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<ExitCode> {
         let served = async {
             let env = Env::lab(&dc, &profile, &lab)?;
             // A no-op when the saved lab cluster is up already (`up` is idempotent).
-            let work = converge(g, &knobs, &env, &profile, &plan, &dir, report.warnings);
+            let work = converge(g, &knobs, &env, &profile, &plan, &dir, report.notice());
             autosaving(Some(&dc), interruptible(work)).await?;
             let access = crate::lab::write_access(&dc, &plan, &dir).await?;
             announce(&access, &crate::up::cluster_args(source, &dir))?;

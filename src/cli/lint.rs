@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use super::args::{Global, Output, ProfileArgs};
 use super::common::{Verdict, load_profile};
-use crate::lint::{Report, lint, render_text};
+use crate::lint::{Report, lint, render_brief, render_text};
 use crate::profile::Profile;
 
 #[derive(Debug, clap::Args)]
@@ -36,7 +36,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
 pub(super) fn gate(profile: &Profile, source: &std::path::Path) -> anyhow::Result<Report> {
     let report = lint(profile);
     if report.has_errors() {
-        eprint!("{}", render_text(&report, &source.display().to_string()));
+        eprint!("{}", render_brief(&report, &source.display().to_string()));
         return Err(Verdict(format!(
             "{} has {} lint error(s); fix them first (`talos-pve lint --profile {}`)",
             source.display(),
@@ -55,8 +55,8 @@ pub(super) fn gate_warn_on_stderr(
     source: &std::path::Path,
 ) -> anyhow::Result<Report> {
     let report = gate(profile, source)?;
-    if !report.findings.is_empty() {
-        eprint!("{}", render_text(&report, &source.display().to_string()));
+    if !report.is_clean() {
+        eprint!("{}", render_brief(&report, &source.display().to_string()));
     }
     Ok(report)
 }

@@ -58,7 +58,7 @@ pub fn main() -> ExitCode {
             ExitCode::from(130)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", common::error_text(&e));
             ExitCode::from(common::exit_code(&e))
         }
     }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::args::{Global, Output, ProfileArgs};
 use super::common::load_profile;
-use crate::lint::render_text as render_findings;
+use crate::lint::render_brief as render_findings;
 use crate::plan::{Plan, render_text};
 use crate::routing::{self, Rehearsal};
 
@@ -36,14 +36,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                 Some(r) => print!("{}", routing::render_text(r)),
                 None => print!("{}", render_text(&plan)),
             }
-            if !report.findings.is_empty() {
+            if !report.is_clean() {
                 println!("\nLint");
                 print!("{}", render_findings(&report, &path.display().to_string()));
             }
         }
         Output::Json => {
             // Keep stdout pure JSON; warnings go to stderr.
-            if !report.findings.is_empty() {
+            if !report.is_clean() {
                 eprint!("{}", render_findings(&report, &path.display().to_string()));
             }
             match &paths {

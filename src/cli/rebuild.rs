@@ -88,7 +88,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                 &c.pve,
                 ManifestSource::from_arg(None),
             )?;
-            let rep = Reporter::select(g.output == Output::Json, c.progress);
+            let rep = Reporter::select(g.output == Output::Json, c.progress, g.verbose > 0);
             let ctx = Ctx {
                 env: &env,
                 profile: &profile,

@@ -99,7 +99,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                 &profile,
                 &plan,
                 &dir,
-                report.warnings,
+                report.notice(),
             )),
         )
         .await;
@@ -182,7 +182,7 @@ pub(super) async fn converge(
     profile: &Profile,
     plan: &Plan,
     dir: &ClusterDir,
-    warnings: usize,
+    lint_notice: Option<String>,
 ) -> anyhow::Result<Summary> {
     let pf = preflight(&env.pve, profile, plan).await.map_err(|e| {
         anyhow::anyhow!(
@@ -197,8 +197,8 @@ pub(super) async fn converge(
     let state = State::open(dir, profile, plan)?;
     if g.output == Output::Text {
         eprint!("{}", plan::render_text(plan));
-        if warnings > 0 {
-            eprintln!("lint: {warnings} warning(s); `talos-pve lint` shows them");
+        if let Some(notice) = lint_notice {
+            eprintln!("{notice}");
         }
         let done = state.steps();
         if !done.is_empty() {
@@ -248,7 +248,7 @@ pub(super) async fn converge(
     if !drift.is_empty() {
         state.adopt()?;
     }
-    let rep = Reporter::select(g.output == Output::Json, a.progress);
+    let rep = Reporter::select(g.output == Output::Json, a.progress, g.verbose > 0);
     if a.bootstrap_empty_etcd {
         eprintln!(
             "WARNING: --bootstrap-empty-etcd: if cluster {} was bootstrapped before, a NEW EMPTY etcd is bootstrapped; every Kubernetes object of the old cluster is lost. Restoring a backup (`talos-pve rebuild cluster --from BACKUP`) keeps them.",

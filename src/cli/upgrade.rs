@@ -69,7 +69,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             if drift.profile_changed {
                 state.adopt()?;
             }
-            let rep = Reporter::select(g.output == Output::Json, a.progress);
+            let rep = Reporter::select(g.output == Output::Json, a.progress, g.verbose > 0);
             let u = Upgrade {
                 env: &env,
                 profile: &profile,

@@ -49,6 +49,7 @@ impl Poll {
                 Ok(t) => return Ok(t),
                 Err(state) => state,
             };
+            crate::progress::note(format!("waiting for {what}: {last}"));
             if start.elapsed() >= self.timeout {
                 return Err(E::from(KubeError::Timeout {
                     what: what.into(),

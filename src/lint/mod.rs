@@ -10,8 +10,12 @@
 //! `docs/lint-codes.md` is generated from that list (a test keeps them in sync).
 //! Codes are stable: a retired rule's code is never reused.
 //!
+//! The profile's `lint.acknowledge` sets accepted warnings and infos apart
+//! (`acknowledge`): counted, not repeated.
+//!
 //! Lint must not do I/O, derive plan values (that is `plan`) or change the profile.
 
+mod acknowledge;
 mod addresses;
 mod facts;
 mod kubernetes;
@@ -29,7 +33,8 @@ use serde::Serialize;
 
 use crate::profile::Profile;
 
-pub use render::{codes_markdown, render_text};
+pub use acknowledge::{Acknowledged, Stale, refusal};
+pub use render::{codes_markdown, render_brief, render_text};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -103,6 +108,12 @@ pub struct Report {
     pub warnings: usize,
     pub infos: usize,
     pub findings: Vec<Finding>,
+    /// Findings the profile acknowledges (`lint.acknowledge`); not in the counts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub acknowledged: Vec<Acknowledged>,
+    /// Acknowledgements that matched no finding.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stale: Vec<Stale>,
 }
 
 impl Report {
@@ -118,7 +129,40 @@ impl Report {
             warnings: count(Severity::Warning),
             infos: count(Severity::Info),
             findings,
+            acknowledged: Vec::new(),
+            stale: Vec::new(),
         }
+    }
+
+    /// Set aside what `p` acknowledges; the counts are of what is left.
+    fn acknowledge(self, p: &Profile) -> Self {
+        let (kept, acknowledged, stale) = acknowledge::apply(p, self.findings);
+        Self {
+            acknowledged,
+            stale,
+            ..Self::new(kept)
+        }
+    }
+
+    /// Nothing to show at all: no finding, acknowledged or not, no stale acknowledgement.
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty() && self.acknowledged.is_empty() && self.stale.is_empty()
+    }
+
+    /// The one line commands other than `lint` print about warnings they proceed
+    /// with: `lint: 2 warning(s), 2 acknowledged finding(s); `talos-pve lint` shows them`.
+    pub fn notice(&self) -> Option<String> {
+        let parts: Vec<String> = [
+            (self.warnings, "warning(s)"),
+            (self.acknowledged.len(), "acknowledged finding(s)"),
+            (self.stale.len(), "stale acknowledgement(s)"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        (!parts.is_empty())
+            .then(|| format!("lint: {}; `talos-pve lint` shows them", parts.join(", ")))
     }
 
     /// One line per error (`NET003 nodes[0].workload.address: … fix: …`), for the
@@ -264,5 +308,5 @@ pub fn lint(p: &Profile) -> Report {
     if !out.iter().any(|f| f.severity == Severity::Error) {
         routing::check(p, &mut out);
     }
-    Report::new(out)
+    Report::new(out).acknowledge(p)
 }

@@ -4,8 +4,20 @@ use std::fmt::Write;
 
 use super::{RULES, Report};
 
-/// One block per finding, then a summary line naming `source` (the profile path).
+/// One block per finding, acknowledged ones with their reasons, stale
+/// acknowledgements, then a summary line naming `source` (the profile path):
+/// what `talos-pve lint` prints.
 pub fn render_text(report: &Report, source: &str) -> String {
+    render(report, source, true)
+}
+
+/// [`render_text`] with acknowledged findings counted on one line instead of
+/// listed: what other commands print, so accepted findings are not repeated.
+pub fn render_brief(report: &Report, source: &str) -> String {
+    render(report, source, false)
+}
+
+fn render(report: &Report, source: &str, list_acknowledged: bool) -> String {
     let mut s = String::new();
     for f in &report.findings {
         let _ = writeln!(
@@ -18,12 +30,43 @@ pub fn render_text(report: &Report, source: &str) -> String {
         );
         let _ = writeln!(s, "  fix: {}", f.fix);
     }
+    if list_acknowledged {
+        for a in &report.acknowledged {
+            let f = &a.finding;
+            let _ = writeln!(s, "acknowledged[{}] {}: {}", f.code, f.path, f.message);
+            let _ = writeln!(s, "  reason: {}", a.reason);
+        }
+    } else if !report.acknowledged.is_empty() {
+        let _ = writeln!(
+            s,
+            "{} acknowledged finding(s) (see `talos-pve lint`)",
+            report.acknowledged.len()
+        );
+    }
+    for st in &report.stale {
+        let _ = writeln!(
+            s,
+            "stale acknowledgement {} ({}): it matches no finding",
+            st.field, st.code
+        );
+        let _ = writeln!(
+            s,
+            "  fix: remove it from the profile, or correct its code, node or path"
+        );
+    }
     let verdict = if report.has_errors() { "FAIL" } else { "ok" };
-    let _ = writeln!(
+    let _ = write!(
         s,
         "{source}: {verdict}: {} error(s), {} warning(s), {} info",
         report.errors, report.warnings, report.infos
     );
+    if !report.acknowledged.is_empty() {
+        let _ = write!(s, ", {} acknowledged", report.acknowledged.len());
+    }
+    if !report.stale.is_empty() {
+        let _ = write!(s, ", {} stale acknowledgement(s)", report.stale.len());
+    }
+    s.push('\n');
     s
 }
 
@@ -43,6 +86,27 @@ pub fn codes_markdown() -> String {
          network (untagged on the same trunk), 1500 when there is none.\n\n\
          NET6xx come from the routing rehearsal (`talos-pve plan --paths`, docs/routing.md):\n\
          the flows the seed cares about, traced through the generated configs.\n\n\
+         ## Acknowledging a finding\n\n\
+         A warning or info you have read and accept can be acknowledged in the profile,\n\
+         with a reason; it is then listed (with the reason) only by `talos-pve lint`,\n\
+         and other commands print one line `N acknowledged finding(s)`:\n\n\
+         ```yaml\n\
+         lint:\n  \
+         acknowledge:\n    \
+         - code: NET403\n      \
+         reason: one API endpoint is enough for this homelab\n    \
+         - code: NET412              # narrowed: only the finding at or below this field\n      \
+         path: timeServers\n      \
+         reason: the gateway allows NTP to time.cloudflare.com\n    \
+         - code: NET602\n      \
+         path: routing.defaultRoute\n      \
+         reason: the firewall allows both directions\n\
+         ```\n\n\
+         `code` and a non-empty `reason` are required. `path` narrows it to findings at\n\
+         that field or below it, `node` to findings at that node's fields (`nodes[i]…`). An\n\
+         acknowledgement that matches no finding is reported as stale. Errors cannot be\n\
+         acknowledged: the profile is refused (exit 2) naming `lint.acknowledge[i].code`.\n\n\
+         ## Codes\n\n\
          | code | severity | rule |\n|---|---|---|\n",
     );
     for r in RULES {

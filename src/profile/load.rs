@@ -46,6 +46,13 @@ pub enum ProfileError {
         found: String,
         expected: &'static str,
     },
+    #[error("profile {path}: `{field}`: {message}\n  fix: {fix}")]
+    Field {
+        path: PathBuf,
+        field: String,
+        message: String,
+        fix: String,
+    },
 }
 
 /// Load and parse a profile file.
@@ -103,6 +110,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
             expected: KIND,
         });
     }
+    // Names that point at nothing, and acknowledgements that would waive an error.
+    if let Some(r) = super::wiring::refusal(&profile).or_else(|| crate::lint::refusal(&profile)) {
+        return Err(ProfileError::Field {
+            path: path.to_owned(),
+            field: r.field,
+            message: r.message,
+            fix: r.fix,
+        });
+    }
     Ok(profile)
 }
 
@@ -131,6 +147,8 @@ fn syntax_error(e: &serde_saphyr::Error, path: &Path) -> ProfileError {
         "remove or rename the field; the accepted fields are listed in the message and in profiles/homelab.yaml"
     } else if message.contains("missing field") {
         "add the missing field (see profiles/homelab.yaml for a complete example)"
+    } else if message.contains("tabs disallowed") {
+        "indent with spaces: YAML does not allow tabs for indentation"
     } else if message.contains("budget") || message.contains("alias") || message.contains("limit") {
         "the file expands beyond sane limits (anchors/aliases); write the profile out plainly"
     } else {
@@ -161,5 +179,37 @@ mod tests {
         assert!(e.contains("--> cluster.yaml:1:1"), "{e}");
         assert!(!e.contains("<input>") && !e.contains("error: line"), "{e}");
         assert!(e.contains("\n  fix: add the missing field"), "{e}");
+    }
+
+    fn homelab_text() -> String {
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/profiles/homelab.yaml"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_tab_in_the_indentation_gets_a_yaml_fix() {
+        let text = homelab_text().replacen("\n  name: homelab", "\n\tname: homelab", 1);
+        let e = parse(&text, Path::new("c.yaml")).unwrap_err().to_string();
+        assert!(e.contains("tabs disallowed"), "{e}");
+        assert!(e.contains("fix: indent with spaces"), "{e}");
+        assert!(!e.contains("IPv4"), "{e}");
+    }
+
+    #[test]
+    fn acknowledging_an_error_is_refused_naming_file_and_field() {
+        let text = format!(
+            "{}\nlint:\n  acknowledge:\n    - code: NET403\n      reason: one endpoint is fine here\n    - code: NET003\n      reason: please\n",
+            homelab_text()
+        );
+        let e = parse(&text, Path::new("c.yaml")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("profile c.yaml: `lint.acknowledge[1].code`: NET003"),
+            "{e}"
+        );
+        assert!(e.contains("errors cannot be acknowledged"), "{e}");
+        assert!(e.contains("\n  fix: fix what NET003 reports"), "{e}");
     }
 }

@@ -6,7 +6,9 @@
 
 mod load;
 mod types;
+mod wiring;
 
 pub(crate) use load::tidy_message;
 pub use load::{ProfileError, load, parse};
 pub use types::*;
+pub use wiring::Refusal;

@@ -34,6 +34,58 @@ pub struct Profile {
     pub nodes: Vec<Node>,
     #[serde(default)]
     pub addons: Addons,
+    /// How the switches are cabled, for the physical view of `docs` (documentation only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub switches: Vec<Switch>,
+    #[serde(default, skip_serializing_if = "LintSettings::is_empty")]
+    pub lint: LintSettings,
+}
+
+/// One switch's cabling: `name` is a `devices` entry of kind `switch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Switch {
+    pub name: String,
+    /// The switch this one's uplink goes to; absent: the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+    /// Hosts whose uplink (`proxmox.hosts[].uplink`) is cabled to this switch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Hosts whose storage bond (`proxmox.hosts[].storage`) is cabled to this switch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage: Vec<String>,
+}
+
+/// How `lint` treats this profile's findings.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LintSettings {
+    /// Warnings and infos the owner has read and accepted: `lint` lists them with
+    /// their reasons, other commands only count them. Errors cannot be acknowledged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acknowledge: Vec<Acknowledgement>,
+}
+
+impl LintSettings {
+    pub fn is_empty(&self) -> bool {
+        self.acknowledge.is_empty()
+    }
+}
+
+/// One accepted lint finding: every finding of `code`, or only those about `node`
+/// and/or at `path` (a profile field path such as `kubernetes.endpoint`, which also
+/// covers the fields below it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Acknowledgement {
+    pub code: String,
+    /// Why it is acceptable here, shown by `talos-pve lint`.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

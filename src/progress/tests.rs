@@ -106,6 +106,107 @@ fn a_failed_row_shows_the_first_line_only() {
 }
 
 #[test]
+fn bars_only_where_they_can_be_drawn_without_logs_tearing_them() {
+    use std::ffi::OsStr;
+    let xterm = Some(OsStr::new("xterm-256color"));
+    let dumb = Some(OsStr::new("dumb"));
+    assert!(wants_bars(ProgressMode::Auto, true, xterm, false));
+    assert!(!wants_bars(ProgressMode::Auto, false, xterm, false));
+    assert!(!wants_bars(ProgressMode::Auto, true, dumb, false));
+    assert!(!wants_bars(ProgressMode::Auto, true, xterm, true));
+    assert!(!wants_bars(ProgressMode::Bars, true, dumb, false));
+    assert!(!wants_bars(ProgressMode::Bars, true, xterm, true));
+    assert!(wants_bars(ProgressMode::Bars, false, None, false));
+    assert!(!wants_bars(ProgressMode::Plain, true, xterm, false));
+}
+
+/// A message for a row nobody started opens it, so the row has a start to end; the
+/// same message again is not news.
+#[test]
+fn a_progress_message_opens_its_row() {
+    let clock = Arc::new(FakeClock::default());
+    let buf = Buf::default();
+    let r = Reporter::new(Box::new(Plain::new(Box::new(buf.clone()))), clock.clone());
+    r.progress(Some("n1"), "provision", "VM 120: created");
+    r.progress(Some("n1"), "provision", "VM 120: created");
+    r.done(Some("n1"), "provision");
+    assert_eq!(
+        buf.text(),
+        "\
+2026-11-28T17:00:00Z n1 provision: started
+2026-11-28T17:00:00Z n1 provision: VM 120: created
+2026-11-28T17:00:00Z n1 provision: done in 0.0s
+"
+    );
+}
+
+/// Rows still open when the run ends (a failure cancelled them) end as failed.
+#[test]
+fn rows_left_open_end_when_the_reporter_drops() {
+    let clock = Arc::new(FakeClock::default());
+    let buf = Buf::default();
+    let r = Reporter::new(Box::new(Json::new(Box::new(buf.clone()))), clock.clone());
+    r.started(Some("n2"), "install");
+    r.started(Some("n1"), "install");
+    r.done(Some("n2"), "install");
+    clock.advance(Duration::from_secs(3));
+    let clone = r.clone();
+    drop(r);
+    assert_eq!(buf.text().lines().count(), 3, "not while a handle lives");
+    drop(clone);
+    let text = buf.text();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (
+            &last["node"],
+            &last["event"],
+            &last["message"],
+            &last["elapsedMs"]
+        ),
+        (
+            &serde_json::json!("n1"),
+            &serde_json::json!("failed"),
+            &serde_json::json!(NOT_FINISHED),
+            &serde_json::json!(3000)
+        )
+    );
+    assert_eq!(text.lines().count(), 4);
+}
+
+/// Notes from deep inside a row's work land on that row; outside any row, nowhere.
+/// The same message twice in a row is said once.
+#[tokio::test]
+async fn notes_land_on_the_row_whose_work_makes_them() {
+    let clock = Arc::new(FakeClock::default());
+    let buf = Buf::default();
+    let r = Reporter::new(Box::new(Plain::new(Box::new(buf.clone()))), clock.clone());
+    note("nobody listens");
+    r.started(Some("n1"), "install");
+    r.progress(Some("n1"), "install", "retry 1/5 after: 595");
+    let (a, b) = tokio::join!(
+        r.in_row(Some("n1"), "install", async {
+            note("retry 1/5 after: 595");
+            1
+        }),
+        r.in_row(None, "provision", async {
+            let spawned = tokio::spawn(carry(async { note("ISO download on pve-1: 40%") }));
+            spawned.await.unwrap();
+            2
+        })
+    );
+    assert_eq!((a, b), (1, 2));
+    assert_eq!(
+        buf.text(),
+        "\
+2026-11-28T17:00:00Z n1 install: started
+2026-11-28T17:00:00Z n1 install: retry 1/5 after: 595
+2026-11-28T17:00:00Z cluster provision: started
+2026-11-28T17:00:00Z cluster provision: ISO download on pve-1: 40%
+"
+    );
+}
+
+#[test]
 fn json_lines_have_stable_fields() {
     let clock = Arc::new(FakeClock::default());
     let buf = Buf::default();
@@ -146,8 +247,12 @@ fn clones_report_from_many_threads_without_interleaving() {
             let r = r.clone();
             std::thread::spawn(move || {
                 let node = format!("n{i}");
-                for _ in 0..50 {
-                    r.progress(Some(&node), "apply", "waiting for the Talos API");
+                for j in 0..50 {
+                    r.progress(
+                        Some(&node),
+                        "apply",
+                        format!("waiting for the Talos API ({j})"),
+                    );
                 }
             })
         })
@@ -156,7 +261,8 @@ fn clones_report_from_many_threads_without_interleaving() {
         h.join().unwrap();
     }
     let text = buf.text();
-    assert_eq!(text.lines().count(), 400);
+    // Each thread's first progress message opens its row: 8 `started`, 400 messages.
+    assert_eq!(text.lines().count(), 408);
     assert!(
         text.lines()
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())

@@ -481,6 +481,12 @@ impl Client {
             match self.once(method.clone(), path, p).await {
                 Err(e) if attempt < self.retry.attempts && e.is_transient(method.as_str()) => {
                     tracing::info!(%method, path, attempt, error = %e, "transient Proxmox error, retrying");
+                    crate::progress::note(format!(
+                        "retry {attempt}/{} in {:.1}s after: {}",
+                        self.retry.attempts - 1,
+                        delay.as_secs_f64(),
+                        e.to_string().lines().next().unwrap_or_default()
+                    ));
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(self.retry.cap);
                     attempt += 1;
@@ -696,6 +702,23 @@ impl Client {
         self.wait_task(upid, deadline).await
     }
 
+    /// A running download's progress as PVE's task log shows it (wget's percent).
+    /// Best effort: the log is only shown, so a failed read is no error.
+    async fn note_download(&self, node: &str, upid: &str) {
+        let Ok(path) = api_path(&[&"nodes", &node, &"tasks", &upid, &"log"]) else {
+            return;
+        };
+        let p = [("limit".to_owned(), "500".to_owned())];
+        if let Ok(lines) = self.get::<Vec<Value>>(&path, &p).await {
+            let text = lines
+                .iter()
+                .filter_map(|l| l.get("t").and_then(Value::as_str));
+            if let Some(pct) = wget_percent(text) {
+                crate::progress::note(format!("{pct}%"));
+            }
+        }
+    }
+
     /// Poll a task on the node its UPID names until it stops; backs off from a
     /// short first interval so quick tasks cost one or two polls.
     pub async fn wait_task(&self, upid: &str, deadline: Duration) -> Result<TaskOutcome, PveError> {
@@ -734,6 +757,9 @@ impl Client {
                             message: exit,
                         });
                     }
+                    if parsed.kind == "download" {
+                        self.note_download(&parsed.node, upid).await;
+                    }
                 }
                 // Right after dispatch the task may not be visible yet.
                 Err(e) if e.status() == Some(400) && start.elapsed() < Duration::from_secs(10) => {}
@@ -750,9 +776,34 @@ impl Client {
     }
 }
 
+/// The last percentage in a download task's log. PVE runs `wget --progress=dot:giga`
+/// (pve-common 9.2.1 src/PVE/Tools.pm `download_file_from_url`), whose lines read
+/// ` 32768K ........ ........ ........ ........ 29% 98.5M 3s`.
+fn wget_percent<'a>(lines: impl Iterator<Item = &'a str>) -> Option<u8> {
+    lines
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_suffix('%')?.parse::<u8>().ok())
+                .filter(|p| *p <= 100)
+        })
+        .last()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_download_percent_is_wgets_last() {
+        let log = [
+            "--2026-12-06 10:00:00--  https://factory.talos.dev/image/x/v1.13.9/nocloud-amd64.iso",
+            "Length: 115343360 (110M) [application/octet-stream]",
+            "     0K ........ ........ ........ ........ 29% 98.5M 1s",
+            " 32768K ........ ........ ........ ........ 58%  101M 1s",
+        ];
+        assert_eq!(wget_percent(log.into_iter()), Some(58));
+        assert_eq!(wget_percent(["starting task download"].into_iter()), None);
+    }
 
     #[test]
     fn token_parsing_and_redaction() {

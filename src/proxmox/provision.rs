@@ -213,11 +213,12 @@ pub async fn provision(
         let (pve, profile, plan, opts) = (pve.clone(), profile.clone(), plan.clone(), opts.clone());
         let iso = needs_iso.contains(host.name.as_str());
         let host = host.name.clone();
-        set.spawn(async move {
+        // Spawned, yet its retries and download progress belong to the caller's row.
+        set.spawn(crate::progress::carry(async move {
             let mut r = ProvisionReport::default();
             let res = provision_host(&pve, &profile, &plan, &host, iso, nodes, &opts, &mut r).await;
             (r, res)
-        });
+        }));
     }
     let mut first_err = None;
     while let Some(joined) = set.join_next().await {
@@ -428,17 +429,16 @@ async fn ensure_iso(
     if !present {
         tracing::info!(host, %volid, "downloading the Talos ISO");
         r.writes += 1;
-        pve.run_task(
-            Method::POST,
-            &format!("{base}/download-url"),
-            &params([
+        let (path, p) = (
+            format!("{base}/download-url"),
+            params([
                 ("url", plan.iso_url.clone()),
                 ("filename", plan.iso_file.clone()),
                 ("content", "iso".into()),
             ]),
-            DOWNLOAD_DEADLINE,
-        )
-        .await?;
+        );
+        let download = pve.run_task(Method::POST, &path, &p, DOWNLOAD_DEADLINE);
+        crate::progress::own_row(host, "ISO download", download).await?;
     }
     Ok(IsoReport {
         host: host.into(),

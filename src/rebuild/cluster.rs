@@ -276,6 +276,7 @@ pub async fn run(
             "provision",
             format!("VM {}: {what}", vm.vmid),
         );
+        rep.done(Some(&vm.node), "provision");
     }
     rep.done(None, "provision");
     let progress = Progress { state, rep };

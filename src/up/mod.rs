@@ -256,8 +256,8 @@ async fn provision_vms(
             recreate: opts.recreate,
             owner,
         },
-    )
-    .await;
+    );
+    let report = rep.in_row(None, "provision", report).await;
     let report = report.map_err(|source| {
         let e = match blame::subject(plan, &source) {
             Some(subject) => UpError::ProvisionOf {
@@ -291,6 +291,7 @@ async fn provision_vms(
             "provision",
             format!("VM {} on {}: {what}", vm.vmid, vm.host),
         );
+        rep.done(Some(&vm.node), "provision");
     }
     rep.done(None, "provision");
     Ok(())
@@ -383,7 +384,7 @@ pub(crate) async fn install_addons(
         aopts.links = resolve_links(env, plan, creds).await?;
         addons::install(&client, plan, &profile.addons, &aopts).await
     };
-    let r = r.await.map_err(|cause| {
+    let r = rep.in_row(None, "addons", r).await.map_err(|cause| {
         let e = UpError::Addons {
             cause: Box::new(cause),
             kubeconfig: dir.kubeconfig().display().to_string(),
@@ -596,7 +597,7 @@ impl Record<'_> {
     {
         let rep = self.rep;
         rep.started(node, name);
-        match f().await {
+        match rep.in_row(node, name, f()).await {
             Ok(detail) => {
                 self.mark(step, Some(&detail))?;
                 rep.progress(node, name, &detail);

@@ -230,7 +230,7 @@ impl Upgrade<'_> {
         Fut: Future<Output = Result<String, UpgradeError>>,
     {
         self.rep.started(Some(node), name);
-        match f().await {
+        match self.rep.in_row(Some(node), name, f()).await {
             Ok(detail) => {
                 self.state.mark_done(step, Some(&detail))?;
                 self.env.checkpoint();

@@ -81,7 +81,12 @@ pub fn proxmox_endpoint(s: &str) -> Checked<String> {
     if host.is_empty() {
         return Err(format!("`{s}` names no host"));
     }
-    Ok(format!("https://{host}:{port}"))
+    let url = format!("https://{host}:{port}");
+    // What lint (NET502) accepts: `10.8.16.300` is a mistyped address, not a name.
+    crate::formats::https_origin(&url).map_err(|why| {
+        format!("`{s}` {why}; write https://HOST:8006 (e.g. https://10.8.16.10:8006)")
+    })?;
+    Ok(url)
 }
 
 /// Proxmox API token id `USER@REALM!TOKENID`.
@@ -269,6 +274,8 @@ mod tests {
         );
         assert!(proxmox_endpoint("http://pve:8006").is_err());
         assert!(proxmox_endpoint("https://pve:port").is_err());
+        assert!(proxmox_endpoint("https://10.8.16.300:8006").is_err());
+        assert!(proxmox_endpoint("https://pve:0").is_err());
     }
 
     #[test]

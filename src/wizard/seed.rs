@@ -128,6 +128,8 @@ pub fn seed_draft() -> Profile {
                 interface: LinkRole::Workload,
             }),
         },
+        switches: vec![],
+        lint: Default::default(),
     }
 }
 

@@ -169,6 +169,9 @@ fn bad_input_exits_2_with_file_and_location() {
             })
             .collect::<String>()
     );
+    // The line of node 2's VMID, wherever the profile has it.
+    let vmid_line = text.lines().position(|l| l.contains("vmid: 121")).unwrap() + 1;
+    let vmid_at = format!(":{vmid_line}:");
     let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
         (
             "unknown-field",
@@ -178,12 +181,12 @@ fn bad_input_exits_2_with_file_and_location() {
         (
             "wrong-type",
             text.replacen("vmid: 121", "vmid: [121]", 1).into_bytes(),
-            Some(":133:"),
+            Some(&vmid_at),
         ),
         (
             "bad-vmid",
             text.replacen("vmid: 121", "vmid: -5", 1).into_bytes(),
-            Some(":133:"),
+            Some(&vmid_at),
         ),
         (
             "bad-cidr",
@@ -479,4 +482,64 @@ proptest! {
             let _ = talos_pve::plan::Plan::build(&p);
         }
     }
+}
+
+/// homelab.yaml with a `lint.acknowledge` section appended.
+fn acknowledging(items: &str) -> (tempfile::TempDir, PathBuf) {
+    write(
+        "ack.yaml",
+        format!("{}\nlint:\n  acknowledge:\n{items}", homelab_text()),
+    )
+}
+
+/// `lint` lists acknowledged findings with their reasons and stale ones; `plan`
+/// only counts them.
+#[test]
+fn acknowledged_findings_are_listed_by_lint_and_counted_elsewhere() {
+    let (_d, p) = acknowledging(
+        "    - code: NET403\n      reason: one endpoint is fine here\n    - code: NET205\n      path: networks[1]\n      reason: typo\n",
+    );
+    let (code, out, err) = lint(&p, false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("warning[NET403]"), "{out}");
+    assert!(
+        out.contains("acknowledged[NET403] kubernetes.endpoint:"),
+        "{out}"
+    );
+    assert!(out.contains("  reason: one endpoint is fine here"), "{out}");
+    assert!(
+        out.contains("stale acknowledgement lint.acknowledge[1] (NET205): it matches no finding"),
+        "{out}"
+    );
+    assert!(
+        out.contains("3 warning(s), 1 info, 1 acknowledged"),
+        "{out}"
+    );
+    let (code, out, err) = run(&["plan", "--profile", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("NET403"), "not repeated:\n{out}");
+    assert!(
+        out.contains("1 acknowledged finding(s) (see `talos-pve lint`)"),
+        "{out}"
+    );
+    let (_, out, _) = lint(&p, true);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["acknowledged"][0]["code"], "NET403");
+    assert_eq!(v["acknowledged"][0]["reason"], "one endpoint is fine here");
+    assert_eq!(v["stale"][0]["field"], "lint.acknowledge[1]");
+}
+
+#[test]
+fn acknowledging_an_error_is_refused() {
+    let (_d, p) = acknowledging("    - code: NET101\n      reason: pods on link are fine\n");
+    let (code, out, err) = lint(&p, false);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "profile {}: `lint.acknowledge[0].code`: NET101",
+            p.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("errors cannot be acknowledged"), "{err}");
 }

@@ -11,6 +11,7 @@ mod docs;
 mod generate;
 mod lab_cli;
 mod lab_serve;
+mod progress;
 mod proxmox;
 mod rebuild;
 mod routing;

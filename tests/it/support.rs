@@ -16,6 +16,14 @@ pub fn homelab() -> talos_pve::profile::Profile {
     talos_pve::profile::load(&profile("homelab.yaml")).expect("profiles/homelab.yaml loads")
 }
 
+/// [`homelab`] as the wizard writes it: the wizard does not ask how the switches
+/// are cabled (`switches`, documentation only).
+pub fn homelab_without_cabling() -> talos_pve::profile::Profile {
+    let mut p = homelab();
+    p.switches.clear();
+    p
+}
+
 /// `../shared/reference/...`, or `None` with a printed reason when this clone has no
 /// `shared/` beside it. Under `CI=true` a missing reference is a failure, not a skip.
 pub fn reference(rel: &str) -> Option<PathBuf> {

@@ -11,7 +11,7 @@ use talos_pve::wizard::{
 };
 
 use super::support;
-use super::support::homelab;
+use super::support::homelab_without_cabling as homelab;
 
 /// What a Proxmox cluster shaped like the seed reports.
 fn seed_inventory() -> Inventory {

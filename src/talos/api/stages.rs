@@ -113,6 +113,22 @@ fn transient(e: &TalosError) -> bool {
     )
 }
 
+/// What a retried answer says about the node, for the progress row: one phrase per
+/// kind of answer, so a row changes only when the node moves on.
+fn waiting_on(e: &TalosError) -> String {
+    match e {
+        TalosError::Unreachable { .. } | TalosError::Address { .. } => {
+            "no answer yet (booting or rebooting)".into()
+        }
+        TalosError::CertificateRejected { .. } => {
+            "answers, not yet with this cluster's certificate (maintenance mode or installing)"
+                .into()
+        }
+        TalosError::Rpc { message, .. } => format!("not ready yet: {message}"),
+        _ => "answers, not ready yet".into(),
+    }
+}
+
 /// An error chain's parts without the repeats transport layers add.
 fn once_each(chain: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
@@ -175,6 +191,7 @@ impl Stages {
                 }
                 Ok(Attempt::Retry(e)) => {
                     tracing::debug!(node = %t.node, stage = %stage, error = %e, "not ready yet");
+                    crate::progress::note(waiting_on(&e));
                     last = Some(e);
                 }
                 // The deadline hit mid-attempt: the previous answer says more.
