@@ -175,7 +175,7 @@ pub fn values(plan: &Plan, cilium: &Cilium, links: &Links) -> Result<Value, Addo
         "autoDirectNodeRoutes": true,
         "ipv4NativeRoutingCIDR": cidr.to_string(),
         "enableIPv4Masquerade": plan.masquerade,
-        "devices": [links.management, links.workload],
+        "devices": links.devices(),
         // Talos forwards CoreDNS to the host resolver (`forwardKubeDNSToHost`), which
         // BPF host routing breaks (Cilium docs `installation/k8s-install-talos-linux.rst`);
         // BPF host routing stays on with kube-proxy replacement and no iptables

@@ -120,7 +120,7 @@ impl Links {
         };
         Self {
             management: name(|n| &n.management.guest_name, "eth0"),
-            workload: name(|n| &n.workload.guest_name, "eth1"),
+            workload: name(|n| &n.nic(LinkRole::Workload).guest_name, "eth1"),
         }
     }
 
@@ -151,7 +151,7 @@ impl Links {
             };
             let here = Links {
                 management: by_mac(&n.management.mac)?,
-                workload: by_mac(&n.workload.mac)?,
+                workload: by_mac(&n.nic(LinkRole::Workload).mac)?,
             };
             match &found {
                 Some(f) if f != &here => {
@@ -171,6 +171,15 @@ impl Links {
             node: "-".into(),
             what: "the plan has no nodes".into(),
         })
+    }
+
+    /// The node links Cilium attaches to: one name when one link carries both roles.
+    pub fn devices(&self) -> Vec<&str> {
+        let mut v = vec![self.management.as_str()];
+        if self.workload != self.management {
+            v.push(&self.workload);
+        }
+        v
     }
 
     pub fn name(&self, role: LinkRole) -> &str {

@@ -116,7 +116,7 @@ pub fn allocations(p: &Profile, plan: &Plan, net: &Network) -> String {
         ));
     }
     for n in &plan.nodes {
-        for nic in [&n.management, &n.workload] {
+        for nic in n.nics() {
             let a = nic.address.addr();
             if inside(&a) {
                 let notes = format!("{} (net{}), MAC {}", nic.guest_name, nic.index, nic.mac);
@@ -173,7 +173,7 @@ pub fn allocations(p: &Profile, plan: &Plan, net: &Network) -> String {
 pub fn node_interfaces(plan: &Plan) -> String {
     let mut rows = Vec::new();
     for n in &plan.nodes {
-        for nic in [&n.management, &n.workload] {
+        for nic in n.nics() {
             rows.push(vec![
                 n.name.clone(),
                 n.host.clone(),

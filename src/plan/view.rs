@@ -61,11 +61,9 @@ fn vm_block(n: &NodePlan) -> String {
     let header = [
         "NIC", "GUEST", "ALIAS", "BRIDGE", "VLAN", "MAC", "ADDRESS", "GATEWAY", "MTU",
     ];
-    let rows = [
-        header.map(String::from).to_vec(),
-        nic_row(&n.management),
-        nic_row(&n.workload),
-    ];
+    let rows: Vec<Vec<String>> = std::iter::once(header.map(String::from).to_vec())
+        .chain(n.nics().map(nic_row))
+        .collect();
     s.push_str(&table(&rows, "    "));
     s
 }

@@ -71,12 +71,17 @@ pub fn create_params(
         ),
         ("ide0", CIDATA_DRIVE_EMPTY.into()),
         ("net0", net(&node.management)?),
-        ("net1", net(&node.workload)?),
+    ];
+    // One network: the VM has `net0` only.
+    if let Some(work) = &node.workload {
+        p.push(("net1", net(work)?));
+    }
+    p.extend([
         ("boot", "order=scsi0;ide2".into()),
         ("serial0", "socket".into()),
         ("vga", "std".into()),
         ("onboot", "1".into()),
-    ];
+    ]);
     if profile
         .talos
         .schematic

@@ -69,6 +69,7 @@ pub fn run(
         p,
         d: opts.draft,
         found: Vec::new(),
+        parked_workload: None,
     };
     f.cluster()?;
     let (discovery, token_file) = f.proxmox(connect, &opts.token_dir)?;
@@ -145,6 +146,8 @@ struct Flow<'a> {
     d: Profile,
     /// Discovered hosts with their bridges, bonds and storages filled in.
     found: Vec<HostInfo>,
+    /// The workload network set aside by answering "one network", restored by "two".
+    parked_workload: Option<Network>,
 }
 
 /// The `i`-th address after the network address (`10.8.16.0/24`, 20 → 10.8.16.20).
@@ -186,16 +189,20 @@ impl Flow<'_> {
             plan.cluster, plan.endpoint, plan.talos_version, plan.kubernetes_version
         );
         for n in &plan.nodes {
+            let nics: Vec<String> = match &n.workload {
+                Some(w) => [("mgmt", &n.management), ("workload", w)]
+                    .iter()
+                    .map(|(label, nic)| format!("{label} {} ({})", nic.address, nic.mac))
+                    .collect(),
+                None => vec![format!("{} ({})", n.management.address, n.management.mac)],
+            };
             out.push_str(&format!(
-                "  {:<14} on {:<14} VMID {:<5} {:<12} mgmt {} ({})  workload {} ({})  pods {}\n",
+                "  {:<14} on {:<14} VMID {:<5} {:<12} {}  pods {}\n",
                 n.name,
                 n.host,
                 n.vmid,
                 n.role.as_str(),
-                n.management.address,
-                n.management.mac,
-                n.workload.address,
-                n.workload.mac,
+                nics.join("  "),
                 n.pod_cidr
             ));
         }

@@ -49,7 +49,7 @@ impl Flow<'_> {
         }
         for (_, n) in self.d.nodes.iter().enumerate().filter(|(i, _)| *i != skip) {
             v.push((n.management.address, n.name.clone()));
-            v.push((n.workload.address, n.name.clone()));
+            v.extend(n.workload.as_ref().map(|w| (w.address, n.name.clone())));
         }
         v
     }
@@ -85,7 +85,8 @@ impl Flow<'_> {
             })
         };
         let mgmt = required(NetworkRole::Management, "management")?;
-        let work = required(NetworkRole::Workload, "workload")?;
+        // None: one network, one NIC per node.
+        let work = self.net(NetworkRole::Workload).cloned();
         self.d.nodes.truncate(count);
         let roles = vec!["controlplane".to_owned(), "worker".to_owned()];
         for i in 0..count {
@@ -148,18 +149,25 @@ impl Flow<'_> {
                 })
             };
             let (def, check) = addr(&mgmt, prev.as_ref().map(|n| n.management.address), &taken);
-            let m = self.ask(&format!("{name}: management address"), &def, check)?;
-            let mut taken = taken;
-            taken.push((m, name.clone()));
-            let (def, check) = addr(&work, prev.as_ref().map(|n| n.workload.address), &taken);
-            let w = self.ask(&format!("{name}: workload address"), &def, check)?;
+            let label = if work.is_some() { "management address" } else { "address" };
+            let m = self.ask(&format!("{name}: {label}"), &def, check)?;
+            let w = match &work {
+                Some(work) => {
+                    let mut taken = taken;
+                    taken.push((m, name.clone()));
+                    let cur = prev.as_ref().and_then(|n| n.workload.as_ref()).map(|w| w.address);
+                    let (def, check) = addr(work, cur, &taken);
+                    Some(NodeLink::new(self.ask(&format!("{name}: workload address"), &def, check)?))
+                }
+                None => None,
+            };
             let node = Node {
                 name,
                 host,
                 vmid,
                 role,
                 management: NodeLink::new(m),
-                workload: NodeLink::new(w),
+                workload: w,
                 pod_cidr: None,
                 cores: None,
                 memory: None,
@@ -190,7 +198,7 @@ mod tests {
             vmid: 100,
             role: Role::Controlplane,
             management: NodeLink::new(Ipv4Addr::LOCALHOST),
-            workload: NodeLink::new(Ipv4Addr::LOCALHOST),
+            workload: None,
             pod_cidr: None,
             cores: None,
             memory: None,
