@@ -386,7 +386,7 @@ mod tests {
                     (
                         n.name.clone(),
                         vec![
-                            (b.into(), n.workload.mac.to_lowercase()),
+                            (b.into(), n.nic(LinkRole::Workload).mac.to_lowercase()),
                             (a.into(), n.management.mac.clone()),
                         ],
                     )

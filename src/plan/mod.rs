@@ -419,10 +419,10 @@ mod tests {
         assert_eq!(plan.bootstrap_node, "talos-k8s-01");
         let n1 = plan.node("talos-k8s-01").unwrap();
         assert_eq!(n1.management.address.to_string(), "10.8.16.20/24");
-        assert_eq!(n1.workload.address.to_string(), "10.8.28.20/22");
-        assert_eq!(n1.workload.gateway, Some("10.8.28.1".parse().unwrap()));
+        assert_eq!(n1.workload.as_ref().unwrap().address.to_string(), "10.8.28.20/22");
+        assert_eq!(n1.workload.as_ref().unwrap().gateway, Some("10.8.28.1".parse().unwrap()));
         assert_eq!(n1.management.gateway, None);
-        assert_eq!((n1.management.vlan, n1.workload.vlan), (Some(16), Some(28)));
+        assert_eq!((n1.management.vlan, n1.workload.as_ref().unwrap().vlan), (Some(16), Some(28)));
         assert_eq!(n1.pod_cidr.to_string(), "10.8.32.0/24");
         assert_eq!(
             plan.gateway_routes[2].destination.to_string(),

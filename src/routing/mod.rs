@@ -110,8 +110,9 @@ impl Rehearsal {
                 .map(|r| (r.destination, r.via))
                 .collect()
         };
+        // One network: the shared LAN is the cluster's segment, pods talk to it directly.
         let workload = p
-            .network(NetworkRole::Workload)
+            .link_network(LinkRole::Workload)
             .map(|n| n.name.clone())
             .unwrap_or_default();
         let world = World {

@@ -432,7 +432,7 @@ fn pty_init_accepts_defaults_and_saves_a_loadable_profile() {
     assert_eq!(p.metadata.name, "lab");
     assert_eq!(p.nodes.len(), 3);
     assert_eq!(
-        p.nodes[2].workload.address,
+        p.nodes[2].workload.as_ref().unwrap().address,
         "10.8.28.22".parse::<Ipv4Addr>().unwrap()
     );
     assert_eq!(p.proxmox.hosts[2].uplink.as_deref(), Some("eno1"));
