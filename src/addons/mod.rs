@@ -370,6 +370,26 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// One NIC per node: both roles resolve to that link's kernel name.
+    #[test]
+    fn one_link_resolves_for_both_roles() {
+        let plan = Plan::build(&crate::test_support::one_network()).unwrap();
+        let status: Vec<(String, Vec<(String, String)>)> = plan
+            .nodes
+            .iter()
+            .map(|n| {
+                let nics = vec![
+                    ("lo".into(), "00:00:00:00:00:00".into()),
+                    ("ens18".into(), n.management.mac.to_lowercase()),
+                ];
+                (n.name.clone(), nics)
+            })
+            .collect();
+        let l = Links::resolve(&plan, &status).unwrap();
+        assert_eq!((l.name(LinkRole::Management), l.name(LinkRole::Workload)), ("ens18", "ens18"));
+        assert_eq!(l.devices(), ["ens18"]);
+    }
+
     #[test]
     fn links_resolve_by_mac_and_must_agree_across_nodes() {
         let plan = Plan::build(&crate::test_support::homelab()).unwrap();

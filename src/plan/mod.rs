@@ -440,6 +440,28 @@ mod tests {
     }
 
     #[test]
+    fn a_one_network_plan_has_one_nic_per_node_with_the_gateway() {
+        let plan = Plan::build(&crate::test_support::one_network()).unwrap();
+        let n = plan.node("talos-2").unwrap();
+        assert!(n.workload.is_none());
+        assert_eq!(n.nics().count(), 1);
+        assert_eq!(n.management.address.to_string(), "192.168.1.31/24");
+        assert_eq!(n.management.gateway, Some("192.168.1.1".parse().unwrap()));
+        assert_eq!(n.management.vlan, None);
+        // The workload role is the same NIC.
+        assert_eq!(n.nic(LinkRole::Workload), &n.management);
+        let json = serde_json::to_value(&plan).unwrap();
+        assert!(json["nodes"][1].get("workload").is_none(), "{json}");
+        // A two-network profile whose node lacks its workload link is refused, not guessed.
+        let mut p = homelab();
+        p.nodes[1].workload = None;
+        assert_eq!(
+            Plan::build(&p),
+            Err(PlanError::MissingWorkloadLink("talos-k8s-02".into()))
+        );
+    }
+
+    #[test]
     fn pod_cidrs_are_derived_in_node_order_when_omitted() {
         let mut p = homelab();
         for n in &mut p.nodes {

@@ -285,6 +285,22 @@ mod tests {
         assert!(m["net1"].contains("tag=28"));
     }
 
+    /// One network: the VM has `net0` only, untagged when the LAN has no `vlan`.
+    #[test]
+    fn a_one_network_node_gets_one_nic() {
+        let p = crate::test_support::one_network();
+        let plan = Plan::build(&p).unwrap();
+        let m = as_map(&create_params(&p, &plan, &plan.nodes[0]).unwrap());
+        let mac = &plan.nodes[0].management.mac;
+        assert_eq!(m["net0"], format!("virtio={mac},bridge=vmbr0,firewall=0"));
+        assert!(!m.contains_key("net1"), "{m:?}");
+        let mut p = p.clone();
+        p.networks[0].vlan = Some(30);
+        let plan = Plan::build(&p).unwrap();
+        let m = as_map(&create_params(&p, &plan, &plan.nodes[0]).unwrap());
+        assert_eq!(m["net0"], format!("virtio={mac},bridge=vmbr0,tag=30,firewall=0"));
+    }
+
     #[test]
     fn normalised_read_back_is_equal_and_real_changes_are_classified() {
         let (p, plan) = homelab();
