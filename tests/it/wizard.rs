@@ -90,6 +90,7 @@ pub(super) fn homelab_answers() -> Vec<Answer> {
         d(),
         d(),
         d(), // hosts, bridge, iso, disk storage
+        d(), // one network or two: two (the hosts sit inside the seed's VLAN 16)
         // management
         d(),
         t("10.8.16.5/24"), // typo: host bits set -> re-asked
@@ -351,9 +352,10 @@ fn completions_and_man_page_are_printed() {
 }
 
 /// `init --discovery-file` (from `inv`) in a pty: name `lab`, then Enter for every
-/// question until the profile is saved. Returns the saved profile's path.
+/// question until the profile is saved. Returns the saved profile's path and what the
+/// terminal showed after the token questions.
 #[cfg(unix)]
-fn pty_init_with_defaults(inv: &Inventory, dir: &std::path::Path) -> std::path::PathBuf {
+fn pty_init_with_defaults(inv: &Inventory, dir: &std::path::Path) -> (std::path::PathBuf, String) {
     use rexpect::session::spawn_command;
 
     let inv_file = dir.join("discovery.yaml");
@@ -388,17 +390,17 @@ fn pty_init_with_defaults(inv: &Inventory, dir: &std::path::Path) -> std::path::
     wait_for(&mut s, "API token secret");
     s.send_line("").unwrap();
     // From here on every question takes its default (Enter) until the profile is saved.
-    let mut saved = false;
+    let mut shown = None;
     for _ in 0..400 {
-        if s.exp_string("Profile saved to").is_ok() {
-            saved = true;
+        if let Ok(before) = s.exp_string("Profile saved to") {
+            shown = Some(before);
             break;
         }
         s.send_line("").unwrap();
     }
-    assert!(saved, "the wizard never saved the profile");
+    let shown = shown.expect("the wizard never saved the profile");
     s.exp_eof().unwrap();
-    out
+    (out, shown)
 }
 
 /// "Overwrite it?" comes before the questions, so "no" throws no answers away.
@@ -427,8 +429,9 @@ fn pty_init_asks_about_an_existing_file_first() {
 #[test]
 fn pty_init_accepts_defaults_and_saves_a_loadable_profile() {
     let dir = tempfile::tempdir().unwrap();
-    let out = pty_init_with_defaults(&seed_inventory(), dir.path());
+    let (out, _) = pty_init_with_defaults(&seed_inventory(), dir.path());
     let p = profile::load(&out).unwrap();
+    assert!(!p.one_network(), "hosts inside the seed's VLAN 16: two networks");
     assert_eq!(p.metadata.name, "lab");
     assert_eq!(p.nodes.len(), 3);
     assert_eq!(
@@ -439,8 +442,9 @@ fn pty_init_accepts_defaults_and_saves_a_loadable_profile() {
 }
 
 /// Issue 14 §5: hosts discovered on a flat home LAN (192.168.1.20-22) get that LAN,
-/// untagged, as the management network, node addresses that are free on it, and the
-/// profile lints without errors and builds with `up --lab`.
+/// untagged, as the one network (the default answer to "one network or two"), node
+/// addresses and a MetalLB pool that are free on it, one NIC per node, and the profile
+/// lints without errors and builds with `up --lab`.
 #[cfg(unix)]
 #[test]
 fn pty_init_on_a_flat_lan_proposes_it_and_the_profile_builds_in_the_lab() {
@@ -450,7 +454,8 @@ fn pty_init_on_a_flat_lan_proposes_it_and_the_profile_builds_in_the_lab() {
         h.bonds.clear();
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = pty_init_with_defaults(&inv, dir.path());
+    let (out, shown) = pty_init_with_defaults(&inv, dir.path());
+    assert!(shown.contains("Networks for the Talos VMs"), "{shown}");
     let p = profile::load(&out).unwrap();
     let mgmt = p.network(profile::NetworkRole::Management).unwrap();
     assert_eq!(mgmt.subnet.to_string(), "192.168.1.0/24");
@@ -462,6 +467,13 @@ fn pty_init_on_a_flat_lan_proposes_it_and_the_profile_builds_in_the_lab() {
         .map(|n| n.management.address.to_string())
         .collect();
     assert_eq!(addrs, ["192.168.1.23", "192.168.1.24", "192.168.1.25"]);
+    // One network: no workload network, no second NIC, the seed's VLANs gone.
+    assert!(p.one_network(), "{:#?}", p.networks);
+    assert_eq!(p.networks.len(), 1, "{:#?}", p.networks);
+    assert!(p.nodes.iter().all(|n| n.workload.is_none()));
+    assert_eq!(p.dns.servers, [Ipv4Addr::new(192, 168, 1, 1)]);
+    let pool = p.addons.metallb.as_ref().map(|m| m.pool.to_string());
+    assert_eq!(pool.as_deref(), Some("192.168.1.200-192.168.1.249"));
     let file = out.display().to_string();
     let (code, lint_out, err) = support::run(&["lint", "--profile", &file]);
     assert_eq!(code, 0, "{lint_out}{err}");
