@@ -34,7 +34,13 @@ pub enum WizardError {
     Unusable(String, String),
     #[error("the wizard was stopped; nothing was written")]
     Aborted,
+    /// `<` typed at a text question: back to the previous page (never leaves `run`).
+    #[error("went back a page")]
+    Back,
 }
+
+/// What to type at any text question to go back to the previous page.
+pub const BACK: &str = "<";
 
 /// Final validation of the assembled profile; an empty list means "fine".
 /// The commands plug `lint` in here (`lint(p).error_lines()`).
@@ -71,14 +77,36 @@ pub fn run(
         found: Vec::new(),
         parked_workload: None,
     };
-    f.cluster()?;
-    let (discovery, token_file) = f.proxmox(connect, &opts.token_dir)?;
-    f.discover(discovery.as_ref())?;
-    f.hosts()?;
-    f.networks()?;
-    f.host_details()?;
-    f.nodes(discovery.as_ref())?;
-    f.settings()?;
+    f.p.note(&format!(
+        "Enter keeps the [default]; `{BACK}` at any typed answer goes back a page."
+    ));
+    // Pages in order; `<` at a text question goes back one. Each page starts from
+    // the draft, so going back and forth keeps every answer.
+    let mut connected: Option<(Box<dyn Discovery>, Option<TokenFile>)> = None;
+    let mut page = 0usize;
+    while page < 6 {
+        let step = match (page, &connected) {
+            (0, _) => f.cluster(),
+            (1, _) => f.proxmox(connect, &opts.token_dir).and_then(|(d, t)| {
+                f.discover(d.as_ref())?;
+                connected = Some((d, t));
+                Ok(())
+            }),
+            (2, _) => f.hosts(),
+            (3, _) => f.networks().and_then(|()| f.host_details()),
+            (4, Some((d, _))) => f.nodes(d.as_ref()),
+            (4, None) => Err(WizardError::Back),
+            _ => f.settings(),
+        };
+        match step {
+            Ok(()) => page += 1,
+            Err(WizardError::Back) => page = page.saturating_sub(1),
+            Err(e) => return Err(e),
+        }
+    }
+    let Some((discovery, token_file)) = connected else {
+        return Err(WizardError::Aborted);
+    };
     loop {
         f.derive();
         let problems = problems(&f.d, opts.check);
@@ -103,18 +131,12 @@ pub fn run(
             "Stop without saving",
         ]
         .map(String::from);
-        match f.p.select("What now?", &choices, 0)? {
-            0 => {
-                f.networks()?;
-                f.host_details()?;
-            }
-            1 => f.nodes(discovery.as_ref())?,
-            2 => f.settings()?,
-            3 => {
-                f.hosts()?;
-                f.host_details()?;
-            }
-            4 => f.metallb()?,
+        let step = match f.p.select("What now?", &choices, 0)? {
+            0 => f.networks().and_then(|()| f.host_details()),
+            1 => f.nodes(discovery.as_ref()),
+            2 => f.settings(),
+            3 => f.hosts().and_then(|()| f.host_details()),
+            4 => f.metallb(),
             5 => {
                 f.summary();
                 return Ok(Outcome {
@@ -123,6 +145,11 @@ pub fn run(
                 });
             }
             _ => return Err(WizardError::Aborted),
+        };
+        // Back from a page reached through this menu returns to the menu.
+        match step {
+            Ok(()) | Err(WizardError::Back) => {}
+            Err(e) => return Err(e),
         }
     }
 }
@@ -165,6 +192,9 @@ impl Flow<'_> {
     ) -> Result<T, WizardError> {
         loop {
             let answer = self.p.input(prompt, Some(default))?;
+            if answer.trim() == BACK {
+                return Err(WizardError::Back);
+            }
             match check(&answer) {
                 Ok(v) => return Ok(v),
                 Err(why) => self.p.note(&format!("  ✗ {why}")),

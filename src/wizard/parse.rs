@@ -81,6 +81,15 @@ pub fn proxmox_endpoint(s: &str) -> Checked<String> {
     if host.is_empty() {
         return Err(format!("`{s}` names no host"));
     }
+    // The same rule as lint's NET502: `10.8.16.300` is a mistyped address, not a name.
+    if !crate::formats::is_host(host, false) {
+        return Err(format!(
+            "`{host}` is neither an IPv4 address (four numbers 0-255) nor a host name"
+        ));
+    }
+    if port == 0 {
+        return Err("port 0 is not a port; Proxmox listens on 8006".into());
+    }
     Ok(format!("https://{host}:{port}"))
 }
 
@@ -269,6 +278,10 @@ mod tests {
         );
         assert!(proxmox_endpoint("http://pve:8006").is_err());
         assert!(proxmox_endpoint("https://pve:port").is_err());
+        let e = proxmox_endpoint("https://10.8.16.300:8006").unwrap_err();
+        assert!(e.contains("`10.8.16.300` is neither an IPv4 address"), "{e}");
+        assert!(proxmox_endpoint("https://pve_1:8006").is_err());
+        assert!(proxmox_endpoint("https://pve:0").is_err());
     }
 
     #[test]

@@ -565,6 +565,36 @@ fn duplicate_node_addresses_are_refused_as_typed() {
     assert_noted(&p, "10.8.16.20 is already used by talos-k8s-01");
 }
 
+/// Issue 14: `<` at any typed question goes back a page (here from the node count to
+/// the networks page), and Enter there keeps every earlier answer.
+#[test]
+fn back_from_any_page_keeps_the_answers() {
+    let mut answers = homelab_answers();
+    let node_count = answers.len() - 35;
+    // Networks page again: one-or-two, 5 + 5 + 8 + 6 network questions, 3 out-of-band.
+    let again = std::iter::once(t("<")).chain(std::iter::repeat_n(d(), 28));
+    answers.splice(node_count..node_count, again);
+    let (out, p) = run_scripted(answers, &no_problems);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(p.remaining(), 0);
+    assert_eq!(out.profile, homelab());
+    let asked = |q: &str| p.questions.iter().filter(|x| x.contains(q)).count();
+    assert_eq!(asked("Networks for the Talos VMs"), 2, "{:#?}", p.questions);
+}
+
+/// Issue 14: a VMID that discovery lists as taken is refused as typed, naming the guest.
+#[test]
+fn a_vmid_used_in_the_proxmox_cluster_is_refused() {
+    let mut answers = homelab_answers();
+    // Node 1 starts 34 answers from the end (7 + 2 × 6 node answers, 15 settings).
+    let node1_vmid = answers.len() - 34 + 2;
+    answers.insert(node1_vmid, t("105"));
+    let (out, p) = run_scripted(answers, &no_problems);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(out.profile, homelab());
+    assert_noted(&p, "VMID 105 is already used by a guest listed in `usedVmids`");
+}
+
 #[test]
 fn a_storage_missing_on_one_host_is_reported_not_guessed() {
     let mut inv = seed_inventory();

@@ -76,6 +76,7 @@ impl Flow<'_> {
             }
         })?;
         let free = discovery.next_free_vmids(count)?;
+        let in_use = discovery.used_vmids()?;
         let required = |role: NetworkRole, name: &str| {
             self.net(role).cloned().ok_or_else(|| {
                 WizardError::Unusable(
@@ -123,6 +124,8 @@ impl Flow<'_> {
                     Err("Proxmox VMIDs run from 100 to 999999999".into())
                 } else if used_ids.contains(&id) {
                     Err(format!("VMID {id} is already another node's"))
+                } else if let Some((_, guest)) = in_use.iter().find(|(u, _)| *u == id) {
+                    Err(format!("VMID {id} is already used by {guest} in the Proxmox cluster"))
                 } else {
                     Ok(id)
                 }
