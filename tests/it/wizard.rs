@@ -477,6 +477,11 @@ fn pty_init_on_a_flat_lan_proposes_it_and_the_profile_builds_in_the_lab() {
     let file = out.display().to_string();
     let (code, lint_out, err) = support::run(&["lint", "--profile", &file]);
     assert_eq!(code, 0, "{lint_out}{err}");
+    // Pods are masqueraded on a home LAN: no asymmetric replies, no routes to add.
+    assert!(p.routing.masquerade);
+    for code in ["NET601", "NET407", "NET408"] {
+        assert!(!lint_out.contains(code), "{code}:\n{lint_out}");
+    }
     let cluster = dir.path().join("cluster").display().to_string();
     let (code, up_out, err) = support::run(&[
         "up",

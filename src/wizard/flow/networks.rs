@@ -35,6 +35,9 @@ impl Flow<'_> {
             if let Some(gw) = lan.gateway {
                 self.d.dns.servers = vec![gw];
             }
+            // A home router knows no routes to the pod block: masquerade the pods
+            // (otherwise LAN hosts answer pods through the router, asymmetrically).
+            self.d.routing.masquerade = true;
             self.d.networks.push(lan);
             self.d.networks.sort_by_key(|n| role_rank(n.role));
         }
