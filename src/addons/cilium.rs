@@ -535,7 +535,10 @@ mod tests {
     fn a_one_network_cluster_gives_cilium_one_device() {
         let plan = Plan::build(&crate::test_support::one_network()).unwrap();
         let links = Links::from_plan(&plan);
-        assert_eq!((links.management.as_str(), links.workload.as_str()), ("eth0", "eth0"));
+        assert_eq!(
+            (links.management.as_str(), links.workload.as_str()),
+            ("eth0", "eth0")
+        );
         let v = values(&plan, &Cilium::default(), &links).unwrap();
         assert_eq!(v["devices"], json!(["eth0"]));
         assert_eq!(v["ipv4NativeRoutingCIDR"], "10.244.0.0/22");

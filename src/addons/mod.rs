@@ -386,7 +386,10 @@ mod tests {
             })
             .collect();
         let l = Links::resolve(&plan, &status).unwrap();
-        assert_eq!((l.name(LinkRole::Management), l.name(LinkRole::Workload)), ("ens18", "ens18"));
+        assert_eq!(
+            (l.name(LinkRole::Management), l.name(LinkRole::Workload)),
+            ("ens18", "ens18")
+        );
         assert_eq!(l.devices(), ["ens18"]);
     }
 

@@ -145,10 +145,16 @@ mod tests {
         let p = crate::test_support::one_network();
         let plan = Plan::build(&p).unwrap();
         let doc = render(&p, &plan, "one-network.yaml");
-        assert!(doc.contains("Each node has one link and one default route"), "{doc}");
+        assert!(
+            doc.contains("Each node has one link and one default route"),
+            "{doc}"
+        );
         assert!(!doc.contains("table 100") && !doc.contains("eth1"), "{doc}");
         assert!(doc.contains("filters nothing between VLANs"), "{doc}");
-        assert!(doc.contains("| talos-2 | pve2 | 131 | net0 / eth0 (mgmt) |"), "{doc}");
+        assert!(
+            doc.contains("| talos-2 | pve2 | 131 | net0 / eth0 (mgmt) |"),
+            "{doc}"
+        );
     }
 
     #[test]

@@ -283,7 +283,10 @@ fn a_one_network_profile_lints_without_errors_and_its_pool_is_checked_on_the_lan
         let mut p = base.clone();
         set_pool(&mut p, pool);
         let r = lint(&p);
-        assert!(has(&r, code, "addons.metallb.pool"), "{pool}: {code} expected");
+        assert!(
+            has(&r, code, "addons.metallb.pool"),
+            "{pool}: {code} expected"
+        );
     }
     // A workload link with no workload network is on no network.
     let mut p = base.clone();

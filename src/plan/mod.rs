@@ -221,36 +221,37 @@ impl Plan {
         let via = p.routing.default_route;
         let mut nodes = Vec::with_capacity(p.nodes.len());
         for (i, (n, pod_cidr)) in p.nodes.iter().zip(pod_cidrs).enumerate() {
-            let nic = |role: LinkRole, net: &Network, link: &NodeLink| -> Result<NicPlan, PlanError> {
-                let (index, alias, label) = match role {
-                    LinkRole::Management => (0u8, "mgmt", "management"),
-                    LinkRole::Workload => (1u8, "work", "workload"),
+            let nic =
+                |role: LinkRole, net: &Network, link: &NodeLink| -> Result<NicPlan, PlanError> {
+                    let (index, alias, label) = match role {
+                        LinkRole::Management => (0u8, "mgmt", "management"),
+                        LinkRole::Workload => (1u8, "work", "workload"),
+                    };
+                    let mac = match &link.mac {
+                        Some(m) => normalize_mac(m).ok_or_else(|| PlanError::BadMac {
+                            index: i,
+                            link: label,
+                            mac: m.clone(),
+                        })?,
+                        None => derive_mac(&p.metadata.name, &n.name, index),
+                    };
+                    Ok(NicPlan {
+                        index,
+                        guest_name: format!("eth{index}"),
+                        alias: alias.into(),
+                        bridge: p.proxmox.bridge.clone(),
+                        vlan: net.vlan,
+                        mac,
+                        address: Ipv4Net::new(link.address, net.subnet.prefix_len())
+                            .expect("prefix from a parsed net"),
+                        gateway: if role == via || work.is_none() {
+                            net.gateway
+                        } else {
+                            None
+                        },
+                        mtu: net.mtu,
+                    })
                 };
-                let mac = match &link.mac {
-                    Some(m) => normalize_mac(m).ok_or_else(|| PlanError::BadMac {
-                        index: i,
-                        link: label,
-                        mac: m.clone(),
-                    })?,
-                    None => derive_mac(&p.metadata.name, &n.name, index),
-                };
-                Ok(NicPlan {
-                    index,
-                    guest_name: format!("eth{index}"),
-                    alias: alias.into(),
-                    bridge: p.proxmox.bridge.clone(),
-                    vlan: net.vlan,
-                    mac,
-                    address: Ipv4Net::new(link.address, net.subnet.prefix_len())
-                        .expect("prefix from a parsed net"),
-                    gateway: if role == via || work.is_none() {
-                        net.gateway
-                    } else {
-                        None
-                    },
-                    mtu: net.mtu,
-                })
-            };
             let r = p.resources(n);
             nodes.push(NodePlan {
                 name: n.name.clone(),
@@ -419,10 +420,19 @@ mod tests {
         assert_eq!(plan.bootstrap_node, "talos-k8s-01");
         let n1 = plan.node("talos-k8s-01").unwrap();
         assert_eq!(n1.management.address.to_string(), "10.8.16.20/24");
-        assert_eq!(n1.workload.as_ref().unwrap().address.to_string(), "10.8.28.20/22");
-        assert_eq!(n1.workload.as_ref().unwrap().gateway, Some("10.8.28.1".parse().unwrap()));
+        assert_eq!(
+            n1.workload.as_ref().unwrap().address.to_string(),
+            "10.8.28.20/22"
+        );
+        assert_eq!(
+            n1.workload.as_ref().unwrap().gateway,
+            Some("10.8.28.1".parse().unwrap())
+        );
         assert_eq!(n1.management.gateway, None);
-        assert_eq!((n1.management.vlan, n1.workload.as_ref().unwrap().vlan), (Some(16), Some(28)));
+        assert_eq!(
+            (n1.management.vlan, n1.workload.as_ref().unwrap().vlan),
+            (Some(16), Some(28))
+        );
         assert_eq!(n1.pod_cidr.to_string(), "10.8.32.0/24");
         assert_eq!(
             plan.gateway_routes[2].destination.to_string(),

@@ -312,11 +312,17 @@ mod tests {
         p.networks[0].vlan = Some(30);
         let plan = Plan::build(&p).unwrap();
         let m = as_map(&create_params(&p, &plan, &plan.nodes[0]).unwrap());
-        assert_eq!(m["net0"], format!("virtio={mac},bridge=vmbr0,tag=30,firewall=0"));
+        assert_eq!(
+            m["net0"],
+            format!("virtio={mac},bridge=vmbr0,tag=30,firewall=0")
+        );
         // A VM made when the profile had two networks keeps net1 until recreated.
         let want = create_params(&p, &plan, &plan.nodes[0]).unwrap();
         let mut got = as_map(&want);
-        got.insert("net1".into(), "virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=28".into());
+        got.insert(
+            "net1".into(),
+            "virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=28".into(),
+        );
         let net1 = |got: &BTreeMap<String, String>| {
             let d = diff(&want, got);
             d.into_iter().find(|d| d.key == "net1").map(|d| d.safe)

@@ -279,7 +279,10 @@ mod tests {
         assert!(proxmox_endpoint("http://pve:8006").is_err());
         assert!(proxmox_endpoint("https://pve:port").is_err());
         let e = proxmox_endpoint("https://10.8.16.300:8006").unwrap_err();
-        assert!(e.contains("`10.8.16.300` is neither an IPv4 address"), "{e}");
+        assert!(
+            e.contains("`10.8.16.300` is neither an IPv4 address"),
+            "{e}"
+        );
         assert!(proxmox_endpoint("https://pve_1:8006").is_err());
         assert!(proxmox_endpoint("https://pve:0").is_err());
     }

@@ -217,9 +217,8 @@ fn a_one_network_node_has_one_link_with_the_default_route() {
                 let errs = schema.errors(doc);
                 assert!(errs.is_empty(), "1.{minor} {node}: {errs:#?}");
             }
-            let of = |kind: &str| -> Vec<&Value> {
-                docs.iter().filter(|d| d["kind"] == kind).collect()
-            };
+            let of =
+                |kind: &str| -> Vec<&Value> { docs.iter().filter(|d| d["kind"] == kind).collect() };
             assert_eq!(of("LinkAliasConfig").len(), 1, "{node}: {yaml}");
             assert!(of("RoutingRuleConfig").is_empty(), "{node}: {yaml}");
             let links = of("LinkConfig");

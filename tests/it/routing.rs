@@ -235,8 +235,16 @@ fn a_one_network_node_matches_the_kernel() {
     }
     let p = talos_pve::profile::load(&super::support::profile("one-network.yaml")).unwrap();
     let r = rehearse(&p);
-    let links: Vec<&str> = r.nodes[0].fib.links().iter().map(|l| l.name.as_str()).collect();
-    assert!(links.contains(&"mgmt") && !links.contains(&"work"), "{links:?}");
+    let links: Vec<&str> = r.nodes[0]
+        .fib
+        .links()
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    assert!(
+        links.contains(&"mgmt") && !links.contains(&"work"),
+        "{links:?}"
+    );
     assert!(model_matches_kernel(&r) > 20);
     for f in &r.flows {
         assert!(

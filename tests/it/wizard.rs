@@ -431,7 +431,10 @@ fn pty_init_accepts_defaults_and_saves_a_loadable_profile() {
     let dir = tempfile::tempdir().unwrap();
     let (out, _) = pty_init_with_defaults(&seed_inventory(), dir.path());
     let p = profile::load(&out).unwrap();
-    assert!(!p.one_network(), "hosts inside the seed's VLAN 16: two networks");
+    assert!(
+        !p.one_network(),
+        "hosts inside the seed's VLAN 16: two networks"
+    );
     assert_eq!(p.metadata.name, "lab");
     assert_eq!(p.nodes.len(), 3);
     assert_eq!(
@@ -597,7 +600,10 @@ fn a_vmid_used_in_the_proxmox_cluster_is_refused() {
     let (out, p) = run_scripted(answers, &no_problems);
     let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
     assert_eq!(out.profile, homelab());
-    assert_noted(&p, "VMID 105 is already used by a guest listed in `usedVmids`");
+    assert_noted(
+        &p,
+        "VMID 105 is already used by a guest listed in `usedVmids`",
+    );
 }
 
 #[test]

@@ -51,7 +51,11 @@ impl Flow<'_> {
                 // A dedicated workload network: .10-.200 of its last /24. A shared LAN
                 // keeps clients, hosts and nodes low: .200-.249, minus what is taken.
                 let last24 = u32::from(work.subnet.broadcast()) & !0xff;
-                let (lo, hi) = if self.d.one_network() { (200, 249) } else { (10, 200) };
+                let (lo, hi) = if self.d.one_network() {
+                    (200, 249)
+                } else {
+                    (10, 200)
+                };
                 let span = AddrRange {
                     first: Ipv4Addr::from(last24 + lo),
                     last: Ipv4Addr::from(last24 + hi),
@@ -113,7 +117,11 @@ mod tests {
         let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
         let span = r("192.168.1.200-192.168.1.249");
         assert_eq!(free_run(span, &[], &[]), Some(span));
-        let got = free_run(span, &[ip("192.168.1.210")], &[r("192.168.1.240-192.168.1.249")]);
+        let got = free_run(
+            span,
+            &[ip("192.168.1.210")],
+            &[r("192.168.1.240-192.168.1.249")],
+        );
         assert_eq!(got, Some(r("192.168.1.211-192.168.1.239")));
         assert_eq!(free_run(r("192.168.1.5"), &[ip("192.168.1.5")], &[]), None);
     }

@@ -29,9 +29,9 @@ impl Flow<'_> {
             ));
             // The seed's VLAN networks and resolver describe another site: drop them,
             // and resolve through the LAN's router.
-            self.d.networks.retain(|n| {
-                matches!(n.role, NetworkRole::Workload | NetworkRole::Other)
-            });
+            self.d
+                .networks
+                .retain(|n| matches!(n.role, NetworkRole::Workload | NetworkRole::Other));
             if let Some(gw) = lan.gateway {
                 self.d.dns.servers = vec![gw];
             }
@@ -47,10 +47,11 @@ impl Flow<'_> {
             "Two networks: management + workload (two NICs per VM)",
         ]
         .map(String::from);
-        let one = self
-            .p
-            .select("Networks for the Talos VMs", &choices, usize::from(!one_default))?
-            == 0;
+        let one = self.p.select(
+            "Networks for the Talos VMs",
+            &choices,
+            usize::from(!one_default),
+        )? == 0;
         if one {
             if let Some(w) = self.net(NetworkRole::Workload).cloned() {
                 self.parked_workload = Some(w);
@@ -81,9 +82,10 @@ impl Flow<'_> {
                     b.starts_with("vmbr") && !t.is_empty() && t.parse::<u16>().is_ok()
                 })
         };
-        self.found.iter().flat_map(|h| &h.bridges).any(|b| {
-            tagged(&b.name) || b.ports.iter().any(|p| tagged(p))
-        })
+        self.found
+            .iter()
+            .flat_map(|h| &h.bridges)
+            .any(|b| tagged(&b.name) || b.ports.iter().any(|p| tagged(p)))
     }
 
     /// One network; `required` ones have a gateway and cannot be skipped.

@@ -125,7 +125,9 @@ impl Flow<'_> {
                 } else if used_ids.contains(&id) {
                     Err(format!("VMID {id} is already another node's"))
                 } else if let Some((_, guest)) = in_use.iter().find(|(u, _)| *u == id) {
-                    Err(format!("VMID {id} is already used by {guest} in the Proxmox cluster"))
+                    Err(format!(
+                        "VMID {id} is already used by {guest} in the Proxmox cluster"
+                    ))
                 } else {
                     Ok(id)
                 }
@@ -152,15 +154,26 @@ impl Flow<'_> {
                 })
             };
             let (def, check) = addr(&mgmt, prev.as_ref().map(|n| n.management.address), &taken);
-            let label = if work.is_some() { "management address" } else { "address" };
+            let label = if work.is_some() {
+                "management address"
+            } else {
+                "address"
+            };
             let m = self.ask(&format!("{name}: {label}"), &def, check)?;
             let w = match &work {
                 Some(work) => {
                     let mut taken = taken;
                     taken.push((m, name.clone()));
-                    let cur = prev.as_ref().and_then(|n| n.workload.as_ref()).map(|w| w.address);
+                    let cur = prev
+                        .as_ref()
+                        .and_then(|n| n.workload.as_ref())
+                        .map(|w| w.address);
                     let (def, check) = addr(work, cur, &taken);
-                    Some(NodeLink::new(self.ask(&format!("{name}: workload address"), &def, check)?))
+                    Some(NodeLink::new(self.ask(
+                        &format!("{name}: workload address"),
+                        &def,
+                        check,
+                    )?))
                 }
                 None => None,
             };
