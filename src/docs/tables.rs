@@ -215,6 +215,7 @@ pub fn metallb(p: &Profile) -> String {
                 m.pool.count().to_string(),
                 m.pool.to_string(),
                 match m.interface {
+                    _ if p.one_network() => "the nodes' one link (L2)",
                     LinkRole::Management => "management link (L2)",
                     LinkRole::Workload => "workload link (L2)",
                 }

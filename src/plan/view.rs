@@ -89,6 +89,7 @@ pub fn render_text(plan: &Plan) -> String {
             format!(
                 "via the {} link; pod masquerade {}",
                 match plan.default_route {
+                    _ if plan.nodes.iter().all(|n| n.workload.is_none()) => "nodes' one",
                     crate::profile::LinkRole::Management => "management",
                     crate::profile::LinkRole::Workload => "workload",
                 },
