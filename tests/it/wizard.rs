@@ -573,6 +573,27 @@ fn duplicate_node_addresses_are_refused_as_typed() {
     assert_noted(&p, "10.8.16.20 is already used by talos-k8s-01");
 }
 
+/// "One network" can be chosen for the homelab's hosts too: one NIC per node on the
+/// management network, a pool that avoids every known address, and lint finds no error.
+#[test]
+fn one_network_chosen_on_the_seed_layout_lints_clean() {
+    let mut answers = vec![d(); 10]; // cluster … disk storage
+    answers.push(Answer::Pick(
+        "One network: management and workload share it (one NIC per VM)".into(),
+    ));
+    answers.extend(std::iter::repeat_n(d(), 200));
+    let lint = |p: &Profile| talos_pve::lint::lint(p).error_lines();
+    let (out, p) = run_scripted(answers, &lint);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    let prof = out.profile;
+    assert!(prof.one_network());
+    assert!(prof.nodes.iter().all(|n| n.workload.is_none()));
+    let pool = prof.addons.metallb.as_ref().map(|m| m.pool.to_string());
+    assert_eq!(pool.as_deref(), Some("10.8.16.200-10.8.16.249"));
+    assert!(p.questions.iter().any(|q| q.ends_with("talos-k8s-01: address")));
+    assert!(!p.questions.iter().any(|q| q.contains("workload")), "{:#?}", p.questions);
+}
+
 /// Issue 14: `<` at any typed question goes back a page (here from the node count to
 /// the networks page), and Enter there keeps every earlier answer.
 #[test]
