@@ -590,8 +590,16 @@ fn one_network_chosen_on_the_seed_layout_lints_clean() {
     assert!(prof.nodes.iter().all(|n| n.workload.is_none()));
     let pool = prof.addons.metallb.as_ref().map(|m| m.pool.to_string());
     assert_eq!(pool.as_deref(), Some("10.8.16.200-10.8.16.249"));
-    assert!(p.questions.iter().any(|q| q.ends_with("talos-k8s-01: address")));
-    assert!(!p.questions.iter().any(|q| q.contains("workload")), "{:#?}", p.questions);
+    assert!(
+        p.questions
+            .iter()
+            .any(|q| q.ends_with("talos-k8s-01: address"))
+    );
+    assert!(
+        !p.questions.iter().any(|q| q.contains("workload")),
+        "{:#?}",
+        p.questions
+    );
 }
 
 /// Issue 14: `<` at any typed question goes back a page (here from the node count to

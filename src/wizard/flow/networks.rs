@@ -16,6 +16,21 @@ fn role_rank(r: NetworkRole) -> u8 {
     }
 }
 
+/// Whether a bridge looks VLAN-split: `vmbr0.16`, `vmbr0v16` (Proxmox's per-VLAN
+/// bridges of a non-VLAN-aware setup), or a port such as `enp1s0.16`.
+fn vlan_split<'b>(bridges: impl IntoIterator<Item = &'b crate::wizard::Bridge>) -> bool {
+    let tagged = |name: &str| {
+        name.rsplit_once('.')
+            .is_some_and(|(_, t)| t.parse::<u16>().is_ok())
+            || name.rsplit_once('v').is_some_and(|(b, t)| {
+                b.starts_with("vmbr") && !t.is_empty() && t.parse::<u16>().is_ok()
+            })
+    };
+    bridges
+        .into_iter()
+        .any(|b| tagged(&b.name) || b.ports.iter().any(|p| tagged(p)))
+}
+
 impl Flow<'_> {
     pub(super) fn networks(&mut self) -> Result<(), WizardError> {
         let hosts: Vec<Ipv4Addr> = self.d.proxmox.hosts.iter().map(|h| h.address).collect();
@@ -73,19 +88,8 @@ impl Flow<'_> {
         Ok(())
     }
 
-    /// Whether a discovered bridge looks VLAN-split (`vmbr0.16`, `vmbr0v16`, a port `enp1s0.16`).
     fn vlans_found(&self) -> bool {
-        let tagged = |name: &str| {
-            name.rsplit_once('.')
-                .is_some_and(|(_, t)| t.parse::<u16>().is_ok())
-                || name.rsplit_once('v').is_some_and(|(b, t)| {
-                    b.starts_with("vmbr") && !t.is_empty() && t.parse::<u16>().is_ok()
-                })
-        };
-        self.found
-            .iter()
-            .flat_map(|h| &h.bridges)
-            .any(|b| tagged(&b.name) || b.ports.iter().any(|p| tagged(p)))
+        vlan_split(self.found.iter().flat_map(|h| &h.bridges))
     }
 
     /// One network; `required` ones have a gateway and cannot be skipped.
@@ -223,5 +227,26 @@ impl Flow<'_> {
             .unwrap_or(self.d.networks.len());
         self.d.networks.insert(at, net);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wizard::Bridge;
+
+    #[test]
+    fn vlan_split_bridges_are_recognised() {
+        let b = |name: &str, port: &str| Bridge {
+            name: name.into(),
+            ports: vec![port.into()],
+        };
+        assert!(!vlan_split(&[b("vmbr0", "enp87s0"), b("vmbr1", "eno1")]));
+        assert!(vlan_split(&[
+            b("vmbr0", "enp87s0"),
+            b("vmbr0v16", "enp87s0.16")
+        ]));
+        assert!(vlan_split(&[b("vmbr16", "bond0.16")]));
+        assert!(!vlan_split(&[b("vmbr10", "eth0")]));
     }
 }
