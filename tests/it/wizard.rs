@@ -619,6 +619,32 @@ fn back_from_any_page_keeps_the_answers() {
     assert_eq!(asked("Networks for the Talos VMs"), 2, "{:#?}", p.questions);
 }
 
+/// Going back and changing the management subnet moves the defaults that derive from
+/// it: the gateway, every node address and the API endpoint.
+#[test]
+fn defaults_follow_a_subnet_changed_by_going_back() {
+    let mut answers = homelab_answers();
+    answers.truncate(answers.len() - 15); // up to the Kubernetes page
+    // Back to the nodes page, back again to the networks page; a new management subnet.
+    answers.extend([t("<"), t("<"), d(), d(), t("10.8.20.0/24"), d(), t(""), d()]);
+    answers.extend(std::iter::repeat_n(d(), 5 + 8 + 6)); // workload, storage, infrastructure
+    answers.extend([t(""), t(""), t("")]); // out-of-band devices were on 10.8.16.x
+    answers.extend(std::iter::repeat_n(d(), 1 + 3 * 6 + 15));
+    let (out, p) = run_scripted(answers, &no_problems);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(p.remaining(), 0, "{:#?}", p.questions);
+    let prof = out.profile;
+    let mgmt = prof.network(profile::NetworkRole::Management).unwrap();
+    assert_eq!(mgmt.gateway, Some(Ipv4Addr::new(10, 8, 20, 1)));
+    let addrs: Vec<String> = prof
+        .nodes
+        .iter()
+        .map(|n| n.management.address.to_string())
+        .collect();
+    assert_eq!(addrs, ["10.8.20.20", "10.8.20.21", "10.8.20.22"]);
+    assert_eq!(prof.kubernetes.endpoint, "https://10.8.20.20:6443");
+}
+
 /// Issue 14: a VMID that discovery lists as taken is refused as typed, naming the guest.
 #[test]
 fn a_vmid_used_in_the_proxmox_cluster_is_refused() {

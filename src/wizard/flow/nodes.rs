@@ -142,7 +142,11 @@ impl Flow<'_> {
             };
             let taken = self.taken(i);
             let addr = |net: &Network, cur: Option<Ipv4Addr>, taken: &[(Ipv4Addr, String)]| {
-                let d = cur.unwrap_or_else(|| free_from(net, 20 + i as u32, taken));
+                // An earlier answer stays the default only while it fits the network
+                // (going back and changing the subnet moves the defaults with it).
+                let d = cur
+                    .filter(|a| net.subnet.contains(a))
+                    .unwrap_or_else(|| free_from(net, 20 + i as u32, taken));
                 let taken = taken.to_vec();
                 let net = net.clone();
                 (d.to_string(), move |s: &str| {
