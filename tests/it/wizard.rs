@@ -459,6 +459,7 @@ fn pty_init_on_a_flat_lan_proposes_it_and_the_profile_builds_in_the_lab() {
     let dir = tempfile::tempdir().unwrap();
     let (out, shown) = pty_init_with_defaults(&inv, dir.path());
     assert!(shown.contains("Networks for the Talos VMs"), "{shown}");
+    assert!(shown.contains("One network: management and workload share it"), "{shown}");
     let p = profile::load(&out).unwrap();
     let mgmt = p.network(profile::NetworkRole::Management).unwrap();
     assert_eq!(mgmt.subnet.to_string(), "192.168.1.0/24");
