@@ -38,7 +38,7 @@ pub struct LabProxmoxConfig {
     /// Privileges of the token on `/`, propagated; `None` = all. Ignored when
     /// `acls` is not empty.
     pub token_privileges: Option<Vec<String>>,
-    /// The token's ACLs, evaluated as PVE does (`api::effective_privileges`).
+    /// The token's ACLs, evaluated as PVE does (`api::access::effective_privileges`).
     pub acls: Vec<LabAcl>,
     /// Password accepted for ticket login as the token's user (`None` = ticket login refused).
     pub password: Option<String>,
