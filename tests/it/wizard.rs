@@ -459,7 +459,10 @@ fn pty_init_on_a_flat_lan_proposes_it_and_the_profile_builds_in_the_lab() {
     let dir = tempfile::tempdir().unwrap();
     let (out, shown) = pty_init_with_defaults(&inv, dir.path());
     assert!(shown.contains("Networks for the Talos VMs"), "{shown}");
-    assert!(shown.contains("One network: management and workload share it"), "{shown}");
+    assert!(
+        shown.contains("One network: management and workload share it"),
+        "{shown}"
+    );
     let p = profile::load(&out).unwrap();
     let mgmt = p.network(profile::NetworkRole::Management).unwrap();
     assert_eq!(mgmt.subnet.to_string(), "192.168.1.0/24");
@@ -600,6 +603,26 @@ fn one_network_chosen_on_the_seed_layout_lints_clean() {
         !p.questions.iter().any(|q| q.contains("workload")),
         "{:#?}",
         p.questions
+    );
+}
+
+/// A flat LAN where the seed's pod block would sit (10.8.32.0/24): the proposed pod
+/// subnet is the next free aligned block after it, and the profile lints clean.
+#[test]
+fn the_pod_block_default_moves_past_a_clashing_lan() {
+    let mut inv = seed_inventory();
+    for (i, h) in inv.hosts.iter_mut().enumerate() {
+        h.address = Ipv4Addr::new(10, 8, 32, 20 + i as u8);
+        h.bonds.clear();
+    }
+    let mut p = ScriptedPrompter::new(std::iter::repeat_n(d(), 200));
+    let lint = |p: &Profile| talos_pve::lint::lint(p).error_lines();
+    let out = run_with(&mut p, &inv, &lint);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert!(out.profile.one_network());
+    assert_eq!(
+        out.profile.kubernetes.pod_subnet.to_string(),
+        "10.8.36.0/22"
     );
 }
 
