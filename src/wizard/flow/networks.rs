@@ -39,7 +39,7 @@ impl Flow<'_> {
             .and_then(|m| crate::wizard::seed::management_for(m, &hosts));
         if let Some(lan) = flat_lan.clone() {
             self.p.note(&format!(
-                "The hosts sit on {}: proposing it (untagged) as the management network.",
+                "The hosts sit on {}: proposing it (untagged) for the Talos VMs (the management network with two).",
                 lan.subnet
             ));
             // The seed's VLAN networks and resolver describe another site: drop them,
