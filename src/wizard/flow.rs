@@ -27,7 +27,7 @@ use crate::profile::{
 #[derive(Debug, Error)]
 pub enum WizardError {
     #[error(transparent)]
-    Prompt(#[from] PromptError),
+    Prompt(PromptError),
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
     #[error("{0}\n  fix: {1}")]
@@ -39,8 +39,17 @@ pub enum WizardError {
     Back,
 }
 
-/// What to type at any text question to go back to the previous page.
+/// What to type at any text question to go back to the previous page (Esc at a choice).
 pub const BACK: &str = "<";
+
+impl From<PromptError> for WizardError {
+    fn from(e: PromptError) -> Self {
+        match e {
+            PromptError::Back => Self::Back,
+            e => Self::Prompt(e),
+        }
+    }
+}
 
 /// Final validation of the assembled profile; an empty list means "fine".
 /// The commands plug `lint` in here (`lint(p).error_lines()`).
@@ -78,7 +87,7 @@ pub fn run(
         parked_workload: None,
     };
     f.p.note(&format!(
-        "Enter keeps the [default]; `{BACK}` at any typed answer goes back a page."
+        "Enter keeps the [default]; `{BACK}` at a typed answer (Esc at a choice) goes back a page."
     ));
     // Pages in order; `<` at a text question goes back one. Each page starts from
     // the draft, so going back and forth keeps every answer.
@@ -131,7 +140,11 @@ pub fn run(
             "Stop without saving",
         ]
         .map(String::from);
-        let step = match f.p.select("What now?", &choices, 0)? {
+        let choice = match f.p.select("What now?", &choices, 0) {
+            Err(PromptError::Back) => continue,
+            c => c?,
+        };
+        let step = match choice {
             0 => f.networks().and_then(|()| f.host_details()),
             1 => f.nodes(discovery.as_ref()),
             2 => f.settings(),

@@ -643,6 +643,24 @@ fn back_from_any_page_keeps_the_answers() {
     assert_eq!(asked("Networks for the Talos VMs"), 2, "{:#?}", p.questions);
 }
 
+/// Esc at a choice goes back a page too: at "one network or two" back to the hosts
+/// page (choices only), and at the final menu back to the menu.
+#[test]
+fn esc_at_a_choice_goes_back_a_page() {
+    let mut answers = homelab_answers();
+    // Index 10: "Networks for the Talos VMs"; the hosts page is 4 choices.
+    answers.splice(10..10, [Answer::Back, d(), d(), d(), d()]);
+    answers.extend([Answer::Back, Answer::Pick("Save anyway".into())]);
+    let always = |_: &Profile| vec!["E100 pretend finding".to_owned()];
+    let (out, p) = run_scripted(answers, &always);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(p.remaining(), 0);
+    assert_eq!(out.profile, homelab());
+    let asked = |q: &str| p.questions.iter().filter(|x| x.contains(q)).count();
+    assert_eq!(asked("Proxmox hosts for the Talos VMs"), 2);
+    assert_eq!(asked("What now?"), 2);
+}
+
 /// Going back and changing the management subnet moves the defaults that derive from
 /// it: the gateway, every node address and the API endpoint.
 #[test]
