@@ -157,7 +157,9 @@ fn dhcp_undeclared(f: &Facts, out: &mut Vec<Finding>) {
         ),
         format!(
             "check the DHCP range of {} on the gateway and declare it here with `dhcp: true` (or turn DHCP off there)",
-            net.vlan_label()
+            // `VLAN 28`; an untagged network by its name (a home LAN's router).
+            net.vlan
+                .map_or_else(|| format!("network `{}`", net.name), |_| net.vlan_label())
         ),
     ));
 }
