@@ -288,6 +288,12 @@ fn a_one_network_profile_lints_without_errors_and_its_pool_is_checked_on_the_lan
             "{pool}: {code} expected"
         );
     }
+    // No DHCP range declared on the LAN: NET205 names the network, not "untagged".
+    let mut p = base.clone();
+    p.networks[0].reserved.clear();
+    let r = lint(&p);
+    let f = r.with_code("NET205").next().expect("NET205");
+    assert!(f.fix.contains("DHCP range of network `lan`"), "{}", f.fix);
     // A workload link with no workload network is on no network.
     let mut p = base.clone();
     p.nodes[2].workload = Some(crate::profile::NodeLink::new(ip("192.168.1.40")));
