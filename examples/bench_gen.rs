@@ -72,7 +72,7 @@ fn hundred_nodes(mut p: Profile) -> Profile {
                 Role::Worker
             };
             n.management = NodeLink::new(Ipv4Addr::new(10, 8, 16, 20 + i as u8));
-            n.workload = NodeLink::new(Ipv4Addr::new(10, 8, 28, 20 + i as u8));
+            n.workload = Some(NodeLink::new(Ipv4Addr::new(10, 8, 28, 20 + i as u8)));
             n.pod_cidr = None;
             n
         })

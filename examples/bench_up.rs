@@ -178,7 +178,7 @@ fn thirty_nodes(mut p: Profile) -> Profile {
                 Role::Worker
             };
             n.management = NodeLink::new(Ipv4Addr::new(10, 8, 16, 20 + i));
-            n.workload = NodeLink::new(Ipv4Addr::new(10, 8, 28, 20 + i));
+            n.workload = Some(NodeLink::new(Ipv4Addr::new(10, 8, 28, 20 + i)));
             n.pod_cidr = None;
             n
         })

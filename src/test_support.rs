@@ -15,6 +15,12 @@ pub fn homelab() -> Profile {
         .expect("profiles/homelab.yaml loads")
 }
 
+/// `profiles/one-network.yaml` (a flat LAN, one NIC per node), loaded.
+pub fn one_network() -> Profile {
+    crate::profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/one-network.yaml"))
+        .expect("profiles/one-network.yaml loads")
+}
+
 /// The text of `../shared/reference/<rel>`, or `None` with a printed reason when this
 /// clone has no `shared/` beside it. Under `CI=true` a missing file is a failure.
 pub fn reference(rel: &str) -> Option<String> {

@@ -175,7 +175,7 @@ pub fn values(plan: &Plan, cilium: &Cilium, links: &Links) -> Result<Value, Addo
         "autoDirectNodeRoutes": true,
         "ipv4NativeRoutingCIDR": cidr.to_string(),
         "enableIPv4Masquerade": plan.masquerade,
-        "devices": [links.management, links.workload],
+        "devices": links.devices(),
         // Talos forwards CoreDNS to the host resolver (`forwardKubeDNSToHost`), which
         // BPF host routing breaks (Cilium docs `installation/k8s-install-talos-linux.rst`);
         // BPF host routing stays on with kube-proxy replacement and no iptables
@@ -528,6 +528,20 @@ mod tests {
             values(&plan, &narrow, &links),
             Err(AddonError::NativeRoutingCidr { .. })
         ));
+    }
+
+    /// One network: Cilium attaches to the one link, named once.
+    #[test]
+    fn a_one_network_cluster_gives_cilium_one_device() {
+        let plan = Plan::build(&crate::test_support::one_network()).unwrap();
+        let links = Links::from_plan(&plan);
+        assert_eq!(
+            (links.management.as_str(), links.workload.as_str()),
+            ("eth0", "eth0")
+        );
+        let v = values(&plan, &Cilium::default(), &links).unwrap();
+        assert_eq!(v["devices"], json!(["eth0"]));
+        assert_eq!(v["ipv4NativeRoutingCIDR"], "10.244.0.0/22");
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl Links {
         };
         Self {
             management: name(|n| &n.management.guest_name, "eth0"),
-            workload: name(|n| &n.workload.guest_name, "eth1"),
+            workload: name(|n| &n.nic(LinkRole::Workload).guest_name, "eth1"),
         }
     }
 
@@ -151,7 +151,7 @@ impl Links {
             };
             let here = Links {
                 management: by_mac(&n.management.mac)?,
-                workload: by_mac(&n.workload.mac)?,
+                workload: by_mac(&n.nic(LinkRole::Workload).mac)?,
             };
             match &found {
                 Some(f) if f != &here => {
@@ -171,6 +171,15 @@ impl Links {
             node: "-".into(),
             what: "the plan has no nodes".into(),
         })
+    }
+
+    /// The node links Cilium attaches to: one name when one link carries both roles.
+    pub fn devices(&self) -> Vec<&str> {
+        let mut v = vec![self.management.as_str()];
+        if self.workload != self.management {
+            v.push(&self.workload);
+        }
+        v
     }
 
     pub fn name(&self, role: LinkRole) -> &str {
@@ -358,6 +367,29 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// One NIC per node: both roles resolve to that link's kernel name.
+    #[test]
+    fn one_link_resolves_for_both_roles() {
+        let plan = Plan::build(&crate::test_support::one_network()).unwrap();
+        let status: Vec<(String, Vec<(String, String)>)> = plan
+            .nodes
+            .iter()
+            .map(|n| {
+                let nics = vec![
+                    ("lo".into(), "00:00:00:00:00:00".into()),
+                    ("ens18".into(), n.management.mac.to_lowercase()),
+                ];
+                (n.name.clone(), nics)
+            })
+            .collect();
+        let l = Links::resolve(&plan, &status).unwrap();
+        assert_eq!(
+            (l.name(LinkRole::Management), l.name(LinkRole::Workload)),
+            ("ens18", "ens18")
+        );
+        assert_eq!(l.devices(), ["ens18"]);
+    }
+
     #[test]
     fn links_resolve_by_mac_and_must_agree_across_nodes() {
         let plan = Plan::build(&crate::test_support::homelab()).unwrap();
@@ -374,7 +406,7 @@ mod tests {
                     (
                         n.name.clone(),
                         vec![
-                            (b.into(), n.workload.mac.to_lowercase()),
+                            (b.into(), n.nic(LinkRole::Workload).mac.to_lowercase()),
                             (a.into(), n.management.mac.clone()),
                         ],
                     )

@@ -1,7 +1,7 @@
 //! The three Mermaid diagrams: logical VLAN view, per-node NICs, physical uplinks.
 
 use crate::plan::Plan;
-use crate::profile::{Host, NetworkRole, Profile};
+use crate::profile::{Host, LinkRole, NetworkRole, Profile};
 
 use super::mermaid::{Graph, id};
 use super::tables::role_name;
@@ -65,7 +65,7 @@ pub fn logical(p: &Profile, plan: &Plan) -> String {
                 );
             }
             for n in &plan.nodes {
-                for (nic, tag) in [(&n.management, "m"), (&n.workload, "w")] {
+                for (nic, tag) in n.nics().zip(["m", "w"]) {
                     if inside(&nic.address.addr()) {
                         let a = nic.address.addr().to_string();
                         g.node(
@@ -100,7 +100,7 @@ pub fn logical(p: &Profile, plan: &Plan) -> String {
     }
     let work = p.network(NetworkRole::Workload).map(|n| n.subnet);
     for n in &plan.nodes {
-        if work.is_some_and(|w| w.contains(&n.workload.address.addr())) {
+        if work.is_some_and(|w| w.contains(&n.nic(LinkRole::Workload).address.addr())) {
             g.edge(
                 &id("nodew", &n.name),
                 "-.->",
@@ -128,7 +128,7 @@ pub fn node_nics(p: &Profile, plan: &Plan) -> String {
                 for n in &vms {
                     let title = format!("{} (VMID {})", n.name, n.vmid);
                     g.subgraph(&id("vm", &n.name), &title, |g| {
-                        for nic in [&n.management, &n.workload] {
+                        for nic in n.nics() {
                             let head = format!("{} / net{}", nic.guest_name, nic.index);
                             let addr = nic.address.to_string();
                             g.node(
@@ -153,7 +153,7 @@ pub fn node_nics(p: &Profile, plan: &Plan) -> String {
         );
     }
     for n in &plan.nodes {
-        for nic in [&n.management, &n.workload] {
+        for nic in n.nics() {
             g.edge(
                 &id(&format!("nic{}", nic.index), &n.name),
                 "-->",

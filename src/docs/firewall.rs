@@ -155,6 +155,10 @@ pub fn section(p: &Profile, plan: &Plan) -> String {
             ]
         })
         .collect();
+    if rows.is_empty() {
+        // A one-network cluster: nodes, pods and clients share one segment.
+        return "The cluster's traffic stays on one network, so the gateway filters nothing between VLANs for it; only traffic to the internet crosses it (see \"Egress the nodes need\").\n".into();
+    }
     let mut s = String::from(
         "Evaluated top to bottom, first match wins; traffic not listed follows the gateway's default policy.\n\n",
     );

@@ -101,7 +101,12 @@ agent, operator and envoy images are pinned by digest. A changed value is applie
 
 /// What the routing tables and rules are for, and the flow table that checks them.
 fn routing_section(p: &Profile, plan: &Plan) -> String {
-    let tables = if p.routing.default_route == crate::profile::LinkRole::Workload {
+    let tables = if p.one_network() {
+        "Each node has one link and one default route, via the network's gateway, with a \
+metric below the cloud-init default's 1024; there is no other link to answer from, so no \
+policy-routing tables are generated. Nodes, pods (native routing) and LAN clients reach each \
+other on-link; only traffic leaving the network crosses the gateway."
+    } else if p.routing.default_route == crate::profile::LinkRole::Workload {
         "Each node has one default route, via the workload gateway, with a metric below the \
 cloud-init default's 1024. On Talos 1.13 two policy-routing tables complete it: table 100 \
 (rule 1000, from the node's management address) sends management replies back through the \
@@ -133,6 +138,25 @@ mod tests {
     use crate::test_support::homelab;
 
     /// Names that differ only in punctuation must still get distinct Mermaid ids.
+    /// A one-network cluster is described as such: one NIC per VM, no policy tables,
+    /// no inter-VLAN rules.
+    #[test]
+    fn a_one_network_cluster_is_documented_as_one_link() {
+        let p = crate::test_support::one_network();
+        let plan = Plan::build(&p).unwrap();
+        let doc = render(&p, &plan, "one-network.yaml");
+        assert!(
+            doc.contains("Each node has one link and one default route"),
+            "{doc}"
+        );
+        assert!(!doc.contains("table 100") && !doc.contains("eth1"), "{doc}");
+        assert!(doc.contains("filters nothing between VLANs"), "{doc}");
+        assert!(
+            doc.contains("| talos-2 | pve2 | 131 | net0 / eth0 (mgmt) |"),
+            "{doc}"
+        );
+    }
+
     #[test]
     fn similar_names_get_distinct_diagram_ids() {
         let mut p = homelab();

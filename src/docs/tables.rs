@@ -116,7 +116,7 @@ pub fn allocations(p: &Profile, plan: &Plan, net: &Network) -> String {
         ));
     }
     for n in &plan.nodes {
-        for nic in [&n.management, &n.workload] {
+        for nic in n.nics() {
             let a = nic.address.addr();
             if inside(&a) {
                 let notes = format!("{} (net{}), MAC {}", nic.guest_name, nic.index, nic.mac);
@@ -173,7 +173,7 @@ pub fn allocations(p: &Profile, plan: &Plan, net: &Network) -> String {
 pub fn node_interfaces(plan: &Plan) -> String {
     let mut rows = Vec::new();
     for n in &plan.nodes {
-        for nic in [&n.management, &n.workload] {
+        for nic in n.nics() {
             rows.push(vec![
                 n.name.clone(),
                 n.host.clone(),
@@ -215,6 +215,7 @@ pub fn metallb(p: &Profile) -> String {
                 m.pool.count().to_string(),
                 m.pool.to_string(),
                 match m.interface {
+                    _ if p.one_network() => "the nodes' one link (L2)",
                     LinkRole::Management => "management link (L2)",
                     LinkRole::Workload => "workload link (L2)",
                 }

@@ -312,10 +312,10 @@ fn impostor_vm(profile: &Profile, name: &str) -> Result<LabVm, String> {
         vmid: n.vmid,
         host: "(not a Proxmox VM)".into(),
         name: n.name.clone(),
-        nics: vec![
-            nic(0, &n.management, Some(n.management.address)),
-            nic(1, &n.workload, None),
-        ],
+        nics: n
+            .nics()
+            .map(|p| nic(p.index, p, (p.index == 0).then_some(p.address)))
+            .collect(),
         media: Vec::new(),
     })
 }

@@ -213,7 +213,10 @@ fn nic_macs<'a>(
             (LinkRole::Management, "management", 0u8),
             (LinkRole::Workload, "workload", 1u8),
         ]
-        .map(|(role, label, index)| {
+        .into_iter()
+        // A one-NIC node has no workload MAC of its own.
+        .filter(|(role, ..)| *role == LinkRole::Management || n.workload.is_some())
+        .map(move |(role, label, index)| {
             let pinned = n.link(role).mac.as_ref();
             let effective = match pinned {
                 Some(m) => normalize_mac(m),

@@ -1,5 +1,7 @@
 //! What the rules share: the profile plus facts derived once (every static address
 //! with its profile path, the effective pod CIDRs, the management/workload networks).
+//! In a one-network profile (no `workload` network) the management network is the
+//! workload network too, so the workload rules judge that one network.
 
 use std::net::Ipv4Addr;
 
@@ -51,6 +53,7 @@ impl PodCidr {
 pub struct Facts<'a> {
     pub p: &'a Profile,
     pub mgmt: Option<usize>,
+    /// The workload network, or the management network when there is no workload network.
     pub work: Option<usize>,
     pub claims: Vec<Claim>,
     pub pods: Vec<PodCidr>,
@@ -69,7 +72,7 @@ impl<'a> Facts<'a> {
             it.next().map(|(i, _)| i)
         };
         let mgmt = find(NetworkRole::Management);
-        let work = find(NetworkRole::Workload);
+        let work = find(NetworkRole::Workload).or(mgmt);
         let (pods, pod_error) = match pod_cidrs(p) {
             Ok(nets) => (
                 nets.into_iter().enumerate().map(PodCidr::new).collect(),
@@ -97,6 +100,12 @@ impl<'a> Facts<'a> {
 
     pub fn work_net(&self) -> Option<&'a Network> {
         self.work.map(|i| self.network(i))
+    }
+
+    /// The management and workload networks, each once (one index with one network).
+    pub fn link_networks(&self) -> impl Iterator<Item = usize> {
+        let work = self.work.filter(|w| Some(*w) != self.mgmt);
+        self.mgmt.into_iter().chain(work)
     }
 
     /// Index of the declared network whose subnet contains `addr`.
@@ -179,13 +188,15 @@ fn claims(p: &Profile, mgmt: Option<usize>, work: Option<usize>) -> Vec<Claim> {
             Holder::Node,
             mgmt,
         );
-        push(
-            n.workload.address,
-            format!("nodes[{i}].workload.address"),
-            format!("the workload address of node `{}`", n.name),
-            Holder::Node,
-            work,
-        );
+        if let Some(w) = &n.workload {
+            push(
+                w.address,
+                format!("nodes[{i}].workload.address"),
+                format!("the workload address of node `{}`", n.name),
+                Holder::Node,
+                work,
+            );
+        }
     }
     out
 }

@@ -5,7 +5,7 @@ use super::facts::{Facts, net_label};
 use super::pods::overlaps;
 use super::{Finding, Rule, Severity};
 use crate::plan::{bootstrap_node, endpoint_host};
-use crate::profile::{LinkRole, NetworkRole, Role};
+use crate::profile::{LinkRole, Role};
 
 pub const ENDPOINT_URL: Rule = Rule::new(
     "NET401",
@@ -212,7 +212,10 @@ fn routable_pods(f: &Facts, out: &mut Vec<Finding>) {
     let routes: Vec<String> = f
         .pods
         .iter()
-        .map(|p| format!("{} via {}", p.net, f.p.nodes[p.node].workload.address))
+        .map(|p| {
+            let via = f.p.nodes[p.node].link(LinkRole::Workload).address;
+            format!("{} via {via}", p.net)
+        })
         .collect();
     out.push(STATIC_ROUTES.at(
         "routing.masquerade",
@@ -225,8 +228,14 @@ fn routable_pods(f: &Facts, out: &mut Vec<Finding>) {
     let others: Vec<&crate::profile::Network> =
         f.p.networks
             .iter()
-            .filter(|n| n.routed && n.role != NetworkRole::Workload)
+            .enumerate()
+            .filter(|(i, n)| n.routed && Some(*i) != f.work)
+            .map(|(_, n)| n)
             .collect();
+    // A one-network cluster has no other VLAN whose firewall rules could miss the pods.
+    if others.is_empty() {
+        return;
+    }
     let tags: Option<Vec<String>> = others
         .iter()
         .map(|n| n.vlan.map(|v| v.to_string()))

@@ -45,7 +45,7 @@ pub fn check(f: &Facts, out: &mut Vec<Finding>) {
     holds_address(f, m.pool, out);
     overlaps_pods(f, m.pool, out);
     overlaps_reserved(f, m.pool, out);
-    wrong_interface(m, out);
+    wrong_interface(f, m, out);
 }
 
 fn outside_workload(f: &Facts, m: &MetalLb, out: &mut Vec<Finding>) {
@@ -157,13 +157,16 @@ fn dhcp_undeclared(f: &Facts, out: &mut Vec<Finding>) {
         ),
         format!(
             "check the DHCP range of {} on the gateway and declare it here with `dhcp: true` (or turn DHCP off there)",
-            net.vlan_label()
+            // `VLAN 28`; an untagged network by its name (a home LAN's router).
+            net.vlan
+                .map_or_else(|| format!("network `{}`", net.name), |_| net.vlan_label())
         ),
     ));
 }
 
-fn wrong_interface(m: &MetalLb, out: &mut Vec<Finding>) {
-    if m.interface != LinkRole::Workload {
+fn wrong_interface(f: &Facts, m: &MetalLb, out: &mut Vec<Finding>) {
+    // One network: the management link is the workload link.
+    if m.interface != LinkRole::Workload && !f.p.one_network() {
         out.push(WRONG_INTERFACE.at(
             "addons.metallb.interface",
             "the pool lives on the workload subnet, but the L2Advertisement is bound to the management link, so ARP for pool addresses goes unanswered",

@@ -255,6 +255,7 @@ pub const RULES: &[Rule] = &[
     topology::GATEWAY_PLACEMENT,
     topology::NO_NODES,
     topology::HOST_DUPLICATE,
+    topology::NODE_LINKS,
     kubernetes::ENDPOINT_URL,
     kubernetes::ENDPOINT_TARGET,
     kubernetes::ENDPOINT_SPOF,

@@ -33,10 +33,10 @@ const CASES: &[Case] = &[
         p.nodes[1].management.address = ip("10.8.17.21")
     }),
     ("NET002", "nodes[1].workload.address", |p| {
-        p.nodes[1].workload.address = ip("10.8.31.255")
+        p.nodes[1].workload.as_mut().unwrap().address = ip("10.8.31.255")
     }),
     ("NET003", "nodes[0].workload.address", |p| {
-        p.nodes[0].workload.address = ip("10.8.28.1")
+        p.nodes[0].workload.as_mut().unwrap().address = ip("10.8.28.1")
     }),
     ("NET004", "nodes[2].management.address", |p| {
         p.nodes[2].management.address = ip("10.8.16.21")
@@ -47,7 +47,7 @@ const CASES: &[Case] = &[
             purpose: "UDM DHCP".into(),
             dhcp: true,
         });
-        p.nodes[0].workload.address = ip("10.8.28.150");
+        p.nodes[0].workload.as_mut().unwrap().address = ip("10.8.28.150");
     }),
     ("NET006", "nodes[0].management.address", |p| {
         p.nodes[0].management.address = ip("10.8.16.150")
@@ -59,11 +59,11 @@ const CASES: &[Case] = &[
         p.proxmox.hosts[0].oob[0].address = ip("192.168.5.5")
     }),
     ("NET009", "nodes[0].workload.mac", |p| {
-        p.nodes[0].workload.mac = Some("zz:00".into())
+        p.nodes[0].workload.as_mut().unwrap().mac = Some("zz:00".into())
     }),
     ("NET010", "nodes[1].workload.mac", |p| {
         p.nodes[0].management.mac = Some("bc:24:11:00:00:01".into());
-        p.nodes[1].workload.mac = Some("BC-24-11-00-00-01".into());
+        p.nodes[1].workload.as_mut().unwrap().mac = Some("BC-24-11-00-00-01".into());
     }),
     ("NET101", "nodes[0].podCIDR", |p| {
         p.nodes[0].pod_cidr = Some(net("10.8.28.0/24"))
@@ -111,8 +111,9 @@ const CASES: &[Case] = &[
         p.addons.metallb.as_mut().unwrap().interface = LinkRole::Management
     }),
     ("NET301", "networks", |p| {
-        p.networks[2].role = NetworkRole::Other
+        p.networks[3].role = NetworkRole::Workload
     }),
+    ("NET316", "nodes[1]", |p| p.nodes[1].workload = None),
     ("NET302", "networks[1].gateway", |p| {
         p.networks[1].gateway = None
     }),
@@ -254,6 +255,60 @@ const CASES: &[Case] = &[
     }),
     ("NET603", "routing", |p| p.networks[1].routed = false),
 ];
+
+/// profiles/one-network.yaml: one flat LAN, no workload network, one NIC per node.
+#[test]
+fn a_one_network_profile_lints_without_errors_and_its_pool_is_checked_on_the_lan() {
+    let base = profile("one-network.yaml");
+    let report = lint(&base);
+    assert_eq!(
+        report.errors,
+        0,
+        "{}",
+        render_text(&report, "one-network.yaml")
+    );
+    // The one link is the workload link: MetalLB on `management` is not NET206.
+    let mut p = base.clone();
+    p.addons.metallb.as_mut().unwrap().interface = LinkRole::Management;
+    assert_eq!(lint(&p).with_code("NET206").count(), 0);
+    // The pool must be on the LAN, clear of nodes, hosts, the gateway and the DHCP pool.
+    let cases: [(&str, &str); 5] = [
+        ("192.168.2.10-192.168.2.20", "NET201"),
+        ("192.168.1.25-192.168.1.35", "NET202"),
+        ("192.168.1.1-192.168.1.5", "NET202"),
+        ("192.168.1.8-192.168.1.12", "NET202"),
+        ("192.168.1.190-192.168.1.210", "NET204"),
+    ];
+    for (pool, code) in cases {
+        let mut p = base.clone();
+        set_pool(&mut p, pool);
+        let r = lint(&p);
+        assert!(
+            has(&r, code, "addons.metallb.pool"),
+            "{pool}: {code} expected"
+        );
+    }
+    // No DHCP range declared on the LAN: NET205 names the network, not "untagged".
+    let mut p = base.clone();
+    p.networks[0].reserved.clear();
+    let r = lint(&p);
+    let f = r.with_code("NET205").next().expect("NET205");
+    assert!(f.fix.contains("DHCP range of network `lan`"), "{}", f.fix);
+    // A workload link with no workload network is on no network.
+    let mut p = base.clone();
+    p.nodes[2].workload = Some(crate::profile::NodeLink::new(ip("192.168.1.40")));
+    assert!(has(&lint(&p), "NET316", "nodes[2].workload"));
+    // Two management networks are still NET301 (no workload network is fine).
+    let mut p = base;
+    let mut extra = p.networks[0].clone();
+    extra.role = NetworkRole::Management;
+    extra.vlan = Some(30);
+    extra.subnet = net("192.168.30.0/24");
+    extra.gateway = Some(ip("192.168.30.1"));
+    extra.reserved.clear();
+    p.networks.push(extra);
+    assert!(has(&lint(&p), "NET301", "networks"));
+}
 
 fn set_pool(p: &mut Profile, range: &str) {
     p.addons.metallb.as_mut().unwrap().pool = range.parse().unwrap();
@@ -451,7 +506,9 @@ fn findings_sort_indices_numerically() {
         n.name = format!("talos-k8s-{i:02}");
         n.vmid = 120 + i;
         n.management.address = Ipv4Addr::from(u32::from(ip("10.8.16.20")) + i);
-        n.workload.address = Ipv4Addr::from(u32::from(ip("10.8.28.20")) + i);
+        n.workload = Some(crate::profile::NodeLink::new(Ipv4Addr::from(
+            u32::from(ip("10.8.28.20")) + i,
+        )));
         n.pod_cidr = Some(net("10.8.28.0/24"));
         p.nodes.push(n);
     }

@@ -12,7 +12,7 @@ use crate::profile::NetworkRole;
 pub const NETWORK_ROLES: Rule = Rule::new(
     "NET301",
     Severity::Error,
-    "not exactly one management and one workload network",
+    "not exactly one management network, or more than one workload network",
 );
 pub const MISSING_GATEWAY: Rule = Rule::new(
     "NET302",
@@ -44,6 +44,11 @@ pub const GATEWAY_PLACEMENT: Rule = Rule::new(
 );
 pub const HOST_DUPLICATE: Rule =
     Rule::new("NET315", Severity::Error, "Proxmox host name used twice");
+pub const NODE_LINKS: Rule = Rule::new(
+    "NET316",
+    Severity::Error,
+    "node has a workload link without a workload network, or lacks one with it",
+);
 pub const NO_NODES: Rule = Rule::new("NET314", Severity::Error, "the profile has no nodes");
 
 const MTU_MIN: u32 = 576;
@@ -55,6 +60,7 @@ const DEFAULT_UPLINK_MTU: u32 = 1500;
 
 pub fn check(f: &Facts, out: &mut Vec<Finding>) {
     network_roles(f, out);
+    node_links(f, out);
     missing_gateway(f, out);
     gateway_placement(f, out);
     vlans(f, out);
@@ -69,23 +75,47 @@ pub fn check(f: &Facts, out: &mut Vec<Finding>) {
 }
 
 fn network_roles(f: &Facts, out: &mut Vec<Finding>) {
-    for (role, name) in [
-        (NetworkRole::Management, "management"),
-        (NetworkRole::Workload, "workload"),
-    ] {
-        let count = f.p.networks.iter().filter(|n| n.role == role).count();
-        if count != 1 {
-            out.push(NETWORK_ROLES.at(
-                "networks",
-                format!("the profile has {count} networks with `role: {name}`; every node needs exactly one {name} link"),
-                format!("declare exactly one network with `role: {name}` (see profiles/homelab.yaml)"),
-            ));
+    let count = |role| f.p.networks.iter().filter(|n| n.role == role).count();
+    let mgmt = count(NetworkRole::Management);
+    if mgmt != 1 {
+        out.push(NETWORK_ROLES.at(
+            "networks",
+            format!("the profile has {mgmt} networks with `role: management`; every node needs exactly one management link"),
+            "declare exactly one network with `role: management` (see profiles/homelab.yaml)",
+        ));
+    }
+    let work = count(NetworkRole::Workload);
+    if work > 1 {
+        out.push(NETWORK_ROLES.at(
+            "networks",
+            format!("the profile has {work} networks with `role: workload`; a node has at most one workload link"),
+            "keep one network with `role: workload`, or none for a one-network cluster (the management network then carries the workload)",
+        ));
+    }
+}
+
+/// A node has a `workload` link exactly when the profile has a workload network.
+fn node_links(f: &Facts, out: &mut Vec<Finding>) {
+    let two = !f.p.one_network();
+    for (i, n) in f.p.nodes.iter().enumerate() {
+        match (two, &n.workload) {
+            (true, None) => out.push(NODE_LINKS.at(
+                format!("nodes[{i}]"),
+                format!("node `{}` has no `workload` link, but the profile has a workload network", n.name),
+                "add `workload: {address: …}` with an address in the workload subnet, or remove the workload network for a one-network cluster",
+            )),
+            (false, Some(_)) => out.push(NODE_LINKS.at(
+                format!("nodes[{i}].workload"),
+                format!("node `{}` has a `workload` link, but the profile has no workload network, so the link would be on no network", n.name),
+                "remove `workload` from the node (one network: the management link carries the workload), or declare a network with `role: workload`",
+            )),
+            _ => {}
         }
     }
 }
 
 fn missing_gateway(f: &Facts, out: &mut Vec<Finding>) {
-    for i in [f.mgmt, f.work].into_iter().flatten() {
+    for i in f.link_networks() {
         let net = f.network(i);
         if net.gateway.is_none() {
             out.push(MISSING_GATEWAY.at(
@@ -192,7 +222,7 @@ fn mtu_above_uplink(f: &Facts, out: &mut Vec<Finding>) {
     let uplink =
         f.p.network(NetworkRole::Infrastructure)
             .map_or(DEFAULT_UPLINK_MTU, |n| n.mtu);
-    for i in [f.mgmt, f.work].into_iter().flatten() {
+    for i in f.link_networks() {
         let net = f.network(i);
         if net.mtu > uplink {
             out.push(MTU_ABOVE_UPLINK.at(

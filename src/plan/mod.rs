@@ -17,7 +17,7 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::profile::{AddrRange, LinkRole, NetworkRole, Profile, Role};
+use crate::profile::{AddrRange, LinkRole, Network, NetworkRole, NodeLink, Profile, Role};
 
 pub use mac::{derive_mac, normalize_mac};
 pub use schematic::{schematic_id, schematic_yaml};
@@ -29,6 +29,10 @@ pub enum PlanError {
         "the profile has no network with `role: {0}`\n  fix: add one to `networks` (see profiles/homelab.yaml)"
     )]
     MissingNetwork(&'static str),
+    #[error(
+        "node `{0}` has no `workload` link, but the profile has a workload network\n  fix: add `workload: {{address: …}}` to the node, or remove the workload network for a one-network cluster"
+    )]
+    MissingWorkloadLink(String),
     #[error(
         "`kubernetes.podSubnet` {subnet} has room for {room} node pod CIDRs of /{prefix}, but {nodes} nodes need one\n  fix: widen podSubnet or lower `kubernetes.nodePodPrefix`"
     )]
@@ -156,7 +160,9 @@ pub struct NodePlan {
     pub memory_mib: u32,
     pub disk_gib: u32,
     pub management: NicPlan,
-    pub workload: NicPlan,
+    /// `net1`/`eth1`; absent in a one-network cluster, where `management` carries both roles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<NicPlan>,
     #[serde(rename = "podCIDR")]
     pub pod_cidr: Ipv4Net,
 }
@@ -190,11 +196,16 @@ pub struct GatewayRoute {
 }
 
 impl NodePlan {
+    /// The NIC carrying `role` (the management NIC carries both with one network).
     pub fn nic(&self, role: LinkRole) -> &NicPlan {
         match role {
             LinkRole::Management => &self.management,
-            LinkRole::Workload => &self.workload,
+            LinkRole::Workload => self.workload.as_ref().unwrap_or(&self.management),
         }
+    }
+    /// The node's NICs in `netN` order: one or two.
+    pub fn nics(&self) -> impl Iterator<Item = &NicPlan> {
+        std::iter::once(&self.management).chain(&self.workload)
     }
 }
 
@@ -204,40 +215,43 @@ impl Plan {
         let mgmt = p
             .network(NetworkRole::Management)
             .ok_or(PlanError::MissingNetwork("management"))?;
-        let work = p
-            .network(NetworkRole::Workload)
-            .ok_or(PlanError::MissingNetwork("workload"))?;
+        // No workload network: one network, one NIC per node carrying both roles.
+        let work = p.network(NetworkRole::Workload);
         let pod_cidrs = pod_cidrs(p)?;
         let via = p.routing.default_route;
         let mut nodes = Vec::with_capacity(p.nodes.len());
         for (i, (n, pod_cidr)) in p.nodes.iter().zip(pod_cidrs).enumerate() {
-            let nic = |role: LinkRole| -> Result<NicPlan, PlanError> {
-                let (net, index, alias, label) = match role {
-                    LinkRole::Management => (mgmt, 0u8, "mgmt", "management"),
-                    LinkRole::Workload => (work, 1u8, "work", "workload"),
+            let nic =
+                |role: LinkRole, net: &Network, link: &NodeLink| -> Result<NicPlan, PlanError> {
+                    let (index, alias, label) = match role {
+                        LinkRole::Management => (0u8, "mgmt", "management"),
+                        LinkRole::Workload => (1u8, "work", "workload"),
+                    };
+                    let mac = match &link.mac {
+                        Some(m) => normalize_mac(m).ok_or_else(|| PlanError::BadMac {
+                            index: i,
+                            link: label,
+                            mac: m.clone(),
+                        })?,
+                        None => derive_mac(&p.metadata.name, &n.name, index),
+                    };
+                    Ok(NicPlan {
+                        index,
+                        guest_name: format!("eth{index}"),
+                        alias: alias.into(),
+                        bridge: p.proxmox.bridge.clone(),
+                        vlan: net.vlan,
+                        mac,
+                        address: Ipv4Net::new(link.address, net.subnet.prefix_len())
+                            .expect("prefix from a parsed net"),
+                        gateway: if role == via || work.is_none() {
+                            net.gateway
+                        } else {
+                            None
+                        },
+                        mtu: net.mtu,
+                    })
                 };
-                let link = n.link(role);
-                let mac = match &link.mac {
-                    Some(m) => normalize_mac(m).ok_or_else(|| PlanError::BadMac {
-                        index: i,
-                        link: label,
-                        mac: m.clone(),
-                    })?,
-                    None => derive_mac(&p.metadata.name, &n.name, index),
-                };
-                Ok(NicPlan {
-                    index,
-                    guest_name: format!("eth{index}"),
-                    alias: alias.into(),
-                    bridge: p.proxmox.bridge.clone(),
-                    vlan: net.vlan,
-                    mac,
-                    address: Ipv4Net::new(link.address, net.subnet.prefix_len())
-                        .expect("prefix from a parsed net"),
-                    gateway: if role == via { net.gateway } else { None },
-                    mtu: net.mtu,
-                })
-            };
             let r = p.resources(n);
             nodes.push(NodePlan {
                 name: n.name.clone(),
@@ -247,8 +261,12 @@ impl Plan {
                 cores: r.cores,
                 memory_mib: r.memory,
                 disk_gib: r.disk,
-                management: nic(LinkRole::Management)?,
-                workload: nic(LinkRole::Workload)?,
+                management: nic(LinkRole::Management, mgmt, &n.management)?,
+                workload: match (work, &n.workload) {
+                    (Some(net), Some(link)) => Some(nic(LinkRole::Workload, net, link)?),
+                    (Some(_), None) => return Err(PlanError::MissingWorkloadLink(n.name.clone())),
+                    (None, _) => None,
+                },
                 pod_cidr,
             });
         }
@@ -270,7 +288,7 @@ impl Plan {
             .iter()
             .map(|n| GatewayRoute {
                 destination: n.pod_cidr,
-                via: n.workload.address.addr(),
+                via: n.nic(LinkRole::Workload).address.addr(),
                 node: n.name.clone(),
             })
             .collect();
@@ -402,10 +420,19 @@ mod tests {
         assert_eq!(plan.bootstrap_node, "talos-k8s-01");
         let n1 = plan.node("talos-k8s-01").unwrap();
         assert_eq!(n1.management.address.to_string(), "10.8.16.20/24");
-        assert_eq!(n1.workload.address.to_string(), "10.8.28.20/22");
-        assert_eq!(n1.workload.gateway, Some("10.8.28.1".parse().unwrap()));
+        assert_eq!(
+            n1.workload.as_ref().unwrap().address.to_string(),
+            "10.8.28.20/22"
+        );
+        assert_eq!(
+            n1.workload.as_ref().unwrap().gateway,
+            Some("10.8.28.1".parse().unwrap())
+        );
         assert_eq!(n1.management.gateway, None);
-        assert_eq!((n1.management.vlan, n1.workload.vlan), (Some(16), Some(28)));
+        assert_eq!(
+            (n1.management.vlan, n1.workload.as_ref().unwrap().vlan),
+            (Some(16), Some(28))
+        );
         assert_eq!(n1.pod_cidr.to_string(), "10.8.32.0/24");
         assert_eq!(
             plan.gateway_routes[2].destination.to_string(),
@@ -419,6 +446,28 @@ mod tests {
         assert_eq!(
             plan.installer_image,
             "factory.talos.dev/nocloud-installer/ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515:v1.13.9"
+        );
+    }
+
+    #[test]
+    fn a_one_network_plan_has_one_nic_per_node_with_the_gateway() {
+        let plan = Plan::build(&crate::test_support::one_network()).unwrap();
+        let n = plan.node("talos-2").unwrap();
+        assert!(n.workload.is_none());
+        assert_eq!(n.nics().count(), 1);
+        assert_eq!(n.management.address.to_string(), "192.168.1.31/24");
+        assert_eq!(n.management.gateway, Some("192.168.1.1".parse().unwrap()));
+        assert_eq!(n.management.vlan, None);
+        // The workload role is the same NIC.
+        assert_eq!(n.nic(LinkRole::Workload), &n.management);
+        let json = serde_json::to_value(&plan).unwrap();
+        assert!(json["nodes"][1].get("workload").is_none(), "{json}");
+        // A two-network profile whose node lacks its workload link is refused, not guessed.
+        let mut p = homelab();
+        p.nodes[1].workload = None;
+        assert_eq!(
+            Plan::build(&p),
+            Err(PlanError::MissingWorkloadLink("talos-k8s-02".into()))
         );
     }
 

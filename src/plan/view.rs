@@ -61,11 +61,9 @@ fn vm_block(n: &NodePlan) -> String {
     let header = [
         "NIC", "GUEST", "ALIAS", "BRIDGE", "VLAN", "MAC", "ADDRESS", "GATEWAY", "MTU",
     ];
-    let rows = [
-        header.map(String::from).to_vec(),
-        nic_row(&n.management),
-        nic_row(&n.workload),
-    ];
+    let rows: Vec<Vec<String>> = std::iter::once(header.map(String::from).to_vec())
+        .chain(n.nics().map(nic_row))
+        .collect();
     s.push_str(&table(&rows, "    "));
     s
 }
@@ -91,6 +89,7 @@ pub fn render_text(plan: &Plan) -> String {
             format!(
                 "via the {} link; pod masquerade {}",
                 match plan.default_route {
+                    _ if plan.nodes.iter().all(|n| n.workload.is_none()) => "nodes' one",
                     crate::profile::LinkRole::Management => "management",
                     crate::profile::LinkRole::Workload => "workload",
                 },

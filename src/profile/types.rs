@@ -158,8 +158,10 @@ pub struct HostStorageLink {
     pub mtu: Option<u32>,
 }
 
-/// What a network is for. Exactly one `management` and one `workload` network are
-/// required; the others are documented and checked for overlaps.
+/// What a network is for. Exactly one `management` network is required, and at most
+/// one `workload` network: without one, the management network carries the workload
+/// too (a flat home LAN: one network, one NIC per VM). The others are documented and
+/// checked for overlaps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkRole {
@@ -366,7 +368,8 @@ fn default_route_metric() -> u32 {
     512
 }
 
-/// The two links every Talos VM has.
+/// What a Talos VM's link carries. With two networks each role has its own NIC; with
+/// one network (no `workload` network) one NIC carries both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkRole {
@@ -433,7 +436,10 @@ pub struct Node {
     #[serde(default = "default_role")]
     pub role: Role,
     pub management: NodeLink,
-    pub workload: NodeLink,
+    /// The second NIC, on the `workload` network; absent when the profile has no
+    /// workload network (the management link then carries both roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<NodeLink>,
     /// This node's pod CIDR; derived from `kubernetes.podSubnet` in node order when omitted.
     #[serde(default, rename = "podCIDR", skip_serializing_if = "Option::is_none")]
     pub pod_cidr: Option<Ipv4Net>,
@@ -607,6 +613,20 @@ impl Profile {
     pub fn network(&self, role: NetworkRole) -> Option<&Network> {
         self.networks.iter().find(|n| n.role == role)
     }
+    /// One network for management and workload: the profile declares no `workload` network.
+    pub fn one_network(&self) -> bool {
+        self.network(NetworkRole::Workload).is_none()
+    }
+    /// The network the `role` link is on: the workload role falls back to the
+    /// management network in a one-network profile.
+    pub fn link_network(&self, role: LinkRole) -> Option<&Network> {
+        match role {
+            LinkRole::Management => self.network(NetworkRole::Management),
+            LinkRole::Workload => self
+                .network(NetworkRole::Workload)
+                .or_else(|| self.network(NetworkRole::Management)),
+        }
+    }
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.proxmox.hosts.iter().find(|h| h.name == name)
     }
@@ -629,10 +649,12 @@ impl NodeLink {
 }
 
 impl Node {
+    /// The link carrying `role`: the management link carries the workload too when the
+    /// node has one NIC.
     pub fn link(&self, role: LinkRole) -> &NodeLink {
         match role {
             LinkRole::Management => &self.management,
-            LinkRole::Workload => &self.workload,
+            LinkRole::Workload => self.workload.as_ref().unwrap_or(&self.management),
         }
     }
 }

@@ -254,14 +254,31 @@ impl Discovery for LiveDiscovery {
         let floor = int(&next)
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(100);
-        let guests: Vec<Value> =
-            self.get("/cluster/resources", &params([("type", "vm".into())]))?;
-        let used: BTreeSet<u32> = guests
-            .iter()
-            .filter_map(|g| u32::try_from(int(g.get("vmid")?)?).ok())
-            .collect();
+        let used: BTreeSet<u32> = self.used_vmids()?.into_iter().map(|(id, _)| id).collect();
         Ok(free_vmids(floor, &used, n))
     }
+
+    fn used_vmids(&self) -> Result<Vec<(u32, String)>, DiscoveryError> {
+        let guests: Vec<Value> =
+            self.get("/cluster/resources", &params([("type", "vm".into())]))?;
+        Ok(guests.iter().filter_map(guest).collect())
+    }
+}
+
+/// A `/cluster/resources` guest as (VMID, `VM name on node`); `type` is `qemu` or `lxc`.
+fn guest(g: &Value) -> Option<(u32, String)> {
+    let vmid = u32::try_from(int(g.get("vmid")?)?).ok()?;
+    let kind = match g.get("type").and_then(Value::as_str) {
+        Some("lxc") => "container",
+        _ => "VM",
+    };
+    let name = g.get("name").and_then(Value::as_str).unwrap_or("(unnamed)");
+    let on = g
+        .get("node")
+        .and_then(Value::as_str)
+        .map(|n| format!(" on {n}"))
+        .unwrap_or_default();
+    Some((vmid, format!("{kind} {name}{on}")))
 }
 
 #[cfg(test)]
@@ -276,6 +293,14 @@ mod tests {
             json!({"iface": "vmbr1", "type": "bridge", "bridge_ports": "", "address": "192.168.99.1"}),
             json!({"iface": "bond0", "type": "bond", "slaves": "enp2s0f0np0 enp2s0f1np1", "mtu": "9000", "cidr": "10.8.48.10/24"}),
         ]
+    }
+
+    #[test]
+    fn guests_are_described_by_kind_name_and_node() {
+        let g = json!({"vmid": 105, "type": "lxc", "name": "pihole", "node": "pve1"});
+        assert_eq!(guest(&g), Some((105, "container pihole on pve1".into())));
+        let g = json!({"vmid": "120", "type": "qemu"});
+        assert_eq!(guest(&g), Some((120, "VM (unnamed)".into())));
     }
 
     #[test]

@@ -127,7 +127,7 @@ fn privilege_paths(profile: &Profile, plan: &Plan) -> Vec<(&'static str, String)
             Some("SDN") => plan
                 .nodes
                 .iter()
-                .flat_map(|n| [n.management.vlan, n.workload.vlan])
+                .flat_map(|n| n.nics().map(|nic| nic.vlan))
                 .collect::<BTreeSet<Option<u16>>>()
                 .into_iter()
                 // An untagged NIC is checked on the bridge itself (GuestHelpers.pm
@@ -317,8 +317,7 @@ pub async fn preflight(
     let vlans: BTreeSet<u16> = plan
         .nodes
         .iter()
-        .flat_map(|n| [n.management.vlan, n.workload.vlan])
-        .flatten()
+        .flat_map(|n| n.nics().filter_map(|nic| nic.vlan))
         .collect();
     let guests = inventory::guests(pve).await?;
     let vms = &guests.vms;

@@ -71,12 +71,17 @@ pub fn create_params(
         ),
         ("ide0", CIDATA_DRIVE_EMPTY.into()),
         ("net0", net(&node.management)?),
-        ("net1", net(&node.workload)?),
+    ];
+    // One network: the VM has `net0` only.
+    if let Some(work) = &node.workload {
+        p.push(("net1", net(work)?));
+    }
+    p.extend([
         ("boot", "order=scsi0;ide2".into()),
         ("serial0", "socket".into()),
         ("vga", "std".into()),
         ("onboot", "1".into()),
-    ];
+    ]);
     if profile
         .talos
         .schematic
@@ -125,7 +130,21 @@ pub fn diff(want: &[(String, String)], got: &BTreeMap<String, String>) -> Vec<Di
             got: got.get(k.as_str()).cloned(),
             safe: !UNSAFE.contains(&k.as_str()),
         })
+        .chain(extra_nic(want, got))
         .collect()
+}
+
+/// A second NIC the plan no longer has (the profile became one network): only a
+/// recreated VM loses it, so it is an unsafe difference rather than ignored.
+fn extra_nic(want: &[(String, String)], got: &BTreeMap<String, String>) -> Option<Difference> {
+    let key = "net1";
+    let have = got.get(key)?;
+    (!want.iter().any(|(k, _)| k == key)).then(|| Difference {
+        key: key.into(),
+        want: "(none: one network)".into(),
+        got: Some(have.clone()),
+        safe: false,
+    })
 }
 
 /// The value to write: ours, except that the user's own tags and Notes text stay.
@@ -278,6 +297,39 @@ mod tests {
         let mac = &plan.nodes[0].management.mac;
         assert_eq!(m["net0"], format!("virtio={mac},bridge=vmbr0,firewall=0"));
         assert!(m["net1"].contains("tag=28"));
+    }
+
+    /// One network: the VM has `net0` only, untagged when the LAN has no `vlan`.
+    #[test]
+    fn a_one_network_node_gets_one_nic() {
+        let p = crate::test_support::one_network();
+        let plan = Plan::build(&p).unwrap();
+        let m = as_map(&create_params(&p, &plan, &plan.nodes[0]).unwrap());
+        let mac = &plan.nodes[0].management.mac;
+        assert_eq!(m["net0"], format!("virtio={mac},bridge=vmbr0,firewall=0"));
+        assert!(!m.contains_key("net1"), "{m:?}");
+        let mut p = p.clone();
+        p.networks[0].vlan = Some(30);
+        let plan = Plan::build(&p).unwrap();
+        let m = as_map(&create_params(&p, &plan, &plan.nodes[0]).unwrap());
+        assert_eq!(
+            m["net0"],
+            format!("virtio={mac},bridge=vmbr0,tag=30,firewall=0")
+        );
+        // A VM made when the profile had two networks keeps net1 until recreated.
+        let want = create_params(&p, &plan, &plan.nodes[0]).unwrap();
+        let mut got = as_map(&want);
+        got.insert(
+            "net1".into(),
+            "virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=28".into(),
+        );
+        let net1 = |got: &BTreeMap<String, String>| {
+            let d = diff(&want, got);
+            d.into_iter().find(|d| d.key == "net1").map(|d| d.safe)
+        };
+        assert_eq!(net1(&got), Some(false));
+        got.remove("net1");
+        assert_eq!(net1(&got), None);
     }
 
     #[test]

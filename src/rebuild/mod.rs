@@ -197,17 +197,11 @@ async fn ensure_ours(
 
 /// A node as the plan makes it: the identity a rebuilt VM keeps.
 fn identity(n: &NodePlan) -> String {
-    format!(
-        "VM {} on {}: {} {} ({}), {} {} ({})",
-        n.vmid,
-        n.host,
-        n.management.guest_name,
-        n.management.mac,
-        n.management.address,
-        n.workload.guest_name,
-        n.workload.mac,
-        n.workload.address
-    )
+    let nics: Vec<String> = n
+        .nics()
+        .map(|nic| format!("{} {} ({})", nic.guest_name, nic.mac, nic.address))
+        .collect();
+    format!("VM {} on {}: {}", n.vmid, n.host, nics.join(", "))
 }
 
 /// Numbered steps for the confirmation question.

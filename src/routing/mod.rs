@@ -20,7 +20,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::plan::Plan;
-use crate::profile::{NetworkRole, Profile, vlan_label};
+use crate::profile::{LinkRole, NetworkRole, Profile, vlan_label};
 use crate::talos::config::{Contract, network_config};
 
 pub use fib::{
@@ -79,11 +79,11 @@ impl Rehearsal {
                 .nodes
                 .iter()
                 .filter(|m| m.name != n.name)
-                .map(|m| (m.pod_cidr, m.workload.address.addr()))
+                .map(|m| (m.pod_cidr, m.nic(LinkRole::Workload).address.addr()))
                 .collect();
             let cilium = CiliumRoutes {
                 pod_cidr: n.pod_cidr,
-                workload_link: &n.workload.alias,
+                workload_link: &n.nic(LinkRole::Workload).alias,
                 peers,
             };
             let platform = platform_gw.map(|gateway| PlatformRoute {
@@ -110,8 +110,9 @@ impl Rehearsal {
                 .map(|r| (r.destination, r.via))
                 .collect()
         };
+        // One network: the shared LAN is the cluster's segment, pods talk to it directly.
         let workload = p
-            .network(NetworkRole::Workload)
+            .link_network(LinkRole::Workload)
             .map(|n| n.name.clone())
             .unwrap_or_default();
         let world = World {
@@ -168,7 +169,7 @@ fn node_flows(
     let mut used: Vec<Ipv4Addr> = plan
         .nodes
         .iter()
-        .flat_map(|n| [n.management.address.addr(), n.workload.address.addr()])
+        .flat_map(|n| n.nics().map(|nic| nic.address.addr()))
         .chain(p.proxmox.hosts.iter().map(|h| h.address))
         .chain(
             p.proxmox
@@ -273,13 +274,16 @@ fn node_flows(
             Start::Node(i, mgmt),
             m.management.address.addr(),
         );
-        let work = me.workload.address.addr();
-        flow(
-            FlowKind::NodeNode,
-            format!("workload {work} → {} {}", m.name, m.workload.address.addr()),
-            Start::Node(i, work),
-            m.workload.address.addr(),
-        );
+        // One network: the management flow above is the workload flow too.
+        if let (Some(mine), Some(theirs)) = (&me.workload, &m.workload) {
+            let work = mine.address.addr();
+            flow(
+                FlowKind::NodeNode,
+                format!("workload {work} → {} {}", m.name, theirs.address.addr()),
+                Start::Node(i, work),
+                theirs.address.addr(),
+            );
+        }
         flow(
             FlowKind::NodeNode,
             format!("pod → pod on {} {}", m.name, world.pod_ip(j)),
@@ -297,7 +301,7 @@ fn node_flows(
             world.pod_ip(j),
         );
     }
-    let work = me.workload.address.addr();
+    let work = me.nic(LinkRole::Workload).address.addr();
     flow(
         FlowKind::NodeNode,
         format!("pod → own node workload address {work} (kubelet)"),

@@ -313,7 +313,7 @@ pub fn identities(plan: &Plan) -> BTreeMap<String, Identity> {
                 Identity {
                     host: n.host.clone(),
                     vmid: n.vmid,
-                    macs: vec![n.management.mac.clone(), n.workload.mac.clone()],
+                    macs: n.nics().map(|nic| nic.mac.clone()).collect(),
                 },
             )
         })

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::cluster_dir::ClusterDir;
 use crate::plan::{GatewayRoute, Plan};
-use crate::profile::{Profile, Role};
+use crate::profile::{LinkRole, Profile, Role};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -105,7 +105,7 @@ pub fn health_command(plan: &Plan, talosconfig: &str) -> String {
         plan.nodes
             .iter()
             .filter(|n| n.role == role)
-            .map(|n| n.workload.address.addr().to_string())
+            .map(|n| n.nic(LinkRole::Workload).address.addr().to_string())
             .collect::<Vec<_>>()
             .join(",")
     };
@@ -139,7 +139,7 @@ impl Summary {
                     vmid: n.vmid,
                     host: n.host.clone(),
                     management: n.management.address.to_string(),
-                    workload: n.workload.address.to_string(),
+                    workload: n.nic(LinkRole::Workload).address.to_string(),
                     pod_cidr: n.pod_cidr.to_string(),
                 })
                 .collect(),
@@ -288,7 +288,7 @@ mod tests {
             + 1];
         let want: Vec<String> = plan
             .control_planes()
-            .map(|n| n.workload.address.addr().to_string())
+            .map(|n| n.nic(LinkRole::Workload).address.addr().to_string())
             .collect();
         assert_eq!(cps, want.join(","), "{line}");
         // What the nodes reach out to is listed too.

@@ -63,6 +63,9 @@ pub trait Discovery {
     fn storages(&self, host: &str) -> Result<Vec<Storage>, DiscoveryError>;
     /// The `n` lowest VMIDs not used anywhere in the Proxmox cluster.
     fn next_free_vmids(&self, n: usize) -> Result<Vec<u32>, DiscoveryError>;
+    /// VMIDs taken in the Proxmox cluster, each with a description of its guest
+    /// (`VM web on pve1`), so a typed VMID can be refused by name.
+    fn used_vmids(&self) -> Result<Vec<(u32, String)>, DiscoveryError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +180,11 @@ impl Discovery for &Inventory {
             .filter(|id| !self.used_vmids.contains(id))
             .take(n)
             .collect())
+    }
+    fn used_vmids(&self) -> Result<Vec<(u32, String)>, DiscoveryError> {
+        // The file lists numbers only.
+        let guest = |id: &u32| (*id, "a guest listed in `usedVmids`".to_owned());
+        Ok(self.used_vmids.iter().map(guest).collect())
     }
 }
 

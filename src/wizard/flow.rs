@@ -27,13 +27,28 @@ use crate::profile::{
 #[derive(Debug, Error)]
 pub enum WizardError {
     #[error(transparent)]
-    Prompt(#[from] PromptError),
+    Prompt(PromptError),
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
     #[error("{0}\n  fix: {1}")]
     Unusable(String, String),
     #[error("the wizard was stopped; nothing was written")]
     Aborted,
+    /// `<` typed at a text question: back to the previous page (never leaves `run`).
+    #[error("went back a page")]
+    Back,
+}
+
+/// What to type at any text question to go back to the previous page (Esc at a choice).
+pub const BACK: &str = "<";
+
+impl From<PromptError> for WizardError {
+    fn from(e: PromptError) -> Self {
+        match e {
+            PromptError::Back => Self::Back,
+            e => Self::Prompt(e),
+        }
+    }
 }
 
 /// Final validation of the assembled profile; an empty list means "fine".
@@ -69,15 +84,38 @@ pub fn run(
         p,
         d: opts.draft,
         found: Vec::new(),
+        parked_workload: None,
     };
-    f.cluster()?;
-    let (discovery, token_file) = f.proxmox(connect, &opts.token_dir)?;
-    f.discover(discovery.as_ref())?;
-    f.hosts()?;
-    f.networks()?;
-    f.host_details()?;
-    f.nodes(discovery.as_ref())?;
-    f.settings()?;
+    f.p.note(&format!(
+        "Enter keeps the [default]; `{BACK}` at a typed answer (Esc at a choice) goes back a page."
+    ));
+    // Pages in order; `<` at a text question goes back one. Each page starts from
+    // the draft, so going back and forth keeps every answer.
+    let mut connected: Option<(Box<dyn Discovery>, Option<TokenFile>)> = None;
+    let mut page = 0usize;
+    while page < 6 {
+        let step = match (page, &connected) {
+            (0, _) => f.cluster(),
+            (1, _) => f.proxmox(connect, &opts.token_dir).and_then(|(d, t)| {
+                f.discover(d.as_ref())?;
+                connected = Some((d, t));
+                Ok(())
+            }),
+            (2, _) => f.hosts(),
+            (3, _) => f.networks().and_then(|()| f.host_details()),
+            (4, Some((d, _))) => f.nodes(d.as_ref()),
+            (4, None) => Err(WizardError::Back),
+            _ => f.settings(),
+        };
+        match step {
+            Ok(()) => page += 1,
+            Err(WizardError::Back) => page = page.saturating_sub(1),
+            Err(e) => return Err(e),
+        }
+    }
+    let Some((discovery, token_file)) = connected else {
+        return Err(WizardError::Aborted);
+    };
     loop {
         f.derive();
         let problems = problems(&f.d, opts.check);
@@ -102,18 +140,16 @@ pub fn run(
             "Stop without saving",
         ]
         .map(String::from);
-        match f.p.select("What now?", &choices, 0)? {
-            0 => {
-                f.networks()?;
-                f.host_details()?;
-            }
-            1 => f.nodes(discovery.as_ref())?,
-            2 => f.settings()?,
-            3 => {
-                f.hosts()?;
-                f.host_details()?;
-            }
-            4 => f.metallb()?,
+        let choice = match f.p.select("What now?", &choices, 0) {
+            Err(PromptError::Back) => continue,
+            c => c?,
+        };
+        let step = match choice {
+            0 => f.networks().and_then(|()| f.host_details()),
+            1 => f.nodes(discovery.as_ref()),
+            2 => f.settings(),
+            3 => f.hosts().and_then(|()| f.host_details()),
+            4 => f.metallb(),
             5 => {
                 f.summary();
                 return Ok(Outcome {
@@ -122,6 +158,11 @@ pub fn run(
                 });
             }
             _ => return Err(WizardError::Aborted),
+        };
+        // Back from a page reached through this menu returns to the menu.
+        match step {
+            Ok(()) | Err(WizardError::Back) => {}
+            Err(e) => return Err(e),
         }
     }
 }
@@ -145,6 +186,8 @@ struct Flow<'a> {
     d: Profile,
     /// Discovered hosts with their bridges, bonds and storages filled in.
     found: Vec<HostInfo>,
+    /// The workload network set aside by answering "one network", restored by "two".
+    parked_workload: Option<Network>,
 }
 
 /// The `i`-th address after the network address (`10.8.16.0/24`, 20 → 10.8.16.20).
@@ -162,6 +205,9 @@ impl Flow<'_> {
     ) -> Result<T, WizardError> {
         loop {
             let answer = self.p.input(prompt, Some(default))?;
+            if answer.trim() == BACK {
+                return Err(WizardError::Back);
+            }
             match check(&answer) {
                 Ok(v) => return Ok(v),
                 Err(why) => self.p.note(&format!("  ✗ {why}")),
@@ -186,16 +232,20 @@ impl Flow<'_> {
             plan.cluster, plan.endpoint, plan.talos_version, plan.kubernetes_version
         );
         for n in &plan.nodes {
+            let nics: Vec<String> = match &n.workload {
+                Some(w) => [("mgmt", &n.management), ("workload", w)]
+                    .iter()
+                    .map(|(label, nic)| format!("{label} {} ({})", nic.address, nic.mac))
+                    .collect(),
+                None => vec![format!("{} ({})", n.management.address, n.management.mac)],
+            };
             out.push_str(&format!(
-                "  {:<14} on {:<14} VMID {:<5} {:<12} mgmt {} ({})  workload {} ({})  pods {}\n",
+                "  {:<14} on {:<14} VMID {:<5} {:<12} {}  pods {}\n",
                 n.name,
                 n.host,
                 n.vmid,
                 n.role.as_str(),
-                n.management.address,
-                n.management.mac,
-                n.workload.address,
-                n.workload.mac,
+                nics.join("  "),
                 n.pod_cidr
             ));
         }

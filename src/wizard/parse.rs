@@ -81,12 +81,16 @@ pub fn proxmox_endpoint(s: &str) -> Checked<String> {
     if host.is_empty() {
         return Err(format!("`{s}` names no host"));
     }
-    let url = format!("https://{host}:{port}");
-    // What lint (NET502) accepts: `10.8.16.300` is a mistyped address, not a name.
-    crate::formats::https_origin(&url).map_err(|why| {
-        format!("`{s}` {why}; write https://HOST:8006 (e.g. https://10.8.16.10:8006)")
-    })?;
-    Ok(url)
+    // The same rule as lint's NET502: `10.8.16.300` is a mistyped address, not a name.
+    if !crate::formats::is_host(host, false) {
+        return Err(format!(
+            "`{host}` is neither an IPv4 address (four numbers 0-255) nor a host name"
+        ));
+    }
+    if port == 0 {
+        return Err("port 0 is not a port; Proxmox listens on 8006".into());
+    }
+    Ok(format!("https://{host}:{port}"))
 }
 
 /// Proxmox API token id `USER@REALM!TOKENID`.
@@ -274,7 +278,12 @@ mod tests {
         );
         assert!(proxmox_endpoint("http://pve:8006").is_err());
         assert!(proxmox_endpoint("https://pve:port").is_err());
-        assert!(proxmox_endpoint("https://10.8.16.300:8006").is_err());
+        let e = proxmox_endpoint("https://10.8.16.300:8006").unwrap_err();
+        assert!(
+            e.contains("`10.8.16.300` is neither an IPv4 address"),
+            "{e}"
+        );
+        assert!(proxmox_endpoint("https://pve_1:8006").is_err());
         assert!(proxmox_endpoint("https://pve:0").is_err());
     }
 

@@ -18,6 +18,9 @@ pub enum PromptError {
     Io(#[from] std::io::Error),
     #[error("the wizard was cancelled")]
     Cancelled,
+    /// Esc at a choice: the flow goes back a page.
+    #[error("went back a page")]
+    Back,
     #[error("scripted answers: {0}")]
     Script(String),
 }
@@ -30,14 +33,15 @@ pub trait Prompter {
     /// Hidden input; may be empty.
     fn password(&mut self, prompt: &str) -> Result<SecretString, PromptError>;
     fn confirm(&mut self, prompt: &str, default: bool) -> Result<bool, PromptError>;
-    /// One of `items`; returns its index.
+    /// One of `items`; returns its index. Esc is [`PromptError::Back`].
     fn select(
         &mut self,
         prompt: &str,
         items: &[String],
         default: usize,
     ) -> Result<usize, PromptError>;
-    /// Any of `items`; returns the chosen indices in item order.
+    /// Any of `items`; returns the chosen indices in item order. Esc is
+    /// [`PromptError::Back`].
     fn multi_select(
         &mut self,
         prompt: &str,
@@ -109,11 +113,12 @@ impl Prompter for DialoguerPrompter {
         default: usize,
     ) -> Result<usize, PromptError> {
         dialoguer::Select::new()
-            .with_prompt(prompt)
+            .with_prompt(format!("{prompt} (Esc: back)"))
             .items(items)
             .default(default)
-            .interact()
-            .map_err(io)
+            .interact_opt()
+            .map_err(io)?
+            .ok_or(PromptError::Back)
     }
 
     fn multi_select(
@@ -123,11 +128,14 @@ impl Prompter for DialoguerPrompter {
         checked: &[bool],
     ) -> Result<Vec<usize>, PromptError> {
         dialoguer::MultiSelect::new()
-            .with_prompt(format!("{prompt} (space toggles, enter accepts)"))
+            .with_prompt(format!(
+                "{prompt} (space toggles, enter accepts, Esc: back)"
+            ))
             .items(items)
             .defaults(checked)
-            .interact()
-            .map_err(io)
+            .interact_opt()
+            .map_err(io)?
+            .ok_or(PromptError::Back)
     }
 
     fn note(&mut self, text: &str) {
@@ -147,6 +155,8 @@ pub enum Answer {
     Pick(String),
     /// Multi-select exactly these labels.
     PickMany(Vec<String>),
+    /// Esc at a select or multi-select.
+    Back,
 }
 
 /// Test prompter: pops answers from a queue and records every question and note, so a
@@ -223,6 +233,7 @@ impl Prompter for ScriptedPrompter {
         match self.next(prompt)? {
             Answer::Default => Ok(default),
             Answer::Pick(l) => index_of(prompt, items, &l),
+            Answer::Back => Err(PromptError::Back),
             a => Err(Self::mismatch(prompt, &a)),
         }
     }
@@ -245,6 +256,7 @@ impl Prompter for ScriptedPrompter {
                 v.sort_unstable();
                 Ok(v)
             }
+            Answer::Back => Err(PromptError::Back),
             a => Err(Self::mismatch(prompt, &a)),
         }
     }

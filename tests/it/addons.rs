@@ -49,7 +49,7 @@ async fn cluster(cfg: KubeSimConfig) -> Cluster {
             machine_type: n.role.as_str().into(),
             cluster_name: plan.cluster.clone(),
             management: n.management.address.addr(),
-            internal_ip: n.workload.address.addr(),
+            internal_ip: n.nic(talos_pve::profile::LinkRole::Workload).address.addr(),
             endpoint: plan.endpoint.clone(),
             kubernetes_ca_crt: ca.crt.clone(),
             kubernetes_ca_key: ca.key_pem.clone(),

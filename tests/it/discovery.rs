@@ -57,12 +57,12 @@ async fn live_discovery_reads_hosts_networks_storages_and_free_vmids() {
         fingerprint: Some(lab.fingerprint.clone()),
     };
     let book = fabric.addresses.clone();
-    let (hosts, vmids, bridges, bonds, storages) = off_runtime(move || {
+    let (hosts, (vmids, used), bridges, bonds, storages) = off_runtime(move || {
         let connect = LiveConnect::new(book, false);
         let d = connect.connect(&access).unwrap();
         (
             d.hosts().unwrap(),
-            d.next_free_vmids(3).unwrap(),
+            (d.next_free_vmids(3).unwrap(), d.used_vmids().unwrap()),
             d.bridges("pve-ms01-01").unwrap(),
             d.bonds("pve-aimax-01").unwrap(),
             d.storages("pve-ms01-02").unwrap(),
@@ -87,6 +87,8 @@ async fn live_discovery_reads_hosts_networks_storages_and_free_vmids() {
     assert!(store("local-lvm").holds("images"));
     assert!(!store("local-lvm").holds("iso"));
     assert_eq!(vmids, [101, 102, 103]);
+    // The wizard refuses a used VMID by naming its guest.
+    assert_eq!(used, [(100, "VM other on pve-ms01-02".to_owned())]);
     // Every request went to the lab with the pinned token.
     assert!(lab.requests().iter().all(|r| r.status == 200));
     lab.shutdown();

@@ -193,6 +193,55 @@ fn every_generated_document_validates_against_its_minor_schema() {
     }
 }
 
+/// profiles/one-network.yaml: one link per node, which carries the default route and
+/// the kubelet's node IP; no policy routing (there is no other link to answer from).
+#[test]
+fn a_one_network_node_has_one_link_with_the_default_route() {
+    let Some(secrets) = sample_secrets() else {
+        return;
+    };
+    let p = talos_pve::profile::load(&profile("one-network.yaml")).unwrap();
+    for (minor, version) in [(12, "v1.12.11"), (13, "v1.13.9")] {
+        let Some(schema) = Schema::load(minor) else {
+            return;
+        };
+        let mut p = p.clone();
+        p.talos.version = version.into();
+        if minor == 12 {
+            p.kubernetes.version = "1.35.0".into();
+        }
+        let contract = Contract::from_talos_version(version).unwrap();
+        for (node, yaml) in render_all(&p, &secrets, contract) {
+            let docs = documents(&yaml);
+            for doc in &docs {
+                let errs = schema.errors(doc);
+                assert!(errs.is_empty(), "1.{minor} {node}: {errs:#?}");
+            }
+            let of =
+                |kind: &str| -> Vec<&Value> { docs.iter().filter(|d| d["kind"] == kind).collect() };
+            assert_eq!(of("LinkAliasConfig").len(), 1, "{node}: {yaml}");
+            assert!(of("RoutingRuleConfig").is_empty(), "{node}: {yaml}");
+            let links = of("LinkConfig");
+            assert_eq!(links.len(), 1, "{node}");
+            assert_eq!(links[0]["name"], "mgmt");
+            assert_eq!(
+                links[0]["routes"],
+                serde_json::json!([{"gateway": "192.168.1.1", "metric": 512}]),
+                "{node}"
+            );
+            let v1 = &docs[0];
+            assert_eq!(
+                v1["machine"]["kubelet"]["nodeIP"]["validSubnets"],
+                serde_json::json!(["192.168.1.0/24"])
+            );
+            assert_eq!(
+                v1["cluster"]["etcd"]["advertisedSubnets"],
+                serde_json::json!(["192.168.1.0/24"])
+            );
+        }
+    }
+}
+
 #[test]
 fn schema_validator_rejects_what_talos_rejects() {
     let Some(schema) = Schema::load(13) else {

@@ -172,7 +172,10 @@ async fn provision_homelab_matches_the_plan_and_a_rerun_writes_nothing() {
         );
         assert_eq!(
             c["net1"],
-            format!("virtio={},bridge=vmbr0,firewall=0,tag=28", n.workload.mac)
+            format!(
+                "virtio={},bridge=vmbr0,firewall=0,tag=28",
+                n.workload.as_ref().unwrap().mac
+            )
         );
         // No generated cloud-init drive: the node's own cidata volume goes into
         // this empty CD-ROM drive when `up` boots it.

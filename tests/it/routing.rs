@@ -226,6 +226,37 @@ fn homelab_model_matches_the_kernel_and_every_vlan16_flow_crosses_the_gateway() 
     }
 }
 
+/// A one-network node (profiles/one-network.yaml): one link, its default route, no
+/// policy rules; the kernel agrees with the model and every flow is symmetric.
+#[test]
+fn a_one_network_node_matches_the_kernel() {
+    if !can_run() {
+        return;
+    }
+    let p = talos_pve::profile::load(&super::support::profile("one-network.yaml")).unwrap();
+    let r = rehearse(&p);
+    let links: Vec<&str> = r.nodes[0]
+        .fib
+        .links()
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    assert!(
+        links.contains(&"mgmt") && !links.contains(&"work"),
+        "{links:?}"
+    );
+    assert!(model_matches_kernel(&r) > 20);
+    for f in &r.flows {
+        assert!(
+            f.symmetric && !f.bypasses_gateway(),
+            "{} {}: {}",
+            f.node,
+            f.label,
+            f.verdict()
+        );
+    }
+}
+
 #[test]
 fn variants_match_the_kernel() {
     if !can_run() {

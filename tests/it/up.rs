@@ -724,3 +724,51 @@ fn an_untagged_management_network_builds_in_the_lab() {
         assert!(net1.contains("tag=28"), "{net1}");
     }
 }
+
+/// profiles/one-network.yaml in the lab with predictable link names: one `net0` per VM
+/// (untagged), and the one link the nodes report is Cilium's only device and MetalLB's
+/// L2 interface.
+#[test]
+fn a_one_network_cluster_builds_in_the_lab_on_one_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let report = tmp.path().join("report");
+    let file = support::profile("one-network.yaml").display().to_string();
+    let d = dir.display().to_string();
+    let args = [
+        "up",
+        "--profile",
+        &file,
+        "--lab",
+        "--yes",
+        "--dir",
+        &d,
+        "--progress",
+        "plain",
+        "--lab-speed",
+        SPEED,
+        "--lab-faults",
+        "link-names=predictable",
+        "--lab-report",
+        report.to_str().unwrap(),
+    ];
+    let (code, out, err) = support::run(&args);
+    assert_eq!(code, 0, "up failed\n--- stdout\n{out}\n--- stderr\n{err}");
+    let lab = lab_state(&dir);
+    let vms = lab["proxmox"]["vms"].as_object().expect("vms");
+    assert_eq!(vms.len(), 3);
+    for vm in vms.values() {
+        let net0 = vm["config"]["net0"].as_str().expect("net0");
+        assert!(!net0.contains("tag="), "{net0}");
+        assert!(vm["config"].get("net1").is_none(), "{vm}");
+    }
+    let k = report.join("kubernetes");
+    let cfg =
+        std::fs::read_to_string(k.join("core/configmaps/kube-system/cilium-config.yaml")).unwrap();
+    assert!(cfg.contains("devices: ens18\n"), "{cfg}");
+    let l2 = std::fs::read_dir(k.join("metallb.io/l2advertisements/metallb-system"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert!(l2.contains("ens18") && !l2.contains("ens19"), "{l2}");
+}

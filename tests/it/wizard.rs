@@ -90,6 +90,7 @@ pub(super) fn homelab_answers() -> Vec<Answer> {
         d(),
         d(),
         d(), // hosts, bridge, iso, disk storage
+        d(), // one network or two: two (the hosts sit inside the seed's VLAN 16)
         // management
         d(),
         t("10.8.16.5/24"), // typo: host bits set -> re-asked
@@ -351,9 +352,10 @@ fn completions_and_man_page_are_printed() {
 }
 
 /// `init --discovery-file` (from `inv`) in a pty: name `lab`, then Enter for every
-/// question until the profile is saved. Returns the saved profile's path.
+/// question until the profile is saved. Returns the saved profile's path and what the
+/// terminal showed after the token questions.
 #[cfg(unix)]
-fn pty_init_with_defaults(inv: &Inventory, dir: &std::path::Path) -> std::path::PathBuf {
+fn pty_init_with_defaults(inv: &Inventory, dir: &std::path::Path) -> (std::path::PathBuf, String) {
     use rexpect::session::spawn_command;
 
     let inv_file = dir.join("discovery.yaml");
@@ -388,17 +390,17 @@ fn pty_init_with_defaults(inv: &Inventory, dir: &std::path::Path) -> std::path::
     wait_for(&mut s, "API token secret");
     s.send_line("").unwrap();
     // From here on every question takes its default (Enter) until the profile is saved.
-    let mut saved = false;
+    let mut shown = None;
     for _ in 0..400 {
-        if s.exp_string("Profile saved to").is_ok() {
-            saved = true;
+        if let Ok(before) = s.exp_string("Profile saved to") {
+            shown = Some(before);
             break;
         }
         s.send_line("").unwrap();
     }
-    assert!(saved, "the wizard never saved the profile");
+    let shown = shown.expect("the wizard never saved the profile");
     s.exp_eof().unwrap();
-    out
+    (out, shown)
 }
 
 /// "Overwrite it?" comes before the questions, so "no" throws no answers away.
@@ -427,20 +429,25 @@ fn pty_init_asks_about_an_existing_file_first() {
 #[test]
 fn pty_init_accepts_defaults_and_saves_a_loadable_profile() {
     let dir = tempfile::tempdir().unwrap();
-    let out = pty_init_with_defaults(&seed_inventory(), dir.path());
+    let (out, _) = pty_init_with_defaults(&seed_inventory(), dir.path());
     let p = profile::load(&out).unwrap();
+    assert!(
+        !p.one_network(),
+        "hosts inside the seed's VLAN 16: two networks"
+    );
     assert_eq!(p.metadata.name, "lab");
     assert_eq!(p.nodes.len(), 3);
     assert_eq!(
-        p.nodes[2].workload.address,
+        p.nodes[2].workload.as_ref().unwrap().address,
         "10.8.28.22".parse::<Ipv4Addr>().unwrap()
     );
     assert_eq!(p.proxmox.hosts[2].uplink.as_deref(), Some("eno1"));
 }
 
 /// Issue 14 §5: hosts discovered on a flat home LAN (192.168.1.20-22) get that LAN,
-/// untagged, as the management network, node addresses that are free on it, and the
-/// profile lints without errors and builds with `up --lab`.
+/// untagged, as the one network (the default answer to "one network or two"), node
+/// addresses and a MetalLB pool that are free on it, one NIC per node, and the profile
+/// lints without errors and builds with `up --lab`.
 #[cfg(unix)]
 #[test]
 fn pty_init_on_a_flat_lan_proposes_it_and_the_profile_builds_in_the_lab() {
@@ -450,7 +457,12 @@ fn pty_init_on_a_flat_lan_proposes_it_and_the_profile_builds_in_the_lab() {
         h.bonds.clear();
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = pty_init_with_defaults(&inv, dir.path());
+    let (out, shown) = pty_init_with_defaults(&inv, dir.path());
+    assert!(shown.contains("Networks for the Talos VMs"), "{shown}");
+    assert!(
+        shown.contains("One network: management and workload share it"),
+        "{shown}"
+    );
     let p = profile::load(&out).unwrap();
     let mgmt = p.network(profile::NetworkRole::Management).unwrap();
     assert_eq!(mgmt.subnet.to_string(), "192.168.1.0/24");
@@ -462,9 +474,21 @@ fn pty_init_on_a_flat_lan_proposes_it_and_the_profile_builds_in_the_lab() {
         .map(|n| n.management.address.to_string())
         .collect();
     assert_eq!(addrs, ["192.168.1.23", "192.168.1.24", "192.168.1.25"]);
+    // One network: no workload network, no second NIC, the seed's VLANs gone.
+    assert!(p.one_network(), "{:#?}", p.networks);
+    assert_eq!(p.networks.len(), 1, "{:#?}", p.networks);
+    assert!(p.nodes.iter().all(|n| n.workload.is_none()));
+    assert_eq!(p.dns.servers, [Ipv4Addr::new(192, 168, 1, 1)]);
+    let pool = p.addons.metallb.as_ref().map(|m| m.pool.to_string());
+    assert_eq!(pool.as_deref(), Some("192.168.1.200-192.168.1.249"));
     let file = out.display().to_string();
     let (code, lint_out, err) = support::run(&["lint", "--profile", &file]);
     assert_eq!(code, 0, "{lint_out}{err}");
+    // Pods are masqueraded on a home LAN: no asymmetric replies, no routes to add.
+    assert!(p.routing.masquerade);
+    for code in ["NET601", "NET407", "NET408"] {
+        assert!(!lint_out.contains(code), "{code}:\n{lint_out}");
+    }
     let cluster = dir.path().join("cluster").display().to_string();
     let (code, up_out, err) = support::run(&[
         "up",
@@ -551,6 +575,132 @@ fn duplicate_node_addresses_are_refused_as_typed() {
     assert_eq!(out.profile, homelab());
     assert_noted(&p, "10.8.16.190 is already used by pve-ms01-01-vpro");
     assert_noted(&p, "10.8.16.20 is already used by talos-k8s-01");
+}
+
+/// "One network" can be chosen for the homelab's hosts too: one NIC per node on the
+/// management network, a pool that avoids every known address, and lint finds no error.
+#[test]
+fn one_network_chosen_on_the_seed_layout_lints_clean() {
+    let mut answers = vec![d(); 10]; // cluster … disk storage
+    answers.push(Answer::Pick(
+        "One network: management and workload share it (one NIC per VM)".into(),
+    ));
+    answers.extend(std::iter::repeat_n(d(), 200));
+    let lint = |p: &Profile| talos_pve::lint::lint(p).error_lines();
+    let (out, p) = run_scripted(answers, &lint);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    let prof = out.profile;
+    assert!(prof.one_network());
+    assert!(prof.nodes.iter().all(|n| n.workload.is_none()));
+    let pool = prof.addons.metallb.as_ref().map(|m| m.pool.to_string());
+    assert_eq!(pool.as_deref(), Some("10.8.16.200-10.8.16.249"));
+    assert!(
+        p.questions
+            .iter()
+            .any(|q| q.ends_with("talos-k8s-01: address"))
+    );
+    assert!(
+        !p.questions.iter().any(|q| q.contains("workload")),
+        "{:#?}",
+        p.questions
+    );
+}
+
+/// A flat LAN where the seed's pod block would sit (10.8.32.0/24): the proposed pod
+/// subnet is the next free aligned block after it, and the profile lints clean.
+#[test]
+fn the_pod_block_default_moves_past_a_clashing_lan() {
+    let mut inv = seed_inventory();
+    for (i, h) in inv.hosts.iter_mut().enumerate() {
+        h.address = Ipv4Addr::new(10, 8, 32, 20 + i as u8);
+        h.bonds.clear();
+    }
+    let mut p = ScriptedPrompter::new(std::iter::repeat_n(d(), 200));
+    let lint = |p: &Profile| talos_pve::lint::lint(p).error_lines();
+    let out = run_with(&mut p, &inv, &lint);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert!(out.profile.one_network());
+    assert_eq!(
+        out.profile.kubernetes.pod_subnet.to_string(),
+        "10.8.36.0/22"
+    );
+}
+
+/// Issue 14: `<` at any typed question goes back a page (here from the node count to
+/// the networks page), and Enter there keeps every earlier answer.
+#[test]
+fn back_from_any_page_keeps_the_answers() {
+    let mut answers = homelab_answers();
+    let node_count = answers.len() - 35;
+    // Networks page again: one-or-two, 5 + 5 + 8 + 6 network questions, 3 out-of-band.
+    let again = std::iter::once(t("<")).chain(std::iter::repeat_n(d(), 28));
+    answers.splice(node_count..node_count, again);
+    let (out, p) = run_scripted(answers, &no_problems);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(p.remaining(), 0);
+    assert_eq!(out.profile, homelab());
+    let asked = |q: &str| p.questions.iter().filter(|x| x.contains(q)).count();
+    assert_eq!(asked("Networks for the Talos VMs"), 2, "{:#?}", p.questions);
+}
+
+/// Esc at a choice goes back a page too: at "one network or two" back to the hosts
+/// page (choices only), and at the final menu back to the menu.
+#[test]
+fn esc_at_a_choice_goes_back_a_page() {
+    let mut answers = homelab_answers();
+    // Index 10: "Networks for the Talos VMs"; the hosts page is 4 choices.
+    answers.splice(10..10, [Answer::Back, d(), d(), d(), d()]);
+    answers.extend([Answer::Back, Answer::Pick("Save anyway".into())]);
+    let always = |_: &Profile| vec!["E100 pretend finding".to_owned()];
+    let (out, p) = run_scripted(answers, &always);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(p.remaining(), 0);
+    assert_eq!(out.profile, homelab());
+    let asked = |q: &str| p.questions.iter().filter(|x| x.contains(q)).count();
+    assert_eq!(asked("Proxmox hosts for the Talos VMs"), 2);
+    assert_eq!(asked("What now?"), 2);
+}
+
+/// Going back and changing the management subnet moves the defaults that derive from
+/// it: the gateway, every node address and the API endpoint.
+#[test]
+fn defaults_follow_a_subnet_changed_by_going_back() {
+    let mut answers = homelab_answers();
+    answers.truncate(answers.len() - 15); // up to the Kubernetes page
+    // Back to the nodes page, back again to the networks page; a new management subnet.
+    answers.extend([t("<"), t("<"), d(), d(), t("10.8.20.0/24"), d(), t(""), d()]);
+    answers.extend(std::iter::repeat_n(d(), 5 + 8 + 6)); // workload, storage, infrastructure
+    answers.extend([t(""), t(""), t("")]); // out-of-band devices were on 10.8.16.x
+    answers.extend(std::iter::repeat_n(d(), 1 + 3 * 6 + 15));
+    let (out, p) = run_scripted(answers, &no_problems);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(p.remaining(), 0, "{:#?}", p.questions);
+    let prof = out.profile;
+    let mgmt = prof.network(profile::NetworkRole::Management).unwrap();
+    assert_eq!(mgmt.gateway, Some(Ipv4Addr::new(10, 8, 20, 1)));
+    let addrs: Vec<String> = prof
+        .nodes
+        .iter()
+        .map(|n| n.management.address.to_string())
+        .collect();
+    assert_eq!(addrs, ["10.8.20.20", "10.8.20.21", "10.8.20.22"]);
+    assert_eq!(prof.kubernetes.endpoint, "https://10.8.20.20:6443");
+}
+
+/// Issue 14: a VMID that discovery lists as taken is refused as typed, naming the guest.
+#[test]
+fn a_vmid_used_in_the_proxmox_cluster_is_refused() {
+    let mut answers = homelab_answers();
+    // Node 1 starts 34 answers from the end (7 + 2 × 6 node answers, 15 settings).
+    let node1_vmid = answers.len() - 34 + 2;
+    answers.insert(node1_vmid, t("105"));
+    let (out, p) = run_scripted(answers, &no_problems);
+    let out = out.unwrap_or_else(|e| panic!("{e}\nquestions: {:#?}", p.questions));
+    assert_eq!(out.profile, homelab());
+    assert_noted(
+        &p,
+        "VMID 105 is already used by a guest listed in `usedVmids`",
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ use super::Contract;
 use super::yaml::{Yaml, multi_document};
 use crate::pki::SecretsBundle;
 use crate::plan::{NicPlan, NodePlan, Plan, endpoint_host};
-use crate::profile::{Profile, Role};
+use crate::profile::{LinkRole, Profile, Role};
 
 /// Routing table for replies from the non-default link (1.13 policy routing).
 const REPLY_TABLE: &str = "100";
@@ -62,11 +62,12 @@ pub fn cert_sans(profile: &Profile, plan: &Plan) -> Vec<String> {
     }
     let cp_addrs: Vec<Ipv4Addr> = plan
         .control_planes()
-        .flat_map(|n| [n.management.address.addr(), n.workload.address.addr()])
+        .flat_map(|n| n.nics().map(|nic| nic.address.addr()))
         .collect();
     for n in plan.control_planes() {
-        add(n.management.address.addr().to_string());
-        add(n.workload.address.addr().to_string());
+        for nic in n.nics() {
+            add(nic.address.addr().to_string());
+        }
         if let Some(d) = domain {
             add(format!("{}.{d}", n.name));
         }
@@ -88,10 +89,7 @@ pub fn cert_sans(profile: &Profile, plan: &Plan) -> Vec<String> {
 }
 
 fn node_sans(profile: &Profile, node: &NodePlan) -> Vec<String> {
-    let mut v = vec![
-        node.management.address.addr().to_string(),
-        node.workload.address.addr().to_string(),
-    ];
+    let mut v: Vec<String> = node.nics().map(|n| n.address.addr().to_string()).collect();
     if let Some(d) = &profile.dns.domain {
         v.push(format!("{}.{d}", node.name));
     }
@@ -105,7 +103,7 @@ fn strs<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> Yaml {
 fn v1alpha1(profile: &Profile, plan: &Plan, node: &NodePlan, s: &SecretsBundle) -> Yaml {
     let cp = node.role == Role::Controlplane;
     let k8s = &plan.kubernetes_version;
-    let work_subnet = node.workload.address.trunc().to_string();
+    let work_subnet = node.nic(LinkRole::Workload).address.trunc().to_string();
     let mgmt_subnet = node.management.address.trunc().to_string();
     let sans = if cp {
         cert_sans(profile, plan)
@@ -302,7 +300,7 @@ fn doc(kind: &str) -> Yaml {
 }
 
 fn network_documents(profile: &Profile, node: &NodePlan, contract: Contract) -> Vec<Yaml> {
-    use crate::profile::{LinkRole, NetworkRole};
+    use crate::profile::NetworkRole;
     let mut docs = Vec::new();
     let metric = profile.routing.default_route_metric;
     let default_link = node.nic(profile.routing.default_route);
@@ -311,19 +309,20 @@ fn network_documents(profile: &Profile, node: &NodePlan, contract: Contract) -> 
         LinkRole::Workload => (LinkRole::Management, NetworkRole::Management),
     };
     // Replies from the other link's address leave through its own gateway (1.13 only).
+    // A one-NIC node has no other link: its one default route answers everybody.
     let reply_gateway = profile
         .network(other_network)
         .and_then(|n| n.gateway)
-        .filter(|_| contract.has_routing_rules());
+        .filter(|_| contract.has_routing_rules() && node.workload.is_some());
     // Pods, LoadBalancer addresses and the workload address reach the management
     // subnet through the workload gateway, so both directions cross it and its
     // firewall sees the whole connection (network-review.md amendment 5).
     let cluster_to_management = (profile.routing.default_route == LinkRole::Workload)
         .then_some(())
         .and(reply_gateway)
-        .and(node.workload.gateway);
+        .and(node.workload.as_ref().and_then(|w| w.gateway));
 
-    for nic in [&node.management, &node.workload] {
+    for nic in node.nics() {
         docs.push(doc("LinkAliasConfig").with("name", &nic.alias).with(
             "selector",
             Yaml::map().with(
@@ -367,7 +366,10 @@ fn network_documents(profile: &Profile, node: &NodePlan, contract: Contract) -> 
         docs.push(link);
     }
     if cluster_to_management.is_some() {
-        let sources = [profile.kubernetes.pod_subnet, node.workload.address.trunc()];
+        let sources = [
+            profile.kubernetes.pod_subnet,
+            node.nic(LinkRole::Workload).address.trunc(),
+        ];
         for (priority, src) in VIA_GATEWAY_RULE_PRIORITIES.iter().zip(sources) {
             docs.push(
                 doc("RoutingRuleConfig")

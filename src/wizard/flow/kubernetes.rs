@@ -211,12 +211,20 @@ impl Flow<'_> {
         if !clash {
             return cur;
         }
-        // The block right after the workload subnet, big enough for one /24 per node.
+        // The block right after the workload subnet (the one network's, with one), big
+        // enough for one /24 per node.
         let after = self
-            .net(NetworkRole::Workload)
+            .d
+            .link_network(LinkRole::Workload)
             .map_or(0, |n| u32::from(n.subnet.broadcast()).saturating_add(1));
         let bits = (count.max(1) as u32).next_power_of_two().trailing_zeros() as u8;
         let len = 24u8.saturating_sub(bits);
-        Ipv4Net::new(Ipv4Addr::from(after), len).map_or(cur, |n| n.trunc())
+        // Aligned up, not truncated down: truncating would land back on the network.
+        let size = 1u64 << (32 - u32::from(len));
+        let start = u64::from(after).div_ceil(size) * size;
+        u32::try_from(start)
+            .ok()
+            .and_then(|s| Ipv4Net::new(Ipv4Addr::from(s), len).ok())
+            .unwrap_or(cur)
     }
 }

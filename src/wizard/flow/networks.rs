@@ -1,6 +1,8 @@
-//! Page "networks": management and workload (required), storage and infrastructure
-//! (optional); each VLAN may be left empty for an untagged network. The management
-//! default follows the LAN the discovered hosts sit on.
+//! Page "networks": one network (management and workload share it, one NIC per VM) or
+//! two (management + workload), then storage and infrastructure (optional); each VLAN
+//! may be left empty for an untagged network. The management default follows the LAN
+//! the discovered hosts sit on; hosts on such a flat LAN default to one network, the
+//! seed's VLAN layout (hosts inside it) to two.
 
 use super::*;
 
@@ -14,33 +16,86 @@ fn role_rank(r: NetworkRole) -> u8 {
     }
 }
 
+/// Whether a bridge looks VLAN-split: `vmbr0.16`, `vmbr0v16` (Proxmox's per-VLAN
+/// bridges of a non-VLAN-aware setup), or a port such as `enp1s0.16`.
+fn vlan_split<'b>(bridges: impl IntoIterator<Item = &'b crate::wizard::Bridge>) -> bool {
+    let tagged = |name: &str| {
+        name.rsplit_once('.')
+            .is_some_and(|(_, t)| t.parse::<u16>().is_ok())
+            || name.rsplit_once('v').is_some_and(|(b, t)| {
+                b.starts_with("vmbr") && !t.is_empty() && t.parse::<u16>().is_ok()
+            })
+    };
+    bridges
+        .into_iter()
+        .any(|b| tagged(&b.name) || b.ports.iter().any(|p| tagged(p)))
+}
+
 impl Flow<'_> {
     pub(super) fn networks(&mut self) -> Result<(), WizardError> {
         let hosts: Vec<Ipv4Addr> = self.d.proxmox.hosts.iter().map(|h| h.address).collect();
-        if let Some(lan) = self
+        let flat_lan = self
             .net(NetworkRole::Management)
-            .and_then(|m| crate::wizard::seed::management_for(m, &hosts))
-        {
+            .and_then(|m| crate::wizard::seed::management_for(m, &hosts));
+        if let Some(lan) = flat_lan.clone() {
             self.p.note(&format!(
-                "The hosts sit on {}: proposing it (untagged) as the management network.",
+                "The hosts sit on {}: proposing it (untagged) for the Talos VMs (the management network with two).",
                 lan.subnet
             ));
+            // The seed's VLAN networks and resolver describe another site: drop them,
+            // and resolve through the LAN's router.
             self.d
                 .networks
-                .retain(|n| n.role != NetworkRole::Management);
+                .retain(|n| matches!(n.role, NetworkRole::Workload | NetworkRole::Other));
+            if let Some(gw) = lan.gateway {
+                self.d.dns.servers = vec![gw];
+            }
+            // A home router knows no routes to the pod block: masquerade the pods
+            // (otherwise LAN hosts answer pods through the router, asymmetrically).
+            self.d.routing.masquerade = true;
             self.d.networks.push(lan);
             self.d.networks.sort_by_key(|n| role_rank(n.role));
         }
+        let one_default = self.d.one_network() || (flat_lan.is_some() && !self.vlans_found());
+        let choices = [
+            "One network: management and workload share it (one NIC per VM)",
+            "Two networks: management + workload (two NICs per VM)",
+        ]
+        .map(String::from);
+        let one = self.p.select(
+            "Networks for the Talos VMs",
+            &choices,
+            usize::from(!one_default),
+        )? == 0;
+        if one {
+            if let Some(w) = self.net(NetworkRole::Workload).cloned() {
+                self.parked_workload = Some(w);
+            }
+            self.d.networks.retain(|n| n.role != NetworkRole::Workload);
+            for n in &mut self.d.nodes {
+                n.workload = None;
+            }
+        } else if let Some(w) = self.parked_workload.take().filter(|_| self.d.one_network()) {
+            self.d.networks.push(w);
+            self.d.networks.sort_by_key(|n| role_rank(n.role));
+        }
         self.network(NetworkRole::Management, true)?;
-        self.network(NetworkRole::Workload, true)?;
+        if !one {
+            self.network(NetworkRole::Workload, true)?;
+        }
         self.network(NetworkRole::Storage, false)?;
         self.network(NetworkRole::Infrastructure, false)?;
         Ok(())
     }
 
+    fn vlans_found(&self) -> bool {
+        vlan_split(self.found.iter().flat_map(|h| &h.bridges))
+    }
+
     /// One network; `required` ones have a gateway and cannot be skipped.
     pub(super) fn network(&mut self, role: NetworkRole, required: bool) -> Result<(), WizardError> {
         let (label, question) = match role {
+            NetworkRole::Management if self.d.one_network() => ("network", ""),
             NetworkRole::Management => ("management", ""),
             NetworkRole::Workload => ("workload", ""),
             NetworkRole::Storage => (
@@ -58,7 +113,7 @@ impl Flow<'_> {
             return Ok(());
         }
         let cur = current.unwrap_or_else(|| Network {
-            name: label.into(),
+            name: format!("{role:?}").to_lowercase(),
             role,
             vlan: None,
             subnet: "10.0.0.0/24".parse().expect("constant"),
@@ -172,5 +227,26 @@ impl Flow<'_> {
             .unwrap_or(self.d.networks.len());
         self.d.networks.insert(at, net);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wizard::Bridge;
+
+    #[test]
+    fn vlan_split_bridges_are_recognised() {
+        let b = |name: &str, port: &str| Bridge {
+            name: name.into(),
+            ports: vec![port.into()],
+        };
+        assert!(!vlan_split(&[b("vmbr0", "enp87s0"), b("vmbr1", "eno1")]));
+        assert!(vlan_split(&[
+            b("vmbr0", "enp87s0"),
+            b("vmbr0v16", "enp87s0.16")
+        ]));
+        assert!(vlan_split(&[b("vmbr16", "bond0.16")]));
+        assert!(!vlan_split(&[b("vmbr10", "eth0")]));
     }
 }

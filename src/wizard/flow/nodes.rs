@@ -49,7 +49,7 @@ impl Flow<'_> {
         }
         for (_, n) in self.d.nodes.iter().enumerate().filter(|(i, _)| *i != skip) {
             v.push((n.management.address, n.name.clone()));
-            v.push((n.workload.address, n.name.clone()));
+            v.extend(n.workload.as_ref().map(|w| (w.address, n.name.clone())));
         }
         v
     }
@@ -76,6 +76,7 @@ impl Flow<'_> {
             }
         })?;
         let free = discovery.next_free_vmids(count)?;
+        let in_use = discovery.used_vmids()?;
         let required = |role: NetworkRole, name: &str| {
             self.net(role).cloned().ok_or_else(|| {
                 WizardError::Unusable(
@@ -85,7 +86,8 @@ impl Flow<'_> {
             })
         };
         let mgmt = required(NetworkRole::Management, "management")?;
-        let work = required(NetworkRole::Workload, "workload")?;
+        // None: one network, one NIC per node.
+        let work = self.net(NetworkRole::Workload).cloned();
         self.d.nodes.truncate(count);
         let roles = vec!["controlplane".to_owned(), "worker".to_owned()];
         for i in 0..count {
@@ -122,6 +124,10 @@ impl Flow<'_> {
                     Err("Proxmox VMIDs run from 100 to 999999999".into())
                 } else if used_ids.contains(&id) {
                     Err(format!("VMID {id} is already another node's"))
+                } else if let Some((_, guest)) = in_use.iter().find(|(u, _)| *u == id) {
+                    Err(format!(
+                        "VMID {id} is already used by {guest} in the Proxmox cluster"
+                    ))
                 } else {
                     Ok(id)
                 }
@@ -136,7 +142,11 @@ impl Flow<'_> {
             };
             let taken = self.taken(i);
             let addr = |net: &Network, cur: Option<Ipv4Addr>, taken: &[(Ipv4Addr, String)]| {
-                let d = cur.unwrap_or_else(|| free_from(net, 20 + i as u32, taken));
+                // An earlier answer stays the default only while it fits the network
+                // (going back and changing the subnet moves the defaults with it).
+                let d = cur
+                    .filter(|a| net.subnet.contains(a))
+                    .unwrap_or_else(|| free_from(net, 20 + i as u32, taken));
                 let taken = taken.to_vec();
                 let net = net.clone();
                 (d.to_string(), move |s: &str| {
@@ -148,18 +158,36 @@ impl Flow<'_> {
                 })
             };
             let (def, check) = addr(&mgmt, prev.as_ref().map(|n| n.management.address), &taken);
-            let m = self.ask(&format!("{name}: management address"), &def, check)?;
-            let mut taken = taken;
-            taken.push((m, name.clone()));
-            let (def, check) = addr(&work, prev.as_ref().map(|n| n.workload.address), &taken);
-            let w = self.ask(&format!("{name}: workload address"), &def, check)?;
+            let label = if work.is_some() {
+                "management address"
+            } else {
+                "address"
+            };
+            let m = self.ask(&format!("{name}: {label}"), &def, check)?;
+            let w = match &work {
+                Some(work) => {
+                    let mut taken = taken;
+                    taken.push((m, name.clone()));
+                    let cur = prev
+                        .as_ref()
+                        .and_then(|n| n.workload.as_ref())
+                        .map(|w| w.address);
+                    let (def, check) = addr(work, cur, &taken);
+                    Some(NodeLink::new(self.ask(
+                        &format!("{name}: workload address"),
+                        &def,
+                        check,
+                    )?))
+                }
+                None => None,
+            };
             let node = Node {
                 name,
                 host,
                 vmid,
                 role,
                 management: NodeLink::new(m),
-                workload: NodeLink::new(w),
+                workload: w,
                 pod_cidr: None,
                 cores: None,
                 memory: None,
@@ -190,7 +218,7 @@ mod tests {
             vmid: 100,
             role: Role::Controlplane,
             management: NodeLink::new(Ipv4Addr::LOCALHOST),
-            workload: NodeLink::new(Ipv4Addr::LOCALHOST),
+            workload: None,
             pod_cidr: None,
             cores: None,
             memory: None,
