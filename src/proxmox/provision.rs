@@ -587,6 +587,20 @@ pub async fn remove(
     Ok(())
 }
 
+/// Reboot a running VM through Proxmox (shutdown + start of the QEMU process), which
+/// applies its pending config; a reboot inside the guest does not (qemu-server
+/// `API2/Qemu.pm` `vm_reboot`, `QemuServer.pm` `vm_start`; proxmox-semantics.md §7.2).
+pub async fn reboot(pve: &Client, host: &str, vmid: u32) -> Result<(), PveError> {
+    pve.run_task(
+        Method::POST,
+        &format!("{}/status/reboot", vm_path(host, vmid)?),
+        &[],
+        STOP_DEADLINE,
+    )
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -312,7 +312,7 @@ async fn reset(env: &Env, t: &Target, creds: &Credentials) -> Result<(), ScaleEr
 
 /// Evict every pod on the node that a controller would not simply recreate there
 /// (DaemonSet and static mirror pods stay), until none is left or the poll gives up.
-async fn drain(env: &Env, client: &kube::Client, node: &str) -> Result<(), ScaleError> {
+pub(crate) async fn drain(env: &Env, client: &kube::Client, node: &str) -> Result<(), ScaleError> {
     let list = format!(
         "/api/v1/pods?fieldSelector={}",
         path_segment(&format!("spec.nodeName={node}"))

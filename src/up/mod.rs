@@ -17,6 +17,7 @@
 
 mod blame;
 pub mod bootstrap_guard;
+pub mod changes;
 pub mod converge;
 mod env;
 mod status;

@@ -9,6 +9,7 @@
 //! fabric's address book; nothing else is reachable. Latencies and faults come from
 //! `LabTalosConfig`; the node states serialize for persistence across commands.
 
+mod apply;
 mod certs;
 mod leave;
 mod machine;
@@ -163,6 +164,19 @@ pub struct NodeState {
     /// A `LifecycleService/Upgrade` is running (not saved: it ends with the process).
     #[serde(skip)]
     pub installing_upgrade: bool,
+    /// A config stored by a STAGED or REBOOT apply: it runs from the next boot.
+    #[serde(default)]
+    pub staged_config: Option<String>,
+    /// While a TRY config runs: the stored one, back after the timeout or a reboot.
+    #[serde(default)]
+    pub try_rollback: Option<String>,
+    /// Bumped by every TRY apply and by any other apply: a rollback timer whose
+    /// number is no longer current does nothing (the timer was cancelled).
+    #[serde(skip)]
+    pub try_serial: u64,
+    /// A REBOOT apply was accepted: no more applies until the node has booted.
+    #[serde(skip)]
+    pub apply_rebooting: bool,
 }
 
 impl fmt::Debug for NodeState {
@@ -194,6 +208,10 @@ impl NodeState {
             pulled: Vec::new(),
             boots: 0,
             installing_upgrade: false,
+            staged_config: None,
+            try_rollback: None,
+            try_serial: 0,
+            apply_rebooting: false,
         }
     }
 }
@@ -606,6 +624,60 @@ fn after(
     });
 }
 
+/// `text` becomes the running config. Returns what the kubelet reports when its
+/// image changed: image fields apply at once (talos-day2.md §3.2), a new kubelet
+/// image restarts the kubelet, which reports its new version to the API server.
+fn run_config(
+    n: &mut Node,
+    text: String,
+    sha256: String,
+    parsed: MachineConfig,
+) -> Option<LabNodeInfo> {
+    let restart = n
+        .parsed
+        .as_ref()
+        .is_some_and(|old| old.kubelet_version() != parsed.kubelet_version())
+        .then(|| node_info(n, &parsed));
+    n.state.config = Some(text);
+    n.state.config_sha256 = Some(sha256);
+    n.parsed = Some(parsed);
+    configure_links(n);
+    restart
+}
+
+/// At boot: the stored config (it validated when it was applied).
+fn load_stored(shared: &Shared, n: &mut Node, text: String) {
+    let release = running_version(shared, n);
+    match machine::parse_on(&text, &n.state.vm.nics, &release) {
+        Ok(parsed) => {
+            let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()));
+            run_config(n, text, sha, parsed);
+        }
+        Err(e) => {
+            tracing::warn!(vmid = n.state.vm.vmid, error = %e, "lab talos: the stored config does not load; the old one runs");
+        }
+    }
+}
+
+/// TRY mode: the stored config comes back after `timeout` unless a later apply
+/// (or a reboot) came first.
+fn rollback_after(shared: &Arc<Shared>, vmid: u32, serial: u64, timeout: Duration) {
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        let Some(s) = weak.upgrade() else { return };
+        let mut nodes = lock(&s.nodes);
+        let Some(n) = nodes.get_mut(&vmid) else { return };
+        if n.state.try_serial != serial {
+            return;
+        }
+        if let Some(text) = n.state.try_rollback.take() {
+            load_stored(&s, n, text);
+            map(&s, n);
+        }
+    });
+}
+
 /// Give each NIC the static addresses the running config assigns to its MAC.
 fn configure_links(n: &mut Node) {
     let Some(cfg) = &n.parsed else { return };
@@ -679,9 +751,14 @@ fn boot(shared: &Arc<Shared>, vmid: u32) {
         let (installed, cidata) = match lock(&s.nodes).get_mut(&vmid) {
             Some(n) => {
                 n.state.boots += 1;
+                n.state.apply_rebooting = false;
                 // The bootloader boots what an upgrade wrote (docs `upgrading-talos.mdx`).
                 if let Some(v) = n.state.staged_version.take() {
                     n.state.talos_version = Some(v);
+                }
+                // The stored config runs: a staged one, or the one a TRY replaced.
+                if let Some(text) = n.state.staged_config.take().or(n.state.try_rollback.take()) {
+                    load_stored(s, n, text);
                 }
                 (n.state.config.is_some(), cidata_config(&n.state.vm))
             }
