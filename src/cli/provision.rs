@@ -96,6 +96,7 @@ fn create(
                 VmAction::UpToDate => "up to date",
                 VmAction::Updated => "updated",
                 VmAction::NeedsRecreate => "differs (not changed)",
+                VmAction::PendingReboot => "pending until reboot (`talos-pve up` reboots it)",
             };
             println!("VM {} {} on {}: {action}", v.vmid, v.node, v.host);
             for d in &v.differences {

@@ -83,6 +83,23 @@ pub enum VmAction {
     Updated,
     /// Differs in a way only `--recreate` fixes; left untouched.
     NeedsRecreate,
+    /// Running, with config changes Proxmox holds as pending until the VM is
+    /// rebooted through Proxmox (`up` does that in its rolling reboot).
+    PendingReboot,
+}
+
+impl VmAction {
+    /// How reports name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmAction::Created => "created",
+            VmAction::Recreated => "re-created",
+            VmAction::UpToDate => "up to date",
+            VmAction::Updated => "updated",
+            VmAction::NeedsRecreate => "needs --recreate",
+            VmAction::PendingReboot => "pending until reboot",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -498,7 +515,7 @@ async fn provision_vm(
                 create(pve, host, &want, r).await?;
                 (VmAction::Recreated, describe(&differences))
             } else if differences.is_empty() {
-                (VmAction::UpToDate, Vec::new())
+                (pending_or(pve, &on, vmid, running, VmAction::UpToDate).await?, Vec::new())
             } else {
                 let mut body: Vec<(String, String)> = differences
                     .iter()
@@ -510,7 +527,10 @@ async fn provision_vm(
                 r.writes += 1;
                 pve.put(&format!("{}/config", vm_path(host, vmid)?), &body)
                     .await?;
-                (VmAction::Updated, describe(&differences))
+                (
+                    pending_or(pve, &on, vmid, running, VmAction::Updated).await?,
+                    describe(&differences),
+                )
             }
         }
     };
@@ -521,6 +541,21 @@ async fn provision_vm(
         action,
         differences,
     })
+}
+
+/// `PendingReboot` when the running VM holds changes Proxmox could not hot-plug
+/// (proxmox-semantics.md §7.2: they stay in `[pending]`), else `done`.
+async fn pending_or(
+    pve: &Client,
+    host: &str,
+    vmid: u32,
+    running: bool,
+    done: VmAction,
+) -> Result<VmAction, PveError> {
+    if running && !inventory::pending(pve, host, vmid).await?.is_empty() {
+        return Ok(VmAction::PendingReboot);
+    }
+    Ok(done)
 }
 
 /// Create the VM, powered off (no `start=1`): it boots only once its `cidata`

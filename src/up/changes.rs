@@ -207,9 +207,9 @@ mod tests {
     #[test]
     fn control_planes_reboot_first_and_the_plan_says_how() {
         let p = crate::test_support::homelab();
-        let plan = Plan::build(&p).unwrap();
-        let worker = plan.nodes.iter().find(|n| n.role != Role::Controlplane).unwrap();
-        let cp = plan.control_planes().last().unwrap();
+        let mut plan = Plan::build(&p).unwrap();
+        plan.nodes[0].role = Role::Worker;
+        let (worker, cp) = (&plan.nodes[0], &plan.nodes[2]);
         let changes = vec![
             NodeChange {
                 node: worker.name.clone(),

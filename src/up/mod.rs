@@ -39,7 +39,7 @@ use crate::progress::Reporter;
 use crate::proxmox::PveError;
 use crate::proxmox::cidata::{self as pve_cidata, Delivery, Retired, Volume};
 use crate::proxmox::ownership::Owner;
-use crate::proxmox::provision::{ProvisionError, ProvisionOptions, VmAction, provision};
+use crate::proxmox::provision::{ProvisionError, ProvisionOptions, provision};
 use crate::state::{State, StateError, Step};
 use crate::talos::api::{BootstrapOutcome, Credentials, TalosError, Talosconfig, Target};
 use crate::talos::cidata;
@@ -279,13 +279,7 @@ async fn provision_vms(
         return Err(e);
     }
     for vm in &report.vms {
-        let what = match vm.action {
-            VmAction::Created => "created",
-            VmAction::Recreated => "re-created",
-            VmAction::UpToDate => "up to date",
-            VmAction::Updated => "updated",
-            VmAction::NeedsRecreate => "needs --recreate",
-        };
+        let what = vm.action.as_str();
         rec.mark(Step::Vm(vm.node.clone()), Some(what))?;
         rep.progress(
             Some(&vm.node),
