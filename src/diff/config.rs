@@ -193,7 +193,10 @@ pub fn needs_reboot(c: &Change) -> bool {
         return path.is_empty();
     };
     !IMMEDIATE.iter().any(|p| {
-        path == *p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('.'))
+        path == *p
+            || path
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('.'))
     })
 }
 
@@ -281,15 +284,24 @@ mod tests {
             ("/dev/sda", "/dev/vda"),
             ("clusterName: c", "clusterName: d"),
             ("hostname: n1", "hostname: n2"),
-            ("  type: worker\n", "  type: worker\n  certSANs: [a.example]\n"),
+            (
+                "  type: worker\n",
+                "  type: worker\n  certSANs: [a.example]\n",
+            ),
         ] {
             assert_eq!(class(from, to), Apply::NoReboot, "{from} → {to}");
         }
         for (from, to) in [
             ("rbac: true", "rbac: false"),
             ("type: worker", "type: controlplane"),
-            ("  type: worker\n", "  type: worker\n  files: [{path: /var/f, content: x, op: create}]\n"),
-            ("  features: {rbac: true, kubePrism: {enabled: true, port: 7445}}\n", ""),
+            (
+                "  type: worker\n",
+                "  type: worker\n  files: [{path: /var/f, content: x, op: create}]\n",
+            ),
+            (
+                "  features: {rbac: true, kubePrism: {enabled: true, port: 7445}}\n",
+                "",
+            ),
             ("  type: worker\n", "  type: worker\n  env: {A: b}\n"),
         ] {
             assert_eq!(class(from, to), Apply::RebootNeeded, "{from} → {to}");

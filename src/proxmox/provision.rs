@@ -109,6 +109,9 @@ pub struct VmReport {
     pub vmid: u32,
     pub action: VmAction,
     pub differences: Vec<String>,
+    /// Differences from the plan that need nothing (a grown disk, a migrated VM).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -162,8 +165,9 @@ enum Step {
         differences: Vec<Difference>,
         digest: Option<String>,
         running: bool,
-        /// The VM's current host when it is not the planned one.
+        /// The VM's current host (another than planned when it was migrated).
         on: String,
+        notes: Vec<String>,
     },
 }
 
@@ -376,20 +380,23 @@ async fn decide(
             },
         });
     }
-    let mut differences = diff(&wanted(profile, plan, owner, node)?, &config);
+    let want = wanted(profile, plan, owner, node)?;
+    let differences = diff(&want, &config);
+    let mut notes = super::vm::notes(&want, &config);
     if vm.node != node.host {
-        differences.push(Difference {
-            key: "host".into(),
-            want: node.host.clone(),
-            got: Some(vm.node.clone()),
-            safe: false,
-        });
+        // Migrated (HA, maintenance): the VM is the same machine; it is used where it
+        // runs, never re-created for it.
+        notes.push(format!(
+            "runs on {}, planned on {} (migrated; used where it runs)",
+            vm.node, node.host
+        ));
     }
     Ok(Step::Adopt {
         differences,
         digest: config.get("digest").cloned(),
         running: vm.running,
         on: vm.node.clone(),
+        notes,
     })
 }
 
@@ -489,6 +496,7 @@ async fn provision_vm(
             })
             .collect()
     };
+    let mut notes = Vec::new();
     let (action, differences) = match step {
         Step::Create => {
             create(pve, host, &want, r).await?;
@@ -499,7 +507,9 @@ async fn provision_vm(
             digest,
             running,
             on,
+            notes: found,
         } => {
+            notes = found;
             let unsafe_diff = differences.iter().any(|d| !d.safe);
             if unsafe_diff && !opts.recreate {
                 return Ok(VmReport {
@@ -508,6 +518,7 @@ async fn provision_vm(
                     vmid,
                     action: VmAction::NeedsRecreate,
                     differences: describe(&differences),
+                    notes,
                 });
             }
             if unsafe_diff {
@@ -515,7 +526,10 @@ async fn provision_vm(
                 create(pve, host, &want, r).await?;
                 (VmAction::Recreated, describe(&differences))
             } else if differences.is_empty() {
-                (pending_or(pve, &on, vmid, running, VmAction::UpToDate).await?, Vec::new())
+                (
+                    pending_or(pve, &on, vmid, running, VmAction::UpToDate).await?,
+                    Vec::new(),
+                )
             } else {
                 let mut body: Vec<(String, String)> = differences
                     .iter()
@@ -525,7 +539,7 @@ async fn provision_vm(
                     body.push(("digest".into(), d));
                 }
                 r.writes += 1;
-                pve.put(&format!("{}/config", vm_path(host, vmid)?), &body)
+                pve.put(&format!("{}/config", vm_path(&on, vmid)?), &body)
                     .await?;
                 (
                     pending_or(pve, &on, vmid, running, VmAction::Updated).await?,
@@ -540,6 +554,7 @@ async fn provision_vm(
         vmid,
         action,
         differences,
+        notes,
     })
 }
 
@@ -648,6 +663,7 @@ mod tests {
             vmid: 120,
             action,
             differences: vec![],
+            notes: vec![],
         };
         let mut r = ProvisionReport {
             vms: vec![vm(VmAction::UpToDate)],

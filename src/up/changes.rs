@@ -24,7 +24,7 @@ use crate::profile::Role;
 use crate::proxmox::inventory;
 use crate::state::Step;
 use crate::talos::api::messages::{ApplyConfiguration, ApplyMode};
-use crate::talos::api::{TlsMode, Target};
+use crate::talos::api::{Target, TlsMode};
 use crate::upgrade::{Clients, Restart, Upgrade, UpgradeError};
 
 use super::Env;
@@ -76,7 +76,10 @@ pub fn resolved(reply: &ApplyConfiguration) -> Apply {
 
 /// The rolling order (pure): control planes first, then workers, each in plan order.
 pub fn order<'a>(plan: &'a Plan, changes: &'a [NodeChange]) -> Vec<&'a NodeChange> {
-    let cp = |c: &NodeChange| plan.node(&c.node).is_some_and(|n| n.role == Role::Controlplane);
+    let cp = |c: &NodeChange| {
+        plan.node(&c.node)
+            .is_some_and(|n| n.role == Role::Controlplane)
+    };
     let mut out: Vec<&NodeChange> = changes.iter().filter(|c| cp(c)).collect();
     out.extend(changes.iter().filter(|c| !cp(c)));
     out
@@ -117,7 +120,9 @@ async fn config_change(
         &Target::of(n),
         &TlsMode::Mutual(clients.credentials().clone()),
     )?;
-    let dry = c.apply_configuration(&config, ApplyMode::Auto, true).await?;
+    let dry = c
+        .apply_configuration(&config, ApplyMode::Auto, true)
+        .await?;
     Ok(resolved(&dry))
 }
 
@@ -151,10 +156,7 @@ pub async fn apply_in_place(u: &Upgrade<'_>, changes: &[NodeChange]) -> Result<(
 
 /// The rolling reboot: each node's config STAGED (when it needs one), then rebooted,
 /// one at a time, control planes first.
-pub async fn rolling_reboot(
-    u: &Upgrade<'_>,
-    changes: &[NodeChange],
-) -> Result<(), UpgradeError> {
+pub async fn rolling_reboot(u: &Upgrade<'_>, changes: &[NodeChange]) -> Result<(), UpgradeError> {
     for c in order(u.plan, changes).into_iter().filter(|c| c.reboots()) {
         let n = u.node(&c.node);
         let step = Step::Reconfigured(c.node.clone());
@@ -222,12 +224,22 @@ mod tests {
                 pending: vec!["cores".into()],
             },
         ];
-        let o: Vec<&str> = order(&plan, &changes).iter().map(|c| c.node.as_str()).collect();
+        let o: Vec<&str> = order(&plan, &changes)
+            .iter()
+            .map(|c| c.node.as_str())
+            .collect();
         assert_eq!(o, [cp.name.as_str(), worker.name.as_str()]);
         assert_eq!(
             changes[0].line(),
-            format!("node {}: machine config staged, rolling reboot", worker.name)
+            format!(
+                "node {}: machine config staged, rolling reboot",
+                worker.name
+            )
         );
-        assert!(changes[1].line().contains("applied without reboot; VM config pending until reboot (cores)"));
+        assert!(
+            changes[1]
+                .line()
+                .contains("applied without reboot; VM config pending until reboot (cores)")
+        );
     }
 }

@@ -25,7 +25,6 @@ use thiserror::Error;
 
 pub use plan::{PlanError, Running, Step as NodeStep, UpgradePlan, decide};
 
-
 use crate::artifacts;
 use crate::cluster_dir::ClusterDir;
 use crate::files::{self, SECRET_MODE};

@@ -1202,7 +1202,11 @@ async fn apply_modes_follow_which_changes_need_a_reboot() {
         .apply_configuration(base.as_bytes(), ApplyMode::Auto, true)
         .await
         .unwrap();
-    assert!(dry(&same).ends_with("Config diff:\n\nNo changes."), "{}", dry(&same));
+    assert!(
+        dry(&same).ends_with("Config diff:\n\nNo changes."),
+        "{}",
+        dry(&same)
+    );
 
     // machine.certSANs: applied in place.
     let sans = base.replace("certSANs: []", "certSANs: [api.example.org]");
@@ -1212,7 +1216,11 @@ async fn apply_modes_follow_which_changes_need_a_reboot() {
         .unwrap();
     assert_eq!(r.mode, ApplyMode::NoReboot as i32);
     assert!(dry(&r).starts_with("Dry run summary:\nApplied configuration without a reboot (skipped in dry-run).\nConfig diff:\n\n--- a\n+++ b\n"), "{}", dry(&r));
-    assert!(dry(&r).contains("+  certSANs: [api.example.org]"), "{}", dry(&r));
+    assert!(
+        dry(&r).contains("+  certSANs: [api.example.org]"),
+        "{}",
+        dry(&r)
+    );
     let r = t
         .apply_configuration(sans.as_bytes(), ApplyMode::NoReboot, false)
         .await
@@ -1220,7 +1228,10 @@ async fn apply_modes_follow_which_changes_need_a_reboot() {
     assert_eq!(r.mode_details, "Applied configuration without a reboot");
 
     // machine.env: only a reboot applies it.
-    let env = sans.replace("  certSANs:", "  env: {HTTP_PROXY: http://proxy:3128}\n  certSANs:");
+    let env = sans.replace(
+        "  certSANs:",
+        "  env: {HTTP_PROXY: http://proxy:3128}\n  certSANs:",
+    );
     for mode in [ApplyMode::NoReboot, ApplyMode::Try] {
         let e = t
             .apply_configuration(env.as_bytes(), mode, false)
@@ -1228,7 +1239,8 @@ async fn apply_modes_follow_which_changes_need_a_reboot() {
             .unwrap_err();
         assert_eq!(e.code(), Some(tonic::Code::InvalidArgument), "{e}");
         assert!(
-            e.to_string().contains("this config change can't be applied in immediate mode"),
+            e.to_string()
+                .contains("this config change can't be applied in immediate mode"),
             "{e}"
         );
     }
@@ -1254,7 +1266,11 @@ async fn apply_modes_follow_which_changes_need_a_reboot() {
         .apply_configuration(env.as_bytes(), ApplyMode::Auto, true)
         .await
         .unwrap();
-    assert!(dry(&r).ends_with("No changes."), "the staged config runs after the boot: {}", dry(&r));
+    assert!(
+        dry(&r).ends_with("No changes."),
+        "the staged config runs after the boot: {}",
+        dry(&r)
+    );
 
     // AUTO with a reboot-needing change: REBOOT with the reason, then the node reboots
     // and refuses further applies until it has.
@@ -1271,12 +1287,12 @@ async fn apply_modes_follow_which_changes_need_a_reboot() {
         "{}",
         r.mode_details
     );
-    if let Err(e) = t.apply_configuration(sans.as_bytes(), ApplyMode::Auto, true).await {
+    if let Err(e) = t
+        .apply_configuration(sans.as_bytes(), ApplyMode::Auto, true)
+        .await
+    {
         // Refused while it goes down (or already unreachable).
-        assert!(
-            e.code() != Some(tonic::Code::InvalidArgument),
-            "{e}"
-        );
+        assert!(e.code() != Some(tonic::Code::InvalidArgument), "{e}");
     }
     let mut t = wait_new_boot(&fabric, n, &c, &boot).await;
     let r = t

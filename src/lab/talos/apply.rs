@@ -37,7 +37,11 @@ pub fn decide(mode: ApplyMode, running: &str, new: &str) -> Result<Decision, Sta
     let (mode, details, reason) = match mode {
         ApplyMode::NoReboot | ApplyMode::Try => {
             immediate().map_err(Status::invalid_argument)?;
-            (mode, "Applied configuration without a reboot", String::new())
+            (
+                mode,
+                "Applied configuration without a reboot",
+                String::new(),
+            )
         }
         ApplyMode::Staged => (
             mode,
@@ -143,8 +147,9 @@ mod tests {
         let auto = decide(ApplyMode::Auto, RUNNING, &env).unwrap();
         assert_eq!(auto.mode, ApplyMode::Reboot);
         assert!(
-            auto.reason
-                .starts_with(": this config change can't be applied in immediate mode\ndiff:\n--- a\n+++ b\n"),
+            auto.reason.starts_with(
+                ": this config change can't be applied in immediate mode\ndiff:\n--- a\n+++ b\n"
+            ),
             "{}",
             auto.reason
         );
@@ -163,7 +168,9 @@ mod tests {
             "Dry run summary:\nApplied configuration with a reboot (skipped in dry-run).\nConfig diff:\n\nNo changes."
         );
         let t = decide(ApplyMode::Try, RUNNING, &label).unwrap();
-        assert!(try_details(&t, std::time::Duration::from_secs(60)).ends_with("reverted back in 1m0s"));
+        assert!(
+            try_details(&t, std::time::Duration::from_secs(60)).ends_with("reverted back in 1m0s")
+        );
     }
 
     #[test]

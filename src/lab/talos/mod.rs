@@ -667,7 +667,9 @@ fn rollback_after(shared: &Arc<Shared>, vmid: u32, serial: u64, timeout: Duratio
         tokio::time::sleep(timeout).await;
         let Some(s) = weak.upgrade() else { return };
         let mut nodes = lock(&s.nodes);
-        let Some(n) = nodes.get_mut(&vmid) else { return };
+        let Some(n) = nodes.get_mut(&vmid) else {
+            return;
+        };
         if n.state.try_serial != serial {
             return;
         }
@@ -920,7 +922,10 @@ fn try_join(shared: &Arc<Shared>, vmid: u32, generation: u64) {
         }
         let mut members = lock(&s.members);
         let hostname = n.hostname();
-        if reachable && !members.is_empty() && !members.iter().any(|m| m.hostname == hostname) {
+        if reachable && !members.is_empty() {
+            // A member of the same name (the VM this one replaces) is removed first
+            // (talos v1.13.9 `internal/app/machined/pkg/system/services/etcd.go` L286-325).
+            members.retain(|m| m.hostname != hostname);
             add_member(&mut members, n);
         } else {
             let g = n.generation;

@@ -632,7 +632,9 @@ impl Ctx {
             ApplyMode::Try => {
                 let timeout = q
                     .try_mode_timeout
-                    .map(|d| std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+                    .map(|d| {
+                        std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
+                    })
                     .unwrap_or(TRY_TIMEOUT);
                 details = apply::try_details(&decision, timeout);
                 // Not persisted: the timer or the next boot returns to the stored config.

@@ -291,9 +291,26 @@ pub(super) fn start_vm(st: &mut LabPveState, vmid: u32, events: &mut Vec<LabEven
 fn hotplugged(key: &str, value: Option<&str>, config: &BTreeMap<String, String>) -> bool {
     // Written straight into the config, running or not.
     const FAST: &[&str] = &[
-        "description", "name", "onboot", "tags", "protection", "startup", "hookscript",
-        "shares", "migrate_downtime", "migrate_speed", "vmstatestorage", "lock", "nameserver",
-        "searchdomain", "citype", "ciuser", "cipassword", "sshkeys", "cicustom", "ciupgrade",
+        "description",
+        "name",
+        "onboot",
+        "tags",
+        "protection",
+        "startup",
+        "hookscript",
+        "shares",
+        "migrate_downtime",
+        "migrate_speed",
+        "vmstatestorage",
+        "lock",
+        "nameserver",
+        "searchdomain",
+        "citype",
+        "ciuser",
+        "cipassword",
+        "sshkeys",
+        "cicustom",
+        "ciupgrade",
     ];
     let base = key.trim_end_matches(|c: char| c.is_ascii_digit());
     if FAST.contains(&key) || base == "ipconfig" {

@@ -19,7 +19,8 @@ use super::schema::{self, Param};
 use super::{Fault, FaultEffect, LabProxmoxConfig, LabPveState, LabVmState};
 use crate::lab::Fabric;
 use guests::{
-    agent_interfaces, config_value, create_stub, digest, guest_running, pending_list, status_current,
+    agent_interfaces, config_value, create_stub, digest, guest_running, pending_list,
+    status_current,
 };
 
 pub(super) use cluster::initial_state;
