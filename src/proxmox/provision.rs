@@ -168,6 +168,9 @@ enum Step {
         /// The VM's current host (another than planned when it was migrated).
         on: String,
         notes: Vec<String>,
+        /// Not re-created in this run although `--recreate` was given: another
+        /// control plane is (`hold_control_planes`).
+        hold: bool,
     },
 }
 
@@ -198,14 +201,19 @@ pub async fn provision(
         let step = decide(pve, profile, plan, &opts.owner, node, &vms).await?;
         steps.insert(node.name.clone(), step);
     }
+    if opts.recreate {
+        hold_control_planes(plan, &mut steps);
+    }
     let needs_iso: BTreeSet<&str> = plan
         .nodes
         .iter()
         .filter(|n| match &steps[&n.name] {
             Step::Create => true,
-            Step::Adopt { differences, .. } => {
+            Step::Adopt {
+                differences, hold, ..
+            } => {
                 differences.iter().any(|d| d.key == "ide2")
-                    || (opts.recreate && differences.iter().any(|d| !d.safe))
+                    || (opts.recreate && !hold && differences.iter().any(|d| !d.safe))
             }
         })
         .map(|n| n.host.as_str())
@@ -258,6 +266,23 @@ pub async fn provision(
     match first_err {
         Some(e) => Err(e),
         None => Ok(report),
+    }
+}
+
+/// At most one control plane is re-created per run: each must be back with its etcd
+/// member rejoined before the next goes (`up --recreate` does them one after the
+/// other), so etcd keeps its quorum. The others stay `NeedsRecreate`.
+fn hold_control_planes(plan: &Plan, steps: &mut BTreeMap<String, Step>) {
+    let mut first = true;
+    for n in plan.control_planes() {
+        if let Some(Step::Adopt {
+            differences, hold, ..
+        }) = steps.get_mut(&n.name)
+            && differences.iter().any(|d| !d.safe)
+        {
+            *hold = !first;
+            first = false;
+        }
     }
 }
 
@@ -397,6 +422,7 @@ async fn decide(
         running: vm.running,
         on: vm.node.clone(),
         notes,
+        hold: false,
     })
 }
 
@@ -508,10 +534,11 @@ async fn provision_vm(
             running,
             on,
             notes: found,
+            hold,
         } => {
             notes = found;
             let unsafe_diff = differences.iter().any(|d| !d.safe);
-            if unsafe_diff && !opts.recreate {
+            if unsafe_diff && (!opts.recreate || hold) {
                 return Ok(VmReport {
                     node: node.name.clone(),
                     host: on,
@@ -654,6 +681,38 @@ pub async fn reboot(pve: &Client, host: &str, vmid: u32) -> Result<(), PveError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13 item 7: `--recreate` took every affected control plane at once.
+    #[test]
+    fn recreate_holds_all_control_planes_but_one() {
+        let p = crate::test_support::homelab();
+        let plan = Plan::build(&p).unwrap();
+        let adopt = |safe: bool| Step::Adopt {
+            differences: vec![Difference {
+                key: "scsihw".into(),
+                want: "virtio-scsi-pci".into(),
+                got: Some("lsi".into()),
+                safe,
+            }],
+            digest: None,
+            running: true,
+            on: "h".into(),
+            notes: vec![],
+            hold: false,
+        };
+        let mut steps: BTreeMap<String, Step> = plan
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), adopt(false)))
+            .collect();
+        hold_control_planes(&plan, &mut steps);
+        let held: Vec<bool> = plan
+            .nodes
+            .iter()
+            .map(|n| matches!(steps[&n.name], Step::Adopt { hold: true, .. }))
+            .collect();
+        assert_eq!(held, [false, true, true]);
+    }
 
     #[test]
     fn up_to_date_is_said_only_when_nothing_differs() {

@@ -177,7 +177,13 @@ impl Lab {
             // A stopped VM takes every change; a running one only what can be
             // hot-plugged, the rest waits in `[pending]` (proxmox-semantics.md §7.2).
             if vm.running && !hotplugged(&k, v.as_deref(), &vm.config) {
-                vm.pending.insert(k, v);
+                // A pending value equal to the running one is dropped (pve-guest-common
+                // `AbstractConfig.pm` cleanup_pending).
+                if v.is_some() && v.as_ref() == vm.config.get(&k) {
+                    vm.pending.remove(&k);
+                } else {
+                    vm.pending.insert(k, v);
+                }
                 continue;
             }
             vm.pending.remove(&k);
