@@ -33,6 +33,8 @@ use super::Env;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeChange {
     pub node: String,
+    /// The Proxmox host its VM runs on now.
+    pub host: String,
     /// The machine config the profile renders, as the node resolves it.
     pub config: Apply,
     /// VM config keys Proxmox holds as pending until a reboot of the VM.
@@ -92,15 +94,20 @@ pub async fn survey(
     dir: &ClusterDir,
     clients: &Clients,
 ) -> Result<Vec<NodeChange>, UpgradeError> {
+    let pve = |e| UpgradeError::Pve(Box::new(e));
+    // Where each VM runs now: a migrated one is asked (and rebooted) there.
+    let vms = inventory::vms(&env.pve).await.map_err(pve)?;
     let mut out = Vec::new();
     for n in &plan.nodes {
         let config = config_change(env, dir, clients, n).await?;
-        let pending = inventory::pending(&env.pve, &n.host, n.vmid)
+        let host = vms.get(&n.vmid).map_or(n.host.clone(), |v| v.node.clone());
+        let pending = inventory::pending(&env.pve, &host, n.vmid)
             .await
-            .map_err(|e| UpgradeError::Pve(Box::new(e)))?;
+            .map_err(pve)?;
         if config != Apply::Unchanged || !pending.is_empty() {
             out.push(NodeChange {
                 node: n.name.clone(),
+                host,
                 config,
                 pending,
             });
@@ -170,14 +177,16 @@ pub async fn rolling_reboot(u: &Upgrade<'_>, changes: &[NodeChange]) -> Result<(
             let how = if c.pending.is_empty() {
                 Restart::Talos
             } else {
-                Restart::Vm
+                Restart::Vm(&c.host)
             };
             let done = u.reboot_node(n, how).await?;
-            Ok(match (c.config == Apply::RebootNeeded, how) {
-                (true, Restart::Vm) => format!("config staged, VM rebooted: {done}"),
-                (true, Restart::Talos) => format!("config staged, {done}"),
-                (false, _) => format!("VM rebooted for its pending config: {done}"),
-            })
+            Ok(
+                match (c.config == Apply::RebootNeeded, c.pending.is_empty()) {
+                    (true, false) => format!("config staged, VM rebooted: {done}"),
+                    (true, true) => format!("config staged, {done}"),
+                    (false, _) => format!("VM rebooted for its pending config: {done}"),
+                },
+            )
         })
         .await?;
     }
@@ -215,11 +224,13 @@ mod tests {
         let changes = vec![
             NodeChange {
                 node: worker.name.clone(),
+                host: worker.host.clone(),
                 config: Apply::RebootNeeded,
                 pending: vec![],
             },
             NodeChange {
                 node: cp.name.clone(),
+                host: cp.host.clone(),
                 config: Apply::NoReboot,
                 pending: vec!["cores".into()],
             },

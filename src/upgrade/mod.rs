@@ -86,11 +86,12 @@ pub enum UpgradeError {
 
 /// How a rolling reboot restarts a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Restart {
+pub enum Restart<'a> {
     /// Talos `Reboot`: enough for a staged machine config.
     Talos,
-    /// The Proxmox VM stopped and started: applies pending hardware changes too.
-    Vm,
+    /// The Proxmox VM (on this host) shut down and started: applies pending
+    /// hardware changes too.
+    Vm(&'a str),
 }
 
 /// Longest wait for the Kubernetes API to answer at the start of a command.
@@ -381,7 +382,11 @@ impl Upgrade<'_> {
     /// hardware): only while etcd is healthy with every member and every Node is
     /// Ready; then cordon, drain, reboot, a new boot id, Ready, uncordon, and etcd
     /// healthy again before the caller moves on.
-    pub async fn reboot_node(&self, n: &NodePlan, how: Restart) -> Result<String, UpgradeError> {
+    pub async fn reboot_node(
+        &self,
+        n: &NodePlan,
+        how: Restart<'_>,
+    ) -> Result<String, UpgradeError> {
         self.etcd_healthy()
             .await
             .map_err(|detail| UpgradeError::Etcd {
@@ -399,11 +404,11 @@ impl Upgrade<'_> {
             Restart::Talos => {
                 c.reboot().await?;
             }
-            Restart::Vm => {
+            Restart::Vm(host) => {
                 // A guest reboot keeps the QEMU process: only the PVE reboot (shutdown
                 // + start) applies pending hardware (qemu-server `Qemu.pm` vm_reboot;
                 // proxmox-semantics.md §7.2).
-                crate::proxmox::provision::reboot(&self.env.pve, &n.host, n.vmid)
+                crate::proxmox::provision::reboot(&self.env.pve, host, n.vmid)
                     .await
                     .map_err(|e| UpgradeError::Pve(Box::new(e)))?;
             }

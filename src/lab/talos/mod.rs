@@ -177,6 +177,9 @@ pub struct NodeState {
     /// A REBOOT apply was accepted: no more applies until the node has booted.
     #[serde(skip)]
     pub apply_rebooting: bool,
+    /// Installed from a cidata config and not yet an etcd member since.
+    #[serde(default)]
+    pub fresh_install: bool,
 }
 
 impl fmt::Debug for NodeState {
@@ -212,6 +215,7 @@ impl NodeState {
             try_rollback: None,
             try_serial: 0,
             apply_rebooting: false,
+            fresh_install: false,
         }
     }
 }
@@ -785,6 +789,7 @@ fn install(shared: &Arc<Shared>, vmid: u32) {
         };
         // The ISO's release is what gets installed.
         n.state.talos_version = Some(running_version(shared, n));
+        n.state.fresh_install = true;
         set_phase(n, Phase::Installing)
     };
     let delay = shared.cfg.install + lock(&shared.faults_left).slow_install;
@@ -922,9 +927,12 @@ fn try_join(shared: &Arc<Shared>, vmid: u32, generation: u64) {
         }
         let mut members = lock(&s.members);
         let hostname = n.hostname();
-        if reachable && !members.is_empty() {
-            // A member of the same name (the VM this one replaces) is removed first
-            // (talos v1.13.9 `internal/app/machined/pkg/system/services/etcd.go` L286-325).
+        let stale = members.iter().any(|m| m.hostname == hostname);
+        // A freshly installed node (a re-created VM) replaces the member of its name
+        // (talos v1.13.9 `internal/app/machined/pkg/system/services/etcd.go`
+        // L286-325). A node whose etcd data went bad while its member stays listed
+        // is the lab's model of a corrupt etcd: it waits until that member is removed.
+        if reachable && !members.is_empty() && (!stale || n.state.fresh_install) {
             members.retain(|m| m.hostname != hostname);
             add_member(&mut members, n);
         } else {
@@ -945,6 +953,7 @@ fn add_member(members: &mut Vec<Member>, n: &mut Node) {
         address: n.management().map(|a| a.to_string()).unwrap_or_default(),
     });
     n.state.etcd_member = true;
+    n.state.fresh_install = false;
     n.state.member_id = id;
 }
 
