@@ -191,3 +191,64 @@ fn recreate_takes_one_control_plane_at_a_time_and_a_grown_disk_is_kept() {
         "{err}"
     );
 }
+
+/// A rolling reboot killed after its first node resumes with the others only.
+#[test]
+fn an_interrupted_rolling_reboot_resumes_where_it_stopped() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("cluster");
+    let base = profile(t.path(), "base.yaml", &[]);
+    up(&base, &dir);
+    let before = boots(&saved(&dir));
+    let changed = profile(
+        t.path(),
+        "changed.yaml",
+        &[("nodeDefaults: {cores: 4,", "nodeDefaults: {cores: 6,")],
+    );
+    let (p, d) = (changed.display().to_string(), dir.display().to_string());
+    let mut child = Command::new(support::bin())
+        .args([
+            "up",
+            "--profile",
+            &p,
+            "--dir",
+            &d,
+            "--lab",
+            "--lab-speed",
+            "600",
+            "--yes",
+            "--progress",
+            "plain",
+        ])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen += &line;
+        seen.push('\n');
+        if line.contains("talos-k8s-01 rolling-reboot: done") {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert!(seen.contains("talos-k8s-01 rolling-reboot: done"), "{seen}");
+    let (_, err) = up(&changed, &dir);
+    assert!(
+        !err.contains("talos-k8s-01 rolling-reboot"),
+        "done before: {err}"
+    );
+    assert!(err.contains("talos-k8s-02 rolling-reboot: done"), "{err}");
+    assert!(err.contains("talos-k8s-03 rolling-reboot: done"), "{err}");
+    let after = boots(&saved(&dir));
+    assert!(
+        before.iter().zip(&after).all(|(a, b)| b == &(a + 1)),
+        "each node rebooted once: {before:?} → {after:?}"
+    );
+}
