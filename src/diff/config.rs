@@ -140,16 +140,6 @@ pub enum Apply {
     RebootNeeded,
 }
 
-impl std::fmt::Display for Apply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Apply::Unchanged => "unchanged",
-            Apply::NoReboot => "no reboot",
-            Apply::RebootNeeded => "reboot needed",
-        })
-    }
-}
-
 /// The `v1alpha1` paths Talos applies in place (`CanApplyImmediate`, talos v1.13.9
 /// `internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_runtime.go` L130-217; same in
 /// v1.12): everything else in that document needs a reboot, other documents never do.

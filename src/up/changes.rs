@@ -97,20 +97,30 @@ pub async fn survey(
     let pve = |e| UpgradeError::Pve(Box::new(e));
     // Where each VM runs now: a migrated one is asked (and rebooted) there.
     let vms = inventory::vms(&env.pve).await.map_err(pve)?;
-    let mut out = Vec::new();
-    for n in &plan.nodes {
-        let config = config_change(env, dir, clients, n).await?;
-        let host = vms.get(&n.vmid).map_or(n.host.clone(), |v| v.node.clone());
-        let pending = inventory::pending(&env.pve, &host, n.vmid)
-            .await
-            .map_err(pve)?;
-        if config != Apply::Unchanged || !pending.is_empty() {
-            out.push(NodeChange {
+    // Read-only questions, asked of every node at once (a re-run that finds
+    // nothing costs one round trip, not one per node).
+    let asked = futures_util::future::join_all(plan.nodes.iter().map(|n| {
+        let vms = &vms;
+        async move {
+            let host = vms.get(&n.vmid).map_or(n.host.clone(), |v| v.node.clone());
+            let (config, pending) = tokio::join!(
+                config_change(env, dir, clients, n),
+                inventory::pending(&env.pve, &host, n.vmid)
+            );
+            Ok::<_, UpgradeError>(NodeChange {
                 node: n.name.clone(),
                 host,
-                config,
-                pending,
-            });
+                config: config?,
+                pending: pending.map_err(pve)?,
+            })
+        }
+    }))
+    .await;
+    let mut out = Vec::new();
+    for c in asked {
+        let c = c?;
+        if c.config != Apply::Unchanged || !c.pending.is_empty() {
+            out.push(c);
         }
     }
     Ok(out)
