@@ -44,7 +44,7 @@ pub enum UpgradeError {
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(
-        "etcd is not healthy {when}: {detail}\n  fix: `talos-pve status` shows the members; wait until every control plane runs as a started etcd member, then run `talos-pve upgrade` again (no node is touched while etcd is unhealthy)"
+        "etcd is not healthy {when}: {detail}\n  fix: `talos-pve status` shows the members; wait until every control plane runs as a started etcd member, then run the same command (`talos-pve upgrade` or `up`) again (no node is touched while etcd is unhealthy)"
     )]
     Etcd { when: String, detail: String },
     #[error(
@@ -57,7 +57,7 @@ pub enum UpgradeError {
         detail: String,
     },
     #[error(
-        "{cause}\n  fix: check {node}'s console and `talos-pve status`, then run `talos-pve upgrade` again: finished nodes are skipped"
+        "{cause}\n  fix: check {node}'s console and `talos-pve status`, then run the same command (`talos-pve upgrade` or `up`) again: finished nodes are skipped"
     )]
     Stalled { node: String, cause: KubeError },
     #[error(
