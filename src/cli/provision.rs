@@ -96,6 +96,7 @@ fn create(
                 VmAction::UpToDate => "up to date",
                 VmAction::Updated => "updated",
                 VmAction::NeedsRecreate => "differs (not changed)",
+                VmAction::PendingReboot => "pending until reboot (`talos-pve up` reboots it)",
             };
             println!("VM {} {} on {}: {action}", v.vmid, v.node, v.host);
             for d in &v.differences {
@@ -110,6 +111,12 @@ fn create(
         .blocked()
         .map(|v| format!("{} ({})", v.node, v.vmid))
         .collect();
+    if !blocked.is_empty() && a.recreate {
+        anyhow::bail!(
+            "{} also need a new VM, but at most one control plane is re-created per run (etcd must get its member back first)\n  fix: run `talos-pve up --recreate`, which re-creates them one after the other and waits for etcd in between",
+            blocked.join(", ")
+        );
+    }
     if !blocked.is_empty() {
         anyhow::bail!(
             "{} differ from the plan in ways that need a new VM\n  fix: run `talos-pve provision --recreate` (their disks are wiped)",

@@ -262,7 +262,51 @@ pub(super) async fn converge(
     };
     let mut summary = up::bring_up(env, profile, plan, dir, &state, &rep, &opts).await?;
     summary.removed_routes = up::converge::shrink(env, plan, dir, &leaving, &rep).await?;
+    reconfigure(a.yes, env, profile, plan, dir, &state, &rep).await?;
     Ok(summary)
+}
+
+/// Nodes that already ran get the profile's changes: shown first, applied in place
+/// where Talos allows, and a rolling reboot (confirmed) for the rest.
+async fn reconfigure(
+    yes: bool,
+    env: &Env,
+    profile: &Profile,
+    plan: &Plan,
+    dir: &ClusterDir,
+    state: &State,
+    rep: &Reporter,
+) -> anyhow::Result<()> {
+    use up::changes;
+    let clients = crate::upgrade::Clients::open(env, dir).await?;
+    let found = changes::survey(env, plan, dir, &clients).await?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    for c in &found {
+        eprintln!("{}", c.line());
+    }
+    let reboots = found.iter().filter(|c| c.reboots()).count();
+    if reboots > 0 {
+        confirm(
+            yes,
+            &format!(
+                "Reboot {reboots} node(s) one at a time (control planes first, each only while etcd is healthy and every node Ready)?"
+            ),
+        )?;
+    }
+    let u = crate::upgrade::Upgrade {
+        env,
+        profile,
+        plan,
+        dir,
+        state,
+        rep,
+        clients: &clients,
+    };
+    changes::apply_in_place(&u, &found).await?;
+    changes::rolling_reboot(&u, &found).await?;
+    Ok(())
 }
 
 /// `--yes`, or a yes on a terminal; never a silent default.

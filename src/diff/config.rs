@@ -128,6 +128,79 @@ fn walk(
     });
 }
 
+/// How a changed machine config reaches a running node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Apply {
+    /// Nothing differs.
+    Unchanged,
+    /// Talos applies it in place (NO_REBOOT; kubelet or static pods may restart).
+    NoReboot,
+    /// Only a reboot applies it (STAGED, then a reboot).
+    RebootNeeded,
+}
+
+/// The `v1alpha1` paths Talos applies in place (`CanApplyImmediate`, talos v1.13.9
+/// `internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_runtime.go` L130-217; same in
+/// v1.12): everything else in that document needs a reboot, other documents never do.
+const IMMEDIATE: &[&str] = &[
+    "debug",
+    "cluster",
+    "machine.ca",
+    "machine.acceptedCAs",
+    "machine.time",
+    "machine.certSANs",
+    "machine.install",
+    "machine.network",
+    "machine.sysfs",
+    "machine.sysctls",
+    "machine.logging",
+    "machine.controlPlane",
+    "machine.kubelet",
+    "machine.kernel",
+    "machine.registries",
+    "machine.pods",
+    "machine.seccompProfiles",
+    "machine.nodeAnnotations",
+    "machine.nodeLabels",
+    "machine.nodeTaints",
+    // Only when `machine.features` exists on both sides: `walk` then reports the
+    // leaves; adding or removing `machine.features` itself is one change at that path.
+    "machine.features.kubernetesTalosAPIAccess",
+    "machine.features.kubePrism",
+    "machine.features.hostDNS",
+    "machine.features.imageCache",
+    "machine.features.nodeAddressSortAlgorithm",
+];
+
+/// Whether this change alone needs a reboot (talos-day2.md §3.2).
+pub fn needs_reboot(c: &Change) -> bool {
+    let Some(path) = c.path.strip_prefix("v1alpha1") else {
+        return false;
+    };
+    let Some(path) = path.strip_prefix(' ') else {
+        // The whole v1alpha1 document added or removed.
+        return path.is_empty();
+    };
+    !IMMEDIATE.iter().any(|p| {
+        path == *p
+            || path
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// The least disruptive way to apply `changes` (the decision Talos' AUTO mode makes).
+pub fn classify(changes: &[Change]) -> Apply {
+    if changes.is_empty() {
+        Apply::Unchanged
+    } else if changes.iter().any(needs_reboot) {
+        Apply::RebootNeeded
+    } else {
+        Apply::NoReboot
+    }
+}
+
 /// A whole subtree shown as one value: hidden if any field inside is secret.
 fn contains_secret(v: &Value) -> bool {
     match v {
@@ -187,5 +260,41 @@ mod tests {
             "{lines:?}"
         );
         assert!(diff("a: [", OLD).unwrap_err().contains("current config"));
+    }
+
+    #[test]
+    fn reboot_is_needed_exactly_outside_the_immediate_paths() {
+        let base = "version: v1alpha1\nmachine:\n  type: worker\n  nodeLabels: {a: b}\n  sysctls: {x: '1'}\n  features: {rbac: true, kubePrism: {enabled: true, port: 7445}}\n  install: {disk: /dev/sda}\ncluster: {clusterName: c}\n---\napiVersion: v1alpha1\nkind: HostnameConfig\nhostname: n1\n";
+        let class = |from: &str, to: &str| classify(&diff(base, &base.replace(from, to)).unwrap());
+        assert_eq!(classify(&diff(base, base).unwrap()), Apply::Unchanged);
+        for (from, to) in [
+            ("{a: b}", "{a: c}"),
+            ("x: '1'", "x: '2'"),
+            ("port: 7445", "port: 7446"),
+            ("/dev/sda", "/dev/vda"),
+            ("clusterName: c", "clusterName: d"),
+            ("hostname: n1", "hostname: n2"),
+            (
+                "  type: worker\n",
+                "  type: worker\n  certSANs: [a.example]\n",
+            ),
+        ] {
+            assert_eq!(class(from, to), Apply::NoReboot, "{from} → {to}");
+        }
+        for (from, to) in [
+            ("rbac: true", "rbac: false"),
+            ("type: worker", "type: controlplane"),
+            (
+                "  type: worker\n",
+                "  type: worker\n  files: [{path: /var/f, content: x, op: create}]\n",
+            ),
+            (
+                "  features: {rbac: true, kubePrism: {enabled: true, port: 7445}}\n",
+                "",
+            ),
+            ("  type: worker\n", "  type: worker\n  env: {A: b}\n"),
+        ] {
+            assert_eq!(class(from, to), Apply::RebootNeeded, "{from} → {to}");
+        }
     }
 }

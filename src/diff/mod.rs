@@ -28,7 +28,7 @@ use crate::talos::config::{self as tc, Contract};
 use crate::up::Env;
 use crate::upgrade::{Clients, Running, observe};
 
-pub use config::Change;
+pub use config::{Apply, Change};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Diff {
@@ -74,6 +74,8 @@ pub struct NodeDiff {
     pub kubelet: Versions,
     /// Machine-config changes the profile makes, secrets redacted.
     pub config: Vec<Change>,
+    /// How `up` applies them: in place, or staged with a rolling reboot.
+    pub apply: Apply,
     /// Set when the node does not run the config the cluster directory holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<String>,
@@ -146,7 +148,19 @@ impl Diff {
                 o += &format!("      drift: {d}\n");
             }
             for c in &nd.config {
-                o += &format!("      config {c}\n");
+                let reboot = if config::needs_reboot(c) {
+                    " (reboot needed)"
+                } else {
+                    ""
+                };
+                o += &format!("      config {c}{reboot}\n");
+            }
+            match nd.apply {
+                Apply::Unchanged => {}
+                Apply::NoReboot => o += "      config applies without reboot\n",
+                Apply::RebootNeeded => {
+                    o += "      config needs a reboot: `up` stages it and reboots nodes one at a time\n"
+                }
             }
         }
         for a in self.addons.iter().filter(|a| a.differs()) {
@@ -223,6 +237,7 @@ pub async fn diff(
                 running: kubelet.clone().unwrap_or_else(unknown),
                 profile: format!("v{}", profile.kubernetes.version),
             },
+            apply: config::classify(&config),
             config,
             drift,
             pod_cidr: Versions {
@@ -291,7 +306,7 @@ async fn vm_changes(
         let Some(owner) = &owner else { continue };
         let got = inventory::config(&env.pve, &found.node, found.vmid).await?;
         let wanted = provision::wanted(profile, plan, owner, n)?;
-        let mut details: Vec<String> = vm::diff(&wanted, &got)
+        let details: Vec<String> = vm::diff(&wanted, &got)
             .iter()
             .map(|d| {
                 let how = if d.safe {
@@ -307,9 +322,8 @@ async fn vm_changes(
                 )
             })
             .collect();
-        if found.node != n.host {
-            details.insert(0, format!("host: {} → {}", found.node, n.host));
-        }
+        // A migrated VM (another host than planned) or a grown disk needs nothing:
+        // not a difference (`provision` notes them).
         if !details.is_empty() {
             out.push(VmChange {
                 node: n.name.clone(),

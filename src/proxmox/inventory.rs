@@ -94,6 +94,20 @@ pub async fn config(
         .collect())
 }
 
+/// The keys of a VM's config that wait for its next start (a change Proxmox could
+/// not hot-plug into the running VM): entries of `GET …/pending` with `pending` or
+/// `delete` set (pve-guest-common `GuestHelpers.pm` 223-263; proxmox-semantics.md §7.1).
+pub async fn pending(pve: &Client, node: &str, vmid: u32) -> Result<Vec<String>, PveError> {
+    let entries: Vec<Value> = pve
+        .get(&format!("{}/pending", vm_path(node, vmid)?), &[])
+        .await?;
+    Ok(entries
+        .iter()
+        .filter(|e| e.get("pending").is_some() || e.get("delete").is_some())
+        .filter_map(|e| e.get("key").and_then(Value::as_str).map(str::to_owned))
+        .collect())
+}
+
 /// The config of a VM whose create has not finished: PVE writes only
 /// `lock: create` first and the full config when the `qmcreate` task ends.
 pub fn creating(config: &BTreeMap<String, String>) -> bool {

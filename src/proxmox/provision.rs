@@ -83,6 +83,23 @@ pub enum VmAction {
     Updated,
     /// Differs in a way only `--recreate` fixes; left untouched.
     NeedsRecreate,
+    /// Running, with config changes Proxmox holds as pending until the VM is
+    /// rebooted through Proxmox (`up` does that in its rolling reboot).
+    PendingReboot,
+}
+
+impl VmAction {
+    /// How reports name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmAction::Created => "created",
+            VmAction::Recreated => "re-created",
+            VmAction::UpToDate => "up to date",
+            VmAction::Updated => "updated",
+            VmAction::NeedsRecreate => "needs --recreate",
+            VmAction::PendingReboot => "pending until reboot",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -92,6 +109,9 @@ pub struct VmReport {
     pub vmid: u32,
     pub action: VmAction,
     pub differences: Vec<String>,
+    /// Differences from the plan that need nothing (a grown disk, a migrated VM).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -145,8 +165,12 @@ enum Step {
         differences: Vec<Difference>,
         digest: Option<String>,
         running: bool,
-        /// The VM's current host when it is not the planned one.
+        /// The VM's current host (another than planned when it was migrated).
         on: String,
+        notes: Vec<String>,
+        /// Not re-created in this run although `--recreate` was given: another
+        /// control plane is (`hold_control_planes`).
+        hold: bool,
     },
 }
 
@@ -177,14 +201,19 @@ pub async fn provision(
         let step = decide(pve, profile, plan, &opts.owner, node, &vms).await?;
         steps.insert(node.name.clone(), step);
     }
+    if opts.recreate {
+        hold_control_planes(plan, &mut steps);
+    }
     let needs_iso: BTreeSet<&str> = plan
         .nodes
         .iter()
         .filter(|n| match &steps[&n.name] {
             Step::Create => true,
-            Step::Adopt { differences, .. } => {
+            Step::Adopt {
+                differences, hold, ..
+            } => {
                 differences.iter().any(|d| d.key == "ide2")
-                    || (opts.recreate && differences.iter().any(|d| !d.safe))
+                    || (opts.recreate && !hold && differences.iter().any(|d| !d.safe))
             }
         })
         .map(|n| n.host.as_str())
@@ -238,6 +267,23 @@ pub async fn provision(
     match first_err {
         Some(e) => Err(e),
         None => Ok(report),
+    }
+}
+
+/// At most one control plane is re-created per run: each must be back with its etcd
+/// member rejoined before the next goes (`up --recreate` does them one after the
+/// other), so etcd keeps its quorum. The others stay `NeedsRecreate`.
+fn hold_control_planes(plan: &Plan, steps: &mut BTreeMap<String, Step>) {
+    let mut first = true;
+    for n in plan.control_planes() {
+        if let Some(Step::Adopt {
+            differences, hold, ..
+        }) = steps.get_mut(&n.name)
+            && differences.iter().any(|d| !d.safe)
+        {
+            *hold = !first;
+            first = false;
+        }
     }
 }
 
@@ -360,20 +406,24 @@ async fn decide(
             },
         });
     }
-    let mut differences = diff(&wanted(profile, plan, owner, node)?, &config);
+    let want = wanted(profile, plan, owner, node)?;
+    let differences = diff(&want, &config);
+    let mut notes = super::vm::notes(&want, &config);
     if vm.node != node.host {
-        differences.push(Difference {
-            key: "host".into(),
-            want: node.host.clone(),
-            got: Some(vm.node.clone()),
-            safe: false,
-        });
+        // Migrated (HA, maintenance): the VM is the same machine; it is used where it
+        // runs, never re-created for it.
+        notes.push(format!(
+            "runs on {}, planned on {} (migrated; used where it runs)",
+            vm.node, node.host
+        ));
     }
     Ok(Step::Adopt {
         differences,
         digest: config.get("digest").cloned(),
         running: vm.running,
         on: vm.node.clone(),
+        notes,
+        hold: false,
     })
 }
 
@@ -472,6 +522,7 @@ async fn provision_vm(
             })
             .collect()
     };
+    let mut notes = Vec::new();
     let (action, differences) = match step {
         Step::Create => {
             create(pve, host, &want, r).await?;
@@ -482,15 +533,19 @@ async fn provision_vm(
             digest,
             running,
             on,
+            notes: found,
+            hold,
         } => {
+            notes = found;
             let unsafe_diff = differences.iter().any(|d| !d.safe);
-            if unsafe_diff && !opts.recreate {
+            if unsafe_diff && (!opts.recreate || hold) {
                 return Ok(VmReport {
                     node: node.name.clone(),
                     host: on,
                     vmid,
                     action: VmAction::NeedsRecreate,
                     differences: describe(&differences),
+                    notes,
                 });
             }
             if unsafe_diff {
@@ -498,7 +553,10 @@ async fn provision_vm(
                 create(pve, host, &want, r).await?;
                 (VmAction::Recreated, describe(&differences))
             } else if differences.is_empty() {
-                (VmAction::UpToDate, Vec::new())
+                (
+                    pending_or(pve, &on, vmid, running, VmAction::UpToDate).await?,
+                    Vec::new(),
+                )
             } else {
                 let mut body: Vec<(String, String)> = differences
                     .iter()
@@ -508,9 +566,12 @@ async fn provision_vm(
                     body.push(("digest".into(), d));
                 }
                 r.writes += 1;
-                pve.put(&format!("{}/config", vm_path(host, vmid)?), &body)
+                pve.put(&format!("{}/config", vm_path(&on, vmid)?), &body)
                     .await?;
-                (VmAction::Updated, describe(&differences))
+                (
+                    pending_or(pve, &on, vmid, running, VmAction::Updated).await?,
+                    describe(&differences),
+                )
             }
         }
     };
@@ -520,7 +581,23 @@ async fn provision_vm(
         vmid,
         action,
         differences,
+        notes,
     })
+}
+
+/// `PendingReboot` when the running VM holds changes Proxmox could not hot-plug
+/// (proxmox-semantics.md §7.2: they stay in `[pending]`), else `done`.
+async fn pending_or(
+    pve: &Client,
+    host: &str,
+    vmid: u32,
+    running: bool,
+    done: VmAction,
+) -> Result<VmAction, PveError> {
+    if running && !inventory::pending(pve, host, vmid).await?.is_empty() {
+        return Ok(VmAction::PendingReboot);
+    }
+    Ok(done)
 }
 
 /// Create the VM, powered off (no `start=1`): it boots only once its `cidata`
@@ -587,9 +664,55 @@ pub async fn remove(
     Ok(())
 }
 
+/// Reboot a running VM through Proxmox (shutdown + start of the QEMU process), which
+/// applies its pending config; a reboot inside the guest does not (qemu-server
+/// `API2/Qemu.pm` `vm_reboot`, `QemuServer.pm` `vm_start`; proxmox-semantics.md §7.2).
+pub async fn reboot(pve: &Client, host: &str, vmid: u32) -> Result<(), PveError> {
+    pve.run_task(
+        Method::POST,
+        &format!("{}/status/reboot", vm_path(host, vmid)?),
+        &[],
+        STOP_DEADLINE,
+    )
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13 item 7: `--recreate` took every affected control plane at once.
+    #[test]
+    fn recreate_holds_all_control_planes_but_one() {
+        let p = crate::test_support::homelab();
+        let plan = Plan::build(&p).unwrap();
+        let adopt = |safe: bool| Step::Adopt {
+            differences: vec![Difference {
+                key: "scsihw".into(),
+                want: "virtio-scsi-pci".into(),
+                got: Some("lsi".into()),
+                safe,
+            }],
+            digest: None,
+            running: true,
+            on: "h".into(),
+            notes: vec![],
+            hold: false,
+        };
+        let mut steps: BTreeMap<String, Step> = plan
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), adopt(false)))
+            .collect();
+        hold_control_planes(&plan, &mut steps);
+        let held: Vec<bool> = plan
+            .nodes
+            .iter()
+            .map(|n| matches!(steps[&n.name], Step::Adopt { hold: true, .. }))
+            .collect();
+        assert_eq!(held, [false, true, true]);
+    }
 
     #[test]
     fn up_to_date_is_said_only_when_nothing_differs() {
@@ -599,6 +722,7 @@ mod tests {
             vmid: 120,
             action,
             differences: vec![],
+            notes: vec![],
         };
         let mut r = ProvisionReport {
             vms: vec![vm(VmAction::UpToDate)],

@@ -147,6 +147,28 @@ fn extra_nic(want: &[(String, String)], got: &BTreeMap<String, String>) -> Optio
     })
 }
 
+/// Differences from the plan that are kept as they are: a disk larger than planned.
+pub fn notes(want: &[(String, String)], got: &BTreeMap<String, String>) -> Vec<String> {
+    let size =
+        |v: &str| PropString::parse(v, "file").and_then(|p| p.get("size").and_then(parse_size));
+    let planned = |v: &str| {
+        PropString::parse(v, "file")
+            .and_then(|p| p.get("file")?.split_once(':')?.1.parse::<u64>().ok())
+    };
+    want.iter()
+        .filter(|(k, _)| k.starts_with("scsi"))
+        .filter_map(|(k, v)| {
+            let (plan, now) = (planned(v)?, size(got.get(k)?)?);
+            (now > plan << 30).then(|| {
+                format!(
+                    "{k}: {} GiB, larger than the planned {plan} GiB (kept)",
+                    now >> 30
+                )
+            })
+        })
+        .collect()
+}
+
 /// The value to write: ours, except that the user's own tags and Notes text stay.
 fn merged(key: &str, want: &str, got: Option<&String>) -> String {
     match (key, got) {
@@ -223,9 +245,12 @@ fn same_disk(want: &str, got: &str, check_size: bool) -> bool {
         return false;
     }
     if check_size {
+        // A disk grown beyond the plan (by hand, in the GUI) is kept: disks never
+        // shrink, and the node's filesystem may use the space (`notes` says so).
         let want_bytes = wsize.parse::<u64>().ok().map(|g| g << 30);
-        if want_bytes.is_none() || want_bytes != g.get("size").and_then(parse_size) {
-            return false;
+        match (want_bytes, g.get("size").and_then(parse_size)) {
+            (Some(w), Some(got)) if got >= w => {}
+            _ => return false,
         }
     }
     w.0.iter().filter(|(k, _)| *k != "file").all(|(k, v)| {
@@ -372,6 +397,16 @@ mod tests {
         got.insert("ide0".into(), "none,media=cdrom".into());
         let d = diff(&want, &got);
         assert_eq!(d.len(), 2);
+        // Grown by hand: no difference, a note.
+        got.insert(
+            "scsi0".into(),
+            "local-lvm:vm-120-disk-1,cache=writethrough,discard=on,size=80G,ssd=1".into(),
+        );
+        assert!(!diff(&want, &got).iter().any(|x| x.key == "scsi0"));
+        assert_eq!(
+            notes(&want, &got),
+            ["scsi0: 80 GiB, larger than the planned 64 GiB (kept)"]
+        );
         assert!(d.iter().any(|x| x.key == "scsi0" && !x.safe));
         assert!(d.iter().any(|x| x.key == "cores" && x.safe));
     }

@@ -98,6 +98,9 @@ pub enum Step {
     TalosUpgraded(String),
     /// `upgrade`: the node runs the profile's machine config and Kubernetes release.
     KubernetesUpgraded(String),
+    /// `up`: the node runs the profile's changed machine config (in place, or
+    /// staged and rebooted) and its VM has no pending hardware change.
+    Reconfigured(String),
 }
 
 impl Step {
@@ -124,6 +127,7 @@ impl Step {
             Step::Healthy => "healthy",
             Step::TalosUpgraded(_) => "talos-upgraded",
             Step::KubernetesUpgraded(_) => "kubernetes-upgraded",
+            Step::Reconfigured(_) => "reconfigured",
         }
     }
 
@@ -138,7 +142,8 @@ impl Step {
             | Step::CidataRemoved(t)
             | Step::PodCidr(t)
             | Step::TalosUpgraded(t)
-            | Step::KubernetesUpgraded(t) => Some(t),
+            | Step::KubernetesUpgraded(t)
+            | Step::Reconfigured(t) => Some(t),
             _ => None,
         }
     }
@@ -170,6 +175,7 @@ impl Step {
             "healthy" => cluster(Step::Healthy),
             "talos-upgraded" => per(Step::TalosUpgraded),
             "kubernetes-upgraded" => per(Step::KubernetesUpgraded),
+            "reconfigured" => per(Step::Reconfigured),
             _ => None,
         }
     }

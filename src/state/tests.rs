@@ -167,6 +167,7 @@ fn every_step_round_trips_through_its_parts() {
         Step::Healthy,
         Step::TalosUpgraded(n()),
         Step::KubernetesUpgraded(n()),
+        Step::Reconfigured(n()),
     ];
     for s in &all {
         assert_eq!(Step::from_parts(s.name(), s.target()).as_ref(), Some(s));

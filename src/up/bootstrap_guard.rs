@@ -44,6 +44,7 @@ pub fn evidence(dir: &ClusterDir, state: &State) -> Option<String> {
                 | Step::Metallb
                 | Step::Healthy
                 | Step::KubernetesUpgraded(_)
+                | Step::Reconfigured(_)
         )
     };
     if let Some(r) = state.steps().iter().find(|r| needs_etcd(&r.step)) {

@@ -17,6 +17,7 @@
 
 mod blame;
 pub mod bootstrap_guard;
+pub mod changes;
 pub mod converge;
 mod env;
 mod status;
@@ -38,7 +39,7 @@ use crate::progress::Reporter;
 use crate::proxmox::PveError;
 use crate::proxmox::cidata::{self as pve_cidata, Delivery, Retired, Volume};
 use crate::proxmox::ownership::Owner;
-use crate::proxmox::provision::{ProvisionError, ProvisionOptions, VmAction, provision};
+use crate::proxmox::provision::{ProvisionError, ProvisionOptions, provision};
 use crate::state::{State, StateError, Step};
 use crate::talos::api::{BootstrapOutcome, Credentials, TalosError, Talosconfig, Target};
 use crate::talos::cidata;
@@ -154,10 +155,11 @@ pub async fn bring_up(
     });
     let (secrets, provisioned) = tokio::join!(
         secrets,
-        provision_vms(env, profile, plan, state, rep, opts, owner)
+        provision_vms(env, profile, plan, state, rep, opts, owner.clone())
     );
     secrets?;
-    provisioned?;
+    // VMs only `--recreate` fixes: rebuilt one at a time once the cluster runs.
+    let rebuild = provisioned?;
     let creds = Talosconfig::load(&dir.talosconfig())?.credentials;
     // etcd is bootstrapped as soon as its node runs, while the others still install.
     // Every other node runs to its own end (each failure is reported with its node
@@ -231,11 +233,16 @@ pub async fn bring_up(
     others.into_iter().collect::<Result<Vec<()>, _>>()?;
     cluster?;
     cleanup?;
+    for n in &rebuild {
+        recreate_node(env, profile, plan, n, dir, progress, &creds, &owner).await?;
+    }
     rec.mark(Step::Healthy, None)?;
     Ok(Summary::new(profile, plan, dir))
 }
 
-/// Every planned VM exists, matches the plan and runs; progress per VM.
+/// Every planned VM exists, matches the plan and runs; progress per VM. Returns the
+/// nodes whose VMs only a re-create fixes (with `--recreate`; else that is an error),
+/// control planes first: none is re-created here, where they would all go at once.
 async fn provision_vms(
     env: &Env,
     profile: &Profile,
@@ -244,7 +251,7 @@ async fn provision_vms(
     rep: &Reporter,
     opts: &Options,
     owner: Owner,
-) -> Result<(), UpError> {
+) -> Result<Vec<NodePlan>, UpError> {
     let rec = Record { env, state, rep };
     rep.started(None, "provision");
     let report = provision(
@@ -253,7 +260,7 @@ async fn provision_vms(
         profile,
         plan,
         ProvisionOptions {
-            recreate: opts.recreate,
+            recreate: false,
             owner,
         },
     );
@@ -269,7 +276,9 @@ async fn provision_vms(
         rep.failed(None, "provision", &e);
         e
     })?;
-    if let Some(vm) = report.blocked().next() {
+    if let Some(vm) = report.blocked().next()
+        && !opts.recreate
+    {
         let e = UpError::NeedsRecreate {
             node: vm.node.clone(),
             differences: vm.differences.join("; "),
@@ -278,22 +287,107 @@ async fn provision_vms(
         return Err(e);
     }
     for vm in &report.vms {
-        let what = match vm.action {
-            VmAction::Created => "created",
-            VmAction::Recreated => "re-created",
-            VmAction::UpToDate => "up to date",
-            VmAction::Updated => "updated",
-            VmAction::NeedsRecreate => "needs --recreate",
-        };
+        let what = vm.action.as_str();
         rec.mark(Step::Vm(vm.node.clone()), Some(what))?;
         rep.progress(
             Some(&vm.node),
             "provision",
             format!("VM {} on {}: {what}", vm.vmid, vm.host),
         );
+        for note in &vm.notes {
+            rep.progress(Some(&vm.node), "provision", format!("note: {note}"));
+        }
         rep.done(Some(&vm.node), "provision");
     }
     rep.done(None, "provision");
+    let blocked: Vec<&str> = report.blocked().map(|v| v.node.as_str()).collect();
+    let mut rebuild: Vec<NodePlan> = plan
+        .control_planes()
+        .chain(
+            plan.nodes
+                .iter()
+                .filter(|n| n.role != crate::profile::Role::Controlplane),
+        )
+        .filter(|n| blocked.contains(&n.name.as_str()))
+        .cloned()
+        .collect();
+    rebuild.dedup_by(|a, b| a.name == b.name);
+    Ok(rebuild)
+}
+
+/// One VM re-created (`--recreate`) while the others run: only when etcd is healthy
+/// with every member, then back, installed, and (a control plane) its etcd member
+/// rejoined (a same-named stale member is replaced on join) and healthy again, before
+/// the caller moves to the next. Never two at a time, so etcd keeps its quorum.
+#[allow(clippy::too_many_arguments)]
+async fn recreate_node(
+    env: &Env,
+    profile: &Profile,
+    plan: &Plan,
+    n: &NodePlan,
+    dir: &ClusterDir,
+    p: Progress<'_>,
+    creds: &Credentials,
+    owner: &Owner,
+) -> Result<(), UpError> {
+    let rec = Record {
+        env,
+        state: p.state,
+        rep: p.rep,
+    };
+    let boot = bootstrap_target(plan);
+    let members: Vec<String> = plan.control_planes().map(|c| c.name.clone()).collect();
+    let boot = if boot.node == n.name {
+        // Asked through another control plane while this one is rebuilt.
+        plan.control_planes()
+            .find(|c| c.name != n.name)
+            .map(Target::of)
+            .unwrap_or(boot)
+    } else {
+        boot
+    };
+    env.talos.wait_etcd_members(&boot, creds, &members).await?;
+    let one = Plan {
+        nodes: vec![n.clone()],
+        ..plan.clone()
+    };
+    rec.stage(
+        Some(&n.name),
+        "recreate",
+        Step::Vm(n.name.clone()),
+        || async {
+            let report = provision(
+                &env.pve,
+                &env.factory,
+                profile,
+                &one,
+                ProvisionOptions {
+                    recreate: true,
+                    owner: owner.clone(),
+                },
+            )
+            .await
+            .map_err(|e| UpError::ProvisionOf {
+                subject: n.name.clone(),
+                cause: Box::new(e),
+            })?;
+            Ok(report
+                .vms
+                .first()
+                .map_or("re-created", |v| v.action.as_str())
+                .to_owned())
+        },
+    )
+    .await?;
+    configure_node(env, profile, plan, n, dir, p, creds).await?;
+    remove_cidata(env, profile, plan, n, p).await?;
+    if n.role == crate::profile::Role::Controlplane {
+        rec.stage(None, "etcd", Step::EtcdHealthy, || async {
+            env.talos.wait_etcd_members(&boot, creds, &members).await?;
+            Ok(format!("{} members, {} rejoined", members.len(), n.name))
+        })
+        .await?;
+    }
     Ok(())
 }
 

@@ -43,7 +43,7 @@ pub enum UpgradeError {
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(
-        "etcd is not healthy {when}: {detail}\n  fix: `talos-pve status` shows the members; wait until every control plane runs as a started etcd member, then run `talos-pve upgrade` again (no node is touched while etcd is unhealthy)"
+        "etcd is not healthy {when}: {detail}\n  fix: `talos-pve status` shows the members; wait until every control plane runs as a started etcd member, then run the same command (`talos-pve upgrade` or `up`) again (no node is touched while etcd is unhealthy)"
     )]
     Etcd { when: String, detail: String },
     #[error(
@@ -56,9 +56,17 @@ pub enum UpgradeError {
         detail: String,
     },
     #[error(
-        "{cause}\n  fix: check {node}'s console and `talos-pve status`, then run `talos-pve upgrade` again: finished nodes are skipped"
+        "{cause}\n  fix: check {node}'s console and `talos-pve status`, then run the same command (`talos-pve upgrade` or `up`) again: finished nodes are skipped"
     )]
     Stalled { node: String, cause: KubeError },
+    #[error(
+        "Node {node} is not Ready ({detail}), so {next} is not rebooted: a rolling reboot takes one node down only while all others run\n  fix: `kubectl describe node {node}`; once it is Ready, run the same command again (nodes already done are not rebooted again)"
+    )]
+    NotReady {
+        node: String,
+        next: String,
+        detail: String,
+    },
     #[error(transparent)]
     Talos(#[from] TalosError),
     #[error(transparent)]
@@ -67,8 +75,20 @@ pub enum UpgradeError {
     State(#[from] StateError),
     #[error(transparent)]
     Up(Box<UpError>),
+    #[error(transparent)]
+    Pve(Box<crate::proxmox::PveError>),
     #[error("{0:#}")]
     Artifacts(anyhow::Error),
+}
+
+/// How a rolling reboot restarts a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart<'a> {
+    /// Talos `Reboot`: enough for a staged machine config.
+    Talos,
+    /// The Proxmox VM (on this host) shut down and started: applies pending
+    /// hardware changes too.
+    Vm(&'a str),
 }
 
 /// Longest wait for the Kubernetes API to answer at the start of a command.
@@ -108,7 +128,7 @@ impl Clients {
         &self.creds
     }
 
-    fn talos(&self, env: &Env, n: &NodePlan) -> Result<TalosClient, TalosError> {
+    pub(crate) fn talos(&self, env: &Env, n: &NodePlan) -> Result<TalosClient, TalosError> {
         env.talos
             .client(&Target::of(n), &TlsMode::Mutual(self.creds.clone()))
     }
@@ -229,10 +249,27 @@ impl Upgrade<'_> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<String, UpgradeError>>,
     {
+        self.stage_with(node, name, Some(step), f).await
+    }
+
+    /// One node's stage with progress events; `step`, when given, is recorded once done.
+    pub(crate) async fn stage_with<F, Fut>(
+        &self,
+        node: &str,
+        name: &'static str,
+        step: Option<Step>,
+        f: F,
+    ) -> Result<(), UpgradeError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<String, UpgradeError>>,
+    {
         self.rep.started(Some(node), name);
         match self.rep.in_row(Some(node), name, f()).await {
             Ok(detail) => {
-                self.state.mark_done(step, Some(&detail))?;
+                if let Some(step) = step {
+                    self.state.mark_done(step, Some(&detail))?;
+                }
                 self.env.checkpoint();
                 self.rep.progress(Some(node), name, &detail);
                 self.rep.done(Some(node), name);
@@ -245,7 +282,7 @@ impl Upgrade<'_> {
         }
     }
 
-    fn node(&self, name: &str) -> &NodePlan {
+    pub(crate) fn node(&self, name: &str) -> &NodePlan {
         self.plan
             .node(name)
             .expect("upgrade steps are made from the plan's nodes")
@@ -341,6 +378,70 @@ impl Upgrade<'_> {
         } else {
             format!("config unchanged; kubelet {kubelet}")
         })
+    }
+
+    /// One node of a rolling reboot (`up` applying staged configs or pending VM
+    /// hardware): only while etcd is healthy with every member and every Node is
+    /// Ready; then cordon, drain, reboot, a new boot id, Ready, uncordon, and etcd
+    /// healthy again before the caller moves on.
+    pub async fn reboot_node(
+        &self,
+        n: &NodePlan,
+        how: Restart<'_>,
+    ) -> Result<String, UpgradeError> {
+        self.etcd_healthy()
+            .await
+            .map_err(|detail| UpgradeError::Etcd {
+                when: format!("before rebooting {}", n.name),
+                detail,
+            })?;
+        self.all_ready(&n.name).await?;
+        let mut c = self.clients.talos(self.env, n)?;
+        let boot = c.boot_id().await?;
+        drain::cordon(&self.clients.kube, &n.name, true).await?;
+        drain::drain(&self.clients.kube, &self.env.drain, &n.name).await?;
+        match how {
+            Restart::Talos => {
+                c.reboot().await?;
+            }
+            Restart::Vm(host) => {
+                // A guest reboot keeps the QEMU process: only the PVE reboot (shutdown
+                // + start) applies pending hardware (qemu-server `Qemu.pm` vm_reboot;
+                // proxmox-semantics.md §7.2).
+                crate::proxmox::provision::reboot(&self.env.pve, host, n.vmid)
+                    .await
+                    .map_err(|e| UpgradeError::Pve(Box::new(e)))?;
+            }
+        }
+        let now = self.rebooted(n, &boot).await?;
+        self.wait_node(&n.name, None).await?;
+        drain::cordon(&self.clients.kube, &n.name, false).await?;
+        if n.role == Role::Controlplane {
+            self.until(&n.name, "etcd healthy again after the reboot", || async {
+                Ok(self.etcd_healthy().await)
+            })
+            .await?;
+        }
+        Ok(format!("rebooted, runs {now}, Ready"))
+    }
+
+    /// Every planned node's Kubernetes Node is Ready (a rolling step starts only then).
+    async fn all_ready(&self, next: &str) -> Result<(), UpgradeError> {
+        for n in &self.plan.nodes {
+            let node = self.clients.kube.get(&node_path(&n.name)).await?;
+            let ready = node
+                .as_ref()
+                .ok_or_else(|| "no Node object".to_owned())
+                .and_then(node_ready);
+            if let Err(detail) = ready {
+                return Err(UpgradeError::NotReady {
+                    node: n.name.clone(),
+                    next: next.to_owned(),
+                    detail,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Every control plane answers the member list with all control planes as

@@ -61,10 +61,13 @@ fn diff_is_clean_after_up_then_names_each_profile_change_without_secrets() {
         out.contains("config v1alpha1 machine.kubelet.image: \"ghcr.io/siderolabs/kubelet:v1.36.3\" → \"ghcr.io/siderolabs/kubelet:v1.36.4\""),
         "{out}"
     );
+    // A kubelet image applies in place (talos-day2.md §3.2).
+    assert!(out.contains("config applies without reboot"), "{out}");
     let (code, out, _) = diff(&p, true);
     assert_eq!(code, 1);
     let j: Value = serde_json::from_str(out.trim()).expect("JSON");
     assert!(j["differences"].as_u64().unwrap() > 0, "{j}");
+    assert_eq!(j["diff"]["nodes"][0]["apply"], "no-reboot", "{j}");
     assert_eq!(j["diff"]["vms"][0]["change"], "add", "{j}");
     // No key material, whatever changed: the bundle's secrets never appear.
     let secrets = std::fs::read_to_string(dir.join("secrets.yaml")).unwrap();

@@ -2,6 +2,7 @@
 //! library against the lab on loopback. One module per area.
 
 mod addons;
+mod changes;
 mod cidata;
 mod cli_lint;
 mod completions;

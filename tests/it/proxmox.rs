@@ -2088,3 +2088,85 @@ async fn preflight_checks_each_privilege_on_its_real_path() {
         .unwrap_err();
     assert_eq!(e.status(), Some(403), "{e}");
 }
+
+/// Issue 13 item 7 (proxmox-semantics.md §7): on a running VM, a change Proxmox cannot
+/// hot-plug (cores with the default `hotplug=network,disk,usb`) waits in `[pending]`:
+/// `GET config` merges it, `current=1` shows the running value, `GET pending` lists it,
+/// and provision says "pending until reboot", not "updated". The PVE reboot applies it.
+#[tokio::test]
+async fn a_running_vm_keeps_cold_changes_pending_until_a_proxmox_reboot() {
+    let l = lab().await;
+    l.provision(false).await.unwrap();
+    l.start_all().await;
+    let path = "/nodes/pve-ms01-01/qemu/120";
+    l.client
+        .put(
+            &format!("{path}/config"),
+            &[("cores".into(), "2".into()), ("onboot".into(), "1".into())],
+        )
+        .await
+        .unwrap();
+    let merged = inventory::config(&l.client, "pve-ms01-01", 120)
+        .await
+        .unwrap();
+    assert_eq!(merged["cores"], "2");
+    let current: BTreeMap<String, serde_json::Value> = l
+        .client
+        .get(&format!("{path}/config"), &[("current".into(), "1".into())])
+        .await
+        .unwrap();
+    assert_eq!(current["cores"], 4, "the running VM keeps its cores");
+    assert_eq!(current["onboot"], 1, "onboot is written at once");
+    assert_eq!(
+        inventory::pending(&l.client, "pve-ms01-01", 120)
+            .await
+            .unwrap(),
+        ["cores"]
+    );
+    // The profile's 4 is the running value: written, and the pending entry goes.
+    let r = l.provision(false).await.unwrap();
+    let vm = r.vms.iter().find(|v| v.vmid == 120).unwrap();
+    assert_eq!(vm.action, VmAction::Updated, "{vm:?}");
+    assert!(
+        inventory::pending(&l.client, "pve-ms01-01", 120)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Running with 2 cores (applied by a Proxmox reboot), the profile's 4 waits.
+    l.client
+        .put(&format!("{path}/config"), &[("cores".into(), "2".into())])
+        .await
+        .unwrap();
+    l.client
+        .run_task(
+            Method::POST,
+            &format!("{path}/status/reboot"),
+            &[],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let r = l.provision(false).await.unwrap();
+    let vm = r.vms.iter().find(|v| v.vmid == 120).unwrap();
+    assert_eq!(vm.action, VmAction::PendingReboot, "{vm:?}");
+    l.client
+        .run_task(
+            Method::POST,
+            &format!("{path}/status/reboot"),
+            &[],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(
+        inventory::pending(&l.client, "pve-ms01-01", 120)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let c = inventory::config(&l.client, "pve-ms01-01", 120)
+        .await
+        .unwrap();
+    assert_eq!(c["cores"], "4");
+}

@@ -1183,3 +1183,136 @@ async fn legacy_upgrade_on_a_control_plane_refuses_a_two_member_etcd() {
     );
     lab.shutdown();
 }
+
+// ---------------------------------------------------------------- apply modes
+
+/// talos-day2.md §3.1–3.3 (talos v1.13.9 `v1alpha1_server.go` ApplyConfiguration):
+/// a change Talos applies in place goes NO_REBOOT; one that needs a reboot is refused
+/// by NO_REBOOT/TRY with the diff, resolved by AUTO to REBOOT (the node reboots),
+/// and STAGED keeps the running config until the next boot.
+#[tokio::test]
+async fn apply_modes_follow_which_changes_need_a_reboot() {
+    use talos_pve::talos::api::messages::ApplyMode;
+    let (c, fabric, lab, _stages) = running_cluster(1, 160, LabTalosConfig::fast()).await;
+    let n = &c.nodes[0];
+    let mut t = connect(&fabric, &n.target(), c.admin.clone());
+    let base = String::from_utf8(c.config(n)).unwrap();
+    let dry = |r: &messages::ApplyConfiguration| r.mode_details.clone();
+    let same = t
+        .apply_configuration(base.as_bytes(), ApplyMode::Auto, true)
+        .await
+        .unwrap();
+    assert!(
+        dry(&same).ends_with("Config diff:\n\nNo changes."),
+        "{}",
+        dry(&same)
+    );
+
+    // machine.certSANs: applied in place.
+    let sans = base.replace("certSANs: []", "certSANs: [api.example.org]");
+    let r = t
+        .apply_configuration(sans.as_bytes(), ApplyMode::Auto, true)
+        .await
+        .unwrap();
+    assert_eq!(r.mode, ApplyMode::NoReboot as i32);
+    assert!(dry(&r).starts_with("Dry run summary:\nApplied configuration without a reboot (skipped in dry-run).\nConfig diff:\n\n--- a\n+++ b\n"), "{}", dry(&r));
+    assert!(
+        dry(&r).contains("+  certSANs: [api.example.org]"),
+        "{}",
+        dry(&r)
+    );
+    let r = t
+        .apply_configuration(sans.as_bytes(), ApplyMode::NoReboot, false)
+        .await
+        .unwrap();
+    assert_eq!(r.mode_details, "Applied configuration without a reboot");
+
+    // machine.env: only a reboot applies it.
+    let env = sans.replace(
+        "  certSANs:",
+        "  env: {HTTP_PROXY: http://proxy:3128}\n  certSANs:",
+    );
+    for mode in [ApplyMode::NoReboot, ApplyMode::Try] {
+        let e = t
+            .apply_configuration(env.as_bytes(), mode, false)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(tonic::Code::InvalidArgument), "{e}");
+        assert!(
+            e.to_string()
+                .contains("this config change can't be applied in immediate mode"),
+            "{e}"
+        );
+    }
+    let boot = t.boot_id().await.unwrap();
+    let r = t
+        .apply_configuration(env.as_bytes(), ApplyMode::Staged, false)
+        .await
+        .unwrap();
+    assert_eq!(r.mode, ApplyMode::Staged as i32);
+    assert_eq!(
+        r.mode_details,
+        "Staged configuration to be applied after the next reboot"
+    );
+    // Still running the old one: a dry run shows the difference, AUTO wants a reboot.
+    let r = t
+        .apply_configuration(env.as_bytes(), ApplyMode::Auto, true)
+        .await
+        .unwrap();
+    assert_eq!(r.mode, ApplyMode::Reboot as i32, "{}", dry(&r));
+    t.reboot().await.unwrap();
+    let mut t = wait_new_boot(&fabric, n, &c, &boot).await;
+    let r = t
+        .apply_configuration(env.as_bytes(), ApplyMode::Auto, true)
+        .await
+        .unwrap();
+    assert!(
+        dry(&r).ends_with("No changes."),
+        "the staged config runs after the boot: {}",
+        dry(&r)
+    );
+
+    // AUTO with a reboot-needing change: REBOOT with the reason, then the node reboots
+    // and refuses further applies until it has.
+    let boot = t.boot_id().await.unwrap();
+    let r = t
+        .apply_configuration(sans.as_bytes(), ApplyMode::Auto, false)
+        .await
+        .unwrap();
+    assert_eq!(r.mode, ApplyMode::Reboot as i32);
+    assert!(
+        r.mode_details.starts_with(
+            "Applied configuration with a reboot: this config change can't be applied in immediate mode\ndiff:\n"
+        ),
+        "{}",
+        r.mode_details
+    );
+    if let Err(e) = t
+        .apply_configuration(sans.as_bytes(), ApplyMode::Auto, true)
+        .await
+    {
+        // Refused while it goes down (or already unreachable).
+        assert!(e.code() != Some(tonic::Code::InvalidArgument), "{e}");
+    }
+    let mut t = wait_new_boot(&fabric, n, &c, &boot).await;
+    let r = t
+        .apply_configuration(sans.as_bytes(), ApplyMode::Auto, true)
+        .await
+        .unwrap();
+    assert!(dry(&r).ends_with("No changes."), "{}", dry(&r));
+    lab.shutdown();
+}
+
+/// A client of `n` once it answers with another boot id than `before`.
+async fn wait_new_boot(fabric: &Fabric, n: &NodeFx, c: &Cluster, before: &str) -> TalosClient {
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let mut t = connect(fabric, &n.target(), c.admin.clone());
+        if let Ok(id) = t.boot_id().await
+            && id != before
+        {
+            return t;
+        }
+    }
+    panic!("{} did not come back with a new boot id", n.name);
+}

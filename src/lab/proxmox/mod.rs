@@ -151,6 +151,23 @@ pub struct LabVmState {
     /// Talos in maintenance mode runs no agent (siderolabs/talos#11651).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    /// The `[pending]` section: changes the running VM could not take (`None`: a
+    /// pending delete), applied when the VM is started or stopped by Proxmox.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending: BTreeMap<String, Option<String>>,
+}
+
+impl LabVmState {
+    /// The `[pending]` section moves into the config (qemu-server `QemuServer.pm`
+    /// `vmconfig_apply_pending`, called by `vm_start` and by a host-side stop).
+    pub fn apply_pending(&mut self) {
+        for (k, v) in std::mem::take(&mut self.pending) {
+            match v {
+                Some(v) => self.config.insert(k, v),
+                None => self.config.remove(&k),
+            };
+        }
+    }
 }
 
 /// A container of one node.
@@ -178,6 +195,10 @@ pub enum TaskEffect {
         vmid: u32,
     },
     Stop {
+        vmid: u32,
+    },
+    /// `qmreboot`: stop, then start (pending changes apply).
+    Reboot {
         vmid: u32,
     },
     Destroy {
@@ -398,6 +419,7 @@ impl LabProxmoxHandle {
             node: node.into(),
             config,
             running,
+            pending: BTreeMap::new(),
         });
     }
 

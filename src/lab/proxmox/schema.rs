@@ -314,6 +314,8 @@ pub const SHUTDOWN: &[Param] = &[
     opt("keepActive", Kind::Bool),
     opt("forceStop", Kind::Bool),
 ];
+/// `POST …/status/reboot`.
+pub const REBOOT: &[Param] = &[opt("timeout", Kind::Int(0, i64::MAX))];
 pub const DESTROY: &[Param] = &[
     opt("purge", Kind::Bool),
     opt("destroy-unreferenced-disks", Kind::Bool),

@@ -9,6 +9,7 @@
 //! fabric's address book; nothing else is reachable. Latencies and faults come from
 //! `LabTalosConfig`; the node states serialize for persistence across commands.
 
+mod apply;
 mod certs;
 mod leave;
 mod machine;
@@ -163,6 +164,22 @@ pub struct NodeState {
     /// A `LifecycleService/Upgrade` is running (not saved: it ends with the process).
     #[serde(skip)]
     pub installing_upgrade: bool,
+    /// A config stored by a STAGED or REBOOT apply: it runs from the next boot.
+    #[serde(default)]
+    pub staged_config: Option<String>,
+    /// While a TRY config runs: the stored one, back after the timeout or a reboot.
+    #[serde(default)]
+    pub try_rollback: Option<String>,
+    /// Bumped by every TRY apply and by any other apply: a rollback timer whose
+    /// number is no longer current does nothing (the timer was cancelled).
+    #[serde(skip)]
+    pub try_serial: u64,
+    /// A REBOOT apply was accepted: no more applies until the node has booted.
+    #[serde(skip)]
+    pub apply_rebooting: bool,
+    /// Installed from a cidata config and not yet an etcd member since.
+    #[serde(default)]
+    pub fresh_install: bool,
 }
 
 impl fmt::Debug for NodeState {
@@ -194,6 +211,11 @@ impl NodeState {
             pulled: Vec::new(),
             boots: 0,
             installing_upgrade: false,
+            staged_config: None,
+            try_rollback: None,
+            try_serial: 0,
+            apply_rebooting: false,
+            fresh_install: false,
         }
     }
 }
@@ -616,6 +638,62 @@ fn after(
     });
 }
 
+/// `text` becomes the running config. Returns what the kubelet reports when its
+/// image changed: image fields apply at once (talos-day2.md §3.2), a new kubelet
+/// image restarts the kubelet, which reports its new version to the API server.
+fn run_config(
+    n: &mut Node,
+    text: String,
+    sha256: String,
+    parsed: MachineConfig,
+) -> Option<LabNodeInfo> {
+    let restart = n
+        .parsed
+        .as_ref()
+        .is_some_and(|old| old.kubelet_version() != parsed.kubelet_version())
+        .then(|| node_info(n, &parsed));
+    n.state.config = Some(text);
+    n.state.config_sha256 = Some(sha256);
+    n.parsed = Some(parsed);
+    configure_links(n);
+    restart
+}
+
+/// At boot: the stored config (it validated when it was applied).
+fn load_stored(shared: &Shared, n: &mut Node, text: String) {
+    let release = running_version(shared, n);
+    match machine::parse_on(&text, &n.state.vm.nics, &release) {
+        Ok(parsed) => {
+            let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()));
+            run_config(n, text, sha, parsed);
+        }
+        Err(e) => {
+            tracing::warn!(vmid = n.state.vm.vmid, error = %e, "lab talos: the stored config does not load; the old one runs");
+        }
+    }
+}
+
+/// TRY mode: the stored config comes back after `timeout` unless a later apply
+/// (or a reboot) came first.
+fn rollback_after(shared: &Arc<Shared>, vmid: u32, serial: u64, timeout: Duration) {
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        let Some(s) = weak.upgrade() else { return };
+        let mut nodes = lock(&s.nodes);
+        let Some(n) = nodes.get_mut(&vmid) else {
+            return;
+        };
+        if n.state.try_serial != serial {
+            return;
+        }
+        if let Some(text) = n.state.try_rollback.take() {
+            load_stored(&s, n, text);
+            map(&s, n);
+        }
+    });
+}
+
 /// Give each NIC the static addresses the running config assigns to its MAC.
 fn configure_links(n: &mut Node) {
     let Some(cfg) = &n.parsed else { return };
@@ -689,9 +767,14 @@ fn boot(shared: &Arc<Shared>, vmid: u32) {
         let (installed, cidata) = match lock(&s.nodes).get_mut(&vmid) {
             Some(n) => {
                 n.state.boots += 1;
+                n.state.apply_rebooting = false;
                 // The bootloader boots what an upgrade wrote (docs `upgrading-talos.mdx`).
                 if let Some(v) = n.state.staged_version.take() {
                     n.state.talos_version = Some(v);
+                }
+                // The stored config runs: a staged one, or the one a TRY replaced.
+                if let Some(text) = n.state.staged_config.take().or(n.state.try_rollback.take()) {
+                    load_stored(s, n, text);
                 }
                 (n.state.config.is_some(), cidata_config(&n.state.vm))
             }
@@ -716,6 +799,7 @@ fn install(shared: &Arc<Shared>, vmid: u32) {
         };
         // The ISO's release is what gets installed.
         n.state.talos_version = Some(running_version(shared, n));
+        n.state.fresh_install = true;
         set_phase(n, Phase::Installing)
     };
     let delay = shared.cfg.install + lock(&shared.faults_left).slow_install;
@@ -853,7 +937,13 @@ fn try_join(shared: &Arc<Shared>, vmid: u32, generation: u64) {
         }
         let mut members = lock(&s.members);
         let hostname = n.hostname();
-        if reachable && !members.is_empty() && !members.iter().any(|m| m.hostname == hostname) {
+        let stale = members.iter().any(|m| m.hostname == hostname);
+        // A freshly installed node (a re-created VM) replaces the member of its name
+        // (talos v1.13.9 `internal/app/machined/pkg/system/services/etcd.go`
+        // L286-325). A node whose etcd data went bad while its member stays listed
+        // is the lab's model of a corrupt etcd: it waits until that member is removed.
+        if reachable && !members.is_empty() && (!stale || n.state.fresh_install) {
+            members.retain(|m| m.hostname != hostname);
             add_member(&mut members, n);
         } else {
             let g = n.generation;
@@ -873,6 +963,7 @@ fn add_member(members: &mut Vec<Member>, n: &mut Node) {
         address: n.management().map(|a| a.to_string()).unwrap_or_default(),
     });
     n.state.etcd_member = true;
+    n.state.fresh_install = false;
     n.state.member_id = id;
 }
 

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
 use super::certs::{self, ServerIdentity};
-use super::{Phase, Shared, lock, machine};
+use super::{Phase, Shared, apply, lock, machine};
 use crate::lab::LabEvent;
 use crate::talos::api::messages::*;
 use crate::talos::api::snapshot::RECOVER_CHUNK;
@@ -330,6 +330,8 @@ async fn dispatch(ctx: Ctx, req: http::Request<hyper::body::Incoming>) -> http::
 }
 
 pub(super) const ADMIN: &[&str] = &["os:admin"];
+/// `constants.ConfigTryTimeout` (talos v1.13.9 `pkg/machinery/constants/constants.go` L473).
+const TRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 const READ: &[&str] = &["os:admin", "os:operator", "os:reader", "os:etcd:backup"];
 const BACKUP: &[&str] = &["os:admin", "os:operator", "os:etcd:backup"];
 
@@ -508,9 +510,6 @@ impl Ctx {
         q: ApplyConfigurationRequest,
     ) -> Result<Response<ApplyConfigurationResponse>, Status> {
         let mode = ApplyMode::try_from(q.mode).unwrap_or(ApplyMode::Reboot);
-        if !self.peer.maintenance {
-            self.allow("ApplyConfiguration", ADMIN)?;
-        }
         let text = String::from_utf8(q.data.clone())
             .map_err(|_| Status::invalid_argument("failed to parse config: not UTF-8 text"))?;
         let hash = hex::encode(digest(&SHA256, &q.data));
@@ -518,6 +517,19 @@ impl Ctx {
         let n = nodes
             .get_mut(&self.vmid)
             .ok_or_else(|| Status::unavailable("node gone"))?;
+        // Checked before the caller's role (v1alpha1_server.go @v1.13.9 L188-190).
+        if n.state.apply_rebooting {
+            return Err(Status::failed_precondition(
+                "configuration was already applied and node is rebooting, cannot apply more configuration changes until next reboot",
+            ));
+        }
+        if !self.peer.maintenance {
+            self.allow("ApplyConfiguration", ADMIN)?;
+            if mode != ApplyMode::Try {
+                // Any other apply cancels a pending TRY rollback timer (L202-204).
+                n.state.try_serial += 1;
+            }
+        }
         let reply = |details: String, mode: ApplyMode| {
             respond(ApplyConfigurationResponse {
                 messages: vec![ApplyConfiguration {
@@ -552,6 +564,11 @@ impl Ctx {
                 );
             }
         }
+        if !self.peer.maintenance && !text.lines().any(|l| l.trim_end() == "version: v1alpha1") {
+            return Err(Status::invalid_argument(
+                "the applied machine configuration doesn't contain v1alpha1 config, did you mean to patch the machine config instead?",
+            ));
+        }
         // The release this node runs decides what it accepts (an upgraded node more).
         let release = super::running_version(&self.shared, n);
         let parsed = machine::parse_on(&text, &n.state.vm.nics, &release)
@@ -567,58 +584,95 @@ impl Ctx {
                 old.machine_type, parsed.machine_type
             )));
         }
-        if q.dry_run {
-            lock(&self.shared.counters).dry_runs += 1;
-            // Talos answers a dry run with a summary ending in the config diff,
-            // "No changes." when the documents are identical (here: same bytes).
-            let same = n.state.config_sha256.as_deref() == Some(hash.as_str());
-            let diff = if same {
-                "No changes."
-            } else {
-                "(lab: the configuration differs)"
-            };
-            return reply(
-                format!(
-                    "Dry run summary:\nApplied configuration without a reboot (skipped in dry-run).\n\nConfig diff:\n\n{diff}"
-                ),
-                ApplyMode::NoReboot,
-            );
-        }
-        lock(&self.shared.counters).applies += 1;
-        n.state.config = Some(text);
-        n.state.config_sha256 = Some(hash);
-        // Image fields apply at once (talos-day2.md §3.2): a new kubelet image restarts
-        // the kubelet, which reports its new version to the API server.
-        let kubelet_restart = n
-            .parsed
-            .as_ref()
-            .is_some_and(|old| old.kubelet_version() != parsed.kubelet_version())
-            .then(|| super::node_info(n, &parsed));
-        n.parsed = Some(parsed);
-        super::configure_links(n);
-        super::map(&self.shared, n);
-        let fresh = self.peer.maintenance;
-        drop(nodes);
-        if let Some(info) = kubelet_restart {
-            self.shared.fabric.emit(LabEvent::NodeRunning(info));
-        }
-        if fresh {
+        if self.peer.maintenance {
+            if q.dry_run {
+                lock(&self.shared.counters).dry_runs += 1;
+                // Compared with no config at all (`generateDiff`, L351-362).
+                let d = apply::Decision {
+                    mode: ApplyMode::NoReboot,
+                    details: "Applied configuration without a reboot".into(),
+                    reason: String::new(),
+                };
+                return reply(apply::dry_run_details(&d, "", &text), d.mode);
+            }
+            lock(&self.shared.counters).applies += 1;
+            let restart = super::run_config(n, text, hash, parsed);
+            super::map(&self.shared, n);
+            drop(nodes);
+            if let Some(info) = restart {
+                self.shared.fabric.emit(LabEvent::NodeRunning(info));
+            }
             super::install(&self.shared, self.vmid);
-            if v1_12 {
-                // 1.12 answers mode 0 with no details.
+            // 1.12 answers mode 0 with no details; 1.13 applies in place.
+            return if v1_12 {
                 reply(String::new(), ApplyMode::Reboot)
             } else {
                 reply(
                     "Applied configuration without a reboot".into(),
                     ApplyMode::NoReboot,
                 )
-            }
-        } else {
-            reply(
-                "Applied configuration without a reboot".into(),
-                ApplyMode::NoReboot,
-            )
+            };
         }
+        let running = n.state.config.clone().unwrap_or_default();
+        let decision = apply::decide(mode, &running, &text)?;
+        if q.dry_run {
+            lock(&self.shared.counters).dry_runs += 1;
+            return reply(
+                apply::dry_run_details(&decision, &running, &text),
+                decision.mode,
+            );
+        }
+        lock(&self.shared.counters).applies += 1;
+        let mut details = decision.details.clone();
+        let mut restart = None;
+        match decision.mode {
+            ApplyMode::NoReboot => {
+                // Persisted and running: no rollback and nothing staged is left.
+                n.state.try_rollback = None;
+                n.state.staged_config = None;
+                restart = super::run_config(n, text, hash, parsed);
+            }
+            ApplyMode::Try => {
+                let timeout = q
+                    .try_mode_timeout
+                    .map(|d| {
+                        std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
+                    })
+                    .unwrap_or(TRY_TIMEOUT);
+                details = apply::try_details(&decision, timeout);
+                // Not persisted: the timer or the next boot returns to the stored config.
+                if n.state.try_rollback.is_none() {
+                    n.state.try_rollback = Some(running);
+                }
+                n.state.try_serial += 1;
+                super::rollback_after(&self.shared, self.vmid, n.state.try_serial, timeout);
+                restart = super::run_config(n, text, hash, parsed);
+            }
+            ApplyMode::Staged => {
+                n.state.staged_config = Some(text);
+            }
+            _ => {
+                n.state.staged_config = Some(text);
+                n.state.apply_rebooting = true;
+                details += &decision.reason;
+            }
+        }
+        super::map(&self.shared, n);
+        let reboot = n.state.apply_rebooting;
+        drop(nodes);
+        if let Some(info) = restart {
+            self.shared.fabric.emit(LabEvent::NodeRunning(info));
+        }
+        if reboot {
+            // The reboot sequence starts after the reply (L327-337).
+            let shared = self.shared.clone();
+            let vmid = self.vmid;
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                super::boot(&shared, vmid);
+            });
+        }
+        reply(details, decision.mode)
     }
 
     /// COSI `List`, for the one resource type talos-pve reads: the node's links, named

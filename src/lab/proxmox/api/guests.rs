@@ -19,6 +19,7 @@ pub(super) fn create_stub(node: &str, vmid: u32) -> LabVmState {
         node: node.into(),
         config: [("lock".to_owned(), "create".to_owned())].into(),
         running: false,
+        pending: BTreeMap::new(),
     }
 }
 
@@ -154,7 +155,7 @@ impl Lab {
         p.remove("skiplock");
         p.remove("force");
         let delete = p.remove("delete").unwrap_or_default();
-        for (k, v) in p {
+        for (k, v) in &p {
             let base = k.trim_end_matches(|c: char| c.is_ascii_digit());
             let is_drive = base.len() < k.len() && matches!(base, "scsi" | "efidisk" | "ide");
             if is_drive && !v.contains(":iso/") && !v.starts_with("none") {
@@ -163,11 +164,33 @@ impl Lab {
                     format!("lab: changing disk {k} in place is not simulated"),
                 );
             }
-            let v = normalise_value(&k, &v);
-            st.vms.get_mut(&vmid).expect("checked").config.insert(k, v);
         }
-        for k in split_tags(&delete) {
-            st.vms.get_mut(&vmid).expect("checked").config.remove(&k);
+        let vm = st.vms.get_mut(&vmid).expect("checked");
+        let changes = p
+            .into_iter()
+            .map(|(k, v)| {
+                let v = normalise_value(&k, &v);
+                (k, Some(v))
+            })
+            .chain(split_tags(&delete).into_iter().map(|k| (k, None)));
+        for (k, v) in changes {
+            // A stopped VM takes every change; a running one only what can be
+            // hot-plugged, the rest waits in `[pending]` (proxmox-semantics.md §7.2).
+            if vm.running && !hotplugged(&k, v.as_deref(), &vm.config) {
+                // A pending value equal to the running one is dropped (pve-guest-common
+                // `AbstractConfig.pm` cleanup_pending).
+                if v.is_some() && v.as_ref() == vm.config.get(&k) {
+                    vm.pending.remove(&k);
+                } else {
+                    vm.pending.insert(k, v);
+                }
+                continue;
+            }
+            vm.pending.remove(&k);
+            match v {
+                Some(v) => vm.config.insert(k, v),
+                None => vm.config.remove(&k),
+            };
         }
         Reply::data(Value::Null)
     }
@@ -200,6 +223,13 @@ impl Lab {
             "shutdown" => (
                 "qmshutdown",
                 TaskEffect::Stop { vmid },
+                (!running).then(|| format!("VM {vmid} not running")),
+            ),
+            // Shutdown + start of the QEMU process, so pending changes apply
+            // (qemu-server `API2/Qemu.pm` vm_reboot).
+            "reboot" => (
+                "qmreboot",
+                TaskEffect::Reboot { vmid },
                 (!running).then(|| format!("VM {vmid} not running")),
             ),
             _ => return Reply::err(501, format!("Method 'POST status/{op}' not implemented")),
@@ -256,8 +286,67 @@ pub(super) fn start_vm(st: &mut LabPveState, vmid: u32, events: &mut Vec<LabEven
     }
     vm.running = true;
     vm.guest = None;
+    vm.apply_pending();
     let vm = vm.clone();
     events.push(LabEvent::VmStarted(lab_vm(st, &vm)));
+}
+
+/// Whether a running VM takes this change at once (qemu-server 9.2.6 `API2/Qemu.pm`
+/// 2560-2590, `QemuServer.pm` `vmconfig_hotplug_pending` 4594-4900), with the
+/// VM's `hotplug` option (default `network,disk,usb`).
+fn hotplugged(key: &str, value: Option<&str>, config: &BTreeMap<String, String>) -> bool {
+    // Written straight into the config, running or not.
+    const FAST: &[&str] = &[
+        "description",
+        "name",
+        "onboot",
+        "tags",
+        "protection",
+        "startup",
+        "hookscript",
+        "shares",
+        "migrate_downtime",
+        "migrate_speed",
+        "vmstatestorage",
+        "lock",
+        "nameserver",
+        "searchdomain",
+        "citype",
+        "ciuser",
+        "cipassword",
+        "sshkeys",
+        "cicustom",
+        "ciupgrade",
+    ];
+    let base = key.trim_end_matches(|c: char| c.is_ascii_digit());
+    if FAST.contains(&key) || base == "ipconfig" {
+        return true;
+    }
+    let features = config
+        .get("hotplug")
+        .map_or("network,disk,usb".to_owned(), Clone::clone);
+    let has = |f: &str| features == "1" || features.split(',').any(|x| x == f);
+    let cdrom = |v: Option<&str>| v.is_some_and(|v| v.contains("media=cdrom"));
+    match base {
+        "net" => has("network"),
+        // A CD-ROM's medium is changed live, on any bus.
+        "ide" | "sata" | "scsi" | "virtio"
+            if cdrom(value) || cdrom(config.get(key).map(String::as_str)) =>
+        {
+            true
+        }
+        "scsi" | "virtio" => has("disk"),
+        "usb" => has("usb"),
+        "cpulimit" | "cpuunits" => true,
+        // The balloon target moves live; switching ballooning on or off does not.
+        "balloon" => {
+            let off = |v: Option<&str>| v.is_none_or(|v| v == "0");
+            off(value) == off(config.get(key).map(String::as_str))
+        }
+        "vcpus" => has("cpu"),
+        "memory" => has("memory") && config.get("numa").is_some_and(|n| n == "1"),
+        _ => false,
+    }
 }
 
 /// A VM as it boots: its NICs, with the addresses Proxmox's generated cloud-init
@@ -459,6 +548,30 @@ pub(super) fn config_value(k: &str, v: &str) -> Value {
             .unwrap_or_else(|_| json!(v)),
         _ => json!(v),
     }
+}
+
+/// `GET …/pending`: every key with its current value, and `pending`/`delete` where a
+/// change waits (qemu-server `API2/Qemu.pm` 1858-1920).
+pub(super) fn pending_list(vm: &LabVmState) -> Reply {
+    let mut keys: Vec<&String> = vm.config.keys().chain(vm.pending.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let items: Vec<Value> = keys
+        .into_iter()
+        .map(|k| {
+            let mut e = json!({ "key": k });
+            if let Some(v) = vm.config.get(k) {
+                e["value"] = config_value(k, v);
+            }
+            match vm.pending.get(k) {
+                Some(Some(v)) => e["pending"] = config_value(k, v),
+                Some(None) => e["delete"] = json!(1),
+                None => {}
+            }
+            e
+        })
+        .collect();
+    Reply::data(Value::Array(items))
 }
 
 pub(super) fn digest(config: &BTreeMap<String, String>) -> String {

@@ -18,7 +18,10 @@ use serde_json::{Value, json};
 use super::schema::{self, Param};
 use super::{Fault, FaultEffect, LabProxmoxConfig, LabPveState, LabVmState};
 use crate::lab::Fabric;
-use guests::{agent_interfaces, config_value, create_stub, digest, guest_running, status_current};
+use guests::{
+    agent_interfaces, config_value, create_stub, digest, guest_running, pending_list,
+    status_current,
+};
 
 pub(super) use cluster::initial_state;
 pub(super) use guests::lab_vm;
@@ -292,6 +295,8 @@ impl Lab {
             ("POST", ["nodes", _, "qemu", _, "status", "start"]) => &[schema::START],
             ("POST", ["nodes", _, "qemu", _, "status", "stop"]) => &[schema::STOP],
             ("POST", ["nodes", _, "qemu", _, "status", "shutdown"]) => &[schema::SHUTDOWN],
+            ("POST", ["nodes", _, "qemu", _, "status", "reboot"]) => &[schema::REBOOT],
+            ("GET", ["nodes", _, "qemu", _, "pending"]) => &[schema::NONE],
             ("DELETE", ["nodes", _, "qemu", _]) => &[schema::DESTROY],
             ("GET", ["nodes", _, "tasks"]) => &[schema::TASK_LIST],
             ("GET", ["nodes", _, "tasks", _, "status"]) => &[schema::NONE],
@@ -427,8 +432,16 @@ impl Lab {
                 self.create(n, params, &user, injected_task_error, injected_start_error)
             }
             ("GET", ["nodes", n, "qemu", v, "config"]) => self.with_vm(n, v, |vm| {
-                let mut c: serde_json::Map<String, Value> = vm
-                    .config
+                // `current=1`: the running config; by default pending values are
+                // merged in (pve-guest-common `AbstractConfig.pm` 229-252).
+                let current = params.get("current").is_some_and(|c| c == "1");
+                let mut merged = vm.config.clone();
+                if !current {
+                    let mut with = vm.clone();
+                    with.apply_pending();
+                    merged = with.config;
+                }
+                let mut c: serde_json::Map<String, Value> = merged
                     .iter()
                     .map(|(k, v)| (k.clone(), config_value(k, v)))
                     .collect();
@@ -436,6 +449,7 @@ impl Lab {
                 Reply::data(Value::Object(c))
             }),
             ("PUT", ["nodes", n, "qemu", v, "config"]) => self.update(n, vmid_of(v), params),
+            ("GET", ["nodes", n, "qemu", v, "pending"]) => self.with_vm(n, v, pending_list),
             ("GET", ["nodes", n, "qemu", v, "status", "current"]) => {
                 self.with_vm(n, v, status_current)
             }

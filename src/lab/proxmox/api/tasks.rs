@@ -290,13 +290,12 @@ fn apply(st: &mut LabPveState, task: &LabTask, events: &mut Vec<LabEvent>) -> Re
             Ok(())
         }
         TaskEffect::Stop { vmid } => {
-            if let Some(vm) = st.vms.get_mut(vmid)
-                && vm.running
-            {
-                vm.running = false;
-                vm.guest = None;
-                events.push(LabEvent::VmStopped { vmid: *vmid });
-            }
+            stop_vm(st, *vmid, events);
+            Ok(())
+        }
+        TaskEffect::Reboot { vmid } => {
+            stop_vm(st, *vmid, events);
+            start_vm(st, *vmid, events);
             Ok(())
         }
         TaskEffect::Destroy { vmid } => {
@@ -338,5 +337,17 @@ fn apply(st: &mut LabPveState, task: &LabTask, events: &mut Vec<LabEvent>) -> Re
             }
             Ok(())
         }
+    }
+}
+
+/// A host-side stop: pending changes apply (qemu-server `QemuServer.pm` 6298, 6329).
+fn stop_vm(st: &mut LabPveState, vmid: u32, events: &mut Vec<LabEvent>) {
+    if let Some(vm) = st.vms.get_mut(&vmid)
+        && vm.running
+    {
+        vm.running = false;
+        vm.guest = None;
+        vm.apply_pending();
+        events.push(LabEvent::VmStopped { vmid });
     }
 }
