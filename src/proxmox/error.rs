@@ -48,13 +48,33 @@ pub enum PveError {
     BadFingerprint(String),
     #[error("building the HTTPS client: {0}")]
     Tls(String),
-    #[error("{method} {path}: {source}")]
+    /// The request did not get an HTTP answer. `detail` is the innermost cause
+    /// only: reqwest and hyper wrap it in layers that each repeat "error sending
+    /// request".
+    #[error("{method} {path} at {endpoint}: {}: {detail}", .kind.what())]
     Transport {
         method: String,
         path: String,
-        #[source]
-        source: reqwest::Error,
+        endpoint: String,
+        kind: TransportKind,
+        detail: String,
     },
+    #[error(
+        "{endpoint}: the Proxmox API certificate is not trusted ({detail}); it presents SHA-256 fingerprint {fingerprint}\n  fix: one of\n    1. check that fingerprint on the host (`pvenode cert info`, or the web UI: node → System → Certificates), then pin it: `proxmox.fingerprint: {fingerprint}` (or --fingerprint / PROXMOX_VE_FINGERPRINT)\n    2. trust the cluster CA: copy /etc/pve/pve-root-ca.pem from a host and set `proxmox.caFile` (or --pve-ca FILE)\n    3. install a certificate from a CA this machine already trusts (ACME: `pvenode acme cert order`)"
+    )]
+    Certificate {
+        endpoint: String,
+        fingerprint: String,
+        detail: String,
+    },
+    #[error(
+        "host `{host}` has no Proxmox endpoint: the profile lists standalone hosts (`proxmox.hosts[].endpoint`) and this one is not among them\n  fix: give host `{host}` an `endpoint` in `proxmox.hosts[]`"
+    )]
+    UnknownHost { host: String },
+    #[error(
+        "reading the Proxmox CA file {path}: {detail}\n  fix: copy /etc/pve/pve-root-ca.pem from a Proxmox host and point `caFile` (or --pve-ca) at it"
+    )]
+    CaFile { path: String, detail: String },
     #[error("{method} {path}: HTTP {status}: {message}{}{}", fmt_errors(.errors), fix_for(*.status))]
     Api {
         method: String,
@@ -93,7 +113,7 @@ pub enum PveError {
 fn fix_for(status: u16) -> &'static str {
     match status {
         401 => {
-            "\n  fix: check the credentials: a token is USER@REALM!TOKENID=SECRET with the realm (`root@pam`, `talos@pve`), must exist and not be expired (`pveum user token list USER`); a password login cannot pass a second factor (TOTP/WebAuthn): use a token"
+            "\n  fix: check the credentials: a token is USER@REALM!TOKENID=SECRET with the realm (`root@pam`, `talos@pve`), must exist and not be expired (`pveum user token list USER`); a privilege-separated token (the default) has only the ACLs granted to the token itself (`pveum acl modify / --tokens USER@REALM!TOKENID --roles …`); a password login cannot pass a second factor (TOTP/WebAuthn): use a token"
         }
         _ => "",
     }
@@ -147,8 +167,42 @@ impl PveError {
                     || (self.is_no_worker() && !create)
                     || (read && matches!(status, 595 | 596))
             }
-            PveError::Transport { source, .. } => read || source.is_connect(),
+            PveError::Transport { kind, .. } => read || *kind == TransportKind::Connect,
             _ => false,
+        }
+    }
+
+    /// Safe to send again to another endpoint of the same cluster: a read, or a
+    /// request that never reached the API (no connection; 595 is PVE's own
+    /// "connection establishment failed"). A write that may have been applied
+    /// (timeout, 596/597) is not replayed blindly (proxmox-semantics §5).
+    pub fn may_fail_over(&self, method: &str) -> bool {
+        let read = method == "GET";
+        match self {
+            PveError::Transport { kind, .. } => read || *kind == TransportKind::Connect,
+            PveError::Api { status, .. } => *status == 595 || (read && *status == 596),
+            _ => false,
+        }
+    }
+}
+
+/// How a request without an HTTP answer failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// No connection: the request never reached the server.
+    Connect,
+    /// No answer in time: a write may have been applied.
+    Timeout,
+    /// The connection broke during the exchange.
+    Other,
+}
+
+impl TransportKind {
+    fn what(self) -> &'static str {
+        match self {
+            TransportKind::Connect => "cannot connect",
+            TransportKind::Timeout => "no answer in time",
+            TransportKind::Other => "the connection failed",
         }
     }
 }
@@ -172,5 +226,7 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("USER@REALM!TOKENID=SECRET"), "{msg}");
+        assert!(msg.contains("privilege-separated"), "{msg}");
+        assert!(msg.contains("second factor"), "{msg}");
     }
 }

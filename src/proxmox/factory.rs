@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::client::{Trust, http_client, resolve_origin};
+use super::client::{Trust, http_client, resolve_scheme_origin};
 use super::error::PveError;
 use crate::net::AddressBook;
 
@@ -23,12 +23,37 @@ pub struct Factory {
 }
 
 impl Factory {
+    /// A self-hosted factory may serve plain `http://` (accepted with a warning:
+    /// nothing then proves where the ISO comes from).
     pub fn new(url: &str, trust: &Trust, book: &AddressBook) -> Result<Factory, PveError> {
+        let (scheme, port) = if url.starts_with("http://") {
+            tracing::warn!(
+                url,
+                "the Image Factory is plain http: the ISO and the installer image are not authenticated; serve it over https"
+            );
+            ("http", 80)
+        } else {
+            ("https", 443)
+        };
+        let origin = resolve_scheme_origin(scheme, url, book, port).map_err(|e| match e {
+            PveError::BadEndpoint(_) => PveError::Factory {
+                url: url.into(),
+                detail:
+                    "is not a URL like https://factory.talos.dev (http:// for a self-hosted one)"
+                        .into(),
+            },
+            other => other,
+        })?;
         Ok(Factory {
             http: http_client(trust, Duration::from_secs(60))?,
-            origin: resolve_origin(url, book, 443)?,
+            origin,
             url: url.trim_end_matches('/').into(),
         })
+    }
+
+    /// Whether the factory is reached over https (PVE can verify its certificate).
+    pub fn is_https(&self) -> bool {
+        self.url.starts_with("https://")
     }
 
     /// `POST /schematics`; the factory answers with the content-hash id.
@@ -45,7 +70,7 @@ impl Factory {
             .body(yaml.to_owned())
             .send()
             .await
-            .map_err(|e| err(chain(&e.without_url())))?;
+            .map_err(|e| err(super::client::root_cause(&e.without_url())))?;
         let status = resp.status();
         let body: Value = resp
             .json()
@@ -61,14 +86,23 @@ impl Factory {
     }
 }
 
-/// An error with its causes (reqwest's top-level message alone says little).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_http_factory_is_accepted_and_a_bad_url_names_the_factory() {
+        let book = AddressBook::lab();
+        book.map(
+            "10.8.16.5:80".parse().unwrap(),
+            "127.0.0.1:4000".parse().unwrap(),
+        );
+        let f = Factory::new("http://10.8.16.5", &Trust::Verify, &book).unwrap();
+        assert_eq!(f.origin, "http://127.0.0.1:4000");
+        assert!(!f.is_https());
+        let e = Factory::new("ftp://10.8.16.5", &Trust::Verify, &book).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("Image Factory ftp://10.8.16.5"), "{msg}");
+        assert!(!msg.contains("Proxmox endpoint"), "{msg}");
     }
-    s
 }
