@@ -247,6 +247,8 @@ pub struct Client {
     sites: Arc<Vec<Site>>,
     /// Standalone hosts: the encoded node name → its site. Empty for a cluster.
     by_node: Arc<BTreeMap<String, usize>>,
+    /// Every call goes to this site (`host_view`).
+    pinned: Option<usize>,
     retry: RetryPolicy,
     poll: PollPolicy,
 }
@@ -544,6 +546,7 @@ impl Client {
         Ok(Client {
             sites: Arc::new(sites),
             by_node: Arc::new(by_node),
+            pinned: None,
             retry: cfg.retry,
             poll: cfg.poll,
         })
@@ -551,13 +554,13 @@ impl Client {
 
     /// The endpoint in use (the first host's, for standalone hosts).
     pub fn endpoint(&self) -> &str {
-        let s = &self.sites[0];
+        let s = &self.sites[self.pinned.unwrap_or(0)];
         &s.endpoints[s.active.load(Ordering::Relaxed)]
     }
 
     /// The token (or user) this client acts as (on the first host).
     pub fn identity(&self) -> &str {
-        &self.sites[0].identity
+        &self.sites[self.pinned.unwrap_or(0)].identity
     }
 
     /// Whether the hosts are standalone PVEs (no joined cluster).
@@ -565,11 +568,25 @@ impl Client {
         !self.by_node.is_empty()
     }
 
+    /// The API of standalone host `node` alone, for what each host answers for
+    /// itself (its version, its token's permissions); `None` for a joined
+    /// cluster or a host the profile does not list.
+    pub fn host_view(&self, node: &str) -> Option<Client> {
+        let site = *self.by_node.get(&encode_segment(node))?;
+        Some(Client {
+            pinned: Some(site),
+            ..self.clone()
+        })
+    }
+
     /// A call about one node goes to that node's host; a list of the whole
     /// datacenter is gathered from every host; the rest (`/version`,
     /// `/access/…`) goes to the first. A standalone host knows only itself
     /// (proxmox-semantics §6: `/nodes/<other>` is a failed hostname lookup there).
     fn route(&self, method: &Method, path: &str) -> Result<Route, PveError> {
+        if let Some(site) = self.pinned {
+            return Ok(Route::One(site));
+        }
         if self.by_node.is_empty() {
             return Ok(Route::One(0));
         }

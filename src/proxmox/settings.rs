@@ -244,6 +244,47 @@ mod tests {
     }
 
     #[test]
+    fn trust_by_ca_file_and_standalone_hosts_with_their_own_token_and_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["pve".to_owned()]).unwrap();
+        std::fs::write(dir.path().join("pve-root-ca.pem"), ca.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("not-a-ca.pem"), "hello").unwrap();
+        std::fs::write(dir.path().join("pve2.token"), "root@pam!two=s2\n").unwrap();
+        let env = |k: &str| (k == ENV_TOKEN).then(|| "root@pam!one=s1".to_owned());
+        let mut p = homelab();
+        p.proxmox.ca_file = Some("pve-root-ca.pem".into());
+        p.proxmox.fallback_endpoints = vec!["https://10.8.16.11:8006".into()];
+        let c = client_config(&p, Some(dir.path()), &Overrides::default(), &env).unwrap();
+        assert_eq!(c.trust, Trust::Ca(ca.cert.pem()));
+        assert_eq!(c.fallback_endpoints, ["https://10.8.16.11:8006"]);
+        assert!(c.standalone.is_empty());
+        // --pve-ca beats the profile's fingerprint; a file without a certificate is refused.
+        p.proxmox.ca_file = None;
+        p.proxmox.fingerprint = Some(crate::tls::fingerprint(b"x"));
+        let o = Overrides {
+            ca_file: Some(dir.path().join("not-a-ca.pem")),
+            ..Default::default()
+        };
+        let e = client_config(&p, Some(dir.path()), &o, &env).unwrap_err();
+        assert!(matches!(e, PveError::CaFile { .. }), "{e}");
+        assert!(e.to_string().contains("\n  fix: "), "{e}");
+        // Standalone hosts: each its endpoint; a host's own token and CA win.
+        for (i, h) in p.proxmox.hosts.iter_mut().enumerate() {
+            h.endpoint = Some(format!("https://10.8.16.{}:8006", 10 + i));
+        }
+        p.proxmox.hosts[1].token_file = Some("pve2.token".into());
+        p.proxmox.hosts[1].ca_file = Some("pve-root-ca.pem".into());
+        let c = client_config(&p, Some(dir.path()), &Overrides::default(), &env).unwrap();
+        assert_eq!(c.standalone.len(), 3);
+        assert_eq!(c.endpoint, "https://10.8.16.10:8006");
+        assert_eq!(c.standalone[0].credentials.principal(), "root@pam!one");
+        assert!(matches!(c.standalone[0].trust, Trust::Fingerprint(_)));
+        assert_eq!(c.standalone[1].credentials.principal(), "root@pam!two");
+        assert_eq!(c.standalone[1].trust, Trust::Ca(ca.cert.pem()));
+        assert!(c.fallback_endpoints.is_empty());
+    }
+
+    #[test]
     fn token_file_may_hold_the_bare_secret() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tok"), "abc-123\n").unwrap();

@@ -14,6 +14,7 @@ use talos_pve::plan::Plan;
 use talos_pve::proxmox::client::HostApi;
 use talos_pve::proxmox::factory::Factory;
 use talos_pve::proxmox::ownership::Owner;
+use talos_pve::proxmox::preflight::preflight;
 use talos_pve::proxmox::provision::{ProvisionOptions, VmAction, provision};
 use talos_pve::proxmox::{
     Client, ClientConfig, Credentials, PollPolicy, PveError, RetryPolicy, Trust, inventory,
@@ -98,6 +99,15 @@ async fn standalone_hosts_each_answer_for_themselves_with_their_own_token_and_ca
     assert_eq!(st[0]["nodeid"], 0);
     let nodes: Vec<Value> = client.get("/nodes", &[]).await.unwrap();
     assert_eq!(nodes.len(), 3, "every host's /nodes gathered: {nodes:?}");
+
+    // Each host has its own users and ACLs: preflight checks each token on its host.
+    let pf = preflight(&client, &profile, &plan).await.unwrap();
+    assert!(pf.passed(), "{:?}", pf.failures().collect::<Vec<_>>());
+    labs[1].set_config(|c| c.token_privileges = Some(vec!["VM.Audit".into()]));
+    let pf = preflight(&client, &profile, &plan).await.unwrap();
+    let failed: Vec<&str> = pf.failures().map(|c| c.what.as_str()).collect();
+    assert_eq!(failed, ["token privileges on pve-ms01-02"], "{pf:?}");
+    labs[1].set_config(|c| c.token_privileges = None);
 
     let factory = Factory::new(
         &profile.talos.image_factory,
