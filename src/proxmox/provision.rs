@@ -30,6 +30,10 @@ const CREATE_DEADLINE: Duration = Duration::from_secs(300);
 const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(900);
 const STOP_DEADLINE: Duration = Duration::from_secs(120);
 const UNLOCK_DEADLINE: Duration = Duration::from_secs(300);
+/// VMs worked on at once on one host. Each create allocates its disks under the
+/// storage's lock, which waits at most 10 s before `got timeout` (pve-storage
+/// `cfs_lock_storage`); many creates at once on one host queue there (inferred).
+const VMS_AT_ONCE_PER_HOST: usize = 2;
 
 #[derive(Debug, Error)]
 pub enum ProvisionError {
@@ -70,6 +74,45 @@ pub enum ProvisionError {
     Node { node: String, detail: String },
     #[error("{}\n  fix: {}", inventory::stub_remedy(host, *vmid).0, inventory::stub_remedy(host, *vmid).1)]
     Stub { vmid: u32, host: String },
+    /// Some hosts failed while others got on: what those did is kept.
+    #[error("{}", incomplete(done, failed))]
+    Incomplete {
+        done: Box<ProvisionReport>,
+        failed: Vec<ProvisionError>,
+    },
+}
+
+impl ProvisionError {
+    /// The first failure itself (inside `Incomplete`, its first one).
+    pub fn cause(&self) -> &ProvisionError {
+        match self {
+            ProvisionError::Incomplete { failed, .. } => failed.first().unwrap_or(self),
+            other => other,
+        }
+    }
+}
+
+fn incomplete(done: &ProvisionReport, failed: &[ProvisionError]) -> String {
+    let mut s: Vec<String> = failed.iter().map(ToString::to_string).collect();
+    s.push("done on the other hosts (kept; the next run adopts it):".into());
+    for i in &done.isos {
+        let what = if i.downloaded {
+            "downloaded"
+        } else {
+            "present"
+        };
+        s.push(format!("  ISO {} on {}: {what}", i.volid, i.host));
+    }
+    for v in &done.vms {
+        s.push(format!(
+            "  VM {} {} on {}: {}",
+            v.vmid,
+            v.node,
+            v.host,
+            v.action.describe()
+        ));
+    }
+    s.join("\n")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,6 +126,18 @@ pub enum VmAction {
     Updated,
     /// Differs in a way only `--recreate` fixes; left untouched.
     NeedsRecreate,
+}
+
+impl VmAction {
+    pub fn describe(self) -> &'static str {
+        match self {
+            VmAction::Created => "created",
+            VmAction::Recreated => "re-created",
+            VmAction::UpToDate => "up to date",
+            VmAction::Updated => "updated",
+            VmAction::NeedsRecreate => "differs (not changed)",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -219,7 +274,7 @@ pub async fn provision(
             (r, res)
         });
     }
-    let mut first_err = None;
+    let mut failed = Vec::new();
     while let Some(joined) = set.join_next().await {
         let (r, res) = joined.map_err(|e| ProvisionError::Node {
             node: "(worker)".into(),
@@ -229,14 +284,21 @@ pub async fn provision(
         report.isos.extend(r.isos);
         report.writes += r.writes;
         if let Err(e) = res {
-            first_err.get_or_insert(e);
+            failed.push(e);
         }
     }
     report.vms.sort_by_key(|v| v.vmid);
     report.isos.sort_by(|a, b| a.host.cmp(&b.host));
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(report),
+    if failed.is_empty() {
+        Ok(report)
+    } else if failed.len() == 1 && report.vms.is_empty() && report.isos.is_empty() {
+        // Nothing else happened: the failure says it all.
+        Err(failed.remove(0))
+    } else {
+        Err(ProvisionError::Incomplete {
+            done: Box::new(report),
+            failed,
+        })
     }
 }
 
@@ -391,18 +453,29 @@ async fn provision_host(
         let iso = ensure_iso(pve, profile, plan, host, r).await?;
         r.isos.push(iso);
     }
-    // VMs are independent (each has its own lock on the host): create them together.
-    let done = futures_util::future::join_all(nodes.into_iter().map(|(node, step)| async move {
-        let mut own = ProvisionReport::default();
-        let vm = provision_vm(pve, profile, plan, &node, step, opts, &mut own).await;
-        (own.writes, vm)
+    // VMs are independent (each has its own lock on the host): a few at a time.
+    let slots = tokio::sync::Semaphore::new(VMS_AT_ONCE_PER_HOST);
+    let done = futures_util::future::join_all(nodes.into_iter().map(|(node, step)| {
+        let slots = &slots;
+        async move {
+            let _slot = slots.acquire().await.expect("semaphore never closed");
+            let mut own = ProvisionReport::default();
+            let vm = provision_vm(pve, profile, plan, &node, step, opts, &mut own).await;
+            (own.writes, vm)
+        }
     }))
     .await;
+    let mut first_err = None;
     for (writes, vm) in done {
         r.writes += writes;
-        r.vms.push(vm?);
+        match vm {
+            Ok(vm) => r.vms.push(vm),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
     }
-    Ok(())
+    first_err.map_or(Ok(()), Err)
 }
 
 /// Download the ISO unless the host's ISO storage already has it.

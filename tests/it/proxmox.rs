@@ -338,6 +338,32 @@ async fn transient_errors_are_retried_and_the_run_completes() {
 }
 
 #[tokio::test]
+async fn creates_on_one_host_are_bounded() {
+    let mut task_ms = BTreeMap::new();
+    task_ms.insert("qmcreate".to_owned(), 300);
+    let cfg = LabProxmoxConfig {
+        task_ms,
+        ..Default::default()
+    };
+    let mut l = lab_with(cfg, true).await;
+    let host = l.profile.proxmox.hosts[0].name.clone();
+    for n in &mut l.profile.nodes {
+        n.host = host.clone();
+    }
+    l.plan = Plan::build(&l.profile).unwrap();
+    let start = std::time::Instant::now();
+    let r = l.provision(false).await.unwrap();
+    assert_eq!(r.vms.len(), 3);
+    // Three creates of 300 ms on one host, two at a time: two rounds at least
+    // (all at once would take one).
+    assert!(
+        start.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn a_failed_task_stops_the_run_with_its_own_message() {
     let l = lab().await;
     l.pve.set_faults(vec![task_error(
@@ -346,13 +372,26 @@ async fn a_failed_task_stops_the_run_with_its_own_message() {
         "download failed: 502 Bad Gateway",
     )]);
     let err = l.provision(false).await.unwrap_err();
-    match &err {
+    match err.cause() {
         ProvisionError::Pve(PveError::TaskFailed { message, node, .. }) => {
             assert_eq!(message, "download failed: 502 Bad Gateway");
             assert!(l.profile.proxmox.hosts.iter().any(|h| &h.name == node));
         }
         other => panic!("expected a task failure, got {other}"),
     }
+    // What the other hosts did stays in the report (issue 13 item 10).
+    let ProvisionError::Incomplete { done, failed } = &err else {
+        panic!("expected the other hosts' work to be kept: {err}");
+    };
+    assert_eq!(failed.len(), 1);
+    assert_eq!(done.vms.len(), 2, "{err}");
+    assert!(done.vms.iter().all(|v| v.action == VmAction::Created));
+    let text = err.to_string();
+    assert!(
+        text.starts_with("Proxmox task"),
+        "the failure comes first: {text}"
+    );
+    assert!(text.contains("done on the other hosts"), "{text}");
     // Non-transient API errors are not retried either.
     let e = l
         .client
