@@ -245,6 +245,8 @@ pub async fn provision(
         .map(|n| n.host.as_str())
         .collect();
     let mut report = ProvisionReport::default();
+    let mut needs_iso = needs_iso;
+    let mut download = Vec::new();
     if !needs_iso.is_empty() {
         // The factory serves only schematics it has seen; registering is idempotent.
         let id = factory
@@ -252,6 +254,16 @@ pub async fn provision(
             .await?;
         if id != plan.schematic_id {
             tracing::warn!(factory = %id, plan = %plan.schematic_id, "the Image Factory computed another schematic id than the plan");
+        }
+        download = factory.download_check(&plan.iso_url).await?;
+        // A shared ISO storage is one pool seen by every host: one download.
+        let first = needs_iso.iter().next().copied();
+        if let Some(first) = first
+            && iso_storage_shared(pve, first, &profile.proxmox.iso_storage).await?
+        {
+            let iso = ensure_iso(pve, profile, plan, first, &download, &mut report).await?;
+            report.isos.push(iso);
+            needs_iso.clear();
         }
     }
     let mut set = tokio::task::JoinSet::new();
@@ -266,7 +278,9 @@ pub async fn provision(
             continue;
         }
         let (pve, profile, plan, opts) = (pve.clone(), profile.clone(), plan.clone(), opts.clone());
-        let iso = needs_iso.contains(host.name.as_str());
+        let iso = needs_iso
+            .contains(host.name.as_str())
+            .then(|| download.clone());
         let host = host.name.clone();
         set.spawn(async move {
             let mut r = ProvisionReport::default();
@@ -444,13 +458,13 @@ async fn provision_host(
     profile: &Profile,
     plan: &Plan,
     host: &str,
-    need_iso: bool,
+    download: Option<Vec<(String, String)>>,
     nodes: Vec<(NodePlan, Step)>,
     opts: &ProvisionOptions,
     r: &mut ProvisionReport,
 ) -> Result<(), ProvisionError> {
-    if need_iso {
-        let iso = ensure_iso(pve, profile, plan, host, r).await?;
+    if let Some(download) = download {
+        let iso = ensure_iso(pve, profile, plan, host, &download, r).await?;
         r.isos.push(iso);
     }
     // VMs are independent (each has its own lock on the host): a few at a time.
@@ -478,12 +492,29 @@ async fn provision_host(
     first_err.map_or(Ok(()), Err)
 }
 
-/// Download the ISO unless the host's ISO storage already has it.
+/// Whether `storage` is shared (one pool for every host), as `host` sees it.
+/// Standalone hosts never share one.
+async fn iso_storage_shared(pve: &Client, host: &str, storage: &str) -> Result<bool, PveError> {
+    if pve.standalone() {
+        return Ok(false);
+    }
+    let list: Vec<serde_json::Value> = pve
+        .get(&format!("{}/storage", super::client::node_path(host)?), &[])
+        .await?;
+    Ok(list.iter().any(|s| {
+        s.get("storage").and_then(|v| v.as_str()) == Some(storage)
+            && s.get("shared").is_some_and(super::client::boolean)
+    }))
+}
+
+/// Download the ISO unless the host's ISO storage already has it; `check`: the
+/// `download-url` parameters that make the host verify it (`Factory::download_check`).
 async fn ensure_iso(
     pve: &Client,
     profile: &Profile,
     plan: &Plan,
     host: &str,
+    check: &[(String, String)],
     r: &mut ProvisionReport,
 ) -> Result<IsoReport, ProvisionError> {
     let storage = &profile.proxmox.iso_storage;
@@ -501,14 +532,16 @@ async fn ensure_iso(
     if !present {
         tracing::info!(host, %volid, "downloading the Talos ISO");
         r.writes += 1;
+        let mut p = params([
+            ("url", plan.iso_url.clone()),
+            ("filename", plan.iso_file.clone()),
+            ("content", "iso".into()),
+        ]);
+        p.extend_from_slice(check);
         pve.run_task(
             Method::POST,
             &format!("{base}/download-url"),
-            &params([
-                ("url", plan.iso_url.clone()),
-                ("filename", plan.iso_file.clone()),
-                ("content", "iso".into()),
-            ]),
+            &p,
             DOWNLOAD_DEADLINE,
         )
         .await?;

@@ -158,11 +158,31 @@ async fn provision_homelab_matches_the_plan_and_a_rerun_writes_nothing() {
         "{report:?}"
     );
     assert!(report.isos.iter().all(|i| i.downloaded));
-    assert_eq!(
-        l.pve.factory_requests().len(),
-        1,
-        "schematic registered once"
-    );
+    let factory: Vec<String> = l
+        .pve
+        .factory_requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    // Registered once; the ISO fetched once to give every host its checksum
+    // (the lab factory's CA is talos-pve's to trust, not the hosts').
+    assert_eq!(factory.len(), 2, "{factory:?}");
+    assert_eq!(factory[0], "POST /schematics");
+    assert!(factory[1].starts_with("GET /image/"), "{factory:?}");
+    for r in l
+        .pve
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/download-url"))
+    {
+        let p: BTreeMap<&str, &str> = r
+            .params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(p.get("checksum-algorithm"), Some(&"sha512"), "{p:?}");
+        assert_eq!(p.get("verify-certificates"), Some(&"0"), "{p:?}");
+    }
 
     for n in &l.plan.nodes {
         let c = inventory::config(&l.client, &n.host, n.vmid).await.unwrap();
@@ -1328,10 +1348,16 @@ async fn a_stub_left_by_a_killed_create_is_reported_with_the_remedy() {
         FaultEffect::NoWorker,
     )]);
     let e = l.provision(false).await.unwrap_err();
-    assert!(matches!(e, ProvisionError::Stub { vmid: 120, .. }), "{e}");
+    assert!(
+        matches!(e.cause(), ProvisionError::Stub { vmid: 120, .. }),
+        "{e}"
+    );
     assert_eq!(l.pve.state().vms[&120].config.len(), 1, "the stub stays");
     let e = l.provision(false).await.unwrap_err();
-    assert!(matches!(e, ProvisionError::Stub { vmid: 120, .. }), "{e}");
+    assert!(
+        matches!(e.cause(), ProvisionError::Stub { vmid: 120, .. }),
+        "{e}"
+    );
     let msg = e.to_string();
     assert!(msg.contains("only `lock: create`"), "{msg}");
     assert!(

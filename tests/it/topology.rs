@@ -325,3 +325,112 @@ async fn the_cluster_ca_file_is_trusted_and_a_refused_certificate_shows_its_fing
     }
     assert!(pve.requests().is_empty(), "nothing reached the API");
 }
+
+/// A joined cluster on the lab, its client and a factory trusted like the lab's
+/// own (a self-hosted factory with its own CA).
+async fn cluster() -> (
+    Fabric,
+    LabProxmoxHandle,
+    Client,
+    Factory,
+    talos_pve::profile::Profile,
+) {
+    talos_pve::tls::install_provider();
+    let fabric = Fabric::new();
+    let mut profile = homelab();
+    let pve = LabProxmox::start(&fabric, LabProxmoxConfig::default(), &profile.proxmox)
+        .await
+        .unwrap();
+    profile.talos.image_factory = pve.factory_url();
+    let trust = Trust::Ca(pve.ca_pem());
+    let cfg = ClientConfig::new(&profile.proxmox.endpoint, token(&pve), trust.clone());
+    let client = Client::new(fast(cfg), &fabric.addresses).unwrap();
+    let factory = Factory::new(&profile.talos.image_factory, &trust, &fabric.addresses).unwrap();
+    (fabric, pve, client, factory, profile)
+}
+
+/// Issue 13 item 9: the host's wget does not trust a factory's own CA; PVE has
+/// only `verify-certificates` (pve-storage Status.pm 870-874), so the ISO's
+/// checksum, computed by talos-pve over its own trust, is what proves it.
+#[tokio::test]
+async fn download_url_verifies_the_factory_certificate_unless_told_not_to_and_checks_the_checksum()
+{
+    let (_fabric, pve, client, factory, profile) = cluster().await;
+    let plan = Plan::build(&profile).unwrap();
+    let yaml = talos_pve::plan::schematic_yaml(&profile.talos.schematic);
+    factory.register(&yaml).await.unwrap();
+    let path = "/nodes/pve-ms01-01/storage/local/download-url";
+    let download = |extra: Vec<(String, String)>| {
+        let mut p = vec![
+            ("url".to_owned(), plan.iso_url.clone()),
+            ("filename".to_owned(), plan.iso_file.clone()),
+            ("content".to_owned(), "iso".to_owned()),
+        ];
+        p.extend(extra);
+        let client = client.clone();
+        async move {
+            client
+                .run_task(reqwest::Method::POST, path, &p, Duration::from_secs(10))
+                .await
+        }
+    };
+    let e = download(vec![]).await.unwrap_err();
+    assert!(e.to_string().contains("cannot verify"), "{e}");
+    let off = |sum: &str| {
+        vec![
+            ("verify-certificates".to_owned(), "0".to_owned()),
+            ("checksum".to_owned(), sum.to_owned()),
+            ("checksum-algorithm".to_owned(), "sha512".to_owned()),
+        ]
+    };
+    let e = download(off(&"0".repeat(128))).await.unwrap_err();
+    assert!(e.to_string().contains("checksum mismatch"), "{e}");
+    let check = factory.download_check(&plan.iso_url).await.unwrap();
+    let sum = check
+        .iter()
+        .find(|(k, _)| k == "checksum")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let sorted = |mut v: Vec<(String, String)>| {
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(check.clone()), sorted(off(&sum)));
+    download(check).await.unwrap();
+    assert!(
+        pve.state().nodes["pve-ms01-01"].storages[0]
+            .volumes
+            .contains_key(&format!("local:iso/{}", plan.iso_file))
+    );
+}
+
+/// Issue 13 item 9: a shared ISO storage is one pool: the ISO is downloaded once.
+#[tokio::test]
+async fn the_iso_is_downloaded_once_per_shared_storage() {
+    let (_fabric, pve, client, factory, profile) = cluster().await;
+    pve.edit_state(|st| {
+        for n in st.nodes.values_mut() {
+            for s in &mut n.storages {
+                if s.id == "local" {
+                    s.shared = true;
+                }
+            }
+        }
+    });
+    let plan = Plan::build(&profile).unwrap();
+    let opts = ProvisionOptions {
+        recreate: false,
+        owner: owner(),
+    };
+    let r = provision(&client, &factory, &profile, &plan, opts)
+        .await
+        .unwrap();
+    assert_eq!(r.vms.len(), 3);
+    let downloads = pve
+        .requests()
+        .iter()
+        .filter(|q| q.path.ends_with("/download-url"))
+        .count();
+    assert_eq!(downloads, 1, "{r:?}");
+    assert_eq!(r.isos.len(), 1, "{r:?}");
+}

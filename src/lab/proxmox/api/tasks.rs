@@ -233,7 +233,8 @@ fn apply(st: &mut LabPveState, task: &LabTask, events: &mut Vec<LabEvent>) -> Re
                     let present = st.nodes[&task.node]
                         .storages
                         .iter()
-                        .any(|s| s.id == sid && s.volumes.contains_key(&volid));
+                        .filter(|s| s.id == sid)
+                        .any(|s| super::storage::visible_volumes(st, s).contains_key(&volid));
                     if !present {
                         return Err(format!(
                             "unable to create VM {vmid} - volume {volid} does not exist"
