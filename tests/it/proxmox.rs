@@ -1816,6 +1816,17 @@ async fn cidata_is_uploaded_attached_booted_then_detached_and_deleted() {
         Delivery::AlreadyBooting
     );
     assert_eq!(l.writes(), Vec::<String>::new());
+    // A paused VM is not booting anything (issue 13 item 10): it is not
+    // "running" in /cluster/resources, and delivery boots it again.
+    l.pve
+        .edit_state(|st| st.vms.get_mut(&120).unwrap().paused = true);
+    let vms = inventory::vms(&l.client).await.unwrap();
+    assert!(!vms[&120].running, "a paused VM does not count as running");
+    assert_eq!(
+        deliver(&l.client, &v, &img).await.unwrap(),
+        Delivery::Booted
+    );
+    assert!(!l.pve.state().vms[&120].paused);
 
     assert_eq!(
         retire(&l.client, &v, b"unused").await.unwrap(),

@@ -151,6 +151,10 @@ pub struct LabVmState {
     /// Talos in maintenance mode runs no agent (siderolabs/talos#11651).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    /// Running but paused (`qm suspend` without a state file): its QEMU process
+    /// exists, the guest does not run.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// A container of one node.
@@ -430,6 +434,7 @@ impl LabProxmoxHandle {
     ) {
         self.lab.insert_vm(LabVmState {
             guest: None,
+            paused: false,
             vmid,
             node: node.into(),
             config,

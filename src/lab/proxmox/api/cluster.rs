@@ -214,7 +214,8 @@ impl Lab {
                 .values()
                 .map(|vm| {
                     let mut o = json!({"id": format!("qemu/{}", vm.vmid), "type": "qemu", "vmid": vm.vmid, "node": vm.node,
-                        "status": if vm.running {"running"} else {"stopped"}, "template": 0,
+                        // The QMP status while the process runs (pve-manager pvestatd.pm 341).
+                        "status": match (vm.running, vm.paused) { (true, true) => "paused", (true, false) => "running", _ => "stopped" }, "template": 0,
                         "name": vm.config.get("name").cloned().unwrap_or_else(|| format!("VM {}", vm.vmid))});
                     // A VM being created has no pvestatd data yet: no name, status
                     // unknown (pve-manager `API2/Cluster.pm` 554-595, `API2Tools.pm` 81-119).

@@ -255,6 +255,7 @@ fn apply(st: &mut LabPveState, task: &LabTask, events: &mut Vec<LabEvent>) -> Re
                 && vm.running
             {
                 vm.running = false;
+                vm.paused = false;
                 vm.guest = None;
                 events.push(LabEvent::VmStopped { vmid: *vmid });
             }
