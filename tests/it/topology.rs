@@ -166,14 +166,32 @@ async fn standalone_hosts_each_answer_for_themselves_with_their_own_token_and_ca
     assert_eq!(down["status"], "offline", "{nodes:?}");
 }
 
-#[tokio::test]
-async fn a_cluster_endpoint_that_is_down_fails_over_to_the_next_and_writes_are_not_replayed() {
+/// The homelab as one joined cluster in the lab.
+async fn lab_cluster() -> (Fabric, talos_pve::profile::Profile, LabProxmoxHandle) {
     talos_pve::tls::install_provider();
     let fabric = Fabric::new();
     let profile = homelab();
     let pve = LabProxmox::start(&fabric, LabProxmoxConfig::default(), &profile.proxmox)
         .await
         .unwrap();
+    (fabric, profile, pve)
+}
+
+/// A client for the cluster behind 10.8.16.10, then 10.8.16.11 (where the
+/// address book maps them now: the client resolves them once).
+fn two_endpoints(fabric: &Fabric, pve: &LabProxmoxHandle) -> Client {
+    let mut cfg = ClientConfig::new(
+        "https://10.8.16.10:8006",
+        token(pve),
+        Trust::Ca(pve.ca_pem()),
+    );
+    cfg.fallback_endpoints = vec!["https://10.8.16.11:8006".into()];
+    Client::new(fast(cfg), &fabric.addresses).unwrap()
+}
+
+#[tokio::test]
+async fn a_cluster_endpoint_that_is_down_fails_over_to_the_next_and_writes_are_not_replayed() {
+    let (fabric, _, pve) = lab_cluster().await;
     // The profile's endpoint (first node) is down; the second node answers for
     // the same cluster.
     fabric
@@ -182,13 +200,7 @@ async fn a_cluster_endpoint_that_is_down_fails_over_to_the_next_and_writes_are_n
     fabric
         .addresses
         .map("10.8.16.11:8006".parse().unwrap(), pve.listen);
-    let mut cfg = ClientConfig::new(
-        "https://10.8.16.10:8006",
-        token(&pve),
-        Trust::Ca(pve.ca_pem()),
-    );
-    cfg.fallback_endpoints = vec!["https://10.8.16.11:8006".into()];
-    let client = Client::new(fast(cfg), &fabric.addresses).unwrap();
+    let client = two_endpoints(&fabric, &pve);
     let v: Value = client.get("/version", &[]).await.unwrap();
     assert_eq!(v["release"], "9.1");
     assert_eq!(client.endpoint(), "https://10.8.16.11:8006");
@@ -198,13 +210,7 @@ async fn a_cluster_endpoint_that_is_down_fails_over_to_the_next_and_writes_are_n
     fabric
         .addresses
         .map("10.8.16.10:8006".parse().unwrap(), pve.listen);
-    let mut cfg = ClientConfig::new(
-        "https://10.8.16.10:8006",
-        token(&pve),
-        Trust::Ca(pve.ca_pem()),
-    );
-    cfg.fallback_endpoints = vec!["https://10.8.16.11:8006".into()];
-    let client = Client::new(fast(cfg), &fabric.addresses).unwrap();
+    let client = two_endpoints(&fabric, &pve);
     pve.set_faults(vec![Fault::new(
         "GET",
         "/version",
@@ -246,13 +252,7 @@ async fn a_cluster_endpoint_that_is_down_fails_over_to_the_next_and_writes_are_n
     fabric
         .addresses
         .map("10.8.16.11:8006".parse().unwrap(), dead);
-    let mut cfg = ClientConfig::new(
-        "https://10.8.16.10:8006",
-        token(&pve),
-        Trust::Ca(pve.ca_pem()),
-    );
-    cfg.fallback_endpoints = vec!["https://10.8.16.11:8006".into()];
-    let client = Client::new(fast(cfg), &fabric.addresses).unwrap();
+    let client = two_endpoints(&fabric, &pve);
     let e = client.get::<Value>("/version", &[]).await.unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, PveError::Transport { .. }), "{msg}");
@@ -265,12 +265,7 @@ async fn a_cluster_endpoint_that_is_down_fails_over_to_the_next_and_writes_are_n
 
 #[tokio::test]
 async fn the_cluster_ca_file_is_trusted_and_a_refused_certificate_shows_its_fingerprint() {
-    talos_pve::tls::install_provider();
-    let fabric = Fabric::new();
-    let profile = homelab();
-    let pve = LabProxmox::start(&fabric, LabProxmoxConfig::default(), &profile.proxmox)
-        .await
-        .unwrap();
+    let (fabric, profile, pve) = lab_cluster().await;
     let client = |trust: Trust| {
         Client::new(
             fast(ClientConfig::new(
@@ -335,12 +330,7 @@ async fn cluster() -> (
     Factory,
     talos_pve::profile::Profile,
 ) {
-    talos_pve::tls::install_provider();
-    let fabric = Fabric::new();
-    let mut profile = homelab();
-    let pve = LabProxmox::start(&fabric, LabProxmoxConfig::default(), &profile.proxmox)
-        .await
-        .unwrap();
+    let (fabric, mut profile, pve) = lab_cluster().await;
     profile.talos.image_factory = pve.factory_url();
     let trust = Trust::Ca(pve.ca_pem());
     let cfg = ClientConfig::new(&profile.proxmox.endpoint, token(&pve), trust.clone());
