@@ -655,6 +655,12 @@ impl Client {
                             tracing::warn!(host = node, error = %e, "standalone Proxmox host does not answer");
                             all.push(serde_json::json!({"node": node, "status": "offline", "type": "node"}));
                         }
+                        Err(e) if e.may_fail_over("GET") => {
+                            return Err(PveError::HostDown {
+                                host: self.node_of(i),
+                                source: Box::new(e),
+                            });
+                        }
                         Err(e) => return Err(e),
                     }
                 }

@@ -72,6 +72,14 @@ pub enum PveError {
     )]
     UnknownHost { host: String },
     #[error(
+        "standalone host `{host}` does not answer, so its VMs are unknown: {source}\n  fix: bring it back; to go on without it, remove it and its nodes from the profile"
+    )]
+    HostDown {
+        host: String,
+        #[source]
+        source: Box<PveError>,
+    },
+    #[error(
         "reading the Proxmox CA file {path}: {detail}\n  fix: copy /etc/pve/pve-root-ca.pem from a Proxmox host and point `caFile` (or --pve-ca) at it"
     )]
     CaFile { path: String, detail: String },

@@ -164,6 +164,21 @@ async fn standalone_hosts_each_answer_for_themselves_with_their_own_token_and_ca
     let nodes: Vec<Value> = client.get("/nodes", &[]).await.unwrap();
     let down = nodes.iter().find(|n| n["node"] == "pve-aimax-01").unwrap();
     assert_eq!(down["status"], "offline", "{nodes:?}");
+    labs[2].set_faults(vec![Fault::new(
+        "GET",
+        "",
+        100,
+        FaultEffect::Status {
+            code: 595,
+            message: "Connection refused".into(),
+        },
+    )]);
+    // Its guests are unknown: what needs them stops, naming the host.
+    let e = preflight(&client, &profile, &plan).await.unwrap_err();
+    assert!(
+        matches!(&e, PveError::HostDown { host, .. } if host == "pve-aimax-01"),
+        "{e}"
+    );
 }
 
 /// The homelab as one joined cluster in the lab.
