@@ -1123,6 +1123,58 @@ mod tests {
     }
 
     #[test]
+    fn standalone_calls_go_to_the_host_they_name() {
+        crate::tls::install_provider();
+        let book = AddressBook::lab();
+        for (ip, port) in [("10.8.16.10", 4441), ("10.8.16.11", 4442)] {
+            book.map(
+                format!("{ip}:8006").parse().unwrap(),
+                format!("127.0.0.1:{port}").parse().unwrap(),
+            );
+        }
+        let creds = Credentials::parse_token("root@pam!t=s", "t").unwrap();
+        let trust = Trust::Fingerprint(crate::tls::fingerprint(b"x"));
+        let host = |node: &str, ip: &str| HostApi {
+            node: node.into(),
+            endpoint: format!("https://{ip}:8006"),
+            credentials: creds.clone(),
+            trust: trust.clone(),
+        };
+        let mut cfg = ClientConfig::new("https://10.8.16.10:8006", creds.clone(), trust.clone());
+        cfg.standalone = vec![host("pve-1", "10.8.16.10"), host("pve-2", "10.8.16.11")];
+        let c = Client::new(cfg, &book).unwrap();
+        let get = Method::GET;
+        assert_eq!(
+            c.route(&get, "/nodes/pve-2/qemu/1/config").unwrap(),
+            Route::One(1)
+        );
+        assert_eq!(
+            c.route(&Method::POST, "/nodes/pve-1/qemu").unwrap(),
+            Route::One(0)
+        );
+        assert_eq!(c.route(&get, "/cluster/resources").unwrap(), Route::All);
+        assert_eq!(c.route(&get, "/nodes").unwrap(), Route::All);
+        assert_eq!(c.route(&get, "/version").unwrap(), Route::One(0));
+        let e = c.route(&get, "/nodes/pve-9/status").unwrap_err();
+        assert!(matches!(e, PveError::UnknownHost { .. }), "{e}");
+        let view = c.host_view("pve-2").unwrap();
+        assert_eq!(
+            view.route(&get, "/access/permissions").unwrap(),
+            Route::One(1)
+        );
+        assert_eq!(view.endpoint(), "https://10.8.16.11:8006");
+        assert!(c.host_view("pve-9").is_none());
+        // A joined cluster: everything to its one site, whatever the node.
+        let c = Client::new(
+            ClientConfig::new("https://10.8.16.10:8006", creds, trust),
+            &book,
+        )
+        .unwrap();
+        assert_eq!(c.route(&get, "/nodes/pve-9/status").unwrap(), Route::One(0));
+        assert!(c.host_view("pve-1").is_none());
+    }
+
+    #[test]
     fn tolerant_scalars() {
         assert_eq!(int(&serde_json::json!("8192")), Some(8192));
         assert_eq!(int(&serde_json::json!(100)), Some(100));

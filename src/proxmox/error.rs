@@ -220,6 +220,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_reads_and_requests_that_never_arrived_fail_over() {
+        let api = |status| PveError::Api {
+            method: "POST".into(),
+            path: "/nodes/pve-1/qemu".into(),
+            status,
+            message: String::new(),
+            errors: BTreeMap::new(),
+        };
+        let transport = |kind| PveError::Transport {
+            method: "POST".into(),
+            path: "/nodes/pve-1/qemu".into(),
+            endpoint: "https://10.8.16.10:8006".into(),
+            kind,
+            detail: "x".into(),
+        };
+        for (e, read, write) in [
+            (api(595), true, true),
+            (api(596), true, false),
+            (api(500), false, false),
+            (transport(TransportKind::Connect), true, true),
+            (transport(TransportKind::Timeout), true, false),
+            (transport(TransportKind::Other), true, false),
+        ] {
+            assert_eq!(e.may_fail_over("GET"), read, "{e}");
+            assert_eq!(e.may_fail_over("POST"), write, "{e}");
+        }
+    }
+
+    #[test]
     fn an_authentication_failure_says_what_to_check() {
         let e = PveError::Api {
             method: "GET".into(),
