@@ -94,6 +94,9 @@ impl ProvisionError {
 
 fn incomplete(done: &ProvisionReport, failed: &[ProvisionError]) -> String {
     let mut s: Vec<String> = failed.iter().map(ToString::to_string).collect();
+    if done.isos.is_empty() && done.vms.is_empty() {
+        return s.join("\n");
+    }
     s.push("done on the other hosts (kept; the next run adopts it):".into());
     for i in &done.isos {
         let what = if i.downloaded {
