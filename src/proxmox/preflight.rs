@@ -653,7 +653,9 @@ async fn host_checks(
                 )),
             )),
             Some(s) if content == "images" => {
-                let shared = s.get("shared").is_some_and(boolean);
+                // Standalone hosts share no storage, whatever each calls shared
+                // (proxmox-semantics §6: no cluster-wide storage config).
+                let shared = s.get("shared").is_some_and(boolean) && !pve.standalone();
                 let Some((need, count)) = space.need(&h.name, id, shared) else {
                     continue;
                 };

@@ -100,6 +100,20 @@ async fn standalone_hosts_each_answer_for_themselves_with_their_own_token_and_ca
     let nodes: Vec<Value> = client.get("/nodes", &[]).await.unwrap();
     assert_eq!(nodes.len(), 3, "every host's /nodes gathered: {nodes:?}");
 
+    // Each host's disk storage holds its own VM with room to spare, though it
+    // calls itself shared: standalone hosts share no storage, so it is not
+    // asked to hold every host's VMs.
+    let one_vm = (u64::from(plan.nodes[0].disk_gib) + 8) << 30;
+    for l in &labs {
+        l.edit_state(|st| {
+            for n in st.nodes.values_mut() {
+                for s in n.storages.iter_mut().filter(|s| s.id == "local-lvm") {
+                    s.shared = true;
+                    s.total = one_vm;
+                }
+            }
+        });
+    }
     // Each host has its own users and ACLs: preflight checks each token on its host.
     let pf = preflight(&client, &profile, &plan).await.unwrap();
     assert!(pf.passed(), "{:?}", pf.failures().collect::<Vec<_>>());
