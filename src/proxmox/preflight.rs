@@ -374,7 +374,7 @@ pub async fn preflight(
         .flat_map(|n| [n.management.vlan, n.workload.vlan])
         .flatten()
         .collect();
-    let guests = inventory::guests(pve).await?;
+    let guests = inventory::planned_guests(pve, plan).await?;
     let vms = &guests.vms;
     // Only VMs that will be created need space: a re-run after success needs none.
     let creating: Vec<&NodePlan> = plan

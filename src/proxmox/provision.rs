@@ -216,7 +216,7 @@ pub async fn provision(
     plan: &Plan,
     opts: ProvisionOptions,
 ) -> Result<ProvisionReport, ProvisionError> {
-    let guests = inventory::guests(pve).await?;
+    let guests = inventory::planned_guests(pve, plan).await?;
     let vms = guests.vms;
     let mut steps = BTreeMap::new();
     for node in &plan.nodes {

@@ -17,7 +17,7 @@ use talos_pve::proxmox::ownership::Owner;
 use talos_pve::proxmox::preflight::preflight;
 use talos_pve::proxmox::provision::{ProvisionOptions, VmAction, provision};
 use talos_pve::proxmox::{
-    Client, ClientConfig, Credentials, PollPolicy, PveError, RetryPolicy, Trust, inventory,
+    Client, ClientConfig, Credentials, PollPolicy, PveError, RetryPolicy, Trust,
 };
 
 use super::support::homelab;
@@ -114,6 +114,12 @@ async fn standalone_hosts_each_answer_for_themselves_with_their_own_token_and_ca
             }
         });
     }
+    // Each host has its own VMID space: someone's VM 121 on the first host is not
+    // in the way of the node planned as VM 121 on the second.
+    let planned_121 = plan.nodes.iter().find(|n| n.vmid == 121).unwrap();
+    assert_ne!(planned_121.host, "pve-ms01-01");
+    let foreign = [("name".to_owned(), "someones-vm".to_owned())].into();
+    labs[0].insert_vm("pve-ms01-01", 121, foreign, false);
     // Each host has its own users and ACLs: preflight checks each token on its host.
     let pf = preflight(&client, &profile, &plan).await.unwrap();
     assert!(pf.passed(), "{:?}", pf.failures().collect::<Vec<_>>());
@@ -140,7 +146,12 @@ async fn standalone_hosts_each_answer_for_themselves_with_their_own_token_and_ca
     // Each VM lives on its own host's PVE, each host downloaded the ISO itself.
     for (h, l) in profile.proxmox.hosts.iter().zip(&labs) {
         let st = l.state();
-        let on: Vec<u32> = st.vms.keys().copied().collect();
+        let on: Vec<u32> = st
+            .vms
+            .values()
+            .filter(|vm| vm.config.get("name").map(String::as_str) != Some("someones-vm"))
+            .map(|vm| vm.vmid)
+            .collect();
         let want: Vec<u32> = plan
             .nodes
             .iter()
@@ -149,8 +160,7 @@ async fn standalone_hosts_each_answer_for_themselves_with_their_own_token_and_ca
             .collect();
         assert_eq!(on, want, "host {}", h.name);
     }
-    let all = inventory::vms(&client).await.unwrap();
-    assert_eq!(all.len(), plan.nodes.len());
+    assert!(labs[0].state().vms.contains_key(&121), "left alone");
     // A re-run changes nothing.
     let again = provision(&client, &factory, &profile, &plan, opts)
         .await
