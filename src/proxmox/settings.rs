@@ -203,6 +203,19 @@ fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
+/// Pins a self-hosted Image Factory's certificate (`provision --factory-fingerprint`).
+pub const ENV_FACTORY_FINGERPRINT: &str = "TALOS_PVE_IMAGE_FACTORY_FINGERPRINT";
+
+/// Whom to trust for the Image Factory: its pinned certificate, else the system's CAs.
+pub fn factory_trust(env: &dyn Fn(&str) -> Option<String>) -> Result<Trust, PveError> {
+    match env(ENV_FACTORY_FINGERPRINT).filter(|f| !f.is_empty()) {
+        Some(f) => Ok(Trust::Fingerprint(
+            parse_fingerprint(&f).ok_or(PveError::BadFingerprint(f))?,
+        )),
+        None => Ok(Trust::Verify),
+    }
+}
+
 /// The Image Factory base URL: `TALOS_PVE_IMAGE_FACTORY` or `talos.imageFactory`.
 pub fn factory_url(profile: &Profile, env: &dyn Fn(&str) -> Option<String>) -> String {
     env(FACTORY_ENV)
@@ -282,6 +295,20 @@ mod tests {
         assert_eq!(c.standalone[1].credentials.principal(), "root@pam!two");
         assert_eq!(c.standalone[1].trust, Trust::Ca(ca.cert.pem()));
         assert!(c.fallback_endpoints.is_empty());
+    }
+
+    #[test]
+    fn a_self_hosted_factory_may_be_pinned_from_the_environment() {
+        assert_eq!(factory_trust(&|_| None).unwrap(), Trust::Verify);
+        let fp = crate::tls::fingerprint(b"factory");
+        let raw = fp.replace(':', "").to_lowercase();
+        let env = |k: &str| (k == ENV_FACTORY_FINGERPRINT).then(|| raw.clone());
+        assert_eq!(factory_trust(&env).unwrap(), Trust::Fingerprint(fp));
+        let bad = |k: &str| (k == ENV_FACTORY_FINGERPRINT).then(|| "AA".to_owned());
+        assert!(matches!(
+            factory_trust(&bad),
+            Err(PveError::BadFingerprint(_))
+        ));
     }
 
     #[test]
