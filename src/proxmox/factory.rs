@@ -73,13 +73,16 @@ impl Factory {
             url: iso_url.into(),
             detail,
         };
-        let mut resp = self
+        let mut resp = match self
             .http
             .get(format!("{}{path}", self.origin))
             .timeout(Duration::from_secs(900))
             .send()
             .await
-            .map_err(|e| err(super::client::root_cause(&e.without_url())))?;
+        {
+            Ok(r) => r,
+            Err(e) => return Err(err(self.failure(&e).await)),
+        };
         if !resp.status().is_success() {
             return Err(err(format!(
                 "HTTP {} while fetching the ISO to compute its checksum",
@@ -109,6 +112,22 @@ impl Factory {
         self.url.starts_with("https://")
     }
 
+    /// What failed, said once; for a refused certificate, the fingerprint it
+    /// presents and how to trust it.
+    async fn failure(&self, e: &reqwest::Error) -> String {
+        let cause = super::client::root_cause(e);
+        if !crate::tls::is_certificate_error(e) {
+            return cause;
+        }
+        let addr = self.origin.split_once("://").map_or("", |(_, a)| a);
+        match crate::tls::presented_fingerprint(addr).await {
+            Some(fp) => format!(
+                "its certificate is not trusted ({cause}); it presents SHA-256 fingerprint {fp}: check it on the factory's host, then pin it with --factory-fingerprint or TALOS_PVE_IMAGE_FACTORY_FINGERPRINT"
+            ),
+            None => cause,
+        }
+    }
+
     /// `POST /schematics`; the factory answers with the content-hash id.
     pub async fn register(&self, yaml: &str) -> Result<String, PveError> {
         let url = format!("{}/schematics", self.url);
@@ -116,14 +135,17 @@ impl Factory {
             url: url.clone(),
             detail,
         };
-        let resp = self
+        let resp = match self
             .http
             .post(format!("{}/schematics", self.origin))
             .header(reqwest::header::CONTENT_TYPE, "application/yaml")
             .body(yaml.to_owned())
             .send()
             .await
-            .map_err(|e| err(super::client::root_cause(&e.without_url())))?;
+        {
+            Ok(r) => r,
+            Err(e) => return Err(err(self.failure(&e).await)),
+        };
         let status = resp.status();
         let body: Value = resp
             .json()

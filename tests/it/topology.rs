@@ -358,6 +358,17 @@ async fn the_cluster_ca_file_is_trusted_and_a_refused_certificate_shows_its_fing
         }
     }
     assert!(pve.requests().is_empty(), "nothing reached the API");
+
+    // A self-hosted factory whose certificate is not trusted: the same facts.
+    let factory = Factory::new(&pve.factory_url(), &Trust::Verify, &fabric.addresses).unwrap();
+    let e = factory.register("customization: {}\n").await.unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains(&pve.fingerprint), "{msg}");
+    assert!(msg.contains("--factory-fingerprint"), "{msg}");
+    assert!(
+        pve.factory_requests().is_empty(),
+        "nothing reached the factory"
+    );
 }
 
 /// A joined cluster on the lab, its client and a factory trusted like the lab's
