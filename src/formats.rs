@@ -195,6 +195,15 @@ pub fn usable_unicast(ip: Ipv4Addr) -> bool {
 }
 
 /// `https://HOST[:PORT][/]` with a DNS or IPv4 host and a port 1-65535.
+/// An Image Factory URL: an https origin, or a plain-http one (self-hosted;
+/// accepted with a warning by lint).
+pub fn factory_origin(url: &str) -> Result<(), &'static str> {
+    match url.strip_prefix("http://") {
+        Some(rest) => https_origin(&format!("https://{rest}")),
+        None => https_origin(url),
+    }
+}
+
 pub fn https_origin(url: &str) -> Result<(), &'static str> {
     let rest = url
         .strip_prefix("https://")
@@ -203,11 +212,30 @@ pub fn https_origin(url: &str) -> Result<(), &'static str> {
     if authority.contains(['/', '?', '#', '@']) {
         return Err("carries a path, query or user part");
     }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (authority, None),
+    // `[v6]` or `[v6]:port` (RFC 3986 §3.2.2); the port defaults like any other.
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6.split_once(']').ok_or("has an unclosed `[`")?;
+            if h.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err("has no valid IPv6 address between `[` and `]`");
+            }
+            match after {
+                "" => (None, None),
+                a => (
+                    None,
+                    Some(
+                        a.strip_prefix(':')
+                            .ok_or("has text after `]` that is not :PORT")?,
+                    ),
+                ),
+            }
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(authority), None),
+        },
     };
-    if !is_host(host, false) {
+    if host.is_some_and(|h| !is_host(h, false)) {
         return Err("has no valid host name or IPv4 address");
     }
     match port {
@@ -309,7 +337,14 @@ mod tests {
     fn origins() {
         assert!(https_origin("https://10.8.16.10:8006").is_ok());
         assert!(https_origin("https://pve.lab.local/").is_ok());
+        // IPv6 with and without a port (issue 13 item 10: PVE's 8006 is implied).
+        assert!(https_origin("https://[fd00::1]").is_ok());
+        assert!(https_origin("https://[fd00::1]:8006/").is_ok());
         for bad in [
+            "https://[fd00::1",
+            "https://[fd00::1]8006",
+            "https://[nothex]",
+            "https://fd00::1",
             "http://x",
             "https://x:0",
             "https://x:99999",

@@ -130,6 +130,111 @@ impl ServerCertVerifier for PinnedVerifier {
     handshake_signatures_by_provider!();
 }
 
+/// The trust anchors in PEM text (a CA file such as PVE's `pve-root-ca.pem`);
+/// `Err` says why none could be read.
+pub fn roots_from_pem(pem: &str) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let der = der.map_err(|e| format!("not PEM: {e}"))?;
+        roots
+            .add(der)
+            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no CERTIFICATE block in it".into());
+    }
+    Ok(roots)
+}
+
+/// Records the end-entity certificate's fingerprint and refuses it, so the
+/// handshake stops before anything is sent.
+#[derive(Debug)]
+struct Recorder {
+    seen: std::sync::Mutex<Option<String>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.seen.lock().expect("recorder") = Some(fingerprint(end_entity));
+        Err(rustls::Error::General("recorded, not trusted".into()))
+    }
+
+    handshake_signatures_by_provider!();
+}
+
+/// The SHA-256 fingerprint (`AA:BB:…`) of the certificate the TLS server at
+/// `addr` (`host:port`) presents, for an error that tells the user what to check.
+/// The handshake is aborted once the certificate is seen: no request, no secret.
+pub async fn presented_fingerprint(addr: &str) -> Option<String> {
+    let recorder = Arc::new(Recorder {
+        seen: std::sync::Mutex::new(None),
+        provider: provider(),
+    });
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .dangerous()
+        .with_custom_certificate_verifier(recorder.clone())
+        .with_no_client_auth();
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(host.to_owned()).ok()?;
+    let handshake = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let _ = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await;
+        Some(())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), handshake)
+        .await
+        .ok()??;
+    recorder.seen.lock().expect("recorder").take()
+}
+
+/// Whether an error chain is a refused server certificate. `io::Error` hides
+/// its inner error from `source()`, so it is unwrapped by hand.
+pub fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let refused = |r: &rustls::Error| {
+        matches!(
+            r,
+            rustls::Error::InvalidCertificate(_) | rustls::Error::General(_)
+        )
+    };
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<rustls::Error>()
+            && refused(r)
+        {
+            return true;
+        }
+        if let Some(r) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            && refused(r)
+        {
+            return true;
+        }
+        // Some layers (hyper-util's connect error) carry it only as text.
+        let text = err.to_string();
+        if text.contains("invalid peer certificate") || text.contains("does not match the pinned") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// Verifies the server against a private CA for a fixed name, whatever address was
 /// dialed: the lab (and any `AddressBook` mapping) connects to a loopback listener
 /// while the certificate must still be valid for the configured host.

@@ -98,6 +98,7 @@ pub fn hosts(
             profile_path.parent(),
             &Overrides {
                 fingerprint: pve.fingerprint.clone(),
+                ca_file: pve.pve_ca.clone(),
                 insecure: pve.insecure,
             },
             manifests,

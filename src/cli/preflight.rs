@@ -34,6 +34,10 @@ pub struct PveArgs {
     /// PROXMOX_VE_FINGERPRINT and `proxmox.fingerprint`.
     #[arg(long, value_name = "SHA256")]
     pub fingerprint: Option<String>,
+    /// Trust the Proxmox cluster's CA (a copy of /etc/pve/pve-root-ca.pem); beats
+    /// the profile's `proxmox.caFile` and `proxmox.fingerprint`.
+    #[arg(long, value_name = "FILE")]
+    pub pve_ca: Option<std::path::PathBuf>,
     /// Accept any API certificate (dangerous; PROXMOX_VE_INSECURE=true does the same).
     #[arg(long)]
     pub insecure: bool,
@@ -87,6 +91,7 @@ fn real_session(p: &ProfileArgs, a: &PveArgs) -> anyhow::Result<Session> {
         Plan::build(&profile).with_context(|| format!("planning {}", p.profile.display()))?;
     let overrides = Overrides {
         fingerprint: a.fingerprint.clone(),
+        ca_file: a.pve_ca.clone(),
         insecure: a.insecure,
     };
     let cfg = settings::client_config(&profile, p.profile.parent(), &overrides, &env)?;

@@ -91,12 +91,8 @@ fn create(
         }
         for v in &report.vms {
             let action = match v.action {
-                VmAction::Created => "created",
-                VmAction::Recreated => "re-created",
-                VmAction::UpToDate => "up to date",
-                VmAction::Updated => "updated",
-                VmAction::NeedsRecreate => "differs (not changed)",
                 VmAction::PendingReboot => "pending until reboot (`talos-pve up` reboots it)",
+                other => other.as_str(),
             };
             println!("VM {} {} on {}: {action}", v.vmid, v.node, v.host);
             for d in &v.differences {

@@ -291,6 +291,8 @@ pub const RULES: &[Rule] = &[
     values::OBJECT_NAME,
     values::INTERFACE,
     values::NETWORK_SUBNET,
+    values::TOPOLOGY,
+    values::PLAIN_HTTP_FACTORY,
     routing::ASYMMETRIC,
     routing::BYPASSES_GATEWAY,
     routing::UNREACHABLE,

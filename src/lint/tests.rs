@@ -246,6 +246,13 @@ const CASES: &[Case] = &[
     ("NET522", "proxmox.hosts[0].uplink", |p| {
         p.proxmox.hosts[0].uplink = Some("enp87s0/../x".into())
     }),
+    ("NET525", "talos.imageFactory", |p| {
+        p.talos.image_factory = "http://10.8.16.5:8080".into()
+    }),
+    ("NET524", "proxmox.hosts[2].endpoint", |p| {
+        p.proxmox.hosts[0].endpoint = Some("https://10.8.16.10:8006".into());
+        p.proxmox.hosts[1].endpoint = Some("https://10.8.16.11:8006".into());
+    }),
     ("NET601", "talos.version", |p| {
         p.talos.version = "v1.12.11".into();
         p.kubernetes.version = "1.35.0".into();
@@ -572,6 +579,31 @@ fn values_the_receiving_system_refuses_are_errors() {
         }),
         ("NET502", "talos.imageFactory", |p| {
             p.talos.image_factory = "factory.talos.dev".into()
+        }),
+        ("NET502", "proxmox.fallbackEndpoints[0]", |p| {
+            p.proxmox.fallback_endpoints = vec!["10.8.16.11".into()]
+        }),
+        ("NET502", "proxmox.hosts[1].endpoint", |p| {
+            for h in &mut p.proxmox.hosts {
+                h.endpoint = Some("https://[fd00::1]".into());
+            }
+            p.proxmox.hosts[1].endpoint = Some("https://10.8.16.11:0".into());
+        }),
+        ("NET504", "proxmox.hosts[0].fingerprint", |p| {
+            p.proxmox.hosts[0].fingerprint = Some("AA:BB".into())
+        }),
+        ("NET524", "proxmox.fallbackEndpoints", |p| {
+            for h in &mut p.proxmox.hosts {
+                h.endpoint = Some("https://10.8.16.10".into());
+            }
+            p.proxmox.fallback_endpoints = vec!["https://10.8.16.11".into()];
+        }),
+        ("NET524", "proxmox.caFile", |p| {
+            p.proxmox.fingerprint = Some(crate::tls::fingerprint(b"x"));
+            p.proxmox.ca_file = Some("pve-root-ca.pem".into());
+        }),
+        ("NET524", "proxmox.hosts[1]", |p| {
+            p.proxmox.hosts[1].token_file = Some("pve2.token".into());
         }),
         ("NET516", "dns.servers[0]", |p| {
             p.dns.servers[0] = ip("0.0.0.0")

@@ -121,6 +121,16 @@ pub const NETWORK_SUBNET: Rule = Rule::new(
     Severity::Error,
     "network subnet is a loopback, multicast or other special-purpose range",
 );
+pub const PLAIN_HTTP_FACTORY: Rule = Rule::new(
+    "NET525",
+    Severity::Warning,
+    "Image Factory is reached over plain http",
+);
+pub const TOPOLOGY: Rule = Rule::new(
+    "NET524",
+    Severity::Error,
+    "Proxmox endpoints or trust settings contradict each other",
+);
 
 /// PVE's `cores` minimum is 1 (qemu-server schema); beyond the host's CPU count
 /// the VM does not start. No host has this many: a typo, not a plan.
@@ -176,15 +186,16 @@ fn proxmox(f: &Facts, out: &mut Vec<Finding>) {
             "copy the token ID `pveum user token list` shows, e.g. root@pam!talos-pve (the secret goes in PROXMOX_VE_API_TOKEN)",
         ));
     }
-    if let Some(fp) = &px.fingerprint
-        && crate::tls::parse_fingerprint(fp).is_none()
-    {
-        out.push(FINGERPRINT.at(
-            "proxmox.fingerprint",
-            format!("`{fp}` is not a SHA-256 certificate fingerprint"),
-            "copy it from `pvenode cert info` (32 hex pairs separated by ':'), or remove the field",
-        ));
+    fingerprint(out, "proxmox.fingerprint", px.fingerprint.as_deref());
+    for (i, e) in px.fallback_endpoints.iter().enumerate() {
+        origin(
+            out,
+            &format!("proxmox.fallbackEndpoints[{i}]"),
+            e,
+            "https://10.8.16.11:8006",
+        );
     }
+    topology(px, out);
     if !is_pve_bridge(&px.bridge) {
         out.push(BRIDGE.at(
             "proxmox.bridge",
@@ -205,6 +216,19 @@ fn proxmox(f: &Facts, out: &mut Vec<Finding>) {
         }
     }
     for (i, h) in px.hosts.iter().enumerate() {
+        if let Some(e) = &h.endpoint {
+            origin(
+                out,
+                &format!("proxmox.hosts[{i}].endpoint"),
+                e,
+                "https://10.8.16.11:8006",
+            );
+        }
+        fingerprint(
+            out,
+            &format!("proxmox.hosts[{i}].fingerprint"),
+            h.fingerprint.as_deref(),
+        );
         if !is_pve_node(&h.name) {
             out.push(HOST_NAME.at(
                 format!("proxmox.hosts[{i}].name"),
@@ -237,6 +261,67 @@ fn proxmox(f: &Facts, out: &mut Vec<Finding>) {
                     "use the name `ip link` shows on the host, e.g. enp87s0 or bond0",
                 ));
             }
+        }
+    }
+}
+
+fn fingerprint(out: &mut Vec<Finding>, path: &str, fp: Option<&str>) {
+    if let Some(fp) = fp
+        && crate::tls::parse_fingerprint(fp).is_none()
+    {
+        out.push(FINGERPRINT.at(
+            path,
+            format!("`{fp}` is not a SHA-256 certificate fingerprint"),
+            "copy it from `pvenode cert info` (32 hex pairs separated by ':'), or remove the field",
+        ));
+    }
+}
+
+/// One joined cluster (endpoints at `proxmox`) or standalone hosts (an endpoint
+/// on every host), never a mix: a standalone host answers only for itself, so a
+/// host without its own endpoint could not be reached at all.
+fn topology(px: &crate::profile::Proxmox, out: &mut Vec<Finding>) {
+    let standalone = px.hosts.iter().filter(|h| h.endpoint.is_some()).count();
+    if standalone > 0 && standalone < px.hosts.len() {
+        for (i, h) in px.hosts.iter().enumerate() {
+            if h.endpoint.is_none() {
+                out.push(TOPOLOGY.at(
+                    format!("proxmox.hosts[{i}].endpoint"),
+                    format!("host `{}` has no endpoint while other hosts have one: standalone hosts each need their own, since a standalone PVE answers only for itself", h.name),
+                    "give every host its `endpoint` (standalone hosts), or remove them all (one joined cluster behind `proxmox.endpoint`)",
+                ));
+            }
+        }
+    }
+    if standalone > 0 && !px.fallback_endpoints.is_empty() {
+        out.push(TOPOLOGY.at(
+            "proxmox.fallbackEndpoints",
+            "fallback endpoints are other nodes of one joined cluster, but the hosts are standalone (each has its own endpoint)".to_owned(),
+            "remove `fallbackEndpoints`, or the hosts' endpoints if they are one cluster",
+        ));
+    }
+    let mut both = vec![("proxmox", px.fingerprint.is_some() && px.ca_file.is_some())];
+    let host_paths: Vec<String> = (0..px.hosts.len())
+        .map(|i| format!("proxmox.hosts[{i}]"))
+        .collect();
+    for (h, path) in px.hosts.iter().zip(&host_paths) {
+        both.push((path, h.fingerprint.is_some() && h.ca_file.is_some()));
+        let own = h.fingerprint.is_some() || h.ca_file.is_some() || h.token_file.is_some();
+        if own && h.endpoint.is_none() {
+            out.push(TOPOLOGY.at(
+                path.clone(),
+                format!("host `{}` has its own fingerprint, caFile or tokenFile but no endpoint: those belong to a standalone host's API", h.name),
+                "add the host's `endpoint`, or move the setting to `proxmox`",
+            ));
+        }
+    }
+    for (path, conflict) in both {
+        if conflict {
+            out.push(TOPOLOGY.at(
+                format!("{path}.caFile"),
+                "both `fingerprint` and `caFile` are set; only one decides whom to trust".to_owned(),
+                "keep `caFile` (survives certificate renewals and covers every node of a cluster) or `fingerprint` (one certificate), not both",
+            ));
         }
     }
 }
@@ -402,12 +487,19 @@ fn talos(f: &Facts, out: &mut Vec<Finding>) {
             ));
         }
     }
-    origin(
-        out,
-        "talos.imageFactory",
-        &t.image_factory,
-        "https://factory.talos.dev",
-    );
+    if let Err(why) = crate::formats::factory_origin(&t.image_factory) {
+        out.push(ENDPOINT_FORMAT.at(
+            "talos.imageFactory",
+            format!("`{}` {why}", t.image_factory),
+            "write https://HOST[:PORT] (http:// for a self-hosted factory), e.g. https://factory.talos.dev",
+        ));
+    } else if t.image_factory.starts_with("http://") {
+        out.push(PLAIN_HTTP_FACTORY.at(
+            "talos.imageFactory",
+            format!("`{}` is plain http: nothing proves the ISO the Proxmox hosts download, or the installer image, comes from your factory", t.image_factory),
+            "serve the factory over https (its own CA works: Proxmox gets the ISO's checksum), or accept the risk on a trusted network",
+        ));
+    }
     let ep = &f.p.kubernetes.endpoint;
     // Not https at all is NET401's finding.
     if ep.starts_with("https://") {

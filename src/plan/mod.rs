@@ -66,7 +66,7 @@ pub enum PlanError {
 /// and Kubernetes API paths, in the formats lint's NET5xx asks for. Checked here as
 /// well so that a skipped lint cannot turn them into extra path segments or tags.
 fn interpolated_values(p: &Profile) -> Result<(), PlanError> {
-    use crate::formats::{https_origin, is_device_path, is_dns_label, semver};
+    use crate::formats::{is_device_path, is_dns_label, semver};
     let bad = |field: String, value: &str, why| PlanError::Value {
         field,
         value: value.escape_debug().to_string(),
@@ -103,7 +103,7 @@ fn interpolated_values(p: &Profile) -> Result<(), PlanError> {
             "is not a release tag vX.Y.Z",
         ));
     }
-    if let Err(why) = https_origin(&t.image_factory) {
+    if let Err(why) = crate::formats::factory_origin(&t.image_factory) {
         return Err(bad("talos.imageFactory".into(), &t.image_factory, why));
     }
     if !is_device_path(&t.install_disk) {

@@ -110,6 +110,14 @@ pub struct Proxmox {
     /// SHA-256 fingerprint of the API certificate (`AA:BB:…`) for self-signed hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// The cluster's CA (`/etc/pve/pve-root-ca.pem` copied here): trusts every
+    /// node's default certificate, unlike a fingerprint that pins one node's leaf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// More endpoints of the same joined cluster, tried in order when the ones
+    /// before are down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_endpoints: Vec<String>,
     #[serde(default = "default_bridge")]
     pub bridge: String,
     #[serde(default = "default_iso_storage")]
@@ -145,6 +153,20 @@ pub struct Host {
     /// Out-of-band management (vPro/AMT, JetKVM) addresses, for docs and duplicate checks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub oob: Vec<Device>,
+    /// A standalone host (not joined to a PVE cluster) has its own API, users, VMID
+    /// space and CA: its endpoint, and optionally its own trust and token. Either
+    /// every host has an endpoint (standalone hosts) or none (one joined cluster
+    /// behind `proxmox.endpoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// `USER@REALM!TOKENID=SECRET` of this host (each standalone host has its own
+    /// token secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -88,9 +88,16 @@ pub enum Retired {
 /// Upload `image` as the node's volume, attach it, and boot the VM from it.
 pub async fn deliver(pve: &Client, v: &Volume, image: &[u8]) -> Result<Delivery, PveError> {
     let status: Value = pve.get(&format!("{}/status/current", v.vm()?), &[]).await?;
+    // `status` says only whether the QEMU process runs; a paused VM's
+    // `qmpstatus` says `paused` (qemu-server 9.2.6 `QemuServer.pm` 2558).
     let running = status.get("status").and_then(Value::as_str) == Some("running");
-    // Only a running VM can already be booting from it (a resumed run).
-    if running && attached(pve, v).await? {
+    let booting = running
+        && status
+            .get("qmpstatus")
+            .and_then(Value::as_str)
+            .is_none_or(|q| q == "running");
+    // Only a VM that runs can already be booting from it (a resumed run).
+    if booting && attached(pve, v).await? {
         return Ok(Delivery::AlreadyBooting);
     }
     upload(pve, v, image).await?;

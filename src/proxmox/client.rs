@@ -5,9 +5,11 @@
 //! The endpoint is resolved through the `AddressBook`, so the lab can point the
 //! profile's `https://10.8.16.10:8006` at a loopback listener.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -17,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::error::PveError;
+use super::error::{PveError, TransportKind};
 use super::upid::{Upid, exit_ok};
 use crate::net::AddressBook;
 use crate::tls::{Pin, PinnedVerifier, parse_fingerprint};
@@ -75,6 +77,9 @@ pub enum Trust {
     Verify,
     /// Pin the end-entity SHA-256 (`AA:BB:…`).
     Fingerprint(String),
+    /// Verify against this CA (PEM), e.g. the cluster's `pve-root-ca.pem`, which
+    /// signed every node's default certificate.
+    Ca(String),
     /// Accept any certificate (`--insecure`): warned about loudly.
     Insecure,
 }
@@ -118,8 +123,14 @@ impl Default for PollPolicy {
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub endpoint: String,
+    /// More endpoints of the same joined cluster, tried in order when the ones
+    /// before do not answer.
+    pub fallback_endpoints: Vec<String>,
     pub credentials: Credentials,
     pub trust: Trust,
+    /// Standalone hosts, each its own PVE: when not empty, a call about a node
+    /// goes to that host's API, and `endpoint` is the first host's.
+    pub standalone: Vec<HostApi>,
     /// Per-request timeout; ≥ 30 s since a create with large disks blocks.
     pub timeout: Duration,
     pub retry: RetryPolicy,
@@ -130,13 +141,25 @@ impl ClientConfig {
     pub fn new(endpoint: &str, credentials: Credentials, trust: Trust) -> Self {
         Self {
             endpoint: endpoint.into(),
+            fallback_endpoints: Vec::new(),
             credentials,
             trust,
+            standalone: Vec::new(),
             timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
             poll: PollPolicy::default(),
         }
     }
+}
+
+/// One standalone host: its node name and its own API, trust and credentials
+/// (a standalone host has its own users, CA and VMID space).
+#[derive(Debug, Clone)]
+pub struct HostApi {
+    pub node: String,
+    pub endpoint: String,
+    pub credentials: Credentials,
+    pub trust: Trust,
 }
 
 struct Ticket {
@@ -161,14 +184,71 @@ pub struct TaskOutcome {
     pub exitstatus: String,
 }
 
-#[derive(Clone)]
-pub struct Client {
+/// One PVE API: a joined cluster (one or more endpoints) or one standalone host.
+struct Site {
     http: reqwest::Client,
-    base: String,
-    endpoint: String,
+    /// Dialable `https://…/api2/json`, in the order of `endpoints`.
+    bases: Vec<String>,
+    /// As configured, for messages.
+    endpoints: Vec<String>,
+    /// The endpoint that answered last: failover moves it on, and it stays there.
+    active: AtomicUsize,
     /// Who calls: `USER@REALM!TOKENID` or the ticket user (no secret).
     identity: String,
-    auth: Arc<Auth>,
+    auth: Auth,
+}
+
+impl Site {
+    fn new(
+        endpoints: Vec<String>,
+        credentials: Credentials,
+        trust: &Trust,
+        timeout: Duration,
+        book: &AddressBook,
+    ) -> Result<Site, PveError> {
+        let bases = endpoints
+            .iter()
+            .map(|e| base_url(e, book))
+            .collect::<Result<_, _>>()?;
+        let identity = credentials.principal().to_owned();
+        let auth = match credentials {
+            Credentials::Token { id, secret } => Auth::Token(sensitive(format!(
+                "PVEAPIToken={id}={}",
+                secret.expose_secret()
+            ))?),
+            Credentials::Password { user, password } => Auth::Password {
+                user,
+                password,
+                ticket: Mutex::new(None),
+            },
+        };
+        Ok(Site {
+            http: http_client(trust, timeout)?,
+            bases,
+            endpoints,
+            active: AtomicUsize::new(0),
+            identity,
+            auth,
+        })
+    }
+}
+
+/// Where a call goes.
+#[derive(Debug, PartialEq)]
+enum Route {
+    One(usize),
+    /// Every standalone host, answers (lists) concatenated.
+    All,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    /// One site for a joined cluster, one per host for standalone hosts.
+    sites: Arc<Vec<Site>>,
+    /// Standalone hosts: the encoded node name → its site. Empty for a cluster.
+    by_node: Arc<BTreeMap<String, usize>>,
+    /// Every call goes to this site (`host_view`).
+    pinned: Option<usize>,
     retry: RetryPolicy,
     poll: PollPolicy,
 }
@@ -176,8 +256,10 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("endpoint", &self.endpoint)
-            .field("base", &self.base)
+            .field(
+                "endpoints",
+                &self.sites.iter().map(|s| &s.endpoints).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -188,10 +270,21 @@ pub fn resolve_origin(
     book: &AddressBook,
     default_port: u16,
 ) -> Result<String, PveError> {
+    resolve_scheme_origin("https", url, book, default_port)
+}
+
+/// `resolve_origin` for a `scheme` other than https (a plain-http Image Factory).
+pub fn resolve_scheme_origin(
+    scheme: &str,
+    url: &str,
+    book: &AddressBook,
+    default_port: u16,
+) -> Result<String, PveError> {
     let bad = || PveError::BadEndpoint(url.into());
     let rest = url
         .trim_end_matches('/')
-        .strip_prefix("https://")
+        .strip_prefix(scheme)
+        .and_then(|r| r.strip_prefix("://"))
         .ok_or_else(bad)?;
     let authority = rest.split('/').next().ok_or_else(bad)?;
     let port = |p: &str| p.parse::<u16>().map_err(|_| bad());
@@ -217,7 +310,7 @@ pub fn resolve_origin(
                         endpoint: url.into(),
                         source,
                     })?;
-            Ok(format!("https://{to}"))
+            Ok(format!("{scheme}://{to}"))
         }
         Err(_) if book.is_lab() => Err(PveError::BadEndpoint(format!(
             "{url} (the lab maps IP addresses only)"
@@ -231,7 +324,7 @@ pub fn resolve_origin(
                     crate::net::LOOPBACK_ONLY_ENV
                 )));
             }
-            Ok(format!("https://{host}:{port}"))
+            Ok(format!("{scheme}://{host}:{port}"))
         }
     }
 }
@@ -252,6 +345,18 @@ pub fn http_client(trust: &Trust, timeout: Duration) -> Result<reqwest::Client, 
         .user_agent(concat!("talos-pve/", env!("CARGO_PKG_VERSION")));
     let pin = match trust {
         Trust::Verify => None,
+        Trust::Ca(pem) => {
+            let roots = crate::tls::roots_from_pem(pem).map_err(PveError::Tls)?;
+            let cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| PveError::Tls(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            return b
+                .tls_backend_preconfigured(cfg)
+                .build()
+                .map_err(|e| PveError::Tls(e.to_string()));
+        }
         Trust::Fingerprint(f) => Some(Pin::Sha256(
             parse_fingerprint(f).ok_or_else(|| PveError::BadFingerprint(f.clone()))?,
         )),
@@ -307,15 +412,22 @@ pub fn api_path(segments: &[&dyn fmt::Display]) -> Result<String, PveError> {
             });
         }
         path.push('/');
-        for b in seg.bytes() {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                path.push(char::from(b));
-            } else {
-                path.push_str(&format!("%{b:02X}"));
-            }
-        }
+        path.push_str(&encode_segment(&seg));
     }
     Ok(path)
+}
+
+/// Percent-encode all but the RFC 3986 unreserved bytes.
+fn encode_segment(seg: &str) -> String {
+    let mut out = String::with_capacity(seg.len());
+    for b in seg.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `/nodes/{node}`, encoded; callers append constant tails.
@@ -406,41 +518,92 @@ pub fn text(v: &Value) -> Option<String> {
 
 impl Client {
     pub fn new(cfg: ClientConfig, book: &AddressBook) -> Result<Client, PveError> {
-        let base = base_url(&cfg.endpoint, book)?;
-        let http = http_client(&cfg.trust, cfg.timeout)?;
-        let identity = match &cfg.credentials {
-            Credentials::Token { id, .. } => id.clone(),
-            Credentials::Password { user, .. } => user.clone(),
-        };
-        let auth = match cfg.credentials {
-            Credentials::Token { id, secret } => Auth::Token(sensitive(format!(
-                "PVEAPIToken={id}={}",
-                secret.expose_secret()
-            ))?),
-            Credentials::Password { user, password } => Auth::Password {
-                user,
-                password,
-                ticket: Mutex::new(None),
-            },
+        let mut by_node = BTreeMap::new();
+        let sites = if cfg.standalone.is_empty() {
+            let mut endpoints = vec![cfg.endpoint];
+            endpoints.extend(cfg.fallback_endpoints);
+            vec![Site::new(
+                endpoints,
+                cfg.credentials,
+                &cfg.trust,
+                cfg.timeout,
+                book,
+            )?]
+        } else {
+            let mut sites = Vec::new();
+            for (i, h) in cfg.standalone.into_iter().enumerate() {
+                by_node.insert(encode_segment(&h.node), i);
+                sites.push(Site::new(
+                    vec![h.endpoint],
+                    h.credentials,
+                    &h.trust,
+                    cfg.timeout,
+                    book,
+                )?);
+            }
+            sites
         };
         Ok(Client {
-            http,
-            base,
-            endpoint: cfg.endpoint,
-            identity,
-            auth: Arc::new(auth),
+            sites: Arc::new(sites),
+            by_node: Arc::new(by_node),
+            pinned: None,
             retry: cfg.retry,
             poll: cfg.poll,
         })
     }
 
+    /// The endpoint in use (the first host's, for standalone hosts).
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        let s = &self.sites[self.pinned.unwrap_or(0)];
+        &s.endpoints[s.active.load(Ordering::Relaxed)]
     }
 
-    /// The token (or user) this client acts as.
+    /// The token (or user) this client acts as (on the first host).
     pub fn identity(&self) -> &str {
-        &self.identity
+        &self.sites[self.pinned.unwrap_or(0)].identity
+    }
+
+    /// Whether the hosts are standalone PVEs (no joined cluster).
+    pub fn standalone(&self) -> bool {
+        !self.by_node.is_empty()
+    }
+
+    /// The API of standalone host `node` alone, for what each host answers for
+    /// itself (its version, its token's permissions); `None` for a joined
+    /// cluster or a host the profile does not list.
+    pub fn host_view(&self, node: &str) -> Option<Client> {
+        let site = *self.by_node.get(&encode_segment(node))?;
+        Some(Client {
+            pinned: Some(site),
+            ..self.clone()
+        })
+    }
+
+    /// A call about one node goes to that node's host; a list of the whole
+    /// datacenter is gathered from every host; the rest (`/version`,
+    /// `/access/…`) goes to the first. A standalone host knows only itself
+    /// (proxmox-semantics §6: `/nodes/<other>` is a failed hostname lookup there).
+    fn route(&self, method: &Method, path: &str) -> Result<Route, PveError> {
+        if let Some(site) = self.pinned {
+            return Ok(Route::One(site));
+        }
+        if self.by_node.is_empty() {
+            return Ok(Route::One(0));
+        }
+        if let Some(rest) = path.strip_prefix("/nodes/") {
+            let node = rest.split('/').next().unwrap_or_default();
+            return self
+                .by_node
+                .get(node)
+                .map(|i| Route::One(*i))
+                .ok_or_else(|| PveError::UnknownHost {
+                    host: node.to_owned(),
+                });
+        }
+        if *method == Method::GET && matches!(path, "/nodes" | "/cluster/resources") {
+            return Ok(Route::All);
+        }
+        Ok(Route::One(0))
     }
 
     pub async fn get<T: DeserializeOwned>(
@@ -475,10 +638,56 @@ impl Client {
         path: &str,
         p: &[(String, String)],
     ) -> Result<Value, PveError> {
+        match self.route(&method, path)? {
+            Route::One(i) => self.call_site(i, method, path, p).await,
+            Route::All => {
+                let mut all = Vec::new();
+                for i in 0..self.sites.len() {
+                    match self.call_site(i, method.clone(), path, p).await {
+                        Ok(Value::Array(rows)) => all.extend(rows),
+                        Ok(_) => {}
+                        // A host that does not answer is an offline node to the
+                        // callers of `/nodes` (preflight reports it, discovery
+                        // leaves it out); its guests stay unknown, so a list of
+                        // guests fails rather than look empty.
+                        Err(e) if path == "/nodes" && e.may_fail_over("GET") => {
+                            let node = self.node_of(i);
+                            tracing::warn!(host = node, error = %e, "standalone Proxmox host does not answer");
+                            all.push(serde_json::json!({"node": node, "status": "offline", "type": "node"}));
+                        }
+                        Err(e) if e.may_fail_over("GET") => {
+                            return Err(PveError::HostDown {
+                                host: self.node_of(i),
+                                source: Box::new(e),
+                            });
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(Value::Array(all))
+            }
+        }
+    }
+
+    fn node_of(&self, site: usize) -> String {
+        self.by_node
+            .iter()
+            .find(|(_, i)| **i == site)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_default()
+    }
+
+    async fn call_site(
+        &self,
+        site: usize,
+        method: Method,
+        path: &str,
+        p: &[(String, String)],
+    ) -> Result<Value, PveError> {
         let mut delay = self.retry.base;
         let mut attempt = 1;
         loop {
-            match self.once(method.clone(), path, p).await {
+            match self.failover(site, &method, path, p).await {
                 Err(e) if attempt < self.retry.attempts && e.is_transient(method.as_str()) => {
                     tracing::info!(%method, path, attempt, error = %e, "transient Proxmox error, retrying");
                     crate::progress::note(format!(
@@ -496,9 +705,44 @@ impl Client {
         }
     }
 
-    async fn auth_headers(&self, method: &Method) -> Result<HeaderMap, PveError> {
+    /// One try on each endpoint of the site in turn, from the one that answered
+    /// last, for as long as the request may be sent again elsewhere
+    /// (`PveError::may_fail_over`).
+    async fn failover(
+        &self,
+        site: usize,
+        method: &Method,
+        path: &str,
+        p: &[(String, String)],
+    ) -> Result<Value, PveError> {
+        let s = &self.sites[site];
+        let first = s.active.load(Ordering::Relaxed);
+        let n = s.bases.len();
+        let mut k = 0;
+        loop {
+            let at = (first + k) % n;
+            match self.once(s, at, method.clone(), path, p).await {
+                Err(e) if k + 1 < n && e.may_fail_over(method.as_str()) => {
+                    tracing::warn!(endpoint = %s.endpoints[at], next = %s.endpoints[(at + 1) % n], error = %e, "Proxmox endpoint does not answer, trying the next");
+                    k += 1;
+                }
+                Ok(v) => {
+                    s.active.store(at, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn auth_headers(
+        &self,
+        s: &Site,
+        at: usize,
+        method: &Method,
+    ) -> Result<HeaderMap, PveError> {
         let mut h = HeaderMap::new();
-        match &*self.auth {
+        match &s.auth {
             Auth::Token(v) => {
                 h.insert(reqwest::header::AUTHORIZATION, v.clone());
             }
@@ -512,7 +756,7 @@ impl Client {
                 if t.as_ref()
                     .is_none_or(|t| t.obtained.elapsed() > Duration::from_secs(3600))
                 {
-                    *t = Some(self.login(user, password).await?);
+                    *t = Some(self.login(s, at, user, password).await?);
                 }
                 let t = t.as_ref().expect("ticket just set");
                 h.insert(reqwest::header::COOKIE, t.cookie.clone());
@@ -524,20 +768,26 @@ impl Client {
         Ok(h)
     }
 
-    async fn login(&self, user: &str, password: &SecretString) -> Result<Ticket, PveError> {
+    async fn login(
+        &self,
+        s: &Site,
+        at: usize,
+        user: &str,
+        password: &SecretString,
+    ) -> Result<Ticket, PveError> {
         let body = encode(&params([
             ("username", user.to_owned()),
             ("password", password.expose_secret().to_owned()),
         ]));
-        let req = self
+        let req = s
             .http
-            .post(format!("{}/access/ticket", self.base))
+            .post(format!("{}/access/ticket", s.bases[at]))
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
             .body(body);
-        let v = self.send(req, "POST", "/access/ticket").await?;
+        let v = send(s, at, req, "POST", "/access/ticket").await?;
         let field = |k: &str| {
             v.get(k)
                 .and_then(Value::as_str)
@@ -556,12 +806,14 @@ impl Client {
 
     async fn once(
         &self,
+        s: &Site,
+        at: usize,
         method: Method,
         path: &str,
         p: &[(String, String)],
     ) -> Result<Value, PveError> {
-        let headers = self.auth_headers(&method).await?;
-        let url = format!("{}{path}", self.base);
+        let headers = self.auth_headers(s, at, &method).await?;
+        let url = format!("{}{path}", s.bases[at]);
         let encoded = encode(p);
         let req = if matches!(method, Method::GET | Method::DELETE) {
             let url = if encoded.is_empty() {
@@ -569,9 +821,9 @@ impl Client {
             } else {
                 format!("{url}?{encoded}")
             };
-            self.http.request(method.clone(), url)
+            s.http.request(method.clone(), url)
         } else {
-            self.http
+            s.http
                 .request(method.clone(), url)
                 .header(
                     reqwest::header::CONTENT_TYPE,
@@ -580,62 +832,7 @@ impl Client {
                 .body(encoded)
         };
         tracing::debug!(%method, path, "proxmox request");
-        self.send(req.headers(headers), method.as_str(), path).await
-    }
-
-    async fn send(
-        &self,
-        req: reqwest::RequestBuilder,
-        method: &str,
-        path: &str,
-    ) -> Result<Value, PveError> {
-        let transport = |source: reqwest::Error| PveError::Transport {
-            method: method.into(),
-            path: path.into(),
-            source: source.without_url(),
-        };
-        let resp = req.send().await.map_err(transport)?;
-        let status = resp.status();
-        let reason = resp
-            .extensions()
-            .get::<hyper::ext::ReasonPhrase>()
-            .and_then(|r| std::str::from_utf8(r.as_bytes()).ok().map(str::to_owned));
-        let bytes = resp.bytes().await.map_err(transport)?;
-        let body: Option<Value> = serde_json::from_slice(&bytes).ok();
-        if status.is_success() {
-            let body = body.ok_or_else(|| PveError::Decode {
-                method: method.into(),
-                path: path.into(),
-                detail: "the body is not JSON".into(),
-            })?;
-            return Ok(body.get("data").cloned().unwrap_or(Value::Null));
-        }
-        let message = body
-            .as_ref()
-            .and_then(|b| b.get("message"))
-            .and_then(Value::as_str)
-            .map(|m| m.trim_end().to_owned())
-            .filter(|m| !m.is_empty())
-            .or(reason)
-            .or_else(|| status.canonical_reason().map(str::to_owned))
-            .unwrap_or_default();
-        let errors = body
-            .as_ref()
-            .and_then(|b| b.get("errors"))
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), text(v).unwrap_or_else(|| v.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Err(PveError::Api {
-            method: method.into(),
-            path: path.into(),
-            status: status.as_u16(),
-            message,
-            errors,
-        })
+        send(s, at, req.headers(headers), method.as_str(), path).await
     }
 
     /// `POST …/storage/{s}/upload`: one file as `multipart/form-data`, in the field
@@ -652,6 +849,12 @@ impl Client {
         file_name: &str,
         bytes: &[u8],
     ) -> Result<String, PveError> {
+        let site = match self.route(&Method::POST, path)? {
+            Route::One(i) => i,
+            Route::All => 0,
+        };
+        let s = &self.sites[site];
+        let at = s.active.load(Ordering::Relaxed);
         let boundary = format!("talos-pve-{}", random_hex(16));
         let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes));
         let body = multipart(
@@ -664,10 +867,10 @@ impl Client {
             file_name,
             bytes,
         );
-        let headers = self.auth_headers(&Method::POST).await?;
-        let req = self
+        let headers = self.auth_headers(s, at, &Method::POST).await?;
+        let req = s
             .http
-            .post(format!("{}{path}", self.base))
+            .post(format!("{}{path}", s.bases[at]))
             .header(
                 reqwest::header::CONTENT_TYPE,
                 format!("multipart/form-data; boundary={boundary}"),
@@ -675,7 +878,7 @@ impl Client {
             .headers(headers)
             .body(body);
         tracing::debug!(path, file_name, size = bytes.len(), "proxmox upload");
-        let v = self.send(req, "POST", path).await?;
+        let v = send(s, at, req, "POST", path).await?;
         v.as_str()
             .map(str::to_owned)
             .ok_or_else(|| PveError::Decode {
@@ -789,6 +992,119 @@ fn wget_percent<'a>(lines: impl Iterator<Item = &'a str>) -> Option<u8> {
         .last()
 }
 
+/// The innermost cause of an error: what actually failed, said once.
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// A request without an HTTP answer, classified; a refused certificate becomes
+/// the error that shows the fingerprint the server presents.
+async fn transport_error(
+    s: &Site,
+    at: usize,
+    method: &str,
+    path: &str,
+    e: reqwest::Error,
+) -> PveError {
+    let endpoint = s.endpoints[at].clone();
+    if crate::tls::is_certificate_error(&e) {
+        let addr = s.bases[at]
+            .strip_prefix("https://")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_default();
+        let detail = root_cause(&e);
+        return match crate::tls::presented_fingerprint(addr).await {
+            Some(fingerprint) => PveError::Certificate {
+                endpoint,
+                fingerprint,
+                detail,
+            },
+            None => PveError::Transport {
+                method: method.into(),
+                path: path.into(),
+                endpoint,
+                kind: TransportKind::Other,
+                detail,
+            },
+        };
+    }
+    let kind = if e.is_connect() {
+        TransportKind::Connect
+    } else if e.is_timeout() {
+        TransportKind::Timeout
+    } else {
+        TransportKind::Other
+    };
+    PveError::Transport {
+        method: method.into(),
+        path: path.into(),
+        endpoint,
+        kind,
+        detail: root_cause(&e.without_url()),
+    }
+}
+
+async fn send(
+    s: &Site,
+    at: usize,
+    req: reqwest::RequestBuilder,
+    method: &str,
+    path: &str,
+) -> Result<Value, PveError> {
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return Err(transport_error(s, at, method, path, e).await),
+    };
+    let status = resp.status();
+    let reason = resp
+        .extensions()
+        .get::<hyper::ext::ReasonPhrase>()
+        .and_then(|r| std::str::from_utf8(r.as_bytes()).ok().map(str::to_owned));
+    let bytes = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => return Err(transport_error(s, at, method, path, e).await),
+    };
+    let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+    if status.is_success() {
+        let body = body.ok_or_else(|| PveError::Decode {
+            method: method.into(),
+            path: path.into(),
+            detail: "the body is not JSON".into(),
+        })?;
+        return Ok(body.get("data").cloned().unwrap_or(Value::Null));
+    }
+    let message = body
+        .as_ref()
+        .and_then(|b| b.get("message"))
+        .and_then(Value::as_str)
+        .map(|m| m.trim_end().to_owned())
+        .filter(|m| !m.is_empty())
+        .or(reason)
+        .or_else(|| status.canonical_reason().map(str::to_owned))
+        .unwrap_or_default();
+    let errors = body
+        .as_ref()
+        .and_then(|b| b.get("errors"))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), text(v).unwrap_or_else(|| v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Err(PveError::Api {
+        method: method.into(),
+        path: path.into(),
+        status: status.as_u16(),
+        message,
+        errors,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -855,6 +1171,58 @@ mod tests {
         ] {
             assert!(base_url(bad, &book).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn standalone_calls_go_to_the_host_they_name() {
+        crate::tls::install_provider();
+        let book = AddressBook::lab();
+        for (ip, port) in [("10.8.16.10", 4441), ("10.8.16.11", 4442)] {
+            book.map(
+                format!("{ip}:8006").parse().unwrap(),
+                format!("127.0.0.1:{port}").parse().unwrap(),
+            );
+        }
+        let creds = Credentials::parse_token("root@pam!t=s", "t").unwrap();
+        let trust = Trust::Fingerprint(crate::tls::fingerprint(b"x"));
+        let host = |node: &str, ip: &str| HostApi {
+            node: node.into(),
+            endpoint: format!("https://{ip}:8006"),
+            credentials: creds.clone(),
+            trust: trust.clone(),
+        };
+        let mut cfg = ClientConfig::new("https://10.8.16.10:8006", creds.clone(), trust.clone());
+        cfg.standalone = vec![host("pve-1", "10.8.16.10"), host("pve-2", "10.8.16.11")];
+        let c = Client::new(cfg, &book).unwrap();
+        let get = Method::GET;
+        assert_eq!(
+            c.route(&get, "/nodes/pve-2/qemu/1/config").unwrap(),
+            Route::One(1)
+        );
+        assert_eq!(
+            c.route(&Method::POST, "/nodes/pve-1/qemu").unwrap(),
+            Route::One(0)
+        );
+        assert_eq!(c.route(&get, "/cluster/resources").unwrap(), Route::All);
+        assert_eq!(c.route(&get, "/nodes").unwrap(), Route::All);
+        assert_eq!(c.route(&get, "/version").unwrap(), Route::One(0));
+        let e = c.route(&get, "/nodes/pve-9/status").unwrap_err();
+        assert!(matches!(e, PveError::UnknownHost { .. }), "{e}");
+        let view = c.host_view("pve-2").unwrap();
+        assert_eq!(
+            view.route(&get, "/access/permissions").unwrap(),
+            Route::One(1)
+        );
+        assert_eq!(view.endpoint(), "https://10.8.16.11:8006");
+        assert!(c.host_view("pve-9").is_none());
+        // A joined cluster: everything to its one site, whatever the node.
+        let c = Client::new(
+            ClientConfig::new("https://10.8.16.10:8006", creds, trust),
+            &book,
+        )
+        .unwrap();
+        assert_eq!(c.route(&get, "/nodes/pve-9/status").unwrap(), Route::One(0));
+        assert!(c.host_view("pve-1").is_none());
     }
 
     #[test]

@@ -48,13 +48,41 @@ pub enum PveError {
     BadFingerprint(String),
     #[error("building the HTTPS client: {0}")]
     Tls(String),
-    #[error("{method} {path}: {source}")]
+    /// The request did not get an HTTP answer. `detail` is the innermost cause
+    /// only: reqwest and hyper wrap it in layers that each repeat "error sending
+    /// request".
+    #[error("{method} {path} at {endpoint}: {}: {detail}", .kind.what())]
     Transport {
         method: String,
         path: String,
-        #[source]
-        source: reqwest::Error,
+        endpoint: String,
+        kind: TransportKind,
+        detail: String,
     },
+    #[error(
+        "{endpoint}: the Proxmox API certificate is not trusted ({detail}); it presents SHA-256 fingerprint {fingerprint}\n  fix: one of\n    1. check that fingerprint on the host (`pvenode cert info`, or the web UI: node → System → Certificates), then pin it: `proxmox.fingerprint: {fingerprint}` (or --fingerprint / PROXMOX_VE_FINGERPRINT)\n    2. trust the cluster CA: copy /etc/pve/pve-root-ca.pem from a host and set `proxmox.caFile` (or --pve-ca FILE)\n    3. install a certificate from a CA this machine already trusts (ACME: `pvenode acme cert order`)"
+    )]
+    Certificate {
+        endpoint: String,
+        fingerprint: String,
+        detail: String,
+    },
+    #[error(
+        "host `{host}` has no Proxmox endpoint: the profile lists standalone hosts (`proxmox.hosts[].endpoint`) and this one is not among them\n  fix: give host `{host}` an `endpoint` in `proxmox.hosts[]`"
+    )]
+    UnknownHost { host: String },
+    #[error(
+        "standalone host `{host}` does not answer, so its VMs are unknown: {source}\n  fix: bring it back; to go on without it, remove it and its nodes from the profile"
+    )]
+    HostDown {
+        host: String,
+        #[source]
+        source: Box<PveError>,
+    },
+    #[error(
+        "reading the Proxmox CA file {path}: {detail}\n  fix: copy /etc/pve/pve-root-ca.pem from a Proxmox host and point `caFile` (or --pve-ca) at it"
+    )]
+    CaFile { path: String, detail: String },
     #[error("{method} {path}: HTTP {status}: {message}{}{}", fmt_errors(.errors), fix_for(*.status))]
     Api {
         method: String,
@@ -93,7 +121,7 @@ pub enum PveError {
 fn fix_for(status: u16) -> &'static str {
     match status {
         401 => {
-            "\n  fix: check the credentials: a token is USER@REALM!TOKENID=SECRET with the realm (`root@pam`, `talos@pve`), must exist and not be expired (`pveum user token list USER`); a password login cannot pass a second factor (TOTP/WebAuthn): use a token"
+            "\n  fix: check the credentials: a token is USER@REALM!TOKENID=SECRET with the realm (`root@pam`, `talos@pve`), must exist and not be expired (`pveum user token list USER`); a privilege-separated token (the default) has only the ACLs granted to the token itself (`pveum acl modify / --tokens USER@REALM!TOKENID --roles …`); a password login cannot pass a second factor (TOTP/WebAuthn): use a token"
         }
         _ => "",
     }
@@ -147,8 +175,42 @@ impl PveError {
                     || (self.is_no_worker() && !create)
                     || (read && matches!(status, 595 | 596))
             }
-            PveError::Transport { source, .. } => read || source.is_connect(),
+            PveError::Transport { kind, .. } => read || *kind == TransportKind::Connect,
             _ => false,
+        }
+    }
+
+    /// Safe to send again to another endpoint of the same cluster: a read, or a
+    /// request that never reached the API (no connection; 595 is PVE's own
+    /// "connection establishment failed"). A write that may have been applied
+    /// (timeout, 596/597) is not replayed blindly (proxmox-semantics §5).
+    pub fn may_fail_over(&self, method: &str) -> bool {
+        let read = method == "GET";
+        match self {
+            PveError::Transport { kind, .. } => read || *kind == TransportKind::Connect,
+            PveError::Api { status, .. } => *status == 595 || (read && *status == 596),
+            _ => false,
+        }
+    }
+}
+
+/// How a request without an HTTP answer failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// No connection: the request never reached the server.
+    Connect,
+    /// No answer in time: a write may have been applied.
+    Timeout,
+    /// The connection broke during the exchange.
+    Other,
+}
+
+impl TransportKind {
+    fn what(self) -> &'static str {
+        match self {
+            TransportKind::Connect => "cannot connect",
+            TransportKind::Timeout => "no answer in time",
+            TransportKind::Other => "the connection failed",
         }
     }
 }
@@ -156,6 +218,35 @@ impl PveError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_reads_and_requests_that_never_arrived_fail_over() {
+        let api = |status| PveError::Api {
+            method: "POST".into(),
+            path: "/nodes/pve-1/qemu".into(),
+            status,
+            message: String::new(),
+            errors: BTreeMap::new(),
+        };
+        let transport = |kind| PveError::Transport {
+            method: "POST".into(),
+            path: "/nodes/pve-1/qemu".into(),
+            endpoint: "https://10.8.16.10:8006".into(),
+            kind,
+            detail: "x".into(),
+        };
+        for (e, read, write) in [
+            (api(595), true, true),
+            (api(596), true, false),
+            (api(500), false, false),
+            (transport(TransportKind::Connect), true, true),
+            (transport(TransportKind::Timeout), true, false),
+            (transport(TransportKind::Other), true, false),
+        ] {
+            assert_eq!(e.may_fail_over("GET"), read, "{e}");
+            assert_eq!(e.may_fail_over("POST"), write, "{e}");
+        }
+    }
 
     #[test]
     fn an_authentication_failure_says_what_to_check() {
@@ -172,5 +263,7 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("USER@REALM!TOKENID=SECRET"), "{msg}");
+        assert!(msg.contains("privilege-separated"), "{msg}");
+        assert!(msg.contains("second factor"), "{msg}");
     }
 }

@@ -8,6 +8,7 @@ use super::client::{Client, int, params, text, vm_path};
 use super::error::PveError;
 use super::ownership::Marker;
 use super::propstr::split_tags;
+use crate::plan::Plan;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmResource {
@@ -40,6 +41,26 @@ pub async fn vms(pve: &Client) -> Result<BTreeMap<u32, VmResource>, PveError> {
 
 /// Every guest of the cluster. Rows of other types (PVE 9 lists more) are ignored.
 pub async fn guests(pve: &Client) -> Result<Guests, PveError> {
+    guests_where(pve, |_, _| true).await
+}
+
+/// The guests as the plan's nodes see them. Each standalone host has its own
+/// VMID space (proxmox-semantics §6), so a guest holding a planned VMID on
+/// another host than the plan's is not in that node's way and is left out.
+pub async fn planned_guests(pve: &Client, plan: &Plan) -> Result<Guests, PveError> {
+    let standalone = pve.standalone();
+    guests_where(pve, |vmid, node| {
+        !standalone
+            || plan
+                .nodes
+                .iter()
+                .find(|n| n.vmid == vmid)
+                .is_none_or(|n| n.host == node)
+    })
+    .await
+}
+
+async fn guests_where(pve: &Client, keep: impl Fn(u32, &str) -> bool) -> Result<Guests, PveError> {
     let list: Vec<Value> = pve
         .get("/cluster/resources", &params([("type", "vm".into())]))
         .await?;
@@ -55,6 +76,9 @@ pub async fn guests(pve: &Client) -> Result<Guests, PveError> {
         let Some(node) = v.get("node").and_then(Value::as_str).map(str::to_owned) else {
             continue;
         };
+        if !keep(vmid, &node) {
+            continue;
+        }
         let name = v.get("name").and_then(text).unwrap_or_default();
         match v.get("type").and_then(Value::as_str) {
             Some("qemu") => {

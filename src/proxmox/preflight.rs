@@ -163,39 +163,26 @@ async fn path_privileges(
     Ok(out)
 }
 
-pub async fn preflight(
+/// The token's privileges on every path a call of the plan is checked on, and
+/// whether it may delete cidata volumes. `host`: a standalone host, checked for
+/// the paths of its own VMs and itself only.
+async fn permission_checks(
     pve: &Client,
     profile: &Profile,
     plan: &Plan,
-) -> Result<PreflightReport, PveError> {
-    let mut checks = Vec::new();
+    host: Option<&str>,
+    version: &Option<String>,
+    checks: &mut Vec<Check>,
+) -> Result<(), PveError> {
     let px = &profile.proxmox;
-
-    let version: Value = pve.get("/version", &[]).await?;
-    let version = version.get("version").and_then(text);
-    let major = version
-        .as_deref()
-        .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
-    checks.push(match major {
-        Some(m) if m >= 8 => check(
-            Level::Ok,
-            "API version",
-            format!("Proxmox VE {}", version.clone().unwrap_or_default()),
-            None,
-        ),
-        _ => check(
-            Level::Warn,
-            "API version",
-            format!(
-                "Proxmox VE {} is older than 8 (untested)",
-                version.clone().unwrap_or_default()
-            ),
-            Some("upgrade to Proxmox VE 8 or 9".into()),
-        ),
-    });
-
+    let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
+    let what = format!("token privileges{on}");
+    let cleanup = format!("cidata cleanup{on}");
     let token = pve.identity().to_owned();
-    let wanted = privilege_paths(profile, plan);
+    let wanted: Vec<(&str, String)> = privilege_paths(profile, plan)
+        .into_iter()
+        .filter(|(_, path)| host.is_none_or(|h| on_host(plan, h, path)))
+        .collect();
     let iso_path = format!("/storage/{}", px.iso_storage);
     let perms = path_privileges(
         pve,
@@ -227,7 +214,7 @@ pub async fn preflight(
         }
     }
     checks.push(if missing.is_empty() {
-        check(Level::Ok, "token privileges", format!("{token} has every privilege the plan needs, on every path it is checked on"), None)
+        check(Level::Ok, what.as_str(), format!("{token} has every privilege the plan needs, on every path it is checked on"), None)
     } else {
         let why = |p: &str| REQUIRED_PRIVILEGES.iter().find(|(x, _)| *x == p).map_or("", |(_, w)| *w);
         let lacks: Vec<String> = missing
@@ -251,7 +238,7 @@ pub async fn preflight(
         }
         check(
             Level::Fail,
-            "token privileges",
+            what.as_str(),
             format!("{token} lacks: {}", lacks.join("; ")),
             Some(fix),
         )
@@ -260,14 +247,14 @@ pub async fn preflight(
     checks.push(if has(&iso_path, DELETE_PRIVILEGE) {
         check(
             Level::Ok,
-            "cidata cleanup",
+            cleanup.as_str(),
             format!("{token} may delete each node's cidata volume once it runs"),
             None,
         )
     } else {
         check(
             Level::Warn,
-            "cidata cleanup",
+            cleanup.as_str(),
             format!(
                 "{token} lacks {DELETE_PRIVILEGE} on {iso_path}: each node's cidata volume (its machine config) will be overwritten with one without key material instead of deleted"
             ),
@@ -276,6 +263,73 @@ pub async fn preflight(
             )),
         )
     });
+    Ok(())
+}
+
+/// Whether a permission path concerns standalone host `host`: its own VMs and
+/// node path; storage and SDN paths exist on every host.
+fn on_host(plan: &Plan, host: &str, path: &str) -> bool {
+    if let Some(vmid) = path.strip_prefix("/vms/") {
+        return plan
+            .nodes
+            .iter()
+            .any(|n| n.host == host && n.vmid.to_string() == vmid);
+    }
+    match path.strip_prefix("/nodes/") {
+        Some(node) => node == host,
+        None => true,
+    }
+}
+
+pub async fn preflight(
+    pve: &Client,
+    profile: &Profile,
+    plan: &Plan,
+) -> Result<PreflightReport, PveError> {
+    let mut checks = Vec::new();
+    let px = &profile.proxmox;
+
+    let version: Value = pve.get("/version", &[]).await?;
+    let version = version.get("version").and_then(text);
+    let major = version
+        .as_deref()
+        .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
+    checks.push(match major {
+        Some(m) if m >= 8 => check(
+            Level::Ok,
+            "API version",
+            format!("Proxmox VE {}", version.clone().unwrap_or_default()),
+            None,
+        ),
+        _ => check(
+            Level::Warn,
+            "API version",
+            format!(
+                "Proxmox VE {} is older than 8 (untested)",
+                version.clone().unwrap_or_default()
+            ),
+            Some("upgrade to Proxmox VE 8 or 9".into()),
+        ),
+    });
+
+    if pve.standalone() {
+        // Each standalone host has its own users and ACLs: check each on its own.
+        for h in &px.hosts {
+            let Some(view) = pve.host_view(&h.name) else {
+                continue;
+            };
+            let v: Value = match view.get("/version", &[]).await {
+                Ok(v) => v,
+                // Not answering: reported offline with the hosts below.
+                Err(e) if e.may_fail_over("GET") => continue,
+                Err(e) => return Err(e),
+            };
+            let v = v.get("version").and_then(text);
+            permission_checks(&view, profile, plan, Some(&h.name), &v, &mut checks).await?;
+        }
+    } else {
+        permission_checks(pve, profile, plan, None, &version, &mut checks).await?;
+    }
 
     let nodes: Vec<Value> = pve.get("/nodes", &[]).await?;
     let online: BTreeMap<String, bool> = nodes
@@ -319,7 +373,7 @@ pub async fn preflight(
         .iter()
         .flat_map(|n| n.nics().filter_map(|nic| nic.vlan))
         .collect();
-    let guests = inventory::guests(pve).await?;
+    let guests = inventory::planned_guests(pve, plan).await?;
     let vms = &guests.vms;
     // Only VMs that will be created need space: a re-run after success needs none.
     let creating: Vec<&NodePlan> = plan
@@ -598,7 +652,9 @@ async fn host_checks(
                 )),
             )),
             Some(s) if content == "images" => {
-                let shared = s.get("shared").is_some_and(boolean);
+                // Standalone hosts share no storage, whatever each calls shared
+                // (proxmox-semantics §6: no cluster-wide storage config).
+                let shared = s.get("shared").is_some_and(boolean) && !pve.standalone();
                 let Some((need, count)) = space.need(&h.name, id, shared) else {
                     continue;
                 };

@@ -30,6 +30,10 @@ const CREATE_DEADLINE: Duration = Duration::from_secs(300);
 const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(900);
 const STOP_DEADLINE: Duration = Duration::from_secs(120);
 const UNLOCK_DEADLINE: Duration = Duration::from_secs(300);
+/// VMs worked on at once on one host. Each create allocates its disks under the
+/// storage's lock, which waits at most 10 s before `got timeout` (pve-storage
+/// `cfs_lock_storage`); many creates at once on one host queue there (inferred).
+const VMS_AT_ONCE_PER_HOST: usize = 2;
 
 #[derive(Debug, Error)]
 pub enum ProvisionError {
@@ -70,6 +74,48 @@ pub enum ProvisionError {
     Node { node: String, detail: String },
     #[error("{}\n  fix: {}", inventory::stub_remedy(host, *vmid).0, inventory::stub_remedy(host, *vmid).1)]
     Stub { vmid: u32, host: String },
+    /// Some hosts failed while others got on: what those did is kept.
+    #[error("{}", incomplete(done, failed))]
+    Incomplete {
+        done: Box<ProvisionReport>,
+        failed: Vec<ProvisionError>,
+    },
+}
+
+impl ProvisionError {
+    /// The first failure itself (inside `Incomplete`, its first one).
+    pub fn cause(&self) -> &ProvisionError {
+        match self {
+            ProvisionError::Incomplete { failed, .. } => failed.first().unwrap_or(self),
+            other => other,
+        }
+    }
+}
+
+fn incomplete(done: &ProvisionReport, failed: &[ProvisionError]) -> String {
+    let mut s: Vec<String> = failed.iter().map(ToString::to_string).collect();
+    if done.isos.is_empty() && done.vms.is_empty() {
+        return s.join("\n");
+    }
+    s.push("done on the other hosts (kept; the next run adopts it):".into());
+    for i in &done.isos {
+        let what = if i.downloaded {
+            "downloaded"
+        } else {
+            "present"
+        };
+        s.push(format!("  ISO {} on {}: {what}", i.volid, i.host));
+    }
+    for v in &done.vms {
+        s.push(format!(
+            "  VM {} {} on {}: {}",
+            v.vmid,
+            v.node,
+            v.host,
+            v.action.as_str()
+        ));
+    }
+    s.join("\n")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -182,7 +228,7 @@ pub async fn provision(
     plan: &Plan,
     opts: ProvisionOptions,
 ) -> Result<ProvisionReport, ProvisionError> {
-    let guests = inventory::guests(pve).await?;
+    let guests = inventory::planned_guests(pve, plan).await?;
     let vms = guests.vms;
     let mut steps = BTreeMap::new();
     for node in &plan.nodes {
@@ -219,6 +265,8 @@ pub async fn provision(
         .map(|n| n.host.as_str())
         .collect();
     let mut report = ProvisionReport::default();
+    let mut needs_iso = needs_iso;
+    let mut download = Vec::new();
     if !needs_iso.is_empty() {
         // The factory serves only schematics it has seen; registering is idempotent.
         let id = factory
@@ -226,6 +274,16 @@ pub async fn provision(
             .await?;
         if id != plan.schematic_id {
             tracing::warn!(factory = %id, plan = %plan.schematic_id, "the Image Factory computed another schematic id than the plan");
+        }
+        download = factory.download_check(&plan.iso_url).await?;
+        // A shared ISO storage is one pool seen by every host: one download.
+        let first = needs_iso.iter().next().copied();
+        if let Some(first) = first
+            && iso_storage_shared(pve, first, &profile.proxmox.iso_storage).await?
+        {
+            let iso = ensure_iso(pve, profile, plan, first, &download, &mut report).await?;
+            report.isos.push(iso);
+            needs_iso.clear();
         }
     }
     let mut set = tokio::task::JoinSet::new();
@@ -240,7 +298,9 @@ pub async fn provision(
             continue;
         }
         let (pve, profile, plan, opts) = (pve.clone(), profile.clone(), plan.clone(), opts.clone());
-        let iso = needs_iso.contains(host.name.as_str());
+        let iso = needs_iso
+            .contains(host.name.as_str())
+            .then(|| download.clone());
         let host = host.name.clone();
         // Spawned, yet its retries and download progress belong to the caller's row.
         set.spawn(crate::progress::carry(async move {
@@ -249,7 +309,7 @@ pub async fn provision(
             (r, res)
         }));
     }
-    let mut first_err = None;
+    let mut failed = Vec::new();
     while let Some(joined) = set.join_next().await {
         let (r, res) = joined.map_err(|e| ProvisionError::Node {
             node: "(worker)".into(),
@@ -259,14 +319,21 @@ pub async fn provision(
         report.isos.extend(r.isos);
         report.writes += r.writes;
         if let Err(e) = res {
-            first_err.get_or_insert(e);
+            failed.push(e);
         }
     }
     report.vms.sort_by_key(|v| v.vmid);
     report.isos.sort_by(|a, b| a.host.cmp(&b.host));
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(report),
+    if failed.is_empty() {
+        Ok(report)
+    } else if failed.len() == 1 && report.vms.is_empty() && report.isos.is_empty() {
+        // Nothing else happened: the failure says it all.
+        Err(failed.remove(0))
+    } else {
+        Err(ProvisionError::Incomplete {
+            done: Box::new(report),
+            failed,
+        })
     }
 }
 
@@ -433,35 +500,63 @@ async fn provision_host(
     profile: &Profile,
     plan: &Plan,
     host: &str,
-    need_iso: bool,
+    download: Option<Vec<(String, String)>>,
     nodes: Vec<(NodePlan, Step)>,
     opts: &ProvisionOptions,
     r: &mut ProvisionReport,
 ) -> Result<(), ProvisionError> {
-    if need_iso {
-        let iso = ensure_iso(pve, profile, plan, host, r).await?;
+    if let Some(download) = download {
+        let iso = ensure_iso(pve, profile, plan, host, &download, r).await?;
         r.isos.push(iso);
     }
-    // VMs are independent (each has its own lock on the host): create them together.
-    let done = futures_util::future::join_all(nodes.into_iter().map(|(node, step)| async move {
-        let mut own = ProvisionReport::default();
-        let vm = provision_vm(pve, profile, plan, &node, step, opts, &mut own).await;
-        (own.writes, vm)
+    // VMs are independent (each has its own lock on the host): a few at a time.
+    let slots = tokio::sync::Semaphore::new(VMS_AT_ONCE_PER_HOST);
+    let done = futures_util::future::join_all(nodes.into_iter().map(|(node, step)| {
+        let slots = &slots;
+        async move {
+            let _slot = slots.acquire().await.expect("semaphore never closed");
+            let mut own = ProvisionReport::default();
+            let vm = provision_vm(pve, profile, plan, &node, step, opts, &mut own).await;
+            (own.writes, vm)
+        }
     }))
     .await;
+    let mut first_err = None;
     for (writes, vm) in done {
         r.writes += writes;
-        r.vms.push(vm?);
+        match vm {
+            Ok(vm) => r.vms.push(vm),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
     }
-    Ok(())
+    first_err.map_or(Ok(()), Err)
 }
 
-/// Download the ISO unless the host's ISO storage already has it.
+/// Whether `storage` is shared (one pool for every host), as `host` sees it.
+/// Standalone hosts never share one.
+async fn iso_storage_shared(pve: &Client, host: &str, storage: &str) -> Result<bool, PveError> {
+    if pve.standalone() {
+        return Ok(false);
+    }
+    let list: Vec<serde_json::Value> = pve
+        .get(&format!("{}/storage", super::client::node_path(host)?), &[])
+        .await?;
+    Ok(list.iter().any(|s| {
+        s.get("storage").and_then(|v| v.as_str()) == Some(storage)
+            && s.get("shared").is_some_and(super::client::boolean)
+    }))
+}
+
+/// Download the ISO unless the host's ISO storage already has it; `check`: the
+/// `download-url` parameters that make the host verify it (`Factory::download_check`).
 async fn ensure_iso(
     pve: &Client,
     profile: &Profile,
     plan: &Plan,
     host: &str,
+    check: &[(String, String)],
     r: &mut ProvisionReport,
 ) -> Result<IsoReport, ProvisionError> {
     let storage = &profile.proxmox.iso_storage;
@@ -479,14 +574,13 @@ async fn ensure_iso(
     if !present {
         tracing::info!(host, %volid, "downloading the Talos ISO");
         r.writes += 1;
-        let (path, p) = (
-            format!("{base}/download-url"),
-            params([
-                ("url", plan.iso_url.clone()),
-                ("filename", plan.iso_file.clone()),
-                ("content", "iso".into()),
-            ]),
-        );
+        let mut p = params([
+            ("url", plan.iso_url.clone()),
+            ("filename", plan.iso_file.clone()),
+            ("content", "iso".into()),
+        ]);
+        p.extend_from_slice(check);
+        let path = format!("{base}/download-url");
         let download = pve.run_task(Method::POST, &path, &p, DOWNLOAD_DEADLINE);
         crate::progress::own_row(host, "ISO download", download).await?;
     }

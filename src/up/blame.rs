@@ -10,7 +10,7 @@ use crate::proxmox::upid::Upid;
 /// with the nodes it carries when the request names no VM (a create, an ISO
 /// download). `None` when the error names no host (e.g. the cluster-wide listing).
 pub fn subject(plan: &Plan, e: &ProvisionError) -> Option<String> {
-    let ProvisionError::Pve(pve) = e else {
+    let ProvisionError::Pve(pve) = e.cause() else {
         return None;
     };
     let (host, vmid) = match pve {

@@ -65,7 +65,11 @@ impl Env {
         let book = AddressBook::direct();
         let env = |k: &str| std::env::var(k).ok();
         let cfg = settings::client_config(profile, profile_dir, o, &env)?;
-        let factory = Factory::new(&settings::factory_url(profile, &env), &Trust::Verify, &book)?;
+        let factory = Factory::new(
+            &settings::factory_url(profile, &env),
+            &settings::factory_trust(&env)?,
+            &book,
+        )?;
         Ok(Self {
             pve: Client::new(cfg, &book)?,
             factory,

@@ -56,6 +56,8 @@ pub fn seed_draft() -> Profile {
             token_id: "root@pam!talos-pve".into(),
             token_file: None,
             fingerprint: None,
+            ca_file: None,
+            fallback_endpoints: vec![],
             bridge: "vmbr0".into(),
             iso_storage: "local".into(),
             disk_storage: "local-lvm".into(),

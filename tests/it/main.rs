@@ -20,6 +20,7 @@ mod scale;
 mod secrets_in_logs;
 mod support;
 mod talos_api;
+mod topology;
 mod up;
 mod upgrade;
 mod wizard;

@@ -155,6 +155,10 @@ pub struct LabVmState {
     /// pending delete), applied when the VM is started or stopped by Proxmox.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pending: BTreeMap<String, Option<String>>,
+    /// Running but paused (`qm suspend` without a state file): its QEMU process
+    /// exists, the guest does not run.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl LabVmState {
@@ -247,6 +251,10 @@ pub struct LabPveState {
     pub endpoint: SocketAddr,
     pub token_id: String,
     pub token_secret: String,
+    /// The CA that signed `cert_pem` (`/etc/pve/pve-root-ca.pem`); empty in a
+    /// state saved before the lab had one (its certificate is self-signed).
+    #[serde(default)]
+    pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
     pub nodes: BTreeMap<String, LabNode>,
@@ -259,6 +267,9 @@ pub struct LabPveState {
     /// Schematic ids the fake Image Factory has seen.
     pub schematics: BTreeSet<String>,
     pub clock_ms: u64,
+    /// A standalone host (not joined to a cluster): `/cluster/status` says so.
+    #[serde(default)]
+    pub standalone: bool,
 }
 
 /// Without the token secret and the TLS key.
@@ -312,6 +323,30 @@ impl LabProxmox {
         Self::from_state(fabric, config, state).await
     }
 
+    /// Standalone hosts: one PVE per profile host that has an `endpoint`, each
+    /// with its own token, CA, VMID space and listener (proxmox-semantics §6).
+    pub async fn start_standalone(
+        fabric: &Fabric,
+        config: LabProxmoxConfig,
+        proxmox: &Proxmox,
+    ) -> anyhow::Result<Vec<LabProxmoxHandle>> {
+        let mut out = Vec::new();
+        for h in &proxmox.hosts {
+            let Some(endpoint) = &h.endpoint else {
+                anyhow::bail!("lab: standalone host {} has no endpoint", h.name);
+            };
+            let one = Proxmox {
+                endpoint: endpoint.clone(),
+                hosts: vec![h.clone()],
+                ..proxmox.clone()
+            };
+            let mut state = api::initial_state(&one)?;
+            state.standalone = true;
+            out.push(Self::from_state(fabric, config.clone(), state).await?);
+        }
+        Ok(out)
+    }
+
     /// Resume a persisted datacenter.
     pub async fn from_state(
         fabric: &Fabric,
@@ -347,6 +382,11 @@ impl LabProxmoxHandle {
             self.token_id,
             self.token_secret.expose_secret()
         ))
+    }
+
+    /// The CA PEM that signed the API certificate (`pve-root-ca.pem`).
+    pub fn ca_pem(&self) -> String {
+        self.lab.state().ca_pem
     }
 
     /// The endpoint as the profile writes it.
@@ -415,6 +455,7 @@ impl LabProxmoxHandle {
     ) {
         self.lab.insert_vm(LabVmState {
             guest: None,
+            paused: false,
             vmid,
             node: node.into(),
             config,

@@ -110,6 +110,20 @@ async fn handle(
         }
     }
     let path = percent_decode(uri.path());
+    // The fake Image Factory serves the ISO as bytes, not a JSON envelope.
+    if method == Method::GET && path.starts_with("/image/") {
+        return match lab.factory_image(&path) {
+            Some(bytes) => Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/x-iso9660-image")
+                .body(Body::from(bytes))
+                .expect("static response parts"),
+            None => Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .body(Body::empty())
+                .expect("static response parts"),
+        };
+    }
     let req = Request {
         method: method.to_string(),
         path,

@@ -181,6 +181,10 @@ impl Flow<'_> {
                         .and_then(|b| b.ports.first().cloned()),
                     storage: None,
                     oob: prev.map(|p| p.oob.clone()).unwrap_or_default(),
+                    endpoint: prev.and_then(|p| p.endpoint.clone()),
+                    fingerprint: prev.and_then(|p| p.fingerprint.clone()),
+                    ca_file: prev.and_then(|p| p.ca_file.clone()),
+                    token_file: prev.and_then(|p| p.token_file.clone()),
                 }
             })
             .collect();

@@ -30,8 +30,7 @@ pub(in crate::lab::proxmox) fn initial_state(px: &Proxmox) -> anyhow::Result<Lab
                 px.endpoint
             )
         })?;
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    let (ca_pem, cert_pem, key_pem) = pve_certificates(&endpoint)?;
     let nodes = px
         .hosts
         .iter()
@@ -100,8 +99,10 @@ pub(in crate::lab::proxmox) fn initial_state(px: &Proxmox) -> anyhow::Result<Lab
         endpoint,
         token_id: px.token_id.clone(),
         token_secret: random_hex(16),
-        cert_pem: cert.cert.pem(),
-        key_pem: cert.signing_key.serialize_pem(),
+        ca_pem,
+        cert_pem,
+        key_pem,
+        standalone: false,
         nodes,
         vms: BTreeMap::new(),
         containers: BTreeMap::new(),
@@ -110,6 +111,44 @@ pub(in crate::lab::proxmox) fn initial_state(px: &Proxmox) -> anyhow::Result<Lab
         schematics: Default::default(),
         clock_ms: 0,
     })
+}
+
+/// A CA like `/etc/pve/pve-root-ca.pem` (one per cluster, or per standalone
+/// host) and the node certificate it signs, named for loopback (where the lab
+/// listens) and the endpoint's address (pve-cluster 9.1.6
+/// `src/PVE/Cluster/Setup.pm` 420-590: CA subject, leaf SANs). Returns CA PEM,
+/// leaf PEM, leaf key PEM.
+fn pve_certificates(endpoint: &std::net::SocketAddr) -> anyhow::Result<(String, String, String)> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose, SanType,
+    };
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.distinguished_name
+        .push(DnType::CommonName, "Proxmox Virtual Environment");
+    ca.distinguished_name
+        .push(DnType::OrganizationalUnitName, random_hex(16));
+    ca.distinguished_name
+        .push(DnType::OrganizationName, "PVE Cluster Manager CA");
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::from_params(&ca, &ca_key);
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()])?;
+    for ip in [
+        std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::Ipv6Addr::LOCALHOST.into(),
+        endpoint.ip(),
+    ] {
+        leaf.subject_alt_names.push(SanType::IpAddress(ip));
+    }
+    leaf.distinguished_name
+        .push(DnType::CommonName, endpoint.ip().to_string());
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = leaf.signed_by(&key, &issuer)?;
+    Ok((ca_cert.pem(), cert.pem(), key.serialize_pem()))
 }
 
 impl Lab {
@@ -137,6 +176,19 @@ impl Lab {
 
     pub(super) fn cluster_status(&self) -> Reply {
         let st = self.state.lock().expect("lab state");
+        // A standalone host: one node entry, nodeid 0, no cluster entry
+        // (pve-manager 9.2.11 `API2/Cluster.pm` 867-1000; pve-cluster `status.c` 305-365).
+        if st.standalone {
+            let out: Vec<Value> = st
+                .nodes
+                .values()
+                .map(|n| {
+                    json!({"type": "node", "id": format!("node/{}", n.name),
+                "name": n.name, "online": 1, "nodeid": 0, "local": 1, "level": ""})
+                })
+                .collect();
+            return Reply::data(Value::Array(out));
+        }
         let mut out = vec![
             json!({"type": "cluster", "name": "lab", "quorate": 1, "nodes": st.nodes.len(), "version": 3}),
         ];
@@ -162,7 +214,8 @@ impl Lab {
                 .values()
                 .map(|vm| {
                     let mut o = json!({"id": format!("qemu/{}", vm.vmid), "type": "qemu", "vmid": vm.vmid, "node": vm.node,
-                        "status": if vm.running {"running"} else {"stopped"}, "template": 0,
+                        // The QMP status while the process runs (pve-manager pvestatd.pm 341).
+                        "status": match (vm.running, vm.paused) { (true, true) => "paused", (true, false) => "running", _ => "stopped" }, "template": 0,
                         "name": vm.config.get("name").cloned().unwrap_or_else(|| format!("VM {}", vm.vmid))});
                     // A VM being created has no pvestatd data yet: no name, status
                     // unknown (pve-manager `API2/Cluster.pm` 554-595, `API2Tools.pm` 81-119).

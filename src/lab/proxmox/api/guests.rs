@@ -15,6 +15,7 @@ use crate::proxmox::propstr::{NetDevice, PropString, split_tags};
 pub(super) fn create_stub(node: &str, vmid: u32) -> LabVmState {
     LabVmState {
         guest: None,
+        paused: false,
         vmid,
         node: node.into(),
         config: [("lock".to_owned(), "create".to_owned())].into(),
@@ -593,8 +594,11 @@ pub(super) fn status_current(vm: &LabVmState) -> Reply {
                 .ok()
         })
         .unwrap_or(512);
+    // `status` says only whether the process runs; `qmpstatus` what QEMU does
+    // (qemu-server 9.2.6 `QemuServer.pm` 2558).
     let mut o = json!({"vmid": vm.vmid, "status": if vm.running {"running"} else {"stopped"},
-        "qmpstatus": if vm.running {"running"} else {"stopped"}, "name": vm.config.get("name"),
+        "qmpstatus": match (vm.running, vm.paused) { (true, true) => "paused", (true, false) => "running", _ => "stopped" },
+        "name": vm.config.get("name"),
         "maxmem": mem << 20, "cpus": vm.config.get("cores").and_then(|c| c.parse::<u64>().ok()).unwrap_or(1),
         "agent": u8::from(vm.config.get("agent").and_then(|a| PropString::parse(a, "enabled")?.flag("enabled")).unwrap_or(false)),
         "uptime": 0});

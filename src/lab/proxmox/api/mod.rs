@@ -234,6 +234,29 @@ impl Lab {
         reply
     }
 
+    /// `GET /image/{schematic}/{version}/nocloud-amd64.iso`: the bytes, for a
+    /// schematic the factory has seen; `None` otherwise (recorded either way).
+    pub fn factory_image(&self, path: &str) -> Option<Vec<u8>> {
+        let mut parts = path.strip_prefix("/image/")?.split('/');
+        let (id, version) = (parts.next()?, parts.next()?);
+        let known = self
+            .state
+            .lock()
+            .expect("lab state")
+            .schematics
+            .contains(id);
+        self.factory
+            .lock()
+            .expect("lab requests")
+            .push(RecordedRequest {
+                method: "GET".into(),
+                path: path.into(),
+                params: Vec::new(),
+                status: if known { 200 } else { 404 },
+            });
+        known.then(|| factory_iso(id, version))
+    }
+
     fn factory_call(&self, req: &Request) -> Reply {
         if req.method == "POST" && req.path == "/schematics" {
             let body = String::from_utf8_lossy(&req.body);
@@ -470,6 +493,12 @@ impl Lab {
             _ => Reply::err(501, format!("Method '{m} {path}' not implemented")),
         }
     }
+}
+
+/// The lab factory's ISO for a schematic and version: small, and different per
+/// schematic and version, so a checksum of the wrong image does not match.
+pub(super) fn factory_iso(schematic: &str, version: &str) -> Vec<u8> {
+    format!("talos-pve lab ISO: schematic {schematic}, Talos {version}\n").into_bytes()
 }
 
 fn rustls_pemfile_der(pem: &str) -> Option<Vec<u8>> {

@@ -191,7 +191,7 @@ impl Lab {
         };
         let want = params.get("content");
         Reply::data(
-            s.volumes
+            visible_volumes(&st, s)
                 .iter()
                 .filter(|(v, _)| want.is_none_or(|c| volume_content(v) == c))
                 .map(|(v, size)| json!({"volid": v, "size": size, "content": volume_content(v), "format": if v.ends_with(".iso") {"iso"} else {"raw"}, "ctime": 1_700_000_000}))
@@ -243,7 +243,7 @@ impl Lab {
             );
         }
         let volid = format!("{storage}:{content}/{filename}");
-        let exists = s.volumes.contains_key(&volid);
+        let exists = visible_volumes(&st, s).contains_key(&volid);
         let mut error = injected;
         if error.is_none() && exists && !p.contains_key("checksum") {
             error = Some(format!(
@@ -260,12 +260,30 @@ impl Lab {
             && let Some(prefix) = own
             && let Some(rest) = p["url"].strip_prefix(&prefix)
         {
-            let id = rest.split('/').next().unwrap_or_default();
-            if !st.schematics.contains(id) {
-                error = Some(format!(
+            let mut parts = rest.split('/');
+            let id = parts.next().unwrap_or_default();
+            let version = parts.next().unwrap_or_default();
+            let verify = p
+                .get("verify-certificates")
+                .is_none_or(|v| !matches!(v.as_str(), "0" | "false" | "no" | "off"));
+            error = if !st.schematics.contains(id) {
+                Some(format!(
                     "download failed: 404 Not Found (schematic {id} unknown to the Image Factory)"
-                ));
-            }
+                ))
+            } else if verify {
+                // The lab factory's certificate comes from the lab's own CA, which
+                // the host's system trust (wget's) does not hold; only
+                // `verify-certificates=0` skips the check (pve-storage 9.1.7
+                // `API2/Storage/Status.pm` 870-874).
+                Some(format!(
+                    "download failed: wget: cannot verify {}'s certificate: unable to get local issuer certificate",
+                    prefix
+                        .trim_start_matches("https://")
+                        .trim_end_matches("/image/")
+                ))
+            } else {
+                checksum_error(p, &super::factory_iso(id, version))
+            };
         }
         let upid = self.new_task(
             &mut st,
@@ -283,6 +301,35 @@ impl Lab {
         self.spawn_settle("download");
         Reply::data(json!(upid))
     }
+}
+
+/// What a storage holds as seen from one node: a shared storage is one pool, so
+/// what any node put on it is there (the lab keeps volumes per node).
+pub(super) fn visible_volumes(st: &LabPveState, s: &LabStorage) -> BTreeMap<String, u64> {
+    if !s.shared {
+        return s.volumes.clone();
+    }
+    st.nodes
+        .values()
+        .flat_map(|n| n.storages.iter().filter(|x| x.id == s.id))
+        .flat_map(|x| x.volumes.iter().map(|(k, v)| (k.clone(), *v)))
+        .collect()
+}
+
+/// The task error of a checksum that does not match `bytes` (PVE checks it after
+/// the download: pve-common 9.2.1 `Tools.pm` 1486-1590); `None` when it matches
+/// or none was given. Algorithms ring lacks are not checked.
+fn checksum_error(p: &BTreeMap<String, String>, bytes: &[u8]) -> Option<String> {
+    let (want, alg) = (p.get("checksum")?, p.get("checksum-algorithm")?);
+    let alg = match alg.as_str() {
+        "sha256" => &ring::digest::SHA256,
+        "sha384" => &ring::digest::SHA384,
+        "sha512" => &ring::digest::SHA512,
+        _ => return None,
+    };
+    let got = hex::encode(ring::digest::digest(alg, bytes));
+    (!got.eq_ignore_ascii_case(want))
+        .then(|| format!("checksum mismatch: got '{got}' != expect '{want}', aborting"))
 }
 
 pub(super) fn storage_mut<'a>(

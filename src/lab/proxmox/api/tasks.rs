@@ -273,7 +273,8 @@ fn apply(st: &mut LabPveState, task: &LabTask, events: &mut Vec<LabEvent>) -> Re
                     let present = st.nodes[&task.node]
                         .storages
                         .iter()
-                        .any(|s| s.id == sid && s.volumes.contains_key(&volid));
+                        .filter(|s| s.id == sid)
+                        .any(|s| super::storage::visible_volumes(st, s).contains_key(&volid));
                     if !present {
                         return Err(format!(
                             "unable to create VM {vmid} - volume {volid} does not exist"
@@ -346,6 +347,7 @@ fn stop_vm(st: &mut LabPveState, vmid: u32, events: &mut Vec<LabEvent>) {
         && vm.running
     {
         vm.running = false;
+        vm.paused = false;
         vm.guest = None;
         vm.apply_pending();
         events.push(LabEvent::VmStopped { vmid });
