@@ -913,7 +913,9 @@ fn merge(
                 return status(
                     422,
                     "Invalid",
-                    format!("{why}\n  fix: send a merge patch (`kubectl patch --type merge`, which replaces lists) or apply the whole object (`kubectl apply --server-side`)"),
+                    format!(
+                        "{why}\n  fix: send a merge patch (`kubectl patch --type merge`, which replaces lists) or apply the whole object (`kubectl apply --server-side`)"
+                    ),
                 );
             }
         }
