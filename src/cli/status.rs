@@ -45,7 +45,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         status.advise(&(up::cluster_args(&a.profile.profile, &dir) + lab_flag));
         match g.output {
             Output::Json => println!("{}", serde_json::to_string(&status)?),
-            Output::Text => print!("{}", status.render(terminal_width())),
+            Output::Text => print!("{}", status.render(terminal_width(), g.verbose > 0)),
         }
         Ok(ExitCode::from(status.verdict.exit_code()))
     })

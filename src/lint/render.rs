@@ -106,6 +106,13 @@ pub fn codes_markdown() -> String {
          that field or below it, `node` to findings at that node's fields (`nodes[i]…`). An\n\
          acknowledgement that matches no finding is reported as stale. Errors cannot be\n\
          acknowledged: the profile is refused (exit 2) naming `lint.acknowledge[i].code`.\n\n\
+         ## JSON (`talos-pve lint --output json`)\n\n\
+         One object:\n\n\
+         | field | type | meaning |\n|---|---|---|\n\
+         | `errors`, `warnings`, `infos` | number | counts of `findings` by severity (acknowledged ones not included) |\n\
+         | `findings` | list | each `severity` (`error` \\| `warning` \\| `info`), `code`, `path`, `message` (the reason), `fix` |\n\
+         | `acknowledged` | list | findings the profile acknowledges: the fields of a finding plus `reason` (the acknowledgement's); absent when none |\n\
+         | `stale` | list | acknowledgements that matched no finding: `field` (their place, `lint.acknowledge[2]`) and `code`; absent when none |\n\n\
          ## Codes\n\n\
          | code | severity | rule |\n|---|---|---|\n",
     );

@@ -100,6 +100,9 @@ pub struct TalosStatus {
     pub version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The error behind `detail` when `detail` words it for the user (shown at `-v`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -110,6 +113,9 @@ pub struct EtcdStatus {
     pub expected: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The error behind `error` when `error` words it for the user (shown at `-v`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -145,7 +151,7 @@ pub async fn status(env: &Env, plan: &Plan, dir: &ClusterDir) -> anyhow::Result<
         .map(|t| t.credentials);
     let (vms, proxmox_error) = match bounded(inventory::vms(&env.pve)).await {
         Ok(v) => (v, None),
-        Err(e) => (Default::default(), Some(e)),
+        Err(e) => (Default::default(), Some(e.said)),
     };
     let probes = plan
         .nodes
@@ -187,18 +193,50 @@ pub async fn status(env: &Env, plan: &Plan, dir: &ClusterDir) -> anyhow::Result<
     ))
 }
 
-/// One attempt, bounded, its error as text.
-async fn bounded<T, E: std::fmt::Display>(
+/// One attempt, bounded, its error in words.
+async fn bounded<T, E: std::error::Error + 'static>(
     f: impl Future<Output = Result<T, E>>,
-) -> Result<T, String> {
+) -> Result<T, Failure> {
     match tokio::time::timeout(PROBE, f).await {
-        Ok(r) => r.map_err(|e| first_line(&e.to_string())),
-        Err(_) => Err(no_answer()),
+        Ok(r) => r.map_err(|e| Failure::of(&e)),
+        Err(_) => Err(Failure::no_answer()),
     }
 }
 
-fn no_answer() -> String {
-    format!("no answer within {}s", PROBE.as_secs())
+/// A probe's error as one line the user can act on, and the error itself when
+/// that line rewords it.
+#[derive(Debug, PartialEq)]
+struct Failure {
+    said: String,
+    cause: Option<String>,
+}
+
+impl Failure {
+    fn no_answer() -> Self {
+        Failure {
+            said: format!("no answer within {}s", PROBE.as_secs()),
+            cause: None,
+        }
+    }
+
+    fn of(e: &(dyn std::error::Error + 'static)) -> Self {
+        let full = e.to_string();
+        // The lab's address book has no listener for a machine whose VM is gone or
+        // stopped: for the user, that machine simply does not answer.
+        let mut source = Some(e);
+        while let Some(s) = source {
+            if let Some(crate::net::NetError::NoMapping(addr)) = s.downcast_ref() {
+                return Failure {
+                    said: format!("nothing answers at {addr} (its VM is gone or stopped)"),
+                    cause: Some(full),
+                };
+            }
+            source = s.source();
+        }
+        let said = first_line(&full);
+        let cause = (said != full).then_some(full);
+        Failure { said, cause }
+    }
 }
 
 fn first_line(s: &str) -> String {
@@ -217,10 +255,14 @@ async fn talos_stage(env: &Env, n: &NodePlan, creds: Option<&Credentials>) -> Ta
             c.version().await
         }
     };
-    let state = |stage, version, detail| TalosStatus {
-        stage,
-        version,
-        detail,
+    let state = |stage, version, failure: Option<Failure>| {
+        let (detail, cause) = failure.map_or((None, None), |f| (Some(f.said), f.cause));
+        TalosStatus {
+            stage,
+            version,
+            detail,
+            cause,
+        }
     };
     let mutual = match creds {
         Some(c) => match bounded(version(TlsMode::Mutual(c.clone()))).await {
@@ -230,7 +272,10 @@ async fn talos_stage(env: &Env, n: &NodePlan, creds: Option<&Credentials>) -> Ta
             }
             Err(e) => e,
         },
-        None => "no talosconfig in the cluster directory".to_owned(),
+        None => Failure {
+            said: "no talosconfig in the cluster directory".to_owned(),
+            cause: None,
+        },
     };
     match tokio::time::timeout(PROBE, version(TlsMode::Maintenance)).await {
         Ok(Ok(_)) => state("maintenance", None, None),
@@ -238,8 +283,8 @@ async fn talos_stage(env: &Env, n: &NodePlan, creds: Option<&Credentials>) -> Ta
         // "API is not implemented in maintenance mode"); a configured node refuses TLS.
         Ok(Err(e)) if e.is_maintenance_answer() => state("maintenance", None, None),
         Ok(Err(TalosError::CertificateRejected { .. })) => state("configured", None, Some(mutual)),
-        Ok(Err(e)) => state("unreachable", None, Some(first_line(&e.to_string()))),
-        Err(_) => state("unreachable", None, Some(no_answer())),
+        Ok(Err(e)) => state("unreachable", None, Some(Failure::of(&e))),
+        Err(_) => state("unreachable", None, Some(Failure::no_answer())),
     }
 }
 
@@ -249,6 +294,7 @@ async fn etcd(env: &Env, plan: &Plan, creds: Option<&Credentials>) -> EtcdStatus
             members: Vec::new(),
             expected: plan.control_planes().count(),
             error: Some("no talosconfig in the cluster directory".into()),
+            cause: None,
         };
     };
     let t = bootstrap_target(plan);
@@ -261,11 +307,13 @@ async fn etcd(env: &Env, plan: &Plan, creds: Option<&Credentials>) -> EtcdStatus
             members: m.into_iter().map(|m| m.hostname).collect(),
             expected: plan.control_planes().count(),
             error: None,
+            cause: None,
         },
         Err(e) => EtcdStatus {
             members: Vec::new(),
             expected: plan.control_planes().count(),
-            error: Some(e),
+            error: Some(e.said),
+            cause: e.cause,
         },
     }
 }
@@ -315,7 +363,9 @@ async fn addons(env: &Env, plan: &Plan, dir: &ClusterDir) -> (AddonsStatus, Node
         detail,
     };
     let client = match Kubeconfig::load(&dir.kubeconfig()) {
-        Ok(kc) => bounded(kube::Client::new(&kc, &env.book)).await,
+        Ok(kc) => bounded(kube::Client::new(&kc, &env.book))
+            .await
+            .map_err(|f| f.said),
         Err(e) => Err(first_line(&e.to_string())),
     };
     let client = match client {
@@ -334,10 +384,11 @@ async fn addons(env: &Env, plan: &Plan, dir: &ClusterDir) -> (AddonsStatus, Node
     };
     let nodes = bounded(client.list("/api/v1/nodes"))
         .await
-        .map(|n| node_readiness(&n));
+        .map(|n| node_readiness(&n))
+        .map_err(|f| f.said);
     let get = |path: String| {
         let c = &client;
-        async move { bounded(c.get(&path)).await }
+        async move { bounded(c.get(&path)).await.map_err(|f| f.said) }
     };
     let ready = |obj: Result<Option<serde_json::Value>, String>,
                  check: fn(&serde_json::Value) -> Result<(), String>| match obj {
@@ -368,7 +419,8 @@ async fn addons(env: &Env, plan: &Plan, dir: &ClusterDir) -> (AddonsStatus, Node
             let pools = bounded(client.list(&format!(
                 "/apis/metallb.io/v1beta1/namespaces/{METALLB_NS}/ipaddresspools"
             )))
-            .await;
+            .await
+            .map_err(|f| f.said);
             let pool = pools.as_ref().is_ok_and(|p| !p.is_empty());
             let detail = match (&pools, ctrl.ready) {
                 (Err(e), _) => e.clone(),
@@ -485,7 +537,12 @@ impl Status {
 
     /// The text view: verdict, one line per node, etcd, add-ons, recorded steps and
     /// what to run next; lines longer than `width` (a terminal's) are cut with `…`.
-    pub fn render(&self, width: Option<usize>) -> String {
+    /// `verbose` adds, under a line, the error it words for the user.
+    pub fn render(&self, width: Option<usize>, verbose: bool) -> String {
+        let cause = |c: &Option<String>| match c {
+            Some(c) if verbose => format!("      ↳ {}\n", c.replace('\n', " ")),
+            _ => String::new(),
+        };
         let mut o = format!("Cluster {}: {}\n", self.cluster, self.verdict_text());
         for p in &self.problems {
             o += &format!("  ✗ {p}\n");
@@ -510,6 +567,7 @@ impl Status {
                 "  {:<14} {:>5}  {:<24} {:<14} {talos:<22} {kubelet}\n",
                 n.name, n.vmid, vm, n.kubernetes
             );
+            o += &cause(&n.talos.cause);
         }
         o += &match &self.etcd.error {
             None => format!(
@@ -517,7 +575,7 @@ impl Status {
                 self.etcd.members.len(),
                 self.etcd.members.join(", ")
             ),
-            Some(e) => format!("\n  etcd members: unknown ({e})\n"),
+            Some(e) => format!("\n  etcd members: unknown ({e})\n") + &cause(&self.etcd.cause),
         };
         let yes = |b: bool| if b { "ready" } else { "not ready" };
         o += &match &self.addons.cilium {
@@ -596,6 +654,7 @@ mod tests {
                 stage,
                 version: (stage == "running").then(|| "v1.13.9".into()),
                 detail: (stage == "unreachable").then(|| "rebooting".into()),
+                cause: None,
             },
             kubelet: host.map(|_| "v1.36.3".into()),
             kubernetes: if stage == "running" {
@@ -615,6 +674,7 @@ mod tests {
                 members: vec!["cp-1".into()],
                 expected: 1,
                 error: None,
+                cause: None,
             },
             AddonsStatus {
                 cilium: Readiness {
@@ -648,6 +708,7 @@ mod tests {
                 members: vec![],
                 expected: 2,
                 error: Some("no answer within 10s".into()),
+                cause: None,
             },
             AddonsStatus {
                 cilium: Readiness {
@@ -663,7 +724,7 @@ mod tests {
             vec![step()],
         );
         s.advise("--profile p.yaml --lab");
-        let text = s.render(None);
+        let text = s.render(None, false);
         assert!(
             text.starts_with("Cluster homelab: DEGRADED (exit 3)"),
             "{text}"
@@ -721,8 +782,34 @@ mod tests {
     fn long_lines_are_cut_to_the_terminal_width() {
         let mut n = node("cp-1", Some("pve-1"), "unreachable");
         n.talos.detail = Some("x".repeat(300));
-        let text = parts(vec![n], vec![step()]).render(Some(80));
+        let text = parts(vec![n], vec![step()]).render(Some(80), false);
         assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
         assert!(text.contains('…'), "{text}");
+    }
+
+    #[test]
+    fn a_machine_without_a_listener_does_not_answer_and_the_lab_text_waits_for_v() {
+        let addr: std::net::SocketAddr = "10.8.16.21:50000".parse().unwrap();
+        let e = TalosError::Address {
+            node: "talos-k8s-02".into(),
+            addr,
+            source: crate::net::NetError::NoMapping(addr),
+        };
+        let f = Failure::of(&e);
+        assert_eq!(
+            f.said,
+            "nothing answers at 10.8.16.21:50000 (its VM is gone or stopped)"
+        );
+        assert!(f.cause.as_deref().unwrap().contains("no loopback mapping"));
+
+        let mut n = node("talos-k8s-02", None, "unreachable");
+        (n.talos.detail, n.talos.cause) = (Some(f.said), f.cause);
+        let st = parts(vec![n], vec![step()]);
+        let plain = st.render(None, false);
+        assert!(!plain.contains("loopback"), "{plain}");
+        assert!(plain.contains("unreachable (nothing answers at"), "{plain}");
+        let verbose = st.render(None, true);
+        assert!(verbose.contains("↳ node talos-k8s-02"), "{verbose}");
+        assert!(verbose.contains("no loopback mapping"), "{verbose}");
     }
 }

@@ -89,7 +89,9 @@ pub struct SummaryNode {
     pub vmid: u32,
     pub host: String,
     pub management: String,
-    pub workload: String,
+    /// Absent in a one-network cluster, where `management` carries both roles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
     #[serde(rename = "podCIDR")]
     pub pod_cidr: String,
 }
@@ -139,7 +141,7 @@ impl Summary {
                     vmid: n.vmid,
                     host: n.host.clone(),
                     management: n.management.address.to_string(),
-                    workload: n.nic(LinkRole::Workload).address.to_string(),
+                    workload: n.workload.as_ref().map(|w| w.address.to_string()),
                     pod_cidr: n.pod_cidr.to_string(),
                 })
                 .collect(),
@@ -171,16 +173,36 @@ impl Summary {
                 "This was the lab: a simulated datacenter on loopback. Its addresses exist only\ninside it, and it stopped with this command (its state is kept for the next one)."
             );
         }
+        // A one-network cluster has no workload column: it would repeat `management`.
+        let two_networks = self.nodes.iter().any(|n| n.workload.is_some());
+        let workload = |w: &str| {
+            if two_networks {
+                format!("{w:<16} ")
+            } else {
+                String::new()
+            }
+        };
         let _ = writeln!(
             s,
-            "\n  {:<14} {:<13} {:>5}  {:<13} {:<16} {:<16} pod CIDR",
-            "node", "role", "VMID", "host", "management", "workload"
+            "\n  {:<14} {:<13} {:>5}  {:<13} {:<16} {}pod CIDR",
+            "node",
+            "role",
+            "VMID",
+            "host",
+            "management",
+            workload("workload")
         );
         for n in &self.nodes {
             let _ = writeln!(
                 s,
-                "  {:<14} {:<13} {:>5}  {:<13} {:<16} {:<16} {}",
-                n.name, n.role, n.vmid, n.host, n.management, n.workload, n.pod_cidr
+                "  {:<14} {:<13} {:>5}  {:<13} {:<16} {}{}",
+                n.name,
+                n.role,
+                n.vmid,
+                n.host,
+                n.management,
+                workload(n.workload.as_deref().unwrap_or_default()),
+                n.pod_cidr
             );
         }
         if let Some(p) = &self.metallb_pool {
@@ -258,6 +280,27 @@ mod tests {
         assert!(text.contains("status --profile"), "{text}");
         assert!(text.contains("--lab-report DIR"), "{text}");
         assert!(!text.contains("export KUBECONFIG=/"), "{text}");
+    }
+
+    #[test]
+    fn a_one_network_summary_has_no_workload_column() {
+        let dir = ClusterDir {
+            root: "/tmp/c".into(),
+        };
+        let flat = crate::test_support::one_network();
+        let s = Summary::new(&flat, &Plan::build(&flat).unwrap(), &dir);
+        let text = s.render();
+        let header = text.lines().find(|l| l.contains("management")).unwrap();
+        assert!(!header.contains("workload"), "{text}");
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json["nodes"][0].get("workload").is_none(), "{json}");
+        assert!(json["nodes"][0]["management"].is_string(), "{json}");
+
+        let two = crate::test_support::homelab();
+        let s = Summary::new(&two, &Plan::build(&two).unwrap(), &dir);
+        assert!(s.render().contains(" workload "), "{}", s.render());
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json["nodes"][0]["workload"].is_string(), "{json}");
     }
 
     #[test]

@@ -123,6 +123,17 @@ fn preflight_provision_and_destroy_take_lab() {
         out.contains("talos-pve rebuild node talos-k8s-02 --profile"),
         "{out}"
     );
+    // Piped, the missing node's row says it does not answer, in one line; the lab's
+    // own wording waits for `-v`.
+    assert!(!out.contains("loopback"), "{out}");
+    let row = out.lines().find(|l| l.contains("talos-k8s-02  ")).unwrap();
+    assert!(row.contains("unreachable (nothing answers at"), "{out}");
+    let (_, out, _) = lab_cmd(
+        "status",
+        &dir,
+        &["--lab-faults", "destroy-vm=talos-k8s-02", "-v"],
+    );
+    assert!(out.contains("no loopback mapping"), "{out}");
     let (code, out, _) = lab_cmd(
         "status",
         &dir,

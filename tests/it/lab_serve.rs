@@ -131,16 +131,9 @@ fn watch_nodes(s: &Served, home: &Path, node: &str) {
         let row = next().expect("a row per node");
         assert!(row.contains(" Ready "), "{row}");
     }
-    // (`kubectl cordon` sends a strategic merge patch, which the lab does not take.)
-    let cordon = |on: &str| {
-        let patch = format!(r#"{{"spec":{{"unschedulable":{on}}}}}"#);
-        kubectl_ok(
-            s,
-            home,
-            &["patch", "node", node, "--type", "merge", "-p", &patch],
-        );
-    };
-    cordon("true");
+    // `kubectl cordon`/`uncordon` send a strategic merge patch.
+    let cordoned = kubectl_ok(s, home, &["cordon", node]);
+    assert!(cordoned.contains("cordoned"), "{cordoned}");
     let Ok(row) = next() else {
         let _ = child.kill();
         let out = child.wait_with_output().unwrap();
@@ -153,7 +146,10 @@ fn watch_nodes(s: &Served, home: &Path, node: &str) {
         row.starts_with(node) && row.contains("Ready,SchedulingDisabled"),
         "{row}"
     );
-    cordon("null");
+    let got = kubectl_ok(s, home, &["get", "node", node]);
+    assert!(got.contains("Ready,SchedulingDisabled"), "{got}");
+    let uncordoned = kubectl_ok(s, home, &["uncordon", node]);
+    assert!(uncordoned.contains("uncordoned"), "{uncordoned}");
     let row = next().expect("the uncordon too");
     assert!(
         row.starts_with(node) && !row.contains("SchedulingDisabled"),
@@ -161,6 +157,28 @@ fn watch_nodes(s: &Served, home: &Path, node: &str) {
     );
     let _ = child.kill();
     let _ = child.wait();
+    let got = kubectl_ok(s, home, &["get", "node", node]);
+    assert!(!got.contains("SchedulingDisabled"), "{got}");
+
+    // A list the lab has no patch strategy for is refused by name, never replaced.
+    let (code, _, err) = kubectl(
+        s,
+        home,
+        &[
+            "patch",
+            "deployment",
+            "cilium-operator",
+            "-n",
+            "kube-system",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"cilium-operator","env":[{"name":"X","value":"1"}]}]}}}}"#,
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("`spec.template.spec.containers[].env` of a Deployment"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod openapi;
 mod select;
 mod sim;
 mod store;
+mod strategic;
 mod table;
 mod watch;
 
