@@ -44,6 +44,12 @@ pub async fn guests(pve: &Client) -> Result<Guests, PveError> {
     guests_where(pve, |_, _| true).await
 }
 
+/// The VMs as the plan's nodes see them (`planned_guests`): a planned VMID is
+/// looked up on the plan's host, where standalone hosts each count their own.
+pub async fn planned_vms(pve: &Client, plan: &Plan) -> Result<BTreeMap<u32, VmResource>, PveError> {
+    Ok(planned_guests(pve, plan).await?.vms)
+}
+
 /// The guests as the plan's nodes see them. Each standalone host has its own
 /// VMID space (proxmox-semantics §6), so a guest holding a planned VMID on
 /// another host than the plan's is not in that node's way and is left out.

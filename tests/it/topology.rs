@@ -523,6 +523,16 @@ async fn destroy_on_standalone_hosts_acts_on_those_that_answer_and_names_the_one
     // Gathered second, someone's VM at the first host's VMID on the second host.
     let foreign = [("name".to_owned(), "someones-vm".to_owned())].into();
     labs[1].insert_vm(h1, ours_0[0].0, foreign, false);
+    // status, diff, rebuild and up look a planned VMID up on the plan's host.
+    let vms = talos_pve::proxmox::inventory::planned_vms(&client, &plan)
+        .await
+        .unwrap();
+    let at = &vms[&ours_0[0].0];
+    let node_0 = plan.nodes.iter().find(|n| n.vmid == ours_0[0].0).unwrap();
+    assert_eq!(
+        (at.node.as_str(), at.name.as_str()),
+        (h0, node_0.name.as_str())
+    );
     labs[2].set_faults(vec![Fault::new(
         "GET",
         "",
