@@ -9,7 +9,7 @@ use super::args::{Global, LabArgs, ProfileArgs};
 use super::preflight::{PveArgs, Session, runtime, session};
 use crate::cluster_dir::ClusterDir;
 use crate::cluster_id;
-use crate::proxmox::destroy::{destroy, owned_vms};
+use crate::proxmox::destroy::{DestroyReport, Survey, destroy, survey, unfinished};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -44,57 +44,60 @@ fn teardown(rt: &tokio::runtime::Runtime, s: &Session, a: &Args) -> anyhow::Resu
         );
     };
     let planned: Vec<u32> = s.plan.nodes.iter().map(|n| n.vmid).collect();
-    let (vms, skipped) = rt.block_on(owned_vms(&s.client, &owner, &planned))?;
+    let Survey {
+        owned: vms,
+        skipped,
+        unreachable,
+    } = rt.block_on(survey(&s.client, &owner, &planned))?;
     for v in &skipped {
         println!(
             "Skipping VM {} {} on {}: {}.",
             v.vmid, v.name, v.host, v.why
         );
     }
-    if vms.is_empty() {
+    let report = if vms.is_empty() {
+        let there = if unreachable.is_empty() {
+            ""
+        } else {
+            " on the hosts that answer"
+        };
         println!(
-            "No VM carries the marker of cluster `{}` (ID {}); nothing to destroy.",
+            "No VM carries the marker of cluster `{}` (ID {}){there}; nothing to destroy.",
             s.plan.cluster, owner.id
         );
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "These VMs of cluster `{}` (ID {}) will be stopped and deleted with their disks:",
-        s.plan.cluster, owner.id
-    );
-    for v in &vms {
-        let state = if v.running { "running" } else { "stopped" };
-        println!("  {} {} on {} ({state})", v.vmid, v.name, v.host);
-    }
-    if !a.yes {
-        if !std::io::stdin().is_terminal() {
-            anyhow::bail!(
-                "refusing to destroy without confirmation: no terminal to ask on\n  fix: pass --yes to confirm non-interactively"
-            );
+        DestroyReport::default()
+    } else {
+        println!(
+            "These VMs of cluster `{}` (ID {}) will be stopped and deleted with their disks:",
+            s.plan.cluster, owner.id
+        );
+        for v in &vms {
+            let state = if v.running { "running" } else { "stopped" };
+            println!("  {} {} on {} ({state})", v.vmid, v.name, v.host);
         }
-        let ok = dialoguer::Confirm::new()
-            .with_prompt(format!("Destroy these {} VMs?", vms.len()))
-            .default(false)
-            .interact()?;
-        if !ok {
-            return Err(super::up::Declined.into());
+        for (host, _) in &unreachable {
+            println!("  (standalone host {host} does not answer: its VMs are left for later)");
         }
+        if !a.yes {
+            if !std::io::stdin().is_terminal() {
+                anyhow::bail!(
+                    "refusing to destroy without confirmation: no terminal to ask on\n  fix: pass --yes to confirm non-interactively"
+                );
+            }
+            let ok = dialoguer::Confirm::new()
+                .with_prompt(format!("Destroy these {} VMs?", vms.len()))
+                .default(false)
+                .interact()?;
+            if !ok {
+                return Err(super::up::Declined.into());
+            }
+        }
+        let report = rt.block_on(destroy(&s.client, &vms));
+        println!("Destroyed {} VMs.", report.removed.len());
+        report
+    };
+    match unfinished(&report, &unreachable, &s.plan) {
+        None => Ok(ExitCode::SUCCESS),
+        Some(what) => Err(anyhow::Error::msg(what)),
     }
-    let report = rt.block_on(destroy(&s.client, &vms));
-    println!("Destroyed {} VMs.", report.removed.len());
-    if report.left.is_empty() {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut left = String::new();
-    for (v, e) in &report.left {
-        left.push_str(&format!(
-            "\n  VM {} {} on {}: {e}\n    left to do: when {} answers again, run `talos-pve destroy` again (or as root on {}: `qm stop {}; qm destroy {} --purge`)",
-            v.vmid, v.name, v.host, v.host, v.host, v.vmid, v.vmid
-        ));
-    }
-    anyhow::bail!(
-        "{} of {} VMs were not destroyed:{left}\n  fix: bring their hosts back (`pvecm status` shows which are offline), then run `talos-pve destroy` again",
-        report.left.len(),
-        vms.len()
-    )
 }

@@ -290,7 +290,7 @@ async fn vm_changes(
     plan: &Plan,
     dir: &ClusterDir,
 ) -> anyhow::Result<Vec<VmChange>> {
-    let vms = inventory::vms(&env.pve).await?;
+    let vms = inventory::planned_vms(&env.pve, plan).await?;
     let owner = crate::cluster_id::owner(dir, &plan.cluster, false)?;
     let mut out = Vec::new();
     for n in &plan.nodes {

@@ -641,32 +641,62 @@ impl Client {
         match self.route(&method, path)? {
             Route::One(i) => self.call_site(i, method, path, p).await,
             Route::All => {
-                let mut all = Vec::new();
-                for i in 0..self.sites.len() {
-                    match self.call_site(i, method.clone(), path, p).await {
-                        Ok(Value::Array(rows)) => all.extend(rows),
-                        Ok(_) => {}
-                        // A host that does not answer is an offline node to the
-                        // callers of `/nodes` (preflight reports it, discovery
-                        // leaves it out); its guests stay unknown, so a list of
-                        // guests fails rather than look empty.
-                        Err(e) if path == "/nodes" && e.may_fail_over("GET") => {
-                            let node = self.node_of(i);
-                            tracing::warn!(host = node, error = %e, "standalone Proxmox host does not answer");
-                            all.push(serde_json::json!({"node": node, "status": "offline", "type": "node"}));
-                        }
-                        Err(e) if e.may_fail_over("GET") => {
-                            return Err(PveError::HostDown {
-                                host: self.node_of(i),
-                                source: Box::new(e),
-                            });
-                        }
-                        Err(e) => return Err(e),
+                let (mut all, down) = self.gather_sites(&method, path, p).await?;
+                for (node, e) in down {
+                    // A host that does not answer is an offline node to the
+                    // callers of `/nodes` (preflight reports it, discovery
+                    // leaves it out); its guests stay unknown, so a list of
+                    // guests fails rather than look empty.
+                    if path != "/nodes" {
+                        return Err(PveError::HostDown {
+                            host: node,
+                            source: Box::new(e),
+                        });
                     }
+                    tracing::warn!(host = node, error = %e, "standalone Proxmox host does not answer");
+                    all.push(
+                        serde_json::json!({"node": node, "status": "offline", "type": "node"}),
+                    );
                 }
                 Ok(Value::Array(all))
             }
         }
+    }
+
+    /// A list of the whole datacenter from the hosts that answer, and each
+    /// standalone host that does not (its node name, the error) — for callers
+    /// that act on what they can reach and report the rest (`destroy`). A joined
+    /// cluster answers as one: its offline nodes' guests are in the list.
+    pub async fn gather(
+        &self,
+        path: &str,
+        p: &[(String, String)],
+    ) -> Result<(Vec<Value>, Vec<(String, PveError)>), PveError> {
+        match self.route(&Method::GET, path)? {
+            Route::All => self.gather_sites(&Method::GET, path, p).await,
+            Route::One(i) => match self.call_site(i, Method::GET, path, p).await? {
+                Value::Array(rows) => Ok((rows, Vec::new())),
+                _ => Ok((Vec::new(), Vec::new())),
+            },
+        }
+    }
+
+    async fn gather_sites(
+        &self,
+        method: &Method,
+        path: &str,
+        p: &[(String, String)],
+    ) -> Result<(Vec<Value>, Vec<(String, PveError)>), PveError> {
+        let (mut all, mut down) = (Vec::new(), Vec::new());
+        for i in 0..self.sites.len() {
+            match self.call_site(i, method.clone(), path, p).await {
+                Ok(Value::Array(rows)) => all.extend(rows),
+                Ok(_) => {}
+                Err(e) if e.may_fail_over(method.as_str()) => down.push((self.node_of(i), e)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((all, down))
     }
 
     fn node_of(&self, site: usize) -> String {

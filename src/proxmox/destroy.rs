@@ -8,6 +8,7 @@ use super::inventory;
 use super::ownership::{Claim, Owner};
 use super::provision::{ProvisionReport, claim_of, remove};
 use super::vm::OWNER_TAG;
+use crate::plan::{NodePlan, Plan};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct OwnedVm {
@@ -27,17 +28,40 @@ pub struct Skipped {
     pub why: String,
 }
 
-/// VMs whose marker carries `owner`'s ID, and the candidates left alone. Candidates
-/// are VMs tagged `talos-pve` (or with any marker tag) plus the planned VMIDs (in
-/// case someone removed the tags).
+/// What `destroy` finds: this cluster's VMs on the hosts that answer, the
+/// candidates left alone, and the standalone hosts that do not answer (node
+/// name, error): their guests are unknown.
+#[derive(Debug, Default)]
+pub struct Survey {
+    pub owned: Vec<OwnedVm>,
+    pub skipped: Vec<Skipped>,
+    pub unreachable: Vec<(String, PveError)>,
+}
+
+/// VMs whose marker carries `owner`'s ID, and the candidates left alone; a
+/// standalone host that does not answer is an error (`PveError::HostDown`).
 pub async fn owned_vms(
     pve: &Client,
     owner: &Owner,
     planned: &[u32],
 ) -> Result<(Vec<OwnedVm>, Vec<Skipped>), PveError> {
-    let vms = inventory::vms(pve).await?;
+    let s = survey(pve, owner, planned).await?;
+    if let Some((host, e)) = s.unreachable.into_iter().next() {
+        return Err(PveError::HostDown {
+            host,
+            source: Box::new(e),
+        });
+    }
+    Ok((s.owned, s.skipped))
+}
+
+/// VMs whose marker carries `owner`'s ID on every host that answers, and the
+/// candidates left alone. Candidates are VMs tagged `talos-pve` (or with any
+/// marker tag) plus the planned VMIDs (in case someone removed the tags).
+pub async fn survey(pve: &Client, owner: &Owner, planned: &[u32]) -> Result<Survey, PveError> {
+    let (vms, unreachable) = inventory::reachable_vms(pve).await?;
     let (mut out, mut skipped) = (Vec::new(), Vec::new());
-    for vm in vms.values() {
+    for vm in &vms {
         let candidate = vm
             .tags
             .iter()
@@ -77,7 +101,14 @@ pub async fn owned_vms(
             why,
         });
     }
-    Ok((out, skipped))
+    // Standalone hosts each have their own VMID space: (VMID, host) is the key.
+    out.sort_by(|a, b| (a.vmid, &a.host).cmp(&(b.vmid, &b.host)));
+    skipped.sort_by(|a, b| (a.vmid, &a.host).cmp(&(b.vmid, &b.host)));
+    Ok(Survey {
+        owned: out,
+        skipped,
+        unreachable,
+    })
 }
 
 /// What `destroy` did: the VMs removed, and those left with why (an offline
@@ -115,7 +146,77 @@ pub async fn destroy(pve: &Client, vms: &[OwnedVm]) -> DestroyReport {
             Err(e) => report.left.push((vm, e)),
         }
     }
-    report.removed.sort_by_key(|v| v.vmid);
-    report.left.sort_by_key(|(v, _)| v.vmid);
     report
+        .removed
+        .sort_by(|a, b| (a.vmid, &a.host).cmp(&(b.vmid, &b.host)));
+    report
+        .left
+        .sort_by(|(a, _), (b, _)| (a.vmid, &a.host).cmp(&(b.vmid, &b.host)));
+    report
+}
+
+/// What `destroy` could not do, with what is left to do, or `None` when it is
+/// done: each VM left (its host failed the call) and each standalone host that
+/// did not answer, with the VMs the plan puts on it.
+pub fn unfinished(
+    report: &DestroyReport,
+    unreachable: &[(String, PveError)],
+    plan: &Plan,
+) -> Option<String> {
+    if report.left.is_empty() && unreachable.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    if !report.left.is_empty() {
+        out.push_str(&format!(
+            "{} of {} VMs were not destroyed:",
+            report.left.len(),
+            report.left.len() + report.removed.len()
+        ));
+        for (v, e) in &report.left {
+            out.push_str(&format!(
+                "\n  VM {} {} on {}: {e}\n    left to do: {}",
+                v.vmid,
+                v.name,
+                v.host,
+                left_to_do(&v.host, &[v.vmid])
+            ));
+        }
+    }
+    for (host, e) in unreachable {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let there: Vec<&NodePlan> = plan.nodes.iter().filter(|n| &n.host == host).collect();
+        let vms = if there.is_empty() {
+            "none".to_owned()
+        } else {
+            there
+                .iter()
+                .map(|n| format!("VM {} {}", n.vmid, n.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let vmids: Vec<u32> = there.iter().map(|n| n.vmid).collect();
+        out.push_str(&format!(
+            "standalone host {host} does not answer, so its VMs are unknown and none of them was destroyed: {e}\n  the plan puts there: {vms}\n    left to do: {}",
+            left_to_do(host, &vmids)
+        ));
+    }
+    out.push_str("\n  fix: bring the hosts back (`pvecm status` on a cluster, the host's console when standalone), then run `talos-pve destroy` again");
+    Some(out)
+}
+
+/// Finishing by hand is per host: `qm` on that host, as root.
+fn left_to_do(host: &str, vmids: &[u32]) -> String {
+    let by_hand: Vec<String> = vmids
+        .iter()
+        .map(|id| format!("qm stop {id}; qm destroy {id} --purge"))
+        .collect();
+    let by_hand = if by_hand.is_empty() {
+        String::new()
+    } else {
+        format!(" (or as root on {host}: `{}`)", by_hand.join("; "))
+    };
+    format!("when {host} answers again, run `talos-pve destroy` again{by_hand}")
 }

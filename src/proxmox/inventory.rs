@@ -44,6 +44,12 @@ pub async fn guests(pve: &Client) -> Result<Guests, PveError> {
     guests_where(pve, |_, _| true).await
 }
 
+/// The VMs as the plan's nodes see them (`planned_guests`): a planned VMID is
+/// looked up on the plan's host, where standalone hosts each count their own.
+pub async fn planned_vms(pve: &Client, plan: &Plan) -> Result<BTreeMap<u32, VmResource>, PveError> {
+    Ok(planned_guests(pve, plan).await?.vms)
+}
+
 /// The guests as the plan's nodes see them. Each standalone host has its own
 /// VMID space (proxmox-semantics §6), so a guest holding a planned VMID on
 /// another host than the plan's is not in that node's way and is left out.
@@ -60,12 +66,34 @@ pub async fn planned_guests(pve: &Client, plan: &Plan) -> Result<Guests, PveErro
     .await
 }
 
+/// The VMs of every host that answers, and each standalone host that does not
+/// (its node name, the error): its guests are unknown, not absent. A joined
+/// cluster lists its offline nodes' guests too, so it has none unreachable.
+pub async fn reachable_vms(
+    pve: &Client,
+) -> Result<(Vec<VmResource>, Vec<(String, PveError)>), PveError> {
+    let (list, down) = pve
+        .gather("/cluster/resources", &params([("type", "vm".into())]))
+        .await?;
+    Ok((rows(&list, |_, _| true).0, down))
+}
+
 async fn guests_where(pve: &Client, keep: impl Fn(u32, &str) -> bool) -> Result<Guests, PveError> {
     let list: Vec<Value> = pve
         .get("/cluster/resources", &params([("type", "vm".into())]))
         .await?;
-    let mut out = Guests::default();
-    for v in &list {
+    let (vms, containers) = rows(&list, keep);
+    Ok(Guests {
+        vms: vms.into_iter().map(|v| (v.vmid, v)).collect(),
+        containers: containers.into_iter().map(|c| (c.vmid, c)).collect(),
+    })
+}
+
+/// The guest rows of `/cluster/resources` that `keep` accepts: VMs and containers.
+/// Rows of other types (PVE 9 lists more) are ignored.
+fn rows(list: &[Value], keep: impl Fn(u32, &str) -> bool) -> (Vec<VmResource>, Vec<Container>) {
+    let (mut vms, mut containers) = (Vec::new(), Vec::new());
+    for v in list {
         let Some(vmid) = v
             .get("vmid")
             .and_then(int)
@@ -82,7 +110,7 @@ async fn guests_where(pve: &Client, keep: impl Fn(u32, &str) -> bool) -> Result<
         let name = v.get("name").and_then(text).unwrap_or_default();
         match v.get("type").and_then(Value::as_str) {
             Some("qemu") => {
-                let vm = VmResource {
+                let resource = VmResource {
                     vmid,
                     node,
                     name,
@@ -93,15 +121,13 @@ async fn guests_where(pve: &Client, keep: impl Fn(u32, &str) -> bool) -> Result<
                         .map(split_tags)
                         .unwrap_or_default(),
                 };
-                out.vms.insert(vmid, vm);
+                vms.push(resource);
             }
-            Some("lxc") => {
-                out.containers.insert(vmid, Container { vmid, node, name });
-            }
+            Some("lxc") => containers.push(Container { vmid, node, name }),
             _ => {}
         }
     }
-    Ok(out)
+    (vms, containers)
 }
 
 /// A VM's config as flat strings (numbers may arrive as JSON numbers).

@@ -176,7 +176,7 @@ pub async fn assess(
             health: h.render(),
         });
     }
-    let vms = inventory::vms(&ctx.env.pve).await?;
+    let vms = inventory::planned_vms(&ctx.env.pve, plan).await?;
     let owner = super::owner(ctx)?;
     for n in &plan.nodes {
         if let Some(vm) = vms.get(&n.vmid) {

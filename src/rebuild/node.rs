@@ -77,7 +77,9 @@ pub async fn assess(
     } else {
         (None, None)
     };
-    let vm = inventory::vms(&ctx.env.pve).await?.remove(&node.vmid);
+    let vm = inventory::planned_vms(&ctx.env.pve, plan)
+        .await?
+        .remove(&node.vmid);
     if let Some(v) = &vm {
         // Power-cycling or re-creating acts on this cluster's VM only.
         super::ensure_ours(ctx, &super::owner(ctx)?, name, v).await?;

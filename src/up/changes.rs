@@ -96,7 +96,7 @@ pub async fn survey(
 ) -> Result<Vec<NodeChange>, UpgradeError> {
     let pve = |e| UpgradeError::Pve(Box::new(e));
     // Where each VM runs now: a migrated one is asked (and rebooted) there.
-    let vms = inventory::vms(&env.pve).await.map_err(pve)?;
+    let vms = inventory::planned_vms(&env.pve, plan).await.map_err(pve)?;
     // Read-only questions, asked of every node at once (a re-run that finds
     // nothing costs one round trip, not one per node).
     let asked = futures_util::future::join_all(plan.nodes.iter().map(|n| {

@@ -127,7 +127,7 @@ pub async fn bring_up(
     if let Some(evidence) = &bootstrapped
         && !opts.bootstrap_empty_etcd
     {
-        let vms = crate::proxmox::inventory::vms(&env.pve)
+        let vms = crate::proxmox::inventory::planned_vms(&env.pve, plan)
             .await
             .map_err(|e| UpError::Provision(Box::new(e.into())))?;
         bootstrap_guard::check(dir, plan, evidence, &vms).inspect_err(|e| {

@@ -149,7 +149,7 @@ pub async fn status(env: &Env, plan: &Plan, dir: &ClusterDir) -> anyhow::Result<
     let creds = Talosconfig::load(&dir.talosconfig())
         .ok()
         .map(|t| t.credentials);
-    let (vms, proxmox_error) = match bounded(inventory::vms(&env.pve)).await {
+    let (vms, proxmox_error) = match bounded(inventory::planned_vms(&env.pve, plan)).await {
         Ok(v) => (v, None),
         Err(e) => (Default::default(), Some(e.said)),
     };

@@ -12,6 +12,7 @@ use talos_pve::lab::Fabric;
 use talos_pve::lab::proxmox::{Fault, FaultEffect, LabProxmox, LabProxmoxConfig, LabProxmoxHandle};
 use talos_pve::plan::Plan;
 use talos_pve::proxmox::client::HostApi;
+use talos_pve::proxmox::destroy::{OwnedVm, destroy, owned_vms, survey, unfinished};
 use talos_pve::proxmox::factory::Factory;
 use talos_pve::proxmox::ownership::Owner;
 use talos_pve::proxmox::preflight::preflight;
@@ -55,8 +56,15 @@ async fn dead_port() -> std::net::SocketAddr {
     a
 }
 
-#[tokio::test]
-async fn standalone_hosts_each_answer_for_themselves_with_their_own_token_and_ca() {
+/// The homelab on standalone lab hosts (each its own PVE, token and CA), and a
+/// client that knows each host's endpoint.
+async fn standalone_lab() -> (
+    Fabric,
+    talos_pve::profile::Profile,
+    Vec<LabProxmoxHandle>,
+    Plan,
+    Client,
+) {
     talos_pve::tls::install_provider();
     let fabric = Fabric::new();
     let mut profile = homelab();
@@ -91,6 +99,12 @@ async fn standalone_hosts_each_answer_for_themselves_with_their_own_token_and_ca
     cfg.standalone = hosts;
     let client = Client::new(fast(cfg), &fabric.addresses).unwrap();
     assert!(client.standalone());
+    (fabric, profile, labs, plan, client)
+}
+
+#[tokio::test]
+async fn standalone_hosts_each_answer_for_themselves_with_their_own_token_and_ca() {
+    let (fabric, profile, labs, plan, client) = standalone_lab().await;
 
     // A standalone host's /cluster/status: one node entry, nodeid 0, no cluster
     // entry (pve-manager API2/Cluster.pm 867-1000).
@@ -473,4 +487,110 @@ async fn the_iso_is_downloaded_once_per_shared_storage() {
         .count();
     assert_eq!(downloads, 1, "{r:?}");
     assert_eq!(r.isos.len(), 1, "{r:?}");
+}
+
+/// Issue 13 item 6 on standalone hosts: one host that does not answer keeps
+/// `destroy` from none of the others; it is named with the VMs the plan puts on
+/// it and what is left to do. Each host has its own VMID space, so a VM is
+/// known by (host, VMID): someone's VM at our VMID on another host is neither
+/// ours nor hides ours.
+#[tokio::test]
+async fn destroy_on_standalone_hosts_acts_on_those_that_answer_and_names_the_one_that_does_not() {
+    let (fabric, profile, labs, plan, client) = standalone_lab().await;
+    let factory = Factory::new(
+        &profile.talos.image_factory,
+        &Trust::Ca(labs[0].ca_pem()),
+        &fabric.addresses,
+    )
+    .unwrap();
+    let opts = ProvisionOptions {
+        recreate: false,
+        owner: owner(),
+    };
+    provision(&client, &factory, &profile, &plan, opts)
+        .await
+        .unwrap();
+    let on = |host: &str| -> Vec<(u32, String)> {
+        plan.nodes
+            .iter()
+            .filter(|n| n.host == host)
+            .map(|n| (n.vmid, n.host.clone()))
+            .collect()
+    };
+    let [h0, h1, h2] = ["pve-ms01-01", "pve-ms01-02", "pve-aimax-01"];
+    let (ours_0, ours_1, ours_2) = (on(h0), on(h1), on(h2));
+    assert!(!ours_0.is_empty() && !ours_1.is_empty() && ours_2.len() == 1);
+    // Gathered second, someone's VM at the first host's VMID on the second host.
+    let foreign = [("name".to_owned(), "someones-vm".to_owned())].into();
+    labs[1].insert_vm(h1, ours_0[0].0, foreign, false);
+    // status, diff, rebuild and up look a planned VMID up on the plan's host.
+    let vms = talos_pve::proxmox::inventory::planned_vms(&client, &plan)
+        .await
+        .unwrap();
+    let at = &vms[&ours_0[0].0];
+    let node_0 = plan.nodes.iter().find(|n| n.vmid == ours_0[0].0).unwrap();
+    assert_eq!(
+        (at.node.as_str(), at.name.as_str()),
+        (h0, node_0.name.as_str())
+    );
+    labs[2].set_faults(vec![Fault::new(
+        "GET",
+        "",
+        100,
+        FaultEffect::Status {
+            code: 595,
+            message: "No route to host".into(),
+        },
+    )]);
+
+    let planned: Vec<u32> = plan.nodes.iter().map(|n| n.vmid).collect();
+    let found = survey(&client, &owner(), &planned).await.unwrap();
+    let key = |v: &OwnedVm| (v.vmid, v.host.clone());
+    let mut want: Vec<(u32, String)> = ours_0.iter().chain(&ours_1).cloned().collect();
+    want.sort();
+    assert_eq!(found.owned.iter().map(key).collect::<Vec<_>>(), want);
+    let skipped: Vec<(u32, &str)> = found
+        .skipped
+        .iter()
+        .map(|v| (v.vmid, v.host.as_str()))
+        .collect();
+    assert_eq!(skipped, [(ours_0[0].0, h1)], "{:?}", found.skipped);
+    let down: Vec<&str> = found.unreachable.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(down, [h2]);
+    // The strict lookup (for what must not act on a partial list) still stops.
+    let e = owned_vms(&client, &owner(), &planned).await.unwrap_err();
+    assert!(
+        matches!(&e, PveError::HostDown { host, .. } if host == h2),
+        "{e}"
+    );
+
+    let report = destroy(&client, &found.owned).await;
+    assert!(report.left.is_empty(), "{:?}", report.left);
+    assert_eq!(report.removed.iter().map(key).collect::<Vec<_>>(), want);
+    assert!(labs[0].state().vms.is_empty());
+    let kept: Vec<u32> = labs[1].state().vms.keys().copied().collect();
+    assert_eq!(kept, [ours_0[0].0], "someone's VM is left alone");
+    let kept: Vec<u32> = labs[2].state().vms.keys().copied().collect();
+    assert_eq!(kept, [ours_2[0].0]);
+    let node_2 = plan.nodes.iter().find(|n| n.host == h2).unwrap();
+    let what = unfinished(&report, &found.unreachable, &plan).expect("not done");
+    for part in [
+        format!("standalone host {h2} does not answer"),
+        "No route to host".to_owned(),
+        format!("the plan puts there: VM {} {}", node_2.vmid, node_2.name),
+        format!("when {h2} answers again, run `talos-pve destroy` again"),
+        format!("qm destroy {} --purge", node_2.vmid),
+        "\n  fix: ".to_owned(),
+    ] {
+        assert!(what.contains(&part), "{part:?} in\n{what}");
+    }
+
+    // Back: the next run finishes on it.
+    labs[2].set_faults(Vec::new());
+    let found = survey(&client, &owner(), &planned).await.unwrap();
+    assert!(found.unreachable.is_empty());
+    assert_eq!(found.owned.iter().map(key).collect::<Vec<_>>(), ours_2);
+    let report = destroy(&client, &found.owned).await;
+    assert_eq!(unfinished(&report, &found.unreachable, &plan), None);
+    assert!(labs[2].state().vms.is_empty());
 }
