@@ -186,8 +186,10 @@ impl Datacenter {
                 // A guest whose VM is gone (deleted after the Talos snapshot) is gone too.
                 t.nodes.retain(|n| s.proxmox.vms.contains_key(&n.vm.vmid));
                 let known: Vec<u32> = t.nodes.iter().map(|n| n.vm.vmid).collect();
-                let talos = LabTalos::start_from(&fabric, talos_cfg, t);
+                // Proxmox listens before any restored guest boots on: a guest that
+                // reaches Talos-from-disk during the restore still gets its agent.
                 let pve = LabProxmox::from_state(&fabric, pve_cfg, s.proxmox).await;
+                let talos = LabTalos::start_from(&fabric, talos_cfg, t);
                 if let Ok(pve) = &pve {
                     // Powered-on VMs whose guest the last command never saw boot now.
                     for vm in pve.running_vms() {

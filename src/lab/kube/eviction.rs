@@ -136,6 +136,7 @@ mod tests {
             timers: Default::default(),
             next_due: Default::default(),
             requests: Default::default(),
+            pending: std::sync::Mutex::new(crate::lab::Fabric::new().events.subscribe()),
         };
         for i in 0..pods {
             let name = format!("web-{i}");

@@ -122,6 +122,56 @@ pub struct Lab {
     next_due: Mutex<Option<Instant>>,
     /// Requests served since start (a watch counts once; benchmarks).
     requests: std::sync::atomic::AtomicU64,
+    /// Machine events not applied yet. Drained before the controllers run, not only
+    /// by the listener task: an event emitted before a reply the client acts on (a
+    /// Reset's power-off) takes effect before that action (deleting the Node).
+    pending: Mutex<tokio::sync::broadcast::Receiver<LabEvent>>,
+}
+
+impl Lab {
+    /// Apply every machine event emitted so far, in order.
+    fn catch_up(&self) {
+        let mut rx = self.pending.lock().expect("pending lock");
+        loop {
+            let ev = match rx.try_recv() {
+                Ok(ev) => ev,
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            };
+            match ev {
+                LabEvent::NodeRunning(info) => {
+                    self.down.lock().expect("down lock").remove(&info.hostname);
+                    sim::containers_started(self, &info.hostname);
+                    let mut n = self.nodes.lock().expect("nodes lock");
+                    n.retain(|x| x.hostname != info.hostname);
+                    n.push(info);
+                    self.store.nudge();
+                }
+                LabEvent::VmStopped { vmid } | LabEvent::VmDestroyed { vmid } => {
+                    let nodes = self.nodes.lock().expect("nodes lock");
+                    if let Some(n) = nodes.iter().find(|n| n.vmid == vmid) {
+                        self.down
+                            .lock()
+                            .expect("down lock")
+                            .insert(n.hostname.clone());
+                    }
+                }
+                LabEvent::NodeGoingDown { vmid, drains } => {
+                    let name = self
+                        .nodes
+                        .lock()
+                        .expect("nodes lock")
+                        .iter()
+                        .find(|n| n.vmid == vmid)
+                        .map(|n| n.hostname.clone());
+                    if let Some(name) = name {
+                        sim::going_down(self, &name, drains);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Handle of the running lab API; dropping it stops the server.
@@ -254,6 +304,7 @@ impl LabKube {
             timers: Mutex::default(),
             next_due: Mutex::default(),
             requests: Default::default(),
+            pending: Mutex::new(fabric.events.subscribe()),
         });
         let (tx, addr) = tokio::sync::watch::channel(None);
         let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
@@ -266,36 +317,8 @@ impl LabKube {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => return,
                 };
+                lab2.catch_up();
                 match ev {
-                    LabEvent::NodeRunning(info) => {
-                        lab2.down.lock().expect("down lock").remove(&info.hostname);
-                        sim::containers_started(&lab2, &info.hostname);
-                        let mut n = lab2.nodes.lock().expect("nodes lock");
-                        n.retain(|x| x.hostname != info.hostname);
-                        n.push(info);
-                        lab2.store.nudge();
-                    }
-                    LabEvent::VmStopped { vmid } | LabEvent::VmDestroyed { vmid } => {
-                        let nodes = lab2.nodes.lock().expect("nodes lock");
-                        if let Some(n) = nodes.iter().find(|n| n.vmid == vmid) {
-                            lab2.down
-                                .lock()
-                                .expect("down lock")
-                                .insert(n.hostname.clone());
-                        }
-                    }
-                    LabEvent::NodeGoingDown { vmid, drains } => {
-                        let name = lab2
-                            .nodes
-                            .lock()
-                            .expect("nodes lock")
-                            .iter()
-                            .find(|n| n.vmid == vmid)
-                            .map(|n| n.hostname.clone());
-                        if let Some(name) = name {
-                            sim::going_down(&lab2, &name, drains);
-                        }
-                    }
                     LabEvent::EtcdBootstrapped { endpoint, .. } if tx.borrow().is_none() => {
                         match serve(lab2.clone(), endpoint, &book, &tasks2).await {
                             Ok(a) => {

@@ -140,6 +140,7 @@ fn elapsed(lab: &Lab, what: &str, delay: Duration) -> bool {
 }
 
 pub fn step(lab: &Lab) {
+    lab.catch_up();
     register_nodes(lab);
     establish_crds(lab);
     run_cilium_job(lab);
@@ -164,7 +165,6 @@ fn kubelet_version(lab: &Lab, info: &LabNodeInfo) -> String {
 
 fn register_nodes(lab: &Lab) {
     let infos = lab.nodes.lock().expect("nodes lock").clone();
-    let down = lab.down.lock().expect("down lock").clone();
     for info in infos {
         let k = key("", "nodes", None, &info.hostname);
         if let Some(mut node) = lab.store.get(&k) {
@@ -177,8 +177,10 @@ fn register_nodes(lab: &Lab) {
             continue;
         }
         // A stopped kubelet registers nothing: a deleted Node of a powered-off
-        // machine stays deleted.
-        if down.contains(&info.hostname)
+        // machine stays deleted. Asked after the Node was found missing, with the
+        // events caught up: a power-off emitted before the deletion is seen here.
+        lab.catch_up();
+        if lab.down.lock().expect("down lock").contains(&info.hostname)
             || !elapsed(
                 lab,
                 &format!("kubelet/{}", info.hostname),

@@ -43,10 +43,8 @@ pub(super) async fn serve(
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
-                e = events.recv() => {
-                    if let Ok(crate::lab::LabEvent::NodeRunning(i)) = e {
-                        guests.guest_running(i.vmid, i.management, i.internal_ip);
-                    }
+                _ = events.recv() => {
+                    guests.catch_up();
                     continue;
                 }
             };

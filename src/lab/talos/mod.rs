@@ -826,7 +826,7 @@ fn install(shared: &Arc<Shared>, vmid: u32) {
 }
 
 fn enter_running(shared: &Arc<Shared>, vmid: u32) {
-    let (generation, info) = {
+    let generation = {
         let mut all = lock(&shared.nodes);
         // A worker's config has no OS CA key: like trustd, borrow a control plane's.
         let ca_key_elsewhere = |crt: &str| {
@@ -870,9 +870,13 @@ fn enter_running(shared: &Arc<Shared>, vmid: u32) {
             }
         }
         let generation = set_phase(n, Phase::Running);
-        (generation, node_info(n, &cfg))
+        // Announced before the lock goes: no client sees Running while the other
+        // simulators (guest agent, kubelet) could still miss the event.
+        shared
+            .fabric
+            .emit(LabEvent::NodeRunning(node_info(n, &cfg)));
+        generation
     };
-    shared.fabric.emit(LabEvent::NodeRunning(info));
     after(
         shared,
         vmid,

@@ -101,6 +101,10 @@ pub struct Lab {
     started: Instant,
     clock_base: u64,
     pub(super) listen: Mutex<Option<std::net::SocketAddr>>,
+    /// Machine events not applied yet: drained whenever the lab settles, so a guest
+    /// whose Talos reported running answers its agent from that moment on, however
+    /// late the listener task gets scheduled.
+    pending: Mutex<tokio::sync::broadcast::Receiver<crate::lab::LabEvent>>,
 }
 
 fn lock_msg(vmid: u32) -> String {
@@ -122,6 +126,7 @@ impl Lab {
             requests: Mutex::default(),
             factory: Mutex::default(),
             tickets: Mutex::default(),
+            pending: Mutex::new(fabric.events.subscribe()),
             fabric,
             started: Instant::now(),
             listen: Mutex::new(None),
@@ -155,13 +160,21 @@ impl Lab {
     pub fn with_config(&self, f: impl FnOnce(&mut LabProxmoxConfig)) {
         f(&mut self.config.lock().expect("lab config"));
     }
-    pub fn guest_running(&self, vmid: u32, mgmt: std::net::Ipv4Addr, kubelet: std::net::Ipv4Addr) {
-        guest_running(
-            &mut self.state.lock().expect("lab state"),
-            vmid,
-            mgmt,
-            kubelet,
-        );
+    /// Apply every machine event emitted so far, in order.
+    pub fn catch_up(&self) {
+        let mut rx = self.pending.lock().expect("lab pending");
+        loop {
+            match rx.try_recv() {
+                Ok(crate::lab::LabEvent::NodeRunning(i)) => guest_running(
+                    &mut self.state.lock().expect("lab state"),
+                    i.vmid,
+                    i.management,
+                    i.internal_ip,
+                ),
+                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => return,
+            }
+        }
     }
     pub fn edit_state(&self, f: impl FnOnce(&mut LabPveState)) {
         f(&mut self.state.lock().expect("lab state"));

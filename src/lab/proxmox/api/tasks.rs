@@ -17,6 +17,7 @@ use crate::proxmox::upid::Upid;
 impl Lab {
     /// Stop every task whose time has come and apply its effect.
     pub fn settle(self: &std::sync::Arc<Self>) {
+        self.catch_up();
         let now = self.now_ms();
         let mut events = Vec::new();
         let mut started = Vec::new();
