@@ -92,6 +92,18 @@ pub enum Command {
     Man(man::Args),
 }
 
+/// The profile, the lab and the Proxmox connection: all a read-only command that
+/// looks at the live cluster needs (`diff`, `status`).
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+    #[command(flatten)]
+    pub lab: LabArgs,
+    #[command(flatten)]
+    pub pve: preflight::PveArgs,
+}
+
 /// `--lab` and its knobs, shared by every command that can act on the simulated datacenter.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LabArgs {

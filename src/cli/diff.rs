@@ -6,19 +6,11 @@
 
 use std::process::ExitCode;
 
-use super::args::{Global, LabArgs, Output, ProfileArgs};
+use super::args::{Global, Output};
 use super::common::cluster_hosts;
-use super::preflight::{PveArgs, runtime};
+use super::preflight::runtime;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub profile: ProfileArgs,
-    #[command(flatten)]
-    pub lab: LabArgs,
-    #[command(flatten)]
-    pub pve: PveArgs,
-}
+pub use super::args::ClusterArgs as Args;
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     match compare(g, &a) {

@@ -5,21 +5,13 @@
 
 use std::process::ExitCode;
 
-use super::args::{Global, LabArgs, Output, ProfileArgs};
+use super::args::{Global, Output};
 use super::common::{hosts, open_lab};
-use super::preflight::{PveArgs, runtime};
+use super::preflight::runtime;
 use crate::addons::ManifestSource;
 use crate::up;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub profile: ProfileArgs,
-    #[command(flatten)]
-    pub lab: LabArgs,
-    #[command(flatten)]
-    pub pve: PveArgs,
-}
+pub use super::args::ClusterArgs as Args;
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let lab = a.lab.options()?;

@@ -22,28 +22,8 @@ fn profile(dir: &Path, file: &str, edits: &[(&str, &str)]) -> PathBuf {
     p
 }
 
-/// `up` of `profile` into `dir` in a fast lab, unattended, plain progress.
-fn up_args(profile: &Path, dir: &Path) -> Vec<String> {
-    let (p, d) = (profile.display().to_string(), dir.display().to_string());
-    [
-        "up",
-        "--profile",
-        &p,
-        "--dir",
-        &d,
-        "--lab",
-        "--lab-speed",
-        "600",
-        "--yes",
-        "--progress",
-        "plain",
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
 fn up(profile: &Path, dir: &Path) -> (String, String) {
-    let args = up_args(profile, dir);
+    let args = support::up_args(profile, dir);
     let r = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(r.0, 0, "stdout:\n{}\nstderr:\n{}", r.1, r.2);
     (r.1, r.2)
@@ -136,7 +116,7 @@ fn recreate_takes_one_control_plane_at_a_time_and_a_grown_disk_is_kept() {
     let base = profile(t.path(), "base.yaml", &[]);
     up(&base, &dir);
     let bigger = profile(t.path(), "bigger.yaml", &[("disk: 64}", "disk: 80}")]);
-    let owned = up_args(&bigger, &dir);
+    let owned = support::up_args(&bigger, &dir);
     let args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let refused = run(&args);
     assert_ne!(refused.0, 0, "{}", refused.2);
@@ -204,7 +184,7 @@ fn an_interrupted_rolling_reboot_resumes_where_it_stopped() {
         &[("nodeDefaults: {cores: 4,", "nodeDefaults: {cores: 6,")],
     );
     let mut child = Command::new(support::bin())
-        .args(up_args(&changed, &dir))
+        .args(support::up_args(&changed, &dir))
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

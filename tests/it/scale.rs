@@ -29,20 +29,8 @@ fn node(name: &str, vmid: u32, host: &str, role: &str, octet: u8) -> String {
 
 /// `up --lab --yes` of `profile` in `dir` plus `extra`.
 fn up(profile: &Path, dir: &Path, extra: &[&str]) -> (i32, String, String) {
-    let (p, d) = (profile.display().to_string(), dir.display().to_string());
-    let mut args = vec![
-        "up",
-        "--profile",
-        &p,
-        "--dir",
-        &d,
-        "--lab",
-        "--lab-speed",
-        "600",
-        "--yes",
-        "--progress",
-        "plain",
-    ];
+    let owned = support::up_args(profile, dir);
+    let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
     args.extend(extra);
     run(&args)
 }

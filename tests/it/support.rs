@@ -147,3 +147,23 @@ pub fn res(group: &str, kind: &str, plural: &str) -> talos_pve::kube::Resource {
         namespaced: true,
     }
 }
+
+/// `up` of `profile` into `dir` in a fast lab, unattended, plain progress.
+pub fn up_args(profile: &Path, dir: &Path) -> Vec<String> {
+    let (p, d) = (profile.display().to_string(), dir.display().to_string());
+    [
+        "up",
+        "--profile",
+        &p,
+        "--dir",
+        &d,
+        "--lab",
+        "--lab-speed",
+        "600",
+        "--yes",
+        "--progress",
+        "plain",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
