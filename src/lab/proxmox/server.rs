@@ -51,6 +51,9 @@ pub(super) async fn serve(
             let Ok((tcp, _)) = accepted else {
                 continue;
             };
+            // Small replies must not wait for the client's delayed ACK (~40 ms, Nagle),
+            // a lab artefact that would swamp the request latencies it simulates.
+            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let app = app.clone();
             tokio::spawn(async move {
