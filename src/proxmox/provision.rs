@@ -10,6 +10,7 @@
 //! half-way resumes from what exists.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -220,6 +221,32 @@ enum Step {
     },
 }
 
+/// What `provision` has settled so far, for a caller that goes on VM by VM (`up`
+/// boots each VM as soon as it exists, not once all do).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settled {
+    /// The VMs only `--recreate` fixes, published before any write.
+    pub blocked: Vec<String>,
+    /// Each VM once it matches the plan (or is left as it is), by node name.
+    pub vms: BTreeMap<String, VmAction>,
+}
+
+/// Where `provision_settling` publishes what it has settled; dropped when it ends.
+pub type SettledTx = Arc<tokio::sync::watch::Sender<Settled>>;
+
+impl Step {
+    /// Left as it is, `NeedsRecreate`: only a re-create fixes it, and this run
+    /// does not (no `--recreate`, or another control plane goes first).
+    fn blocked(&self, recreate: bool) -> bool {
+        match self {
+            Step::Create => false,
+            Step::Adopt {
+                differences, hold, ..
+            } => differences.iter().any(|d| !d.safe) && (!recreate || *hold),
+        }
+    }
+}
+
 /// Bring every planned VM into existence, as planned (powered on or not).
 pub async fn provision(
     pve: &Client,
@@ -227,6 +254,19 @@ pub async fn provision(
     profile: &Profile,
     plan: &Plan,
     opts: ProvisionOptions,
+) -> Result<ProvisionReport, ProvisionError> {
+    let settled = Arc::new(tokio::sync::watch::channel(Settled::default()).0);
+    provision_settling(pve, factory, profile, plan, opts, settled).await
+}
+
+/// `provision`, publishing each VM to `settled` as soon as it is done.
+pub async fn provision_settling(
+    pve: &Client,
+    factory: &Factory,
+    profile: &Profile,
+    plan: &Plan,
+    opts: ProvisionOptions,
+    settled: SettledTx,
 ) -> Result<ProvisionReport, ProvisionError> {
     let guests = inventory::planned_guests(pve, plan).await?;
     let vms = guests.vms;
@@ -250,6 +290,13 @@ pub async fn provision(
     if opts.recreate {
         hold_control_planes(plan, &mut steps);
     }
+    let blocked: Vec<String> = plan
+        .nodes
+        .iter()
+        .filter(|n| steps[&n.name].blocked(opts.recreate))
+        .map(|n| n.name.clone())
+        .collect();
+    settled.send_modify(|s| s.blocked = blocked);
     let needs_iso: BTreeSet<&str> = plan
         .nodes
         .iter()
@@ -298,6 +345,7 @@ pub async fn provision(
             continue;
         }
         let (pve, profile, plan, opts) = (pve.clone(), profile.clone(), plan.clone(), opts.clone());
+        let settled = settled.clone();
         let iso = needs_iso
             .contains(host.name.as_str())
             .then(|| download.clone());
@@ -305,7 +353,10 @@ pub async fn provision(
         // Spawned, yet its retries and download progress belong to the caller's row.
         set.spawn(crate::progress::carry(async move {
             let mut r = ProvisionReport::default();
-            let res = provision_host(&pve, &profile, &plan, &host, iso, nodes, &opts, &mut r).await;
+            let res = provision_host(
+                &pve, &profile, &plan, &host, iso, nodes, &opts, &settled, &mut r,
+            )
+            .await;
             (r, res)
         }));
     }
@@ -501,15 +552,19 @@ async fn provision_host(
     plan: &Plan,
     host: &str,
     download: Option<Vec<(String, String)>>,
-    nodes: Vec<(NodePlan, Step)>,
+    mut nodes: Vec<(NodePlan, Step)>,
     opts: &ProvisionOptions,
+    settled: &SettledTx,
     r: &mut ProvisionReport,
 ) -> Result<(), ProvisionError> {
     if let Some(download) = download {
         let iso = ensure_iso(pve, profile, plan, host, &download, r).await?;
         r.isos.push(iso);
     }
-    // VMs are independent (each has its own lock on the host): a few at a time.
+    // The bootstrap node first: the whole cluster waits for it, nothing for the others.
+    nodes.sort_by_key(|(n, _)| n.name != plan.bootstrap_node);
+    // VMs are independent (each has its own lock on the host): a few at a time, in
+    // order (the semaphore is fair).
     let slots = tokio::sync::Semaphore::new(VMS_AT_ONCE_PER_HOST);
     let done = futures_util::future::join_all(nodes.into_iter().map(|(node, step)| {
         let slots = &slots;
@@ -517,6 +572,11 @@ async fn provision_host(
             let _slot = slots.acquire().await.expect("semaphore never closed");
             let mut own = ProvisionReport::default();
             let vm = provision_vm(pve, profile, plan, &node, step, opts, &mut own).await;
+            if let Ok(vm) = &vm {
+                settled.send_modify(|s| {
+                    s.vms.insert(vm.node.clone(), vm.action);
+                });
+            }
             (own.writes, vm)
         }
     }))
@@ -617,6 +677,7 @@ async fn provision_vm(
             .collect()
     };
     let mut notes = Vec::new();
+    let blocked = step.blocked(opts.recreate);
     let (action, differences) = match step {
         Step::Create => {
             create(pve, host, &want, r).await?;
@@ -628,11 +689,11 @@ async fn provision_vm(
             running,
             on,
             notes: found,
-            hold,
+            ..
         } => {
             notes = found;
             let unsafe_diff = differences.iter().any(|d| !d.safe);
-            if unsafe_diff && (!opts.recreate || hold) {
+            if blocked {
                 return Ok(VmReport {
                     node: node.name.clone(),
                     host: on,

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -290,10 +290,12 @@ impl Drift {
     }
 }
 
-/// The live state: shared between tasks (`&State` is enough; a mutex is inside).
+/// The live state: shared between tasks (`&State` is enough; a mutex is inside). A
+/// clone is the same state (a handle), for writes moved off the async threads.
+#[derive(Clone)]
 pub struct State {
     path: PathBuf,
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 struct Inner {
@@ -400,11 +402,11 @@ impl State {
         };
         Ok(State {
             path: path.to_owned(),
-            inner: Mutex::new(Inner {
+            inner: Arc::new(Mutex::new(Inner {
                 rec,
                 drift,
                 current,
-            }),
+            })),
         })
     }
 
@@ -484,22 +486,31 @@ impl State {
 
     /// Record `step` as complete and write the file before returning.
     pub fn mark_done(&self, step: Step, detail: Option<&str>) -> Result<(), StateError> {
+        self.mark_all_done(vec![(step, detail.map(str::to_owned))])
+    }
+
+    /// Record `steps` (each with its detail) as complete, in one write of the file.
+    pub fn mark_all_done(&self, steps: Vec<(Step, Option<String>)>) -> Result<(), StateError> {
         let mut g = self.lock();
-        if !g.drift.is_empty() {
+        if !g.drift.is_empty()
+            && let Some((step, _)) = steps.first()
+        {
             return Err(StateError::Drifted {
                 path: self.path.clone(),
                 summary: g.drift.summary(),
                 step: step.to_string(),
             });
         }
-        let record = Record {
-            step,
-            at: now(),
-            detail: detail.map(str::to_owned),
-        };
-        match g.rec.steps.iter_mut().find(|r| r.step == record.step) {
-            Some(r) => *r = record,
-            None => g.rec.steps.push(record),
+        for (step, detail) in steps {
+            let record = Record {
+                step,
+                at: now(),
+                detail,
+            };
+            match g.rec.steps.iter_mut().find(|r| r.step == record.step) {
+                Some(r) => *r = record,
+                None => g.rec.steps.push(record),
+            }
         }
         // Written under the lock: concurrent marks land one after another, the last
         // write holds every step.

@@ -46,11 +46,16 @@ pub struct Env {
 impl Env {
     /// Called after every step recorded in the state file.
     pub fn checkpoint(&self) {
-        if let Some(saver) = &self.lab
-            && let Err(e) = saver.save()
-        {
-            tracing::warn!(error = %e, "lab: could not save the simulated datacenter");
-        }
+        checkpoint(self.lab.as_ref());
+    }
+}
+
+/// `Env::checkpoint` for a caller holding only the saver (off the async threads).
+pub(super) fn checkpoint(lab: Option<&LabSaver>) {
+    if let Some(saver) = lab
+        && let Err(e) = saver.save()
+    {
+        tracing::warn!(error = %e, "lab: could not save the simulated datacenter");
     }
 }
 

@@ -23,10 +23,13 @@ mod env;
 mod status;
 mod summary;
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use futures_util::future::join_all;
 use thiserror::Error;
+use tokio::sync::watch;
 
 use crate::addons::{self, AddonError};
 use crate::artifacts::{self, SecretsSource};
@@ -39,7 +42,9 @@ use crate::progress::Reporter;
 use crate::proxmox::PveError;
 use crate::proxmox::cidata::{self as pve_cidata, Delivery, Retired, Volume};
 use crate::proxmox::ownership::Owner;
-use crate::proxmox::provision::{ProvisionError, ProvisionOptions, provision};
+use crate::proxmox::provision::{
+    ProvisionError, ProvisionOptions, Settled, SettledTx, provision, provision_settling,
+};
 use crate::state::{State, StateError, Step};
 use crate::talos::api::{BootstrapOutcome, Credentials, TalosError, Talosconfig, Target};
 use crate::talos::cidata;
@@ -138,7 +143,11 @@ pub async fn bring_up(
     // Every VM carries the cluster's ID, so it exists before the first one does.
     let owner = crate::cluster_id::owner_making(dir, &plan.cluster).map_err(UpError::Artifacts)?;
     // Key generation (CPU, up to seconds) overlaps with creating the VMs, which stay
-    // powered off: a VM boots only with its config's cidata volume attached.
+    // powered off: a VM boots only with its config's cidata volume attached. Each
+    // node goes on as soon as its own VM exists and the configs do, not once every
+    // VM does. A failed prerequisite drops its sender: the nodes waiting stop, and
+    // that failure is the one returned.
+    let (creds_tx, creds_rx) = watch::channel::<Option<Credentials>>(None);
     let secrets = rec.stage(None, "secrets", Step::Secrets, || async {
         let (dir, profile, plan) = (dir.clone(), profile.clone(), plan.clone());
         let g = tokio::task::spawn_blocking(move || {
@@ -153,14 +162,19 @@ pub async fn bring_up(
         )?;
         Ok(g.origin.as_str().to_owned())
     });
-    let (secrets, provisioned) = tokio::join!(
-        secrets,
-        provision_vms(env, profile, plan, state, rep, opts, owner.clone())
-    );
-    secrets?;
-    // VMs only `--recreate` fixes: rebuilt one at a time once the cluster runs.
-    let rebuild = provisioned?;
-    let creds = Talosconfig::load(&dir.talosconfig())?.credentials;
+    let secrets = async move {
+        secrets.await?;
+        let creds = Talosconfig::load(&dir.talosconfig())?.credentials;
+        creds_tx.send_replace(Some(creds.clone()));
+        Ok::<Credentials, UpError>(creds)
+    };
+    let settled = Arc::new(watch::channel(Settled::default()).0);
+    let ready = Ready {
+        creds: creds_rx,
+        settled: settled.subscribe(),
+        recreate: opts.recreate,
+    };
+    let provisioned = provision_vms(env, profile, plan, state, rep, opts, owner.clone(), settled);
     // etcd is bootstrapped as soon as its node runs, while the others still install.
     // Every other node runs to its own end (each failure is reported with its node
     // and stage, and its progress recorded for the next run); then the first failure
@@ -172,6 +186,9 @@ pub async fn bring_up(
             .iter()
             .filter(|n| n.name != boot.node)
             .map(|n| async {
+                let Some(creds) = ready.of(&n.name).await else {
+                    return Ok(());
+                };
                 configure_node(env, profile, plan, n, dir, progress, &creds).await?;
                 remove_cidata(env, profile, plan, n, progress).await
             }),
@@ -187,8 +204,12 @@ pub async fn bring_up(
         }
     };
     let cluster = async {
+        let Some(creds) = ready.of(&boot.node).await else {
+            return Ok(());
+        };
+        let creds = &creds;
         if let Some(n) = boot_node {
-            configure_node(env, profile, plan, n, dir, progress, &creds).await?;
+            configure_node(env, profile, plan, n, dir, progress, creds).await?;
             let _ = installed.send(());
         }
         rec.stage(
@@ -204,7 +225,7 @@ pub async fn bring_up(
                             .into(),
                     );
                 }
-                Ok(match env.talos.bootstrap(&boot, &creds).await? {
+                Ok(match env.talos.bootstrap(&boot, creds).await? {
                     BootstrapOutcome::Bootstrapped => "etcd bootstrapped".to_owned(),
                     BootstrapOutcome::AlreadyBootstrapped => "already bootstrapped".to_owned(),
                 })
@@ -219,17 +240,21 @@ pub async fn bring_up(
         // The other control planes join etcd while the Kubernetes add-ons install: the
         // API needs only the bootstrapped member, so neither waits for the other.
         let etcd = rec.stage(None, "etcd", Step::EtcdHealthy, || async {
-            env.talos.wait_etcd_members(&boot, &creds, &members).await?;
+            env.talos.wait_etcd_members(&boot, creds, &members).await?;
             Ok(format!("{} members", members.len()))
         });
         let kube = async {
-            fetch_kubeconfig(env, dir, state, rep, &boot, &creds).await?;
-            install_addons(env, profile, plan, dir, state, rep, &creds).await
+            fetch_kubeconfig(env, dir, state, rep, &boot, creds).await?;
+            install_addons(env, profile, plan, dir, state, rep, creds).await
         };
         tokio::try_join!(etcd, kube)?;
         Ok::<(), UpError>(())
     };
-    let (others, cluster, cleanup) = tokio::join!(others, cluster, cleanup);
+    let (secrets, provisioned, others, cluster, cleanup) =
+        tokio::join!(secrets, provisioned, others, cluster, cleanup);
+    let creds = secrets?;
+    // VMs only `--recreate` fixes: rebuilt one at a time once the cluster runs.
+    let rebuild = provisioned?;
     others.into_iter().collect::<Result<Vec<()>, _>>()?;
     cluster?;
     cleanup?;
@@ -240,9 +265,11 @@ pub async fn bring_up(
     Ok(Summary::new(profile, plan, dir))
 }
 
-/// Every planned VM exists, matches the plan and runs; progress per VM. Returns the
-/// nodes whose VMs only a re-create fixes (with `--recreate`; else that is an error),
-/// control planes first: none is re-created here, where they would all go at once.
+/// Every planned VM exists and matches the plan; progress per VM as each settles
+/// (published to `settled` for the nodes waiting on it). Returns the nodes whose VMs
+/// only a re-create fixes (with `--recreate`; else that is an error), control planes
+/// first: none is re-created here, where they would all go at once.
+#[allow(clippy::too_many_arguments)]
 async fn provision_vms(
     env: &Env,
     profile: &Profile,
@@ -251,10 +278,12 @@ async fn provision_vms(
     rep: &Reporter,
     opts: &Options,
     owner: Owner,
+    settled: SettledTx,
 ) -> Result<Vec<NodePlan>, UpError> {
     let rec = Record { env, state, rep };
     rep.started(None, "provision");
-    let report = provision(
+    let mut seen = settled.subscribe();
+    let report = provision_settling(
         &env.pve,
         &env.factory,
         profile,
@@ -263,8 +292,28 @@ async fn provision_vms(
             recreate: false,
             owner,
         },
+        settled,
     );
-    let report = rep.in_row(None, "provision", report).await;
+    // Each VM is recorded as it settles: its node goes on at once.
+    let each = async {
+        let mut recorded = BTreeSet::new();
+        loop {
+            let ended = seen.changed().await.is_err();
+            let s = seen.borrow_and_update().clone();
+            if opts.recreate || s.blocked.is_empty() {
+                for (node, action) in &s.vms {
+                    if recorded.insert(node.clone()) {
+                        rec.mark_aside(Step::Vm(node.clone()), Some(action.as_str().into()))
+                            .await?;
+                    }
+                }
+            }
+            if ended {
+                return Ok::<(), UpError>(());
+            }
+        }
+    };
+    let (report, each) = tokio::join!(rep.in_row(None, "provision", report), each);
     let report = report.map_err(|source| {
         let e = match blame::subject(plan, &source) {
             Some(subject) => UpError::ProvisionOf {
@@ -276,6 +325,7 @@ async fn provision_vms(
         rep.failed(None, "provision", &e);
         e
     })?;
+    each?;
     if let Some(vm) = report.blocked().next()
         && !opts.recreate
     {
@@ -288,7 +338,6 @@ async fn provision_vms(
     }
     for vm in &report.vms {
         let what = vm.action.as_str();
-        rec.mark(Step::Vm(vm.node.clone()), Some(what))?;
         rep.progress(
             Some(&vm.node),
             "provision",
@@ -486,34 +535,63 @@ pub(crate) async fn install_addons(
         rep.failed(None, "addons", &e);
         e
     })?;
-    for n in &plan.nodes {
-        let patched = r.pod_cidrs_patched.contains(&n.name);
-        // The CIDR leads the detail: later plans keep it (`converge::keep_pod_cidrs`).
-        rec.mark(
-            Step::PodCidr(n.name.clone()),
-            Some(&format!(
+    // One write for every node's step: a file write each would add up at 30 nodes.
+    let mut steps: Vec<(Step, Option<String>)> = plan
+        .nodes
+        .iter()
+        .map(|n| {
+            let patched = r.pod_cidrs_patched.contains(&n.name);
+            // The CIDR leads the detail: later plans keep it (`converge::keep_pod_cidrs`).
+            let detail = format!(
                 "{} {}",
                 n.pod_cidr,
                 if patched { "set" } else { "already set" }
-            )),
-        )?;
-    }
-    rec.mark(
-        Step::Cilium,
-        Some(if r.cilium_job_created {
-            "installed"
-        } else {
-            "up to date"
-        }),
-    )?;
+            );
+            (Step::PodCidr(n.name.clone()), Some(detail))
+        })
+        .collect();
+    let cilium = if r.cilium_job_created {
+        "installed"
+    } else {
+        "up to date"
+    };
+    steps.push((Step::Cilium, Some(cilium.into())));
     if profile.addons.metallb.is_some() {
-        rec.mark(
+        steps.push((
             Step::Metallb,
-            Some(&format!("{} objects", r.metallb_objects)),
-        )?;
+            Some(format!("{} objects", r.metallb_objects)),
+        ));
     }
+    rec.mark_all_aside(steps).await?;
     rep.done(None, "addons");
     Ok(())
+}
+
+/// What a node waits for before its cidata stage: its VM as planned and the
+/// configs (with the credentials that reach the node).
+struct Ready {
+    creds: watch::Receiver<Option<Credentials>>,
+    settled: watch::Receiver<Settled>,
+    recreate: bool,
+}
+
+impl Ready {
+    /// The credentials once `node` may go on; `None` when a prerequisite failed (its
+    /// own stage reports that) or a VM needs `--recreate` that this run does not do.
+    async fn of(&self, node: &str) -> Option<Credentials> {
+        let s = self
+            .settled
+            .clone()
+            .wait_for(|s| s.vms.contains_key(node))
+            .await
+            .ok()?
+            .clone();
+        if !(self.recreate || s.blocked.is_empty()) {
+            return None;
+        }
+        let mut creds = self.creds.clone();
+        creds.wait_for(Option::is_some).await.ok()?.clone()
+    }
 }
 
 /// Where a node's progress goes.
@@ -677,6 +755,24 @@ impl Record<'_> {
         Ok(())
     }
 
+    /// `mark` on a blocking thread: its file writes (fsync) would otherwise stall
+    /// every node's future (one task drives them all), one node's step after another.
+    async fn mark_aside(&self, step: Step, detail: Option<String>) -> Result<(), UpError> {
+        self.mark_all_aside(vec![(step, detail)]).await
+    }
+
+    /// `mark_aside` for several steps, written at once.
+    async fn mark_all_aside(&self, steps: Vec<(Step, Option<String>)>) -> Result<(), UpError> {
+        let (state, lab) = (self.state.clone(), self.env.lab.clone());
+        tokio::task::spawn_blocking(move || {
+            state.mark_all_done(steps)?;
+            env::checkpoint(lab.as_ref());
+            Ok(())
+        })
+        .await
+        .map_err(|e| UpError::Artifacts(anyhow::anyhow!("recording a step stopped: {e}")))?
+    }
+
     /// Run one stage with progress events, recording it in the state file when done.
     async fn stage<F, Fut>(
         &self,
@@ -693,7 +789,7 @@ impl Record<'_> {
         rep.started(node, name);
         match rep.in_row(node, name, f()).await {
             Ok(detail) => {
-                self.mark(step, Some(&detail))?;
+                self.mark_aside(step, Some(detail.clone())).await?;
                 rep.progress(node, name, &detail);
                 rep.done(node, name);
                 Ok(())
