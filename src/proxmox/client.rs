@@ -20,6 +20,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::error::{PveError, TransportKind};
+use super::pace::DownloadPace;
 use super::upid::{Upid, exit_ok};
 use crate::net::AddressBook;
 use crate::tls::{Pin, PinnedVerifier, parse_fingerprint};
@@ -92,8 +93,8 @@ pub struct RetryPolicy {
     pub cap: Duration,
 }
 
-/// Task polling: first wait `first` (four times that for downloads, which take
-/// seconds to minutes), doubling each poll up to `max`. Quick tasks cost one or
+/// Task polling: first wait `first`, doubling each poll up to `max` (downloads,
+/// which take seconds to minutes, are paced by their progress: `pace`). Quick tasks cost one or
 /// two polls; long ones stay well under one poll per second.
 #[derive(Debug, Clone, Copy)]
 pub struct PollPolicy {
@@ -935,21 +936,18 @@ impl Client {
         self.wait_task(upid, deadline).await
     }
 
-    /// A running download's progress as PVE's task log shows it (wget's percent).
-    /// Best effort: the log is only shown, so a failed read is no error.
-    async fn note_download(&self, node: &str, upid: &str) {
-        let Ok(path) = api_path(&[&"nodes", &node, &"tasks", &upid, &"log"]) else {
-            return;
-        };
+    /// A running download's progress as PVE's task log shows it (wget's percent),
+    /// shown and returned. Best effort: a failed read is no error.
+    async fn note_download(&self, node: &str, upid: &str) -> Option<u8> {
+        let path = api_path(&[&"nodes", &node, &"tasks", &upid, &"log"]).ok()?;
         let p = [("limit".to_owned(), "500".to_owned())];
-        if let Ok(lines) = self.get::<Vec<Value>>(&path, &p).await {
-            let text = lines
-                .iter()
-                .filter_map(|l| l.get("t").and_then(Value::as_str));
-            if let Some(pct) = wget_percent(text) {
-                crate::progress::note(format!("{pct}%"));
-            }
-        }
+        let lines = self.get::<Vec<Value>>(&path, &p).await.ok()?;
+        let text = lines
+            .iter()
+            .filter_map(|l| l.get("t").and_then(Value::as_str));
+        let pct = wget_percent(text)?;
+        crate::progress::note(format!("{pct}%"));
+        Some(pct)
     }
 
     /// Poll a task on the node its UPID names until it stops; backs off from a
@@ -962,10 +960,12 @@ impl Client {
         })?;
         let path = api_path(&[&"nodes", &parsed.node, &"tasks", &upid, &"status"])?;
         let start = Instant::now();
-        let mut wait = if parsed.kind == "download" {
-            self.poll.first * 4
-        } else {
-            self.poll.first
+        // A download's polls follow its progress (`pace`); other tasks back off
+        // from a short first interval.
+        let mut pace = (parsed.kind == "download").then(|| DownloadPace::new(self.poll));
+        let mut wait = match &mut pace {
+            Some(pace) => pace.next_wait(Duration::ZERO),
+            None => self.poll.first,
         };
         loop {
             tokio::time::sleep(wait).await;
@@ -990,8 +990,10 @@ impl Client {
                             message: exit,
                         });
                     }
-                    if parsed.kind == "download" {
-                        self.note_download(&parsed.node, upid).await;
+                    if let Some(pace) = &mut pace {
+                        let percent = self.note_download(&parsed.node, upid).await;
+                        pace.read(start.elapsed(), percent);
+                        wait = pace.next_wait(start.elapsed());
                     }
                 }
                 // Right after dispatch the task may not be visible yet.

@@ -2,7 +2,7 @@
 //!
 //! `client` speaks the wire protocol; `propstr`/`upid` parse what PVE returns;
 //! `vm` derives the VM configuration a node needs and compares read-backs;
-//! `inventory` reads what exists; `ownership` says which VMs are ours (cluster ID
+//! `inventory` reads what exists; `pace` times the polls of a download; `ownership` says which VMs are ours (cluster ID
 //! markers); `cidata` carries a node's machine config to its VM; `discovery` feeds
 //! the wizard; `preflight`, `provision` and `destroy` are the
 //! operations the CLI exposes; `settings` turns profile + environment + flags
@@ -20,6 +20,7 @@ pub mod error;
 pub mod factory;
 pub mod inventory;
 pub mod ownership;
+pub mod pace;
 pub mod preflight;
 pub mod propstr;
 pub mod provision;

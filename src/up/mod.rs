@@ -301,11 +301,14 @@ async fn provision_vms(
             let ended = seen.changed().await.is_err();
             let s = seen.borrow_and_update().clone();
             if opts.recreate || s.blocked.is_empty() {
-                for (node, action) in &s.vms {
-                    if recorded.insert(node.clone()) {
-                        rec.mark_aside(Step::Vm(node.clone()), Some(action.as_str().into()))
-                            .await?;
-                    }
+                let new: Vec<(Step, Option<String>)> = s
+                    .vms
+                    .iter()
+                    .filter(|(node, _)| recorded.insert((*node).clone()))
+                    .map(|(node, action)| (Step::Vm(node.clone()), Some(action.as_str().into())))
+                    .collect();
+                if !new.is_empty() {
+                    rec.mark_all_aside(new).await?;
                 }
             }
             if ended {
@@ -763,6 +766,11 @@ impl Record<'_> {
 
     /// `mark_aside` for several steps, written at once.
     async fn mark_all_aside(&self, steps: Vec<(Step, Option<String>)>) -> Result<(), UpError> {
+        // One at a time, queued without holding a thread: the writes take the state's
+        // lock anyway, and a thread each would each keep its own heap (the lab's
+        // snapshots are megabytes).
+        static ONE_WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _turn = ONE_WRITER.lock().await;
         let (state, lab) = (self.state.clone(), self.env.lab.clone());
         tokio::task::spawn_blocking(move || {
             state.mark_all_done(steps)?;
