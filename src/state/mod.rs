@@ -486,14 +486,15 @@ impl State {
 
     /// Record `step` as complete and write the file before returning.
     pub fn mark_done(&self, step: Step, detail: Option<&str>) -> Result<(), StateError> {
-        self.mark_all_done(vec![(step, detail.map(str::to_owned))])
+        self.mark_all(vec![(step, detail.map(str::to_owned))])
     }
 
-    /// Record `steps` (each with its detail) as complete, in one write of the file.
-    pub fn mark_all_done(&self, steps: Vec<(Step, Option<String>)>) -> Result<(), StateError> {
+    /// Record several steps complete with one write of the file (each write is
+    /// fsynced: steps finished together are not written one by one).
+    pub fn mark_all(&self, done: Vec<(Step, Option<String>)>) -> Result<(), StateError> {
         let mut g = self.lock();
         if !g.drift.is_empty()
-            && let Some((step, _)) = steps.first()
+            && let Some((step, _)) = done.first()
         {
             return Err(StateError::Drifted {
                 path: self.path.clone(),
@@ -501,10 +502,11 @@ impl State {
                 step: step.to_string(),
             });
         }
-        for (step, detail) in steps {
+        let at = now();
+        for (step, detail) in done {
             let record = Record {
                 step,
-                at: now(),
+                at: at.clone(),
                 detail,
             };
             match g.rec.steps.iter_mut().find(|r| r.step == record.step) {

@@ -512,7 +512,6 @@ pub(crate) async fn install_addons(
     rep: &Reporter,
     creds: &Credentials,
 ) -> Result<(), UpError> {
-    let rec = Record { env, state, rep };
     rep.started(None, "addons");
     let client = async {
         let kc = Kubeconfig::load(&dir.kubeconfig())?;
@@ -538,8 +537,7 @@ pub(crate) async fn install_addons(
         rep.failed(None, "addons", &e);
         e
     })?;
-    // One write for every node's step: a file write each would add up at 30 nodes.
-    let mut steps: Vec<(Step, Option<String>)> = plan
+    let mut done: Vec<(Step, Option<String>)> = plan
         .nodes
         .iter()
         .map(|n| {
@@ -558,14 +556,15 @@ pub(crate) async fn install_addons(
     } else {
         "up to date"
     };
-    steps.push((Step::Cilium, Some(cilium.into())));
+    done.push((Step::Cilium, Some(cilium.to_owned())));
     if profile.addons.metallb.is_some() {
-        steps.push((
+        done.push((
             Step::Metallb,
             Some(format!("{} objects", r.metallb_objects)),
         ));
     }
-    rec.mark_all_aside(steps).await?;
+    // Off the thread that drives every node (`mark_aside`).
+    Record { env, state, rep }.mark_all_aside(done).await?;
     rep.done(None, "addons");
     Ok(())
 }
@@ -773,7 +772,7 @@ impl Record<'_> {
         let _turn = ONE_WRITER.lock().await;
         let (state, lab) = (self.state.clone(), self.env.lab.clone());
         tokio::task::spawn_blocking(move || {
-            state.mark_all_done(steps)?;
+            state.mark_all(steps)?;
             env::checkpoint(lab.as_ref());
             Ok(())
         })
