@@ -991,8 +991,9 @@ impl Client {
                         });
                     }
                     if let Some(pace) = &mut pace {
+                        let sent = start.elapsed();
                         let percent = self.note_download(&parsed.node, upid).await;
-                        pace.read(start.elapsed(), percent);
+                        pace.read(sent, start.elapsed(), percent);
                         wait = pace.next_wait(start.elapsed());
                     }
                 }

@@ -3,11 +3,13 @@
 //! show progress) bracket the transfer rate, hence the end, and the polls go where
 //! the end can be instead of at a fixed cadence.
 //!
-//! A percent `p` first seen at `seen`, absent at the read before (`before`), was
-//! reached at some time in `(before, seen]`; at a constant rate the download ends in
+//! A percent `p` first in the answer to a read sent at `sent` and received at
+//! `seen`, absent from the read before (sent at `before`), was reached in
+//! `(before, seen]`; at a constant rate the download ends in
 //! `(before·100/p, seen·100/p]`. Before that window nothing is asked; inside it the
-//! polls halve the time left to its end; past it (the rate dropped) the usual
-//! doubling cadence takes over. Without a percent yet it is the usual cadence too.
+//! polls halve the time left to its end; past it (the rate dropped) the polls start
+//! over from the shortest interval, doubling. Without a percent yet they double from
+//! four times the shortest (a download takes seconds at least).
 
 use std::time::Duration;
 
@@ -20,10 +22,12 @@ pub struct DownloadPace {
     cadence: Duration,
     /// The highest percent seen so far.
     percent: u8,
-    /// When the log was last read (time since dispatch).
+    /// When the last read of the log was sent (time since dispatch).
     last_read: Duration,
     /// Where the end can be at a constant rate: (not before, at the latest).
     window: Option<(Duration, Duration)>,
+    /// The window passed without the end: the cadence started over.
+    past: bool,
 }
 
 impl DownloadPace {
@@ -34,21 +38,23 @@ impl DownloadPace {
             percent: 0,
             last_read: Duration::ZERO,
             window: None,
+            past: false,
         }
     }
 
-    /// The log at `at` (time since dispatch) said `percent` (`None`: no line yet).
-    pub fn read(&mut self, at: Duration, percent: Option<u8>) {
+    /// A read of the log sent at `sent` and answered at `seen` (times since
+    /// dispatch) said `percent` (`None`: no line yet).
+    pub fn read(&mut self, sent: Duration, seen: Duration, percent: Option<u8>) {
         if let Some(p) = percent.filter(|p| (1..=100).contains(p) && *p > self.percent) {
             let scale = |t: Duration| t * 100 / u32::from(p);
-            let (lo, hi) = (scale(self.last_read), scale(at));
+            let (lo, hi) = (scale(self.last_read), scale(seen));
             self.window = Some(match self.window {
                 Some((l, h)) => (l.max(lo), h.min(hi).max(l.max(lo))),
                 None => (lo, hi),
             });
             self.percent = p;
         }
-        self.last_read = at;
+        self.last_read = sent;
     }
 
     /// How long to wait, at `now` (time since dispatch), before the next poll.
@@ -59,7 +65,11 @@ impl DownloadPace {
             Some((lo, _)) if lo > now + first => (lo - now).min(self.policy.max * 4),
             Some((_, hi)) if hi > now + first => ((hi - now) / 2).max(first),
             Some((_, hi)) if hi > now => hi - now,
-            _ => {
+            window => {
+                if window.is_some() && !self.past {
+                    self.past = true;
+                    self.cadence = first / 2;
+                }
                 self.cadence = (self.cadence * 2).min(self.policy.max);
                 self.cadence
             }
@@ -94,38 +104,40 @@ mod tests {
     #[test]
     fn a_percent_puts_the_next_poll_at_the_earliest_end() {
         let mut p = DownloadPace::new(policy());
-        p.read(ms(350), None);
-        // 25 % reached after 350 ms and by 600 ms: the end is in (1.4 s, 2.4 s].
-        p.read(ms(600), Some(25));
-        assert_eq!(p.next_wait(ms(600)), ms(800));
+        p.read(ms(340), ms(350), None);
+        // 25 % reached after 340 ms (that read's request left then) and by 600 ms:
+        // the end is in (1.36 s, 2.4 s].
+        p.read(ms(590), ms(600), Some(25));
+        assert_eq!(p.next_wait(ms(600)), ms(760));
         // Inside the window the polls halve what is left of it.
         assert_eq!(p.next_wait(ms(1400)), ms(500));
         assert_eq!(p.next_wait(ms(2300)), ms(50));
         assert_eq!(p.next_wait(ms(2390)), ms(10));
-        // Past it (the rate dropped): the plain cadence again.
-        assert_eq!(p.next_wait(ms(2400)), ms(48));
+        // Past it (the rate dropped): from the shortest interval again, doubling.
+        assert_eq!(p.next_wait(ms(2400)), ms(12));
+        assert_eq!(p.next_wait(ms(2412)), ms(24));
     }
 
     #[test]
     fn later_percents_narrow_the_window() {
         let mut p = DownloadPace::new(policy());
-        p.read(ms(500), None);
-        p.read(ms(1000), Some(50)); // end in (1.0 s, 2.0 s]
-        p.read(ms(1500), Some(75)); // end in (1.333 s, 2.0 s]
+        p.read(ms(500), ms(500), None);
+        p.read(ms(1000), ms(1000), Some(50)); // end in (1.0 s, 2.0 s]
+        p.read(ms(1500), ms(1500), Some(75)); // end in (1.333 s, 2.0 s]
         assert_eq!(p.next_wait(ms(1500)), ms(250));
-        p.read(ms(1600), Some(80)); // end in (1.875 s, 2.0 s]
+        p.read(ms(1600), ms(1600), Some(80)); // end in (1.875 s, 2.0 s]
         assert_eq!(p.next_wait(ms(1600)), ms(275));
         // A percent that is not higher, or nonsense, changes nothing.
-        p.read(ms(1700), Some(80));
-        p.read(ms(1800), Some(0));
+        p.read(ms(1700), ms(1700), Some(80));
+        p.read(ms(1800), ms(1800), Some(0));
         assert_eq!(p.next_wait(ms(1876)), ms(62));
     }
 
     #[test]
     fn a_long_wait_before_the_window_is_capped() {
         let mut p = DownloadPace::new(policy());
-        p.read(ms(1000), None);
-        p.read(ms(2000), Some(1)); // end after 100 s
+        p.read(ms(1000), ms(1000), None);
+        p.read(ms(2000), ms(2000), Some(1)); // end after 100 s
         assert_eq!(p.next_wait(ms(2000)), ms(1000));
     }
 }
