@@ -27,7 +27,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use futures_util::future::join_all;
+use futures_util::future::{Either, join_all};
 use thiserror::Error;
 use tokio::sync::watch;
 
@@ -250,11 +250,22 @@ pub async fn bring_up(
         tokio::try_join!(etcd, kube)?;
         Ok::<(), UpError>(())
     };
-    let (secrets, provisioned, others, cluster, cleanup) =
-        tokio::join!(secrets, provisioned, others, cluster, cleanup);
-    let creds = secrets?;
-    // VMs only `--recreate` fixes: rebuilt one at a time once the cluster runs.
-    let rebuild = provisioned?;
+    // A failed prerequisite stops the nodes already under way: the cluster would
+    // otherwise wait (for a node whose VM never came) until a deadline.
+    let prerequisites = std::pin::pin!(async { tokio::join!(secrets, provisioned) });
+    let nodes = std::pin::pin!(async { tokio::join!(others, cluster, cleanup) });
+    // VMs only `--recreate` fixes (`rebuild`): rebuilt one at a time once the cluster runs.
+    let ((creds, rebuild), (others, cluster, cleanup)) =
+        match futures_util::future::select(prerequisites, nodes).await {
+            Either::Left(((secrets, provisioned), nodes)) => {
+                let ready = (secrets?, provisioned?);
+                (ready, nodes.await)
+            }
+            Either::Right((nodes, prerequisites)) => {
+                let (secrets, provisioned) = prerequisites.await;
+                ((secrets?, provisioned?), nodes)
+            }
+        };
     others.into_iter().collect::<Result<Vec<()>, _>>()?;
     cluster?;
     cleanup?;
