@@ -249,14 +249,31 @@ impl Upgrade<'_> {
         );
         // Nodes already at the profile's config and kubelet (asked of all at once)
         // are recorded together; only the others go one at a time.
-        let settled = self.settled(&order, &configs, &kubelet).await?;
+        // Nodes whose config followed their OS above need no second look.
+        let followed: BTreeSet<String> = match follow {
+            true => u.talos_steps.iter().map(|s| s.node.clone()).collect(),
+            false => BTreeSet::new(),
+        };
+        let rest: Vec<&NodePlan> = order
+            .iter()
+            .copied()
+            .filter(|n| !followed.contains(&n.name))
+            .collect();
+        let mut settled = self.settled(&rest, &configs, &kubelet).await?;
         let mut done = Vec::new();
         for n in order.iter().filter(|n| settled.contains(&n.name)) {
             self.keep_local_copy(n, config(n))?;
             let detail = format!("config unchanged; kubelet {kubelet}");
-            self.rep.progress(Some(&n.name), "kubernetes-upgrade", &detail);
+            self.rep
+                .progress(Some(&n.name), "kubernetes-upgrade", &detail);
             done.push((Step::KubernetesUpgraded(n.name.clone()), Some(detail)));
         }
+        for n in &followed {
+            let detail = format!("config applied with its OS upgrade; kubelet {kubelet}");
+            self.rep.progress(Some(n), "kubernetes-upgrade", &detail);
+            done.push((Step::KubernetesUpgraded(n.clone()), Some(detail)));
+        }
+        settled.extend(followed);
         if !done.is_empty() {
             self.state.mark_all(done)?;
             self.env.checkpoint();
@@ -307,6 +324,9 @@ impl Upgrade<'_> {
         configs: &BTreeMap<String, String>,
         kubelet: &str,
     ) -> Result<BTreeSet<String>, UpgradeError> {
+        if nodes.is_empty() {
+            return Ok(BTreeSet::new());
+        }
         let listed = self.clients.kube.list("/api/v1/nodes").await?;
         let dry_runs = nodes.iter().map(|n| async move {
             let mut c = self.clients.talos(self.env, n)?;
