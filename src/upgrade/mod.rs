@@ -487,11 +487,7 @@ impl Upgrade<'_> {
 
     /// Wait until the node answers with another boot id; its running release and
     /// that boot id then.
-    async fn rebooted(
-        &self,
-        n: &NodePlan,
-        before: &str,
-    ) -> Result<(String, String), UpgradeError> {
+    async fn rebooted(&self, n: &NodePlan, before: &str) -> Result<(String, String), UpgradeError> {
         self.until(&n.name, "reboot into the upgraded release", || async {
             let mut c = self.clients.talos(self.env, n)?;
             Ok(match c.boot_id().await {

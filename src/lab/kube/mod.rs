@@ -178,7 +178,11 @@ impl Lab {
                 LabEvent::NodeRunning(info) => {
                     // The kubelet starts with the node (unless it is stuck) and posts
                     // `kubelet_start` later; until then its Node shows what it did.
-                    let silent = self.down.lock().expect("down lock").contains_key(&info.hostname);
+                    let silent = self
+                        .down
+                        .lock()
+                        .expect("down lock")
+                        .contains_key(&info.hostname);
                     if silent && !info.kubelet_stuck {
                         self.starting
                             .lock()

@@ -792,8 +792,7 @@ fn nodes_ready(lab: &Lab) {
                 None
             }
             (Some(since), _) => {
-                if old["status"] == "Unknown" || !reached(lab, since + lab.cfg.node_monitor_grace)
-                {
+                if old["status"] == "Unknown" || !reached(lab, since + lab.cfg.node_monitor_grace) {
                     continue;
                 }
                 // The controller keeps the last heartbeat the kubelet posted.

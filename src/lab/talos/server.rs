@@ -491,7 +491,10 @@ impl Ctx {
             // the service is not Running, though the member stays listed.
             let mut etcd = svc(
                 "etcd",
-                match (&n.state.etcd_failed, n.state.etcd_member && n.state.etcd_ready) {
+                match (
+                    &n.state.etcd_failed,
+                    n.state.etcd_member && n.state.etcd_ready,
+                ) {
                     (Some(_), _) => "Failed",
                     (None, true) => "Running",
                     (None, false) => "Preparing",
