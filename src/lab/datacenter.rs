@@ -111,7 +111,7 @@ impl LabSaver {
             etcd: base64::engine::general_purpose::STANDARD.encode(etcd),
         };
         let json = serde_json::to_vec_pretty(&saved).expect("lab state serializes");
-        files::write_atomic(&self.path, &json, SECRET_MODE).map_err(|source| {
+        files::write_atomic_unsynced(&self.path, &json, SECRET_MODE).map_err(|source| {
             DatacenterError::Write {
                 path: self.path.clone(),
                 source,

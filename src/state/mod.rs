@@ -484,22 +484,33 @@ impl State {
 
     /// Record `step` as complete and write the file before returning.
     pub fn mark_done(&self, step: Step, detail: Option<&str>) -> Result<(), StateError> {
+        self.mark_all(vec![(step, detail.map(str::to_owned))])
+    }
+
+    /// Record several steps complete with one write of the file (each write is
+    /// fsynced: steps finished together are not written one by one).
+    pub fn mark_all(&self, done: Vec<(Step, Option<String>)>) -> Result<(), StateError> {
         let mut g = self.lock();
-        if !g.drift.is_empty() {
+        if !g.drift.is_empty()
+            && let Some((step, _)) = done.first()
+        {
             return Err(StateError::Drifted {
                 path: self.path.clone(),
                 summary: g.drift.summary(),
                 step: step.to_string(),
             });
         }
-        let record = Record {
-            step,
-            at: now(),
-            detail: detail.map(str::to_owned),
-        };
-        match g.rec.steps.iter_mut().find(|r| r.step == record.step) {
-            Some(r) => *r = record,
-            None => g.rec.steps.push(record),
+        let at = now();
+        for (step, detail) in done {
+            let record = Record {
+                step,
+                at: at.clone(),
+                detail,
+            };
+            match g.rec.steps.iter_mut().find(|r| r.step == record.step) {
+                Some(r) => *r = record,
+                None => g.rec.steps.push(record),
+            }
         }
         // Written under the lock: concurrent marks land one after another, the last
         // write holds every step.

@@ -118,10 +118,14 @@ impl Env {
             max: o.scaled(Duration::from_secs(5)).max(fine),
         };
         let scale = |real: Duration| o.scaled(real).max(Duration::from_secs(5));
+        // Talos waits poll at the real cadence scaled like every latency (a floor of
+        // 10 ms would be 1 s real at 100x, four times the real cadence, and would
+        // add its lateness to every node of a rolling upgrade).
+        let talos_poll = o.scaled(TALOS_POLL_MAX).max(Duration::from_millis(2));
         let d = Timeouts::default();
         let timeouts = Timeouts {
-            poll_min: fine,
-            poll_max: o.scaled(TALOS_POLL_MAX).max(fine),
+            poll_min: fine.min(talos_poll),
+            poll_max: talos_poll,
             install: scale(d.install),
             bootstrap: scale(d.bootstrap),
             etcd_members: scale(d.etcd_members),

@@ -460,7 +460,6 @@ pub(crate) async fn install_addons(
     rep: &Reporter,
     creds: &Credentials,
 ) -> Result<(), UpError> {
-    let rec = Record { env, state, rep };
     rep.started(None, "addons");
     let client = async {
         let kc = Kubeconfig::load(&dir.kubeconfig())?;
@@ -486,32 +485,34 @@ pub(crate) async fn install_addons(
         rep.failed(None, "addons", &e);
         e
     })?;
-    for n in &plan.nodes {
-        let patched = r.pod_cidrs_patched.contains(&n.name);
-        // The CIDR leads the detail: later plans keep it (`converge::keep_pod_cidrs`).
-        rec.mark(
-            Step::PodCidr(n.name.clone()),
-            Some(&format!(
+    let mut done: Vec<(Step, Option<String>)> = plan
+        .nodes
+        .iter()
+        .map(|n| {
+            let patched = r.pod_cidrs_patched.contains(&n.name);
+            // The CIDR leads the detail: later plans keep it (`converge::keep_pod_cidrs`).
+            let detail = format!(
                 "{} {}",
                 n.pod_cidr,
                 if patched { "set" } else { "already set" }
-            )),
-        )?;
-    }
-    rec.mark(
-        Step::Cilium,
-        Some(if r.cilium_job_created {
-            "installed"
-        } else {
-            "up to date"
-        }),
-    )?;
+            );
+            (Step::PodCidr(n.name.clone()), Some(detail))
+        })
+        .collect();
+    let cilium = if r.cilium_job_created {
+        "installed"
+    } else {
+        "up to date"
+    };
+    done.push((Step::Cilium, Some(cilium.to_owned())));
     if profile.addons.metallb.is_some() {
-        rec.mark(
+        done.push((
             Step::Metallb,
-            Some(&format!("{} objects", r.metallb_objects)),
-        )?;
+            Some(format!("{} objects", r.metallb_objects)),
+        ));
     }
+    state.mark_all(done)?;
+    env.checkpoint();
     rep.done(None, "addons");
     Ok(())
 }

@@ -18,6 +18,7 @@
 
 mod plan;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use thiserror::Error;
@@ -176,6 +177,26 @@ pub async fn observe(env: &Env, plan: &Plan, c: &Clients) -> Vec<Running> {
         .collect()
 }
 
+/// What applying a node's config did.
+enum Applied {
+    Unchanged,
+    NoReboot,
+}
+
+impl Applied {
+    fn describe(&self) -> &'static str {
+        match self {
+            Applied::Unchanged => "config unchanged",
+            Applied::NoReboot => "config applied (no reboot)",
+        }
+    }
+}
+
+/// A dry-run apply's verdict (`mode_details` ends with Talos' "No changes.").
+fn unchanged(mode_details: &str) -> bool {
+    mode_details.trim_end().ends_with("No changes.")
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_owned()
 }
@@ -195,18 +216,29 @@ impl Upgrade<'_> {
     /// Carry out `u`: OS, then Kubernetes and configs, then add-ons. Stops at the
     /// first failure, with the node and what to do.
     pub async fn execute(&self, u: &UpgradePlan) -> Result<(), UpgradeError> {
+        let configs = self.configs()?;
+        let config = |n: &NodePlan| configs[&n.name].as_bytes();
+        // With no kubelet to move, a node's config follows its OS right after its
+        // reboot: it needs nothing from the other nodes, and the rolling part does
+        // not get a second pass over every node.
+        let follow = u.kubernetes_steps.is_empty();
         for s in &u.talos_steps {
+            let n = self.node(&s.node);
             self.stage(
                 &s.node,
                 "talos-upgrade",
                 Step::TalosUpgraded(s.node.clone()),
-                || self.os(s, &u.installer),
+                || async {
+                    let os = self.os(s, &u.installer).await?;
+                    if !follow {
+                        return Ok(os);
+                    }
+                    let applied = self.apply_config(n, config(n)).await?;
+                    Ok(format!("{os}; {}", applied.describe()))
+                },
             )
             .await?;
         }
-        let secrets = artifacts::existing_secrets(self.dir).map_err(UpgradeError::Artifacts)?;
-        let contract = Contract::from_talos_version(&self.profile.talos.version)
-            .map_err(|e| UpgradeError::Artifacts(anyhow::anyhow!(e)))?;
         let kubelet = format!("v{}", u.kubernetes);
         let mut order: Vec<&NodePlan> = self.plan.control_planes().collect();
         order.extend(
@@ -215,13 +247,27 @@ impl Upgrade<'_> {
                 .iter()
                 .filter(|n| n.role != Role::Controlplane),
         );
-        for n in order {
-            let config = tc::render_node(self.profile, self.plan, n, &secrets, contract);
+        // Nodes already at the profile's config and kubelet (asked of all at once)
+        // are recorded together; only the others go one at a time.
+        let settled = self.settled(&order, &configs, &kubelet).await?;
+        let mut done = Vec::new();
+        for n in order.iter().filter(|n| settled.contains(&n.name)) {
+            self.keep_local_copy(n, config(n))?;
+            let detail = format!("config unchanged; kubelet {kubelet}");
+            self.rep
+                .progress(Some(&n.name), "kubernetes-upgrade", &detail);
+            done.push((Step::KubernetesUpgraded(n.name.clone()), Some(detail)));
+        }
+        if !done.is_empty() {
+            self.state.mark_all(done)?;
+            self.env.checkpoint();
+        }
+        for n in order.into_iter().filter(|n| !settled.contains(&n.name)) {
             self.stage(
                 &n.name,
                 "kubernetes-upgrade",
                 Step::KubernetesUpgraded(n.name.clone()),
-                || self.kubernetes(n, config.as_bytes(), &kubelet),
+                || self.kubernetes(n, config(n), &kubelet),
             )
             .await?;
         }
@@ -236,6 +282,83 @@ impl Upgrade<'_> {
         )
         .await
         .map_err(|e| UpgradeError::Up(Box::new(e)))
+    }
+
+    /// Every node's machine config re-rendered from the profile (same secrets).
+    fn configs(&self) -> Result<BTreeMap<String, String>, UpgradeError> {
+        let secrets = artifacts::existing_secrets(self.dir).map_err(UpgradeError::Artifacts)?;
+        let contract = Contract::from_talos_version(&self.profile.talos.version)
+            .map_err(|e| UpgradeError::Artifacts(anyhow::anyhow!(e)))?;
+        Ok(self
+            .plan
+            .nodes
+            .iter()
+            .map(|n| {
+                let c = tc::render_node(self.profile, self.plan, n, &secrets, contract);
+                (n.name.clone(), c)
+            })
+            .collect())
+    }
+
+    /// The nodes whose config needs no change (a dry-run apply says so) and whose
+    /// Node is Ready with `kubelet`: every node asked at once, all read-only.
+    async fn settled(
+        &self,
+        nodes: &[&NodePlan],
+        configs: &BTreeMap<String, String>,
+        kubelet: &str,
+    ) -> Result<BTreeSet<String>, UpgradeError> {
+        let listed = self.clients.kube.list("/api/v1/nodes").await?;
+        let dry_runs = nodes.iter().map(|n| async move {
+            let mut c = self.clients.talos(self.env, n)?;
+            let dry = c
+                .apply_configuration(configs[&n.name].as_bytes(), ApplyMode::NoReboot, true)
+                .await?;
+            Ok::<_, UpgradeError>(unchanged(&dry.mode_details))
+        });
+        let dry_runs = futures_util::future::join_all(dry_runs).await;
+        let mut settled = BTreeSet::new();
+        for (n, dry) in nodes.iter().zip(dry_runs) {
+            let node = listed.iter().find(|o| o["metadata"]["name"] == n.name);
+            let at_kubelet = node.is_some_and(|o| {
+                o["status"]["nodeInfo"]["kubeletVersion"] == kubelet && node_ready(o).is_ok()
+            });
+            // A node that does not answer is not settled: its own step says why, in
+            // the rolling order.
+            if matches!(dry, Ok(true)) && at_kubelet {
+                settled.insert(n.name.clone());
+            }
+        }
+        Ok(settled)
+    }
+
+    /// The node's config applied without a reboot when it differs, and kept as the
+    /// local copy.
+    async fn apply_config(&self, n: &NodePlan, config: &[u8]) -> Result<Applied, UpgradeError> {
+        let mut c = self.clients.talos(self.env, n)?;
+        let dry = c
+            .apply_configuration(config, ApplyMode::NoReboot, true)
+            .await?;
+        let applied = if unchanged(&dry.mode_details) {
+            Applied::Unchanged
+        } else {
+            c.apply_configuration(config, ApplyMode::NoReboot, false)
+                .await?;
+            Applied::NoReboot
+        };
+        self.keep_local_copy(n, config)?;
+        Ok(applied)
+    }
+
+    /// The local copy follows what the node runs (written only when it differs).
+    fn keep_local_copy(&self, n: &NodePlan, config: &[u8]) -> Result<(), UpgradeError> {
+        let path = artifacts::machineconfig_path(self.dir, &n.name);
+        if std::fs::read(&path).is_ok_and(|old| old == config) {
+            return Ok(());
+        }
+        files::write_atomic(&path, config, SECRET_MODE).map_err(|e| {
+            UpgradeError::Artifacts(anyhow::anyhow!("writing {}: {e}", path.display()))
+        })
     }
 
     async fn stage<F, Fut>(
@@ -358,26 +481,9 @@ impl Upgrade<'_> {
         config: &[u8],
         kubelet: &str,
     ) -> Result<String, UpgradeError> {
-        let mut c = self.clients.talos(self.env, n)?;
-        let dry = c
-            .apply_configuration(config, ApplyMode::NoReboot, true)
-            .await?;
-        let changed = !dry.mode_details.trim_end().ends_with("No changes.");
-        if changed {
-            c.apply_configuration(config, ApplyMode::NoReboot, false)
-                .await?;
-        }
-        // The local copy follows what the node runs.
-        let path = artifacts::machineconfig_path(self.dir, &n.name);
-        files::write_atomic(&path, config, SECRET_MODE).map_err(|e| {
-            UpgradeError::Artifacts(anyhow::anyhow!("writing {}: {e}", path.display()))
-        })?;
+        let applied = self.apply_config(n, config).await?;
         self.wait_node(&n.name, Some(kubelet), None).await?;
-        Ok(if changed {
-            format!("config applied (no reboot); kubelet {kubelet}")
-        } else {
-            format!("config unchanged; kubelet {kubelet}")
-        })
+        Ok(format!("{}; kubelet {kubelet}", applied.describe()))
     }
 
     /// One node of a rolling reboot (`up` applying staged configs or pending VM

@@ -102,6 +102,12 @@ impl UpgradePlan {
                 "\n  Talos OS, one node at a time, installer {}:\n",
                 self.installer
             );
+            // No kubelet moves: each node's config follows its OS (`Upgrade::execute`).
+            let follow = if self.kubernetes_steps.is_empty() {
+                "; then its machine config from the profile (no reboot)"
+            } else {
+                ""
+            };
             for (i, s) in self.talos_steps.iter().enumerate() {
                 let extra = if s.control_plane {
                     "etcd healthy before and after; "
@@ -109,7 +115,7 @@ impl UpgradePlan {
                     ""
                 };
                 o += &format!(
-                    "    {}. {} ({}) {} → {}: {extra}upgrade, reboot, check the running version, wait for the Node Ready\n",
+                    "    {}. {} ({}) {} → {}: {extra}upgrade, reboot, check the running version, wait for the Node Ready{follow}\n",
                     i + 1,
                     s.node,
                     role(s.control_plane),

@@ -237,10 +237,28 @@ fn a_patch_upgrade_of_1_13_nodes_pulls_the_factory_installer_reboots_and_uncordo
         err.contains("Kubernetes: every kubelet already runs it"),
         "{err}"
     );
+    // No kubelet moves, so each node's config (its installer image names the new
+    // release) follows right after its own reboot, not in a second pass.
+    assert!(
+        err.contains("then its machine config from the profile (no reboot)"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("config applied (no reboot)").count(),
+        3,
+        "{err}"
+    );
     assert!(
         versions(&new, &dir).iter().all(|(_, t, _)| t == "v1.13.9"),
         "{err}"
     );
+    for name in ["talos-k8s-01", "talos-k8s-02", "talos-k8s-03"] {
+        let applied = std::fs::read_to_string(report.join(format!("talos/{name}.yaml"))).unwrap();
+        let local =
+            std::fs::read_to_string(dir.join(format!("machineconfigs/{name}.yaml"))).unwrap();
+        assert_eq!(applied, local, "{name}: the node runs its local copy");
+        assert!(applied.contains(":v1.13.9"), "{name}: {applied}");
+    }
     let lab: Value =
         serde_json::from_slice(&std::fs::read(dir.join("lab/datacenter.json")).unwrap()).unwrap();
     for n in lab["talos"]["nodes"].as_array().unwrap() {
