@@ -471,14 +471,14 @@ impl Upgrade<'_> {
         } else {
             c.legacy_upgrade(installer).await?;
         }
-        let now = self.rebooted(n, &boot).await?;
+        let (now, boot) = self.rebooted(n, &boot).await?;
         if now != s.to {
             return Err(failed(format!(
                 "it rebooted into {now}, not {} (the installer failed; the bootloader kept the old release)",
                 s.to
             )));
         }
-        self.wait_node(&s.node, None).await?;
+        self.wait_node(&s.node, None, Some(&boot)).await?;
         if lifecycle {
             // A client cordon is never undone by Talos (talos-day2.md §1.3).
             drain::cordon(&self.clients.kube, &s.node, false).await?;
@@ -501,7 +501,7 @@ impl Upgrade<'_> {
         kubelet: &str,
     ) -> Result<String, UpgradeError> {
         let applied = self.apply_config(n, config).await?;
-        self.wait_node(&n.name, Some(kubelet)).await?;
+        self.wait_node(&n.name, Some(kubelet), None).await?;
         Ok(format!("{}; kubelet {kubelet}", applied.describe()))
     }
 
@@ -538,8 +538,8 @@ impl Upgrade<'_> {
                     .map_err(|e| UpgradeError::Pve(Box::new(e)))?;
             }
         }
-        let now = self.rebooted(n, &boot).await?;
-        self.wait_node(&n.name, None).await?;
+        let (now, boot) = self.rebooted(n, &boot).await?;
+        self.wait_node(&n.name, None, Some(&boot)).await?;
         drain::cordon(&self.clients.kube, &n.name, false).await?;
         if n.role == Role::Controlplane {
             self.until(&n.name, "etcd healthy again after the reboot", || async {
@@ -610,12 +610,13 @@ impl Upgrade<'_> {
         Ok(())
     }
 
-    /// Wait until the node answers with another boot id; its running release then.
-    async fn rebooted(&self, n: &NodePlan, before: &str) -> Result<String, UpgradeError> {
+    /// Wait until the node answers with another boot id; its running release and
+    /// that boot id then.
+    async fn rebooted(&self, n: &NodePlan, before: &str) -> Result<(String, String), UpgradeError> {
         self.until(&n.name, "reboot into the upgraded release", || async {
             let mut c = self.clients.talos(self.env, n)?;
             Ok(match c.boot_id().await {
-                Ok(id) if id != before => Ok(tag(&mut c).await?),
+                Ok(id) if id != before => Ok((tag(&mut c).await?, id)),
                 Ok(_) => Err("still the same boot".to_owned()),
                 Err(e) => Err(first_line(&e.to_string())),
             })
@@ -623,13 +624,25 @@ impl Upgrade<'_> {
         .await
     }
 
-    /// The Node is Ready (and its kubelet reports `kubelet`, if given).
-    async fn wait_node(&self, node: &str, kubelet: Option<&str>) -> Result<(), UpgradeError> {
+    /// The Node is Ready (and its kubelet reports `kubelet`, if given). After a
+    /// reboot (`boot`: the boot id Talos reports now) Ready counts only once posted
+    /// by the kubelet of that boot: a Node keeps its last status — Ready — until the
+    /// node lifecycle controller's grace period ends (50 s), so a short reboot never
+    /// shows NotReady; the kubelet reports `/proc/sys/kernel/random/boot_id` as
+    /// `status.nodeInfo.bootID` (kubernetes `pkg/kubelet/nodestatus/setters.go`
+    /// `MachineInfo`), the file Talos `Read` serves.
+    async fn wait_node(
+        &self,
+        node: &str,
+        kubelet: Option<&str>,
+        boot: Option<&str>,
+    ) -> Result<(), UpgradeError> {
         let what = format!(
-            "Node {node} Ready{}",
+            "Node {node} Ready{}{}",
             kubelet
                 .map(|k| format!(" with kubelet {k}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            boot.map(|b| format!(" from boot {b}")).unwrap_or_default()
         );
         self.env
             .kube_poll
@@ -637,11 +650,14 @@ impl Upgrade<'_> {
                 let Some(n) = n else {
                     return Err("no Node object".into());
                 };
-                let version = n["status"]["nodeInfo"]["kubeletVersion"]
-                    .as_str()
-                    .unwrap_or("");
-                match kubelet {
-                    Some(k) if version != k => Err(format!("kubelet reports {version:?}")),
+                let info = &n["status"]["nodeInfo"];
+                let version = info["kubeletVersion"].as_str().unwrap_or("");
+                let posted = info["bootID"].as_str().unwrap_or("");
+                match (kubelet, boot) {
+                    (Some(k), _) if version != k => Err(format!("kubelet reports {version:?}")),
+                    (_, Some(b)) if posted != b => Err(format!(
+                        "its kubelet has not posted since the reboot (bootID {posted:?})"
+                    )),
                     _ => node_ready(n),
                 }
             })
