@@ -58,6 +58,10 @@ mod real {
     pub const JOIN: f64 = 20.0;
     pub const KUBE_TICK: f64 = 0.5;
     pub const NODE_REGISTER: f64 = 10.0;
+    /// A node booted again → its kubelet posts Ready with the new boot id.
+    pub const KUBELET_START: f64 = 15.0;
+    /// kube-controller-manager's default `--node-monitor-grace-period` (1.32+).
+    pub const NODE_MONITOR_GRACE: f64 = 50.0;
     pub const CRD_ESTABLISHED: f64 = 1.0;
     pub const JOB_RUN: f64 = 20.0;
     pub const ROLLOUT: f64 = 30.0;
@@ -101,6 +105,8 @@ fn timings(p: &Profile, speed: f64) -> (LabProxmoxConfig, LabTalosConfig, KubeSi
     let kube = KubeSimConfig {
         tick: lab(real::KUBE_TICK),
         node_register: lab(real::NODE_REGISTER),
+        kubelet_start: lab(real::KUBELET_START),
+        node_monitor_grace: lab(real::NODE_MONITOR_GRACE),
         crd_established: lab(real::CRD_ESTABLISHED),
         slow_crds: Vec::new(),
         job_run: lab(real::JOB_RUN),
@@ -369,11 +375,18 @@ fn at_versions(mut p: Profile, talos: &str, kubernetes: &str) -> Profile {
 
 /// The rolling upgrade's lower bound: one node at a time, each waits for its
 /// installer to write the new release (`install`, the legacy upgrade of a 1.12
-/// node) and its reboot (`boot`). Nothing else is on it in the lab: etcd stays a
-/// started member through a reboot, the Node stays Ready, and the node drains
-/// itself at once (no PodDisruptionBudget holds anything).
-fn upgrade_path(nodes: usize) -> Duration {
-    lab_at((real::INSTALL + real::BOOT) * nodes as f64, UPGRADE_SPEED)
+/// node), its reboot (`boot`), then its kubelet posting Ready from the new boot
+/// (`kubelet_start`) and, on a control plane, its etcd running again
+/// (`etcd_ready`); both count from the boot, so a control plane waits the longer
+/// of the two. The node drains itself at once (no PodDisruptionBudget holds anything).
+fn upgrade_path(nodes: usize, control_planes: usize) -> Duration {
+    let workers = nodes - control_planes;
+    let cp = real::INSTALL + real::BOOT + real::KUBELET_START.max(real::ETCD_READY);
+    let worker = real::INSTALL + real::BOOT + real::KUBELET_START;
+    lab_at(
+        cp * control_planes as f64 + worker * workers as f64,
+        UPGRADE_SPEED,
+    )
 }
 
 fn bench_upgrade(homelab: &Profile, verbose: bool) {
@@ -383,13 +396,20 @@ fn bench_upgrade(homelab: &Profile, verbose: bool) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let name = "30 nodes (3 cp + 27 workers), 10 hosts: v1.12.11 → v1.13.9";
     let f = rt.block_on(run(name, &old, verbose, Some(&new)));
-    let crit = upgrade_path(f.nodes);
+    let cps = old
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Controlplane)
+        .count();
+    let crit = upgrade_path(f.nodes, cps);
     println!(
-        "## upgrade benchmark (lab speed {UPGRADE_SPEED}x; critical path {:.3} s = {} × (install {} s + boot {} s) real / {UPGRADE_SPEED})",
+        "## upgrade benchmark (lab speed {UPGRADE_SPEED}x; critical path {:.3} s = {cps} × (install {} s + boot {} s + etcd {} s) + {} × (install + boot + kubelet {} s) real / {UPGRADE_SPEED})",
         crit.as_secs_f64(),
-        f.nodes,
         real::INSTALL,
-        real::BOOT
+        real::BOOT,
+        real::ETCD_READY,
+        f.nodes - cps,
+        real::KUBELET_START
     );
     println!(
         "| profile | wall | critical path | ratio | Talos requests/node | Kubernetes requests/node |"

@@ -116,7 +116,8 @@ pub struct LabArgs {
     pub lab_speed: f64,
     /// Faults to inject, e.g. `time-not-in-sync=2,pve-lock=3` (names: slow-install,
     /// reboot-loops, time-not-in-sync, drop-streams, pve-lock, pve-595, pve-500,
-    /// pve-task-error, slow-crd, upgrade-fails=NODE, link-names=predictable; see docs/lab.md). Disasters, applied to the saved
+    /// pve-task-error, slow-crd, upgrade-fails=NODE, kubelet-stays-down=NODE,
+    /// etcd-stays-down=NODE, link-names=predictable; see docs/lab.md). Disasters, applied to the saved
     /// lab when the command starts: destroy-vm=NODE, corrupt-etcd=NODE,
     /// hang-node=NODE, lose-control-planes; impostor=NODE (a foreign machine at the
     /// node's management address) needs no saved lab.

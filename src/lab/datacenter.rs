@@ -437,6 +437,8 @@ fn kube_config(p: &Profile, o: &LabOptions) -> KubeSimConfig {
     KubeSimConfig {
         tick: s(r.tick).max(Duration::from_millis(5)),
         node_register: s(r.node_register),
+        kubelet_start: s(r.kubelet_start),
+        node_monitor_grace: s(r.node_monitor_grace),
         crd_established: s(r.crd_established),
         slow_crds: o
             .faults

@@ -15,6 +15,8 @@
 //! | `link-names` | `predictable` | the nodes name their NICs `ens18`, `ens19`, … instead of `eth0`, `eth1`, … (talos-pve must read them) |
 //! | `slow-crd` | `NAME:duration` | that CRD takes that long (in real time) to become Established |
 //! | `upgrade-fails` | node name | that node's next OS upgrade fails in the installer; it stays on its release |
+//! | `kubelet-stays-down` | node name | that node's kubelet does not start at its next boot (a reboot, an upgrade): its Node keeps the old `bootID` and turns `Unknown` after the grace period |
+//! | `etcd-stays-down` | node name | that control plane's etcd does not start at its next boot: it stays a listed member, its `etcd` service never gets Running |
 //! | `destroy-vm` | node name | disaster: that node's VM (and its disks) is gone; its etcd member stays listed |
 //! | `corrupt-etcd` | node name | disaster: that control plane's etcd data is broken; it stays a listed member but serves nothing |
 //! | `hang-node` | node name | disaster: that node's VM runs but the node answers nothing (hung) until it is power-cycled |
@@ -145,11 +147,14 @@ impl LabFaults {
                     f.slow_crds.push((crd.to_owned(), d));
                 }
                 "destroy-vm" | "corrupt-etcd" | "hang-node" | "impostor" | "upgrade-fails"
+                | "kubelet-stays-down" | "etcd-stays-down"
                     if value.is_empty() =>
                 {
                     return Err(err("expects a node name, e.g. =talos-k8s-02"));
                 }
                 "upgrade-fails" => f.talos.upgrade_fails.push(value.to_owned()),
+                "kubelet-stays-down" => f.talos.kubelet_stays_down.push(value.to_owned()),
+                "etcd-stays-down" => f.talos.etcd_stays_down.push(value.to_owned()),
                 "destroy-vm" => f.disasters.push(Disaster::DestroyVm(value.to_owned())),
                 "corrupt-etcd" => f.disasters.push(Disaster::CorruptEtcd(value.to_owned())),
                 "hang-node" => f.disasters.push(Disaster::HangNode(value.to_owned())),
@@ -210,5 +215,11 @@ mod tests {
         let u = LabFaults::parse("upgrade-fails=talos-k8s-02").unwrap();
         assert_eq!(u.talos.upgrade_fails, ["talos-k8s-02"]);
         assert!(LabFaults::parse("upgrade-fails").is_err());
+        let k = LabFaults::parse("kubelet-stays-down=a,etcd-stays-down=b").unwrap();
+        assert_eq!(
+            (k.talos.kubelet_stays_down, k.talos.etcd_stays_down),
+            (vec!["a".to_owned()], vec!["b".to_owned()])
+        );
+        assert!(LabFaults::parse("etcd-stays-down").is_err());
     }
 }

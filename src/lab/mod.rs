@@ -124,6 +124,12 @@ pub struct LabNodeInfo {
     /// From `machine.kubelet.image`, as `Node.status.nodeInfo.kubeletVersion` (`v1.36.3`).
     #[serde(default)]
     pub kubelet_version: String,
+    /// This boot's id; the kubelet reports it as `Node.status.nodeInfo.bootID`.
+    #[serde(default)]
+    pub boot_id: String,
+    /// The kubelet did not start at this boot (fault `kubelet-stays-down`).
+    #[serde(default)]
+    pub kubelet_stuck: bool,
 }
 
 /// Without the CA key: every `LabEvent` is logged at debug level (`Fabric::emit`).

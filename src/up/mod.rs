@@ -494,8 +494,9 @@ pub async fn resolve_links(
     creds: &Credentials,
 ) -> Result<addons::Links, AddonError> {
     let mtls = crate::talos::api::TlsMode::Mutual(creds.clone());
-    let mut seen = Vec::new();
-    for n in &plan.nodes {
+    // Every node at once: each read is a wait of its own (30 nodes in a row cost
+    // 30 round trips on the add-ons' path).
+    let seen = plan.nodes.iter().map(|n| async {
         let t = Target::of(n);
         // Add-ons start as soon as the API answers, while other nodes (a node added to
         // a running cluster) may still install: wait for each to run its config first.
@@ -508,8 +509,9 @@ pub async fn resolve_links(
             node: n.name.clone(),
             what: format!("reading its links over the Talos API: {e}"),
         })?;
-        seen.push((n.name.clone(), links));
-    }
+        Ok::<_, AddonError>((n.name.clone(), links))
+    });
+    let seen = futures_util::future::try_join_all(seen).await?;
     addons::Links::resolve(plan, &seen)
 }
 

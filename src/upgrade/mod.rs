@@ -249,7 +249,17 @@ impl Upgrade<'_> {
         );
         // Nodes already at the profile's config and kubelet (asked of all at once)
         // are recorded together; only the others go one at a time.
-        let settled = self.settled(&order, &configs, &kubelet).await?;
+        // Nodes whose config followed their OS above need no second look.
+        let followed: BTreeSet<String> = match follow {
+            true => u.talos_steps.iter().map(|s| s.node.clone()).collect(),
+            false => BTreeSet::new(),
+        };
+        let rest: Vec<&NodePlan> = order
+            .iter()
+            .copied()
+            .filter(|n| !followed.contains(&n.name))
+            .collect();
+        let mut settled = self.settled(&rest, &configs, &kubelet).await?;
         let mut done = Vec::new();
         for n in order.iter().filter(|n| settled.contains(&n.name)) {
             self.keep_local_copy(n, config(n))?;
@@ -258,6 +268,12 @@ impl Upgrade<'_> {
                 .progress(Some(&n.name), "kubernetes-upgrade", &detail);
             done.push((Step::KubernetesUpgraded(n.name.clone()), Some(detail)));
         }
+        for n in &followed {
+            let detail = format!("config applied with its OS upgrade; kubelet {kubelet}");
+            self.rep.progress(Some(n), "kubernetes-upgrade", &detail);
+            done.push((Step::KubernetesUpgraded(n.clone()), Some(detail)));
+        }
+        settled.extend(followed);
         if !done.is_empty() {
             self.state.mark_all(done)?;
             self.env.checkpoint();
@@ -308,6 +324,9 @@ impl Upgrade<'_> {
         configs: &BTreeMap<String, String>,
         kubelet: &str,
     ) -> Result<BTreeSet<String>, UpgradeError> {
+        if nodes.is_empty() {
+            return Ok(BTreeSet::new());
+        }
         let listed = self.clients.kube.list("/api/v1/nodes").await?;
         let dry_runs = nodes.iter().map(|n| async move {
             let mut c = self.clients.talos(self.env, n)?;
@@ -452,14 +471,14 @@ impl Upgrade<'_> {
         } else {
             c.legacy_upgrade(installer).await?;
         }
-        let now = self.rebooted(n, &boot).await?;
+        let (now, boot) = self.rebooted(n, &boot).await?;
         if now != s.to {
             return Err(failed(format!(
                 "it rebooted into {now}, not {} (the installer failed; the bootloader kept the old release)",
                 s.to
             )));
         }
-        self.wait_node(&s.node, None).await?;
+        self.wait_node(&s.node, None, Some(&boot)).await?;
         if lifecycle {
             // A client cordon is never undone by Talos (talos-day2.md §1.3).
             drain::cordon(&self.clients.kube, &s.node, false).await?;
@@ -482,7 +501,7 @@ impl Upgrade<'_> {
         kubelet: &str,
     ) -> Result<String, UpgradeError> {
         let applied = self.apply_config(n, config).await?;
-        self.wait_node(&n.name, Some(kubelet)).await?;
+        self.wait_node(&n.name, Some(kubelet), None).await?;
         Ok(format!("{}; kubelet {kubelet}", applied.describe()))
     }
 
@@ -519,8 +538,8 @@ impl Upgrade<'_> {
                     .map_err(|e| UpgradeError::Pve(Box::new(e)))?;
             }
         }
-        let now = self.rebooted(n, &boot).await?;
-        self.wait_node(&n.name, None).await?;
+        let (now, boot) = self.rebooted(n, &boot).await?;
+        self.wait_node(&n.name, None, Some(&boot)).await?;
         drain::cordon(&self.clients.kube, &n.name, false).await?;
         if n.role == Role::Controlplane {
             self.until(&n.name, "etcd healthy again after the reboot", || async {
@@ -591,12 +610,13 @@ impl Upgrade<'_> {
         Ok(())
     }
 
-    /// Wait until the node answers with another boot id; its running release then.
-    async fn rebooted(&self, n: &NodePlan, before: &str) -> Result<String, UpgradeError> {
+    /// Wait until the node answers with another boot id; its running release and
+    /// that boot id then.
+    async fn rebooted(&self, n: &NodePlan, before: &str) -> Result<(String, String), UpgradeError> {
         self.until(&n.name, "reboot into the upgraded release", || async {
             let mut c = self.clients.talos(self.env, n)?;
             Ok(match c.boot_id().await {
-                Ok(id) if id != before => Ok(tag(&mut c).await?),
+                Ok(id) if id != before => Ok((tag(&mut c).await?, id)),
                 Ok(_) => Err("still the same boot".to_owned()),
                 Err(e) => Err(first_line(&e.to_string())),
             })
@@ -604,13 +624,25 @@ impl Upgrade<'_> {
         .await
     }
 
-    /// The Node is Ready (and its kubelet reports `kubelet`, if given).
-    async fn wait_node(&self, node: &str, kubelet: Option<&str>) -> Result<(), UpgradeError> {
+    /// The Node is Ready (and its kubelet reports `kubelet`, if given). After a
+    /// reboot (`boot`: the boot id Talos reports now) Ready counts only once posted
+    /// by the kubelet of that boot: a Node keeps its last status — Ready — until the
+    /// node lifecycle controller's grace period ends (50 s), so a short reboot never
+    /// shows NotReady; the kubelet reports `/proc/sys/kernel/random/boot_id` as
+    /// `status.nodeInfo.bootID` (kubernetes `pkg/kubelet/nodestatus/setters.go`
+    /// `MachineInfo`), the file Talos `Read` serves.
+    async fn wait_node(
+        &self,
+        node: &str,
+        kubelet: Option<&str>,
+        boot: Option<&str>,
+    ) -> Result<(), UpgradeError> {
         let what = format!(
-            "Node {node} Ready{}",
+            "Node {node} Ready{}{}",
             kubelet
                 .map(|k| format!(" with kubelet {k}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            boot.map(|b| format!(" from boot {b}")).unwrap_or_default()
         );
         self.env
             .kube_poll
@@ -618,11 +650,14 @@ impl Upgrade<'_> {
                 let Some(n) = n else {
                     return Err("no Node object".into());
                 };
-                let version = n["status"]["nodeInfo"]["kubeletVersion"]
-                    .as_str()
-                    .unwrap_or("");
-                match kubelet {
-                    Some(k) if version != k => Err(format!("kubelet reports {version:?}")),
+                let info = &n["status"]["nodeInfo"];
+                let version = info["kubeletVersion"].as_str().unwrap_or("");
+                let posted = info["bootID"].as_str().unwrap_or("");
+                match (kubelet, boot) {
+                    (Some(k), _) if version != k => Err(format!("kubelet reports {version:?}")),
+                    (_, Some(b)) if posted != b => Err(format!(
+                        "its kubelet has not posted since the reboot (bootID {posted:?})"
+                    )),
                     _ => node_ready(n),
                 }
             })

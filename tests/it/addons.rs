@@ -54,6 +54,8 @@ async fn cluster(cfg: KubeSimConfig) -> Cluster {
             kubernetes_ca_crt: ca.crt.clone(),
             kubernetes_ca_key: ca.key_pem.clone(),
             kubelet_version: "v1.36.3".into(),
+            boot_id: format!("lab-boot-{}", n.vmid),
+            kubelet_stuck: false,
         })
         .collect();
     for i in &infos {

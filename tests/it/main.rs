@@ -15,6 +15,7 @@ mod lab_serve;
 mod progress;
 mod proxmox;
 mod rebuild;
+mod rolling;
 mod routing;
 mod scale;
 mod secrets_in_logs;

@@ -830,11 +830,21 @@ async fn reset_node_rejoins_after_its_dead_member_is_removed() {
         .await
         .unwrap();
     // Wiped: back in maintenance mode (a self-signed certificate, nothing of
-    // ours), its old etcd member still listed.
-    assert!(matches!(
-        stages.our_node(&lost, &c.admin).await,
-        Err(TalosError::NotOurNode { .. })
-    ));
+    // ours) once it has booted (the reply comes before the reboot), its old etcd
+    // member still listed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let answer = loop {
+        match stages.our_node(&lost, &c.admin).await {
+            Ok(None) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(answer, Err(TalosError::NotOurNode { .. })),
+        "{answer:?}"
+    );
     let members = connect(&fabric, &boot, c.admin.clone())
         .etcd_member_list()
         .await

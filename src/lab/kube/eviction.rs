@@ -133,6 +133,7 @@ mod tests {
             cfg: super::super::KubeSimConfig::realistic(),
             nodes: Default::default(),
             down: Default::default(),
+            starting: Default::default(),
             timers: Default::default(),
             next_due: Default::default(),
             requests: Default::default(),

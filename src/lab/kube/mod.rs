@@ -15,7 +15,7 @@ mod strategic;
 mod table;
 mod watch;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -52,6 +52,11 @@ pub struct KubeSimConfig {
     pub tick: Duration,
     /// NodeRunning → the kubelet registers its Node.
     pub node_register: Duration,
+    /// A node booted again → its kubelet posts status (Ready, the new `bootID`).
+    pub kubelet_start: Duration,
+    /// A kubelet silent this long → its Node's `Ready` turns `Unknown`
+    /// (kube-controller-manager `--node-monitor-grace-period`).
+    pub node_monitor_grace: Duration,
     pub crd_established: Duration,
     /// Per-CRD overrides of `crd_established`.
     pub slow_crds: Vec<(String, Duration)>,
@@ -78,6 +83,13 @@ impl KubeSimConfig {
         Self {
             tick: Duration::from_millis(500),
             node_register: Duration::from_secs(10),
+            // Talos starts the kubelet soon after apid; it posts Ready once the
+            // runtime and the node's Cilium agent are up again.
+            kubelet_start: Duration::from_secs(15),
+            // The default since Kubernetes v1.32, so for 1.35/1.36 (kubernetes/kubernetes
+            // `pkg/controller/nodelifecycle/config/v1alpha1/defaults.go`, PR #126287:
+            // 40 s → 50 s).
+            node_monitor_grace: Duration::from_secs(50),
             crd_established: Duration::from_secs(1),
             slow_crds: Vec::new(),
             job_run: Duration::from_secs(20),
@@ -95,6 +107,8 @@ impl KubeSimConfig {
         Self {
             tick: ms(10),
             node_register: ms(30),
+            kubelet_start: ms(20),
+            node_monitor_grace: ms(80),
             crd_established: ms(20),
             slow_crds: Vec::new(),
             job_run: ms(40),
@@ -115,8 +129,11 @@ pub struct Lab {
     store: store::Store,
     cfg: KubeSimConfig,
     nodes: Mutex<Vec<LabNodeInfo>>,
-    /// Hostnames whose VM is stopped or destroyed: their kubelet posts no status.
-    down: Mutex<HashSet<String>>,
+    /// Hostnames whose kubelet posts no status (the machine went down, or its
+    /// kubelet did not start), and since when.
+    down: Mutex<HashMap<String, Instant>>,
+    /// Hostnames in `down` whose kubelet started again (their node booted), and when.
+    starting: Mutex<HashMap<String, Instant>>,
     timers: Mutex<HashMap<String, Instant>>,
     /// The earliest pending timer, so the controllers wake exactly when it is due.
     next_due: Mutex<Option<Instant>>,
@@ -129,6 +146,25 @@ pub struct Lab {
 }
 
 impl Lab {
+    fn hostname(&self, vmid: u32) -> Option<String> {
+        self.nodes
+            .lock()
+            .expect("nodes lock")
+            .iter()
+            .find(|n| n.vmid == vmid)
+            .map(|n| n.hostname.clone())
+    }
+
+    /// The node's kubelet stops posting now (kept: the first silence counts).
+    fn went_silent(&self, name: &str) {
+        self.down
+            .lock()
+            .expect("down lock")
+            .entry(name.to_owned())
+            .or_insert_with(Instant::now);
+        self.starting.lock().expect("starting lock").remove(name);
+    }
+
     /// Apply every machine event emitted so far, in order.
     fn catch_up(&self) {
         let mut rx = self.pending.lock().expect("pending lock");
@@ -140,7 +176,21 @@ impl Lab {
             };
             match ev {
                 LabEvent::NodeRunning(info) => {
-                    self.down.lock().expect("down lock").remove(&info.hostname);
+                    // The kubelet starts with the node (unless it is stuck) and posts
+                    // `kubelet_start` later; until then its Node shows what it did.
+                    let silent = self
+                        .down
+                        .lock()
+                        .expect("down lock")
+                        .contains_key(&info.hostname);
+                    if silent && !info.kubelet_stuck {
+                        self.starting
+                            .lock()
+                            .expect("starting lock")
+                            .insert(info.hostname.clone(), Instant::now());
+                    } else if info.kubelet_stuck {
+                        self.went_silent(&info.hostname);
+                    }
                     sim::containers_started(self, &info.hostname);
                     let mut n = self.nodes.lock().expect("nodes lock");
                     n.retain(|x| x.hostname != info.hostname);
@@ -148,23 +198,13 @@ impl Lab {
                     self.store.nudge();
                 }
                 LabEvent::VmStopped { vmid } | LabEvent::VmDestroyed { vmid } => {
-                    let nodes = self.nodes.lock().expect("nodes lock");
-                    if let Some(n) = nodes.iter().find(|n| n.vmid == vmid) {
-                        self.down
-                            .lock()
-                            .expect("down lock")
-                            .insert(n.hostname.clone());
+                    if let Some(name) = self.hostname(vmid) {
+                        self.went_silent(&name);
                     }
                 }
                 LabEvent::NodeGoingDown { vmid, drains } => {
-                    let name = self
-                        .nodes
-                        .lock()
-                        .expect("nodes lock")
-                        .iter()
-                        .find(|n| n.vmid == vmid)
-                        .map(|n| n.hostname.clone());
-                    if let Some(name) = name {
+                    if let Some(name) = self.hostname(vmid) {
+                        self.went_silent(&name);
                         sim::going_down(self, &name, drains);
                     }
                 }
@@ -301,6 +341,7 @@ impl LabKube {
             cfg,
             nodes: Mutex::default(),
             down: Mutex::default(),
+            starting: Mutex::default(),
             timers: Mutex::default(),
             next_due: Mutex::default(),
             requests: Default::default(),

@@ -129,8 +129,17 @@ fn save(lab: &Lab, obj: Value) {
 
 /// Has `what` been pending for `delay` (counting from the first time it was asked)?
 fn elapsed(lab: &Lab, what: &str, delay: Duration) -> bool {
-    let mut t = lab.timers.lock().expect("timers lock");
-    let due = *t.entry(what.to_owned()).or_insert_with(Instant::now) + delay;
+    let start = *lab
+        .timers
+        .lock()
+        .expect("timers lock")
+        .entry(what.to_owned())
+        .or_insert_with(Instant::now);
+    reached(lab, start + delay)
+}
+
+/// Is it `due` yet? If not, the controllers wake then.
+fn reached(lab: &Lab, due: Instant) -> bool {
     if Instant::now() >= due {
         return true;
     }
@@ -180,7 +189,7 @@ fn register_nodes(lab: &Lab) {
         // machine stays deleted. Asked after the Node was found missing, with the
         // events caught up: a power-off emitted before the deletion is seen here.
         lab.catch_up();
-        if lab.down.lock().expect("down lock").contains(&info.hostname)
+        if !kubelet_started(lab, &info.hostname)
             || !elapsed(
                 lab,
                 &format!("kubelet/{}", info.hostname),
@@ -189,6 +198,7 @@ fn register_nodes(lab: &Lab) {
         {
             continue;
         }
+        posting_again(lab, &info.hostname);
         let mut labels = json!({"kubernetes.io/hostname": info.hostname, "kubernetes.io/os": "linux",
             "kubernetes.io/arch": "amd64"});
         if info.machine_type == "controlplane" {
@@ -217,7 +227,7 @@ fn register_nodes(lab: &Lab) {
                 "addresses": [{"type": "InternalIP", "address": info.internal_ip.to_string()},
                               {"type": "Hostname", "address": info.hostname}],
                 // What a Talos kubelet reports (`kubectl get nodes -o wide`).
-                "nodeInfo": {"kubeletVersion": kubelet_version(lab, &info),
+                "nodeInfo": {"kubeletVersion": kubelet_version(lab, &info), "bootID": info.boot_id,
                     "osImage": format!("Talos ({})", lab.cfg.talos_version), "operatingSystem": "linux",
                     "architecture": "amd64", "kernelVersion": "lab", "containerRuntimeVersion": "containerd://lab"},
                 "capacity": capacity, "allocatable": capacity,
@@ -734,33 +744,98 @@ fn set_ready(p: &mut Value, ready: bool) {
     }
 }
 
-/// A node is Ready once the CNI runs and it has a pod CIDR; a stopped VM's node
-/// goes Unknown, as the node lifecycle controller marks it.
+/// Whether the node's kubelet runs: it never stopped, or it started again since.
+fn kubelet_started(lab: &Lab, name: &str) -> bool {
+    !lab.down.lock().expect("down lock").contains_key(name)
+        || lab
+            .starting
+            .lock()
+            .expect("starting lock")
+            .contains_key(name)
+}
+
+/// The kubelet posts status again: no longer silent.
+fn posting_again(lab: &Lab, name: &str) {
+    lab.down.lock().expect("down lock").remove(name);
+    lab.starting.lock().expect("starting lock").remove(name);
+}
+
+/// What the kubelet and the node lifecycle controller make of each Node's `Ready`.
+///
+/// A running kubelet posts status (kubelet `pkg/kubelet/kubelet_node_status.go`
+/// `syncNodeStatus`), with `nodeInfo.bootID` read from
+/// `/proc/sys/kernel/random/boot_id` (`pkg/kubelet/nodestatus/setters.go`
+/// `MachineInfo`): Ready once the CNI runs and the Node has a pod CIDR. A kubelet
+/// that stopped (the machine rebooting, shut down, or its kubelet stuck) posts
+/// nothing: the Node keeps its last status — Ready, with the old `bootID` — until
+/// the node lifecycle controller finds no heartbeat for `node_monitor_grace` and
+/// marks `Ready` `Unknown`, "Kubelet stopped posting node status."
+/// (kubernetes v1.35 `pkg/controller/nodelifecycle/node_lifecycle_controller.go`
+/// `tryUpdateNodeHealth`). After a boot the kubelet posts again `kubelet_start`
+/// after the node runs, with the new boot's id.
 fn nodes_ready(lab: &Lab) {
     let cni = cilium_ready(lab);
-    let down = lab.down.lock().expect("down lock").clone();
+    let infos = lab.nodes.lock().expect("nodes lock").clone();
     for n in nodes(lab) {
         let name = n["metadata"]["name"].as_str().unwrap_or_default();
-        let mut ready = if down.contains(name) {
-            json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."})
-        } else if cni && n["spec"]["podCIDR"].as_str().is_some_and(|c| !c.is_empty()) {
-            json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"})
-        } else {
-            continue;
-        };
+        let silent = lab.down.lock().expect("down lock").get(name).copied();
+        let started = lab
+            .starting
+            .lock()
+            .expect("starting lock")
+            .get(name)
+            .copied();
         let old = &n["status"]["conditions"][0];
-        if old["status"] == ready["status"] {
-            ready["lastHeartbeatTime"] = old["lastHeartbeatTime"].clone();
-            ready["lastTransitionTime"] = old["lastTransitionTime"].clone();
-        } else {
-            let now = json!(store::now());
-            ready["lastHeartbeatTime"] = now.clone();
-            ready["lastTransitionTime"] = now;
+        let mut ready = match (silent, started) {
+            (Some(_), Some(at)) if reached(lab, at + lab.cfg.kubelet_start) => {
+                posting_again(lab, name);
+                None
+            }
+            (Some(since), _) => {
+                if old["status"] == "Unknown" || !reached(lab, since + lab.cfg.node_monitor_grace) {
+                    continue;
+                }
+                // The controller keeps the last heartbeat the kubelet posted.
+                let mut c = json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+                    "message": "Kubelet stopped posting node status.",
+                    "lastHeartbeatTime": old["lastHeartbeatTime"], "lastTransitionTime": store::now()});
+                if c["lastHeartbeatTime"].is_null() {
+                    c["lastHeartbeatTime"] = c["lastTransitionTime"].clone();
+                }
+                Some(c)
+            }
+            (None, _) => None,
+        };
+        let mut boot = n["status"]["nodeInfo"]["bootID"].clone();
+        if ready.is_none() {
+            // The kubelet posts.
+            if let Some(info) = infos.iter().find(|i| i.hostname == name) {
+                boot = json!(info.boot_id);
+            }
+            if cni && n["spec"]["podCIDR"].as_str().is_some_and(|c| !c.is_empty()) {
+                let mut c = json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"});
+                if old["status"] == "True" {
+                    c["lastTransitionTime"] = old["lastTransitionTime"].clone();
+                    c["lastHeartbeatTime"] = if boot == n["status"]["nodeInfo"]["bootID"] {
+                        old["lastHeartbeatTime"].clone()
+                    } else {
+                        json!(store::now())
+                    };
+                } else {
+                    let now = json!(store::now());
+                    c["lastHeartbeatTime"] = now.clone();
+                    c["lastTransitionTime"] = now;
+                }
+                ready = Some(c);
+            }
         }
         // The kubelet writes only status: taken onto the object as it is now, so a
         // spec change made since the list above (a cordon) is not lost.
         if let Some(mut cur) = lab.store.get(&obj_key(&n)) {
-            cur["status"]["conditions"] = json!([ready]);
+            if let Some(ready) = ready {
+                cur["status"]["conditions"] = json!([ready]);
+            }
+            cur["status"]["nodeInfo"]["bootID"] = boot;
             save(lab, cur);
         }
     }

@@ -46,6 +46,12 @@ pub struct Faults {
     /// Hostnames whose next OS upgrade fails in the installer (once each).
     #[serde(default)]
     pub upgrade_fails: Vec<String>,
+    /// Hostnames whose kubelet does not start at their next boot (once each).
+    #[serde(default)]
+    pub kubelet_stays_down: Vec<String>,
+    /// Control planes whose etcd does not start at their next boot (once each).
+    #[serde(default)]
+    pub etcd_stays_down: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,7 +62,8 @@ pub struct LabTalosConfig {
     pub boot: Duration,
     /// Config applied → running.
     pub install: Duration,
-    /// Running → the etcd stage is reached (Bootstrap available).
+    /// Running → the etcd stage is reached (Bootstrap available); for a member that
+    /// booted again, its etcd runs and answers health checks from then on.
     pub etcd_ready: Duration,
     /// Cluster bootstrapped → another control plane joins.
     pub join: Duration,
@@ -180,6 +187,12 @@ pub struct NodeState {
     /// Installed from a cidata config and not yet an etcd member since.
     #[serde(default)]
     pub fresh_install: bool,
+    /// Faults `kubelet-stays-down` / `etcd-stays-down` fired at this boot: that
+    /// service stays down until the next one.
+    #[serde(default)]
+    pub kubelet_stuck: bool,
+    #[serde(default)]
+    pub etcd_stuck: bool,
 }
 
 impl fmt::Debug for NodeState {
@@ -216,6 +229,8 @@ impl NodeState {
             try_serial: 0,
             apply_rebooting: false,
             fresh_install: false,
+            kubelet_stuck: false,
+            etcd_stuck: false,
         }
     }
 }
@@ -761,12 +776,20 @@ fn boot(shared: &Arc<Shared>, vmid: u32) {
         let Some(n) = nodes.get_mut(&vmid) else {
             return;
         };
+        // etcd stops with the machine; a member starts it again `etcd_ready` after
+        // it runs (talos v1.13.9 `internal/app/machined/pkg/system/services/etcd.go`).
+        n.state.etcd_ready = false;
         set_phase(n, Phase::Booting)
     };
     after(shared, vmid, generation, shared.cfg.boot, |s, vmid| {
         let (installed, cidata) = match lock(&s.nodes).get_mut(&vmid) {
             Some(n) => {
                 n.state.boots += 1;
+                let hostname = n.hostname();
+                let mut f = lock(&s.faults_left);
+                n.state.kubelet_stuck = take(&mut f.kubelet_stays_down, &hostname);
+                n.state.etcd_stuck = take(&mut f.etcd_stays_down, &hostname);
+                drop(f);
                 n.state.apply_rebooting = false;
                 // The bootloader boots what an upgrade wrote (docs `upgrading-talos.mdx`).
                 if let Some(v) = n.state.staged_version.take() {
@@ -888,12 +911,27 @@ fn enter_running(shared: &Arc<Shared>, vmid: u32) {
                 let Some(n) = nodes.get_mut(&vmid) else {
                     return;
                 };
+                if n.state.etcd_stuck {
+                    return;
+                }
                 n.state.etcd_ready = true;
                 n.generation
             };
             try_join(s, vmid, generation);
         },
     );
+}
+
+/// Remove `hostname` from a fault's list: did the fault fire?
+fn take(list: &mut Vec<String>, hostname: &str) -> bool {
+    let i = list.iter().position(|n| n == hostname);
+    i.map(|i| list.remove(i)).is_some()
+}
+
+/// `/proc/sys/kernel/random/boot_id` of the node's `boots`-th boot: what `Read`
+/// serves and what its kubelet reports as `Node.status.nodeInfo.bootID`.
+pub(super) fn boot_id(vmid: u32, boots: u64) -> String {
+    format!("0000{vmid:04x}-1ab0-4000-8000-{boots:012x}")
 }
 
 /// The release a node runs: what it installed, or (older saved states) the configured one.
@@ -917,6 +955,8 @@ fn node_info(n: &Node, cfg: &MachineConfig) -> LabNodeInfo {
         kubernetes_ca_crt: cfg.k8s_ca_crt.clone(),
         kubernetes_ca_key: cfg.k8s_ca_key.clone(),
         kubelet_version: cfg.kubelet_version(),
+        boot_id: boot_id(n.state.vm.vmid, n.state.boots),
+        kubelet_stuck: n.state.kubelet_stuck,
     }
 }
 

@@ -480,11 +480,21 @@ impl Ctx {
                 ..Default::default()
             }),
         };
-        let mut services = vec![svc("apid", "Running"), svc("kubelet", "Running")];
+        let kubelet = if n.state.kubelet_stuck {
+            "Waiting"
+        } else {
+            "Running"
+        };
+        let mut services = vec![svc("apid", "Running"), svc("kubelet", kubelet)];
         if n.is_control_plane() {
+            // A member's etcd runs again only `etcd_ready` after a boot: until then
+            // the service is not Running, though the member stays listed.
             let mut etcd = svc(
                 "etcd",
-                match (&n.state.etcd_failed, n.state.etcd_member) {
+                match (
+                    &n.state.etcd_failed,
+                    n.state.etcd_member && n.state.etcd_ready,
+                ) {
                     (Some(_), _) => "Failed",
                     (None, true) => "Running",
                     (None, false) => "Preparing",

@@ -140,11 +140,20 @@ impl Ctx {
         }
         for m in members.iter() {
             let node = nodes.values().find(|n| n.hostname() == m.hostname);
+            // `validateMemberHealth` dials the member: one whose etcd has not started
+            // again since its boot fails it.
             match node {
-                Some(n) if n.state.phase == Phase::Running && n.state.etcd_member => {}
+                Some(n)
+                    if n.state.phase == Phase::Running
+                        && n.state.etcd_member
+                        && n.state.etcd_ready => {}
                 other => {
                     let why = other.map_or("no such node".to_owned(), |n| {
-                        format!("node is {:?}", n.state.phase)
+                        if n.state.phase == Phase::Running {
+                            "its etcd is not running".to_owned()
+                        } else {
+                            format!("node is {:?}", n.state.phase)
+                        }
                     });
                     return Err(format!(
                         "etcd member {:016x} is not healthy; all members must be healthy to perform an upgrade: {why}",
@@ -359,7 +368,7 @@ impl Ctx {
         let boots = lock(&self.shared.nodes)
             .get(&self.vmid)
             .map_or(0, |n| n.state.boots);
-        let id = format!("0000{:04x}-1ab0-4000-8000-{boots:012x}\n", self.vmid);
+        let id = format!("{}\n", super::boot_id(self.vmid, boots));
         stream(chunks(id.as_bytes()))
     }
 }
