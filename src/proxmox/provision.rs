@@ -869,6 +869,32 @@ mod tests {
         assert_eq!(held, [false, true, true]);
     }
 
+    /// What `provision_settling` publishes before any write: the VMs left as they are.
+    #[test]
+    fn only_unsafe_differences_not_recreated_in_this_run_block() {
+        let adopt = |safe: bool, hold: bool| Step::Adopt {
+            differences: vec![Difference {
+                key: "scsihw".into(),
+                want: "virtio-scsi-pci".into(),
+                got: Some("lsi".into()),
+                safe,
+            }],
+            digest: None,
+            running: true,
+            on: "h".into(),
+            notes: vec![],
+            hold,
+        };
+        assert!(!Step::Create.blocked(false));
+        assert!(!adopt(true, false).blocked(false), "fixed in place");
+        assert!(adopt(false, false).blocked(false), "needs --recreate");
+        assert!(!adopt(false, false).blocked(true), "re-created now");
+        assert!(
+            adopt(false, true).blocked(true),
+            "another control plane first"
+        );
+    }
+
     #[test]
     fn up_to_date_is_said_only_when_nothing_differs() {
         let vm = |action| VmReport {
