@@ -403,39 +403,26 @@ pub async fn install(
     let ds = disc
         .resolve("apps/v1", "DaemonSet")?
         .object_path(Some(NAMESPACE), "cilium");
-    // The Job first, then the agents, each through a watch (the wait ends when the
-    // object changes, not at the next poll). A Job still there must finish: just
-    // (re)created, since after an upgrade the old agents are still ready; left from
-    // an earlier run, since it may still fail. `Some(message)`: the Job gave up.
+    // `Some(message)` ends the wait early: the Job gave up. A Job just (re)created
+    // must finish first: after an upgrade the old agents are still ready.
     let failed = poll
-        .watch_object::<_, AddonError, _>(
-            client,
-            &job_path,
-            "the Cilium install Job to finish",
-            |job| match job {
-                Some(j) => match job_failed(j) {
-                    Some(msg) => Ok(Some(msg)),
-                    None if job_complete(j) => Ok(None),
-                    None => Err("the install Job is running".into()),
-                },
-                None if created => Err("the install Job is not created yet".into()),
-                None => Ok(None),
-            },
-        )
+        .until("the Cilium agent DaemonSet to be ready", || async {
+            let job = client.get(&job_path).await?;
+            if let Some(msg) = job.as_ref().and_then(job_failed) {
+                return Ok(Ok(Some(msg)));
+            }
+            if created && !job.as_ref().is_some_and(job_complete) {
+                return Ok(Err("the install Job is running".into()));
+            }
+            Ok(match client.get(&ds).await? {
+                Some(o) => daemonset_ready(&o).map(|()| None),
+                None => Err("not created yet (the install Job is running)".into()),
+            })
+        })
         .await?;
     if let Some(msg) = failed {
         return Err(AddonError::CiliumJob(msg));
     }
-    poll.watch_object::<_, AddonError, _>(
-        client,
-        &ds,
-        "the Cilium agent DaemonSet to be ready",
-        |o| match o {
-            Some(o) => daemonset_ready(o),
-            None => Err("not created yet (the install Job is running)".into()),
-        },
-    )
-    .await?;
     let op = disc
         .resolve("apps/v1", "Deployment")?
         .object_path(Some(NAMESPACE), "cilium-operator");

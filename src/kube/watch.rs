@@ -195,7 +195,6 @@ impl Poll {
                 Ok(t) => return Ok(t),
                 Err(state) => state,
             };
-            crate::progress::note(format!("waiting for {what}: {last}"));
             let left = self.timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
                 return Err(E::from(KubeError::Timeout {
