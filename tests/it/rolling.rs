@@ -16,15 +16,9 @@ const NODES: [&str; 3] = ["talos-k8s-01", "talos-k8s-02", "talos-k8s-03"];
 
 /// The homelab profile with `edits` applied, written into `dir`.
 fn profile(dir: &Path, file: &str, edits: &[(&str, &str)]) -> String {
-    let mut text = std::fs::read_to_string(support::profile("homelab.yaml")).unwrap();
-    for (from, to) in edits {
-        let next = text.replacen(from, to, 1);
-        assert_ne!(next, text, "{from} is in the homelab profile");
-        text = next;
-    }
-    let p = dir.join(file);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
+    support::edited_homelab(dir, file, edits)
+        .display()
+        .to_string()
 }
 
 fn cli(
