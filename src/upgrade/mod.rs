@@ -443,7 +443,12 @@ impl Upgrade<'_> {
         let mut c = self.clients.talos(self.env, n)?;
         let running = tag(&mut c).await?;
         if running == s.to {
-            return Ok(format!("already runs {running}"));
+            // Upgraded since `observe` (another run): the config must follow still.
+            let applied = match config {
+                Some(c) => format!("; {}", self.apply_config(n, c).await?.describe()),
+                None => String::new(),
+            };
+            return Ok(format!("already runs {running}{applied}"));
         }
         let boot = c.boot_id().await?;
         let failed = |detail: String| UpgradeError::NotUpgraded {
