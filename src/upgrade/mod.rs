@@ -228,14 +228,7 @@ impl Upgrade<'_> {
                 &s.node,
                 "talos-upgrade",
                 Step::TalosUpgraded(s.node.clone()),
-                || async {
-                    let os = self.os(s, &u.installer).await?;
-                    if !follow {
-                        return Ok(os);
-                    }
-                    let applied = self.apply_config(n, config(n)).await?;
-                    Ok(format!("{os}; {}", applied.describe()))
-                },
+                || self.os(s, &u.installer, follow.then(|| config(n))),
             )
             .await?;
         }
@@ -430,8 +423,14 @@ impl Upgrade<'_> {
             .expect("upgrade steps are made from the plan's nodes")
     }
 
-    /// One node's OS upgrade, verified by a new boot id and the running version.
-    async fn os(&self, s: &NodeStep, installer: &str) -> Result<String, UpgradeError> {
+    /// One node's OS upgrade, verified by a new boot id and the running version;
+    /// `config`, when given, is applied (NO_REBOOT) as soon as the new boot answers.
+    async fn os(
+        &self,
+        s: &NodeStep,
+        installer: &str,
+        config: Option<&[u8]>,
+    ) -> Result<String, UpgradeError> {
         let n = self.node(&s.node);
         if s.control_plane {
             self.etcd_healthy()
@@ -444,7 +443,12 @@ impl Upgrade<'_> {
         let mut c = self.clients.talos(self.env, n)?;
         let running = tag(&mut c).await?;
         if running == s.to {
-            return Ok(format!("already runs {running}"));
+            // Upgraded since `observe` (another run): the config must follow still.
+            let applied = match config {
+                Some(c) => format!("; {}", self.apply_config(n, c).await?.describe()),
+                None => String::new(),
+            };
+            return Ok(format!("already runs {running}{applied}"));
         }
         let boot = c.boot_id().await?;
         let failed = |detail: String| UpgradeError::NotUpgraded {
@@ -478,18 +482,34 @@ impl Upgrade<'_> {
                 s.to
             )));
         }
-        self.wait_node(&s.node, None, Some(&boot)).await?;
-        if lifecycle {
-            // A client cordon is never undone by Talos (talos-day2.md §1.3).
-            drain::cordon(&self.clients.kube, &s.node, false).await?;
-        }
-        if s.control_plane {
-            self.until(&s.node, "etcd healthy again after the reboot", || async {
-                Ok(self.etcd_healthy().await)
-            })
-            .await?;
-        }
-        Ok(format!("{} → {now}", s.from))
+        // The config, the kubelet and etcd all start from this boot: none waits
+        // for another, and the next node still waits for all three.
+        let apply = async {
+            match config {
+                Some(c) => self.apply_config(n, c).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let ready = async {
+            self.wait_node(&s.node, None, Some(&boot)).await?;
+            if lifecycle {
+                // A client cordon is never undone by Talos (talos-day2.md §1.3).
+                drain::cordon(&self.clients.kube, &s.node, false).await?;
+            }
+            Ok(())
+        };
+        let etcd = async {
+            if s.control_plane {
+                self.until(&s.node, "etcd healthy again after the reboot", || async {
+                    Ok(self.etcd_healthy().await)
+                })
+                .await?;
+            }
+            Ok(())
+        };
+        let (applied, (), ()) = tokio::try_join!(apply, ready, etcd)?;
+        let applied = applied.map(|a| format!("; {}", a.describe()));
+        Ok(format!("{} → {now}{}", s.from, applied.unwrap_or_default()))
     }
 
     /// The node's whole config from the profile, applied without a reboot when it

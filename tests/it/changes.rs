@@ -4,23 +4,13 @@
 //! pending in Proxmox and is reported so, then applied by a rolling reboot through
 //! Proxmox, one node at a time, with etcd intact.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
 use super::support::{self, run};
 
-fn profile(dir: &Path, file: &str, edits: &[(&str, &str)]) -> PathBuf {
-    let mut text = std::fs::read_to_string(support::profile("homelab.yaml")).unwrap();
-    for (from, to) in edits {
-        let next = text.replacen(from, to, 1);
-        assert_ne!(next, text, "{from} is in the homelab profile");
-        text = next;
-    }
-    let p = dir.join(file);
-    std::fs::write(&p, text).unwrap();
-    p
-}
+use support::edited_homelab as profile;
 
 fn up(profile: &Path, dir: &Path) -> (String, String) {
     let args = support::up_args(profile, dir);

@@ -16,15 +16,9 @@ const NODES: [&str; 3] = ["talos-k8s-01", "talos-k8s-02", "talos-k8s-03"];
 
 /// The homelab profile with `edits` applied, written into `dir`.
 fn profile(dir: &Path, file: &str, edits: &[(&str, &str)]) -> String {
-    let mut text = std::fs::read_to_string(support::profile("homelab.yaml")).unwrap();
-    for (from, to) in edits {
-        let next = text.replacen(from, to, 1);
-        assert_ne!(next, text, "{from} is in the homelab profile");
-        text = next;
-    }
-    let p = dir.join(file);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
+    support::edited_homelab(dir, file, edits)
+        .display()
+        .to_string()
 }
 
 fn cli(
@@ -74,8 +68,7 @@ fn stops_at_the_second_node(
     (cmd, speed): (&str, &str),
     from: &str,
     to: &str,
-    fault: &str,
-    expect: &[&str],
+    (fault, expect): (&str, &[&str]),
 ) {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("cluster");
@@ -122,36 +115,35 @@ fn upgrade(dir: &Path) -> (String, String) {
     )
 }
 
+/// The fault on talos-k8s-02 and what the error must say: the kubelet of the new
+/// boot never posts, or etcd never runs again.
+const KUBELET: (&str, &[&str]) = (
+    "kubelet-stays-down",
+    &[
+        "waiting for Node talos-k8s-02 Ready from boot",
+        "has not posted since the reboot",
+    ],
+);
+const ETCD: (&str, &[&str]) = (
+    "etcd-stays-down",
+    &[
+        "talos-k8s-02: etcd healthy again after the reboot",
+        "etcd on talos-k8s-02 is Preparing",
+    ],
+);
+
 #[test]
 fn a_rolling_reboot_waits_for_the_kubelet_of_the_new_boot() {
     let t = tempfile::tempdir().unwrap();
     let (from, to) = rolling(t.path());
-    stops_at_the_second_node(
-        ("up", "600"),
-        &from,
-        &to,
-        "kubelet-stays-down",
-        &[
-            "waiting for Node talos-k8s-02 Ready from boot",
-            "has not posted since the reboot",
-        ],
-    );
+    stops_at_the_second_node(("up", "600"), &from, &to, KUBELET);
 }
 
 #[test]
 fn a_rolling_reboot_waits_for_etcd_to_run_again() {
     let t = tempfile::tempdir().unwrap();
     let (from, to) = rolling(t.path());
-    stops_at_the_second_node(
-        ("up", "600"),
-        &from,
-        &to,
-        "etcd-stays-down",
-        &[
-            "talos-k8s-02: etcd healthy again after the reboot",
-            "etcd on talos-k8s-02 is Preparing",
-        ],
-    );
+    stops_at_the_second_node(("up", "600"), &from, &to, ETCD);
 }
 
 #[test]
@@ -161,30 +153,12 @@ fn an_os_upgrade_waits_for_the_kubelet_of_the_new_boot() {
     // Lab speed 60: the reboot (45 s real) is shorter than the grace period (50 s),
     // so the Node still shows Ready — from the old boot — when the node answers
     // again: only the boot id tells that its kubelet has not posted since.
-    stops_at_the_second_node(
-        ("upgrade", "60"),
-        &from,
-        &to,
-        "kubelet-stays-down",
-        &[
-            "waiting for Node talos-k8s-02 Ready from boot",
-            "has not posted since the reboot",
-        ],
-    );
+    stops_at_the_second_node(("upgrade", "60"), &from, &to, KUBELET);
 }
 
 #[test]
 fn an_os_upgrade_waits_for_etcd_to_run_again() {
     let t = tempfile::tempdir().unwrap();
     let (from, to) = upgrade(t.path());
-    stops_at_the_second_node(
-        ("upgrade", "600"),
-        &from,
-        &to,
-        "etcd-stays-down",
-        &[
-            "talos-k8s-02: etcd healthy again after the reboot",
-            "etcd on talos-k8s-02 is Preparing",
-        ],
-    );
+    stops_at_the_second_node(("upgrade", "600"), &from, &to, ETCD);
 }

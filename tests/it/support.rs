@@ -11,6 +11,20 @@ pub fn profile(name: &str) -> PathBuf {
     repo().join("profiles").join(name)
 }
 
+/// The homelab profile with each `(from, to)` edit made once (each must apply),
+/// written as `dir/file`.
+pub fn edited_homelab(dir: &Path, file: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(profile("homelab.yaml")).unwrap();
+    for (from, to) in edits {
+        let next = text.replacen(from, to, 1);
+        assert_ne!(next, text, "{from} is in the homelab profile");
+        text = next;
+    }
+    let p = dir.join(file);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
 /// `profiles/homelab.yaml`, loaded.
 pub fn homelab() -> talos_pve::profile::Profile {
     talos_pve::profile::load(&profile("homelab.yaml")).expect("profiles/homelab.yaml loads")

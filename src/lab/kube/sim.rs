@@ -123,8 +123,13 @@ fn obj_key(o: &Value) -> String {
 }
 
 /// Write `obj` as a controller would (no managed-field changes); no-op when unchanged.
+/// A controller's write, as its API client makes it: an object read from the store
+/// goes back only if nobody changed it since (a user's cordon between the read and
+/// this write is not undone); a lost race is redone at the next reconcile.
 fn save(lab: &Lab, obj: Value) {
-    lab.store.put(&obj_key(&obj), obj);
+    if lab.store.put_current(&obj_key(&obj), obj).is_none() {
+        lab.store.nudge();
+    }
 }
 
 /// Has `what` been pending for `delay` (counting from the first time it was asked)?

@@ -175,13 +175,34 @@ impl Store {
     }
 
     /// Store `obj` under `key` unless it equals what is there; returns the stored object.
-    pub fn put(&self, key: &str, mut obj: Value) -> Value {
+    pub fn put(&self, key: &str, obj: Value) -> Value {
+        self.put_if(key, obj, false)
+            .expect("an unconditional write always lands")
+    }
+
+    /// `put` for an object read from the store and changed: only while it is still
+    /// the stored version (an Update carrying its `resourceVersion`, which the API
+    /// server refuses with 409 Conflict once another writer got in between). `None`:
+    /// it lost the race and nothing was written; the caller redoes it on what is
+    /// there now (a controller's next reconcile, woken by that other write).
+    pub fn put_current(&self, key: &str, obj: Value) -> Option<Value> {
+        self.put_if(key, obj, true)
+    }
+
+    fn put_if(&self, key: &str, mut obj: Value, current: bool) -> Option<Value> {
         let mut h = self.history.lock().expect("history lock");
         let old = self.etcd.get(key);
+        let read_at = obj["metadata"]["resourceVersion"].as_str();
+        if current
+            && let (Some(old), Some(read_at)) = (&old, read_at)
+            && old["metadata"]["resourceVersion"].as_str() != Some(read_at)
+        {
+            return None;
+        }
         if let Some(old) = &old
             && same(old, &obj)
         {
-            return old.clone();
+            return Some(old.clone());
         }
         let meta = &mut obj["metadata"];
         if old.is_none() {
@@ -208,7 +229,7 @@ impl Store {
         self.record(&mut h, change);
         drop(h);
         self.touch();
-        obj
+        Some(obj)
     }
 
     /// Remove the object; the deletion takes a resource version of its own.
@@ -500,6 +521,30 @@ pub fn record_update(obj: &mut Value, patch: &Value, manager: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_controller_write_from_a_stale_read_does_not_undo_a_cordon() {
+        let s = Store::new(EtcdStore::default());
+        let k = key("", "nodes", None, "n1");
+        s.put(
+            &k,
+            json!({"kind": "Node", "metadata": {"name": "n1"}, "spec": {}}),
+        );
+        let read = s.get(&k).unwrap();
+        // The user's cordon lands between the controller's read and its write.
+        let mut cordoned = read.clone();
+        cordoned["spec"]["unschedulable"] = json!(true);
+        s.put(&k, cordoned);
+        let mut status = read;
+        status["status"]["phase"] = json!("posted");
+        assert!(s.put_current(&k, status).is_none(), "a stale write landed");
+        assert_eq!(s.get(&k).unwrap()["spec"]["unschedulable"], true);
+        // Redone on what is stored now, it lands and keeps the cordon.
+        let mut again = s.get(&k).unwrap();
+        again["status"]["phase"] = json!("posted");
+        let stored = s.put_current(&k, again).expect("a current write lands");
+        assert_eq!(stored["spec"]["unschedulable"], true);
+    }
 
     #[test]
     fn apply_merges_owns_conflicts_and_prunes() {
