@@ -951,7 +951,10 @@ impl Client {
     }
 
     /// Poll a task on the node its UPID names until it stops; backs off from a
-    /// short first interval so quick tasks cost one or two polls.
+    /// short first interval so quick tasks cost one or two polls. Each pause is half
+    /// again the last (not double): a task is found at most half the time already
+    /// waited after it ends — a 2 s start found at 2.0 s, not 3.75 s — for about one
+    /// poll more per task.
     pub async fn wait_task(&self, upid: &str, deadline: Duration) -> Result<TaskOutcome, PveError> {
         let parsed = Upid::parse(upid).ok_or_else(|| PveError::Decode {
             method: "POST".into(),
@@ -969,7 +972,7 @@ impl Client {
         };
         loop {
             tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(self.poll.max);
+            wait = (wait * 3 / 2).min(self.poll.max);
             match self.get::<Value>(&path, &[]).await {
                 Ok(st) => {
                     if st.get("status").and_then(Value::as_str) == Some("stopped") {
