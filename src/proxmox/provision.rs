@@ -837,12 +837,10 @@ pub async fn reboot(pve: &Client, host: &str, vmid: u32) -> Result<(), PveError>
 mod tests {
     use super::*;
 
-    /// Issue 13 item 7: `--recreate` took every affected control plane at once.
-    #[test]
-    fn recreate_holds_all_control_planes_but_one() {
-        let p = crate::test_support::homelab();
-        let plan = Plan::build(&p).unwrap();
-        let adopt = |safe: bool| Step::Adopt {
+    /// A running VM on host `h` kept as it is, with one difference (`safe`: fixed
+    /// in place) and `hold` as given.
+    fn adopt(safe: bool, hold: bool) -> Step {
+        Step::Adopt {
             differences: vec![Difference {
                 key: "scsihw".into(),
                 want: "virtio-scsi-pci".into(),
@@ -853,12 +851,19 @@ mod tests {
             running: true,
             on: "h".into(),
             notes: vec![],
-            hold: false,
-        };
+            hold,
+        }
+    }
+
+    /// Issue 13 item 7: `--recreate` took every affected control plane at once.
+    #[test]
+    fn recreate_holds_all_control_planes_but_one() {
+        let p = crate::test_support::homelab();
+        let plan = Plan::build(&p).unwrap();
         let mut steps: BTreeMap<String, Step> = plan
             .nodes
             .iter()
-            .map(|n| (n.name.clone(), adopt(false)))
+            .map(|n| (n.name.clone(), adopt(false, false)))
             .collect();
         hold_control_planes(&plan, &mut steps);
         let held: Vec<bool> = plan
@@ -872,19 +877,6 @@ mod tests {
     /// What `provision_settling` publishes before any write: the VMs left as they are.
     #[test]
     fn only_unsafe_differences_not_recreated_in_this_run_block() {
-        let adopt = |safe: bool, hold: bool| Step::Adopt {
-            differences: vec![Difference {
-                key: "scsihw".into(),
-                want: "virtio-scsi-pci".into(),
-                got: Some("lsi".into()),
-                safe,
-            }],
-            digest: None,
-            running: true,
-            on: "h".into(),
-            notes: vec![],
-            hold,
-        };
         assert!(!Step::Create.blocked(false));
         assert!(!adopt(true, false).blocked(false), "fixed in place");
         assert!(adopt(false, false).blocked(false), "needs --recreate");

@@ -192,9 +192,13 @@ impl Applied {
     }
 }
 
-/// A dry-run apply's verdict (`mode_details` ends with Talos' "No changes.").
-fn unchanged(mode_details: &str) -> bool {
-    mode_details.trim_end().ends_with("No changes.")
+/// Whether the node already runs `config`: a dry-run apply, whose `mode_details`
+/// end with Talos' "No changes." then.
+async fn unchanged(c: &mut TalosClient, config: &[u8]) -> Result<bool, UpgradeError> {
+    let dry = c
+        .apply_configuration(config, ApplyMode::NoReboot, true)
+        .await?;
+    Ok(dry.mode_details.trim_end().ends_with("No changes."))
 }
 
 fn first_line(s: &str) -> String {
@@ -323,10 +327,7 @@ impl Upgrade<'_> {
         let listed = self.clients.kube.list("/api/v1/nodes").await?;
         let dry_runs = nodes.iter().map(|n| async move {
             let mut c = self.clients.talos(self.env, n)?;
-            let dry = c
-                .apply_configuration(configs[&n.name].as_bytes(), ApplyMode::NoReboot, true)
-                .await?;
-            Ok::<_, UpgradeError>(unchanged(&dry.mode_details))
+            unchanged(&mut c, configs[&n.name].as_bytes()).await
         });
         let dry_runs = futures_util::future::join_all(dry_runs).await;
         let mut settled = BTreeSet::new();
@@ -348,10 +349,7 @@ impl Upgrade<'_> {
     /// local copy.
     async fn apply_config(&self, n: &NodePlan, config: &[u8]) -> Result<Applied, UpgradeError> {
         let mut c = self.clients.talos(self.env, n)?;
-        let dry = c
-            .apply_configuration(config, ApplyMode::NoReboot, true)
-            .await?;
-        let applied = if unchanged(&dry.mode_details) {
+        let applied = if unchanged(&mut c, config).await? {
             Applied::Unchanged
         } else {
             c.apply_configuration(config, ApplyMode::NoReboot, false)
@@ -444,10 +442,7 @@ impl Upgrade<'_> {
         let running = tag(&mut c).await?;
         if running == s.to {
             // Upgraded since `observe` (another run): the config must follow still.
-            let applied = match config {
-                Some(c) => format!("; {}", self.apply_config(n, c).await?.describe()),
-                None => String::new(),
-            };
+            let applied = self.follow(n, config).await?;
             return Ok(format!("already runs {running}{applied}"));
         }
         let boot = c.boot_id().await?;
@@ -484,12 +479,7 @@ impl Upgrade<'_> {
         }
         // The config, the kubelet and etcd all start from this boot: none waits
         // for another, and the next node still waits for all three.
-        let apply = async {
-            match config {
-                Some(c) => self.apply_config(n, c).await.map(Some),
-                None => Ok(None),
-            }
-        };
+        let apply = self.follow(n, config);
         let ready = async {
             self.wait_node(&s.node, None, Some(&boot)).await?;
             if lifecycle {
@@ -508,8 +498,16 @@ impl Upgrade<'_> {
             Ok(())
         };
         let (applied, (), ()) = tokio::try_join!(apply, ready, etcd)?;
-        let applied = applied.map(|a| format!("; {}", a.describe()));
-        Ok(format!("{} → {now}{}", s.from, applied.unwrap_or_default()))
+        Ok(format!("{} → {now}{applied}", s.from))
+    }
+
+    /// `config`, when given, applied as `apply_config` does; what it did as a
+    /// detail suffix (empty without a config).
+    async fn follow(&self, n: &NodePlan, config: Option<&[u8]>) -> Result<String, UpgradeError> {
+        Ok(match config {
+            Some(c) => format!("; {}", self.apply_config(n, c).await?.describe()),
+            None => String::new(),
+        })
     }
 
     /// The node's whole config from the profile, applied without a reboot when it

@@ -456,7 +456,8 @@ async fn serve(
     let lab_srv = lab.clone();
     let server = tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            // kube-apiserver is Go: Nagle off by default (`net.TCPConn` SetNoDelay).
+            // kube-apiserver is Go: Nagle off by default (Go's
+            // `src/net/tcpsock_posix.go` newTCPConn sets TCP_NODELAY).
             let _ = tcp.set_nodelay(true);
             let (acceptor, lab) = (acceptor.clone(), lab_srv.clone());
             tokio::spawn(async move {

@@ -167,9 +167,10 @@ pub(super) async fn accept_loop(shared: Weak<Shared>, vmid: u32, listener: TcpLi
             }
         };
         let Some(s) = shared.upgrade() else { return };
-        // machined is Go: its TCP connections have Nagle off (`net.TCPConn`
-        // SetNoDelay, default true). With it on, small gRPC replies wait for the
-        // client's delayed ACK (~40 ms), a delay real nodes do not have.
+        // machined is Go: its TCP connections have Nagle off (Go's
+        // `src/net/tcpsock_posix.go` newTCPConn sets TCP_NODELAY on every
+        // connection). With it on, small gRPC replies wait for the client's
+        // delayed ACK (~40 ms), a delay real nodes do not have.
         let _ = tcp.set_nodelay(true);
         let tls = {
             let nodes = lock(&s.nodes);
