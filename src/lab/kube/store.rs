@@ -183,8 +183,8 @@ impl Store {
     /// `put` for an object read from the store and changed: only while it is still
     /// the stored version (an Update carrying its `resourceVersion`, which the API
     /// server refuses with 409 Conflict once another writer got in between:
-    /// kubernetes v1.36 `staging/src/k8s.io/apiserver/pkg/storage/etcd3/store.go`
-    /// GuaranteedUpdate with a precondition on the version read). `None`:
+    /// kubernetes `staging/src/k8s.io/apiserver/pkg/registry/generic/registry/store.go`
+    /// `Store.Update`, `OptimisticLockErrorMsg`). `None`:
     /// it lost the race and nothing was written; the caller redoes it on what is
     /// there now (a controller's next reconcile, woken by that other write).
     pub fn put_current(&self, key: &str, obj: Value) -> Option<Value> {
