@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release --example bench_up              # BENCH_VERBOSE=1 adds a stage timeline
+//!                                                     # BENCH_TRACE=talos_pve=debug: every request, timed
 //! cargo run --release --example bench_up -- upgrade   # the rolling Talos upgrade
 //! ```
 //!
@@ -436,6 +437,16 @@ fn bench_upgrade(homelab: &Profile, verbose: bool) {
 
 fn main() {
     let verbose = std::env::var("BENCH_VERBOSE").is_ok_and(|v| v == "1");
+    // BENCH_TRACE=<filter> (e.g. `talos_pve=debug`): every request and wait, timed
+    // from the start of the process, on stderr.
+    if let Ok(filter) = std::env::var("BENCH_TRACE") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let homelab =
         talos_pve::profile::load(&root.join("profiles/homelab.yaml")).expect("homelab profile");

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AddonError, Links, Options, wait_ready};
-use crate::kube::{Client, Discovery, daemonset_ready, deployment_ready, node_ready};
+use crate::kube::{Client, Discovery, KubeError, daemonset_ready, deployment_ready, node_ready};
 use crate::plan::Plan;
 use crate::profile::Cilium;
 
@@ -400,29 +400,40 @@ pub async fn install(
         client.apply(disc.for_object(o)?, o).await?;
     }
     let poll = &opts.poll;
+    // A Job (re)created, or one an interrupted run left running, must finish first:
+    // after an upgrade the old agents are still ready, and a Job that fails never
+    // creates the DaemonSet. Watched, as every wait here: it ends when the Job does.
+    if created || !existing.as_ref().is_some_and(job_complete) {
+        let failed = poll
+            .watch_object::<_, KubeError, _>(
+                client,
+                &job_path,
+                "the Cilium install Job to finish",
+                |job| match job {
+                    None => Err("not created yet".into()),
+                    Some(j) => match job_failed(j) {
+                        Some(msg) => Ok(Some(msg)),
+                        None if job_complete(j) => Ok(None),
+                        None => Err("running".into()),
+                    },
+                },
+            )
+            .await?;
+        if let Some(msg) = failed {
+            return Err(AddonError::CiliumJob(msg));
+        }
+    }
     let ds = disc
         .resolve("apps/v1", "DaemonSet")?
         .object_path(Some(NAMESPACE), "cilium");
-    // `Some(message)` ends the wait early: the Job gave up. A Job just (re)created
-    // must finish first: after an upgrade the old agents are still ready.
-    let failed = poll
-        .until("the Cilium agent DaemonSet to be ready", || async {
-            let job = client.get(&job_path).await?;
-            if let Some(msg) = job.as_ref().and_then(job_failed) {
-                return Ok(Ok(Some(msg)));
-            }
-            if created && !job.as_ref().is_some_and(job_complete) {
-                return Ok(Err("the install Job is running".into()));
-            }
-            Ok(match client.get(&ds).await? {
-                Some(o) => daemonset_ready(&o).map(|()| None),
-                None => Err("not created yet (the install Job is running)".into()),
-            })
-        })
-        .await?;
-    if let Some(msg) = failed {
-        return Err(AddonError::CiliumJob(msg));
-    }
+    wait_ready(
+        client,
+        "the Cilium agent DaemonSet",
+        &ds,
+        daemonset_ready,
+        poll,
+    )
+    .await?;
     let op = disc
         .resolve("apps/v1", "Deployment")?
         .object_path(Some(NAMESPACE), "cilium-operator");
@@ -434,11 +445,36 @@ pub async fn install(
         poll,
     )
     .await?;
-    for n in &plan.nodes {
-        let path = format!("/api/v1/nodes/{}", n.name);
-        wait_ready(client, &format!("node {}", n.name), &path, node_ready, poll).await?;
-    }
+    // One watch of the Node list for all of them, not one wait after another.
+    poll.watch::<_, KubeError, _, _>(client, "/api/v1/nodes", "every node to be Ready", |nodes| {
+        let r = every_node_ready(plan, &nodes);
+        async move { Ok(r) }
+    })
+    .await?;
     Ok(created)
+}
+
+/// Every planned node's Node object is Ready; else which are not, and why.
+fn every_node_ready(plan: &Plan, nodes: &[Value]) -> Result<(), String> {
+    let waiting: Vec<String> = plan
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let state = match nodes
+                .iter()
+                .find(|o| o["metadata"]["name"] == n.name.as_str())
+            {
+                None => Err("not registered".to_owned()),
+                Some(o) => node_ready(o),
+            };
+            state.err().map(|why| format!("{} {why}", n.name))
+        })
+        .collect();
+    if waiting.is_empty() {
+        Ok(())
+    } else {
+        Err(waiting.join("; "))
+    }
 }
 
 #[cfg(test)]
@@ -447,6 +483,29 @@ mod tests {
 
     fn plan() -> Plan {
         Plan::build(&crate::test_support::homelab()).unwrap()
+    }
+
+    #[test]
+    fn every_node_must_be_ready_and_the_others_are_named() {
+        let plan = plan();
+        let node = |name: &str, ready: &str| {
+            json!({"metadata": {"name": name},
+                "status": {"conditions": [{"type": "Ready", "status": ready, "reason": "KubeletNotReady"}]}})
+        };
+        let mut nodes: Vec<Value> = plan.nodes.iter().map(|n| node(&n.name, "True")).collect();
+        assert_eq!(every_node_ready(&plan, &nodes), Ok(()));
+        nodes[1] = node(&plan.nodes[1].name, "False");
+        nodes.pop();
+        let why = every_node_ready(&plan, &nodes).unwrap_err();
+        assert!(
+            why.contains(&format!("{} Ready=False", plan.nodes[1].name)),
+            "{why}"
+        );
+        assert!(
+            why.contains(&format!("{} not registered", plan.nodes[2].name)),
+            "{why}"
+        );
+        assert!(!why.contains(&plan.nodes[0].name), "{why}");
     }
 
     #[test]

@@ -268,36 +268,43 @@ pub async fn finish(
 ) -> Result<(usize, Vec<String>), AddonError> {
     let Applied { objects, crs } = applied;
     let poll = &opts.poll;
-    let ctrl = format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments/controller");
-    wait_ready(
-        client,
-        "the MetalLB controller Deployment",
-        &ctrl,
-        deployment_ready,
-        poll,
-    )
-    .await?;
-    let speaker = format!("/apis/apps/v1/namespaces/{NAMESPACE}/daemonsets/speaker");
-    wait_ready(
-        client,
-        "the MetalLB speaker DaemonSet",
-        &speaker,
-        daemonset_ready,
-        poll,
-    )
-    .await?;
-    let slices = format!(
-        "/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3D{WEBHOOK_SERVICE}"
-    );
-    poll.watch(
-        client,
-        &slices,
-        "the MetalLB webhook service to have a ready endpoint",
-        |items| async move { Ok::<_, KubeError>(webhook_ready(&items)) },
-    )
-    .await?;
-    let unlabelled = remove_exclude_labels(client, plan).await?;
-    let disc = Discovery::run(client).await?;
+    let ready = async {
+        let ctrl = format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments/controller");
+        wait_ready(
+            client,
+            "the MetalLB controller Deployment",
+            &ctrl,
+            deployment_ready,
+            poll,
+        )
+        .await?;
+        let speaker = format!("/apis/apps/v1/namespaces/{NAMESPACE}/daemonsets/speaker");
+        wait_ready(
+            client,
+            "the MetalLB speaker DaemonSet",
+            &speaker,
+            daemonset_ready,
+            poll,
+        )
+        .await?;
+        let slices = format!(
+            "/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3D{WEBHOOK_SERVICE}"
+        );
+        poll.watch(
+            client,
+            &slices,
+            "the MetalLB webhook service to have a ready endpoint",
+            |items| async move { Ok::<_, KubeError>(webhook_ready(&items)) },
+        )
+        .await
+        .map_err(AddonError::from)
+    };
+    // Neither needs the webhook: done while the workloads come up.
+    let meanwhile = async {
+        let unlabelled = remove_exclude_labels(client, plan).await?;
+        Ok::<_, AddonError>((unlabelled, Discovery::run(client).await?))
+    };
+    let ((), (unlabelled, disc)) = tokio::try_join!(ready, meanwhile)?;
     for cr in &crs {
         let res = disc.for_object(cr)?;
         opts.webhook_retry
@@ -319,22 +326,28 @@ pub async fn finish(
 /// Speakers skip nodes carrying the exclude label, and every node here may be a
 /// control plane: talos-pve never sets it, so remove it where someone did.
 async fn remove_exclude_labels(client: &Client, plan: &Plan) -> Result<Vec<String>, AddonError> {
+    let labelled = client
+        .list(&format!(
+            "/api/v1/nodes?labelSelector={}",
+            crate::kube::segment(EXCLUDE_LABEL)
+        ))
+        .await?;
     let mut removed = Vec::new();
     for n in &plan.nodes {
-        let path = format!("/api/v1/nodes/{}", n.name);
-        let Some(node) = client.get(&path).await? else {
+        if !labelled
+            .iter()
+            .any(|o| o["metadata"]["name"] == n.name.as_str())
+        {
             continue;
-        };
-        if node["metadata"]["labels"].get(EXCLUDE_LABEL).is_some() {
-            tracing::warn!(node = %n.name, label = EXCLUDE_LABEL, "MetalLB would not announce from this node; removing the label");
-            client
-                .merge_patch(
-                    &path,
-                    &json!({"metadata": {"labels": {EXCLUDE_LABEL: null}}}),
-                )
-                .await?;
-            removed.push(n.name.clone());
         }
+        tracing::warn!(node = %n.name, label = EXCLUDE_LABEL, "MetalLB would not announce from this node; removing the label");
+        client
+            .merge_patch(
+                &format!("/api/v1/nodes/{}", n.name),
+                &json!({"metadata": {"labels": {EXCLUDE_LABEL: null}}}),
+            )
+            .await?;
+        removed.push(n.name.clone());
     }
     Ok(removed)
 }

@@ -2,12 +2,14 @@
 //! allocator is off in the generated config, so talos-pve sets `spec.podCIDR(s)`
 //! once per node as it registers; Kubernetes forbids changing it afterwards.
 
+use std::collections::BTreeSet;
+
 use ipnet::Ipv4Net;
 use serde_json::{Value, json};
 
 use super::AddonError;
 use crate::kube::{Client, KubeError, Poll};
-use crate::plan::Plan;
+use crate::plan::{NodePlan, Plan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -51,10 +53,40 @@ pub fn patch(planned: Ipv4Net) -> Value {
     json!({"spec": {"podCIDR": planned.to_string(), "podCIDRs": [planned.to_string()]}})
 }
 
+/// What the Nodes seen so far still need: the planned nodes not registered yet, and
+/// those to patch. `patched`: nodes this run has patched already. A watch can show a
+/// Node again without the CIDR just set (its MODIFIED event still on the way); patching
+/// it again would cost one request per node per event, O(n²) as a cluster registers.
+pub fn pending<'p>(
+    plan: &'p Plan,
+    nodes: &[Value],
+    patched: &BTreeSet<String>,
+) -> Result<(Vec<&'p str>, Vec<&'p NodePlan>), AddonError> {
+    let mut missing = Vec::new();
+    let mut to_patch = Vec::new();
+    for n in &plan.nodes {
+        let Some(node) = nodes
+            .iter()
+            .find(|x| x["metadata"]["name"] == n.name.as_str())
+        else {
+            missing.push(n.name.as_str());
+            continue;
+        };
+        if patched.contains(&n.name) {
+            continue;
+        }
+        match decide(node, n.pod_cidr)? {
+            Action::Unchanged => {}
+            Action::Patch => to_patch.push(n),
+        }
+    }
+    Ok((missing, to_patch))
+}
+
 /// Give every planned node its pod CIDR as soon as its Node object registers, until
 /// all have one. Returns the nodes that were patched (empty on a re-run).
 pub async fn assign(client: &Client, plan: &Plan, poll: &Poll) -> Result<Vec<String>, AddonError> {
-    let patched = std::sync::Mutex::new(Vec::new());
+    let patched = std::sync::Mutex::new(BTreeSet::new());
     let patched = &patched;
     // `Ok(Err(conflict))` ends the wait: a foreign CIDR will not go away by waiting.
     let outcome = poll
@@ -63,34 +95,18 @@ pub async fn assign(client: &Client, plan: &Plan, poll: &Poll) -> Result<Vec<Str
             "/api/v1/nodes",
             "every node to register",
             |nodes| async move {
-                let mut missing = Vec::new();
-                let mut to_patch = Vec::new();
-                for n in &plan.nodes {
-                    let Some(node) = nodes
-                        .iter()
-                        .find(|x| x["metadata"]["name"] == n.name.as_str())
-                    else {
-                        missing.push(n.name.as_str());
-                        continue;
-                    };
-                    match decide(node, n.pod_cidr) {
-                        Ok(Action::Unchanged) => {}
-                        Ok(Action::Patch) => to_patch.push(n),
-                        Err(e) => return Ok(Ok(Err(e))),
-                    }
-                }
+                let done = patched.lock().expect("patched lock").clone();
+                let (missing, to_patch) = match pending(plan, &nodes, &done) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Ok(Err(e))),
+                };
                 // Independent objects: patch them together (Cilium waits for the last one).
-                let patched = &patched;
                 futures_util::future::try_join_all(to_patch.iter().map(|n| async move {
                     client
                         .merge_patch(&format!("/api/v1/nodes/{}", n.name), &patch(n.pod_cidr))
                         .await?;
                     tracing::info!(node = %n.name, cidr = %n.pod_cidr, "pod CIDR set");
-                    // The watch may show the Node before its patch: patched once still.
-                    let mut p = patched.lock().expect("patched lock");
-                    if !p.contains(&n.name) {
-                        p.push(n.name.clone());
-                    }
+                    patched.lock().expect("patched lock").insert(n.name.clone());
                     Ok::<(), KubeError>(())
                 }))
                 .await?;
@@ -103,7 +119,14 @@ pub async fn assign(client: &Client, plan: &Plan, poll: &Poll) -> Result<Vec<Str
         )
         .await?;
     outcome?;
-    Ok(std::mem::take(&mut *patched.lock().expect("patched lock")))
+    let patched = std::mem::take(&mut *patched.lock().expect("patched lock"));
+    // In plan order, as the summary lists nodes.
+    Ok(plan
+        .nodes
+        .iter()
+        .filter(|n| patched.contains(&n.name))
+        .map(|n| n.name.clone())
+        .collect())
 }
 
 #[cfg(test)]
@@ -143,5 +166,25 @@ mod tests {
             .is_err()
         );
         assert_eq!(patch(p)["spec"]["podCIDRs"][0], "10.8.32.0/24");
+    }
+
+    #[test]
+    fn a_node_patched_by_this_run_is_not_patched_again_from_a_stale_event() {
+        let plan = Plan::build(&crate::test_support::homelab()).unwrap();
+        let bare = |name: &str| json!({"metadata": {"name": name}, "spec": {}});
+        let first = &plan.nodes[0].name;
+        // The watch shows the first node without a CIDR after this run patched it.
+        let seen = [bare(first)];
+        let none = BTreeSet::new();
+        let (missing, to_patch) = pending(&plan, &seen, &none).unwrap();
+        assert_eq!(to_patch.len(), 1);
+        assert_eq!(missing.len(), plan.nodes.len() - 1);
+        let done = BTreeSet::from([first.clone()]);
+        let (_, to_patch) = pending(&plan, &seen, &done).unwrap();
+        assert!(
+            to_patch.is_empty(),
+            "patched again: {:?}",
+            to_patch.iter().map(|n| &n.name).collect::<Vec<_>>()
+        );
     }
 }

@@ -123,6 +123,7 @@ impl Client {
         path: &str,
         body: Option<(&'static str, &Value)>,
     ) -> Result<(u16, Value), KubeError> {
+        tracing::debug!(%method, path, "kubernetes request");
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method.clone(), &url);
         if let Some((ctype, v)) = body {

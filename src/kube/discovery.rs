@@ -75,21 +75,29 @@ fn resources_of(group: &str, version: &str, list: &Value) -> Vec<Resource> {
 }
 
 impl Discovery {
+    /// The group versions are asked all at once, as kubectl's discovery does: each
+    /// answer is small, and a cluster serves a few dozen of them.
     pub async fn run(client: &Client) -> Result<Self, KubeError> {
-        let mut resources = Vec::new();
-        if let Some(core) = client.get("/api/v1").await? {
-            resources.extend(resources_of("", "v1", &core));
-        }
-        let groups = client.get("/apis").await?.unwrap_or(Value::Null);
-        for g in groups["groups"].as_array().into_iter().flatten() {
-            for v in g["versions"].as_array().into_iter().flatten() {
-                let Some(gv) = v["groupVersion"].as_str() else {
-                    continue;
-                };
-                let (group, version) = split_api_version(gv);
-                if let Some(list) = client.get(&format!("/apis/{gv}")).await? {
-                    resources.extend(resources_of(group, version, &list));
-                }
+        let (core, groups) = tokio::try_join!(client.get("/api/v1"), client.get("/apis"))?;
+        let mut resources = core.map_or_else(Vec::new, |c| resources_of("", "v1", &c));
+        let groups = groups.unwrap_or(Value::Null);
+        let versions: Vec<&str> = groups["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["versions"].as_array().into_iter().flatten())
+            .filter_map(|v| v["groupVersion"].as_str())
+            .collect();
+        let lists = futures_util::future::try_join_all(
+            versions
+                .iter()
+                .map(|gv| async move { client.get(&format!("/apis/{gv}")).await }),
+        )
+        .await?;
+        for (gv, list) in versions.iter().zip(lists) {
+            let (group, version) = split_api_version(gv);
+            if let Some(list) = list {
+                resources.extend(resources_of(group, version, &list));
             }
         }
         Ok(Self { resources })

@@ -938,16 +938,16 @@ impl Client {
 
     /// A running download's progress as PVE's task log shows it (wget's percent),
     /// shown and returned. Best effort: a failed read is no error.
-    async fn note_download(&self, node: &str, upid: &str) -> Option<u8> {
+    async fn note_download(&self, node: &str, upid: &str) -> Option<WgetProgress> {
         let path = api_path(&[&"nodes", &node, &"tasks", &upid, &"log"]).ok()?;
         let p = [("limit".to_owned(), "500".to_owned())];
         let lines = self.get::<Vec<Value>>(&path, &p).await.ok()?;
         let text = lines
             .iter()
             .filter_map(|l| l.get("t").and_then(Value::as_str));
-        let pct = wget_percent(text)?;
-        crate::progress::note(format!("{pct}%"));
-        Some(pct)
+        let progress = wget_progress(text)?;
+        crate::progress::note(format!("{}%", progress.percent));
+        Some(progress)
     }
 
     /// Poll a task on the node its UPID names until it stops; backs off from a
@@ -995,8 +995,10 @@ impl Client {
                     }
                     if let Some(pace) = &mut pace {
                         let sent = start.elapsed();
-                        let percent = self.note_download(&parsed.node, upid).await;
-                        pace.read(sent, start.elapsed(), percent);
+                        if pace.wants_log() {
+                            let progress = self.note_download(&parsed.node, upid).await;
+                            pace.read(sent, start.elapsed(), progress);
+                        }
                         wait = pace.next_wait(start.elapsed());
                     }
                 }
@@ -1018,14 +1020,51 @@ impl Client {
 /// The last percentage in a download task's log. PVE runs `wget --progress=dot:giga`
 /// (pve-common 9.2.1 src/PVE/Tools.pm `download_file_from_url`), whose lines read
 /// ` 32768K ........ ........ ........ ........ 29% 98.5M 3s`.
-fn wget_percent<'a>(lines: impl Iterator<Item = &'a str>) -> Option<u8> {
-    lines
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_suffix('%')?.parse::<u8>().ok())
-                .filter(|p| *p <= 100)
-        })
-        .last()
+/// What wget's `dot:giga` log says so far: the last percent, and where the next
+/// percent line will come (each line is 32 MiB and starts with its offset in KiB;
+/// `Length:` is the size).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WgetProgress {
+    pub percent: u8,
+    /// The share of the file (0..1] at which the next percent line is printed;
+    /// `None` when the next one is the last, printed at the end (which the task
+    /// status shows anyway). Without the size or offsets: 1 (by the end).
+    pub next_line: Option<f64>,
+}
+
+const WGET_LINE: u64 = 32 << 20;
+
+fn wget_progress<'a>(lines: impl Iterator<Item = &'a str>) -> Option<WgetProgress> {
+    let mut length: Option<u64> = None;
+    let mut last: Option<(u8, Option<u64>)> = None;
+    for l in lines {
+        if let Some(rest) = l.trim_start().strip_prefix("Length:") {
+            length = rest.split_whitespace().next().and_then(|n| n.parse().ok());
+            continue;
+        }
+        let offset = l
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.strip_suffix('K')?.parse::<u64>().ok());
+        if let Some(p) = l
+            .split_whitespace()
+            .find_map(|w| w.strip_suffix('%')?.parse::<u8>().ok())
+            .filter(|p| *p <= 100)
+        {
+            last = Some((p, offset.map(|k| k << 10)));
+        }
+    }
+    let (percent, offset) = last?;
+    let next_line = match (offset, length) {
+        // The next line ends 32 MiB after this one; at the size itself it is the last.
+        (Some(start), Some(len)) if len > 0 => {
+            let end = start + 2 * WGET_LINE;
+            (end < len).then(|| end as f64 / len as f64)
+        }
+        // Unknown: it comes before the end at the latest.
+        _ => (percent < 100).then_some(1.0),
+    };
+    Some(WgetProgress { percent, next_line })
 }
 
 /// The innermost cause of an error: what actually failed, said once.
@@ -1146,15 +1185,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_download_percent_is_wgets_last() {
+    fn the_download_percent_is_wgets_last_and_the_size_says_if_more_lines_come() {
         let log = [
             "--2026-12-06 10:00:00--  https://factory.talos.dev/image/x/v1.13.9/nocloud-amd64.iso",
             "Length: 115343360 (110M) [application/octet-stream]",
             "     0K ........ ........ ........ ........ 29% 98.5M 1s",
             " 32768K ........ ........ ........ ........ 58%  101M 1s",
         ];
-        assert_eq!(wget_percent(log.into_iter()), Some(58));
-        assert_eq!(wget_percent(["starting task download"].into_iter()), None);
+        let at = |n: usize| wget_progress(log[..n].iter().copied()).unwrap();
+        // 64 MiB of 110 in: the next line comes at 96 MiB.
+        assert_eq!(at(4).percent, 58);
+        assert_eq!(at(4).next_line, Some(96.0 / 110.0));
+        assert_eq!(at(3).next_line, Some(64.0 / 110.0));
+        // 96 MiB of 110: the next line is the last one, printed at the end.
+        let third = " 65536K ........ ........ ........ ........ 87%  101M 0s";
+        let all: Vec<&str> = log.iter().copied().chain([third]).collect();
+        let p = wget_progress(all.into_iter()).unwrap();
+        assert_eq!((p.percent, p.next_line), (87, None));
+        // Without the size, only that the next line comes by the end.
+        assert_eq!(
+            wget_progress(log[2..].iter().copied()).unwrap().next_line,
+            Some(1.0)
+        );
+        assert_eq!(wget_progress(["starting task download"].into_iter()), None);
     }
 
     #[test]

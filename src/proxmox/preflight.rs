@@ -297,7 +297,13 @@ pub async fn preflight(
     let mut checks = Vec::new();
     let px = &profile.proxmox;
 
-    let version: Value = pve.get("/version", &[]).await?;
+    // Every read is independent of the others: they go at once (a 30-node plan asks
+    // ~70 questions, and the ISO download waits for the answers).
+    let (version, nodes, guests) = tokio::try_join!(
+        pve.get::<Value>("/version", &[]),
+        pve.get::<Vec<Value>>("/nodes", &[]),
+        inventory::planned_guests(pve, plan),
+    )?;
     let version = version.get("version").and_then(text);
     let major = version
         .as_deref()
@@ -319,27 +325,6 @@ pub async fn preflight(
             Some("upgrade to Proxmox VE 8 or 9".into()),
         ),
     });
-
-    if pve.standalone() {
-        // Each standalone host has its own users and ACLs: check each on its own.
-        for h in &px.hosts {
-            let Some(view) = pve.host_view(&h.name) else {
-                continue;
-            };
-            let v: Value = match view.get("/version", &[]).await {
-                Ok(v) => v,
-                // Not answering: reported offline with the hosts below.
-                Err(e) if e.may_fail_over("GET") => continue,
-                Err(e) => return Err(e),
-            };
-            let v = v.get("version").and_then(text);
-            permission_checks(&view, profile, plan, Some(&h.name), &v, &mut checks).await?;
-        }
-    } else {
-        permission_checks(pve, profile, plan, None, &version, &mut checks).await?;
-    }
-
-    let nodes: Vec<Value> = pve.get("/nodes", &[]).await?;
     let online: BTreeMap<String, bool> = nodes
         .iter()
         .filter_map(|n| {
@@ -349,11 +334,51 @@ pub async fn preflight(
             ))
         })
         .collect();
-    let mut reachable = Vec::new();
+    let reachable: Vec<&crate::profile::Host> = px
+        .hosts
+        .iter()
+        .filter(|h| online.get(&h.name) == Some(&true))
+        .collect();
+
+    let permissions = async {
+        let mut checks = Vec::new();
+        if pve.standalone() {
+            // Each standalone host has its own users and ACLs: check each on its own.
+            for h in &px.hosts {
+                let Some(view) = pve.host_view(&h.name) else {
+                    continue;
+                };
+                let v: Value = match view.get("/version", &[]).await {
+                    Ok(v) => v,
+                    // Not answering: reported offline with the hosts below.
+                    Err(e) if e.may_fail_over("GET") => continue,
+                    Err(e) => return Err(e),
+                };
+                let v = v.get("version").and_then(text);
+                permission_checks(&view, profile, plan, Some(&h.name), &v, &mut checks).await?;
+            }
+        } else {
+            permission_checks(pve, profile, plan, None, &version, &mut checks).await?;
+        }
+        Ok(checks)
+    };
+    let hosts = futures_util::future::try_join_all(reachable.iter().map(|h| host_view(pve, h)));
+    let existing = futures_util::future::try_join_all(
+        plan.nodes
+            .iter()
+            .filter_map(|n| guests.vms.get(&n.vmid))
+            .map(|vm| async move {
+                let cfg = inventory::config(pve, &vm.node, vm.vmid).await?;
+                Ok::<_, PveError>((vm.vmid, cfg))
+            }),
+    );
+    let (permissions, hosts, existing) = tokio::try_join!(permissions, hosts, existing)?;
+    let existing: BTreeMap<u32, BTreeMap<String, String>> = existing.into_iter().collect();
+    checks.extend(permissions);
+
     for h in &px.hosts {
         match online.get(&h.name) {
             Some(true) => {
-                reachable.push(h);
                 checks.push(check(Level::Ok, format!("host {}", h.name), "online", None));
             }
             Some(false) => checks.push(check(
@@ -381,7 +406,6 @@ pub async fn preflight(
         .iter()
         .flat_map(|n| n.nics().filter_map(|nic| nic.vlan))
         .collect();
-    let guests = inventory::planned_guests(pve, plan).await?;
     let vms = &guests.vms;
     // Only VMs that will be created need space: a re-run after success needs none.
     let creating: Vec<&NodePlan> = plan
@@ -393,8 +417,8 @@ pub async fn preflight(
         creating: &creating,
         shared_seen: BTreeSet::new(),
     };
-    for h in reachable {
-        host_checks(pve, profile, h, &vlans, &mut space, &mut checks).await?;
+    for (h, view) in reachable.iter().zip(&hosts) {
+        host_checks(pve, profile, h, view, &vlans, &mut space, &mut checks);
     }
 
     for n in &plan.nodes {
@@ -412,8 +436,10 @@ pub async fn preflight(
         match vms.get(&n.vmid) {
             None => checks.push(check(Level::Ok, what, "free", None)),
             Some(vm) => {
-                let cfg = inventory::config(pve, &vm.node, vm.vmid).await?;
-                if inventory::creating(&cfg) {
+                let Some(cfg) = existing.get(&vm.vmid) else {
+                    continue;
+                };
+                if inventory::creating(cfg) {
                     checks.push(if inventory::create_running(pve, &vm.node, vm.vmid).await? {
                         check(
                             Level::Warn,
@@ -427,7 +453,7 @@ pub async fn preflight(
                     });
                     continue;
                 }
-                match marker(&cfg) {
+                match marker(cfg) {
                     Some(m) if m.cluster == plan.cluster && m.node == n.name => checks.push(check(
                         Level::Ok,
                         what,
@@ -488,18 +514,34 @@ impl SpaceCheck<'_> {
     }
 }
 
-async fn host_checks(
+/// What one host says of its network and its enabled storages.
+struct HostView {
+    net: Vec<Value>,
+    storages: Vec<Value>,
+}
+
+async fn host_view(pve: &Client, h: &crate::profile::Host) -> Result<HostView, PveError> {
+    let node = node_path(&h.name)?;
+    let (net_path, storage_path) = (format!("{node}/network"), format!("{node}/storage"));
+    let enabled = params([("enabled", "1".into())]);
+    let (net, storages) = tokio::try_join!(
+        pve.get::<Vec<Value>>(&net_path, &[]),
+        pve.get::<Vec<Value>>(&storage_path, &enabled),
+    )?;
+    Ok(HostView { net, storages })
+}
+
+fn host_checks(
     pve: &Client,
     profile: &Profile,
     h: &crate::profile::Host,
+    view: &HostView,
     vlans: &BTreeSet<u16>,
     space: &mut SpaceCheck<'_>,
     checks: &mut Vec<Check>,
-) -> Result<(), PveError> {
+) {
     let px = &profile.proxmox;
-    let net: Vec<Value> = pve
-        .get(&format!("{}/network", node_path(&h.name)?), &[])
-        .await?;
+    let HostView { net, storages } = view;
     let iface = |name: &str| {
         net.iter()
             .find(|i| i.get("iface").and_then(Value::as_str) == Some(name))
@@ -616,12 +658,6 @@ async fn host_checks(
             }
         }
     }
-    let storages: Vec<Value> = pve
-        .get(
-            &format!("{}/storage", node_path(&h.name)?),
-            &params([("enabled", "1".into())]),
-        )
-        .await?;
     let find = |id: &str| {
         storages
             .iter()
@@ -691,5 +727,4 @@ async fn host_checks(
             Some(_) => checks.push(check(Level::Ok, what, format!("accepts {content}"), None)),
         }
     }
-    Ok(())
 }

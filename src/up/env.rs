@@ -25,8 +25,9 @@ const KUBE_POLL_MAX: Duration = Duration::from_millis(250);
 /// (talosctl 1.13 `--drain-timeout` 5 min; the node's own drain retries every 5 s).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 const DRAIN_RETRY_MAX: Duration = Duration::from_secs(5);
-/// Longest pause before applying again while an admission webhook is not serving yet.
-const WEBHOOK_RETRY_MAX: Duration = Duration::from_secs(1);
+/// Longest pause before applying again while an admission webhook is not serving yet:
+/// one small request a try, and every pause past the moment it serves adds to `up`.
+const WEBHOOK_RETRY_MAX: Duration = Duration::from_millis(250);
 
 pub struct Env {
     pub book: AddressBook,
@@ -118,9 +119,13 @@ impl Env {
             base: fine,
             cap: o.scaled(Duration::from_secs(8)).max(fine),
         };
+        // Task polls follow the real cadence scaled, like the Talos polls below: a
+        // floor of 10 ms is 0.2 s real at 20x, and its 1.5x backoff would find a 2 s
+        // start 0.6 s late where the real 250 ms cadence finds it on time.
+        let real = PollPolicy::default();
         cfg.poll = PollPolicy {
-            first: fine,
-            max: o.scaled(Duration::from_secs(5)).max(fine),
+            first: o.scaled(real.first).max(Duration::from_millis(2)),
+            max: o.scaled(real.max).max(fine),
         };
         let scale = |real: Duration| o.scaled(real).max(Duration::from_secs(5));
         // Talos waits poll at the real cadence scaled like every latency (a floor of

@@ -287,6 +287,12 @@ async fn full_provision_stays_within_the_request_budget() {
         "preflight + provision: {} requests for 3 nodes = {per_node:.1} per node; by method {by_method:?}",
         reqs.len()
     );
+    let mut by_path = BTreeMap::new();
+    for r in &reqs {
+        let path = r.path.split("UPID").next().unwrap_or_default();
+        *by_path.entry(format!("{} {path}", r.method)).or_insert(0) += 1;
+    }
+    println!("{by_path:#?}");
     assert!(per_node <= 25.0, "{per_node} requests per node");
 }
 

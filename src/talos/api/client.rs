@@ -142,6 +142,7 @@ impl TalosClient {
         Q: prost::Message + Send + Sync + 'static,
         R: prost::Message + Default + Send + Sync + 'static,
     {
+        tracing::debug!(node = %self.target.node, rpc, "talos request");
         let req = self.request(q);
         self.ready(rpc).await?;
         let resp = self
