@@ -195,6 +195,8 @@ impl Poll {
                 Ok(t) => return Ok(t),
                 Err(state) => state,
             };
+            // Said as polls say it: the progress line shows what a long wait waits on.
+            crate::progress::note(format!("waiting for {what}: {last}"));
             let left = self.timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
                 return Err(E::from(KubeError::Timeout {
