@@ -880,6 +880,12 @@ fn webhook_endpoints(lab: &Lab) {
             continue;
         }
         let port = svc["spec"]["ports"][0]["targetPort"].clone();
+        // The server's grace counts from its endpoint, whoever asks when.
+        elapsed(
+            lab,
+            &format!("webhook-cert/{ns}/{name}"),
+            lab.cfg.webhook_grace,
+        );
         save(
             lab,
             json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -893,7 +899,8 @@ fn webhook_endpoints(lab: &Lab) {
 }
 
 /// The webhook answers once its Service has a ready endpoint and the server has
-/// its certificate (`webhook_grace` later: MetalLB's readiness passes before that).
+/// its certificate (`webhook_grace` after the endpoint: MetalLB's readiness passes
+/// before that).
 pub fn webhook_serving(lab: &Lab, ns: &str, svc: &str) -> bool {
     let slice = lab.store.get(&key(
         "discovery.k8s.io",
