@@ -334,20 +334,30 @@ async fn vm_changes(
         }
     }
     if let Some(owner) = &owner {
-        for v in vms.values() {
-            if let Claim::Ours { node } = ownership::claim(owner, &v.tags, None)
-                && plan.node(&node).is_none_or(|n| n.vmid != v.vmid)
-            {
-                out.push(VmChange {
+        // Every host's VMs, not the planned-VMID map: standalone hosts each have their
+        // own VMID space, so a leaving node's VMID may be another host's VM too.
+        let (all, _silent) = inventory::reachable_vms(&env.pve).await?;
+        out.extend(leaving(owner, plan, &all));
+    }
+    Ok(out)
+}
+
+/// VMs marked as this cluster's whose node the profile no longer has (or has on
+/// another VMID), each named with its own host.
+fn leaving(owner: &ownership::Owner, plan: &Plan, vms: &[inventory::VmResource]) -> Vec<VmChange> {
+    vms.iter()
+        .filter_map(|v| match ownership::claim(owner, &v.tags, None) {
+            Claim::Ours { node } if plan.node(&node).is_none_or(|n| n.vmid != v.vmid) => {
+                Some(VmChange {
                     node,
                     vmid: v.vmid,
                     change: "remove",
                     details: vec![format!("on {}", v.node)],
-                });
+                })
             }
-        }
-    }
-    Ok(out)
+            _ => None,
+        })
+        .collect()
 }
 
 /// Routes for the live pod CIDRs against the plan's gateway routes.
@@ -422,4 +432,58 @@ async fn addons(clients: &Clients, profile: &Profile) -> Vec<Versions> {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxmox::inventory::VmResource;
+    use crate::proxmox::ownership::{Marker, Owner};
+
+    /// Two standalone hosts, one VMID: a leaving node's VM on one and another
+    /// cluster's VM on the other. Both rows are read; only ours is listed, on its host.
+    #[test]
+    fn a_leaving_vm_is_found_on_its_host_whatever_shares_its_vmid() {
+        let plan = Plan::build(&crate::test_support::homelab()).unwrap();
+        let owner = Owner {
+            cluster: plan.cluster.clone(),
+            id: crate::cluster_id::ClusterId::of("ours"),
+            recorded: BTreeMap::new(),
+        };
+        let other = Owner {
+            id: crate::cluster_id::ClusterId::of("theirs"),
+            ..owner.clone()
+        };
+        let vm = |host: &str, tags: Vec<String>| VmResource {
+            vmid: 130,
+            node: host.into(),
+            name: "talos-k8s-04".into(),
+            running: true,
+            tags,
+        };
+        let mut rows = vec![
+            vm("pve-ms01-02", Marker::new(&owner, "talos-k8s-04").tags()),
+            vm("pve-ms01-01", Marker::new(&other, "talos-k8s-04").tags()),
+        ];
+        let found = leaving(&owner, &plan, &rows);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (
+                found[0].node.as_str(),
+                found[0].vmid,
+                found[0].details[0].as_str()
+            ),
+            ("talos-k8s-04", 130, "on pve-ms01-02")
+        );
+        // The same with the other host's row first (a VMID-keyed map kept one of them).
+        rows.reverse();
+        assert_eq!(leaving(&owner, &plan, &rows).len(), 1);
+        // A planned node on its planned VMID is not leaving.
+        let n = &plan.nodes[0];
+        let planned = VmResource {
+            vmid: n.vmid,
+            ..vm(&n.host, Marker::new(&owner, &n.name).tags())
+        };
+        assert!(leaving(&owner, &plan, &[planned]).is_empty());
+    }
 }
