@@ -560,7 +560,9 @@ fn vm_started(shared: &Arc<Shared>, vm: LabVm) {
     let mut nodes = lock(&shared.nodes);
     let vmid = vm.vmid;
     if let Some(n) = nodes.get_mut(&vmid) {
-        // A power-on of a known VM: it boots from disk if Talos was installed.
+        // A power-on of a known VM: it boots from disk if Talos was installed. Its
+        // addresses stayed mapped while it was off; its NICs may have changed since.
+        unmap(shared, n);
         n.state.vm = vm;
         configure_links(n);
         map(shared, n);
@@ -581,8 +583,12 @@ fn vm_stopped(shared: &Arc<Shared>, vmid: u32, destroyed: bool) {
     if let Some(n) = nodes.get_mut(&vmid) {
         set_phase(n, Phase::Stopped);
         n.state.etcd_ready = false;
-        unmap(shared, n);
+        // A stopped VM's address still routes somewhere that does not answer (its
+        // listener drops every connection while stopped), as a powered-off host does:
+        // a client waiting through a PVE reboot sees "not answering", not the lab's
+        // fail-closed "no loopback mapping". Only a destroyed VM frees its address.
         if destroyed {
+            unmap(shared, n);
             n.accept.abort();
             nodes.remove(&vmid);
         }
