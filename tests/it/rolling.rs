@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::support::{self, run};
+use super::support;
 
 const NODES: [&str; 3] = ["talos-k8s-01", "talos-k8s-02", "talos-k8s-03"];
 
@@ -28,24 +28,8 @@ fn cli(
     speed: &str,
     faults: Option<&str>,
 ) -> (i32, String, String) {
-    let d = dir.display().to_string();
-    let mut args = vec![
-        cmd,
-        "--profile",
-        profile,
-        "--dir",
-        &d,
-        "--lab",
-        "--lab-speed",
-        speed,
-        "--yes",
-        "--progress",
-        "plain",
-    ];
-    if let Some(f) = faults {
-        args.extend(["--lab-faults", f]);
-    }
-    run(&args)
+    let faults: Vec<&str> = faults.map_or(Vec::new(), |f| vec!["--lab-faults", f]);
+    support::lab_cli(cmd, profile, dir, speed, &faults)
 }
 
 fn ok(r: (i32, String, String)) {

@@ -77,6 +77,33 @@ pub fn golden(name: &str, actual: &str) {
 }
 
 /// Run the binary with `args`; (exit code, stdout, stderr).
+/// `talos-pve CMD --profile P --dir D --lab --lab-speed S`, with `--yes --progress
+/// plain` for the commands that act (all but `status`), then `extra`.
+pub fn lab_cli(
+    cmd: &str,
+    profile: &str,
+    dir: &Path,
+    speed: &str,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let d = dir.display().to_string();
+    let mut args = vec![
+        cmd,
+        "--profile",
+        profile,
+        "--dir",
+        &d,
+        "--lab",
+        "--lab-speed",
+        speed,
+    ];
+    if cmd != "status" {
+        args.extend(["--yes", "--progress", "plain"]);
+    }
+    args.extend(extra);
+    run(&args)
+}
+
 pub fn run(args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(bin())
         .args(args)

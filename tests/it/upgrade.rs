@@ -24,22 +24,7 @@ fn profile_at(dir: &Path, talos: &str, k8s: &str) -> String {
 }
 
 fn run(cmd: &str, profile: &str, dir: &Path, extra: &[&str]) -> (i32, String, String) {
-    let d = dir.display().to_string();
-    let mut args = vec![
-        cmd,
-        "--profile",
-        profile,
-        "--dir",
-        &d,
-        "--lab",
-        "--lab-speed",
-        SPEED,
-    ];
-    if cmd != "status" {
-        args.extend(["--yes", "--progress", "plain"]);
-    }
-    args.extend(extra);
-    support::run(&args)
+    support::lab_cli(cmd, profile, dir, SPEED, extra)
 }
 
 fn ok(r: (i32, String, String), what: &str) -> (String, String) {
