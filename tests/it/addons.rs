@@ -399,6 +399,50 @@ async fn lab_cluster_converges_and_a_second_run_changes_nothing() {
     assert_eq!(back["spec"], pool["spec"]);
 }
 
+/// The webhook's serving grace runs from its endpoint on the server's own clock: a
+/// client that writes only after the grace is accepted at once (the lab used to start
+/// the grace at the first write that asked).
+#[tokio::test]
+async fn a_webhook_serves_once_its_grace_after_the_endpoint_is_over() {
+    let mut cfg = KubeSimConfig::fast();
+    cfg.webhook_grace = Duration::from_millis(300);
+    let c = cluster(cfg).await;
+    let opts = options(&c);
+    let mut no_lb = c.profile.addons.clone();
+    no_lb.metallb = None;
+    addons::install(&c.client, &c.plan, &no_lb, &opts)
+        .await
+        .unwrap();
+    let docs = metallb::parse(
+        &metallb::manifest("0.16.1", &ManifestSource::Embedded, &c.fabric.addresses)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    addons::apply_all(&c.client, docs, &opts.poll)
+        .await
+        .unwrap();
+    let slices = "/apis/discovery.k8s.io/v1/namespaces/metallb-system/endpointslices";
+    opts.poll
+        .until("webhook endpoint", || async {
+            Ok(if c.client.list(slices).await?.is_empty() {
+                Err("none".into())
+            } else {
+                Ok(())
+            })
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let m = c.profile.addons.metallb.clone().unwrap();
+    let crs = metallb::resources(&m, &opts.links);
+    let disc = kube::Discovery::run(&c.client).await.unwrap();
+    c.client
+        .apply(disc.for_object(&crs[0]).unwrap(), &crs[0])
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn webhook_race_and_slow_crd_are_retried_within_bounds() {
     let mut cfg = KubeSimConfig::fast();

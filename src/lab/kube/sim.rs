@@ -880,7 +880,10 @@ fn webhook_endpoints(lab: &Lab) {
             continue;
         }
         let port = svc["spec"]["ports"][0]["targetPort"].clone();
-        // The server's grace counts from its endpoint, whoever asks when.
+        // The server's grace counts from its endpoint, whoever asks when: MetalLB's
+        // controller serves once its cert rotator has written the certificates, on its
+        // own clock (metallb `internal/k8s/webhook.go` enableCertRotation,
+        // open-policy-agent cert-controller `rotator.CertRotator{IsReady}`).
         elapsed(
             lab,
             &format!("webhook-cert/{ns}/{name}"),
