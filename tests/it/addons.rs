@@ -399,20 +399,17 @@ async fn lab_cluster_converges_and_a_second_run_changes_nothing() {
     assert_eq!(back["spec"], pool["spec"]);
 }
 
-/// The webhook's serving grace runs from its endpoint on the server's own clock: a
-/// client that writes only after the grace is accepted at once (the lab used to start
-/// the grace at the first write that asked).
-#[tokio::test]
-async fn a_webhook_serves_once_its_grace_after_the_endpoint_is_over() {
-    let mut cfg = KubeSimConfig::fast();
-    cfg.webhook_grace = Duration::from_millis(300);
-    let c = cluster(cfg).await;
-    let opts = options(&c);
+/// Cilium and the pod CIDRs, so MetalLB's workloads can roll out.
+async fn cni_without_metallb(c: &Cluster, opts: &Options) {
     let mut no_lb = c.profile.addons.clone();
     no_lb.metallb = None;
-    addons::install(&c.client, &c.plan, &no_lb, &opts)
+    addons::install(&c.client, &c.plan, &no_lb, opts)
         .await
         .unwrap();
+}
+
+/// The pinned MetalLB release manifest, applied.
+async fn apply_metallb_manifest(c: &Cluster, opts: &Options) {
     let docs = metallb::parse(
         &metallb::manifest("0.16.1", &ManifestSource::Embedded, &c.fabric.addresses)
             .await
@@ -422,6 +419,10 @@ async fn a_webhook_serves_once_its_grace_after_the_endpoint_is_over() {
     addons::apply_all(&c.client, docs, &opts.poll)
         .await
         .unwrap();
+}
+
+/// Until MetalLB's webhook Service has an endpoint.
+async fn webhook_endpoint(c: &Cluster, opts: &Options) {
     let slices = "/apis/discovery.k8s.io/v1/namespaces/metallb-system/endpointslices";
     opts.poll
         .until("webhook endpoint", || async {
@@ -433,6 +434,20 @@ async fn a_webhook_serves_once_its_grace_after_the_endpoint_is_over() {
         })
         .await
         .unwrap();
+}
+
+/// The webhook's serving grace runs from its endpoint on the server's own clock: a
+/// client that writes only after the grace is accepted at once (the lab used to start
+/// the grace at the first write that asked).
+#[tokio::test]
+async fn a_webhook_serves_once_its_grace_after_the_endpoint_is_over() {
+    let mut cfg = KubeSimConfig::fast();
+    cfg.webhook_grace = Duration::from_millis(300);
+    let c = cluster(cfg).await;
+    let opts = options(&c);
+    cni_without_metallb(&c, &opts).await;
+    apply_metallb_manifest(&c, &opts).await;
+    webhook_endpoint(&c, &opts).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let m = c.profile.addons.metallb.clone().unwrap();
     let crs = metallb::resources(&m, &opts.links);
@@ -455,23 +470,11 @@ async fn webhook_race_and_slow_crd_are_retried_within_bounds() {
         .insert(metallb::EXCLUDE_LABEL.into(), String::new());
     let c = cluster(cfg).await;
     let opts = options(&c);
-    let mut no_lb = c.profile.addons.clone();
-    no_lb.metallb = None;
-    addons::install(&c.client, &c.plan, &no_lb, &opts)
-        .await
-        .unwrap();
+    cni_without_metallb(&c, &opts).await;
 
     // Applying the manifest waits for the slow CRD before anything after it.
     let started = std::time::Instant::now();
-    let docs = metallb::parse(
-        &metallb::manifest("0.16.1", &ManifestSource::Embedded, &c.fabric.addresses)
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    addons::apply_all(&c.client, docs, &opts.poll)
-        .await
-        .unwrap();
+    apply_metallb_manifest(&c, &opts).await;
     assert!(started.elapsed() >= Duration::from_millis(600));
     let crd = c
         .client
@@ -482,17 +485,7 @@ async fn webhook_race_and_slow_crd_are_retried_within_bounds() {
     kube::crd_established(&crd).unwrap();
 
     // Endpoint ready but the webhook not serving yet: the API answers like the real one.
-    let slices = "/apis/discovery.k8s.io/v1/namespaces/metallb-system/endpointslices";
-    opts.poll
-        .until("webhook endpoint", || async {
-            Ok(if c.client.list(slices).await?.is_empty() {
-                Err("none".into())
-            } else {
-                Ok(())
-            })
-        })
-        .await
-        .unwrap();
+    webhook_endpoint(&c, &opts).await;
     let m = c.profile.addons.metallb.clone().unwrap();
     let crs = metallb::resources(&m, &opts.links);
     let disc = kube::Discovery::run(&c.client).await.unwrap();
